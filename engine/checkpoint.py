@@ -1,0 +1,191 @@
+"""Weights of an original DeepSeek-VL checkpoint: find them, check them, load them.
+
+Tensors go one at a time from the file straight to the target device and
+dtype and are assigned into a model built on the ``meta`` device, so no full
+float32 copy of the model ever sits in RAM. ``.bin`` files are read only
+through ``torch.load(weights_only=True)``: loading never runs code from data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+# Parts of the original checkpoint that upstream builds but never runs:
+# SigLIP's attention-pooling head (ignore_head=True) and the hybrid tower's
+# two LayerNorms that its forward never calls. Rotary caches are derived.
+IGNORED_KEYS = (
+    re.compile(r"(^|\.)attn_pool\."),
+    re.compile(r"^vision_model\.(high|low)_layer_norm\."),
+    re.compile(r"rotary_emb\.inv_freq$"),
+)
+# Upstream's SAM MLP is ``lin1``/``lin2``; timm's is ``fc1``/``fc2``.
+_SAM_MLP = re.compile(r"^(vision_model\.vision_tower_high\.vision_tower\.blocks\.\d+\.mlp\.)lin([12])\.")
+
+
+@dataclass
+class LoadProgress:
+    """One step of loading, for a progress display."""
+
+    stage: str  # "download", "load" or "ready"
+    done: int = 0
+    total: int | None = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[LoadProgress], None]
+
+
+def module_key(original: str) -> str:
+    return _SAM_MLP.sub(r"\1fc\2.", original)
+
+
+def original_key(module_name: str) -> str:
+    return re.sub(
+        r"^(vision_model\.vision_tower_high\.vision_tower\.blocks\.\d+\.mlp\.)fc([12])\.", r"\1lin\2.", module_name
+    )
+
+
+def is_ignored(original: str) -> bool:
+    return any(p.search(original) for p in IGNORED_KEYS)
+
+
+class WeightSource:
+    """The weight files of one folder, with their tensor names and shapes read from headers."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files = self._find_files(folder)
+        self.format = "safetensors" if self.files[0].suffix == ".safetensors" else "bin"
+        self._bin_cache: dict[Path, dict] = {}
+
+    @staticmethod
+    def _find_files(folder: Path) -> list[Path]:
+        for single, index in (
+            ("model.safetensors", "model.safetensors.index.json"),
+            ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+        ):
+            if (folder / index).exists():
+                try:
+                    weight_map = json.loads((folder / index).read_text())["weight_map"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    raise CheckpointError(f"{folder / index} is not a valid weight index; re-download the model") from None
+                files = [folder / name for name in sorted(set(weight_map.values()))]
+                missing = [f.name for f in files if not f.exists()]
+                if missing:
+                    raise CheckpointError(f"{folder} is missing weight shard(s) {', '.join(missing[:3])}; re-download the model")
+                return files
+            if (folder / single).exists():
+                return [folder / single]
+        raise CheckpointError(
+            f"{folder} has no weights (model.safetensors, a sharded safetensors index, or pytorch_model.bin); re-download the model"
+        )
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], Path]]:
+        out: dict[str, tuple[tuple[int, ...], Path]] = {}
+        for path in self.files:
+            if self.format == "safetensors":
+                out.update({k: (tuple(v), path) for k, v in _safetensors_header_shapes(path).items()})
+            else:
+                out.update({k: (tuple(t.shape), path) for k, t in self._bin(path).items()})
+        return out
+
+    def _bin(self, path: Path) -> dict:
+        if path not in self._bin_cache:
+            try:
+                try:
+                    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+                    data = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+                raise CheckpointError(f"cannot read {path} safely ({' '.join(str(exc).split())[:160]}); re-download the model") from None
+            self._bin_cache[path] = data.get("state_dict", data) if isinstance(data, dict) else {}
+        return self._bin_cache[path]
+
+    def tensors(self, names_by_file: dict[Path, list[str]], device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+        for path, names in names_by_file.items():
+            if self.format == "safetensors":
+                from safetensors import safe_open
+
+                target = "cpu" if device.type == "meta" else str(device)
+                with safe_open(str(path), framework="pt", device=target) as handle:
+                    for name in names:
+                        yield name, handle.get_tensor(name)
+            else:
+                data = self._bin(path)
+                for name in names:
+                    yield name, data[name]
+                self._bin_cache.pop(path, None)
+
+
+def _safetensors_header_shapes(path: Path) -> dict[str, list[int]]:
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size <= 0 or size > 100_000_000:
+                raise ValueError("bad header size")
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); re-download the model") from None
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def _describe(keys: list[str]) -> str:
+    shown = ", ".join(sorted(keys)[:4])
+    return f"{shown} and {len(keys) - 4} more" if len(keys) > 4 else shown
+
+
+def load_weights(
+    model: nn.Module,
+    folder: Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Check every key and shape, then assign each tensor into ``model`` (built on meta)."""
+    source = WeightSource(folder)
+    on_file = source.shapes()
+    expected = {name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()}
+
+    mapped = {module_key(k): k for k in on_file if not is_ignored(k)}
+    unexpected = [mapped[k] for k in mapped if k not in expected]
+    missing = [original_key(k) for k in expected if k not in mapped]
+    if missing:
+        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}; re-download the model")
+    if unexpected:
+        raise CheckpointError(f"{folder} has weights this architecture does not use: {_describe(unexpected)}; is config.json from the same model?")
+    for name, shape in expected.items():
+        found = on_file[mapped[name]][0]
+        if found != shape:
+            raise CheckpointError(f"{folder}: weight {mapped[name]} has shape {list(found)}, the config implies {list(shape)}; re-download the model")
+
+    names_by_file: dict[Path, list[str]] = {}
+    for name in expected:
+        names_by_file.setdefault(on_file[mapped[name]][1], []).append(mapped[name])
+    total = len(expected)
+    for done, (original, tensor) in enumerate(source.tensors(names_by_file, device), start=1):
+        if tensor.is_floating_point():
+            tensor = tensor.to(device=device, dtype=dtype)
+        else:
+            tensor = tensor.to(device=device)
+        _assign(model, module_key(original), tensor)
+        if progress is not None:
+            progress(LoadProgress("load", done, total, f"loading weights {done}/{total}"))
+
+
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+    else:
+        owner._buffers[leaf] = tensor

@@ -1,0 +1,103 @@
+"""The assembled DeepSeek-VL model: vision tower, aligner, Llama language model.
+
+The language model is transformers' ``LlamaForCausalLM`` as is. The model is
+built on the ``meta`` device and its weights are assigned from the
+checkpoint (see ``checkpoint.load_weights``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from .checkpoint import ProgressCallback, load_weights
+from .spec import ModelSpec
+from .vision import build_aligner, build_vision
+
+# transformers 5 renamed ``past_key_values`` to ``cache`` in forward().
+_CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+def llama_config(language: dict, dtype: torch.dtype) -> LlamaConfig:
+    params = {k: v for k, v in language.items() if k not in ("torch_dtype", "dtype", "model_type", "architectures")}
+    # Upstream's pinned transformers defaulted to an untied lm_head; say so in
+    # case a future default changes.
+    params.setdefault("tie_word_embeddings", False)
+    config = LlamaConfig(**params)
+    config._attn_implementation = "sdpa"
+    config.dtype = dtype
+    return config
+
+
+class DeepSeekVLModel(nn.Module):
+    """Upstream's ``MultiModalityCausalLM``, with the same attribute names."""
+
+    def __init__(self, spec: ModelSpec, dtype: torch.dtype):
+        super().__init__()
+        self.spec = spec
+        self.vision_model = build_vision(spec.vision)
+        self.aligner = build_aligner(spec.aligner)
+        self.language_model = LlamaForCausalLM(llama_config(spec.language, dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.language_model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.lm_head.weight.dtype
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] pixel values in the preprocessor's range -> [N, T_img, D] embeddings."""
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        return self.aligner(self.vision_model(pixels))
+
+    @torch.inference_mode()
+    def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None, image_token_id: int) -> torch.Tensor:
+        """[T] ids -> [1, T, D] input embeddings with image slots filled in prompt order."""
+        ids = input_ids.to(self.device)
+        embeds = self.language_model.get_input_embeddings()(ids)
+        if image_embeds is not None and image_embeds.numel():
+            mask = ids == image_token_id
+            embeds[mask] = image_embeds.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
+        return embeds.unsqueeze(0)
+
+    def forward_embeds(self, embeds: torch.Tensor, cache=None, logits_to_keep: int = 0):
+        """Run the language model on [1, T, D] embeddings; returns (logits [1, T', V], cache)."""
+        kwargs = {_CACHE_KWARG: cache, "use_cache": cache is not None, "logits_to_keep": logits_to_keep}
+        out = self.language_model(inputs_embeds=embeds, **kwargs)
+        return out.logits, cache
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(
+    spec: ModelSpec,
+    folder: Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: ProgressCallback | None = None,
+) -> DeepSeekVLModel:
+    with torch.device("meta"):
+        model = DeepSeekVLModel(spec, dtype)
+    load_weights(model, folder, device=device, dtype=dtype, progress=progress)
+    _materialise_derived_buffers(model, device)
+    return model.eval()
+
+
+def _materialise_derived_buffers(model: DeepSeekVLModel, device: torch.device) -> None:
+    """Recreate non-persistent buffers (rotary frequencies) that stayed on meta."""
+    lm = model.language_model
+    rotary = lm.model.rotary_emb
+    with torch.device(device):
+        lm.model.rotary_emb = type(rotary)(config=lm.config)
+    left = [name for name, t in model.named_buffers() if t.is_meta] + [name for name, t in model.named_parameters() if t.is_meta]
+    if left:
+        raise RuntimeError(f"internal error: tensors left unloaded: {left[:5]}")

@@ -1,0 +1,137 @@
+"""The engine's public value types: messages in, settings, stats and info out.
+
+These are plain dataclasses with no torch in their signatures so that a
+front end (or a remote backend speaking an OpenAI-compatible protocol) can
+use them without loading a model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol, Sequence, Union
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from PIL import Image as PILImage
+
+ImageSource = Union[str, os.PathLike, "PILImage.Image"]
+Role = Literal["user", "assistant"]
+StopReason = Literal["eos", "stop_string", "length", "cancelled", "error"]
+
+
+@dataclass
+class Message:
+    """One turn of a conversation.
+
+    ``images`` are attached to the message in order; in the prompt they come
+    before the message text, one image slot each.
+    """
+
+    role: Role
+    text: str
+    images: list[ImageSource] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.role not in ("user", "assistant"):
+            raise ValueError(f"message role must be 'user' or 'assistant', not {self.role!r}")
+        self.images = list(self.images)
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings; defaults are upstream DeepSeek-VL's CLI defaults.
+
+    ``temperature == 0`` means greedy decoding. ``top_k`` defaults to 50, the
+    value upstream's ``generate`` call inherits from transformers.
+    """
+
+    temperature: float = 0.2
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be 0 (off) or more"),
+            (self.repetition_penalty > 0, "repetition_penalty must be more than 0"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise ValueError(problem)
+
+
+@dataclass
+class GenerationStats:
+    """What one generation did; complete once its stream has ended."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    time_to_first_token: float | None = None  # seconds from the call to the first new token
+    tokens_per_second: float | None = None  # decode rate after the first token
+    total_seconds: float = 0.0
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    dropped_turns: int = 0  # oldest turns left out to fit the context window
+
+
+@dataclass
+class EngineInfo:
+    """What was loaded and where."""
+
+    model_id: str
+    variant: Literal["chat", "base"]
+    tower: str  # "siglip" or "hybrid"
+    device: str
+    dtype: str
+    parameters: int
+    context_length: int
+    path: str = ""
+    load_seconds: float = 0.0
+
+
+@dataclass
+class Prepared:
+    """A conversation turned into model input, exactly as upstream would build it.
+
+    ``input_ids`` is 1-D and includes BOS and every image token; ``images``
+    holds one preprocessed pixel tensor per image slot, in prompt order.
+    """
+
+    input_ids: "torch.Tensor"
+    images: list["torch.Tensor"]
+    image_keys: list[str]  # a content hash per image, in prompt order
+    prompt: str  # the text prompt, image slots shown as the image tag
+    dropped_turns: int = 0
+
+
+class ChatBackend(Protocol):
+    """What a front end needs from a model; ``Engine`` is one implementation.
+
+    A client of an OpenAI-compatible server can implement the same protocol
+    (``stream`` and ``info``) and stand in for the local engine.
+    """
+
+    info: EngineInfo
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        settings: GenerationSettings,
+        *,
+        system: str | None = None,
+        cancel: Any = None,
+    ) -> "TextStream": ...
+
+
+class TextStream(Protocol):
+    """An iterator of text chunks whose ``stats`` are final when it ends."""
+
+    stats: GenerationStats
+
+    def __iter__(self) -> Iterator[str]: ...
