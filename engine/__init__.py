@@ -1,0 +1,46 @@
+"""The DeepSeek-VL engine: load the original checkpoints and stream answers.
+
+Importing this package is cheap; torch and transformers load with the
+first use of ``load`` or ``Engine``.
+
+    import engine
+    eng = engine.load("deepseek-ai/deepseek-vl-1.3b-chat")
+    for chunk in eng.stream([engine.Message("user", "hi")], engine.GenerationSettings()):
+        print(chunk, end="")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CheckpointError,
+    ContextOverflowError,
+    EngineError,
+    GenerationError,
+    ImageError,
+    ModelNotFoundError,
+)
+from .types import ChatBackend, EngineInfo, GenerationSettings, GenerationStats, Message, Prepared
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import LoadProgress
+    from .engine import Engine, load
+    from .generate import TextStream
+
+_LAZY = {"Engine": "engine", "load": "engine", "TextStream": "generate", "LoadProgress": "checkpoint"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
+__all__ = [
+    "ChatBackend", "CheckpointError", "ContextOverflowError", "Engine", "EngineError", "EngineInfo",
+    "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LoadProgress", "Message",
+    "ModelNotFoundError", "Prepared", "TextStream", "load",
+]

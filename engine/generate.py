@@ -1,0 +1,205 @@
+"""The decode loop and the stream a caller iterates.
+
+Generation runs in a background thread: prefill the prompt embeddings
+once, then one token per step on the KV cache. Each step checks the cancel
+event, so a cancel stops generation within one token and keeps what was
+produced. Sampling uses transformers' logits processors, the same ones
+upstream's ``generate`` call applies.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .detokenize import IncrementalDecoder, StopStringFilter
+from .errors import EngineError, GenerationError
+from .types import GenerationSettings, GenerationStats
+
+_DONE = object()
+
+
+@dataclass
+class DecodeJob:
+    """Everything one generation needs, prepared before the thread starts."""
+
+    embeds: torch.Tensor  # [1, T, D] prompt embeddings
+    prompt_tokens: int
+    max_new_tokens: int
+    eos_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...]
+    decode: Callable[[Sequence[int]], str]
+    settings: GenerationSettings
+
+
+def _logits_processors(settings: GenerationSettings):
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.temperature > 0:
+        if settings.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            processors.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(settings.top_p))
+    return processors
+
+
+class Sampler:
+    """Picks the next token from the last position's logits."""
+
+    def __init__(self, settings: GenerationSettings, device: torch.device):
+        self.settings = settings
+        self.processors = _logits_processors(settings)
+        self.generator = None
+        if settings.temperature > 0:
+            self.generator = torch.Generator(device=device)
+            if settings.seed is not None:
+                self.generator.manual_seed(settings.seed)
+            else:
+                self.generator.seed()
+
+    def __call__(self, logits: torch.Tensor, generated: torch.Tensor) -> int:
+        # logits: [1, V] float32; generated: [1, n] ids so far (upstream passes
+        # only embeddings to generate, so its repetition penalty sees only new tokens).
+        scores = self.processors(generated, logits) if len(self.processors) else logits
+        if self.generator is None:
+            return int(scores.argmax(dim=-1))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+class TextStream:
+    """Iterate to get text chunks; ``stats`` is complete once iteration ends.
+
+    Errors in the worker thread end the iteration with a ``GenerationError``
+    after the text produced so far. Leaving the loop early (``break``) or
+    calling ``close()`` cancels the generation.
+    """
+
+    def __init__(self, run: Callable[["TextStream"], None], cancel: threading.Event | None, lock: threading.Lock):
+        self.stats = GenerationStats()
+        self.text = ""
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self._abort = threading.Event()  # set when the caller stops iterating early
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = lock
+        self._thread = threading.Thread(target=self._work, args=(run,), name="dsvl-generate", daemon=True)
+        self._started = False
+
+    def _work(self, run) -> None:
+        with self._lock:
+            try:
+                run(self)
+            except EngineError as exc:
+                self._fail(str(exc))
+            except torch.OutOfMemoryError:
+                self._fail("out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model")
+            except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
+                self._fail(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            finally:
+                self._queue.put(_DONE)
+
+    def _fail(self, message: str) -> None:
+        self.stats.stop_reason = "error"
+        self.stats.error = message
+
+    def emit(self, chunk: str) -> None:
+        if chunk:
+            self.text += chunk
+            self._queue.put(chunk)
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _DONE:
+                    break
+                yield item
+        finally:
+            self._abort.set()  # a no-op if the worker already finished
+            self._thread.join()
+        if self.stats.stop_reason == "error":
+            raise GenerationError(self.stats.error or "generation failed")
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or self._abort.is_set()
+
+    def close(self) -> None:
+        """Stop the generation (if running) and wait for the worker to end."""
+        self._abort.set()
+        if self._started:
+            self._thread.join()
+
+
+def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> None:
+    """Prefill then decode one token at a time, streaming text into ``stream``."""
+    stats = stream.stats
+    stats.prompt_tokens = job.prompt_tokens
+    sampler = Sampler(job.settings, model.device)
+    decoder = IncrementalDecoder(job.decode)
+    stops = StopStringFilter(job.stop_strings)
+    generated = torch.empty((1, 0), dtype=torch.long, device=model.device)
+    cache = _new_cache(model)
+    first_token_at = None
+    reason = "length"
+
+    with torch.inference_mode():
+        logits, cache = model.forward_embeds(job.embeds, cache, logits_to_keep=1)
+        for _ in range(job.max_new_tokens):
+            if stream.cancelled():
+                reason = "cancelled"
+                break
+            token = sampler(logits[:, -1, :].float(), generated)
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+                stats.time_to_first_token = first_token_at - started
+            if token in job.eos_ids:
+                reason = "eos"
+                break
+            generated = torch.cat([generated, torch.tensor([[token]], device=model.device)], dim=1)
+            stats.new_tokens += 1
+            stream.emit(stops.push(decoder.push(token)))
+            if stops.stopped:
+                reason = "stop_string"
+                break
+            if stats.new_tokens == job.max_new_tokens:
+                break
+            embeds = model.language_model.get_input_embeddings()(generated[:, -1:])
+            logits, cache = model.forward_embeds(embeds, cache, logits_to_keep=1)
+    if reason != "stop_string":
+        stream.emit(stops.push(decoder.flush()))
+        stream.emit(stops.flush())
+        if stops.stopped:
+            reason = "stop_string"
+    ended = time.perf_counter()
+    stats.total_seconds = ended - started
+    if first_token_at is not None and stats.new_tokens > 1:
+        stats.tokens_per_second = (stats.new_tokens - 1) / max(ended - first_token_at, 1e-9)
+    stats.stop_reason = reason
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.language_model.config)
+    except TypeError:  # older transformers take no config
+        return DynamicCache()

@@ -1,0 +1,172 @@
+"""Conversation -> token ids, exactly as upstream DeepSeek-VL builds them.
+
+Upstream's ``deepseek`` format::
+
+    {system}\\n\\nUser: {images}{text}\\n\\nAssistant: {answer}<｜end▁of▁sentence｜>User: ...\\n\\nAssistant:
+
+each message's content stripped, the whole prompt stripped, BOS first, and
+each ``<image_placeholder>`` expanded to ``num_image_tokens`` image tokens.
+
+Upstream tokenizes the prompt string in one go; the tokenizer first splits
+it at special tokens and encodes the runs between them independently. We
+build those runs directly: template special tokens (the end-of-sentence
+separator) and image slots are emitted as ids, and the text runs between
+them are encoded by a copy of the tokenizer that knows no special tokens.
+The ids are the same as upstream's, except that text a user types, such as
+a literal ``<image_placeholder>``, stays text and never becomes a special
+token or an image slot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+from .errors import CheckpointError
+from .spec import ModelSpec
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
+    "provides, and assist the user with a variety of tasks using natural language."
+)
+ROLE_NAMES = {"user": "User", "assistant": "Assistant"}
+USER_SEP = "\n\n"
+STOP_STRING = "User:"
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    index: int  # position in the prompt's image list
+
+
+@dataclass(frozen=True)
+class SpecialToken:
+    token_id: int
+    text: str
+
+
+Piece = Union[str, ImageSlot, SpecialToken]
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+class PromptFormat:
+    """Renders messages in upstream's format and encodes them to ids."""
+
+    def __init__(self, folder: Path, spec: ModelSpec, *, variant: str = "chat"):
+        from tokenizers import Tokenizer
+
+        path = folder / "tokenizer.json"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self.tokenizer = Tokenizer.from_str(json.dumps(raw))
+            raw["added_tokens"] = []
+            self._plain = Tokenizer.from_str(json.dumps(raw))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
+            raise CheckpointError(f"{path} cannot be read as a tokenizer ({' '.join(str(exc).split())[:120]}); re-download the model") from None
+        self.variant = variant
+        self.image_tag = spec.image_tag
+        self.num_image_tokens = spec.num_image_tokens
+        self.bos_id, self.bos_text = self._special(spec, "bos_token")
+        self.eos_id, self.eos_text = self._special(spec, "eos_token")
+        image_id = self.tokenizer.token_to_id(spec.image_tag)
+        if image_id is None:
+            raise CheckpointError(f"{path} has no {spec.image_tag!r} token; this tokenizer is not from a DeepSeek-VL checkpoint")
+        self.image_id = image_id
+
+    def _special(self, spec: ModelSpec, name: str) -> tuple[int, str]:
+        text = _token_text(spec.tokenizer_config.get(name)) or _token_text(spec.special_tokens_map.get(name))
+        token_id = self.tokenizer.token_to_id(text) if text else None
+        if token_id is None:
+            raise CheckpointError(f"the tokenizer files define no usable {name}; re-download the model")
+        return token_id, text
+
+    # -- rendering ---------------------------------------------------------
+    def pieces(self, messages: Sequence, system: str | None) -> list[Piece]:
+        """The prompt as text runs, template special tokens and image slots."""
+        out: list[Piece] = []
+        images = 0
+
+        def content(message) -> list[Piece]:
+            nonlocal images
+            slots: list[Piece] = []
+            for _ in message.images:
+                slots.append(ImageSlot(images))
+                images += 1
+            text = message.text
+            # Upstream strips each message's content (tags + text).
+            text = text.rstrip() if slots else text.strip()
+            return [*slots, text] if text else slots
+
+        if self.variant == "base":
+            for message in messages:
+                out += content(message)
+            return _strip_ends(out)
+
+        system = DEFAULT_SYSTEM_PROMPT if system is None else system
+        if system:
+            out.append(system + USER_SEP)
+        for message in messages:
+            body = content(message)
+            role = ROLE_NAMES[message.role]
+            if not body:
+                out.append(role + ":")
+                continue
+            out.append(role + ": ")
+            out += body
+            out.append(USER_SEP if message.role == "user" else SpecialToken(self.eos_id, self.eos_text))
+        if messages and messages[-1].role == "user":
+            out.append(ROLE_NAMES["assistant"] + ":")
+        return _strip_ends(out)
+
+    def render(self, pieces: list[Piece]) -> str:
+        return "".join(
+            p if isinstance(p, str) else self.image_tag if isinstance(p, ImageSlot) else p.text for p in pieces
+        )
+
+    def encode(self, pieces: list[Piece]) -> list[int]:
+        ids = [self.bos_id]
+        text = ""
+        for piece in pieces + [None]:
+            if isinstance(piece, str):
+                text += piece
+                continue
+            if text:
+                ids += self._plain.encode(text, add_special_tokens=False).ids
+                text = ""
+            if isinstance(piece, ImageSlot):
+                ids += [self.image_id] * self.num_image_tokens
+            elif isinstance(piece, SpecialToken):
+                ids.append(piece.token_id)
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return (STOP_STRING,) if self.variant == "chat" else ()
+
+
+def _strip_ends(pieces: list[Piece]) -> list[Piece]:
+    """Upstream strips the whole prompt string: trim whitespace at both ends across text runs."""
+    pieces = list(pieces)
+    for index in range(len(pieces)):
+        if not isinstance(pieces[index], str):
+            break
+        pieces[index] = pieces[index].lstrip()
+        if pieces[index]:
+            break
+    for index in range(len(pieces) - 1, -1, -1):
+        if not isinstance(pieces[index], str):
+            break
+        pieces[index] = pieces[index].rstrip()
+        if pieces[index]:
+            break
+    return [p for p in pieces if not (isinstance(p, str) and not p)]

@@ -1,0 +1,135 @@
+"""Turn a model argument (hub id or folder) into a local folder, and pick device and dtype.
+
+Hub ids go through huggingface_hub, so its cache, ``HF_HOME``,
+``HF_HUB_OFFLINE`` and revisions behave as users expect; download progress
+(bytes) is reported through the caller's callback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint import LoadProgress, ProgressCallback
+from .errors import EngineError, ModelNotFoundError
+
+KNOWN_MODELS = (
+    "deepseek-ai/deepseek-vl-1.3b-chat",
+    "deepseek-ai/deepseek-vl-1.3b-base",
+    "deepseek-ai/deepseek-vl-7b-chat",
+    "deepseek-ai/deepseek-vl-7b-base",
+)
+_CONFIG_FILES = ["*.json", "tokenizer*"]
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids are exactly "owner/name"; anything else is meant as a folder.
+    return model.startswith((".", "/", "~")) or model.count("/") != 1 or os.sep == "\\" and "\\" in model
+
+
+def resolve_model(model: str, *, revision: str | None = None, progress: ProgressCallback | None = None) -> Path:
+    """Return the local folder holding ``model``, downloading it from the hub if needed."""
+    expanded = Path(model).expanduser()
+    if expanded.is_dir():
+        return expanded.resolve()
+    if expanded.exists():
+        raise ModelNotFoundError(f"{model} is a file, not a model folder; pass the folder that holds config.json")
+    if _looks_like_path(model):
+        raise ModelNotFoundError(
+            f"model folder not found: {model}; check the path, or pass a hub id such as {KNOWN_MODELS[0]}"
+        )
+    return _download(model, revision=revision, progress=progress)
+
+
+def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    kwargs = {"repo_id": repo_id, "revision": revision}
+    if progress is not None:
+        kwargs["tqdm_class"] = _progress_tqdm(progress)
+    try:
+        folder = Path(snapshot_download(allow_patterns=_CONFIG_FILES + ["*.safetensors"], **kwargs))
+        if not any(folder.glob("*.safetensors")):  # older uploads ship only .bin weights
+            folder = Path(snapshot_download(allow_patterns=_CONFIG_FILES + ["*.bin"], **kwargs))
+    except GatedRepoError:
+        raise ModelNotFoundError(f"{repo_id} needs you to accept its licence on the Hugging Face hub; log in with `hf auth login` and retry") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(f"no model {repo_id!r} on the Hugging Face hub; try one of {', '.join(KNOWN_MODELS)} or a local folder") from None
+    except RevisionNotFoundError:
+        raise ModelNotFoundError(f"{repo_id} has no revision {revision!r}; check the revision name") from None
+    except HFValidationError:
+        raise ModelNotFoundError(f"{repo_id!r} is neither a folder nor a valid hub id; pass a local folder or an id like {KNOWN_MODELS[0]}") from None
+    except LocalEntryNotFoundError:
+        raise ModelNotFoundError(
+            f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1); "
+            "download it once with a network connection, or pass a local folder"
+        ) from None
+    except OSError as exc:
+        raise ModelNotFoundError(f"downloading {repo_id} failed ({' '.join(str(exc).split())[:120]}); check disk space and network, then retry") from None
+    if progress is not None:
+        progress(LoadProgress("download", 1, 1, f"{repo_id} is available locally"))
+    return folder
+
+
+def _progress_tqdm(progress: ProgressCallback):
+    """A tqdm class that forwards byte counts to ``progress`` instead of drawing bars."""
+    from tqdm.auto import tqdm
+
+    class ForwardingTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._done = 0
+
+        def update(self, n=1):
+            self._done += n or 0
+            if self.unit == "B":
+                progress(LoadProgress("download", int(self._done), int(self.total) if self.total else None,
+                                      f"downloading {self.desc or ''}".strip()))
+
+    return ForwardingTqdm
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise EngineError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError("CUDA was asked for but no CUDA GPU is available; use --device auto or cpu")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise EngineError("MPS was asked for but is not available; use --device auto or cpu")
+        return chosen
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise EngineError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
