@@ -94,6 +94,7 @@ class TextStream:
     def __init__(self, run: Callable[["TextStream"], None], cancel: threading.Event | None, lock: threading.Lock):
         self.stats = GenerationStats()
         self.text = ""
+        self.token_ids: list[int] = []  # generated ids, EOS excluded
         self.cancel = cancel if cancel is not None else threading.Event()
         self._abort = threading.Event()  # set when the caller stops iterating early
         self._queue: queue.Queue = queue.Queue()
@@ -175,6 +176,7 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> Non
                 reason = "eos"
                 break
             generated = torch.cat([generated, torch.tensor([[token]], device=model.device)], dim=1)
+            stream.token_ids.append(token)
             stats.new_tokens += 1
             stream.emit(stops.push(decoder.push(token)))
             if stops.stopped:
