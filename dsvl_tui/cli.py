@@ -33,9 +33,13 @@ def _error(message: object) -> None:
     print(f"error: {printable(str(message))}", file=sys.stderr, flush=True)
 
 
-def _progress(*args: Any, **kwargs: Any) -> None:
-    """Print the engine's load progress, whatever its arguments, on stderr."""
-    print(" ".join(printable(str(a)) for a in args), file=sys.stderr, flush=True)
+def _progress(event: Any, *rest: Any) -> None:
+    """Show the engine's load progress (``engine.LoadProgress``) on one stderr line, rewritten in place."""
+    message = getattr(event, "message", None) or " ".join(str(a) for a in (event, *rest))
+    sys.stderr.write("\r" + printable(message)[:79].ljust(79))
+    if getattr(event, "stage", None) == "ready":
+        sys.stderr.write("\n")
+    sys.stderr.flush()
 
 
 @app.command()

@@ -47,6 +47,7 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
+        HfHubHTTPError,
         HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -73,6 +74,8 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
             f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1); "
             "download it once with a network connection, or pass a local folder"
         ) from None
+    except HfHubHTTPError as exc:
+        raise ModelNotFoundError(f"the Hugging Face hub refused {repo_id} ({' '.join(str(exc).split())[:120]}); check the id, your login and network") from None
     except OSError as exc:
         raise ModelNotFoundError(f"downloading {repo_id} failed ({' '.join(str(exc).split())[:120]}); check disk space and network, then retry") from None
     if progress is not None:
@@ -86,15 +89,19 @@ def _progress_tqdm(progress: ProgressCallback):
 
     class ForwardingTqdm(tqdm):
         def __init__(self, *args, **kwargs):
+            # A disabled tqdm keeps no state, so remember what the bar is about.
+            self._bytes = kwargs.get("unit") == "B"
+            self._total = kwargs.get("total")
+            self._what = kwargs.get("desc") or ""
+            self._done = 0
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
-            self._done = 0
 
         def update(self, n=1):
             self._done += n or 0
-            if self.unit == "B":
-                progress(LoadProgress("download", int(self._done), int(self.total) if self.total else None,
-                                      f"downloading {self.desc or ''}".strip()))
+            if self._bytes:
+                total = int(self._total) if self._total else None
+                progress(LoadProgress("download", int(self._done), total, f"downloading {self._what}".strip()))
 
     return ForwardingTqdm
 
