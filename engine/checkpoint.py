@@ -27,6 +27,7 @@ IGNORED_KEYS = (
     re.compile(r"^vision_model\.(high|low)_layer_norm\."),
     re.compile(r"rotary_emb\.inv_freq$"),
 )
+REMAP_BYTES = 256 * 1024 * 1024
 # Upstream's SAM MLP is ``lin1``/``lin2``; timm's is ``fc1``/``fc2``.
 _SAM_MLP = re.compile(r"^(vision_model\.vision_tower_high\.vision_tower\.blocks\.\d+\.mlp\.)lin([12])\.")
 
@@ -116,9 +117,17 @@ class WeightSource:
                 from safetensors import safe_open
 
                 target = "cpu" if device.type == "meta" else str(device)
-                with safe_open(str(path), framework="pt", device=target) as handle:
-                    for name in names:
-                        yield name, handle.get_tensor(name)
+                handle, mapped_bytes = None, 0
+                for name in names:
+                    # A mapping held open keeps every page read so far resident,
+                    # which would add the file's size to peak RSS; reopening
+                    # every REMAP_BYTES bounds that at little cost.
+                    if handle is None or mapped_bytes > REMAP_BYTES:
+                        handle, mapped_bytes = safe_open(str(path), framework="pt", device=target), 0
+                    tensor = handle.get_tensor(name)
+                    mapped_bytes += tensor.numel() * tensor.element_size()
+                    yield name, tensor
+                handle = None
             else:
                 data = self._bin(path)
                 for name in names:
