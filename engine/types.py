@@ -126,10 +126,10 @@ class ChatBackend(Protocol):
         *,
         system: str | None = None,
         cancel: Any = None,
-    ) -> "TextStream": ...
+    ) -> "AnswerStream": ...
 
 
-class TextStream(Protocol):
+class AnswerStream(Protocol):
     """An iterator of text chunks whose ``stats`` are final when it ends."""
 
     stats: GenerationStats
