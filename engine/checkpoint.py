@@ -77,9 +77,11 @@ class WeightSource:
             if (folder / index).exists():
                 try:
                     weight_map = json.loads((folder / index).read_text())["weight_map"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    raise CheckpointError(f"{folder / index} is not a valid weight index; re-download the model") from None
-                files = [folder / name for name in sorted(set(weight_map.values()))]
+                    files = [folder / str(name) for name in sorted(set(weight_map.values()))]
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    files = []
+                if not files:
+                    raise CheckpointError(f"{folder / index} is not a valid weight index; re-download the model")
                 missing = [f.name for f in files if not f.exists()]
                 if missing:
                     raise CheckpointError(f"{folder} is missing weight shard(s) {', '.join(missing[:3])}; re-download the model")
@@ -136,15 +138,21 @@ class WeightSource:
 
 
 def _safetensors_header_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a safetensors header; also checks the file holds all the data it lists."""
     try:
+        file_size = path.stat().st_size
         with open(path, "rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
             if size <= 0 or size > 100_000_000:
                 raise ValueError("bad header size")
             header = json.loads(handle.read(size))
-    except (OSError, ValueError) as exc:
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        data_end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+        if 8 + size + data_end > file_size:
+            raise ValueError(f"the file is truncated: {file_size} bytes, the header needs {8 + size + data_end}")
+        return {k: list(v["shape"]) for k, v in tensors.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); re-download the model") from None
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
 def _describe(keys: list[str]) -> str:

@@ -23,8 +23,9 @@ DEFAULT_CONTEXT_LENGTH = 4096
 
 
 def _variant_of(model: str, folder: Path) -> str:
-    names = f"{model} {folder.name}".lower()
-    return "base" if "-base" in names or "_base" in names else "chat"
+    # Only the model's own name counts (".../deepseek-vl-7b-base"), not its parent folders.
+    names = f"{model.rstrip('/').rsplit('/', 1)[-1]} {folder.name}".lower()
+    return "base" if names.endswith(("-base", "_base")) or "-base " in names or "_base " in names else "chat"
 
 
 class Engine:
@@ -143,6 +144,8 @@ def load(
     variant: str | None = None,
 ) -> Engine:
     """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``."""
+    if context_length < 16:
+        raise ValueError(f"context_length must be at least 16 tokens, not {context_length}")
     started = time.perf_counter()
     folder = resolve_model(str(model), revision=revision, progress=progress)
     spec = read_spec(folder)

@@ -31,7 +31,10 @@ def _looks_like_path(model: str) -> bool:
 
 def resolve_model(model: str, *, revision: str | None = None, progress: ProgressCallback | None = None) -> Path:
     """Return the local folder holding ``model``, downloading it from the hub if needed."""
-    expanded = Path(model).expanduser()
+    try:
+        expanded = Path(model).expanduser()
+    except RuntimeError:  # "~someone" with no such user
+        raise ModelNotFoundError(f"model folder not found: {model}; check the path") from None
     if expanded.is_dir():
         return expanded.resolve()
     if expanded.exists():
@@ -70,8 +73,9 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
     except HFValidationError:
         raise ModelNotFoundError(f"{repo_id!r} is neither a folder nor a valid hub id; pass a local folder or an id like {KNOWN_MODELS[0]}") from None
     except LocalEntryNotFoundError:
+        at = f" at revision {revision!r}" if revision else ""
         raise ModelNotFoundError(
-            f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1); "
+            f"{repo_id}{at} is not in the local Hugging Face cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1); "
             "download it once with a network connection, or pass a local folder"
         ) from None
     except HfHubHTTPError as exc:
@@ -112,6 +116,8 @@ def pick_device(device: str = "auto") -> torch.device:
             chosen = torch.device(device)
         except RuntimeError:
             raise EngineError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        if chosen.type not in ("cpu", "cuda", "mps"):
+            raise EngineError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise EngineError("CUDA was asked for but no CUDA GPU is available; use --device auto or cpu")
         if chosen.type == "mps" and not torch.backends.mps.is_available():
@@ -130,6 +136,8 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise EngineError(f"unsupported dtype {dtype}; use bfloat16, float16 or float32")
         return dtype
     if dtype != "auto":
         if dtype not in _DTYPES:
