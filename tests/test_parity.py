@@ -77,10 +77,8 @@ def test_images_change_the_logits(pair):
     assert (a[-1] - b[-1]).abs().max() > 1e-3
 
 
-def test_hybrid_high_resolution_branch_matters(pair):
-    ours, _, hybrid = pair
-    if not hybrid:
-        pytest.skip("SigLIP-only tower")
+def test_hybrid_high_resolution_branch_matters(tmp_path):
+    ours = engine.load(str(write_checkpoint(tmp_path / "hybrid", tower="hybrid", seed=7)))
     tower = ours.model.vision_model.vision_tower_high.vision_tower
     pixels = torch.stack(ours.prepare([engine.Message("user", "x", images=[_picture(5)])]).images)
     with_hd = tower(pixels)
