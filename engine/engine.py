@@ -11,15 +11,18 @@ import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
-from .generate import DecodeJob, TextStream, run_decode
+from .generate import DecodeJob, TextStream, new_cache, run_decode
 from .images import ImagePreprocessor, image_key, load_image
 from .model import DeepSeekVLModel, build_model
 from .prompt import ImageSlot, PromptFormat
+from .reuse import CachedContext, LruStore, common_prefix, crop_cache, position_keys
 from .resolve import pick_device, pick_dtype, resolve_model
 from .spec import read_spec
 from .types import EngineInfo, GenerationSettings, Message, Prepared
 
 DEFAULT_CONTEXT_LENGTH = 4096
+MAX_CACHED_CONTEXTS = 4  # conversations whose KV cache is kept (least recently used dropped first)
+MAX_CACHED_IMAGES = 64
 
 
 def _variant_of(model: str, folder: Path) -> str:
@@ -36,13 +39,17 @@ class Engine:
     """
 
     def __init__(self, model: DeepSeekVLModel, prompt: PromptFormat, preprocess: ImagePreprocessor,
-                 info: EngineInfo, context_length: int):
+                 info: EngineInfo, context_length: int, *, prefix_cache: bool = True):
         self.model = model
         self.prompt_format = prompt
         self.preprocess = preprocess
         self.info = info
         self.context_length = context_length
+        self.prefix_cache = prefix_cache
         self._lock = threading.Lock()
+        self._contexts = LruStore(MAX_CACHED_CONTEXTS)
+        self._features = LruStore(MAX_CACHED_IMAGES)
+        self.vision_calls = 0  # images run through the vision tower (for tests and benchmarks)
 
     # -- input -------------------------------------------------------------
     def prepare(self, messages: Sequence[Message], *, system: str | None = None, reserve: int = 0) -> Prepared:
@@ -81,12 +88,43 @@ class Engine:
             dropped_turns=dropped,
         )
 
-    def _embeddings(self, prepared: Prepared) -> torch.Tensor:
-        # Text-only prompts never run the vision tower (upstream encodes a blank image).
-        image_embeds = None
-        if prepared.images:
-            image_embeds = self.model.encode_images(torch.stack(prepared.images))
-        return self.model.embed(prepared.input_ids, image_embeds, self.prompt_format.image_id)
+    def _image_features(self, prepared: Prepared, needed: list[int]) -> dict[int, torch.Tensor]:
+        """Aligned features [T_img, D] of the images at ``needed`` indexes, from the cache where possible."""
+        out: dict[int, torch.Tensor] = {}
+        missing = []
+        for index in needed:
+            cached = self._features.get(prepared.image_keys[index]) if self.prefix_cache else None
+            if cached is None:
+                missing.append(index)
+            else:
+                out[index] = cached
+        if missing:
+            # Text-only prompts never get here: upstream encodes a blank image for them.
+            encoded = self.model.encode_images(torch.stack([prepared.images[i] for i in missing]))
+            self.vision_calls += len(missing)
+            for index, features in zip(missing, encoded):
+                if self.prefix_cache:
+                    self._features.put(prepared.image_keys[index], features)
+                out[index] = features
+        return out
+
+    @torch.inference_mode()
+    def _embeddings(self, prepared: Prepared, start: int = 0) -> torch.Tensor:
+        """[1, T - start, D] input embeddings of positions ``start:`` (images filled in)."""
+        ids = prepared.input_ids
+        image_id = self.prompt_format.image_id
+        n = self.prompt_format.num_image_tokens
+        slots = (ids == image_id).nonzero().flatten().tolist()
+        starts = slots[::n]  # each image is n consecutive image tokens
+        needed = [i for i, s in enumerate(starts) if s + n > start]
+        embeds = self.model.embed(ids[start:], None, image_id)
+        if needed:
+            features = self._image_features(prepared, needed)
+            for index in needed:
+                first = max(starts[index], start)
+                rows = features[index][first - starts[index] :]
+                embeds[0, first - start : first - start + len(rows)] = rows.to(embeds.dtype)
+        return embeds
 
     # -- output ------------------------------------------------------------
     def logits(self, prepared: Prepared) -> torch.Tensor:
@@ -102,13 +140,16 @@ class Engine:
         *,
         system: str | None = None,
         cancel: threading.Event | None = None,
+        cache_key: str = "default",
     ) -> TextStream:
         """Start generating the answer to ``messages``; iterate the result for text chunks.
 
         Input problems (a bad image, a turn too long for the context) raise
         here, before any compute; failures during generation end the
         iteration with ``GenerationError``. ``stats`` is final when the
-        iteration ends.
+        iteration ends. ``cache_key`` names the conversation (a pane): its
+        KV cache is kept for the next turn, whose prompt then only prefills
+        what changed.
         """
         settings = settings or GenerationSettings()
         started = time.perf_counter()
@@ -117,10 +158,15 @@ class Engine:
         prompt_tokens = len(prepared.input_ids)
 
         def run(stream: TextStream) -> None:
-            stream.stats.dropped_turns = prepared.dropped_turns
-            stream.stats.prompt_tokens = prompt_tokens
+            stats = stream.stats
+            stats.dropped_turns = prepared.dropped_turns
+            stats.prompt_tokens = prompt_tokens
+            keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
+            reused, cache = self._reusable_cache(cache_key, keys)
+            stats.reused_tokens = reused
             job = DecodeJob(
-                embeds=self._embeddings(prepared),
+                embeds=self._embeddings(prepared, reused),
+                cache=cache,
                 prompt_tokens=prompt_tokens,
                 max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
                 eos_ids=(fmt.eos_id,),
@@ -128,9 +174,31 @@ class Engine:
                 decode=fmt.decode,
                 settings=settings,
             )
-            run_decode(self.model, job, stream, started)
+            fed = run_decode(self.model, job, stream, started)
+            if self.prefix_cache:
+                stats.evicted_contexts = len(self._contexts.put(cache_key, CachedContext(keys + fed, cache)))
 
         return TextStream(run, cancel, self._lock)
+
+    def _reusable_cache(self, cache_key: str, keys: list) -> tuple[int, object]:
+        """(positions reused, cache holding them) for a prompt with position ``keys``."""
+        # Taken out of the store while in use: a failed generation leaves no half-written cache behind.
+        cached = self._contexts.pop(cache_key) if self.prefix_cache else None
+        if cached is not None:
+            # At least the last prompt position is always run, to get its logits.
+            reused = min(common_prefix(cached.keys, keys), len(keys) - 1)
+            if reused > 0:
+                crop_cache(cached.cache, reused)
+                return reused, cached.cache
+        return 0, new_cache(self.model)
+
+    def forget(self, cache_key: str | None = None) -> None:
+        """Drop the cached context of one conversation (or all of them)."""
+        with self._lock:
+            if cache_key is None:
+                self._contexts.clear()
+            else:
+                self._contexts.pop(cache_key)
 
 
 def load(
@@ -142,6 +210,7 @@ def load(
     progress: ProgressCallback | None = None,
     context_length: int = DEFAULT_CONTEXT_LENGTH,
     variant: str | None = None,
+    prefix_cache: bool = True,
 ) -> Engine:
     """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``."""
     if context_length < 16:
@@ -169,4 +238,4 @@ def load(
     )
     if progress is not None:
         progress(LoadProgress("ready", 1, 1, f"{info.model_id} ready on {info.device} ({info.dtype})"))
-    return Engine(net, prompt, preprocess, info, context_length)
+    return Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)

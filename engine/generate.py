@@ -28,7 +28,8 @@ _DONE = object()
 class DecodeJob:
     """Everything one generation needs, prepared before the thread starts."""
 
-    embeds: torch.Tensor  # [1, T, D] prompt embeddings
+    embeds: torch.Tensor  # [1, T', D] embeddings of the prompt positions not already in ``cache``
+    cache: object  # a transformers cache holding the reused prefix (possibly empty)
     prompt_tokens: int
     max_new_tokens: int
     eos_ids: tuple[int, ...]
@@ -150,15 +151,20 @@ class TextStream:
             self._thread.join()
 
 
-def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> None:
-    """Prefill then decode one token at a time, streaming text into ``stream``."""
+def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> list[int]:
+    """Prefill then decode one token at a time, streaming text into ``stream``.
+
+    Returns the generated ids that were fed back into ``job.cache`` (so the
+    cache then holds the prompt plus these).
+    """
     stats = stream.stats
     stats.prompt_tokens = job.prompt_tokens
     sampler = Sampler(job.settings, model.device)
     decoder = IncrementalDecoder(job.decode)
     stops = StopStringFilter(job.stop_strings)
     generated = torch.empty((1, 0), dtype=torch.long, device=model.device)
-    cache = _new_cache(model)
+    cache = job.cache
+    fed: list[int] = []
     first_token_at = None
     reason = "length"
 
@@ -186,6 +192,7 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> Non
                 break
             embeds = model.language_model.get_input_embeddings()(generated[:, -1:])
             logits, cache = model.forward_embeds(embeds, cache, logits_to_keep=1)
+            fed.append(token)
     if reason != "stop_string":
         stream.emit(stops.push(decoder.flush()))
         stream.emit(stops.flush())
@@ -196,9 +203,10 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> Non
     if first_token_at is not None and stats.new_tokens > 1:
         stats.tokens_per_second = (stats.new_tokens - 1) / max(ended - first_token_at, 1e-9)
     stats.stop_reason = reason
+    return fed
 
 
-def _new_cache(model):
+def new_cache(model):
     from transformers import DynamicCache
 
     try:

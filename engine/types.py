@@ -78,6 +78,8 @@ class GenerationStats:
     stop_reason: StopReason | None = None
     error: str | None = None
     dropped_turns: int = 0  # oldest turns left out to fit the context window
+    reused_tokens: int = 0  # prompt positions taken from the conversation's KV cache, not prefilled
+    evicted_contexts: int = 0  # other conversations' KV caches dropped to bound memory
 
 
 @dataclass

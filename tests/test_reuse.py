@@ -1,0 +1,115 @@
+"""Prefix reuse across turns and the image-feature cache give exactly the same greedy output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import engine
+from engine.engine import MAX_CACHED_CONTEXTS
+from engine.fixtures import write_checkpoint
+
+GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
+
+
+def _picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module", params=["siglip", "hybrid"])
+def engines(request, tmp_path_factory):
+    folder = write_checkpoint(tmp_path_factory.mktemp(request.param) / "tiny", tower=request.param, seed=5)
+    return engine.load(str(folder), prefix_cache=True), engine.load(str(folder), prefix_cache=False)
+
+
+def _turn(eng, history, key="pane"):
+    stream = eng.stream(history, GREEDY, cache_key=key)
+    text = "".join(stream)
+    return text, stream.token_ids, stream.stats
+
+
+def test_multi_turn_chat_with_images_is_identical(engines):
+    fast, plain = engines
+    fast.forget()
+    fast.vision_calls = plain.vision_calls = 0
+    history: list[engine.Message] = []
+    questions = [("Look at this.", [_picture(1)]), ("And now?", []), ("Another one.", [_picture(2)]), ("Compare.", [])]
+    for number, (question, images) in enumerate(questions):
+        history.append(engine.Message("user", question, images=images))
+        a_text, a_ids, a_stats = _turn(fast, history)
+        b_text, b_ids, b_stats = _turn(plain, history)
+        assert a_ids == b_ids and a_text == b_text
+        assert b_stats.reused_tokens == 0
+        if number:
+            # Everything before this turn's new text came from the cache.
+            assert a_stats.reused_tokens > a_stats.prompt_tokens // 2
+        history.append(engine.Message("assistant", a_text))
+    assert fast.vision_calls == 2  # each picture encoded once
+    assert plain.vision_calls == 1 + 1 + 2 + 2  # upstream's way: every image, every turn
+
+
+def test_undo_regenerate_and_system_change_stay_identical(engines):
+    fast, plain = engines
+    fast.forget()
+    history = [engine.Message("user", "First?", images=[_picture(3)])]
+    first, _, _ = _turn(fast, history)
+    history += [engine.Message("assistant", first), engine.Message("user", "Second?")]
+    _turn(fast, history)
+    # /regenerate: the same prompt again reuses everything but its last position.
+    a = _turn(fast, history)
+    assert a[1] == _turn(plain, history)[1]
+    assert a[2].reused_tokens == a[2].prompt_tokens - 1
+    # /undo then a different question.
+    history[-1] = engine.Message("user", "A different second question?")
+    a = _turn(fast, history)
+    assert a[1] == _turn(plain, history)[1] and a[2].reused_tokens > 0
+    # A new system prompt changes the very first text: almost nothing is reused.
+    stream = fast.stream(history, GREEDY, system="Answer in French.", cache_key="pane")
+    text = "".join(stream)
+    reference = plain.stream(history, GREEDY, system="Answer in French.")
+    assert text == "".join(reference) and stream.stats.reused_tokens <= 1
+
+
+def test_a_different_picture_is_never_taken_from_the_cache(engines):
+    fast, plain = engines
+    fast.forget()
+    _turn(fast, [engine.Message("user", "What is it?", images=[_picture(4)])])
+    swapped = [engine.Message("user", "What is it?", images=[_picture(5)])]
+    a = _turn(fast, swapped)
+    assert a[1] == _turn(plain, swapped)[1]
+    first_image_position = int((fast.prepare(swapped).input_ids == fast.prompt_format.image_id).nonzero()[0])
+    assert a[2].reused_tokens <= first_image_position
+
+
+def test_each_pane_has_its_own_cache_and_the_oldest_is_evicted(engines):
+    fast, _ = engines
+    fast.forget()
+    evicted = []
+    for pane in range(MAX_CACHED_CONTEXTS + 1):
+        evicted.append(_turn(fast, [engine.Message("user", f"Pane {pane} says hello.")], key=f"pane-{pane}")[2].evicted_contexts)
+    assert evicted == [0] * MAX_CACHED_CONTEXTS + [1]
+    # pane-1 is still cached: its follow-up reuses its prefix; pane-0 was evicted and starts over.
+    follow = [engine.Message("user", "Pane 1 says hello."), engine.Message("assistant", "ok"), engine.Message("user", "again")]
+    assert _turn(fast, follow, key="pane-1")[2].reused_tokens > 10
+    follow0 = [engine.Message("user", "Pane 0 says hello."), engine.Message("assistant", "ok"), engine.Message("user", "again")]
+    assert _turn(fast, follow0, key="pane-0")[2].reused_tokens == 0
+
+
+def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
+    fast, plain = engines
+    fast.forget()
+    history = [engine.Message("user", "Hello?")]
+    _turn(fast, history)
+    import engine.engine as engine_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine_module, "run_decode", broken)
+    with pytest.raises(engine.GenerationError):
+        _turn(fast, history)
+    monkeypatch.undo()
+    a = _turn(fast, history)
+    assert a[2].reused_tokens == 0 and a[1] == _turn(plain, history)[1]
