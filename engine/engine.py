@@ -169,8 +169,8 @@ class Engine:
                 cache=cache,
                 prompt_tokens=prompt_tokens,
                 max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
-                eos_ids=(fmt.eos_id,),
-                stop_strings=fmt.stop_strings,
+                eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
+                stop_strings=() if settings.ignore_eos else fmt.stop_strings,
                 decode=fmt.decode,
                 settings=settings,
             )

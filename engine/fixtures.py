@@ -186,6 +186,7 @@ def write_checkpoint(
     weights_format: str = "safetensors",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    lm_layers: int | None = None,
 ) -> Path:
     """Write a complete checkpoint folder and return its path."""
     from safetensors.torch import save_file
@@ -195,6 +196,8 @@ def write_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = _configs(tower, size)
+    if lm_layers is not None:  # a shallower language model, for quick benchmark runs
+        cfg["config"]["language_config"]["num_hidden_layers"] = lm_layers
     (folder / "config.json").write_text(json.dumps(cfg["config"], indent=2))
     (folder / "preprocessor_config.json").write_text(json.dumps(cfg["preprocessor"], indent=2))
     (folder / "processor_config.json").write_text(json.dumps(cfg["processor"], indent=2))

@@ -52,6 +52,8 @@ class GenerationSettings:
     repetition_penalty: float = 1.1
     max_new_tokens: int = 512
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks only: always generate max_new_tokens
+
 
     def __post_init__(self) -> None:
         checks = [
