@@ -86,7 +86,9 @@ def upstream_turn(eng, history, new_tokens: int) -> dict:
 
         class Clock(BaseStreamer):
             def put(self, value):
-                times.append(time.perf_counter())
+                # generate() first puts the prompt ids (none here: embeddings only), then each new token.
+                if value.numel():
+                    times.append(time.perf_counter())
 
             def end(self):
                 pass

@@ -47,7 +47,10 @@ def _special_tokens(first_id: int) -> list[str]:
 
 
 def write_tokenizer(folder: Path, *, base_vocab: int) -> dict[str, int]:
-    """Byte-level BPE like upstream's; special tokens start at id ``base_vocab``."""
+    """Byte-level BPE like upstream's; special tokens start at id ``base_vocab``.
+
+    Returns the special tokens' ids, plus ``"<trained>"``: how many entries are real BPE tokens.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     trainer_tok = Tokenizer(models.BPE())
@@ -59,6 +62,7 @@ def write_tokenizer(folder: Path, *, base_vocab: int) -> dict[str, int]:
     model_json = json.loads(trainer_tok.to_str())["model"]
     vocab: dict[str, int] = model_json["vocab"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
+    trained = len(vocab)
     # Filler entries no merge can reach pad the vocabulary to upstream's size.
     for i in range(len(vocab), base_vocab):
         vocab[f"<filler_{i}>"] = i
@@ -70,6 +74,7 @@ def write_tokenizer(folder: Path, *, base_vocab: int) -> dict[str, int]:
     tok.save(str(folder / "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in specials}
     assert ids[BOS] == base_vocab and ids[IMAGE_TAG] == base_vocab + 15, ids
+    ids["<trained>"] = trained
 
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "add_bos_token": True, "add_eos_token": False, "bos_token": BOS, "eos_token": EOS,
@@ -202,7 +207,7 @@ def write_checkpoint(
     (folder / "preprocessor_config.json").write_text(json.dumps(cfg["preprocessor"], indent=2))
     (folder / "processor_config.json").write_text(json.dumps(cfg["processor"], indent=2))
     base_vocab = 100000 if size == "full" else 900
-    write_tokenizer(folder, base_vocab=base_vocab)
+    trained_vocab = write_tokenizer(folder, base_vocab=base_vocab)["<trained>"]
 
     spec = read_spec(folder)
     with torch.device("meta"):
@@ -210,10 +215,11 @@ def write_checkpoint(
     _unused_heads(spec, shapes)
     gen = torch.Generator().manual_seed(seed)
     tensors = {name: _random_tensor(name, shape, gen, dtype) for name, shape in sorted(shapes.items())}
-    # Random weights would often pick special or filler-free ids; zeroing the
-    # output rows of special tokens keeps answers long enough to test
-    # streaming (tests that need an EOS raise that row themselves).
-    tensors["language_model.lm_head.weight"][base_vocab:] = 0
+    # Random weights would often pick special tokens (ending answers at once)
+    # or filler entries (text that re-tokenizes into many tokens, unlike a real
+    # model's); zeroing their output rows keeps answers to real tokens. Tests
+    # that need an EOS raise that row themselves.
+    tensors["language_model.lm_head.weight"][trained_vocab:] = 0
 
     if weights_format == "bin":
         torch.save(tensors, folder / "pytorch_model.bin")
