@@ -1,26 +1,59 @@
 """The ``dsvl-chat`` command.
 
-INTERIM: until the TUI and REPL issues land, the command runs a plain
-line-by-line chat loop on stdin/stdout (``_chat_loop`` below); they replace it.
+``dsvl-chat`` opens the full-screen app on a terminal, and the plain REPL
+with ``--plain``, when stdout or stdin is not a terminal, or when ``TERM`` is
+unset or ``dumb``. ``dsvl-chat ask "question"`` answers once and exits (see
+``ask`` for its exit codes).
 
-Only light modules are imported at module level so that ``--help`` and
-``--version`` answer at once: torch, transformers, textual and ``engine`` are
-imported inside the command body.
+Only light modules are imported here so that ``--help`` and ``--version``
+answer at once: torch, transformers, textual, prompt-toolkit and ``engine``
+are imported inside the command bodies. Usage errors are one line on
+stderr with exit code 2.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from dsvl_tui import __version__
-from dsvl_tui.text import printable
 
 DEFAULT_MODEL = "deepseek-ai/deepseek-vl-1.3b-chat"
+SETTING_NAMES = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+# --- options shared by the chat and ``ask`` -------------------------------------------------
+# Every default is None so that "not given" can be told apart: ``ask`` options override
+# the ones given before the command, and a continued transcript keeps its own values.
+
+_GEN = "Generation"
+Model = Annotated[Optional[str], typer.Option(
+    "--model", "-m", envvar="DSVL_MODEL", show_default=False,
+    help=f"Hub id or local folder of a DeepSeek-VL checkpoint (default: {DEFAULT_MODEL}).")]
+Device = Annotated[Optional[str], typer.Option(
+    envvar="DSVL_DEVICE", show_default=False, help="auto (the default), cuda, cuda:N, mps or cpu.")]
+Dtype = Annotated[Optional[str], typer.Option(
+    envvar="DSVL_DTYPE", show_default=False, help="auto (the default), bfloat16, float16 or float32.")]
+Revision = Annotated[Optional[str], typer.Option(show_default=False, help="Hub branch, tag or commit of the model.")]
+System = Annotated[Optional[str], typer.Option(
+    envvar="DSVL_SYSTEM", show_default=False, help="System prompt (default: the model's own).")]
+Temperature = Annotated[Optional[float], typer.Option(
+    show_default=False, rich_help_panel=_GEN, help="Sampling temperature; 0 is greedy (default: 0.2).")]
+TopP = Annotated[Optional[float], typer.Option(
+    show_default=False, rich_help_panel=_GEN, help="Nucleus sampling threshold, in (0, 1] (default: 0.95).")]
+TopK = Annotated[Optional[int], typer.Option(
+    show_default=False, rich_help_panel=_GEN, help="Sample from the K likeliest tokens; 0 is off (default: 50).")]
+RepetitionPenalty = Annotated[Optional[float], typer.Option(
+    show_default=False, rich_help_panel=_GEN, help="Penalty for repeating tokens; 1 is off (default: 1.1).")]
+MaxNewTokens = Annotated[Optional[int], typer.Option(
+    show_default=False, rich_help_panel=_GEN, help="Most tokens generated per answer (default: 512).")]
+Seed = Annotated[Optional[int], typer.Option(
+    show_default=False, rich_help_panel=_GEN, help="Random seed, for repeatable sampling (default: random).")]
 
 
 def _version(value: bool) -> None:
@@ -29,89 +62,153 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _error(message: object) -> None:
-    print(f"error: {printable(str(message))}", file=sys.stderr, flush=True)
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
 
 
-def _progress(event: Any, *rest: Any) -> None:
-    """Show the engine's load progress (``engine.LoadProgress``) on one stderr line, rewritten in place."""
-    message = getattr(event, "message", None) or " ".join(str(a) for a in (event, *rest))
-    sys.stderr.write("\r" + printable(message)[:79].ljust(79))
-    if getattr(event, "stage", None) == "ready":
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def build_options(values: dict[str, Any], *, theme: str | None = None, resume: bool = False):
+    """``Options`` from the given (non-None) values; a bad setting is a usage error (exit 2)."""
+    from engine.types import GenerationSettings
+
+    from .options import Options
+
+    settings = {key: values[key] for key in SETTING_NAMES if values.get(key) is not None}
+    try:
+        generation = GenerationSettings(**settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return Options(
+        model=values.get("model") or DEFAULT_MODEL, device=values.get("device") or "auto",
+        dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=values.get("system"),
+        settings=generation, theme=theme, resume=resume,
+    )
+
+
+def use_tui(plain: bool) -> bool:
+    """The full-screen app needs a real terminal on both ends."""
+    term = os.environ.get("TERM", "")
+    return not plain and sys.stdout.isatty() and sys.stdin.isatty() and term not in ("", "dumb")
+
+
+def run_chat(options, *, plain: bool) -> int:
+    if use_tui(plain):
+        try:
+            from dsvl_tui.app import run_tui
+        except ImportError as exc:
+            print(f"note: the full-screen app is not available ({exc}); using the plain REPL", file=sys.stderr)
+        else:
+            return run_tui(options)
+    from dsvl_tui.repl import run_repl
+
+    return run_repl(options)
+
+
+@app.callback(invoke_without_command=True)
+def chat(
+    ctx: typer.Context,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    revision: Revision = None,
+    system: System = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    top_k: TopK = None,
+    repetition_penalty: RepetitionPenalty = None,
+    max_new_tokens: MaxNewTokens = None,
+    seed: Seed = None,
+    theme: Annotated[Optional[str], typer.Option(
+        envvar="DSVL_THEME", show_default=False, help="Theme of the full-screen app (default: the last one used).")] = None,
+    plain: Annotated[bool, typer.Option(
+        "--plain", help="Use the line-by-line REPL, not the full-screen app (automatic without a terminal).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Start with the list of recent conversations.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Chat with a DeepSeek-VL vision-language model in the terminal.
+
+    Without a command: the full-screen app on a terminal, else (or with --plain) the plain REPL.
+    """
+    values = {
+        "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
+        "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
+        "max_new_tokens": max_new_tokens, "seed": seed,
+    }
+    ctx.obj = values
+    if ctx.invoked_subcommand is not None:
+        return
+    options = build_options(values, theme=theme, resume=resume)
+    try:
+        code = run_chat(options, plain=plain)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
 
 
 @app.command()
-def chat(
-    model: Annotated[str, typer.Option("--model", "-m", envvar="DSVL_MODEL", help="Hub id or local folder of a DeepSeek-VL checkpoint.")] = DEFAULT_MODEL,
-    device: Annotated[str, typer.Option(envvar="DSVL_DEVICE", help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
-    dtype: Annotated[str, typer.Option(envvar="DSVL_DTYPE", help="auto, bfloat16, float16 or float32.")] = "auto",
-    system: Annotated[Optional[str], typer.Option(envvar="DSVL_SYSTEM", help="System prompt (default: the model's own).")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.2,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold, in (0, 1].")] = 0.95,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens generated per reply.")] = 512,
-    theme: Annotated[Optional[str], typer.Option(help="TUI theme (planned; unused by the plain loop).")] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+def ask(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(show_default=False, help="The question; - reads it from stdin.")],
+    image: Annotated[Optional[list[Path]], typer.Option(
+        "--image", "-i", show_default=False, help="An image to ask about (repeat for more).")] = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    revision: Revision = None,
+    system: System = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    top_k: TopK = None,
+    repetition_penalty: RepetitionPenalty = None,
+    max_new_tokens: MaxNewTokens = None,
+    seed: Seed = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
+    transcript: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Continue this saved conversation and append the answer to it "
+                                 "(a new file is created).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or stats on stderr.")] = False,
 ) -> None:
-    """Chat with a DeepSeek-VL model in the terminal."""
-    import engine  # heavy: pulls in torch and transformers
+    """Answer one question and exit; the answer goes to stdout, everything else to stderr.
 
-    try:
-        settings = engine.GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    print(f"loading {model} ...", file=sys.stderr, flush=True)
-    try:
-        eng = engine.load(model, device=device, dtype=dtype, progress=_progress)
-    except engine.EngineError as exc:
-        _error(exc)
-        raise typer.Exit(2) from None
-    print("ready: type a message; /quit or Ctrl-D to leave", file=sys.stderr, flush=True)
-    try:
-        _chat_loop(engine, eng, settings, system)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        raise typer.Exit(130) from None
+    Exit codes: 0 done, 2 usage error, 3 bad input (image, transcript, empty question), 4 model or generation failure, 130 interrupted.
+    """
+    from .ask import AskRequest, run_ask
 
-
-def _chat_loop(engine: Any, eng: Any, settings: Any, system: Optional[str]) -> None:
-    """Interim plain loop: one line in, one streamed reply out, until EOF or /quit."""
-    history: list = []
-    while True:
-        try:
-            text = input("You: ").strip()
-        except EOFError:
-            print()
-            return
-        if not text:
-            continue
-        if text == "/quit":
-            return
-        turn = [*history, engine.Message("user", text)]
-        parts: list[str] = []
-        print("DeepSeek-VL: ", end="", flush=True)
-        try:
-            stream = eng.stream(turn, settings, system=system)
-            for chunk in stream:
-                parts.append(chunk)
-                sys.stdout.write(printable(chunk))
-                sys.stdout.flush()
-        except engine.EngineError as exc:
-            print()
-            _error(exc)  # the turn is dropped; the conversation goes on
-            continue
-        print()
-        stats = getattr(stream, "stats", None)
-        if getattr(stats, "error", None):
-            _error(stats.error)
-            continue
-        history = [*turn, engine.Message("assistant", "".join(parts))]
+    mine = {
+        "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
+        "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
+        "max_new_tokens": max_new_tokens, "seed": seed,
+    }
+    values = {**_given(ctx.obj or {}), **_given(mine)}
+    request = AskRequest(
+        options=build_options(values), question=question, images=list(image or []), json=json_output,
+        transcript=transcript, quiet=quiet, model_given="model" in values, system_given="system" in values,
+        settings_given={key: values[key] for key in SETTING_NAMES if key in values},
+    )
+    raise typer.Exit(run_ask(request))
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point."""
-    app(args=argv, prog_name="dsvl-chat")
+    """Console-script entry point; usage errors become one line on stderr (exit code 2)."""
+    try:
+        from typer._click import exceptions as click_errors  # typer 0.26+ ships its own copy of click
+    except ImportError:  # older typer: click itself
+        from click import exceptions as click_errors
+
+    try:
+        code = app(args=argv, prog_name="dsvl-chat", standalone_mode=False)
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "dsvl-chat"
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message} (see '{where} --help')", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_errors.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,15 @@
-"""Tests of the ``dsvl-chat`` command and its text helpers.
+"""Tests of the ``dsvl-chat`` command line and its text helpers.
 
-The real engine is not imported here: the chat-loop tests put a small fake
-``engine`` module in ``sys.modules`` that follows the engine's documented API
-(``load``, ``Message``, ``GenerationSettings``, ``EngineError``, ``stream``).
+What the command starts (the TUI or the REPL) and what ``ask`` is given are
+checked with the front ends replaced by recorders; the front ends and
+``ask`` themselves are tested on the real engine in ``test_repl`` and
+``test_ask``.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dsvl_tui import __version__
+from dsvl_tui import cli
 from dsvl_tui.cli import DEFAULT_MODEL, app
 from dsvl_tui.text import printable
 
@@ -66,9 +66,26 @@ def test_version_flag() -> None:
 def test_help_lists_options() -> None:
     result = runner.invoke(app, ["--help"], env={"COLUMNS": "120", "NO_COLOR": "1"})
     assert result.exit_code == 0
-    for option in ("--model", "--device", "--dtype", "--system", "--temperature",
-                   "--top-p", "--max-new-tokens", "--theme", "--version", "DSVL_MODEL"):
+    for option in ("--model", "--device", "--dtype", "--system", "--temperature", "--top-p", "--top-k",
+                   "--repetition-penalty", "--max-new-tokens", "--seed", "--revision", "--theme", "--plain",
+                   "--resume", "--version", "DSVL_MODEL", "ask"):
         assert option in result.output
+
+
+def test_ask_help_lists_its_options_and_exit_codes() -> None:
+    result = runner.invoke(app, ["ask", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    for option in ("--image", "--json", "--transcript", "--quiet", "--temperature", "--max-new-tokens"):
+        assert option in result.output
+    assert "3 bad input" in result.output and "130 interrupted" in result.output
+
+
+def test_usage_errors_are_one_line_with_exit_code_2() -> None:
+    proc = _python("-m", "dsvl_tui.cli", "--no-such-flag")
+    assert proc.returncode == 2
+    assert proc.stderr == "error: No such option: --no-such-flag (see 'dsvl-chat --help')\n"
+    proc = _python("-m", "dsvl_tui.cli", "--top-p", "2", "--plain")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: Invalid value: top_p must be in (0, 1]")
 
 
 # --- printable ----------------------------------------------------------------
@@ -107,134 +124,83 @@ def test_printable_keeps_text_without_controls(text: str) -> None:
     assert printable(text) == text
 
 
-# --- the interim chat loop, against a fake engine ----------------------------
 
 
-class FakeEngineError(Exception):
-    pass
-
-
-@dataclass
-class FakeMessage:
-    role: str
-    text: str
-
-
-@dataclass
-class FakeSettings:
-    temperature: float = 0.2
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-
-    def __post_init__(self) -> None:
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-
-
-class FakeStream:
-    def __init__(self, chunks: list, error: str | None = None) -> None:
-        self.chunks = chunks
-        self.stats = types.SimpleNamespace(error=error)
-
-    def __iter__(self):
-        for chunk in self.chunks:
-            if isinstance(chunk, Exception):
-                raise chunk
-            yield chunk
-
-
-class FakeEngine:
-    def __init__(self, replies: list[FakeStream]) -> None:
-        self.replies = replies
-        self.calls: list[tuple[list, FakeSettings, str | None]] = []
-
-    def stream(self, messages, settings, *, system=None):
-        self.calls.append((list(messages), settings, system))
-        return self.replies.pop(0)
+# --- what the command starts ----------------------------------------------------------
 
 
 @pytest.fixture
-def fake_engine(monkeypatch: pytest.MonkeyPatch):
-    module = types.ModuleType("engine")
-    module.EngineError = FakeEngineError
-    module.Message = FakeMessage
-    module.GenerationSettings = FakeSettings
-    module.loads = []
-    module.engine = FakeEngine([])
+def started(monkeypatch: pytest.MonkeyPatch):
+    """Replace both front ends and ``ask`` with recorders; returns what each was given."""
+    import dsvl_tui.ask
+    import dsvl_tui.repl
 
-    def load(model, *, device, dtype, progress):
-        module.loads.append((model, device, dtype))
-        progress("fake weights", 1, 1)
-        if isinstance(module.engine, Exception):
-            raise module.engine
-        return module.engine
-
-    module.load = load
-    monkeypatch.setitem(sys.modules, "engine", module)
-    for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE", "DSVL_SYSTEM"):
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(dsvl_tui.repl, "run_repl", lambda options: calls.append(("repl", options)) or 0)
+    monkeypatch.setattr(dsvl_tui.ask, "run_ask", lambda request: calls.append(("ask", request)) or 0)
+    for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE", "DSVL_SYSTEM", "DSVL_THEME"):
         monkeypatch.delenv(name, raising=False)
-    return module
+    return calls
 
 
-def test_chat_streams_sanitised_replies_and_keeps_history(fake_engine) -> None:
-    fake_engine.engine = FakeEngine([
-        FakeStream(["Hi", " \x1b[31mthere\x1b[0m"]),
-        FakeStream(["fine"]),
-    ])
-    result = runner.invoke(
-        app, ["--device", "cpu", "--temperature", "0", "--max-new-tokens", "7"],
-        input="hello\n\nhow are you\n/quit\nnot read\n", env={"DSVL_SYSTEM": "be brief"},
-    )
+def test_options_come_from_flags_and_environment(started) -> None:
+    result = runner.invoke(app, ["--plain", "--temperature", "0", "--top-k", "5", "--seed", "3", "--resume"],
+                           env={"DSVL_MODEL": "/models/dsvl", "DSVL_SYSTEM": "Be brief.", "DSVL_DTYPE": "float32"})
     assert result.exit_code == 0, result.output
-    assert fake_engine.loads == [(DEFAULT_MODEL, "cpu", "auto")]
-    assert "Hi there" in result.stdout and "fine" in result.stdout
-    assert "\x1b" not in result.stdout
-    calls = fake_engine.engine.calls
-    assert len(calls) == 2
-    history, settings, system = calls[1]
-    assert history == [
-        FakeMessage("user", "hello"),
-        FakeMessage("assistant", "Hi \x1b[31mthere\x1b[0m"),  # the model sees its own text
-        FakeMessage("user", "how are you"),
-    ]
-    assert (settings.temperature, settings.top_p, settings.max_new_tokens) == (0, 0.95, 7)
-    assert system == "be brief"
+    (kind, options), = started
+    assert kind == "repl"
+    assert (options.model, options.dtype, options.device, options.system) == ("/models/dsvl", "float32", "auto",
+                                                                             "Be brief.")
+    settings = options.settings
+    assert (settings.temperature, settings.top_k, settings.seed, settings.top_p) == (0, 5, 3, 0.95)
+    assert options.resume
 
 
-def test_eof_ends_the_chat(fake_engine) -> None:
-    result = runner.invoke(app, [], input="")
-    assert result.exit_code == 0
-    assert fake_engine.engine.calls == []
+def test_defaults(started) -> None:
+    assert runner.invoke(app, ["--plain"]).exit_code == 0
+    (_, options), = started
+    assert options.model == DEFAULT_MODEL and options.system is None and options.settings.max_new_tokens == 512
 
 
-def test_model_from_environment(fake_engine) -> None:
-    result = runner.invoke(app, [], input="", env={"DSVL_MODEL": "/models/dsvl", "DSVL_DTYPE": "float32"})
-    assert result.exit_code == 0
-    assert fake_engine.loads == [("/models/dsvl", "auto", "float32")]
+def test_a_bad_setting_exits_2_before_anything_starts(started) -> None:
+    result = runner.invoke(app, ["--max-new-tokens", "0"])
+    assert result.exit_code == 2 and started == []
 
 
-def test_load_failure_exits_2(fake_engine) -> None:
-    fake_engine.engine = FakeEngineError("model not found: nope/nope")
-    result = runner.invoke(app, ["--model", "nope/nope"], input="hello\n")
-    assert result.exit_code == 2
-    assert "error: model not found: nope/nope" in result.stderr
+def test_ask_options_override_the_ones_before_it(started) -> None:
+    result = runner.invoke(app, ["--max-new-tokens", "5", "--system", "Be brief.", "ask", "--temperature", "0",
+                                 "--max-new-tokens", "7", "-i", "a.png", "--json", "the question"])
+    assert result.exit_code == 0, result.output
+    (kind, request), = started
+    assert kind == "ask" and request.question == "the question" and request.json
+    assert [str(p) for p in request.images] == ["a.png"]
+    assert (request.options.settings.max_new_tokens, request.options.settings.temperature) == (7, 0)
+    assert request.options.system == "Be brief." and request.system_given and not request.model_given
+    assert request.settings_given == {"max_new_tokens": 7, "temperature": 0}
 
 
-def test_bad_setting_exits_2_before_loading(fake_engine) -> None:
-    result = runner.invoke(app, ["--top-p", "2"], input="")
-    assert result.exit_code == 2
-    assert fake_engine.loads == []
+@pytest.mark.parametrize(("plain", "tty", "term", "expected"), [
+    (True, True, "xterm-256color", False),
+    (False, False, "xterm-256color", False),
+    (False, True, "dumb", False),
+    (False, True, "", False),
+    (False, True, "xterm-256color", True),
+])
+def test_the_tui_needs_a_real_terminal(monkeypatch, plain, tty, term, expected) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty, raising=False)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: tty, raising=False)
+    monkeypatch.setenv("TERM", term)
+    assert cli.use_tui(plain) is expected
 
 
-def test_turn_errors_keep_the_loop_alive(fake_engine) -> None:
-    fake_engine.engine = FakeEngine([
-        FakeStream(["par", FakeEngineError("out of memory")]),
-        FakeStream(["x"], error="generation failed"),
-        FakeStream(["ok"]),
-    ])
-    result = runner.invoke(app, [], input="one\ntwo\nthree\n")
-    assert result.exit_code == 0
-    assert "error: out of memory" in result.stderr
-    assert "error: generation failed" in result.stderr
-    history = fake_engine.engine.calls[2][0]
-    assert history == [FakeMessage("user", "three")]  # failed turns are dropped
+def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkeypatch, started, capsys) -> None:
+    import dsvl_tui.app
+
+    monkeypatch.setattr(cli, "use_tui", lambda plain: True)
+    monkeypatch.setattr(dsvl_tui.app, "run_tui", lambda options: started.append(("tui", options)) or 0)
+    options = cli.build_options({})
+    assert cli.run_chat(options, plain=False) == 0
+    monkeypatch.setitem(sys.modules, "dsvl_tui.app", None)  # as if the app were missing
+    assert cli.run_chat(options, plain=False) == 0
+    assert [kind for kind, _ in started] == ["tui", "repl"]
+    assert "full-screen app is not available" in capsys.readouterr().err

@@ -1,0 +1,386 @@
+"""The Textual app: conversation tabs, the input box, the status bar and the footer.
+
+The first screen paints at once; the model loads in a thread worker and
+reports progress as messages. Answers go through one ``AnswerQueue`` (one
+generation at a time across all tabs) and stream in thread workers that post
+chunks; slash commands, the palette and the plain REPL share one registry.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import sys
+from dataclasses import replace
+from typing import Any, Callable
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer
+
+import themes
+
+from . import builtin_commands, generation as gen  # builtin_commands fills the registry
+from .commands import CommandError, registry
+from .config import load_config, save_config
+from .conversation import Conversation
+from .autosave import Autosaver
+from .options import Options
+from .palette import SlashCommands
+from .tui_session import TuiSession
+from .widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
+
+class DsvlApp(App[int]):
+    """Chat with a DeepSeek-VL model in several conversation tabs."""
+
+    CSS_PATH = str(themes.STYLESHEET)
+    TITLE = "dsvl-chat"
+    COMMANDS = App.COMMANDS | {SlashCommands}
+    BINDINGS = [
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+n", "new_pane", "New"),
+        Binding("ctrl+w", "close_pane", "Close", priority=True),
+        Binding("ctrl+pagedown,alt+right", "next_pane", "Next tab", show=False),
+        Binding("ctrl+pageup,alt+left", "previous_pane", "Previous tab", show=False),
+        Binding("ctrl+o", "attach", "Image"),
+        Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False),
+        Binding("f1", "slash('/help')", "Help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, options: Options | None = None, *, loader: Callable[..., Any] | None = None) -> None:
+        super().__init__()
+        self.options = options or Options()
+        self.loader = loader  # engine.load unless a test stands in
+        self.session = TuiSession(self)
+        self.queue = gen.AnswerQueue()
+        self.engine: Any = None
+        self.model_error: str | None = None
+        self.loading = False
+        self.last_stats: Any = None
+        self._load_id = 0
+        self._context_tokens: dict[str, int | None] = {}
+        self.autosaver = Autosaver(report=self._report_autosave)
+        for theme in themes.load_themes():
+            self.register_theme(theme)
+        self.theme = pick_theme(self.options.theme, set(self.available_themes))
+
+    def compose(self) -> ComposeResult:
+        yield ConversationTabs(self._new_conversation(), id="tabs")
+        prompt = PromptInput(id="prompt")
+        prompt.path_suffixes, prompt.argument_choices = builtin_commands.PATH_SUFFIXES, self._argument_choices
+        yield prompt
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, lambda theme: self._remember(theme=theme.name))
+        if self.options.theme:
+            self._remember(theme=self.theme)
+        self.prompt.focus()
+        self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
+        self.load_model(self.options.model)
+        if self.options.resume:
+            self.run_command("/resume")
+
+    def _argument_choices(self, command: str) -> list[str]:
+        if command == "theme":
+            return sorted(self.available_themes)
+        return builtin_commands.argument_choices(command, "tui")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The app's keys act on the main screen only (not in the palette or another modal)."""
+        if action in ("stop", "close_pane", "new_pane", "next_pane", "previous_pane", "attach", "slash"):
+            return len(self.screen_stack) == 1
+        return True
+
+    @property
+    def prompt(self) -> PromptInput:
+        return self.query_one("#prompt", PromptInput)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one("#status", StatusBar)
+
+    @property
+    def tabs(self) -> ConversationTabs:
+        return self.query_one("#tabs", ConversationTabs)
+
+    @property
+    def active(self) -> ChatPane:
+        return self.tabs.active
+
+    # -- panes ----------------------------------------------------------------
+    def _new_conversation(self) -> Conversation:
+        return Conversation(system=self.options.system, settings=replace(self.options.settings),
+                            model=self.options.model)
+
+    def _update_tabs(self) -> None:
+        for pane in self.tabs.panes:
+            job = self.queue.for_pane(pane)
+            mark = "" if job is None else "\u25cf " if job.started else "\u2026 "
+            self.tabs.set_label(pane, mark + self.tabs.title_of(pane))
+
+    def on_conversation_tabs_active_pane_changed(self, event: ConversationTabs.ActivePaneChanged) -> None:
+        self.refresh_status()
+        self.measure_context(event.pane.conversation)
+
+    def open_conversation(self, conversation: Conversation) -> None:
+        if self.active.conversation.is_empty and self.queue.for_pane(self.active) is None:
+            self.active.conversation = conversation
+            self.call_later(self.sync_pane, self.active, True)
+        else:
+            self.tabs.add(conversation)
+            self.call_later(self.sync_pane, self.active)
+
+    def action_new_pane(self) -> None:
+        self.tabs.add(self._new_conversation())
+        self.call_later(self.sync_pane, self.active)
+
+    def action_close_pane(self) -> None:
+        self._withdraw(self.active)
+        if self.tabs.close(self.active) is None:
+            self.tabs.add(self._new_conversation())
+        self.call_later(self.sync_pane, self.active)
+
+    def action_next_pane(self) -> None:
+        self.tabs.step(+1)
+        self.prompt.focus()
+
+    def action_previous_pane(self) -> None:
+        self.tabs.step(-1)
+        self.prompt.focus()
+
+    async def sync_pane(self, pane: ChatPane, force: bool = False) -> None:
+        """Redraw ``pane`` if a command changed its conversation; refresh labels and the status bar."""
+        if pane.is_mounted:
+            await (pane.rebuild() if force else pane.catch_up())
+        self._update_tabs()
+        self.refresh_status()
+        self.measure_context(pane.conversation)
+
+    async def show_notice(self, text: str, error: bool = False) -> None:
+        await self.active.notice(text, error=error)
+
+    # -- input and commands ---------------------------------------------------
+    @on(PromptInput.Submitted)
+    def _submitted(self, event: PromptInput.Submitted) -> None:
+        text = event.text.strip()
+        if text.startswith("/") and not text.startswith("//"):
+            self.run_command(text)
+        else:
+            self.send(text[1:] if text.startswith("//") else event.text)
+
+    @on(PromptInput.ScrollRequest)
+    def _scroll_chat(self, event: PromptInput.ScrollRequest) -> None:
+        self.active.scroll_where(event.where)
+
+    @on(PromptInput.FilesDropped)
+    def _files_dropped(self, event: PromptInput.FilesDropped) -> None:
+        import shlex
+
+        self.run_command("/image " + " ".join(shlex.quote(str(path)) for path in event.paths))
+
+    def run_command(self, line: str) -> None:
+        """Run a slash command; a bad one gets a one-line error and nothing is sent."""
+        try:
+            registry.run(self.session, line)
+        except CommandError as exc:
+            self.session.error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a command's bug must not end the app
+            self.session.error(f"{line.split()[0]} failed: {gen.one_line(exc)}")
+        self.autosave(self.active.conversation)
+        self.call_later(self.sync_pane, self.active)
+
+    def run_palette_command(self, name: str, needs_argument: bool) -> None:
+        if needs_argument:
+            self.session.set_input(f"/{name} ")
+        else:
+            self.run_command(f"/{name}")
+
+    def action_slash(self, line: str) -> None:
+        self.run_command(line)
+
+    def action_attach(self) -> None:
+        self.session.set_input("/image ")
+
+    # -- answers ----------------------------------------------------------------
+    def send(self, text: str) -> None:
+        """Add the user's message (with the pending images) and queue its answer."""
+        pane, conversation = self.active, self.active.conversation
+        if not text.strip() and not conversation.pending:
+            return
+        if self.queue.for_pane(pane) is not None:
+            self.session.set_input(text)
+            self.session.error("this conversation is still waiting for an answer; press Esc to stop it first")
+            return
+        asked = conversation.add_user(text)
+        self.autosave(conversation)
+        self.call_later(self._start_answer, gen.Job(pane, conversation, asked))
+
+    def regenerate(self) -> None:
+        conversation = self.active.conversation
+        asked = next((m for m in reversed(conversation.messages) if m.role == "user"), None)
+        if self.queue.for_pane(self.active) is None and asked is not None:
+            self.call_later(self._start_answer, gen.Job(self.active, conversation, asked))
+
+    async def _start_answer(self, job: gen.Job) -> None:
+        await self.sync_pane(job.pane)
+        job.widget = await job.pane.start_answer()
+        self.queue.add(job)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start the next answer if the model is free; tell the waiting ones why they wait."""
+        if self.engine is not None and (job := self.queue.next()) is not None:
+            job.widget.state = "streaming"
+            job.widget.set_marker("")
+            self._generate(job)
+        for position, job in enumerate(self.queue.waiting, 1):
+            if self.engine is None:
+                reason = "waiting for the model to load" if self.model_error is None else \
+                    "waiting for a model: load one with /model ID|PATH"
+            else:
+                reason = "waiting for its turn" + (f" ({position} ahead)" if position > 1 else "")
+            job.widget.wait(reason)
+        self._update_tabs()
+        self.refresh_status()
+
+    @work(thread=True, group="generate", exit_on_error=False)
+    def _generate(self, job: gen.Job) -> None:
+        gen.stream_answer(self.engine, job, self.post_message)
+
+    async def on_answer_chunk(self, message: gen.AnswerChunk) -> None:
+        text = message.job.take()
+        if text and message.job.widget is not None and message.job.widget.is_attached:
+            await message.job.widget.write(text)
+
+    async def on_answer_done(self, message: gen.AnswerDone) -> None:
+        job = message.job
+        self.queue.finished(job)
+        if message.rejected:  # nothing generated: the message goes back to the input to edit
+            if not self.prompt.text:
+                self.session.set_input(job.asked.text)
+            await job.pane.give_back(job.asked, message.error or "refused")
+        else:
+            if job.widget is not None and job.widget.is_attached:
+                await job.widget.write(job.take())
+            await job.pane.finish_answer(job.asked, message.text, message.stats, stopped=message.stopped,
+                                         error=message.error)
+            if getattr(message.stats, "new_tokens", 0):
+                self.last_stats = message.stats
+        self.autosave(job.conversation)
+        self._pump()
+        self.measure_context(job.conversation)
+
+    def _withdraw(self, pane: ChatPane) -> None:
+        """Stop ``pane``'s answer: cancel it if it runs, take it out of the line if it waits."""
+        job = self.queue.for_pane(pane)
+        if job is not None and job.started:
+            job.cancel.set()
+        elif job is not None and self.queue.withdraw(job):
+            self.post_message(gen.AnswerDone(job, "", None, True, None))
+
+    def action_stop(self) -> None:
+        self._withdraw(self.active)
+
+    # -- the model ---------------------------------------------------------------
+    def load_model(self, model: str) -> None:
+        """Load ``model`` in the background; the loaded one (if any) serves until it is ready."""
+        self._load_id += 1
+        self.loading, self.model_error = True, None
+        self.refresh_status()
+        self.status.model, self.status.detail, self.status.progress = model, "starting", None
+        self._load(self._load_id, model)
+
+    def _load(self, load_id: int, model: str) -> None:
+        # A daemon thread, not a Textual worker: a load (a download, say) cannot be interrupted,
+        # and quitting must not wait for it. It reports only by messages; stale ones are ignored.
+        threading.Thread(target=gen.load_model, args=(load_id, model, self.options, self.post_message, self.loader),
+                         name=f"dsvl-load-{load_id}", daemon=True).start()
+
+    def on_model_progress(self, message: gen.ModelProgress) -> None:
+        if message.load_id == self._load_id:
+            self.status.detail = message.text
+            self.status.progress = message.done / message.total if message.total else None
+
+    def on_model_loaded(self, message: gen.ModelLoaded) -> None:
+        if message.load_id != self._load_id:
+            return
+        self.engine, self.model_error, self.loading = message.engine, None, False
+        self.options.model = message.engine.info.model_id
+        for pane in self.tabs.panes:
+            pane.conversation.model = self.options.model
+        self._pump()
+        self.measure_context(self.active.conversation)
+
+    async def on_model_failed(self, message: gen.ModelFailed) -> None:
+        if message.load_id != self._load_id:
+            return
+        self.model_error, self.loading = message.error, False
+        await self.show_notice(f"model not loaded: {message.error}", True)
+        self._pump()
+
+    def refresh_status(self) -> None:
+        info, conversation = getattr(self.engine, "info", None), self.active.conversation
+        if self.loading:
+            state, detail = "loading", None
+        elif info is None and self.model_error is not None:
+            state, detail = "error", self.model_error
+        else:
+            state, detail = "generating" if self.queue.running is not None else "ready", ""
+        self.status.show(state=state, detail=detail, info=info, stats=self.last_stats,
+                         context_used=self._context_tokens.get(conversation.id),
+                         pending_images=len(conversation.pending), waiting=len(self.queue.waiting))
+
+    def measure_context(self, conversation: Conversation) -> None:
+        if self.engine is not None and hasattr(self.engine, "prepare"):
+            self._measure(self.engine, conversation)
+
+    @work(thread=True, exclusive=True, group="context", exit_on_error=False)
+    def _measure(self, backend: Any, conversation: Conversation) -> None:
+        gen.measure_context(backend, conversation, self.post_message)
+
+    def on_context_measured(self, message: gen.ContextMeasured) -> None:
+        self._context_tokens[message.conversation.id] = message.tokens
+        self.refresh_status()
+
+    # -- autosave and config ----------------------------------------------------------
+    def autosave(self, conversation: Conversation) -> None:
+        self.autosaver.save(conversation)
+
+    def _report_autosave(self, problem: str) -> None:  # from the autosave worker
+        self.call_from_thread(self.notify, problem, severity="warning")
+
+    @work(thread=True, group="config", exit_on_error=False)
+    def _remember(self, **choices: Any) -> None:
+        try:
+            save_config(**choices)
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"could not save the config: {exc}", severity="warning")
+
+    async def action_quit(self) -> None:
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        for job in [self.queue.running, *self.queue.waiting]:
+            if job is not None:
+                job.cancel.set()
+        self.autosaver.stop()
+
+
+def pick_theme(requested: str | None, available: set[str]) -> str:
+    """The ``--theme`` asked for, else the remembered one, else the default."""
+    remembered = load_config().get("theme")
+    return requested or (remembered if remembered in available else themes.DEFAULT_THEME)
+
+
+def run_tui(options: Options) -> int:
+    """Run the app until the user quits; returns the exit status."""
+    if options.theme and options.theme not in themes.theme_names():
+        print(f"error: {themes.unknown_theme(options.theme)}", file=sys.stderr)
+        return 2
+    app = DsvlApp(copy.copy(options))
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,235 @@
+"""``dsvl-chat ask``: one question, one answer on stdout, then exit.
+
+The answer streams to stdout as plain text (or, with ``--json``, one JSON
+object once it is complete); load progress, the stats line and errors go to
+stderr, so ``answer=$(dsvl-chat ask ...)`` holds only the answer. An error
+is one line, ``error: ...``, and the exit code says what kind it was:
+
+    0    the answer is complete
+    2    usage error: an unknown option or a bad value (typer's own code)
+    3    bad input: an image or transcript that cannot be used, an empty question,
+         a question too long for the context window
+    4    the model failed: it could not be loaded, or generation failed part way
+    130  interrupted (Ctrl+C); what was generated so far is printed (and saved)
+
+Inputs are checked before the model loads, so a wrong path fails at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .options import Options
+from .text import printable
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_ENGINE = 4
+EXIT_INTERRUPTED = 130
+
+
+class AskFailure(Exception):
+    """Ends ``ask`` with ``code`` and a one-line message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class AskRequest:
+    options: Options
+    question: str  # "-" reads it from stdin
+    images: list[Path] = field(default_factory=list)
+    json: bool = False
+    transcript: Path | None = None  # continued (if it exists) and appended to
+    quiet: bool = False  # no progress or stats on stderr
+    # What the user set explicitly; a continued transcript keeps its own values for the rest.
+    model_given: bool = True
+    system_given: bool = True
+    settings_given: dict[str, Any] = field(default_factory=dict)
+
+
+def run_ask(request: AskRequest, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
+            stderr: TextIO | None = None) -> int:
+    """Answer ``request``; returns the exit code."""
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    try:
+        return _Ask(request, stdin or sys.stdin, out, err).run()
+    except AskFailure as failure:
+        err.write(f"error: {printable(str(failure))}\n")
+        err.flush()
+        return failure.code
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        err.flush()
+        return EXIT_INTERRUPTED
+
+
+class _Ask:
+    def __init__(self, request: AskRequest, stdin: TextIO, out: TextIO, err: TextIO) -> None:
+        self.request = request
+        self.stdin, self.out, self.err = stdin, out, err
+
+    def note(self, text: str) -> None:
+        if not self.request.quiet:
+            self.err.write(printable(text) + "\n")
+            self.err.flush()
+
+    def run(self) -> int:
+        question = self._question()
+        conversation = self._conversation()
+        self._attach(conversation)
+        backend = self._load(conversation.model)
+        conversation.model = getattr(getattr(backend, "info", None), "model_id", conversation.model)
+        conversation.add_user(question)
+        answer, interrupted = self._generate(backend, conversation)
+        self._save(conversation)
+        if self.request.json:
+            self._print_json(conversation, answer)
+        if interrupted:
+            raise KeyboardInterrupt
+        if answer.error:
+            raise AskFailure(EXIT_ENGINE, answer.error)
+        return EXIT_OK
+
+    # -- inputs, all checked before the model loads ----------------------------------
+
+    def _question(self) -> str:
+        text = self.request.question
+        if text == "-":
+            text = self.stdin.read()
+        if not text.strip():
+            raise AskFailure(EXIT_INPUT, "the question is empty")
+        return text.strip()
+
+    def _conversation(self):
+        from .conversation import Conversation
+
+        request, options = self.request, self.request.options
+        path = request.transcript
+        if path is not None and path.exists():
+            conversation = self._load_transcript(path)
+            if request.system_given:
+                conversation.system = options.system
+            if request.settings_given:
+                try:
+                    conversation.settings = dataclasses.replace(conversation.settings, **request.settings_given)
+                except ValueError as exc:
+                    raise AskFailure(EXIT_USAGE, str(exc)) from None
+            if request.model_given or not conversation.model:
+                conversation.model = options.model
+        else:
+            conversation = Conversation(system=options.system, settings=options.settings, model=options.model)
+        return conversation
+
+    def _load_transcript(self, path: Path):
+        try:
+            from .transcript import TranscriptError, load_transcript, missing_images
+        except ImportError as exc:
+            raise AskFailure(EXIT_INPUT, f"transcripts are not available in this build ({exc})") from None
+        try:
+            conversation = load_transcript(path)
+        except TranscriptError as exc:
+            raise AskFailure(EXIT_INPUT, str(exc)) from None
+        except OSError as exc:
+            raise AskFailure(EXIT_INPUT, f"cannot read {path}: {exc.strerror or exc}") from None
+        missing = missing_images(conversation)
+        if missing:
+            self.note(f"{path}: {missing} image{'s' if missing > 1 else ''} missing; continuing without")
+        return conversation
+
+    def _attach(self, conversation) -> None:
+        from engine.errors import ImageError
+        from engine.images import load_image
+
+        from .conversation import Attachment
+
+        for path in self.request.images:
+            try:
+                load_image(path)
+                conversation.pending.append(Attachment.from_path(path))
+            except ImageError as exc:
+                raise AskFailure(EXIT_INPUT, str(exc)) from None
+            except OSError as exc:
+                raise AskFailure(EXIT_INPUT, f"cannot read image {path}: {exc.strerror or exc}") from None
+
+    # -- the model -------------------------------------------------------------------------
+
+    def _load(self, model: str):
+        import engine
+
+        from .loading import ProgressLines, describe_failure
+
+        options = self.request.options
+        self.note(f"loading {model}")
+        progress = None if self.request.quiet else ProgressLines(self.note)
+        try:
+            return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
+                               progress=progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any load failure is exit code 4 with one line
+            raise AskFailure(EXIT_ENGINE, describe_failure(exc)) from None
+
+    def _generate(self, backend, conversation):
+        from engine.errors import ContextOverflowError, EngineError, ImageError
+
+        from .answering import stats_line, stream_answer
+        from .printers import PlainPrinter
+
+        printer = PlainPrinter(self.out)
+        feed = (lambda chunk: None) if self.request.json else printer.feed
+        interrupted = False
+        try:
+            answer = stream_answer(backend, conversation, cancel=threading.Event(), on_chunk=feed)
+        except (ImageError, ContextOverflowError) as exc:
+            raise AskFailure(EXIT_INPUT, str(exc)) from None
+        except EngineError as exc:
+            raise AskFailure(EXIT_ENGINE, str(exc)) from None
+        except KeyboardInterrupt:  # stream_answer kept the partial answer, marked stopped
+            interrupted = True
+            answer = conversation.messages[-1]
+        finally:
+            printer.finish()
+        line = stats_line(answer.stats)
+        if line:
+            self.note(line)
+        return answer, interrupted
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _save(self, conversation) -> None:
+        path = self.request.transcript
+        if path is None:
+            return
+        from .transcript import TranscriptError, save_transcript
+
+        try:
+            save_transcript(conversation, path)
+        except TranscriptError as exc:
+            raise AskFailure(EXIT_INPUT, str(exc)) from None
+        except OSError as exc:
+            raise AskFailure(EXIT_INPUT, f"cannot save {path}: {exc.strerror or exc}") from None
+
+    def _print_json(self, conversation, answer) -> None:
+        document = {
+            "answer": answer.text,
+            "stopped": answer.stopped,
+            "error": answer.error,
+            "stats": dataclasses.asdict(answer.stats) if answer.stats else None,
+            "model": conversation.model,
+            "settings": dataclasses.asdict(conversation.settings),
+            "system": conversation.system,
+            "images": [a.path for m in conversation.messages[-2:-1] for a in m.images],
+            "transcript": str(self.request.transcript) if self.request.transcript else None,
+        }
+        self.out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        self.out.flush()

@@ -1,0 +1,161 @@
+"""A terminal preview of an attached image, drawn with coloured half-block cells.
+
+Each cell shows two pixels stacked: the upper one as the foreground colour of
+"▀" and the lower one as its background. That needs nothing from the terminal
+but colours, so it works everywhere, over SSH and inside tmux; on a
+256-colour terminal Textual maps the colours to the nearest palette entries.
+The image is decoded and downscaled in a thread worker; the widget shows its
+name until the cells are ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import work
+from textual.geometry import Size
+from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
+
+from ..conversation import Attachment
+from ..text import printable
+
+UPPER_HALF = "\u2580"
+
+
+RGB = tuple[int, int, int]
+
+
+def half_block_rows(image, max_width: int, max_height: int) -> list[list[tuple[RGB, RGB]]]:
+    """Downscale a PIL ``image`` to at most ``max_width`` x ``max_height`` cells.
+
+    Returns rows of cells, each cell ``(upper_rgb, lower_rgb)``.
+    """
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        backdrop = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(backdrop, image)
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = min(max_width / width, (2 * max_height) / height, 1.0)
+    cols = max(1, round(width * scale))
+    pixel_rows = max(2, round(height * scale))
+    pixel_rows += pixel_rows % 2
+    small = image.resize((cols, pixel_rows), Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST)
+    pixels = small.load()
+    return [
+        [(pixels[x, y], pixels[x, y + 1]) for x in range(cols)]
+        for y in range(0, pixel_rows, 2)
+    ]
+
+
+def _open(attachment: Attachment):
+    from PIL import Image
+
+    source = attachment.engine_source()
+    if isinstance(source, Image.Image):
+        return source
+    image = Image.open(source)
+    image.draft("RGB", (256, 256))  # JPEG: decode at a reduced size, much faster
+    return image
+
+
+class ImagePreview(Widget):
+    """A half-block preview of one image with its name underneath."""
+
+    DEFAULT_CSS = """
+    ImagePreview {
+        width: auto;
+        height: auto;
+        margin: 0 1 0 0;
+        color: $text-muted;
+    }
+    ImagePreview.-failed {
+        color: $error;
+    }
+    """
+
+    @dataclass
+    class Decoded(Message):
+        """Cells are ready (posted by the decoding worker to the widget itself)."""
+
+        rows: list
+
+    @dataclass
+    class Failed(Message):
+        problem: str
+
+    def __init__(self, attachment: Attachment, *, max_width: int = 24, max_height: int = 8,
+                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.attachment = attachment
+        self.max_width = max_width
+        self.max_height = max_height
+        self._strips: list[Strip] = []
+        self._caption = printable(attachment.label)
+        if attachment.missing:
+            self._caption = f"[missing] {self._caption}"
+            self.add_class("-failed")
+
+    def on_mount(self) -> None:
+        if not self.attachment.missing:
+            self._decode()
+
+    @work(thread=True, exclusive=True, group="image-preview", exit_on_error=False)
+    def _decode(self) -> None:
+        try:
+            with _open(self.attachment) as image:
+                rows = half_block_rows(image, self.max_width, self.max_height)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is shown, never raised
+            self.post_message(self.Failed(f"{type(exc).__name__}"))
+        else:
+            self.post_message(self.Decoded(rows))
+
+    def on_image_preview_decoded(self, message: Decoded) -> None:
+        message.stop()
+        self._strips = [
+            Strip([Segment(UPPER_HALF, Style.from_color(_colour(top), _colour(bottom))) for top, bottom in row])
+            for row in message.rows
+        ]
+        self.refresh(layout=True)
+
+    def on_image_preview_failed(self, message: Failed) -> None:
+        message.stop()
+        self._caption = f"[unreadable] {self._caption}"
+        self.add_class("-failed")
+        self.refresh(layout=True)
+
+    @property
+    def has_cells(self) -> bool:
+        return bool(self._strips)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        image_width = self._strips[0].cell_length if self._strips else 0
+        return max(image_width, min(cell_len(self._caption), max(self.max_width, image_width)))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._strips) + 1
+
+    def render_line(self, y: int) -> Strip:
+        if y < len(self._strips):
+            return self._strips[y]
+        if y == len(self._strips):
+            width = self.size.width
+            caption = self._caption
+            if cell_len(caption) > width:
+                caption = set_cell_size(caption, max(width - 1, 0)) + "\u2026"
+            return Strip([Segment(caption, self.rich_style)]).adjust_cell_length(width, self.rich_style)
+        return Strip.blank(self.size.width, self.rich_style)
+
+
+def _colour(rgb):
+    from rich.color import Color
+
+    return Color.from_rgb(*rgb[:3])

@@ -1,0 +1,377 @@
+"""The plain REPL driven through prompt-toolkit's pipe input, on a real tiny checkpoint.
+
+Keys go in as a terminal sends them: Enter is "\\r", Esc-Enter "\\x1b\\r",
+Ctrl+C "\\x03", Ctrl+D "\\x04". Everything typed is queued before the REPL
+starts; prompt-toolkit keeps what one prompt did not read for the next.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from rich.console import Console
+
+import engine
+from dsvl_tui.options import Options
+from dsvl_tui.printers import MarkdownPrinter, finished_prefix
+from dsvl_tui.repl import Repl
+from dsvl_tui.repl_input import SlashCompleter
+from dsvl_tui.text import printable
+from engine.fixtures import write_checkpoint
+from engine.types import GenerationSettings
+
+SHORT = GenerationSettings(max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("repl") / "tiny", seed=7)
+
+
+@pytest.fixture(scope="module")
+def backend(checkpoint):
+    return engine.load(str(checkpoint))
+
+
+@pytest.fixture(autouse=True)
+def _folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+
+
+class Run:
+    """A REPL session: what was typed, and what came out."""
+
+    def __init__(self, repl: Repl, out: io.StringIO, err: io.StringIO, code: int) -> None:
+        self.repl, self.code = repl, code
+        self.out, self.err = out.getvalue(), err.getvalue()
+
+    @property
+    def messages(self):
+        return self.repl.conversation.messages
+
+
+def drive(keys: str, backend, *, settings: GenerationSettings = SHORT, factory=None, err=None, wrap=None,
+          colour: bool = False) -> Run:
+    """Type ``keys`` into a REPL on ``backend`` (ending with Ctrl+D) and run it to the end."""
+    out, err = io.StringIO(), err or io.StringIO()
+    options = Options(model="tiny", settings=settings)
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys + "\x04")
+        repl = Repl(options, engine_factory=factory or (lambda model, progress: wrap(repl) if wrap else backend),
+                    input=pipe, output=DummyOutput(), stdout=out, stderr=err, colour=colour)
+        code = repl.run()
+    return Run(repl, out, err, code)
+
+
+def _png(path: Path) -> Path:
+    Image.new("RGB", (32, 24), "blue").save(path)
+    return path
+
+
+# --- messages and answers ---------------------------------------------------------------
+
+
+def test_a_message_gets_a_streamed_answer_and_stats(backend) -> None:
+    run = drive("What is in the picture?\r", backend)
+    assert run.code == 0
+    user, answer = run.messages
+    assert user.text == "What is in the picture?"
+    assert answer.role == "assistant" and answer.stats.new_tokens == 8 and not answer.stopped
+    assert run.out.rstrip("\n") == printable(answer.text).rstrip("\n")  # stdout: the answer, nothing else
+    assert "8 tokens" in run.err and "stopped at max_new_tokens" in run.err
+    assert "waiting for" not in run.out
+
+
+def test_esc_enter_makes_a_multi_line_message_and_history_is_saved(backend, tmp_path) -> None:
+    run = drive("line one\x1b\rline two\r", backend)
+    assert run.messages[0].text == "line one\nline two"
+    assert "line two" in (tmp_path / "data" / "repl_history").read_text()
+
+
+def test_a_leading_double_slash_sends_a_slash(backend) -> None:
+    run = drive("//etc/hosts is a file\r", backend)
+    assert run.messages[0].text == "/etc/hosts is a file"
+
+
+def test_set_then_set_lists_and_reaches_the_engine(backend) -> None:
+    run = drive("/set temperature 0\r/set\rhi\r/regenerate\r", backend)
+    assert "temperature=0.0 (from the next answer)" in run.err
+    assert "temperature=0.0  top_p=0.95" in run.err
+    first_text = printable(run.messages[1].text)
+    assert run.out.count(first_text) >= 2  # greedy: /regenerate gives the same answer
+    assert run.messages[1].stats.new_tokens == 8
+
+
+def test_image_good_and_bad_then_sent_with_the_message(backend, tmp_path) -> None:
+    _png(tmp_path / "photo one.png")
+    (tmp_path / "fake.png").write_text("text")
+    run = drive("/image 'photo one.png' fake.png\rWhat colour?\rno image now\r", backend)
+    assert "attached photo one.png (1 image for your next message)" in run.err
+    assert "error: not an image file" in run.err and "fake.png" in run.err
+    first, answer, second, _ = run.messages
+    assert [a.label for a in first.images] == ["photo one.png"] and second.images == []
+    # The image took its slots in the prompt: the first turn's prompt is longer than the text alone.
+    text_only = len(backend.prepare([engine.Message("user", "What colour?")]).input_ids)
+    assert answer.stats.prompt_tokens > text_only
+
+
+def test_unknown_command_says_did_you_mean(backend) -> None:
+    run = drive("/regenrate\r/zzzz\r", backend)
+    assert "error: unknown command /regenrate; did you mean /regenerate?" in run.err
+    assert "error: unknown command /zzzz; type /help for the list" in run.err
+    assert run.messages == []
+
+
+def test_undo_and_regenerate(backend) -> None:
+    run = drive("one\rtwo\r/undo\r/regenerate\r", backend)
+    assert "removed the last turn (2 messages)" in run.err
+    assert [m.text for m in run.messages if m.role == "user"] == ["one"]
+    assert len(run.messages) == 2 and run.err.count("8 tokens") == 3  # three answers were given
+
+
+def test_edit_puts_the_message_back_at_the_prompt(backend) -> None:
+    run = drive("first try\r/edit\r again\r", backend)  # the prompt opens with "first try"
+    assert [m.text for m in run.messages if m.role == "user"] == ["first try again"]
+
+
+def test_save_and_load_round_trip(backend, tmp_path) -> None:
+    run = drive("hello\r/save chat.json\r/reset\r/load chat.json\r", backend)
+    assert f"saved to {tmp_path / 'chat.json'}" in run.err
+    assert "conversation cleared" in run.err and "opened" in run.err
+    assert [m.text for m in run.messages][0] == "hello" and len(run.messages) == 2
+    assert run.repl.conversation.path == tmp_path / "chat.json"
+
+
+def test_answers_are_autosaved_and_resumable(backend) -> None:
+    drive("remember me\r", backend)
+    run = drive("/resume\r/resume 1\r", backend)
+    assert "remember me (2 messages" in run.err
+    assert run.messages[0].text == "remember me"
+
+
+# --- keys, cancel, loading -------------------------------------------------------------------
+
+
+def test_ctrl_c_at_the_prompt_clears_the_line(backend) -> None:
+    run = drive("not this\x03hello\r\x03", backend)
+    assert [m.text for m in run.messages if m.role == "user"] == ["hello"]
+    assert "(Ctrl+D or /quit leaves)" in run.err  # Ctrl+C on an empty line explains how to leave
+
+
+def test_quit_ends_the_loop(backend) -> None:
+    run = drive("/quit\rnot sent\r", backend)
+    assert run.code == 0 and run.messages == []
+
+
+class StopAfter:
+    """The real engine, with a hook run after the Nth chunk of its first answer."""
+
+    def __init__(self, backend, after: int, hook) -> None:
+        self.backend, self.after, self.hook = backend, after, hook
+        self.info = backend.info
+        self.fired = False
+
+    def stream(self, messages, settings, *, system=None, cancel=None):
+        inner = self.backend.stream(messages, settings, system=system, cancel=cancel)
+        outer = self
+
+        class Stream:
+            stats = inner.stats
+
+            def __iter__(self):
+                for index, chunk in enumerate(inner, 1):
+                    if index == outer.after and not outer.fired:
+                        outer.fired = True
+                        outer.hook()
+                    yield chunk
+
+        return Stream()
+
+
+LONG = GenerationSettings(max_new_tokens=2000)
+
+
+def test_stop_generation_keeps_the_partial_answer_marked_stopped(backend) -> None:
+    run = drive("tell me everything\r", backend, settings=LONG,
+                wrap=lambda repl: StopAfter(backend, 5, repl.stop_generation))
+    answer = run.messages[-1]
+    assert answer.stopped and answer.stats.stop_reason == "cancelled"
+    assert 5 <= answer.stats.new_tokens < 2000 and answer.text
+    assert "stopped" in run.err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself is POSIX")
+def test_ctrl_c_while_streaming_stops_the_answer(backend) -> None:
+    """Ctrl+C during an answer reaches the process as SIGINT (the prompt is not up)."""
+    before = signal.getsignal(signal.SIGINT)
+    run = drive("tell me everything\r/set max_new_tokens 4\rafter\r", backend, settings=LONG,
+                wrap=lambda repl: StopAfter(backend, 5, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    first, second = run.messages[1], run.messages[3]
+    assert first.stopped and first.stats.new_tokens < 2000
+    assert not second.stopped  # the REPL went on, and the next answer was not cut
+    assert signal.getsignal(signal.SIGINT) is before  # restored after each answer
+
+
+class Announce(io.StringIO):
+    """stderr that sets ``seen`` once ``text`` has been written."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, threading.Event()
+
+    def write(self, data: str) -> int:
+        if self.text in data:
+            self.seen.set()
+        return super().write(data)
+
+
+def test_a_message_sent_while_loading_waits_for_the_model(backend) -> None:
+    err = Announce("waiting for tiny to load")
+
+    def slow_load(model, progress):
+        assert err.seen.wait(30)  # the REPL said it is waiting before the model is there
+        progress(type("P", (), {"stage": "load", "message": "loading weights 1/1"})())
+        return backend
+
+    run = drive("early bird\r", backend, factory=slow_load, err=err)
+    assert run.messages[1].role == "assistant" and run.messages[1].stats.new_tokens == 8
+    assert err.getvalue().index("waiting for tiny") < err.getvalue().index("tiny is ready")
+    assert "loading weights 1/1" in run.err
+
+
+def test_a_failed_load_keeps_the_message_for_later(backend) -> None:
+    def broken(model, progress):
+        raise engine.ModelNotFoundError(f"model folder not found: {model}")
+
+    run = drive("hello\r\x03/model\r", backend, factory=broken)
+    assert "error: no model loaded: model folder not found: tiny; /model ID loads one" in run.err
+    assert "(not sent: your message is back at the prompt)" in run.err
+    assert run.messages == []
+
+
+def test_without_a_terminal_lines_are_read_from_stdin(backend) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    stdin = io.StringIO("/set max_new_tokens 3\nfirst question\n/undo\nsecond question\n")
+    repl = Repl(Options(model="tiny"), engine_factory=lambda model, progress: backend, stdout=out, stderr=err,
+                stdin=stdin, colour=False)
+    assert repl.run() == 0
+    assert [m.text for m in repl.conversation.messages if m.role == "user"] == ["second question"]
+    assert repl.conversation.messages[-1].stats.new_tokens == 3
+    assert "dsvl-chat: loading" not in err.getvalue()  # no banner in a pipeline
+
+
+def test_without_a_terminal_a_failed_load_exits_4(backend) -> None:
+    def broken(model, progress):
+        raise engine.CheckpointError("not a checkpoint")
+
+    repl = Repl(Options(model="tiny"), engine_factory=broken, stdout=io.StringIO(), stderr=io.StringIO(),
+                stdin=io.StringIO("hello\nnever read\n"), colour=False)
+    assert repl.run() == 4
+
+
+def test_colour_terminals_get_markdown_rendered(backend) -> None:
+    run = drive("hi\r", backend, colour=True)
+    answer = run.messages[-1]
+    assert answer.text and "\x1b[" in run.out  # drawn through rich, with the live tail erased
+
+
+# --- completion -------------------------------------------------------------------------------
+
+
+def _complete(text: str) -> list[str]:
+    completer = SlashCompleter("repl")
+    event = CompleteEvent(completion_requested=True)
+    document = Document(text)
+    return [document.text[: len(text) + c.start_position] + c.text for c in completer.get_completions(document, event)]
+
+
+def test_completes_commands_from_the_registry() -> None:
+    assert _complete("/re") == ["/regenerate", "/reset", "/resume"]
+    assert _complete("/sa") == ["/save"]
+    assert _complete("/th") == []  # /theme is for the TUI
+    assert _complete("hello /sa") == []
+
+
+def test_completes_image_paths_quoting_spaces(tmp_path) -> None:
+    _png(tmp_path / "cat photo.png")
+    _png(tmp_path / "cat.jpg")
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cat.txt").write_text("no")
+    assert _complete("/image ca") == ["/image 'cat photo.png'", "/image cat.jpg", "/image cats"]
+    assert _complete("/image a.png ca")[1] == "/image a.png cat.jpg"
+    assert _complete("/image 'cat p") == ["/image 'cat photo.png'"]  # an open quote is closed
+    assert _complete("/load ca") == ["/load cats"]  # only transcripts (.json) and folders
+    assert _complete("/save cat.t") == []
+    assert _complete("/model ca") == ["/model cats"]  # a checkpoint is a folder
+
+
+def test_completes_fixed_arguments() -> None:
+    assert _complete("/set te") == ["/set temperature"]
+    assert _complete("/help und") == ["/help undo"]
+    assert _complete("/image cl") == []  # paths only; `clear` is typed out
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def test_finished_prefix_cuts_at_blank_lines_outside_fences() -> None:
+    assert finished_prefix("para one\n\npara") == len("para one\n\n")
+    assert finished_prefix("para one\n\n") == 0  # the next block has not started
+    assert finished_prefix("- item\n\n  more of the item\n") == 0  # indented: may continue the list
+    text = "```python\nx = 1\n\ny = 2\n```\n\nafter"
+    assert finished_prefix(text) == len(text) - len("after")
+    assert finished_prefix("```\ncode\n\nstill code") == 0
+
+
+def test_markdown_printer_renders_blocks_and_keeps_escapes_out() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=60, height=20, color_system="standard")
+    printer = MarkdownPrinter(console, interval=0)
+    text = "# Title\n\nSome **bold** text.\n\n```python\nx = 1\n```\n\nend \x1b]0;evil\x07 [link](http://x.invalid)"
+    for start in range(0, len(text), 4):
+        printer.feed(text[start:start + 4])
+    printer.finish()
+    shown = _screen(buffer.getvalue())
+    assert "Title" in shown and "Some bold text." in shown and "x = 1" in shown
+    assert "**" not in shown and "```" not in shown and "evil" not in shown
+    assert "\x1b]" not in buffer.getvalue()  # no OSC from the model, and links are not hyperlinks
+    assert shown.count("Some bold text.") == 1  # the live tail was erased, not left behind
+
+
+def _screen(data: str) -> str:
+    """What a terminal shows for ``data``: text, newline, CR, cursor up, erase line; styles dropped."""
+    import re
+
+    lines, row, col = [[]], 0, 0
+    for match in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|(.)", data, re.S):
+        char = match.group(3)
+        if char is None:
+            count = int(match.group(1)) if match.group(1).isdigit() else 1
+            if match.group(2) == "A":
+                row = max(0, row - count)
+            elif match.group(2) == "K":
+                lines[row] = [] if match.group(1) == "2" else lines[row][:col]
+        elif char == "\n":
+            row, col = row + 1, 0
+            if row == len(lines):
+                lines.append([])
+        elif char == "\r":
+            col = 0
+        else:
+            line = lines[row]
+            line.extend(" " * (col - len(line)))
+            line[col:col + 1] = [char]
+            col += 1
+    return "\n".join("".join(line).rstrip() for line in lines)

@@ -1,0 +1,609 @@
+"""The Textual app, driven through the Pilot.
+
+Most tests run the real engine on the tiny checkpoint (loads in a fraction of
+a second), the streaming path always. A scripted stand-in engine
+(``tui_support.ScriptedEngine``) is used only where timing matters: holding
+an answer half way to queue another, scroll, or stop it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from textual import events
+
+import engine
+from dsvl_tui.app import DsvlApp, run_tui
+from dsvl_tui.commands import registry
+from dsvl_tui.options import Options
+from dsvl_tui.text import printable
+from dsvl_tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
+from engine.fixtures import write_checkpoint
+
+from tui_support import FIXED_INFO, ScriptedEngine, run_async, screen_text, scripted_loader, wait_for
+
+GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("tui") / "tiny-vl-chat", seed=3)
+
+
+def real_app(model, settings=GREEDY, **options) -> DsvlApp:
+    return DsvlApp(Options(model=str(model), settings=settings, **options))
+
+
+def scripted_app(backend=None, **loader_options) -> DsvlApp:
+    backend = backend or ScriptedEngine()
+    options = Options(model=FIXED_INFO.model_id, settings=GREEDY)
+    return DsvlApp(options, loader=scripted_loader(backend, **loader_options))
+
+
+async def ready(pilot) -> None:
+    await wait_for(pilot, lambda: pilot.app.engine is not None and not pilot.app.loading)
+
+
+def answers(pane: ChatPane) -> list:
+    return [m for m in pane.conversation.messages if m.role == "assistant"]
+
+
+async def answered(pilot, count: int = 1, pane: ChatPane | None = None) -> None:
+    app = pilot.app
+    target = pane or app.active
+    await wait_for(pilot, lambda: len(answers(target)) >= count and app.queue.for_pane(target) is None)
+
+
+async def type_line(pilot, text: str, submit: bool = True) -> None:
+    prompt = pilot.app.prompt
+    prompt.focus()
+    prompt.load_text_at_end(text)
+    await pilot.pause()
+    if submit:
+        await pilot.press("enter")
+        await pilot.pause()
+
+
+def notices(app, error: bool | None = None) -> list[str]:
+    return [n.text for n in app.active.query(Notice) if error is None or n.is_error == error]
+
+
+def picture(path: Path) -> Path:
+    Image.new("RGB", (32, 24), (0, 128, 255)).save(path)
+    return path
+
+
+# --- start-up, streaming, stopping --------------------------------------------
+
+
+@run_async
+async def test_first_screen_paints_before_the_model_and_a_message_waits_for_it():
+    gate = threading.Event()
+    backend = ScriptedEngine(["Hi", " there"])
+    app = scripted_app(backend, gate=gate)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.status.state == "loading" and app.engine is None
+        assert "downloading 50%" in str(app.status.render())
+        assert app.focused is app.prompt
+        await type_line(pilot, "are you there?")
+        widget = app.active.pending_answer
+        assert widget is not None and widget.state == "waiting"
+        assert "waiting for the model to load" in str(widget.query_one(".marker").render())
+        assert backend.calls == []
+        gate.set()
+        await answered(pilot)
+        assert answers(app.active)[0].text == "Hi there"
+        assert app.status.state == "ready"
+
+
+@run_async
+async def test_streaming_answer_through_the_real_engine(tiny):
+    app = real_app(tiny)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        assert app.status.model == str(tiny) and app.status.device == "cpu fp32"
+        await type_line(pilot, "Describe this image in detail.")
+        await answered(pilot)
+        conversation = app.active.conversation
+        answer = conversation.messages[-1]
+        assert answer.role == "assistant" and answer.stats.new_tokens == GREEDY.max_new_tokens
+        widget = app.active.query(AssistantMessage).last()
+        assert widget.text == printable(answer.text) and widget.state == "done"
+        assert widget.markdown.source == printable(answer.text)
+        expected = len(app.engine.prepare(conversation.engine_messages()).input_ids)
+        await wait_for(pilot, lambda: app.status.context_used == expected)
+        assert app.status.context_window == 4096
+        assert app.status.tokens_per_second and app.status.time_to_first_token is not None
+        assert app.status.state == "ready"
+        shown = screen_text(app)
+        assert "\x1b" not in shown and "\x10" not in shown  # the random model emits control bytes
+        # A second turn goes through the same path with the history.
+        await type_line(pilot, "And the sky?")
+        await answered(pilot, 2)
+        assert [m.role for m in conversation.messages] == ["user", "assistant", "user", "assistant"]
+
+
+@run_async
+async def test_escape_stops_the_real_answer_and_keeps_what_was_produced(tiny):
+    app = real_app(tiny, settings=engine.GenerationSettings(temperature=0, max_new_tokens=3000))
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "Tell me a long story.")
+        await wait_for(pilot, lambda: app.active.pending_answer is not None and len(app.active.pending_answer.text) > 5)
+        assert app.status.state == "generating"
+        await pilot.press("escape")
+        await answered(pilot)
+        answer = app.active.conversation.messages[-1]
+        assert answer.stopped and answer.text and answer.stats.stop_reason == "cancelled"
+        assert answer.stats.new_tokens < 3000
+        widget = app.active.query(AssistantMessage).last()
+        assert widget.state == "stopped" and str(widget.query_one(".marker").render()).startswith("stopped")
+        assert app.status.state == "ready"
+
+
+@run_async
+async def test_failed_load_shows_the_error_and_the_app_stays_usable(tiny, tmp_path):
+    app = real_app(tmp_path / "no-such-model")
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.model_error is not None)
+        assert app.status.state == "error"
+        (error,) = notices(app, error=True)
+        assert error.startswith("model not loaded: ") and "\n" not in error and "no-such-model" in error
+        await type_line(pilot, "hello?")
+        assert "load one with /model" in str(app.active.pending_answer.query_one(".marker").render())
+        await type_line(pilot, f"/model {tiny}")
+        await answered(pilot)  # the waiting message goes once a model is ready
+        assert app.status.state == "ready" and app.engine.info.model_id == str(tiny)
+
+
+@run_async
+async def test_one_generation_at_a_time_across_panes():
+    backend = ScriptedEngine(["one", " two", " three"], hold_after=1)
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        first = app.active
+        await type_line(pilot, "first")
+        await wait_for(pilot, lambda: first.pending_answer is not None and first.pending_answer.text == "one")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        second = app.active
+        assert second is not first and len(app.tabs.panes) == 2
+        await type_line(pilot, "second")
+        assert second.pending_answer.state == "waiting"
+        assert "waiting for its turn" in str(second.pending_answer.query_one(".marker").render())
+        assert app.status.waiting == 1 and "1 waiting" in str(app.status.render())
+        labels = [str(app.tabs.query_one("TabbedContent").get_tab(f"tab-{p.id}").label) for p in (first, second)]
+        assert labels[0].startswith("\u25cf") and labels[1].startswith("\u2026")
+        backend.gate.set()
+        await answered(pilot, pane=first)
+        await answered(pilot, pane=second)
+        assert backend.max_concurrent == 1 and len(backend.calls) == 2
+        assert answers(second)[0].text == "one two three"
+
+
+@run_async
+async def test_a_second_message_in_a_busy_pane_is_refused_and_kept():
+    backend = ScriptedEngine(["slow"], hold_after=0)
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "first")
+        await type_line(pilot, "second")
+        assert app.prompt.text == "second"
+        assert any("still waiting for an answer" in n for n in notices(app, error=True))
+        assert [m.text for m in app.active.conversation.messages] == ["first"]
+        backend.gate.set()
+        await answered(pilot)
+
+
+@run_async
+async def test_errors_in_the_worker_show_in_the_pane_and_the_app_goes_on():
+    backend = ScriptedEngine(["partial"], stream_error=engine.GenerationError("out of GPU memory while generating"))
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "hi")
+        await answered(pilot)
+        answer = answers(app.active)[0]
+        assert answer.error == "out of GPU memory while generating" and answer.text == "partial"
+        widget = app.active.query(AssistantMessage).last()
+        assert widget.has_class("-error") and "out of GPU memory" in str(widget.query_one(".marker").render())
+        backend.stream_error = None
+        backend.chunks = ["fine"]
+        await type_line(pilot, "again")
+        await answered(pilot, 2)
+        assert answers(app.active)[-1].text == "fine"
+
+
+@run_async
+async def test_a_bad_image_is_refused_and_the_message_given_back(tiny, tmp_path):
+    from dsvl_tui.conversation import Attachment
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    app = real_app(tiny)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        app.active.conversation.pending.append(Attachment(path=str(bad), name="broken.png"))
+        await type_line(pilot, "what is this?")
+        await wait_for(pilot, lambda: app.queue.for_pane(app.active) is None and notices(app, error=True))
+        (error,) = notices(app, error=True)
+        assert error.startswith("not sent: ") and "broken.png" in error
+        assert app.active.conversation.messages == [] and app.prompt.text == "what is this?"
+        assert [a.name for a in app.active.conversation.pending] == ["broken.png"]
+        await type_line(pilot, "/image clear")
+        await type_line(pilot, "hello")
+        await answered(pilot)  # the model is still usable
+
+
+@run_async
+async def test_control_sequences_from_the_model_never_reach_the_screen():
+    nasty = ["\x1b]0;pwned\x07Title ", "\x1b[2J\x1b[31mred\x1b[0m", " \x1b]52;c;SGk=\x07done\x9b1m"]
+    app = scripted_app(ScriptedEngine(nasty))
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "\x1b[31mtitle\x07 please")
+        await answered(pilot)
+        assert answers(app.active)[0].text == "".join(nasty)  # stored as the model said it
+        shown = screen_text(app)
+        assert "Title red done" in shown
+        for bad in ("\x1b", "\x07", "\x9b", "pwned"):
+            assert bad not in shown
+
+
+@run_async
+async def test_view_follows_the_stream_unless_the_user_scrolled_up():
+    lines = [f"line {i}\n\n" for i in range(60)]
+    backend = ScriptedEngine(lines, hold_after=30)
+    app = scripted_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, "count")
+        pane = app.active
+        await wait_for(pilot, lambda: pane.pending_answer is not None and "line 29" in pane.pending_answer.text)
+        await pilot.pause(0.1)
+        assert pane.max_scroll_y > 0 and pane.scroll_y == pane.max_scroll_y  # following
+        await pilot.press("pageup")
+        await pilot.pause(0.1)
+        held = pane.scroll_y
+        assert held < pane.max_scroll_y
+        backend.gate.set()
+        await answered(pilot)
+        await pilot.pause(0.1)
+        assert pane.scroll_y == held < pane.max_scroll_y  # left where the user put it
+        await pilot.press("ctrl+end")
+        await pilot.pause(0.1)
+        assert pane.scroll_y == pane.max_scroll_y
+
+
+# --- commands ----------------------------------------------------------------------
+
+
+@run_async
+async def test_image_command_with_a_quoted_path_then_send(tiny, tmp_path):
+    photo = picture(tmp_path / "my photo.png")
+    app = real_app(tiny)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, f"/image '{photo}'")
+        assert [a.name for a in app.active.conversation.pending] == ["my photo.png"]
+        assert app.status.pending_images == 1 and "+1 image" in str(app.status.render())
+        await type_line(pilot, "What is in the picture?")
+        await answered(pilot)
+        user = app.active.conversation.messages[0]
+        assert [a.name for a in user.images] == ["my photo.png"] and app.status.pending_images == 0
+        preview = app.active.query_one(UserMessage).query_one(ImagePreview)
+        await wait_for(pilot, lambda: preview.has_cells)
+        assert "my photo.png" in screen_text(app)
+
+
+@run_async
+async def test_pasting_a_dropped_file_path_attaches_it(tmp_path):
+    photo = picture(tmp_path / "dropped one.png")
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        app.prompt.focus()
+        await pilot.pause()
+        app.prompt.post_message(events.Paste(f"'{photo}'"))  # what a terminal sends for a dropped file
+        await wait_for(pilot, lambda: len(app.active.conversation.pending) == 1)
+        assert app.prompt.text == ""
+
+
+@run_async
+async def test_unknown_command_and_bad_argument_send_nothing():
+    backend = ScriptedEngine()
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/rest")
+        await type_line(pilot, "/set temprature 1")
+        await type_line(pilot, "/image /no/such/file.png")
+        await pilot.pause()
+        errors = notices(app, error=True)
+        assert errors[0] == "unknown command /rest; did you mean /reset?"
+        assert "did you mean temperature?" in errors[1]
+        assert "/no/such/file.png" in errors[2] and all("\n" not in e for e in errors)
+        assert backend.calls == [] and app.active.conversation.messages == []
+
+
+@run_async
+async def test_save_load_and_export(tiny, tmp_path):
+    app = real_app(tiny)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "remember this")
+        await answered(pilot)
+        await type_line(pilot, f"/save {tmp_path / 'chat.json'}")
+        await type_line(pilot, f"/export {tmp_path / 'chat.md'}")
+        assert (tmp_path / "chat.json").is_file() and "remember this" in (tmp_path / "chat.md").read_text()
+        await type_line(pilot, f"/load {tmp_path / 'chat.json'}")
+        await pilot.pause()
+        assert len(app.tabs.panes) == 2  # the active pane was not empty: the transcript opens beside it
+        assert [m.text for m in app.active.conversation.messages][0] == "remember this"
+        assert len(app.active.query(UserMessage)) == 1 and len(app.active.query(AssistantMessage)) == 1
+
+
+@run_async
+async def test_reset_undo_edit_regenerate(tiny):
+    app = real_app(tiny)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "first question")
+        await answered(pilot)
+        old = answers(app.active)[0]
+        await type_line(pilot, "/regenerate")
+        await answered(pilot)
+        (new,) = answers(app.active)
+        assert new is not old and len(app.active.query(AssistantMessage)) == 1
+        await type_line(pilot, "/edit")
+        await pilot.pause()
+        assert app.prompt.text == "first question" and app.active.conversation.messages == []
+        await pilot.press("enter")
+        await answered(pilot)
+        await type_line(pilot, "/undo")
+        await pilot.pause()
+        assert app.active.conversation.messages == [] and not app.active.query(UserMessage)
+        await type_line(pilot, "again")
+        await answered(pilot)
+        await type_line(pilot, "/reset")
+        await pilot.pause()
+        assert app.active.conversation.messages == [] and app.active.query(".welcome")
+
+
+@run_async
+async def test_new_close_next_prev_commands():
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        first = app.active
+        await type_line(pilot, "/new")
+        await pilot.pause()
+        second = app.active
+        assert len(app.tabs.panes) == 2 and second is not first
+        await type_line(pilot, "/prev")
+        assert app.active is first
+        await type_line(pilot, "/next")
+        assert app.active is second
+        await type_line(pilot, "/close")
+        await pilot.pause()
+        assert app.tabs.panes == [first] and app.active is first
+        await type_line(pilot, "/close")  # the last pane: a fresh one replaces it
+        await pilot.pause()
+        assert len(app.tabs.panes) == 1 and app.active is not first and app.active.is_mounted
+
+
+@run_async
+async def test_system_set_model_help_copy_stop_resume(tiny, tmp_path):
+    other = write_checkpoint(tmp_path / "other-vl-chat", seed=5)
+    app = real_app(tiny)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/system You are terse.")
+        await type_line(pilot, "/set temperature 0.5")
+        conversation = app.active.conversation
+        assert conversation.system == "You are terse." and conversation.settings.temperature == 0.5
+        await type_line(pilot, "/help")
+        await pilot.pause()
+        help_text = notices(app, error=False)[-1]
+        for command in registry.commands("tui"):
+            assert command.usage in help_text
+        assert "Ctrl+J" in help_text
+        await type_line(pilot, "hi")
+        await answered(pilot)
+        await type_line(pilot, "/copy")
+        assert app.clipboard == answers(app.active)[0].text
+        await type_line(pilot, "/stop")
+        assert "nothing is being generated" in notices(app, error=True)[-1]
+        await type_line(pilot, "/resume")
+        await wait_for(pilot, lambda: any("recent conversations" in n for n in notices(app)))
+        await type_line(pilot, f"/model {other}")
+        await wait_for(pilot, lambda: app.engine.info.model_id == str(other))
+        assert app.status.model == str(other) and conversation.model == str(other)
+
+
+@run_async
+async def test_theme_command_switches_and_remembers():
+    from dsvl_tui.config import load_config
+
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        assert app.theme == "dsvl-night"
+        await type_line(pilot, "/theme dsvl-paper")
+        assert app.theme == "dsvl-paper"
+        await wait_for(pilot, lambda: load_config().get("theme") == "dsvl-paper")
+        await type_line(pilot, "/theme nord")
+        assert app.theme == "nord"
+        await type_line(pilot, "/theme dsvl-nigth")
+        assert "did you mean dsvl-night?" in notices(app, error=True)[-1] and app.theme == "nord"
+    async with scripted_app().run_test() as pilot:  # the next start uses the remembered theme
+        await wait_for(pilot, lambda: load_config().get("theme") == "nord")
+        assert pilot.app.theme == "nord"
+
+
+def test_theme_option_and_an_unknown_one(capsys):
+    from dsvl_tui.app import pick_theme
+
+    assert pick_theme("dsvl-paper", {"dsvl-paper"}) == "dsvl-paper"
+    assert pick_theme(None, {"dsvl-night"}) == "dsvl-night"
+    assert run_tui(Options(theme="dsvl-papr")) == 2
+    assert "did you mean dsvl-paper?" in capsys.readouterr().err
+
+
+@run_async
+async def test_theme_option_is_applied_and_remembered():
+    from dsvl_tui.config import load_config
+
+    app = DsvlApp(Options(model=FIXED_INFO.model_id, theme="dsvl-paper"), loader=scripted_loader(ScriptedEngine()))
+    async with app.run_test() as pilot:
+        assert app.theme == "dsvl-paper"
+        await wait_for(pilot, lambda: load_config().get("theme") == "dsvl-paper")
+
+
+@run_async
+async def test_quit_command():
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/quit")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+@run_async
+async def test_tab_keys_new_close_next_previous():
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        first = app.active
+        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        panes = app.tabs.panes
+        assert len(panes) == 3 and app.active is panes[2]
+        await pilot.press("alt+right")
+        assert app.active is panes[0]
+        await pilot.press("ctrl+pageup")
+        assert app.active is panes[2]
+        await pilot.press("alt+left")
+        assert app.active is panes[1]
+        await pilot.press("ctrl+pagedown")
+        assert app.active is panes[2]
+        await pilot.pause()
+        assert app.query_one("TabbedContent").active == f"tab-{panes[2].id}"
+        await pilot.press("ctrl+w")
+        await pilot.pause()
+        assert len(app.tabs.panes) == 2 and app.active is panes[1] and first in app.tabs.panes
+        assert app.focused is app.prompt
+
+
+@run_async
+async def test_keys_attach_regenerate_help_quit(tiny):
+    app = real_app(tiny)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+o")
+        assert app.prompt.text == "/image " and app.focused is app.prompt
+        app.prompt.clear()
+        await type_line(pilot, "hello")
+        await answered(pilot)
+        first = answers(app.active)[0]
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: answers(app.active) and answers(app.active)[0] is not first
+                       and app.queue.for_pane(app.active) is None)
+        await pilot.press("f1")
+        await pilot.pause()
+        assert "/regenerate" in notices(app)[-1]
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+@run_async
+async def test_input_keys_enter_newline_history_and_completion(tmp_path):
+    photo = picture(tmp_path / "scene.png")
+    backend = ScriptedEngine(["ok"])
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        app.prompt.focus()
+        await pilot.press("a", "ctrl+j", "b", "enter")
+        await answered(pilot)
+        assert app.active.conversation.messages[0].text == "a\nb"
+        await pilot.press("up")
+        assert app.prompt.text == "a\nb"
+        await pilot.press("down")
+        assert app.prompt.text == ""
+        await pilot.press("/", "r", "e", "g", "tab")
+        assert app.prompt.text == "/regenerate "
+        app.prompt.clear()
+        await pilot.press(*"/image sc")
+        assert app.prompt.suggestion == "ene.png"
+        await pilot.press("tab")
+        assert app.prompt.text == "/image scene.png "
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [a.name for a in app.active.conversation.pending] == [photo.name]
+
+
+@run_async
+async def test_escape_withdraws_a_waiting_answer():
+    backend = ScriptedEngine(["a", "b"], hold_after=1)
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        first = app.active
+        await type_line(pilot, "one")
+        await pilot.press("ctrl+n")
+        await type_line(pilot, "two")
+        second = app.active
+        await pilot.press("escape")  # the waiting one leaves the line without running
+        await answered(pilot, pane=second)
+        assert answers(second)[0].stopped and answers(second)[0].text == ""
+        await pilot.press("alt+left")
+        await pilot.press("escape")
+        await answered(pilot, pane=first)
+        assert answers(first)[0].stopped and answers(first)[0].text == "a"
+        assert len(backend.calls) == 1
+
+
+@run_async
+async def test_palette_lists_every_command_and_runs_one():
+    from textual.command import CommandPalette
+
+    app = scripted_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        palette = app.screen
+        await wait_for(pilot, lambda: palette.query_one("CommandList").option_count >= len(registry.commands("tui")))
+        listed = screen_text(app)
+        for command in registry.commands("tui")[:8]:  # the first screenful, in order
+            assert command.usage in listed
+        await pilot.press(*"new")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.tabs.panes) == 2)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"image")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.prompt.text == "/image ")

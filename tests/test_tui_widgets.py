@@ -1,0 +1,353 @@
+"""The TUI's widgets and helpers, each in a tiny host app or on its own.
+
+The streaming-cost test counts how many characters the markdown parser is
+given per streamed token: with Textual's ``MarkdownStream`` only the last
+block is parsed again, so that number stays flat however long the answer is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from textual.app import App, ComposeResult
+from textual.widgets import Markdown
+
+import themes
+from dsvl_tui import config
+from dsvl_tui.commands import CommandRegistry, registry
+from dsvl_tui.completion import complete, dropped_paths, path_matches
+from dsvl_tui.conversation import Attachment, ChatMessage
+from dsvl_tui.palette import needs_argument
+from dsvl_tui.widgets import AssistantMessage, ImagePreview, PromptInput, StatusBar
+from dsvl_tui.widgets._image_preview import half_block_rows
+from engine.types import GenerationStats
+
+from tui_support import run_async, screen_text
+
+
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+
+
+class Host(App):
+    """Mounts one widget."""
+
+    def __init__(self, widget) -> None:
+        super().__init__()
+        self.widget = widget
+
+    def compose(self) -> ComposeResult:
+        yield self.widget
+
+
+# --- streaming cost ------------------------------------------------------------
+
+
+def _answer_tokens(count: int) -> list[str]:
+    """A long markdown answer (paragraphs, lists, code blocks) cut into word-sized tokens."""
+    words = "the picture shows a small red boat on a calm lake with hills behind it and".split()
+    pieces: list[str] = []
+    block = 0
+    while len(pieces) < count:
+        block += 1
+        if block % 3 == 0:
+            body = "\n".join(f"    total += step({block}, {line})" for line in range(5))
+            text = f"```python\ndef part_{block}(step):\n    total = 0\n{body}\n    return total\n```\n\n"
+        elif block % 3 == 1:
+            text = f"Paragraph {block}: " + " ".join(words[i % len(words)] for i in range(40)) + ".\n\n"
+        else:
+            text = "".join(f"- point {block}.{i}: " + " ".join(words[:8]) + "\n" for i in range(4)) + "\n"
+        pieces.extend(part for part in text.replace(" ", " \0").split("\0") if part)
+    return pieces[:count]
+
+
+@run_async
+async def test_streaming_parses_only_the_tail(monkeypatch):
+    from markdown_it import MarkdownIt
+
+    parsed: list[tuple[int, int]] = []  # (tokens written so far, characters parsed)
+    written = 0
+    real_parse = MarkdownIt.parse
+
+    def counting_parse(self, src, env=None):
+        parsed.append((written, len(src)))
+        return real_parse(self, src, env)
+
+    monkeypatch.setattr(MarkdownIt, "parse", counting_parse)
+    updates = 0
+    real_update = Markdown.update
+
+    def counting_update(self, markdown):
+        nonlocal updates
+        updates += 1
+        return real_update(self, markdown)
+
+    monkeypatch.setattr(Markdown, "update", counting_update)
+    tokens = _answer_tokens(3000)
+    widget = AssistantMessage()
+    async with Host(widget).run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        parsed.clear()
+        updates = 0
+        for token in tokens:
+            await widget.write(token)
+            written += 1
+        await widget.finish(GenerationStats(new_tokens=len(tokens)))
+        await pilot.pause()
+        assert updates == 1  # one whole-text update at the end, none while streaming
+        assert widget.text == "".join(tokens)
+        assert widget.markdown.source == "".join(tokens)
+
+    streaming = [(at, chars) for at, chars in parsed[:-1]]  # the last parse is the final update()
+    early = sum(chars for at, chars in streaming if at <= 500)
+    late = sum(chars for at, chars in streaming if at > len(tokens) - 500)
+    total = sum(chars for _, chars in streaming)
+    answer = len("".join(tokens))
+    # Re-parsing the whole answer per write would make late tokens ~8x dearer than early ones
+    # and the total quadratic; only the tail is parsed, so both stay flat.
+    assert late < 2.5 * early, (early, late)
+    assert total < 30 * answer, (total, answer)
+
+
+@run_async
+async def test_finished_answer_is_one_markdown_with_highlighted_code():
+    message = ChatMessage("assistant", "Look:\n\n```python\nprint('hi')\n```\n", stats=GenerationStats(new_tokens=5))
+    widget = AssistantMessage(message)
+    async with Host(widget).run_test() as pilot:
+        await pilot.pause()
+        fence = widget.query_one("MarkdownFence")
+        assert fence.code.strip() == "print('hi')"
+        assert widget.has_class("-done") and "5 tokens" in str(widget.query_one(".marker").render())
+
+
+@run_async
+async def test_stopped_and_error_markers():
+    widget = AssistantMessage()
+    async with Host(widget).run_test() as pilot:
+        await widget.write("partial")
+        await widget.finish(GenerationStats(new_tokens=1), stopped=True)
+        await pilot.pause()
+        assert widget.state == "stopped" and widget.has_class("-stopped")
+        assert str(widget.query_one(".marker").render()).startswith("stopped")
+        assert widget.text == "partial"
+    widget = AssistantMessage()
+    async with Host(widget).run_test() as pilot:
+        await widget.finish(None, error="out of GPU memory")
+        await pilot.pause()
+        assert widget.has_class("-error") and "out of GPU memory" in str(widget.query_one(".marker").render())
+
+
+@run_async
+async def test_control_sequences_are_removed_before_rendering():
+    widget = AssistantMessage()
+    async with Host(widget).run_test() as pilot:
+        await widget.write("red \x1b[31mtext\x1b[0m and \x1b]52;c;SGVsbG8=\x07 bell\x07 \x9b2J")
+        await widget.finish(None)
+        await pilot.pause()
+        assert "\x1b" not in widget.text and "\x07" not in widget.text and "\x9b" not in widget.text
+        assert "\x1b" not in widget.markdown.source
+        shown = screen_text(pilot.app)
+        assert "red text" in shown and "\x1b" not in shown
+
+
+# --- images --------------------------------------------------------------------
+
+
+def _picture(path: Path, size=(40, 20)) -> Path:
+    image = Image.new("RGB", size, (255, 0, 0))
+    for x in range(size[0]):
+        for y in range(size[1] // 2, size[1]):
+            image.putpixel((x, y), (0, 0, 255))
+    image.save(path)
+    return path
+
+
+def test_half_blocks_keep_colours_and_aspect(tmp_path):
+    with Image.open(_picture(tmp_path / "p.png")) as image:
+        rows = half_block_rows(image, 20, 8)
+    assert len(rows[0]) == 20 and len(rows) == 5  # 40x20 px -> 20x10 px -> 20 cells x 5 rows
+    assert rows[0][0] == ((255, 0, 0), (255, 0, 0))
+    assert rows[-1][-1] == ((0, 0, 255), (0, 0, 255))
+
+
+@run_async
+async def test_image_preview_draws_cells_and_caption(tmp_path):
+    preview = ImagePreview(Attachment.from_path(_picture(tmp_path / "my photo.png")), max_width=12, max_height=4)
+    async with Host(preview).run_test() as pilot:
+        for _ in range(100):
+            if preview.has_cells:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        assert preview.has_cells
+        assert preview.size.height == 3 + 1  # 40x20 px -> 12x6 px: 3 rows of cells and the caption
+        first = preview.render_line(0)
+        assert first.text == "\u2580" * 12
+        segment = list(first)[0]
+        assert segment.style.color.triplet == (255, 0, 0)
+        assert "my photo.png" in preview.render_line(3).text
+
+
+@run_async
+async def test_unreadable_image_shows_its_name(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    preview = ImagePreview(Attachment(path=str(bad), name="broken.png"))
+    async with Host(preview).run_test() as pilot:
+        for _ in range(100):
+            if preview.has_class("-failed"):
+                break
+            await pilot.pause(0.02)
+        assert preview.has_class("-failed") and "broken.png" in preview.render_line(0).text
+
+
+# --- input -------------------------------------------------------------------------
+
+
+@run_async
+async def test_prompt_keys_submit_newline_history():
+    prompt = PromptInput()
+    submitted: list[str] = []
+
+    class PromptHost(Host):
+        def on_prompt_input_submitted(self, event):
+            submitted.append(event.text)
+
+    async with PromptHost(prompt).run_test() as pilot:
+        prompt.focus()
+        await pilot.press("a", "ctrl+j", "b", "enter")
+        await pilot.press("c", "enter")
+        await pilot.pause()
+        assert submitted == ["a\nb", "c"] and prompt.text == ""
+        await pilot.press("x")
+        await pilot.press("up")
+        assert prompt.text == "c"
+        await pilot.press("up")
+        assert prompt.text == "a\nb"
+        await pilot.press("up")  # the cursor was on the last line: it moves up first
+        assert prompt.text == "a\nb" and prompt.cursor_location[0] == 0
+        await pilot.press("down", "down")  # to the last line, then on to the next prompt
+        assert prompt.text == "c"
+        await pilot.press("down")
+        assert prompt.text == "x"  # the draft comes back
+
+
+@run_async
+async def test_prompt_completes_commands_with_tab():
+    reg = CommandRegistry()
+    reg.command("regenerate", "again")(lambda s, a: None)
+    reg.command("reset", "clear")(lambda s, a: None)
+    prompt = PromptInput(registry=reg)
+    async with Host(prompt).run_test() as pilot:
+        prompt.focus()
+        await pilot.press("/", "r", "e")
+        assert prompt.completion.candidates == ["/regenerate", "/reset"]
+        await pilot.press("g")
+        assert prompt.suggestion == "enerate"
+        await pilot.press("tab")
+        assert prompt.text == "/regenerate "
+
+
+def test_path_completion_quotes_spaces(tmp_path):
+    _picture(tmp_path / "my photo.png")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "sub").mkdir()
+    reg = CommandRegistry()
+    reg.command("image", "attach", "/image PATH...", completes_paths=True)(lambda s, a: None)
+    done = complete(f"/image {tmp_path}/my", reg)
+    assert done.suggestion == " photo.png"
+    assert done.line == f"/image '{tmp_path}/my photo.png' "
+    quoted = complete(f"/image '{tmp_path}/my", reg)
+    assert quoted.line == f"/image '{tmp_path}/my photo.png' "
+    names = path_matches(f"{tmp_path}/")
+    assert names == [f"{tmp_path}/my photo.png", f"{tmp_path}/sub/"]  # not notes.txt
+
+
+def test_dropped_paths(tmp_path):
+    picture = _picture(tmp_path / "dropped file.png")
+    assert dropped_paths(f"'{picture}'") == [picture]
+    assert dropped_paths(str(picture).replace(" ", "\\ ")) == [picture]
+    assert dropped_paths(str(picture)) == [picture]  # unquoted, with a space
+    assert dropped_paths(f"file://{str(picture).replace(' ', '%20')}") == [picture]
+    assert dropped_paths("just some text") == []
+    assert dropped_paths(f"'{tmp_path}/missing.png'") == []
+
+
+# --- status bar ------------------------------------------------------------------
+
+
+@run_async
+async def test_status_bar_drops_detail_before_state_when_narrow():
+    bar = StatusBar()
+    async with Host(bar).run_test(size=(60, 3)) as pilot:
+        bar.model, bar.device, bar.state = "deepseek-ai/deepseek-vl-7b-chat", "cuda:0 bfloat16", "ready"
+        bar.tokens_per_second, bar.time_to_first_token = 31.5, 0.2
+        bar.context_used, bar.context_window, bar.pending_images = 1200, 4096, 2
+        await pilot.pause()
+        text = str(bar.render())
+        assert text.startswith("ready") and "+2 images" in text and "ctx" in text
+        assert "cuda:0" not in text  # dropped first at 60 columns
+        assert len(text) <= 58
+    bar = StatusBar()
+    async with Host(bar).run_test(size=(160, 3)) as pilot:
+        bar.model, bar.device, bar.state = "deepseek-ai/deepseek-vl-7b-chat", "cuda:0 bfloat16", "generating"
+        bar.tokens_per_second, bar.time_to_first_token = 31.5, 0.2
+        bar.context_used, bar.context_window = 1200, 4096
+        await pilot.pause()
+        text = str(bar.render())
+        for part in ("generating", "deepseek-vl-7b-chat", "cuda:0 bfloat16", "31.5 tok/s", "ttft 0.20s", "1200/4096"):
+            assert part in text
+
+
+# --- themes, config, palette -----------------------------------------------------------
+
+
+def test_app_themes_are_data_and_valid():
+    loaded = {theme.name: theme for theme in themes.load_themes()}
+    assert {"dsvl-night", "dsvl-paper"} <= set(loaded)
+    assert loaded["dsvl-night"].dark and not loaded["dsvl-paper"].dark
+    assert themes.DEFAULT_THEME in loaded and "nord" in themes.theme_names()
+    assert themes.STYLESHEET.is_file()
+
+
+def test_bad_theme_file_is_named(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"name": "x", "primary": "not-a-colour"}))
+    with pytest.raises(themes.ThemeFileError, match="bad.json.*primary"):
+        themes.load_themes(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps({"name": "x", "primary": "#fff", "sparkle": 1}))
+    with pytest.raises(themes.ThemeFileError, match="unknown theme field"):
+        themes.load_themes(tmp_path)
+
+
+def test_stylesheets_use_theme_variables_only():
+    import re
+
+    from dsvl_tui import widgets
+
+    sources = [themes.STYLESHEET.read_text()] + [getattr(widgets, name).DEFAULT_CSS for name in widgets.__all__]
+    for css in sources:
+        assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|\b(red|blue|green|white|black)\b", css), css
+
+
+def test_config_merges_and_replaces_atomically(tmp_path):
+    assert config.load_config() == {}
+    config.save_config(theme="dsvl-paper")
+    config.save_config(other=1)
+    assert config.load_config() == {"theme": "dsvl-paper", "other": 1}
+    folder = config.config_path().parent
+    assert [p.name for p in folder.iterdir()] == ["config.json"]  # no temporary file left
+    config.config_path().write_text("{broken")
+    assert config.load_config() == {}
+
+
+def test_palette_runs_or_prefills():
+    import dsvl_tui.builtin_commands  # noqa: F401 - fills the registry
+
+    by_name = {c.name: c for c in registry.commands("tui")}
+    assert needs_argument(by_name["image"]) and needs_argument(by_name["load"])
+    assert not needs_argument(by_name["reset"]) and not needs_argument(by_name["save"])

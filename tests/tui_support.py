@@ -1,0 +1,157 @@
+"""Helpers for the TUI tests: a scripted stand-in engine and Pilot waiting helpers.
+
+The stand-in follows the engine's documented API (``info``, ``stream``,
+``prepare``) and is used only where timing matters (holding an answer half
+way, queueing); the streaming path itself is tested on the real engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import engine
+from engine.types import EngineInfo, GenerationStats
+
+FIXED_INFO = EngineInfo(
+    model_id="deepseek-ai/deepseek-vl-1.3b-chat", variant="chat", tower="siglip", device="cuda:0",
+    dtype="bfloat16", parameters=1_900_000_000, context_length=4096,
+)
+
+
+@dataclass
+class ScriptedStream:
+    chunks: list[str]
+    cancel: threading.Event
+    gate: threading.Event | None
+    hold_after: int
+    error: Exception | None = None
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __iter__(self):
+        self.stats.prompt_tokens = 10
+        for index, chunk in enumerate(self.chunks):
+            if index == self.hold_after and self.gate is not None:
+                while not self.gate.wait(0.01):
+                    if self.cancel.is_set():
+                        break
+            if self.cancel.is_set():
+                self.stats.stop_reason = "cancelled"
+                return
+            self.stats.new_tokens += 1
+            if index == 0:
+                self.stats.time_to_first_token = 0.05
+            yield chunk
+        if self.error is not None:
+            self.stats.stop_reason = "error"
+            raise self.error
+        self.stats.tokens_per_second = 42.0
+        self.stats.stop_reason = "length"
+
+
+class ScriptedEngine:
+    """Answers every message with ``chunks``; holds after ``hold_after`` chunks until ``gate`` is set."""
+
+    def __init__(self, chunks=("Hello", " there", "."), *, info: EngineInfo = FIXED_INFO, hold_after: int = -1,
+                 stream_error: Exception | None = None, start_error: Exception | None = None) -> None:
+        self.info = info
+        self.chunks = list(chunks)
+        self.gate = threading.Event() if hold_after >= 0 else None
+        self.hold_after = hold_after
+        self.stream_error = stream_error
+        self.start_error = start_error
+        self.calls: list[list[engine.Message]] = []
+        self.lock = threading.Lock()
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def stream(self, messages, settings=None, *, system=None, cancel=None):
+        if self.start_error is not None:
+            raise self.start_error
+        self.calls.append(list(messages))
+        stream = ScriptedStream(self.chunks, cancel or threading.Event(), self.gate, self.hold_after,
+                                self.stream_error)
+        return _Counting(self, stream)
+
+    def prepare(self, messages, *, system=None, reserve=0):
+        words = sum(len(m.text.split()) + 5 for m in messages)
+        return SimpleNamespace(input_ids=[0] * words)
+
+
+class _Counting:
+    """Counts generations running at once (there must never be more than one)."""
+
+    def __init__(self, owner: ScriptedEngine, stream: ScriptedStream) -> None:
+        self.owner, self.inner = owner, stream
+
+    @property
+    def stats(self):
+        return self.inner.stats
+
+    def __iter__(self):
+        with self.owner.lock:
+            self.owner.concurrent += 1
+            self.owner.max_concurrent = max(self.owner.max_concurrent, self.owner.concurrent)
+        try:
+            yield from self.inner
+        finally:
+            with self.owner.lock:
+                self.owner.concurrent -= 1
+
+
+def scripted_loader(backend, *, delay: float = 0.0, gate: threading.Event | None = None, error=None):
+    """A stand-in for ``engine.load`` returning ``backend`` (after ``gate`` is set, if given)."""
+
+    def load(model, *, device="auto", dtype="auto", revision=None, progress=None):
+        if progress is not None:
+            progress(SimpleNamespace(stage="download", done=50, total=100, message="downloading 50%"))
+        if gate is not None:
+            gate.wait(10)
+        if delay:
+            time.sleep(delay)
+        if error is not None:
+            raise error
+        if progress is not None:
+            progress(SimpleNamespace(stage="ready", done=1, total=1, message="ready"))
+        return backend
+
+    return load
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.02) -> None:
+    """Let the app run until ``condition()`` is true (fails the test after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {getattr(condition, '__name__', condition)}")
+        await pilot.pause(step)
+    await pilot.pause()
+
+
+def run_async(test):
+    """Run an async test function with ``asyncio.run`` (the suite has no asyncio plugin)."""
+    import asyncio
+    import functools
+    import inspect
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    wrapper.__signature__ = inspect.signature(test)
+    return wrapper
+
+
+def screen_text(app) -> str:
+    """What the screen shows, as plain text (each character as the terminal would get it)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text(styles=False)
