@@ -31,7 +31,7 @@ def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: t
                   on_chunk: Callable[[str], None]) -> ChatMessage:
     """Answer the conversation's last user message; returns the answer it appended."""
     stream = backend.stream(conversation.engine_messages(), conversation.settings, system=conversation.system,
-                            cancel=cancel)
+                            cancel=cancel, cache_key=conversation.id)
     parts: list[str] = []
     chunks = iter(stream)
     try:

@@ -28,23 +28,31 @@ class Completion:
     hint: str = ""  # one line describing the candidates
 
 
+def _scan(args: str) -> tuple[int, str]:
+    """(where the last word starts, the quote left open at the end); quotes and backslashes keep spaces."""
+    quote, start, index = "", 0, 0
+    while index < len(args):
+        char = args[index]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char == "\\":
+            index += 1
+        elif char in "'\"":
+            quote = char
+        elif char.isspace():
+            start = index + 1
+        index += 1
+    return start, quote
+
+
+def word_start(args: str) -> int:
+    """Where the word under the cursor (at the end of ``args``) starts."""
+    return _scan(args)[0]
+
+
 def _split_last_word(args: str) -> tuple[str, str, str]:
     """Split ``args`` into (before, quote, partial) where ``partial`` is the unquoted last word."""
-    quote = ""
-    start = 0
-    i = 0
-    while i < len(args):
-        ch = args[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch == "\\":
-            i += 1
-        elif ch in "'\"":
-            quote = ch
-        elif ch.isspace():
-            start = i + 1
-        i += 1
+    start, quote = _scan(args)
     raw = args[start:]
     try:
         words = shlex.split(raw + quote) if raw else []

@@ -185,8 +185,9 @@ def stream_answer(backend: Any, job: Job, post: Post) -> None:
     error = None
     conversation = job.conversation
     try:
+        # One KV cache per conversation: the next turn prefills only what changed.
         stream = backend.stream(conversation.engine_messages(), conversation.settings,
-                                system=conversation.system, cancel=job.cancel)
+                                system=conversation.system, cancel=job.cancel, cache_key=conversation.id)
     except Exception as exc:  # noqa: BLE001 - raised before any compute: the input is at fault
         post(AnswerDone(job, "", None, False, one_line(exc), rejected=True))
         return

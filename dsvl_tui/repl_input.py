@@ -19,23 +19,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.key_binding import KeyBindings
 
 from .commands import registry
-
-
-def _word_start(args: str) -> int:
-    """Where the word under the cursor (at the end of ``args``) starts; quotes keep spaces."""
-    quote, start, index = "", 0, 0
-    while index < len(args):
-        char = args[index]
-        if quote:
-            quote = "" if char == quote else quote
-        elif char == "\\":
-            index += 1
-        elif char in "'\"":
-            quote = char
-        elif char.isspace():
-            start = index + 1
-        index += 1
-    return start
+from .completion import word_start as _word_start
 
 
 class SlashCompleter(Completer):

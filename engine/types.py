@@ -130,6 +130,7 @@ class ChatBackend(Protocol):
         *,
         system: str | None = None,
         cancel: Any = None,
+        cache_key: str = "default",
     ) -> "AnswerStream": ...
 
 

@@ -195,7 +195,7 @@ def test_a_generation_failure_exits_4_after_the_partial_answer(tmp_path, monkeyp
     class Failing:
         info = real.info
 
-        def stream(self, messages, settings, *, system=None, cancel=None):
+        def stream(self, messages, settings, *, system=None, cancel=None, cache_key="default"):
             inner = real.stream(messages, settings, system=system, cancel=cancel)
 
             class Stream:

@@ -183,7 +183,7 @@ class StopAfter:
         self.info = backend.info
         self.fired = False
 
-    def stream(self, messages, settings, *, system=None, cancel=None):
+    def stream(self, messages, settings, *, system=None, cancel=None, cache_key="default"):
         inner = self.backend.stream(messages, settings, system=system, cancel=cancel)
         outer = self
 

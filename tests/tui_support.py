@@ -67,7 +67,7 @@ class ScriptedEngine:
         self.concurrent = 0
         self.max_concurrent = 0
 
-    def stream(self, messages, settings=None, *, system=None, cancel=None):
+    def stream(self, messages, settings=None, *, system=None, cancel=None, cache_key="default"):
         if self.start_error is not None:
             raise self.start_error
         self.calls.append(list(messages))
