@@ -29,7 +29,9 @@ from pathlib import Path
 from .atomic import atomic_write_bytes, is_temp_file
 from .conversation import Conversation
 from .paths import data_dir
-from .transcript_format import FORMAT, ImageFolder, TranscriptError, one_line, document, encode, parse_time, read
+from .transcript_format import FORMAT, TranscriptError, one_line, parse_time
+from .transcript_read import read
+from .transcript_write import ImageFolder, document, encode
 
 STALE_TEMP_SECONDS = 3600  # temporary files older than this were left by a killed writer
 

@@ -8,8 +8,8 @@
 Every failure is a ``TranscriptError`` whose ``str()`` is one line naming the
 file and the field. Writes are atomic: on failure the previous file is as it
 was and the conversation is unchanged. The format itself is in
-``transcript_format`` and documented in ``docs/transcripts.md``; autosave is
-``journal.Journal``.
+``transcript_format`` (with ``transcript_read`` and ``transcript_write``) and
+documented in ``docs/transcripts.md``; autosave is ``journal.Journal``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from .atomic import atomic_write_bytes, is_temp_file
 from .conversation import Attachment, Conversation
 from .journal import Journal, JournalEntry
 from .paths import data_dir
-from .transcript_format import FORMAT, VERSION, ImageFolder, TranscriptError, document, encode, read
+from .transcript_format import FORMAT, VERSION, TranscriptError
+from .transcript_read import read
+from .transcript_write import ImageFolder, document, encode
 
 __all__ = [
     "FORMAT", "VERSION", "Journal", "JournalEntry", "TranscriptError", "default_save_path", "export_markdown",
