@@ -8,7 +8,6 @@ chunks; slash commands, the palette and the plain REPL share one registry.
 
 from __future__ import annotations
 
-import copy
 import threading
 import sys
 from dataclasses import replace
@@ -21,7 +20,7 @@ from textual.widgets import Footer
 
 import themes
 
-from . import builtin_commands, generation as gen  # builtin_commands fills the registry
+from . import builtin_commands, generation as gen, image_protocols  # builtin_commands fills the registry
 from .commands import CommandError, registry
 from .config import load_config, save_config
 from .conversation import Conversation
@@ -53,6 +52,7 @@ class DsvlApp(App[int]):
         super().__init__()
         self.options = options or Options()
         self.loader = loader  # engine.load unless a test stands in
+        self.image_renderer = self.options.images  # read by every ImagePreview
         self.session = TuiSession(self)
         self.queue = gen.AnswerQueue()
         self.engine: Any = None
@@ -381,6 +381,7 @@ def run_tui(options: Options) -> int:
     if options.theme and options.theme not in themes.theme_names():
         print(f"error: {themes.unknown_theme(options.theme)}", file=sys.stderr)
         return 2
-    app = DsvlApp(copy.copy(options))
+    # Before Textual starts: textual-image reads the terminal's answers from its input.
+    app = DsvlApp(replace(options, images=image_protocols.prepare()))
     app.run()
     return app.return_code or 0

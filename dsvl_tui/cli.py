@@ -3,7 +3,8 @@
 ``dsvl-chat`` opens the full-screen app on a terminal, and the plain REPL
 with ``--plain``, when stdout or stdin is not a terminal, or when ``TERM`` is
 unset or ``dumb``. ``dsvl-chat ask "question"`` answers once and exits (see
-``ask`` for its exit codes).
+``ask`` for its exit codes). ``dsvl-chat bench`` runs the engine and UI
+benchmarks.
 
 Only light modules are imported here so that ``--help`` and ``--version``
 answer at once: torch, transformers, textual, prompt-toolkit and ``engine``
@@ -187,6 +188,55 @@ def ask(
         settings_given={key: values[key] for key in SETTING_NAMES if key in values},
     )
     raise typer.Exit(run_ask(request))
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", show_default=False,
+        help="Hub id or folder for the engine benchmark (default: a random full-size 1.3B checkpoint, "
+             "written once).")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        show_default=False, help="Engine benchmark device (default: auto).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        show_default=False, help="Engine benchmark dtype (default: auto).")] = None,
+    layers: Annotated[Optional[int], typer.Option(
+        show_default=False, help="Use a random 1.3B checkpoint with only N language-model layers (quick runs).")] = None,
+    new_tokens: Annotated[Optional[int], typer.Option(
+        show_default=False, help="Forced answer length per turn in the engine benchmark (default: 32).")] = None,
+    skip_engine: Annotated[bool, typer.Option("--skip-engine", help="Leave out the engine benchmark.")] = False,
+    skip_ui: Annotated[bool, typer.Option("--skip-ui", help="Leave out the UI and start-up benchmark.")] = False,
+) -> None:
+    """Run the benchmarks: the engine's (upstream's way against ours), then the UI's and start-up's.
+
+    Each prints a table and writes JSON: the same as python -m engine.bench, then python -m dsvl_tui.uibench.
+    """
+    # --model, --device and --dtype given before the command count too; DSVL_MODEL and the like do not:
+    # the benchmark's default model is a random checkpoint, not the one the app is set to use.
+    values = {"model": model, "device": device, "dtype": dtype, "layers": layers, "new_tokens": new_tokens}
+    for name in ("model", "device", "dtype"):
+        if values[name] is None:
+            values[name] = _typed(ctx.parent, name)
+    code = 0
+    if not skip_engine:
+        from engine.bench import main as engine_bench
+
+        argv = [f"--{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
+        code = engine_bench(argv)
+    if not skip_ui:
+        from .uibench import main as ui_bench
+
+        code = max(code, ui_bench([]))
+    raise typer.Exit(code)
+
+
+def _typed(ctx: Any, name: str) -> Any:
+    """The value of option ``name`` of ``ctx`` if it was given on the command line (not from the environment)."""
+    if ctx is None:
+        return None
+    source = ctx.get_parameter_source(name)
+    return ctx.params.get(name) if source is not None and source.name == "COMMANDLINE" else None
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -19,3 +19,4 @@ class Options:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     theme: str | None = None  # None: the remembered one, else the default
     resume: bool = False  # open the list of recent conversations at start
+    images: str = "halfblock"  # how image previews are drawn: halfblock, kitty or sixel (run_tui picks)

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -136,15 +135,6 @@ def _default_model(layers: int | None) -> Path:
     return folder
 
 
-def _help_seconds(runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "--help"], capture_output=True, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
@@ -208,11 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ours: ttft last/turn 2 {summary['ttft_turn8_over_turn2_ours']:.2f}x | last-turn ttft {summary['ttft_speedup_last_turn']:.1f}x faster "
           f"than upstream | decode ours/upstream {summary['decode_ratio_mean']:.2f}x | peak {memory_kind} upstream "
           f"{summary['peak_memory_gib']['upstream']:.2f} GiB ours {summary['peak_memory_gib']['ours']:.2f} GiB")
-    help_s = _help_seconds()
-    print(f"start-up: `dsvl-chat --help` median {help_s * 1000:.0f} ms over 5 runs")
     result = {"model": model, "machine": machine, "device": eng.info.device, "dtype": eng.info.dtype,
               "load_seconds": load_seconds, "load_peak_rss": load_rss.peak, "new_tokens": args.new_tokens,
-              "turns": rows, "summary": summary, "help_seconds": help_s, "compile": False}
+              "turns": rows, "summary": summary, "compile": False}
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -1,0 +1,101 @@
+"""Smoke tests of the UI benchmark (``dsvl_tui.uibench``) and ``dsvl-chat bench``.
+
+Tiny sizes, no timing assertions: the results must be filled in and sane.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from dsvl_tui import uibench
+from dsvl_tui.cli import app
+
+
+def test_the_answer_is_realistic_markdown_in_token_sized_pieces() -> None:
+    pieces = uibench.markdown_answer()
+    assert len(pieces) == uibench.TOKENS and pieces == uibench.markdown_answer()
+    text = "".join(pieces)
+    assert uibench.split_tokens(text) == pieces
+    assert 2.5 < len(text) / len(pieces) < 5
+    for sign in ("\n## ", "\n- ", "\n   - ", "\n1. ", "| --- |", "**", "`", "](https://", "\n> ",
+                 *(f"```{language}\n" for language in ("python", "rust", "bash", "json", "sql", "typescript"))):
+        assert sign in text, sign
+
+
+def _check_run(run: dict, tokens: int) -> None:
+    assert run["reached"] == tokens and run["caught_up"]
+    assert run["chars"] == len("".join(uibench.markdown_answer(tokens)))
+    assert run["frames"] >= 1 and run["cpu_seconds"] > 0 and run["parsed_chars"] >= run["chars"]
+    window = run["windows"][100]
+    assert window["start"] <= 50 and window["end"] >= 150
+    assert window["cpu_ms_per_token"] > 0 and window["cpu_ms_per_frame"] > 0 and window["parsed_chars_per_token"] > 0
+    lags = run["lag_ms"]
+    assert all(math.isfinite(value) and value >= 0 for value in lags.values())
+    assert lags["median"] <= lags["p95"] <= lags["max"]
+
+
+def test_our_stream() -> None:
+    run = uibench.run_stream(uibench.markdown_answer(300), "ours", rate=None)
+    _check_run(run, 300)
+    assert run["finish_ms"] > 0
+
+
+def test_the_naive_way() -> None:
+    run = uibench.run_stream(uibench.markdown_answer(150), "naive", rate=None)
+    _check_run(run, 150)
+    assert run["parsed_chars"] > 10 * run["chars"]  # the whole text, every piece
+
+
+def test_a_run_that_falls_behind_stops_and_says_how_far_it_got() -> None:
+    run = uibench.run_stream(uibench.markdown_answer(2000), "naive", rate=100_000, max_lag=0.05)
+    assert 0 < run["reached"] < 2000 and run["tokens"] == 2000
+    assert run["lag_ms"]["max"] > 0
+
+
+def test_report_prints_the_table_and_the_targets(capsys) -> None:
+    pieces = uibench.markdown_answer(150)
+    result = {"ours": uibench.run_stream(pieces, "ours", rate=2000), "rate": 2000, "textual": "x", "machine": "m",
+              "naive_max_lag": 10.0}
+    targets = uibench.report(result)
+    out = capsys.readouterr().out
+    assert "near token 100" in out and "CPU ms per token" in out and "targets:" in out
+    assert [name for name, _, _ in targets] == ["screen never more than 100 ms behind at 2,000 tokens/s"]
+
+
+def test_start_up_timings() -> None:
+    assert all(seconds > 0 for seconds in uibench.help_seconds(1))
+    launch = uibench.first_frame()
+    assert launch["alt_screen"] is not None and launch["first_frame"] is not None
+    assert 0 < launch["alt_screen"] <= launch["first_frame"]
+    assert launch["load_start"] is not None and launch["load_start"] > 0
+    assert isinstance(launch["frame_before_load"], bool)
+
+
+@pytest.fixture
+def benches(monkeypatch: pytest.MonkeyPatch) -> list:
+    import engine.bench
+
+    calls: list = []
+    monkeypatch.setattr(engine.bench, "main", lambda argv: calls.append(("engine", argv)) or 0)
+    monkeypatch.setattr(uibench, "main", lambda argv: calls.append(("ui", argv)) or 0)
+    for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_bench_command_runs_both_and_passes_the_engine_options(benches) -> None:
+    result = CliRunner().invoke(app, ["--model", "/m", "--dtype", "float32", "bench", "--layers", "2",
+                                      "--new-tokens", "4", "--device", "cpu"], env={"DSVL_DEVICE": "cuda"})
+    assert result.exit_code == 0, result.output
+    assert benches == [("engine", ["--model=/m", "--device=cpu", "--dtype=float32", "--layers=2", "--new-tokens=4"]),
+                       ("ui", [])]
+
+
+def test_bench_command_skips_and_ignores_the_environment(benches) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["bench", "--skip-ui"], env={"DSVL_MODEL": "x/y"}).exit_code == 0
+    assert runner.invoke(app, ["bench", "--skip-engine"]).exit_code == 0
+    assert benches == [("engine", []), ("ui", [])]
