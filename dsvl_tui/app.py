@@ -80,7 +80,8 @@ class DsvlApp(App[int]):
             self._remember(theme=self.theme)
         self.prompt.focus()
         self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
-        self.load_model(self.options.model)
+        # Load once the first frame is on screen: the user sees the app at once, the load comes second.
+        self.call_after_refresh(self.load_model, self.options.model)
         if self.options.resume:
             self.run_command("/resume")
 
