@@ -83,13 +83,18 @@ def load(session: Session, args: str) -> None:
         raise CommandError("usage: /load FILE (quote names with spaces)")
     transcript = _transcripts()
     path = Path(words[0]).expanduser()
+    conv = _read(transcript, path, lambda: transcript.load_transcript(path))
+    _open(session, transcript, conv, f"opened {conv.path or path}")
+
+
+def _read(transcript: Any, path: Any, load: Any) -> Any:
+    """Run ``load()``; a broken file or a read failure becomes a one-line ``CommandError``."""
     try:
-        conv = transcript.load_transcript(path)
+        return load()
     except transcript.TranscriptError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
-    _open(session, transcript, conv, f"opened {conv.path or path}")
 
 
 def _open(session: Session, transcript: Any, conv: Any, what: str) -> None:
@@ -148,10 +153,5 @@ def resume(session: Session, args: str) -> None:
     if not 1 <= number <= len(entries):
         raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
     entry = entries[number - 1]
-    try:
-        conv = journal.open(entry)
-    except transcript.TranscriptError as exc:
-        raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"cannot read {entry.path}: {exc.strerror or exc}") from None
+    conv = _read(transcript, entry.path, lambda: journal.open(entry))
     _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}")
