@@ -114,6 +114,10 @@ _PREFIX_VARIANTS = [
 ]
 
 
+def matched_keys(converted: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    return {_matching_key(k, expected): v for k, v in converted.items()}
+
+
 def _matching_key(key: str, expected: set[str]) -> str:
     if key in expected:
         return key
@@ -123,8 +127,8 @@ def _matching_key(key: str, expected: set[str]) -> str:
     return key
 
 
-def load_reference(folder: Path, image_token_id: int):
-    """Build the transformers model for ``folder`` and load its converted weights (float32, eval)."""
+def build_reference(folder: Path, image_token_id: int):
+    """The transformers model matching ``folder``'s config.json, weights untouched: (model, hybrid)."""
     from transformers import DeepseekVLConfig, DeepseekVLForConditionalGeneration, DeepseekVLHybridConfig, DeepseekVLHybridForConditionalGeneration
 
     from engine.spec import SAM_PRESETS, SIGLIP_PRESETS
@@ -156,12 +160,16 @@ def load_reference(folder: Path, image_token_id: int):
             image_token_id=image_token_id, tie_word_embeddings=False,
         )
         model = DeepseekVLForConditionalGeneration(hf_config)
+    return model, hybrid
+
+
+def load_reference(folder: Path, image_token_id: int):
+    """Build the transformers model for ``folder`` and load its converted weights (float32, eval)."""
+    model, hybrid = build_reference(folder, image_token_id)
     original: dict[str, torch.Tensor] = {}
     for path in sorted(folder.glob("*.safetensors")):
         original.update(load_file(str(path)))
-    converted = convert_state_dict(original, hybrid)
-    expected = set(model.state_dict())
-    converted = {_matching_key(k, expected): v for k, v in converted.items()}
+    converted = matched_keys(convert_state_dict(original, hybrid), set(model.state_dict()))
     result = model.load_state_dict(converted, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     assert not [k for k in result.missing_keys if "rotary" not in k], result.missing_keys
