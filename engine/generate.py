@@ -22,6 +22,8 @@ from .errors import EngineError, GenerationError
 from .types import GenerationSettings, GenerationStats
 
 _DONE = object()
+# torch.OutOfMemoryError is new in torch 2.5; older releases only have the CUDA one.
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass
@@ -94,7 +96,7 @@ class TextStream:
 
     def __init__(self, run: Callable[["TextStream"], None], cancel: threading.Event | None, lock: threading.Lock):
         self.stats = GenerationStats()
-        self.text = ""
+        self._chunks: list[str] = []
         self.token_ids: list[int] = []  # generated ids, EOS excluded
         self.cancel = cancel if cancel is not None else threading.Event()
         self._abort = threading.Event()  # set when the caller stops iterating early
@@ -109,7 +111,7 @@ class TextStream:
                 run(self)
             except EngineError as exc:
                 self._fail(str(exc))
-            except torch.OutOfMemoryError:
+            except _OUT_OF_MEMORY:
                 self._fail("out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model")
             except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
                 self._fail(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
@@ -120,9 +122,14 @@ class TextStream:
         self.stats.stop_reason = "error"
         self.stats.error = message
 
+    @property
+    def text(self) -> str:
+        """Everything streamed so far."""
+        return "".join(self._chunks)
+
     def emit(self, chunk: str) -> None:
         if chunk:
-            self.text += chunk
+            self._chunks.append(chunk)
             self._queue.put(chunk)
 
     def __iter__(self) -> Iterator[str]:
