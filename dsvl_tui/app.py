@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer
 
 import themes
@@ -27,8 +28,17 @@ from .conversation import Conversation
 from .autosave import Autosaver
 from .options import Options
 from .palette import SlashCommands
+from .prompt_history import PromptHistory
 from .tui_session import TuiSession
 from .widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
+
+
+@dataclass
+class PromptsLoaded(Message):
+    """The prompt history worker read the prompts of earlier runs (oldest first)."""
+
+    prompts: list[str]
+
 
 class DsvlApp(App[int]):
     """Chat with a DeepSeek-VL model in several conversation tabs."""
@@ -62,6 +72,7 @@ class DsvlApp(App[int]):
         self._load_id = 0
         self._context_tokens: dict[str, int | None] = {}
         self.autosaver = Autosaver(report=self._report_autosave)
+        self.prompt_history = PromptHistory(report=self._report_autosave)
         for theme in themes.load_themes():
             self.register_theme(theme)
         self.theme = pick_theme(self.options.theme, set(self.available_themes))
@@ -70,6 +81,7 @@ class DsvlApp(App[int]):
         yield ConversationTabs(self._new_conversation(), id="tabs")
         prompt = PromptInput(id="prompt")
         prompt.path_suffixes, prompt.argument_choices = builtin_commands.PATH_SUFFIXES, self._argument_choices
+        prompt.remember = self.prompt_history.append
         yield prompt
         yield StatusBar(id="status")
         yield Footer()
@@ -80,6 +92,7 @@ class DsvlApp(App[int]):
             self._remember(theme=self.theme)
         self.prompt.focus()
         self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
+        self.run_worker(self._prompt_history_worker, thread=True, group="prompt-history", exit_on_error=False)
         # Load once the first frame is on screen: the user sees the app at once, the load comes second.
         self.call_after_refresh(self.load_model, self.options.model)
         if self.options.resume:
@@ -351,7 +364,14 @@ class DsvlApp(App[int]):
     def autosave(self, conversation: Conversation) -> None:
         self.autosaver.save(conversation)
 
-    def _report_autosave(self, problem: str) -> None:  # from the autosave worker
+    def _prompt_history_worker(self) -> None:
+        # Reads the shared history file, then appends each new prompt; post_message is thread-safe.
+        self.prompt_history.run(lambda prompts: self.post_message(PromptsLoaded(prompts)))
+
+    def on_prompts_loaded(self, message: PromptsLoaded) -> None:
+        self.prompt.add_earlier(message.prompts)
+
+    def _report_autosave(self, problem: str) -> None:  # from the autosave and prompt history workers
         self.call_from_thread(self.notify, problem, severity="warning")
 
     @work(thread=True, group="config", exit_on_error=False)
@@ -369,6 +389,7 @@ class DsvlApp(App[int]):
             if job is not None:
                 job.cancel.set()
         self.autosaver.stop()
+        self.prompt_history.stop()
 
 
 def pick_theme(requested: str | None, available: set[str]) -> str:

@@ -10,10 +10,13 @@ import os
 from pathlib import Path
 
 APP_NAME = "dsvl-chat"
+# The prompts typed at either front end, in prompt-toolkit's ``FileHistory``
+# format: the plain REPL and the full-screen app read and append the same file.
+HISTORY_FILE = "repl_history"
 
 
 def data_dir() -> Path:
-    """Autosaved conversations, REPL history, default save location."""
+    """Autosaved conversations, the prompt history, default save location."""
     override = os.environ.get("DSVL_DATA_DIR")
     if override:
         return Path(override).expanduser()
@@ -30,3 +33,8 @@ def config_dir() -> Path:
     from platformdirs import user_config_path
 
     return user_config_path(APP_NAME)
+
+
+def history_file() -> Path:
+    """The prompt history shared by the REPL and the full-screen app."""
+    return data_dir() / HISTORY_FILE

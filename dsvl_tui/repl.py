@@ -6,7 +6,8 @@ is a ``Session``, so the slash commands are the registry's own.
 
 Keys at the prompt: Enter sends; Esc then Enter (Alt+Enter, or Ctrl+J)
 starts a new line; Tab completes commands and paths; Ctrl+C clears the line;
-Ctrl+D on an empty line quits. History is kept in ``data_dir()/repl_history``.
+Ctrl+D on an empty line quits. History is kept in ``paths.history_file()``,
+shared with the full-screen app.
 
 When stdin is not a terminal (``dsvl-chat --plain < questions.txt``) there
 is no prompt: each input line is a message or a command.
@@ -243,14 +244,14 @@ class Repl:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-        from .paths import data_dir
+        from .paths import history_file
 
         history = self._history
         if history is None:
             try:
-                folder = data_dir()
-                folder.mkdir(parents=True, exist_ok=True)
-                history = FileHistory(str(folder / "repl_history"))
+                path = history_file()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                history = FileHistory(str(path))
             except OSError as exc:
                 self.error(f"history is not saved: {exc}")
                 history = InMemoryHistory()

@@ -19,6 +19,8 @@ import engine
 from dsvl_tui.app import DsvlApp, run_tui
 from dsvl_tui.commands import registry
 from dsvl_tui.options import Options
+from dsvl_tui.paths import history_file
+from dsvl_tui.prompt_history import PromptHistory
 from dsvl_tui.text import printable
 from dsvl_tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
 from engine.fixtures import write_checkpoint
@@ -560,6 +562,76 @@ async def test_input_keys_enter_newline_history_and_completion(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert [a.name for a in app.active.conversation.pending] == [photo.name]
+
+
+@run_async
+async def test_prompts_are_recalled_in_the_next_run_and_shared_with_the_repl():
+    from prompt_toolkit.history import FileHistory
+
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "first question")
+        await answered(pilot)
+        await type_line(pilot, "line one\nline two")
+        await answered(pilot, 2)
+    # The REPL reads the same file, newest first.
+    assert list(FileHistory(str(history_file())).load_history_strings())[:2] == ["line one\nline two",
+                                                                                   "first question"]
+    FileHistory(str(history_file())).store_string("typed in the REPL")  # what the REPL's prompt does
+
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await wait_for(pilot, lambda: len(app.prompt.prompts) == 3)
+        app.prompt.focus()
+        await pilot.press("up")
+        assert app.prompt.text == "typed in the REPL"
+        await pilot.press("up")
+        assert app.prompt.text == "line one\nline two"
+        await pilot.press("up", "up")  # the cursor is on the last line: the first Up moves it
+        assert app.prompt.text == "first question"
+
+
+@run_async
+async def test_a_corrupt_or_unreadable_history_file_does_not_stop_the_app():
+    import random
+
+    from prompt_toolkit.history import FileHistory
+
+    path = history_file()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(random.Random(7).randbytes(8192) + b"\n+\xff\xfe\x00\x1b[2J\n")
+    FileHistory(str(path)).store_string("still here")
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await wait_for(pilot, lambda: app.prompt.prompts)
+        assert app.prompt.prompts[-1] == "still here"
+        assert all(printable(text) == text and "\ufffd" not in text for text in app.prompt.prompts)
+        await type_line(pilot, "hello")
+        await answered(pilot)
+
+    path.unlink()
+    path.mkdir()  # cannot be read or appended to
+    app = scripted_app()
+    warnings: list[str] = []
+    app.notify = lambda message, **_: warnings.append(str(message))
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "hello")
+        await answered(pilot)
+        await pilot.press("up")
+        assert app.prompt.text == "hello"  # this run's prompts are still recalled
+        await wait_for(pilot, lambda: any("history is not saved" in w for w in warnings))
+
+
+def test_prompt_history_keeps_the_most_recent_prompts(tmp_path):
+    history = PromptHistory(tmp_path / "history", limit=3)
+    assert history.load() == []  # no file yet
+    for text in ["a", "b", "b", "c", "d"]:
+        history.store(text)
+    assert history.load() == ["b", "c", "d"]
 
 
 @run_async

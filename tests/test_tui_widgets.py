@@ -238,6 +238,26 @@ async def test_prompt_keys_submit_newline_history():
 
 
 @run_async
+async def test_prompt_history_from_earlier_runs_goes_before_this_runs():
+    prompt = PromptInput()
+    kept: list[str] = []
+    prompt.remember = kept.append
+    async with Host(prompt).run_test() as pilot:
+        prompt.focus()
+        await pilot.press("c", "enter", "c", "enter", "d", "enter")
+        assert kept == ["c", "d"]  # a repeat of the last prompt is not kept twice
+        await pilot.press("up")
+        assert prompt.text == "d"
+        prompt.add_earlier(["a", "b", "c"])  # arrives while the user is already going back
+        assert prompt.prompts == ["a", "b", "c", "d"]
+        await pilot.press("up")
+        assert prompt.text == "c"
+        await pilot.press("up", "up")
+        assert prompt.text == "a"
+        assert kept == ["c", "d"]  # what was read back is not written again
+
+
+@run_async
 async def test_prompt_completes_commands_with_tab():
     reg = CommandRegistry()
     reg.command("regenerate", "again")(lambda s, a: None)

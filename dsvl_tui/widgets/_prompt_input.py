@@ -105,7 +105,8 @@ class PromptInput(TextArea):
         self.registry = registry or default_registry
         self.path_suffixes: dict[str, frozenset[str] | None] = {}  # command -> file suffixes it completes
         self.argument_choices: Callable[[str], list[str]] | None = None  # command -> words its argument can be
-        self.prompts: list[str] = []
+        self.prompts: list[str] = []  # sent text, oldest first: what Up and Down go through
+        self.remember: Callable[[str], None] | None = None  # called with each new prompt (to keep it)
         self._history_index: int | None = None  # None: editing the draft
         self._draft = ""
         self._completion = Completion()
@@ -145,6 +146,8 @@ class PromptInput(TextArea):
             return
         if not self.prompts or self.prompts[-1] != text:
             self.prompts.append(text)
+            if self.remember is not None:
+                self.remember(text)
         self._history_index = None
         self._draft = ""
         self.clear()
@@ -170,6 +173,14 @@ class PromptInput(TextArea):
         self._history_index = None if target == len(self.prompts) else target
         self.load_text_at_end(self._draft if self._history_index is None else self.prompts[target])
         return True
+
+    def add_earlier(self, prompts: list[str]) -> None:
+        """Put ``prompts`` (oldest first, from earlier runs) before the ones sent in this run."""
+        if prompts and self.prompts and prompts[-1] == self.prompts[0]:
+            prompts = prompts[:-1]
+        self.prompts[:0] = prompts
+        if self._history_index is not None:
+            self._history_index += len(prompts)
 
     def load_text_at_end(self, text: str) -> None:
         """Replace the text and put the cursor at its end."""
