@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ class Engine:
         self._lock = threading.Lock()
         self._contexts = LruStore(MAX_CACHED_CONTEXTS)
         self._features = LruStore(MAX_CACHED_IMAGES)
+        self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) -> (content key, pixels)
+        self._pictures_lock = threading.Lock()  # prepare() runs on callers' threads
         self.vision_calls = 0  # images run through the vision tower (for tests and benchmarks)
 
     # -- input -------------------------------------------------------------
@@ -76,17 +79,40 @@ class Engine:
                 f"the message needs {len(ids)} tokens but the context window is {self.context_length}; "
                 "shorten it, attach fewer images, or raise the context length"
             )
-        images = [img for m in kept for img in m.images]
-        pil_images = [load_image(src) for src in images]
-        pixels = [self.preprocess(img) for img in pil_images]
-        assert sum(isinstance(p, ImageSlot) for p in pieces) == len(pixels)
+        pictures = [self._picture(src) for m in kept for src in m.images]
+        assert sum(isinstance(p, ImageSlot) for p in pieces) == len(pictures)
         return Prepared(
             input_ids=torch.tensor(ids, dtype=torch.long),
-            images=pixels,
-            image_keys=[image_key(img) for img in pil_images],
+            images=[pixels for _, pixels in pictures],
+            image_keys=[key for key, _ in pictures],
             prompt=fmt.render(pieces),
             dropped_turns=dropped,
         )
+
+    def _picture(self, source) -> tuple[str, torch.Tensor]:
+        """Content key and preprocessed pixels of one image.
+
+        Every turn prepares the whole history (and front ends prepare it again to
+        measure the context), so an unchanged file is decoded and resized once.
+        """
+        stamp = None
+        if self.prefix_cache and isinstance(source, (str, os.PathLike)):
+            try:
+                stat = os.stat(source)
+                stamp = (os.path.abspath(source), stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                pass  # load_image gives the clear error
+        if stamp is not None:
+            with self._pictures_lock:
+                hit = self._pictures.get(stamp)
+            if hit is not None:
+                return hit
+        image = load_image(source)
+        picture = (image_key(image), self.preprocess(image))
+        if stamp is not None:
+            with self._pictures_lock:
+                self._pictures.put(stamp, picture)
+        return picture
 
     def _image_features(self, prepared: Prepared, needed: list[int]) -> dict[int, torch.Tensor]:
         """Aligned features [T_img, D] of the images at ``needed`` indexes, from the cache where possible."""

@@ -64,8 +64,8 @@ class PromptFormat:
 
         path = folder / "tokenizer.json"
         try:
+            self.tokenizer = Tokenizer.from_file(str(path))
             raw = json.loads(path.read_text(encoding="utf-8"))
-            self.tokenizer = Tokenizer.from_str(json.dumps(raw))
             raw["added_tokens"] = []
             self._plain = Tokenizer.from_str(json.dumps(raw))
         except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -113,3 +114,22 @@ def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
     monkeypatch.undo()
     a = _turn(fast, history)
     assert a[2].reused_tokens == 0 and a[1] == _turn(plain, history)[1]
+
+
+def test_an_unchanged_image_file_is_decoded_once(engines, tmp_path, monkeypatch):
+    fast, _ = engines
+    import engine.engine as engine_module
+
+    calls = []
+    real = engine_module.load_image
+    monkeypatch.setattr(engine_module, "load_image", lambda source: calls.append(source) or real(source))
+    path = tmp_path / "photo.png"
+    _picture(6).save(path)
+    history = [engine.Message("user", "What is it?", images=[path])]
+    first = fast.prepare(history)
+    second = fast.prepare(history + [engine.Message("assistant", "A photo."), engine.Message("user", "Sure?")])
+    assert len(calls) == 1 and first.image_keys == second.image_keys
+    assert torch.equal(first.images[0], second.images[0])
+    _picture(7).save(path)  # the file changed: read again, new content key
+    third = fast.prepare(history)
+    assert len(calls) == 2 and third.image_keys != first.image_keys
