@@ -21,7 +21,7 @@ from textual.widgets import Footer
 
 import themes
 
-from . import builtin_commands, generation as gen, image_protocols  # builtin_commands fills the registry
+from . import builtin_commands, generation as gen, heap, image_protocols  # builtin_commands fills the registry
 from .commands import CommandError, registry
 from .config import load_config, save_config
 from .conversation import Conversation
@@ -93,6 +93,9 @@ class DsvlApp(App[int]):
         self.prompt.focus()
         self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
         self.run_worker(self._prompt_history_worker, thread=True, group="prompt-history", exit_on_error=False)
+        # What exists once the first frame is up lives as long as the app (see heap). Not after a
+        # model load: a replaced model caught in a reference cycle would then never be freed.
+        self.call_after_refresh(heap.settle)
         # Load once the first frame is on screen: the user sees the app at once, the load comes second.
         self.call_after_refresh(self.load_model, self.options.model)
         if self.options.resume:
@@ -390,6 +393,7 @@ class DsvlApp(App[int]):
                 job.cancel.set()
         self.autosaver.stop()
         self.prompt_history.stop()
+        heap.release()
 
 
 def pick_theme(requested: str | None, available: set[str]) -> str:

@@ -8,23 +8,28 @@ into an answer in the app's real chat pane, headless (``App.run_test()``,
 one process:
 
 - ours: each piece goes through ``AssistantMessage.write()``, the path the
-  app uses (its ``MarkdownStream`` coalesces pieces and re-parses only the
-  last block); ``finish()`` then renders the whole text once, timed apart.
-- naive: the same widget, but its ``Markdown`` gets ``update(whole text)``
-  for every piece. It stops once it is more than ``--naive-max-lag``
-  seconds behind the feed; the table then says how far it got and nothing
-  is extrapolated.
+  app uses (its ``MarkdownView`` draws each finished block once and redraws
+  only the last block, once per frame); ``finish()`` is timed apart.
+- naive: what a Textual app does without thinking about it: a Textual
+  ``Markdown`` widget in the answer's place gets ``update(whole text)`` for
+  every piece. It stops once it is more than ``--naive-max-lag`` seconds
+  behind the feed; the table then says how far it got and nothing is
+  extrapolated.
+
+Both run as the app runs: the heap is settled (``heap.settle()``) once the
+host app is up, as ``DsvlApp`` does after its first frame.
 
 The feeder writes piece ``i`` when it falls due, at ``t0 + i / rate``; when
 the app is busy it writes every overdue piece as soon as it can, one call
 each, and the schedule is never moved.
 
-Frames: the ``Markdown`` widget's ``append``/``update`` are wrapped to
-count, when each one has *completed*, the characters the widget holds; the
-app's ``_display`` is wrapped to record every frame: its time, the
-characters it shows, the process CPU time (``time.process_time()``, all
-threads: ``Markdown.update`` parses in a worker thread) and the characters
-handed to the markdown parser so far (a parser factory that counts). Each
+Frames: the app's ``_display`` is wrapped to record every frame: its time,
+the characters it shows (ours: what the ``MarkdownView`` had drawn, which
+it draws during that frame's layout; naive: what the ``Markdown`` widget
+held when its last ``update`` completed), the process CPU time
+(``time.process_time()``, all threads: ``Markdown.update`` parses in a
+worker thread) and the characters handed to markdown-it so far (its
+``parse`` is wrapped to count; ours, rich's and Textual's all use it). Each
 frame is also encoded into terminal bytes there, as a headless app skips
 that step and a real terminal would pay for it.
 
@@ -87,6 +92,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+
+from . import heap
 
 RATE = 1000.0  # tokens per second
 TOKENS = 10_000
@@ -240,39 +247,43 @@ def split_tokens(text: str) -> list[str]:
 
 @dataclass
 class Probe:
-    """What the markdown widget holds and what its parser was given; each frame as
-    ``(time, characters held, process CPU time, characters parsed)``."""
+    """What the answer shows and what the markdown parser was given; each frame as
+    ``(time, characters shown, process CPU time, characters parsed)``."""
 
     shown: int = 0
     parsed: int = 0
+    shown_now: Callable[[], int] | None = None  # asked at each frame, where the widget can tell
     frames: list[tuple[float, int, float, int]] = field(default_factory=list)
 
     def frame(self) -> None:
+        if self.shown_now is not None:
+            self.shown = self.shown_now()
         self.frames.append((time.perf_counter(), self.shown, time.process_time(), self.parsed))
 
 
-def _instrument(markdown: Any, probe: Probe) -> None:
-    """Count what ``markdown`` parses and, when each ``append``/``update`` completes, what it holds."""
+@contextlib.contextmanager
+def _counting_parser(probe: Probe):
+    """Count every character any markdown-it parser is given (ours, rich's and Textual's use it)."""
     from markdown_it import MarkdownIt
+
+    real_parse = MarkdownIt.parse
+
+    def parse(self: Any, src: str, env: Any = None) -> Any:
+        probe.parsed += len(src)
+        return real_parse(self, src, env)
+
+    MarkdownIt.parse = parse
+    try:
+        yield
+    finally:
+        MarkdownIt.parse = real_parse
+
+
+def _counted_updates(markdown: Any, probe: Probe) -> None:
+    """Make a Textual ``Markdown`` widget's ``update`` record what it holds once each update completes."""
     from textual.await_complete import AwaitComplete
 
-    class CountingParser(MarkdownIt):
-        def parse(self, src: str, env: Any = None) -> Any:
-            probe.parsed += len(src)
-            return super().parse(src, env)
-
-    if hasattr(markdown, "_parser_factory"):  # Textual's own parser, counted
-        markdown._parser_factory = lambda: CountingParser("gfm-like")
-    append, update = markdown.append, markdown.update
-
-    def counted_append(fragment: str) -> AwaitComplete:
-        pending = append(fragment)
-
-        async def applied() -> None:
-            await pending
-            probe.shown += len(fragment)
-
-        return AwaitComplete(applied())
+    update = markdown.update
 
     def counted_update(text: str) -> AwaitComplete:
         pending = update(text)
@@ -283,7 +294,7 @@ def _instrument(markdown: Any, probe: Probe) -> None:
 
         return AwaitComplete(applied())
 
-    markdown.append, markdown.update = counted_append, counted_update
+    markdown.update = counted_update
 
 
 def _host(probe: Probe):
@@ -324,25 +335,36 @@ async def _wait(condition: Callable[[], bool], timeout: float) -> bool:
 async def _stream(pieces: list[str], way: str, rate: float | None, max_lag: float, window: int) -> dict[str, Any]:
     probe = Probe()
     app = _host(probe)
+    with _counting_parser(probe):
+        return await _stream_counted(app, probe, pieces, way, rate, max_lag, window)
+
+
+async def _stream_counted(app: Any, probe: Probe, pieces: list[str], way: str, rate: float | None,
+                          max_lag: float, window: int) -> dict[str, Any]:
     fed_at: list[float] = []
     result: dict[str, Any] = {"way": way, "tokens": len(pieces)}
     async with app.run_test(size=SIZE) as pilot:
         widget = await app.query_one("#pane").start_answer()
         widget.state = "streaming"
         widget.set_marker("")
-        _instrument(widget.markdown, probe)
         await pilot.pause()
         if way == "ours":
+            probe.shown_now = lambda: widget.markdown.drawn_length
             write: Callable[[str], Awaitable[None]] = widget.write
-        else:
+        else:  # Textual's Markdown widget in the answer's place, given the whole text each time
+            from textual.widgets import Markdown
+
+            naive = Markdown()
+            await widget.mount(naive, after=widget.markdown)
+            widget.markdown.display = False
+            _counted_updates(naive, probe)
             so_far: list[str] = []
-            widget.set_class(False, "-empty")
 
             async def write(piece: str) -> None:
                 so_far.append(piece)
-                await widget.markdown.update("".join(so_far))
+                await naive.update("".join(so_far))
 
-        gc.collect()
+        heap.settle()  # as DsvlApp does once its first frame is up
         probe.frames.clear()
         probe.frame()  # the start: nothing shown
         t0 = probe.frames[0][0]
@@ -422,10 +444,13 @@ def _warm_up(pieces: list[str]) -> None:
     async def run() -> None:
         app = _host(Probe())
         async with app.run_test(size=SIZE) as pilot:
+            from textual.widgets import Markdown
+
             widget = await app.query_one("#pane").start_answer()
-            await widget.write("".join(pieces[:200]))
+            await widget.write("".join(pieces))
             await widget.finish()
-            await widget.markdown.update("".join(pieces))
+            await pilot.pause()
+            await widget.mount(Markdown("".join(pieces)))
             await pilot.pause()
 
     asyncio.run(run())
@@ -437,7 +462,10 @@ def run_stream(pieces: list[str], way: str = "ours", *, rate: float | None = RAT
     if way not in ("ours", "naive"):
         raise ValueError(f"unknown way: {way}")
     gc.collect()
-    return asyncio.run(_stream(pieces, way, rate, max_lag, window))
+    try:
+        return asyncio.run(_stream(pieces, way, rate, max_lag, window))
+    finally:
+        heap.release()
 
 
 # --- start-up -----------------------------------------------------------------------------------

@@ -110,6 +110,17 @@ async def test_first_screen_paints_before_the_model_and_a_message_waits_for_it()
 
 
 @run_async
+async def test_long_lived_objects_are_set_aside_while_the_app_runs_and_handed_back_after():
+    import gc
+
+    app = scripted_app(ScriptedEngine(["Hi"]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert gc.get_freeze_count() > 0  # full collections skip what existed at the first frame
+    assert gc.get_freeze_count() == 0  # and nothing stays exempt once the app has ended
+
+
+@run_async
 async def test_streaming_answer_through_the_real_engine(tiny):
     app = real_app(tiny)
     async with app.run_test(size=(80, 24)) as pilot:

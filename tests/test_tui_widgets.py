@@ -1,8 +1,8 @@
 """The TUI's widgets and helpers, each in a tiny host app or on its own.
 
 The streaming-cost test counts how many characters the markdown parser is
-given per streamed token: with Textual's ``MarkdownStream`` only the last
-block is parsed again, so that number stays flat however long the answer is.
+given per streamed token: only the last block is parsed and drawn again, so
+that number stays flat however long the answer is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from textual.app import App, ComposeResult
-from textual.widgets import Markdown
 
 import themes
 from dsvl_tui import config
@@ -66,8 +65,12 @@ def _answer_tokens(count: int) -> list[str]:
     return pieces[:count]
 
 
+def _view_lines(view) -> list[str]:
+    return [view.render_line(y).text.rstrip() for y in range(view.virtual_size.height)]
+
+
 @run_async
-async def test_streaming_parses_only_the_tail(monkeypatch):
+async def test_streamed_answer_is_drawn_as_the_whole_text_and_cheaply(monkeypatch):
     from markdown_it import MarkdownIt
 
     parsed: list[tuple[int, int]] = []  # (tokens written so far, characters parsed)
@@ -79,50 +82,71 @@ async def test_streaming_parses_only_the_tail(monkeypatch):
         return real_parse(self, src, env)
 
     monkeypatch.setattr(MarkdownIt, "parse", counting_parse)
-    updates = 0
-    real_update = Markdown.update
-
-    def counting_update(self, markdown):
-        nonlocal updates
-        updates += 1
-        return real_update(self, markdown)
-
-    monkeypatch.setattr(Markdown, "update", counting_update)
     tokens = _answer_tokens(3000)
-    widget = AssistantMessage()
+    widget, whole = AssistantMessage(), AssistantMessage(ChatMessage("assistant", "".join(tokens)))
     async with Host(widget).run_test(size=(100, 40)) as pilot:
         await pilot.pause()
         parsed.clear()
-        updates = 0
         for token in tokens:
             await widget.write(token)
             written += 1
+            if written % 7 == 0:
+                await pilot.pause()  # a frame: the view draws what came since the last one
+        streaming = list(parsed)
         await widget.finish(GenerationStats(new_tokens=len(tokens)))
         await pilot.pause()
-        assert updates == 1  # one whole-text update at the end, none while streaming
-        assert widget.text == "".join(tokens)
-        assert widget.markdown.source == "".join(tokens)
+        assert widget.text == "".join(tokens) == widget.markdown.source
+        assert widget.markdown.drawn_length == len(widget.text)
+        streamed_lines = _view_lines(widget.markdown)
+        assert "return total" in screen_text(pilot.app)  # the end of the answer is on screen
+        await widget.remove()
+        await pilot.app.mount(whole)
+        await pilot.pause()
+        assert _view_lines(whole.markdown) == streamed_lines
 
-    streaming = [(at, chars) for at, chars in parsed[:-1]]  # the last parse is the final update()
     early = sum(chars for at, chars in streaming if at <= 500)
     late = sum(chars for at, chars in streaming if at > len(tokens) - 500)
     total = sum(chars for _, chars in streaming)
     answer = len("".join(tokens))
-    # Re-parsing the whole answer per write would make late tokens ~8x dearer than early ones
-    # and the total quadratic; only the tail is parsed, so both stay flat.
+    # Drawing the whole answer per frame would make late tokens ~6x dearer than early ones
+    # and the total quadratic; only the last block is parsed and drawn, so both stay flat.
     assert late < 2.5 * early, (early, late)
     assert total < 30 * answer, (total, answer)
 
 
 @run_async
-async def test_finished_answer_is_one_markdown_with_highlighted_code():
+async def test_finished_answer_is_one_widget_with_highlighted_code():
     message = ChatMessage("assistant", "Look:\n\n```python\nprint('hi')\n```\n", stats=GenerationStats(new_tokens=5))
     widget = AssistantMessage(message)
     async with Host(widget).run_test() as pilot:
         await pilot.pause()
-        fence = widget.query_one("MarkdownFence")
-        assert fence.code.strip() == "print('hi')"
+        view = widget.markdown
+        assert len(view.children) == 0 and _view_lines(view)[0] == "Look:"
+        code = next(y for y, line in enumerate(_view_lines(view)) if "print('hi')" in line)
+        colours = {segment.style.color for segment in view.render_line(code) if segment.text.strip()}
+        assert len(colours) > 1  # highlighted
         assert widget.has_class("-done") and "5 tokens" in str(widget.query_one(".marker").render())
+
+
+@run_async
+async def test_answer_follows_the_theme_and_the_width():
+    message = ChatMessage("assistant", "## Heading\n\n" + "word " * 60)
+    widget = AssistantMessage(message)
+    async with Host(widget).run_test(size=(60, 30)) as pilot:
+        pilot.app.theme = "textual-dark"
+        await pilot.pause()
+        view = widget.markdown
+
+        def heading_colour():
+            return next(s.style.color for s in view.render_line(0) if s.text.strip()).triplet.hex
+
+        dark, height = heading_colour(), view.virtual_size.height
+        pilot.app.theme = "textual-light"
+        await pilot.pause()
+        assert heading_colour() != dark
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        assert view.virtual_size.height < height
 
 
 @run_async

@@ -1,10 +1,9 @@
 """An assistant answer: streamed as markdown, then finished with a marker line.
 
-The widget owns one ``MarkdownStream``: chunks go through ``write()``, which
-queues them and lets the stream coalesce them and re-parse only the last
-block, so the cost of a chunk does not grow with the length of the answer.
-``finish()`` stops the stream and does one ``update()`` with the whole text,
-repairing any block the stream left half-parsed.
+The text lives in one ``MarkdownView``: chunks go through ``write()``, which
+appends them; the view draws each finished block once and redraws only the
+last one, once per frame, so the cost of a chunk does not grow with the
+length of the answer. ``finish()`` marks the last block final.
 """
 
 from __future__ import annotations
@@ -13,13 +12,13 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
 from textual.reactive import reactive
-from textual.widgets import Label, Markdown
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Label
 
 from engine.types import GenerationStats
 
 from ..conversation import ChatMessage
 from ..text import printable
+from ._markdown_view import MarkdownView
 
 
 def stats_line(stats: GenerationStats | None) -> str:
@@ -48,11 +47,9 @@ class AssistantMessage(Vertical):
             color: $accent;
             text-style: bold;
         }
-        & > Markdown {
-            height: auto;
+        & > MarkdownView {
             margin: 0;
             padding: 0;
-            background: transparent;
         }
         & > .marker {
             color: $text-muted;
@@ -64,7 +61,7 @@ class AssistantMessage(Vertical):
         &.-waiting > .marker { color: $text-warning; }
         &.-stopped > .marker { color: $text-warning; }
         &.-error > .marker { color: $text-error; }
-        &.-empty > Markdown { display: none; }
+        &.-empty > MarkdownView { display: none; }
     }
     """
 
@@ -76,29 +73,21 @@ class AssistantMessage(Vertical):
         super().__init__(name=name, id=id, classes=classes)
         self.message = message
         self._parts: list[str] = []
-        self._stream: MarkdownStream | None = None
         self._marker = "waiting for its turn"
         if message is not None:
             self._parts = [printable(message.text)]
             state = "error" if message.error else "stopped" if message.stopped else "done"
             self.set_reactive(AssistantMessage.state, state)
             self._marker = self._final_marker(message.stats, message.stopped, message.error)
+        self._view = MarkdownView("".join(self._parts))
 
     def compose(self) -> ComposeResult:
         yield Label("DeepSeek-VL", classes="role")
-        yield Markdown("".join(self._parts))
+        yield self._view
         yield Label(Content(self._marker), classes="marker")
 
     def on_mount(self) -> None:
         self._apply_state()
-        if self.message is not None:
-            self.call_after_refresh(self._trim_last_block)
-
-    def _trim_last_block(self) -> None:
-        # Inline, on the one block: a ``:last-child`` rule would restyle every block on each append.
-        blocks = self.markdown.children
-        if blocks:
-            blocks[-1].styles.margin = (blocks[-1].styles.margin.top, 0, 0, 0)
 
     def watch_state(self) -> None:
         if self.is_mounted:
@@ -118,8 +107,8 @@ class AssistantMessage(Vertical):
         return "".join(self._parts)
 
     @property
-    def markdown(self) -> Markdown:
-        return self.query_one(Markdown)
+    def markdown(self) -> MarkdownView:
+        return self._view
 
     def set_marker(self, text: str) -> None:
         self._marker = text
@@ -133,27 +122,21 @@ class AssistantMessage(Vertical):
         self.set_marker(reason)
 
     async def write(self, chunk: str) -> None:
-        """Append streamed text (made printable) through the markdown stream."""
+        """Append streamed text (made printable)."""
         chunk = printable(chunk)
         if not chunk:
             return
-        if self._stream is None:
+        if self.state != "streaming":
             self.state = "streaming"
-            self._stream = Markdown.get_stream(self.markdown)
         self._parts.append(chunk)
         self.set_class(False, "-empty")
-        await self._stream.write(chunk)
+        self.markdown.append(chunk)
 
     async def finish(self, stats: GenerationStats | None = None, *, stopped: bool = False,
                      error: str | None = None) -> None:
-        """End the answer: stop the stream, render the whole text once, show the marker."""
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
-        if self._parts:
-            self._parts = ["".join(self._parts)]
-            await self.markdown.update(self._parts[0])
-            self._trim_last_block()
+        """End the answer: its last block is final; show the marker."""
+        self._parts = ["".join(self._parts)] if self._parts else []
+        self.markdown.finish()
         self.set_marker(self._final_marker(stats, stopped, error))
         self.state = "error" if error else "stopped" if stopped else "done"
         self._apply_state()

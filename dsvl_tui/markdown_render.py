@@ -1,0 +1,248 @@
+"""Markdown cut into top-level blocks and rendered block by block, through rich.
+
+A streamed answer only ever changes at its end, and in Markdown everything
+but the last top-level block is final once the next block has begun on a
+complete line (a later line can still turn the line being written into a
+list item or a heading underline of the block before, never an earlier
+one). So a renderer can draw each finished block once, keep its lines, and
+redraw only the last block as text arrives: the cost of an update is the
+size of that block, not of the answer. ``blocks`` finds the blocks,
+``render_block`` draws one, and ``DrawnMarkdown`` keeps the lines of a
+growing text that way (``widgets.MarkdownView`` shows them).
+
+Blocks are found by markdown-it-py, configured as rich's own ``Markdown``
+parses, so the cut and the rendering agree.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping, NamedTuple
+
+from markdown_it import MarkdownIt
+from rich.console import Console
+from rich.markdown import Heading, Markdown
+from rich.segment import Segment
+from rich.theme import Theme
+
+from .text import printable
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    return MarkdownIt().enable("strikethrough").enable("table")
+
+
+class Block(NamedTuple):
+    """Where a unit of drawing starts in the text, and whether it continues the one before
+    without a blank line between (the next item of the same list)."""
+
+    start: int
+    joined: bool
+
+
+def blocks(text: str) -> list[Block]:
+    """The units ``text`` is drawn in: its top-level blocks, with each list cut into its items
+    (an answer that is one long list would otherwise be redrawn whole for every token)."""
+    line_offsets = [0]
+    for index, char in enumerate(text):
+        if char == "\n":
+            line_offsets.append(index + 1)
+    found: list[Block] = []
+    first_item = False
+    for token in _parser().parse(text):
+        if token.map is None:  # closing tokens
+            continue
+        if token.level == 0 and token.type in ("bullet_list_open", "ordered_list_open"):
+            first_item = True
+        elif token.level == 0 and token.nesting >= 0:
+            found.append(Block(line_offsets[token.map[0]], False))
+        elif token.level == 1 and token.type == "list_item_open":
+            found.append(Block(line_offsets[token.map[0]], not first_item))
+            first_item = False
+    return found
+
+
+def finished_length(text: str) -> int:
+    """Length of the prefix of ``text`` made of blocks no further text can change.
+
+    Only complete lines count: the line being written could still become
+    part of the block before it (``2`` on its way to ``2. item``).
+    """
+    found = blocks(text[:text.rfind("\n") + 1])
+    return found[-1].start if len(found) > 1 else 0
+
+
+# --- look ------------------------------------------------------------------------------------
+
+
+class _LeftHeading(Heading):
+    """Headings flush left, as in the rest of the app (rich centres ``#``)."""
+
+    LEVEL_ALIGN = {tag: "left" for tag in ("h1", "h2", "h3", "h4", "h5", "h6")}
+
+
+class AnswerMarkdown(Markdown):
+    """rich's Markdown with the app's headings; model text is shown, never obeyed
+    (links are shown with their address: a terminal hyperlink could hide where it goes)."""
+
+    elements = {**Markdown.elements, "heading_open": _LeftHeading}
+
+    def __init__(self, text: str, *, code_theme: str) -> None:
+        super().__init__(printable(text), code_theme=code_theme, hyperlinks=False)
+
+
+@dataclass(frozen=True)
+class MarkdownLook:
+    """The styles blocks are drawn with: a rich theme and a code highlighting theme."""
+
+    theme: Theme
+    code_theme: str
+    key: tuple
+
+
+def _colour(variables: Mapping[str, str], name: str, fallback: str) -> str:
+    from textual.color import Color
+
+    value = variables.get(name, fallback)
+    try:
+        colour = Color.parse(value)
+    except Exception:
+        return fallback
+    if colour.a < 1:  # rich has no alpha: blend over the background, as the screen would
+        colour = Color.parse(variables.get("background", "#000000")).blend(colour.with_alpha(1), colour.a)
+    return colour.hex6
+
+
+def look_for(variables: Mapping[str, str], *, dark: bool) -> MarkdownLook:
+    """A ``MarkdownLook`` from a Textual theme's CSS variables (``App.get_css_variables()``)."""
+    return _look(tuple(sorted(variables.items())), dark)
+
+
+@lru_cache(maxsize=8)
+def _look(items: tuple, dark: bool) -> MarkdownLook:
+    variables = dict(items)
+    foreground = _colour(variables, "foreground", "#e0e0e0" if dark else "#202020")
+    background = _colour(variables, "background", "#121212" if dark else "#ffffff")
+    from textual.color import Color
+
+    muted = Color.parse(background).blend(Color.parse(foreground), 0.6).hex6
+    accent = _colour(variables, "accent", "#fea62b")
+    primary = _colour(variables, "primary", "#0178d4")
+    surface = _colour(variables, "surface", "#1e1e1e" if dark else "#f0f0f0")
+    styles = {
+        "markdown.code": f"bold {_colour(variables, 'text-accent', accent)} on {surface}",
+        "markdown.block_quote": muted,
+        "markdown.hr": muted,
+        "markdown.item.bullet": f"bold {accent}",
+        "markdown.item.number": f"bold {accent}",
+        "markdown.link": f"underline {_colour(variables, 'text-primary', primary)}",
+        "markdown.link_url": muted,
+        "markdown.table.border": muted,
+        "markdown.table.header": f"bold {foreground}",
+        "markdown.h1.border": primary,
+    }
+    for level in range(1, 7):
+        colour = _colour(variables, f"markdown-h{level}-color", primary if level < 4 else foreground)
+        text_style = variables.get(f"markdown-h{level}-text-style", "bold")
+        styles[f"markdown.h{level}"] = f"{text_style} {colour}".strip()
+    return MarkdownLook(Theme(styles), "monokai" if dark else "friendly", (items, dark))
+
+
+# --- drawing ---------------------------------------------------------------------------------
+
+
+def _blank(line: list[Segment]) -> bool:
+    return all(not segment.text.strip() and not (segment.style and segment.style.bgcolor) for segment in line)
+
+
+def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segment]]:
+    """``source`` drawn ``width`` cells wide as lines of segments, without blank lines around it
+    (rows of a code block's background stay)."""
+    console = Console(file=io.StringIO(), width=max(1, width), color_system="truecolor", force_terminal=True,
+                      theme=look.theme, legacy_windows=False, emoji=False, highlight=False)
+    lines = console.render_lines(AnswerMarkdown(source, code_theme=look.code_theme),
+                                 console.options.update_width(max(1, width)), pad=False)
+    start, end = 0, len(lines)
+    while start < end and _blank(lines[start]):
+        start += 1
+    while end > start and _blank(lines[end - 1]):
+        end -= 1
+    return lines[start:end]
+
+
+
+class DrawnMarkdown:
+    """The lines of a growing Markdown text: finished blocks drawn once, the last one on demand.
+
+    ``append`` and ``finish`` only record; ``draw(width, look)`` brings the
+    lines up to date (the caller does it once per frame, however many
+    chunks came in between). Drawing a text in pieces gives exactly the
+    lines drawing it whole does.
+    """
+
+    def __init__(self, source: str = "") -> None:
+        self.source = source
+        self.final = True  # a text given whole is finished; ``append`` says more may follow
+        self._frozen_end = 0  # source[:_frozen_end] is in _frozen_blocks
+        self._frozen_blocks: list[tuple[str, bool]] = []  # (source, joined to the one before)
+        self._tail_joined = False  # the last block continues a list whose items are above it
+        self._frozen: list[list[Segment]] = []
+        self._tail: list[list[Segment]] = []
+        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of _frozen
+        self._dirty = True
+        self.drawn_length = 0
+        """How much of ``source`` the lines show."""
+
+    def append(self, text: str) -> None:
+        if text:
+            self.source += text
+            self.final, self._dirty = False, True
+
+    def finish(self) -> None:
+        if not self.final:
+            self.final, self._dirty = True, True
+
+    @property
+    def lines(self) -> list[list[Segment]]:
+        """The lines as last drawn."""
+        return self._frozen + self._tail
+
+    def draw(self, width: int, look: MarkdownLook) -> list[list[Segment]]:
+        """Bring the lines up to date for ``width`` and ``look``: new finished blocks and the last one."""
+        if self._drawn_for != (width, look.key):
+            self._frozen = []
+            for block, joined in self._frozen_blocks:
+                self._add_frozen(block, joined, width, look)
+            self._drawn_for, self._dirty = (width, look.key), True
+        if not self._dirty:
+            return self.lines
+        tail = self.source[self._frozen_end:]
+        # All blocks of the tail are final at the end; while text may follow, all but the last.
+        found = blocks(tail if self.final else tail[:tail.rfind("\n") + 1])
+        if found:  # the tail's first block is the one after the last cut, which said how it joins
+            found[0] = Block(found[0].start, self._tail_joined)
+        finished = found if self.final else found[:-1]
+        for index, block in enumerate(finished):
+            end = found[index + 1].start if index + 1 < len(found) else len(tail)
+            self._frozen_blocks.append((tail[block.start:end], block.joined))
+            self._add_frozen(tail[block.start:end], block.joined, width, look)
+        if finished:
+            rest = found[len(finished)] if len(found) > len(finished) else None
+            cut = rest.start if rest is not None else len(tail)
+            self._frozen_end += cut
+            self._tail_joined = rest is not None and rest.joined
+            tail = tail[cut:]
+        self._tail = render_block(tail, width, look) if tail.strip() else []
+        if self._tail and self._frozen and not self._tail_joined:
+            self._tail = [[]] + self._tail
+        self._dirty = False
+        self.drawn_length = len(self.source)
+        return self.lines
+
+    def _add_frozen(self, block: str, joined: bool, width: int, look: MarkdownLook) -> None:
+        lines = render_block(block, width, look)
+        if lines:
+            self._frozen.extend(([[]] if self._frozen and not joined else []) + lines)

@@ -1,0 +1,168 @@
+"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown_render``).
+
+The property that matters: a text drawn while it streams in, in any pieces
+and with any number of drawings in between, ends up exactly as the same text
+drawn whole. The cost side: while it streams, each drawing parses only the
+text after the last finished block.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from rich.markdown import Markdown
+
+from dsvl_tui.markdown_render import Block, DrawnMarkdown, blocks, finished_length, look_for, render_block
+
+LOOK = look_for({}, dark=True)
+
+
+def text_of(lines) -> list[str]:
+    return ["".join(segment.text for segment in line).rstrip() for line in lines]
+
+
+def starts(text: str) -> list[str]:
+    return [text[block.start:block.start + 6] for block in blocks(text)]
+
+
+def test_blocks_are_top_level_blocks_and_list_items():
+    text = "# Title\n\nPara one\nstill para\n\n- a\n- b\n  - nested\n\n```py\nx = 1\n\ny = 2\n```\n> quote\n"
+    assert starts(text) == ["# Titl", "Para o", "- a\n- ", "- b\n  ", "```py\n", "> quot"]
+    assert [block.joined for block in blocks(text)] == [False, False, False, True, False, False]
+
+
+def test_a_table_and_an_ordered_list_keep_their_numbers():
+    text = "| a | b |\n|---|---|\n| 1 | 2 |\n\n3. three\n4. four\n"
+    assert blocks(text) == [Block(0, False), Block(text.index("3."), False), Block(text.index("4."), True)]
+    drawn = text_of(render_block("4. four\n", 40, LOOK))
+    assert drawn == [" 4 four"]  # an item drawn on its own keeps its number
+
+
+def test_finished_length_ignores_the_line_being_written():
+    assert finished_length("para\n\nnext") == 0  # "next" may still become part of anything
+    assert finished_length("para\n\nnext\n") == len("para\n\n")
+    assert finished_length("1. a\n\n2") == 0  # on its way to "2. b", an item of the same list
+    assert finished_length("```\ncode\n\nmore\n") == 0  # an open fence is one block
+    assert finished_length("> quote\nlazy\n") == 0  # a lazy continuation line joins the quote
+
+
+def test_render_block_draws_like_rich_without_blank_lines_around():
+    console = Console(width=50, color_system=None)
+    source = "Some **bold** text and `code`."
+    rich_lines = text_of(console.render_lines(Markdown(source, hyperlinks=False), console.options, pad=False))
+    assert text_of(render_block(source, 50, LOOK)) == [line for line in rich_lines if line]
+    heading = render_block("# Heading", 50, LOOK)
+    assert text_of(heading) == ["Heading"]  # flush left, unlike rich's centred h1
+    link = text_of(render_block("[site](https://example.com)", 50, LOOK))
+    assert link == ["site (https://example.com)"]  # the address is shown, not hidden in a hyperlink
+
+
+def test_code_keeps_its_background_rows_and_is_highlighted():
+    lines = render_block("```python\nprint('hi')\n```", 40, LOOK)
+    assert len(lines) == 3 and not text_of(lines)[0] and not text_of(lines)[2]  # padding rows kept
+    assert all(segment.style and segment.style.bgcolor for segment in lines[0])
+    colours = {segment.style.color for segment in lines[1] if segment.text.strip()}
+    assert len(colours) > 1  # print, the parentheses and the string differ
+
+
+def test_control_sequences_in_the_text_are_not_drawn():
+    lines = render_block("evil \x1b[2J\x1b]0;title\x07 text", 40, LOOK)
+    assert all("\x1b" not in segment.text and "\x07" not in segment.text for line in lines for segment in line)
+
+
+def test_theme_variables_colour_the_headings():
+    look = look_for({"markdown-h2-color": "#ff0000", "markdown-h2-text-style": "bold", "background": "#000000"},
+                    dark=True)
+    (line,) = render_block("## Red", 40, look)
+    assert any(segment.style and segment.style.color.triplet.hex == "#ff0000" for segment in line)
+    translucent = look_for({"foreground": "#ffffff80", "background": "#000000"}, dark=True)
+    assert translucent.theme.styles["markdown.table.header"].color.triplet.hex != "#ffffff"  # blended
+
+
+ANSWER = (
+    "# Plan\n\nFirst a paragraph with `code` and **bold**.\nIt goes on.\n\n"
+    "1. one\n2. two\n   - inner a\n   - inner b\n3. three\n\n"
+    "```python\ndef f(x):\n\n    return x\n```\n\n"
+    "| col | other |\n|-----|-------|\n| 1 | 2 |\n| 3 | 4 |\n\n"
+    "> a quote\nlazy line\n\n- loose a\n\n- loose b\n\n7. seven\n\n8. eight\n\nSetext\n---\n\nThe end.\n"
+)
+
+
+def drawn_in_pieces(text: str, cuts: list[int], draw_after: set[int], width: int) -> list[str]:
+    drawn = DrawnMarkdown()
+    previous = 0
+    for index, cut in enumerate(sorted(cuts) + [len(text)]):
+        drawn.append(text[previous:cut])
+        previous = cut
+        if index in draw_after:
+            drawn.draw(width, LOOK)
+    drawn.finish()
+    return text_of(drawn.draw(width, LOOK))
+
+
+def test_streamed_equals_whole_for_every_single_cut_point():
+    whole = text_of(DrawnMarkdown(ANSWER).draw(60, LOOK))
+    assert "The end." in whole[-1]
+    for cut in range(1, len(ANSWER)):
+        assert drawn_in_pieces(ANSWER, [cut], {0}, 60) == whole, cut
+
+
+def test_streamed_token_by_token_with_a_drawing_after_each_equals_whole():
+    rng = random.Random(3)
+    cuts, position = [], 0
+    while position < len(ANSWER):
+        position += rng.randint(1, 5)
+        cuts.append(min(position, len(ANSWER)))
+    whole = text_of(DrawnMarkdown(ANSWER).draw(50, LOOK))
+    assert drawn_in_pieces(ANSWER, cuts, set(range(len(cuts))), 50) == whole
+
+
+_FRAGMENTS = st.sampled_from([
+    "word ", "**bold** ", "`code` ", "\n", "\n\n", "- ", "1. ", "2. ", "  ", "# ", "## ", "> ", "```", "```py\n",
+    "| a | b |\n|---|---|\n", "| 1 | 2 |\n", "---\n", "===\n", "    indented\n", "[link](http://x.y) ", "*",
+])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_FRAGMENTS, min_size=1, max_size=40), st.data())
+def test_any_text_in_any_pieces_draws_as_whole(fragments, data):
+    text = "".join(fragments)
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=8))
+    draw_after = set(data.draw(st.lists(st.integers(0, 8), max_size=8)))
+    assert drawn_in_pieces(text, cuts, draw_after, 40) == text_of(DrawnMarkdown(text).draw(40, LOOK))
+
+
+def test_a_new_width_redraws_everything():
+    drawn = DrawnMarkdown(ANSWER)
+    narrow = text_of(drawn.draw(30, LOOK))
+    wide = text_of(drawn.draw(80, LOOK))
+    assert max(map(len, narrow)) <= 30 < max(map(len, wide))
+    assert text_of(drawn.draw(30, LOOK)) == narrow
+
+
+def test_streaming_parses_only_the_text_after_the_last_finished_block(monkeypatch):
+    from markdown_it import MarkdownIt
+
+    parsed = [0]
+    real_parse = MarkdownIt.parse
+
+    def counting_parse(self, src, env=None):
+        parsed[0] += len(src)
+        return real_parse(self, src, env)
+
+    monkeypatch.setattr(MarkdownIt, "parse", counting_parse)
+    paragraph = "A paragraph of some length, " * 4 + "\n\n"
+    drawn = DrawnMarkdown()
+    per_block = []
+    for _ in range(60):
+        before = parsed[0]
+        for word in paragraph.split(" "):
+            drawn.append(word + " ")
+            drawn.draw(60, LOOK)
+        per_block.append(parsed[0] - before)
+    # Parsing the whole text each time would make the 60th block ~60 times dearer than the first.
+    assert per_block[-1] < 1.5 * per_block[1], per_block
+    assert drawn.drawn_length == len(drawn.source)
