@@ -6,9 +6,11 @@ complete line (a later line can still turn the line being written into a
 list item or a heading underline of the block before, never an earlier
 one). So a renderer can draw each finished block once, keep its lines, and
 redraw only the last block as text arrives: the cost of an update is the
-size of that block, not of the answer. ``blocks`` finds the blocks,
-``render_block`` draws one, and ``DrawnMarkdown`` keeps the lines of a
-growing text that way (``widgets.MarkdownView`` shows them).
+size of that block, not of the answer. Lists are cut into their items the
+same way. ``finished_blocks`` finds the finished blocks, ``render_block``
+draws one, and ``DrawnMarkdown`` keeps the lines of a growing text that way
+(``widgets.MarkdownView`` shows them; the plain REPL's ``MarkdownPrinter``
+prints each block as it is finished).
 
 Blocks are found by markdown-it-py, configured as rich's own ``Markdown``
 parses, so the cut and the rendering agree.
@@ -65,14 +67,24 @@ def blocks(text: str) -> list[Block]:
     return found
 
 
-def finished_length(text: str) -> int:
-    """Length of the prefix of ``text`` made of blocks no further text can change.
+def finished_blocks(text: str, *, final: bool, joined: bool = False) -> tuple[list[tuple[str, bool]], int, bool]:
+    """The blocks at the start of ``text`` that no further text can change.
 
-    Only complete lines count: the line being written could still become
-    part of the block before it (``2`` on its way to ``2. item``).
+    While more may follow (``final`` false), that is every block but the
+    last, counting complete lines only: the line being written could still
+    become part of the block before it (``2`` on its way to ``2. item``).
+    ``joined`` says whether ``text``'s first block continues a list cut
+    before it. Returns the blocks as ``(source, joined)``, the length of
+    ``text`` they take, and whether the rest continues the last one's list.
     """
-    found = blocks(text[:text.rfind("\n") + 1])
-    return found[-1].start if len(found) > 1 else 0
+    found = blocks(text if final else text[:text.rfind("\n") + 1])
+    if found:
+        found[0] = Block(found[0].start, joined)
+    done = found if final else found[:-1]
+    rest = found[len(done)] if len(found) > len(done) else None
+    used = rest.start if rest is not None else len(text) if done else 0
+    ends = [block.start for block in found[1:]] + [len(text)]
+    return [(text[block.start:end], block.joined) for block, end in zip(done, ends)], used, bool(rest and rest.joined)
 
 
 # --- look ------------------------------------------------------------------------------------
@@ -220,21 +232,14 @@ class DrawnMarkdown:
         if not self._dirty:
             return self.lines
         tail = self.source[self._frozen_end:]
-        # All blocks of the tail are final at the end; while text may follow, all but the last.
-        found = blocks(tail if self.final else tail[:tail.rfind("\n") + 1])
-        if found:  # the tail's first block is the one after the last cut, which said how it joins
-            found[0] = Block(found[0].start, self._tail_joined)
-        finished = found if self.final else found[:-1]
-        for index, block in enumerate(finished):
-            end = found[index + 1].start if index + 1 < len(found) else len(tail)
-            self._frozen_blocks.append((tail[block.start:end], block.joined))
-            self._add_frozen(tail[block.start:end], block.joined, width, look)
-        if finished:
-            rest = found[len(finished)] if len(found) > len(finished) else None
-            cut = rest.start if rest is not None else len(tail)
-            self._frozen_end += cut
-            self._tail_joined = rest is not None and rest.joined
-            tail = tail[cut:]
+        done, used, rest_joined = finished_blocks(tail, final=self.final, joined=self._tail_joined)
+        for block, joined in done:
+            self._frozen_blocks.append((block, joined))
+            self._add_frozen(block, joined, width, look)
+        if done:
+            self._frozen_end += used
+            self._tail_joined = rest_joined
+            tail = tail[used:]
         self._tail = render_block(tail, width, look) if tail.strip() else []
         if self._tail and self._frozen and not self._tail_joined:
             self._tail = [[]] + self._tail

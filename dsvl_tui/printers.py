@@ -6,24 +6,21 @@ it is what pipes, files, dumb terminals and ``NO_COLOR`` get.
 ``MarkdownPrinter`` is for colour terminals. Rendering the whole answer
 again for every chunk costs more as the answer grows, and a live region
 taller than the screen cannot be redrawn, so the answer is cut into
-finished blocks: a block is done at a blank line outside a code fence once
-the next line has started and is not indented (an indented line may still
-belong to a list item). Each finished block is rendered once, through rich,
-and printed for good; only the unfinished tail lives in a small
-``rich.live.Live`` region, cropped to its last screenful, so the cost of a
-refresh is the size of the tail and scrollback holds exactly the rendered
-answer.
+finished blocks the way the TUI cuts it (``markdown_render.blocks``: a
+block is finished once the next one has begun on a complete line; list
+items are blocks of their own). Each finished block is drawn once, with
+the TUI's look, and printed for good; only the unfinished tail lives in a
+small live region, cropped to its last screenful, so the cost of a refresh
+is the size of the tail and scrollback holds exactly the rendered answer.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TextIO
 
+from .markdown_render import finished_blocks, look_for, render_block
 from .text import printable
-
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 
 
 class PlainPrinter:
@@ -45,35 +42,6 @@ class PlainPrinter:
         self._last = "\n"
 
 
-def finished_prefix(text: str) -> int:
-    """Length of the longest prefix of ``text`` made of finished Markdown blocks."""
-    cut = 0
-    fence: str | None = None
-    blank_end: int | None = None  # where the latest blank line outside a fence ends
-    position = 0
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):  # the last line, still being written
-            if fence is None and blank_end is not None and not line[0].isspace():
-                cut = blank_end
-            break
-        position += len(line)
-        stripped = line.strip()
-        if fence is not None:
-            if stripped.startswith(fence) and set(stripped) == {fence[0]}:
-                fence = None
-            continue
-        if not stripped:
-            blank_end = position
-            continue
-        if blank_end is not None and not line[0].isspace():
-            cut = blank_end
-        blank_end = None
-        match = _FENCE.match(line)
-        if match:
-            fence = match.group(1)
-    return cut
-
-
 class MarkdownPrinter:
     """Render the answer with rich as it streams; see the module docstring.
 
@@ -89,36 +57,33 @@ class MarkdownPrinter:
         self._console = console
         self._interval = interval
         self._tail = ""
+        self._tail_joined = False  # the tail continues a list whose items are printed above it
+        self._look = look_for({}, dark=True)  # a terminal's colours are unknown: the TUI's default look
         self._rows = 0  # terminal rows the drawn tail takes
         self._next_draw = 0.0  # time.monotonic() after which the tail may be drawn again
-        self._blocks = 0
+        self._printed = 0  # blocks printed so far
 
     def feed(self, chunk: str) -> None:
         self._tail += chunk
-        cut = finished_prefix(self._tail)
-        if cut:
-            block, self._tail = self._tail[:cut], self._tail[cut:]
-            self._print_block(block)
+        done, used, rest_joined = finished_blocks(self._tail, final=False, joined=self._tail_joined)
+        if done:
+            for block, joined in done:
+                self._print_block(block, joined)
+            self._tail, self._tail_joined = self._tail[used:], rest_joined
             self._draw_tail()
         elif time.monotonic() >= self._next_draw:
             self._draw_tail()
 
     def finish(self) -> None:
-        block, self._tail = self._tail, ""
         self._erase_tail()
-        self._print_block(block)
+        for block, joined in finished_blocks(self._tail, final=True, joined=self._tail_joined)[0]:
+            self._print_block(block, joined)
+        self._tail, self._tail_joined = "", False
         self._console.file.flush()
 
     def _lines(self, text: str) -> list:
-        """``text`` rendered as lines of segments, without blank lines around it."""
-        from rich.markdown import Markdown
-
-        # Model text is untrusted: no escape sequences, and links shown as text
-        # (a terminal hyperlink could hide where it goes).
-        markdown = Markdown(printable(text), hyperlinks=False)
-        lines = self._console.render_lines(markdown, self._console.options, pad=False)
-        filled = [i for i, line in enumerate(lines) if "".join(segment.text for segment in line).strip()]
-        return lines[filled[0]:filled[-1] + 1] if filled else []
+        """``text`` drawn as lines of segments (links shown with their address, no escapes)."""
+        return render_block(printable(text), self._console.width, self._look)
 
     def _write(self, lines: list, *, newline: bool) -> None:
         from rich.segment import Segment
@@ -134,7 +99,10 @@ class MarkdownPrinter:
     def _draw_tail(self) -> None:
         started = time.monotonic()
         self._erase_tail()
-        lines = self._lines(self._tail)[-max(1, self._console.size.height - 2):]  # at most a screenful
+        lines = self._lines(self._tail)
+        if lines and self._printed and not self._tail_joined:
+            lines = [[]] + lines
+        lines = lines[-max(1, self._console.size.height - 2):]  # at most a screenful
         if lines:
             self._write(lines, newline=False)
             self._rows = len(lines)
@@ -142,15 +110,15 @@ class MarkdownPrinter:
         now = time.monotonic()
         self._next_draw = now + max(self._interval, 4 * (now - started))
 
-    def _print_block(self, block: str) -> None:
+    def _print_block(self, block: str, joined: bool) -> None:
         lines = self._lines(block)
         if not lines:
             return
         self._erase_tail()
-        if self._blocks:
+        if self._printed and not joined:
             self._console.print()
         self._write(lines, newline=True)
-        self._blocks += 1
+        self._printed += 1
 
 
 class _Segments:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 
-from dsvl_tui.markdown_render import Block, DrawnMarkdown, blocks, finished_length, look_for, render_block
+from dsvl_tui.markdown_render import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
 
 LOOK = look_for({}, dark=True)
 
@@ -41,12 +41,18 @@ def test_a_table_and_an_ordered_list_keep_their_numbers():
     assert drawn == [" 4 four"]  # an item drawn on its own keeps its number
 
 
-def test_finished_length_ignores_the_line_being_written():
-    assert finished_length("para\n\nnext") == 0  # "next" may still become part of anything
-    assert finished_length("para\n\nnext\n") == len("para\n\n")
-    assert finished_length("1. a\n\n2") == 0  # on its way to "2. b", an item of the same list
-    assert finished_length("```\ncode\n\nmore\n") == 0  # an open fence is one block
-    assert finished_length("> quote\nlazy\n") == 0  # a lazy continuation line joins the quote
+def test_finished_blocks_ignore_the_line_being_written():
+    def finished(text, **kwargs):
+        return finished_blocks(text, final=False, **kwargs)
+
+    assert finished("para\n\nnext") == ([], 0, False)  # "next" may still become part of anything
+    assert finished("para\n\nnext\n") == ([("para\n\n", False)], len("para\n\n"), False)
+    assert finished("1. a\n\n2") == ([], 0, False)  # on its way to "2. b", an item of the same list
+    assert finished("1. a\n\n2. b\n") == ([("1. a\n\n", False)], len("1. a\n\n"), True)
+    assert finished("- b\n- c\n", joined=True) == ([("- b\n", True)], len("- b\n"), True)
+    assert finished("```\ncode\n\nmore\n") == ([], 0, False)  # an open fence is one block
+    assert finished("> quote\nlazy\n") == ([], 0, False)  # a lazy continuation line joins the quote
+    assert finished_blocks("a\n\n- b", final=True) == ([("a\n\n", False), ("- b", False)], 6, False)
 
 
 def test_render_block_draws_like_rich_without_blank_lines_around():

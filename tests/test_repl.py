@@ -24,7 +24,7 @@ from rich.console import Console
 
 import engine
 from dsvl_tui.options import Options
-from dsvl_tui.printers import MarkdownPrinter, finished_prefix
+from dsvl_tui.printers import MarkdownPrinter
 from dsvl_tui.repl import Repl
 from dsvl_tui.repl_input import SlashCompleter
 from dsvl_tui.text import printable
@@ -326,13 +326,20 @@ def test_completes_fixed_arguments() -> None:
 # --- rendering ----------------------------------------------------------------------------------
 
 
-def test_finished_prefix_cuts_at_blank_lines_outside_fences() -> None:
-    assert finished_prefix("para one\n\npara") == len("para one\n\n")
-    assert finished_prefix("para one\n\n") == 0  # the next block has not started
-    assert finished_prefix("- item\n\n  more of the item\n") == 0  # indented: may continue the list
-    text = "```python\nx = 1\n\ny = 2\n```\n\nafter"
-    assert finished_prefix(text) == len(text) - len("after")
-    assert finished_prefix("```\ncode\n\nstill code") == 0
+def test_markdown_printer_prints_what_the_tui_draws() -> None:
+    from dsvl_tui.markdown_render import DrawnMarkdown, look_for
+
+    text = ("Intro line.\n\n1. one\n2. two\n\n```python\nx = 1\n\ny = 2\n```\n\n- a\n\n- b\n\n"
+            "| k | v |\n|---|---|\n| 1 | 2 |\n\nThe end.")
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=50, height=40, color_system="standard")
+    printer = MarkdownPrinter(console, interval=0)
+    for start in range(0, len(text), 3):
+        printer.feed(text[start:start + 3])
+    printer.finish()
+    drawn = DrawnMarkdown(text).draw(50, look_for({}, dark=True))
+    expected = ["".join(segment.text for segment in line).rstrip() for line in drawn]
+    assert _screen(buffer.getvalue()).split("\n")[:len(expected)] == expected
 
 
 def test_markdown_printer_renders_blocks_and_keeps_escapes_out() -> None:
