@@ -322,7 +322,7 @@ class DsvlApp(App[int]):
             self.status.detail = message.text
             self.status.progress = message.done / message.total if message.total else None
 
-    def on_model_loaded(self, message: gen.ModelLoaded) -> None:
+    async def on_model_loaded(self, message: gen.ModelLoaded) -> None:
         if message.load_id != self._load_id:
             return
         self.engine, self.model_error, self.loading = message.engine, None, False
@@ -331,6 +331,9 @@ class DsvlApp(App[int]):
             pane.conversation.model = self.options.model
         self._pump()
         self.measure_context(self.active.conversation)
+        note = getattr(message.engine.info, "compile_note", None)
+        if note:
+            await self.show_notice(f"compile: not used ({note}); decoding eagerly")
 
     async def on_model_failed(self, message: gen.ModelFailed) -> None:
         if message.load_id != self._load_id:

@@ -173,7 +173,7 @@ class _Ask:
         progress = None if self.request.quiet else ProgressLines(self.note)
         try:
             return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
-                               progress=progress)
+                               progress=progress, compile=options.compile)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - any load failure is exit code 4 with one line

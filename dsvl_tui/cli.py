@@ -41,6 +41,9 @@ Device = Annotated[Optional[str], typer.Option(
 Dtype = Annotated[Optional[str], typer.Option(
     envvar="DSVL_DTYPE", show_default=False, help="auto (the default), bfloat16, float16 or float32.")]
 Revision = Annotated[Optional[str], typer.Option(show_default=False, help="Hub branch, tag or commit of the model.")]
+Compile = Annotated[bool, typer.Option(
+    "--compile", envvar="DSVL_COMPILE", help="Compile the decode step (CUDA graphs) while loading, for faster answers "
+    "on CUDA; elsewhere it decodes as usual and says why.")]
 System = Annotated[Optional[str], typer.Option(
     envvar="DSVL_SYSTEM", show_default=False, help="System prompt (default: the model's own).")]
 Temperature = Annotated[Optional[float], typer.Option(
@@ -81,7 +84,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     return Options(
         model=values.get("model") or DEFAULT_MODEL, device=values.get("device") or "auto",
         dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=values.get("system"),
-        settings=generation, theme=theme, resume=resume,
+        compile=bool(values.get("compile")), settings=generation, theme=theme, resume=resume,
     )
 
 
@@ -111,6 +114,7 @@ def chat(
     device: Device = None,
     dtype: Dtype = None,
     revision: Revision = None,
+    compile: Compile = False,
     system: System = None,
     temperature: Temperature = None,
     top_p: TopP = None,
@@ -133,7 +137,7 @@ def chat(
     values = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
         "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-        "max_new_tokens": max_new_tokens, "seed": seed,
+        "max_new_tokens": max_new_tokens, "seed": seed, "compile": compile or None,
     }
     ctx.obj = values
     if ctx.invoked_subcommand is not None:
@@ -156,6 +160,7 @@ def ask(
     device: Device = None,
     dtype: Dtype = None,
     revision: Revision = None,
+    compile: Compile = False,
     system: System = None,
     temperature: Temperature = None,
     top_p: TopP = None,
@@ -179,7 +184,7 @@ def ask(
     mine = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
         "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-        "max_new_tokens": max_new_tokens, "seed": seed,
+        "max_new_tokens": max_new_tokens, "seed": seed, "compile": compile or None,  # a flag: given before or after ask
     }
     values = {**_given(ctx.obj or {}), **_given(mine)}
     request = AskRequest(
@@ -205,6 +210,8 @@ def bench(
         show_default=False, help="Use a random 1.3B checkpoint with only N language-model layers (quick runs).")] = None,
     new_tokens: Annotated[Optional[int], typer.Option(
         show_default=False, help="Forced answer length per turn in the engine benchmark (default: 32).")] = None,
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="Our way decodes with the compiled step where it can (upstream's stays eager).")] = False,
     skip_engine: Annotated[bool, typer.Option("--skip-engine", help="Leave out the engine benchmark.")] = False,
     skip_ui: Annotated[bool, typer.Option("--skip-ui", help="Leave out the UI and start-up benchmark.")] = False,
 ) -> None:
@@ -223,6 +230,8 @@ def bench(
         from engine.bench import main as engine_bench
 
         argv = [f"--{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
+        if compile or _typed(ctx.parent, "compile"):
+            argv.append("--compile")
         code = engine_bench(argv)
     if not skip_ui:
         from .uibench import main as ui_bench

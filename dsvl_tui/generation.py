@@ -182,7 +182,7 @@ def load_model(load_id: int, model: str, options: Any, post: Post, loader: Calla
 
     try:
         loaded = (loader or engine.load)(model, device=options.device, dtype=options.dtype,
-                                          revision=options.revision, progress=progress)
+                                          revision=options.revision, progress=progress, compile=options.compile)
     except Exception as exc:  # noqa: BLE001 - offline, bad folder, out of memory, a bug: all shown in the app
         post(ModelFailed(load_id, one_line(exc)))
     else:

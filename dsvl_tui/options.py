@@ -15,6 +15,7 @@ class Options:
     device: str = "auto"
     dtype: str = "auto"
     revision: str | None = None
+    compile: bool = False  # compiled decode on CUDA (the engine falls back to eager, with a note, elsewhere)
     system: str | None = None  # None: the model's default system prompt
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     theme: str | None = None  # None: the remembered one, else the default

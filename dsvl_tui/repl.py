@@ -60,7 +60,7 @@ def default_engine_factory(options: Options) -> EngineFactory:
         import engine
 
         return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
-                           progress=progress)
+                           progress=progress, compile=options.compile)
 
     return load
 

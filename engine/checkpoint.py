@@ -36,7 +36,7 @@ _SAM_MLP = re.compile(r"^(vision_model\.vision_tower_high\.vision_tower\.blocks\
 class LoadProgress:
     """One step of loading, for a progress display."""
 
-    stage: str  # "download", "load" or "ready"
+    stage: str  # "download", "load", "compile" (warming up compiled decoding) or "ready"
     done: int = 0
     total: int | None = None
     message: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +13,7 @@ import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
-from .generate import DecodeJob, TextStream, new_cache, run_decode
+from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, new_cache, run_decode
 from .images import ImagePreprocessor, image_key, load_image
 from .model import DeepSeekVLModel, build_model
 from .prompt import ImageSlot, PromptFormat
@@ -53,6 +54,7 @@ class Engine:
         self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) -> (content key, pixels)
         self._pictures_lock = threading.Lock()  # prepare() runs on callers' threads
         self.vision_calls = 0  # images run through the vision tower (for tests and benchmarks)
+        self._static = None  # a StaticDecoder once use_static_decode() succeeded
 
     # -- input -------------------------------------------------------------
     def prepare(self, messages: Sequence[Message], *, system: str | None = None, reserve: int = 0) -> Prepared:
@@ -182,17 +184,23 @@ class Engine:
         prepared = self.prepare(messages, system=system, reserve=settings.max_new_tokens)
         fmt = self.prompt_format
         prompt_tokens = len(prepared.input_ids)
+        static = self._static
 
         def run(stream: TextStream) -> None:
             stats = stream.stats
             stats.dropped_turns = prepared.dropped_turns
             stats.prompt_tokens = prompt_tokens
             keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
-            reused, cache = self._reusable_cache(cache_key, keys)
+            if static is not None:
+                reused = static.take(self._contexts if self.prefix_cache else None, cache_key, keys)
+                steps = static
+            else:
+                reused, cache = self._reusable_cache(cache_key, keys)
+                steps = CacheSteps(self.model, cache)
             stats.reused_tokens = reused
             job = DecodeJob(
                 embeds=self._embeddings(prepared, reused),
-                cache=cache,
+                steps=steps,
                 prompt_tokens=prompt_tokens,
                 max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
                 eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
@@ -201,10 +209,53 @@ class Engine:
                 settings=settings,
             )
             fed = run_decode(self.model, job, stream, started)
+            if static is not None and static.note and self.info.compiled:
+                self.info.compiled, self.info.compile_note = False, static.note
             if self.prefix_cache:
-                stats.evicted_contexts = len(self._contexts.put(cache_key, CachedContext(keys + fed, cache)))
+                stats.evicted_contexts = len(self._contexts.put(cache_key, CachedContext(keys + fed, steps.cache)))
+                if static is not None:
+                    static.owner = cache_key
 
-        return TextStream(run, cancel, self._lock)
+        return TextStream(run, cancel, self._lock, worker=static.worker if static is not None else None)
+
+    def use_static_decode(self, *, compile_options: dict | None = None,
+                          progress: ProgressCallback | None = None) -> str | None:
+        """Decode on one static KV cache the size of the context window (see ``static_decode``).
+
+        ``load(compile=True)`` calls this with torch.compile options for
+        CUDA; with ``compile_options=None`` the same path runs eagerly (the
+        tests run it so on the CPU). Allocates the cache and warms the step
+        up now. Returns None, or why it could not be set up: the engine then
+        keeps decoding as before, and nothing is raised.
+        """
+        from .static_decode import StaticDecoder
+
+        with self._lock:
+            if self._static is not None:
+                return None
+            decoder = problem = None
+            try:
+                decoder = StaticDecoder(self.model, self.context_length, compile_options)
+                decoder.warm_up(progress)
+            except OUT_OF_MEMORY:
+                problem = f"not enough GPU memory for a static KV cache of {self.context_length} tokens"
+            except Exception as exc:  # noqa: BLE001 - a missing compiler, an unsupported op: decode eagerly
+                what = "torch.compile failed while warming up" if compile_options else "static decoding failed"
+                problem = f"{what} ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+            if problem is not None:
+                if decoder is not None:
+                    decoder.close()
+                decoder = None  # out of the except block, so no traceback keeps the static cache alive
+                if self.model.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                return problem
+            self._contexts.clear()  # stored contexts were made for the other path
+            self._static = decoder
+            # Its thread ends with the engine; not at interpreter exit, where waking a thread that ran
+            # torch code can abort the process (daemon threads are simply left blocked there).
+            weakref.finalize(self, decoder.close).atexit = False
+            self.info.compiled = decoder.compiled
+        return None
 
     def _reusable_cache(self, cache_key: str, keys: list) -> tuple[int, object]:
         """(positions reused, cache holding them) for a prompt with position ``keys``."""
@@ -225,6 +276,8 @@ class Engine:
                 self._contexts.clear()
             else:
                 self._contexts.pop(cache_key)
+            if self._static is not None and (cache_key is None or self._static.owner == cache_key):
+                self._static.owner = None
 
 
 def load(
@@ -237,8 +290,15 @@ def load(
     context_length: int = DEFAULT_CONTEXT_LENGTH,
     variant: str | None = None,
     prefix_cache: bool = True,
+    compile: bool = False,
 ) -> Engine:
-    """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``."""
+    """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``.
+
+    ``compile=True`` decodes with a torch.compile'd step on a static KV cache
+    (CUDA graphs), compiled and warmed up here. Where that cannot run (not
+    CUDA, an old GPU, no triton, a compiler error) the engine decodes
+    eagerly and ``info.compile_note`` says why; it never raises for that.
+    """
     if context_length < 16:
         raise ValueError(f"context_length must be at least 16 tokens, not {context_length}")
     started = time.perf_counter()
@@ -262,6 +322,18 @@ def load(
         dtype=str(chosen_dtype).replace("torch.", ""), parameters=net.parameter_count(),
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
     )
+    eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)
+    if compile:
+        from .static_decode import CUDA_COMPILE_OPTIONS, compile_unsupported
+
+        note = compile_unsupported(chosen_device)
+        if note is None:
+            note = eng.use_static_decode(compile_options=CUDA_COMPILE_OPTIONS, progress=progress)
+        info.compiled, info.compile_note = note is None, note
+        info.load_seconds = time.perf_counter() - started
     if progress is not None:
-        progress(LoadProgress("ready", 1, 1, f"{info.model_id} ready on {info.device} ({info.dtype})"))
-    return Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)
+        how = ""
+        if compile:
+            how = "; compiled decode" if info.compiled else f"; compile: not used ({info.compile_note}), decoding eagerly"
+        progress(LoadProgress("ready", 1, 1, f"{info.model_id} ready on {info.device} ({info.dtype}){how}"))
+    return eng

@@ -1,7 +1,8 @@
 """The decode loop and the stream a caller iterates.
 
 Generation runs in a background thread: prefill the prompt embeddings
-once, then one token per step on the KV cache. Each step checks the cancel
+once, then one token per step on the KV cache (a growing transformers cache
+here, or the static one of ``static_decode``). Each step checks the cancel
 event, so a cancel stops generation within one token and keeps what was
 produced. Sampling uses transformers' logits processors, the same ones
 upstream's ``generate`` call applies.
@@ -13,7 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -23,21 +24,45 @@ from .types import GenerationSettings, GenerationStats
 
 _DONE = object()
 # torch.OutOfMemoryError is new in torch 2.5; older releases only have the CUDA one.
-_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass
 class DecodeJob:
     """Everything one generation needs, prepared before the thread starts."""
 
-    embeds: torch.Tensor  # [1, T', D] embeddings of the prompt positions not already in ``cache``
-    cache: object  # a transformers cache holding the reused prefix (possibly empty)
+    embeds: torch.Tensor  # [1, T', D] embeddings of the prompt positions not already in the cache
+    steps: "Steps"  # runs the model on a cache holding the reused prefix (possibly empty)
     prompt_tokens: int
     max_new_tokens: int
     eos_ids: tuple[int, ...]
     stop_strings: tuple[str, ...]
     decode: Callable[[Sequence[int]], str]
     settings: GenerationSettings
+
+
+class Steps(Protocol):
+    """Runs the language model on one conversation's KV cache, each call giving the last position's logits."""
+
+    def prefill(self, embeds: torch.Tensor) -> torch.Tensor: ...  # [1, T, D] -> [1, V]
+
+    def next(self, token: int) -> torch.Tensor: ...  # one generated token fed back -> [1, V]
+
+
+class CacheSteps:
+    """Steps on a transformers cache that grows with each call (``DynamicCache``)."""
+
+    def __init__(self, model, cache):
+        self.model = model
+        self.cache = cache
+
+    def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
+        logits, self.cache = self.model.forward_embeds(embeds, self.cache, logits_to_keep=1)
+        return logits[:, -1, :]
+
+    def next(self, token: int) -> torch.Tensor:
+        ids = torch.tensor([[token]], device=self.model.device)
+        return self.prefill(self.model.language_model.get_input_embeddings()(ids))
 
 
 def _logits_processors(settings: GenerationSettings):
@@ -94,7 +119,8 @@ class TextStream:
     calling ``close()`` cancels the generation.
     """
 
-    def __init__(self, run: Callable[["TextStream"], None], cancel: threading.Event | None, lock: threading.Lock):
+    def __init__(self, run: Callable[["TextStream"], None], cancel: threading.Event | None, lock: threading.Lock,
+                 *, worker: "Worker | None" = None):
         self.stats = GenerationStats()
         self._chunks: list[str] = []
         self.token_ids: list[int] = []  # generated ids, EOS excluded
@@ -102,21 +128,33 @@ class TextStream:
         self._abort = threading.Event()  # set when the caller stops iterating early
         self._queue: queue.Queue = queue.Queue()
         self._lock = lock
-        self._thread = threading.Thread(target=self._work, args=(run,), name="dsvl-generate", daemon=True)
+        self._run = run
+        self._worker = worker  # None: a thread of its own
+        self._finished = threading.Event()
         self._started = False
 
-    def _work(self, run) -> None:
-        with self._lock:
-            try:
-                run(self)
-            except EngineError as exc:
-                self._fail(str(exc))
-            except _OUT_OF_MEMORY:
-                self._fail("out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model")
-            except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
-                self._fail(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-            finally:
-                self._queue.put(_DONE)
+    def _start(self) -> None:
+        self._started = True
+        if self._worker is not None:
+            self._worker.submit(self._work)
+        else:
+            threading.Thread(target=self._work, name="dsvl-generate", daemon=True).start()
+
+    def _work(self) -> None:
+        try:
+            with self._lock:
+                try:
+                    self._run(self)
+                except EngineError as exc:
+                    self._fail(str(exc))
+                except OUT_OF_MEMORY:
+                    self._fail("out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model")
+                except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
+                    self._fail(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+                finally:
+                    self._queue.put(_DONE)
+        finally:
+            self._finished.set()  # after the lock is released: a caller that waited may start the next one
 
     def _fail(self, message: str) -> None:
         self.stats.stop_reason = "error"
@@ -134,8 +172,7 @@ class TextStream:
 
     def __iter__(self) -> Iterator[str]:
         if not self._started:
-            self._started = True
-            self._thread.start()
+            self._start()
         try:
             while True:
                 item = self._queue.get()
@@ -144,7 +181,7 @@ class TextStream:
                 yield item
         finally:
             self._abort.set()  # a no-op if the worker already finished
-            self._thread.join()
+            self._finished.wait()
         if self.stats.stop_reason == "error":
             raise GenerationError(self.stats.error or "generation failed")
 
@@ -155,14 +192,14 @@ class TextStream:
         """Stop the generation (if running) and wait for the worker to end."""
         self._abort.set()
         if self._started:
-            self._thread.join()
+            self._finished.wait()
 
 
 def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> list[int]:
     """Prefill then decode one token at a time, streaming text into ``stream``.
 
-    Returns the generated ids that were fed back into ``job.cache`` (so the
-    cache then holds the prompt plus these).
+    Returns the generated ids that were fed back through ``job.steps`` (so
+    its cache then holds the prompt plus these).
     """
     stats = stream.stats
     stats.prompt_tokens = job.prompt_tokens
@@ -170,18 +207,17 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> lis
     decoder = IncrementalDecoder(job.decode)
     stops = StopStringFilter(job.stop_strings)
     generated = torch.empty((1, 0), dtype=torch.long, device=model.device)
-    cache = job.cache
     fed: list[int] = []
     first_token_at = None
     reason = "length"
 
     with torch.inference_mode():
-        logits, cache = model.forward_embeds(job.embeds, cache, logits_to_keep=1)
+        logits = job.steps.prefill(job.embeds)
         for _ in range(job.max_new_tokens):
             if stream.cancelled():
                 reason = "cancelled"
                 break
-            token = sampler(logits[:, -1, :].float(), generated)
+            token = sampler(logits.float(), generated)
             if first_token_at is None:
                 first_token_at = time.perf_counter()
                 stats.time_to_first_token = first_token_at - started
@@ -197,8 +233,7 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> lis
                 break
             if stats.new_tokens == job.max_new_tokens:
                 break
-            embeds = model.language_model.get_input_embeddings()(generated[:, -1:])
-            logits, cache = model.forward_embeds(embeds, cache, logits_to_keep=1)
+            logits = job.steps.next(token)
             fed.append(token)
     if reason != "stop_string":
         stream.emit(stops.push(decoder.flush()))
@@ -211,6 +246,56 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> lis
         stats.tokens_per_second = (stats.new_tokens - 1) / max(ended - first_token_at, 1e-9)
     stats.stop_reason = reason
     return fed
+
+
+class Worker:
+    """One long-lived thread that runs the calls given to it, in order.
+
+    For the compiled decode step: torch keeps recorded CUDA graphs per
+    thread, so its warm-up and every generation must run on the same
+    thread, or each turn would record them again (and hold more memory).
+    """
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            try:
+                call()
+            except BaseException:  # noqa: BLE001 - calls report their own errors; the thread must outlive them
+                pass
+            # Else the last call (a stream, and through it the engine) stays referenced while the thread waits.
+            del call
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self._calls.put(call)
+
+    def call(self, function: Callable[[], object]) -> object:
+        """Run ``function`` on the thread and return its result (or raise its exception) here."""
+        done = threading.Event()
+        outcome: list = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, function()))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        self.submit(run)
+        done.wait()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """End the thread once the calls already given have run."""
+        self._calls.put(None)
 
 
 def new_cache(model):

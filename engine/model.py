@@ -20,6 +20,8 @@ from .vision import build_aligner, build_vision
 
 # transformers 5 renamed ``past_key_values`` to ``cache`` in forward().
 _CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+# transformers 4 writes a static cache at ``cache_position``; 5 dropped the argument (the cache counts itself).
+_TAKES_CACHE_POSITION = "cache_position" in inspect.signature(LlamaForCausalLM.forward).parameters
 
 
 def llama_config(language: dict, dtype: torch.dtype) -> LlamaConfig:
@@ -67,9 +69,18 @@ class DeepSeekVLModel(nn.Module):
             embeds[mask] = image_embeds.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
         return embeds.unsqueeze(0)
 
-    def forward_embeds(self, embeds: torch.Tensor, cache=None, logits_to_keep: int = 0):
-        """Run the language model on [1, T, D] embeddings; returns (logits [1, T', V], cache)."""
+    def forward_embeds(self, embeds: torch.Tensor, cache=None, logits_to_keep: int = 0,
+                       positions: torch.Tensor | None = None):
+        """Run the language model on [1, T, D] embeddings; returns (logits [1, T', V], cache).
+
+        ``positions`` ([1, T] absolute positions) is for a static cache, whose
+        length is not its size; a growing cache counts positions itself.
+        """
         kwargs = {_CACHE_KWARG: cache, "use_cache": cache is not None, "logits_to_keep": logits_to_keep}
+        if positions is not None:
+            kwargs["position_ids"] = positions
+            if _TAKES_CACHE_POSITION:
+                kwargs["cache_position"] = positions[0]
         out = self.language_model(inputs_embeds=embeds, **kwargs)
         return out.logits, cache
 

@@ -57,7 +57,7 @@ def crop_cache(cache: Any, keep: int) -> None:
 @dataclass
 class CachedContext:
     keys: list[PositionKey]  # what the cache holds, position by position
-    cache: Any  # a transformers DynamicCache
+    cache: Any  # a transformers DynamicCache, or the static cache while this conversation is resident there
 
     def nbytes(self) -> int:
         total = 0
@@ -81,6 +81,10 @@ class LruStore:
             return None
         self._items.move_to_end(key)
         return self._items[key]
+
+    def peek(self, key: Hashable) -> Any:
+        """Like ``get``, but leaves the order alone."""
+        return self._items.get(key)
 
     def pop(self, key: Hashable) -> Any:
         return self._items.pop(key, None)

@@ -97,6 +97,8 @@ class EngineInfo:
     context_length: int
     path: str = ""
     load_seconds: float = 0.0
+    compiled: bool = False  # decoding runs a torch.compile'd step (CUDA graphs) on a static KV cache
+    compile_note: str | None = None  # why not, when compile was asked for: "needs CUDA", ...
 
 
 @dataclass

@@ -83,7 +83,7 @@ def runs(world):
         "text": dict(args=(*model, "--max-new-tokens", "12", "--transcript", "new.json", "-"),
                      stdin="A question\nover two lines\n"),
         "json": dict(args=(*model, "--max-new-tokens", "5", "--temperature", "0", "--json", "--image",
-                           str(world.image), "What is this?")),
+                           str(world.image), "--compile", "What is this?")),
         "continue": dict(args=("--max-new-tokens", "6", "--transcript", str(world.continued), "And then?")),
         "missing_model": dict(args=("--model", str(world.folder / "no-such-model"), "hi")),
         # Failing before the model loads: quick.
@@ -138,6 +138,7 @@ def test_json_with_an_image(runs, world) -> None:
     assert document["settings"]["top_p"] == 0.95  # defaults filled in
     assert document["stopped"] is False and document["error"] is None
     assert document["images"] == [str(world.image)]
+    assert "compile: not used (needs CUDA), decoding eagerly" in done.stderr  # on the CPU it says so and answers
     # The image took its slots in the prompt.
     text_only = engine.load(str(world.checkpoint)).prepare([engine.Message("user", "What is this?")])
     assert document["stats"]["prompt_tokens"] > len(text_only.input_ids)

@@ -138,7 +138,7 @@ def started(monkeypatch: pytest.MonkeyPatch):
     calls: list[tuple[str, object]] = []
     monkeypatch.setattr(dsvl_tui.repl, "run_repl", lambda options: calls.append(("repl", options)) or 0)
     monkeypatch.setattr(dsvl_tui.ask, "run_ask", lambda request: calls.append(("ask", request)) or 0)
-    for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE", "DSVL_SYSTEM", "DSVL_THEME"):
+    for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE", "DSVL_SYSTEM", "DSVL_THEME", "DSVL_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     return calls
 
@@ -177,6 +177,20 @@ def test_ask_options_override_the_ones_before_it(started) -> None:
     assert (request.options.settings.max_new_tokens, request.options.settings.temperature) == (7, 0)
     assert request.options.system == "Be brief." and request.system_given and not request.model_given
     assert request.settings_given == {"max_new_tokens": 7, "temperature": 0}
+
+
+@pytest.mark.parametrize("argv", [["--compile", "ask", "q"], ["ask", "--compile", "q"], ["--compile", "--plain"]])
+def test_compile_reaches_the_options_before_or_after_ask(started, argv) -> None:
+    assert runner.invoke(app, argv).exit_code == 0
+    (kind, given), = started
+    assert getattr(given, "options", given).compile
+
+
+def test_compile_is_off_unless_asked_for(started) -> None:
+    assert runner.invoke(app, ["ask", "q"]).exit_code == 0
+    assert runner.invoke(app, ["--plain"], env={"DSVL_COMPILE": "1"}).exit_code == 0
+    (_, request), (_, options) = started
+    assert not request.options.compile and options.compile
 
 
 @pytest.mark.parametrize(("plain", "tty", "term", "expected"), [

@@ -166,6 +166,19 @@ async def test_escape_stops_the_real_answer_and_keeps_what_was_produced(tiny):
 
 
 @run_async
+async def test_compile_where_it_cannot_run_is_a_notice_and_the_app_answers(tiny):
+    app = real_app(tiny, compile=True)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await wait_for(pilot, lambda: notices(app))
+        assert notices(app) == ["compile: not used (needs CUDA); decoding eagerly"]
+        assert notices(app, error=True) == []
+        await type_line(pilot, "hello?")
+        await answered(pilot)
+        assert answers(app.active)[0].text
+
+
+@run_async
 async def test_failed_load_shows_the_error_and_the_app_stays_usable(tiny, tmp_path):
     app = real_app(tmp_path / "no-such-model")
     async with app.run_test() as pilot:

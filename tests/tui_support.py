@@ -104,7 +104,7 @@ class _Counting:
 def scripted_loader(backend, *, delay: float = 0.0, gate: threading.Event | None = None, error=None):
     """A stand-in for ``engine.load`` returning ``backend`` (after ``gate`` is set, if given)."""
 
-    def load(model, *, device="auto", dtype="auto", revision=None, progress=None):
+    def load(model, *, device="auto", dtype="auto", revision=None, progress=None, compile=False):
         if progress is not None:
             progress(SimpleNamespace(stage="download", done=50, total=100, message="downloading 50%"))
         if gate is not None:

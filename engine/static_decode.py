@@ -1,0 +1,224 @@
+"""Decoding on one static KV cache, the decode step optionally compiled (CUDA graphs).
+
+``engine.load(..., compile=True)`` sets this up on CUDA. CUDA graphs replay
+fixed kernels on fixed addresses, so everything the decode step touches
+must keep its shape and place from one token to the next: a transformers
+``StaticCache`` sized to the context window holds the keys and values, and
+the token and its position go in as [1, 1] tensors refilled in place. The
+step is compiled and warmed up once, while the model loads; turns, panes
+and prompts of any length then replay the same graphs. Prefill stays eager
+(its length changes every turn) and writes into the same cache at the
+positions after the reused prefix.
+
+How this meets prefix reuse (``reuse.py``): there is ONE static cache, not
+one per conversation, because each is as large as the whole context window
+(0.8 GB for the 1.3B model at 4096 tokens, 2 GB for the 7B) and mostly
+empty. The conversation that generated last stays *resident*: its stored
+context points at the static cache itself, so its next turn copies
+nothing. Before another conversation uses the cache, the resident one is
+copied out into a compact ``DynamicCache`` cropped to its length (what the
+eager path stores anyway), and the newcomer's reusable prefix is copied in.
+Memory is therefore bounded by one static cache plus at most
+``MAX_CACHED_CONTEXTS - 1`` compact contexts, and a pane switch costs at
+most two device-to-device copies of one context (out, then in).
+
+With ``compile_options=None`` the same path runs eagerly, which is how the
+tests check it on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+
+from .checkpoint import LoadProgress, ProgressCallback
+from .generate import OUT_OF_MEMORY, Worker, new_cache
+from .reuse import LruStore, PositionKey, common_prefix
+
+# torch.compile options for CUDA: CUDA graphs (reduce-overhead) need the whole step in one graph.
+CUDA_COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": True}
+# The first call compiles, the second records the CUDA graphs, the third replays them.
+WARM_UP_STEPS = 3
+
+
+def compile_unsupported(device: torch.device) -> str | None:
+    """Why the compiled decode step cannot run on ``device`` (None: it can be tried)."""
+    if device.type != "cuda":
+        return "needs CUDA"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 7:  # triton, which torch.compile generates GPU code with, needs Volta or newer
+        return f"needs a GPU of compute capability 7.0 or newer, this one has {major}.{minor}"
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python or platform"
+    if importlib.util.find_spec("triton") is None:
+        return "needs triton, which this torch install lacks"
+    return None
+
+
+def decode_one_token(model, cache, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """token, position: [1, 1] -> logits [1, V] of that position, its keys and values written into ``cache``."""
+    embeds = model.language_model.get_input_embeddings()(token)
+    logits, _ = model.forward_embeds(embeds, cache, logits_to_keep=1, positions=position)
+    return logits[:, -1, :]
+
+
+class StaticDecoder:
+    """The static KV cache, the decode step on it, and which conversation it holds.
+
+    It implements ``generate.Steps`` for the conversation set up by ``take``.
+    Every call runs on ``worker`` (see ``generate.Worker`` for why).
+    """
+
+    def __init__(self, model, max_len: int, compile_options: dict[str, Any] | None = None):
+        from transformers import StaticCache
+
+        self.model = model
+        self.max_len = max_len
+        self.cache = StaticCache(config=model.language_model.config, max_cache_len=max_len)
+        self.length = 0  # positions of the cache in use
+        self.owner: str | None = None  # the conversation whose stored context is this cache
+        self.compiled = compile_options is not None
+        self.note: str | None = None  # why compiled decoding was dropped after load, if it was
+        self._cuda_graphs = self.compiled and compile_options.get("mode") == "reduce-overhead"
+        self._step = torch.compile(decode_one_token, **compile_options) if self.compiled else decode_one_token
+        device = model.device
+        # Fixed places for the step's inputs: refilled in place, so CUDA graphs read them where they were recorded.
+        self._token = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self._position = torch.zeros((1, 1), dtype=torch.long, device=device)
+        if self.compiled:
+            torch._dynamo.mark_static_address(self._token)
+            torch._dynamo.mark_static_address(self._position)
+        self.worker = Worker("dsvl-decode")
+
+    # -- set-up ----------------------------------------------------------------
+    def warm_up(self, progress: ProgressCallback | None = None) -> None:
+        """Allocate the cache and (if compiled) compile and record the step; on the worker thread."""
+
+        def run() -> None:
+            what = ("compiling the decode step (CUDA graphs; longest the first time)" if self.compiled
+                    else "allocating the static KV cache")
+            with torch.inference_mode():
+                self._set_length(0)
+                # One prefilled position allocates every layer's static tensors (transformers does it on first use).
+                start = torch.zeros((1, 1), dtype=torch.long, device=self.model.device)
+                self.prefill(self.model.language_model.get_input_embeddings()(start))
+                for done in range(WARM_UP_STEPS):
+                    if progress is not None:
+                        progress(LoadProgress("compile", done, WARM_UP_STEPS, what))
+                    self.next(0, fall_back=False)  # a failure here means no compiled decoding at all
+                self._set_length(0)
+            if progress is not None:
+                progress(LoadProgress("compile", WARM_UP_STEPS, WARM_UP_STEPS, what))
+
+        self.worker.call(run)
+
+    def close(self) -> None:
+        self.worker.stop()
+
+    def nbytes(self) -> int:
+        """Memory the static cache takes (allocated during warm-up)."""
+        return sum(t.numel() * t.element_size() for layer in self.cache.layers
+                   for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
+
+    # -- which conversation the cache holds ------------------------------------
+    @torch.inference_mode()  # the cache's tensors are inference tensors: only touched in that mode
+    def take(self, contexts: LruStore | None, cache_key: str, keys: list[PositionKey]) -> int:
+        """Fill the cache with the longest reusable prefix of ``cache_key``'s stored context; returns its length.
+
+        ``contexts`` is the engine's store of conversations (None: no reuse).
+        ``cache_key``'s entry is taken out of it (the engine puts it back
+        when the generation succeeds, so a failed one leaves nothing stale).
+        """
+        resident, self.owner = self.owner, None  # from here on the cache is being rewritten
+        if contexts is None:
+            self._set_length(0)
+            return 0
+        cached = contexts.pop(cache_key)
+        reused = 0
+        if cached is not None:
+            # At least the last prompt position is always run, to get its logits.
+            reused = min(common_prefix(cached.keys, keys), len(keys) - 1)
+        if not (cached is not None and cached.cache is self.cache):
+            # Another conversation is resident: move it out, compactly, before overwriting.
+            other = contexts.peek(resident) if resident is not None else None
+            if other is not None and other.cache is self.cache:
+                other.cache = self._copy_out(len(other.keys))
+            if reused > 0:
+                self._copy_in(cached.cache, reused)
+        self._set_length(reused)
+        return reused
+
+    def _copy_out(self, length: int):
+        """A ``DynamicCache`` holding the first ``length`` positions (copies, never views of the static cache)."""
+        out = new_cache(self.model)
+        for index, layer in enumerate(self.cache.layers):
+            out.update(layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone(), index)
+        return out
+
+    def _copy_in(self, stored, length: int) -> None:
+        for layer, source in zip(self.cache.layers, stored.layers):
+            layer.keys[:, :, :length].copy_(source.keys[:, :, :length])
+            layer.values[:, :, :length].copy_(source.values[:, :, :length])
+
+    def _set_length(self, length: int) -> None:
+        self.length = length
+        # transformers 5 static layers write at their own counter (a tensor, so the step never recompiles);
+        # transformers 4 ones write at the ``cache_position`` the model is given instead.
+        for layer in self.cache.layers:
+            counter = getattr(layer, "cumulative_length", None)
+            if isinstance(counter, torch.Tensor):
+                counter.fill_(length)
+
+    # -- generate.Steps ---------------------------------------------------------
+    def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
+        """[1, T, D] embeddings of the positions after ``length`` -> logits [1, V] of the last one (eager)."""
+        count = embeds.shape[1]
+        self._check_room(count)
+        positions = torch.arange(self.length, self.length + count, device=embeds.device).unsqueeze(0)
+        logits, _ = self.model.forward_embeds(embeds, self.cache, logits_to_keep=1, positions=positions)
+        self.length += count
+        return logits[:, -1, :]
+
+    def next(self, token: int, *, fall_back: bool = True) -> torch.Tensor:
+        """Feed ``token`` at the next position -> its logits [1, V].
+
+        If the compiled step fails (and ``fall_back``), this step and all
+        later ones run eagerly and ``note`` says why.
+        """
+        self._check_room(1)
+        self._token.fill_(token)
+        self._position.fill_(self.length)
+        if not self.compiled:
+            logits = self._step(self.model, self.cache, self._token, self._position)
+        else:
+            try:
+                logits = self._compiled_step()
+            except OUT_OF_MEMORY:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a compiler failure must not end the conversation
+                if not fall_back:
+                    raise
+                self._step, self.compiled, self._cuda_graphs = decode_one_token, False, False
+                self.note = f"torch.compile failed while decoding ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+                # Counters a half-run step moved go back; the position it wrote is written again.
+                self._set_length(self.length)
+                logits = self._step(self.model, self.cache, self._token, self._position)
+        self.length += 1
+        return logits
+
+    def _compiled_step(self) -> torch.Tensor:
+        if self._cuda_graphs:
+            # Tells CUDA graphs the previous step's outputs are dead, so their memory is reused.
+            torch.compiler.cudagraph_mark_step_begin()
+        logits = self._step(self.model, self.cache, self._token, self._position)
+        # A CUDA graph's output buffer is overwritten by its next replay: hand out a copy.
+        return logits.clone() if self._cuda_graphs else logits
+
+    def _check_room(self, count: int) -> None:
+        # The engine caps answers to the context window, so this is an internal error if it ever fires.
+        if self.length + count > self.max_len:
+            raise RuntimeError(f"static KV cache overflow: {self.length} + {count} positions > {self.max_len}")
