@@ -25,7 +25,7 @@ from typing import Mapping, NamedTuple
 
 from markdown_it import MarkdownIt
 from rich.console import Console
-from rich.markdown import Heading, Markdown
+from rich.markdown import CodeBlock, Heading, Markdown
 from rich.segment import Segment
 from rich.theme import Theme
 
@@ -96,11 +96,35 @@ class _LeftHeading(Heading):
     LEVEL_ALIGN = {tag: "left" for tag in ("h1", "h2", "h3", "h4", "h5", "h6")}
 
 
+@lru_cache(maxsize=1)
+def _builtin_lexer_names() -> frozenset[str]:
+    from pygments.lexers import get_all_lexers
+
+    return frozenset(alias for _, aliases, _, _ in get_all_lexers(plugins=False) for alias in aliases)
+
+
+class _CodeBlock(CodeBlock):
+    """Code highlighted by pygments' own lexers; other names are shown as plain text.
+
+    A fence streams in one letter at a time (```` ```t ````, ```` ```ty ````, ...):
+    pygments looks a name it does not know up among installed plugins, which
+    loads every package's entry points (and, here, IPython's) for each one:
+    hundreds of milliseconds in the middle of an answer.
+    """
+
+    @classmethod
+    def create(cls, markdown: Markdown, token) -> CodeBlock:
+        block = super().create(markdown, token)
+        if block.lexer_name.lower() not in _builtin_lexer_names():
+            block.lexer_name = "text"
+        return block
+
+
 class AnswerMarkdown(Markdown):
     """rich's Markdown with the app's headings; model text is shown, never obeyed
     (links are shown with their address: a terminal hyperlink could hide where it goes)."""
 
-    elements = {**Markdown.elements, "heading_open": _LeftHeading}
+    elements = {**Markdown.elements, "heading_open": _LeftHeading, "fence": _CodeBlock, "code_block": _CodeBlock}
 
     def __init__(self, text: str, *, code_theme: str) -> None:
         super().__init__(printable(text), code_theme=code_theme, hyperlinks=False)

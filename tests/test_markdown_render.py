@@ -172,3 +172,18 @@ def test_streaming_parses_only_the_text_after_the_last_finished_block(monkeypatc
     # Parsing the whole text each time would make the 60th block ~60 times dearer than the first.
     assert per_block[-1] < 1.5 * per_block[1], per_block
     assert drawn.drawn_length == len(drawn.source)
+
+
+def test_a_language_name_being_typed_never_searches_plugin_lexers(monkeypatch):
+    import pygments.lexers
+    import pygments.plugin
+
+    searched = []
+    monkeypatch.setattr(pygments.plugin, "find_plugin_lexers", lambda: searched.append(1) or iter(()))
+    monkeypatch.setattr(pygments.lexers, "find_plugin_lexers", lambda: searched.append(1) or iter(()))
+    for end in range(4, len("```typescript") + 1):  # "```t", "```ty", ... as the fence streams in
+        render_block("```typescript"[:end] + "\nconst x = 1;", 40, LOOK)
+    render_block("```nosuchlanguage\nx = 1\n```", 40, LOOK)
+    assert searched == []
+    highlighted = render_block("```TypeScript\nconst x = 1;\n```", 40, LOOK)[1]
+    assert len({segment.style.color for segment in highlighted if segment.text.strip()}) > 1
