@@ -18,7 +18,9 @@ parses, so the cut and the rendering agree.
 
 from __future__ import annotations
 
+import bisect
 import io
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping, NamedTuple
@@ -216,18 +218,28 @@ class DrawnMarkdown:
     ``append`` and ``finish`` only record; ``draw(width, look)`` brings the
     lines up to date (the caller does it once per frame, however many
     chunks came in between). Drawing a text in pieces gives exactly the
-    lines drawing it whole does.
+    lines drawing it whole does. Only the lines of the last ``KEEP_DRAWN``
+    finished blocks used are kept (a long answer, or a long chat of them,
+    would otherwise hold every line it ever drew, and every full garbage
+    collection would walk them); others are drawn again when asked for,
+    which only scrolling back does.
     """
+
+    KEEP_DRAWN = 64
 
     def __init__(self, source: str = "") -> None:
         self.source = source
         self.final = True  # a text given whole is finished; ``append`` says more may follow
-        self._frozen_end = 0  # source[:_frozen_end] is in _frozen_blocks
-        self._frozen_blocks: list[tuple[str, bool]] = []  # (source, joined to the one before)
+        self._frozen_end = 0  # source[:_frozen_end] is in _blocks
+        self._blocks: list[tuple[str, bool]] = []  # finished blocks: (source, joined to the one before)
+        self._tops: list[int] = []  # the line each finished block starts at (its blank line above included)
+        self._gaps: list[bool] = []  # whether it has that blank line above
+        self._finished_lines = 0
+        self._kept: OrderedDict[int, list[list[Segment]]] = OrderedDict()  # block index -> its lines
         self._tail_joined = False  # the last block continues a list whose items are above it
-        self._frozen: list[list[Segment]] = []
         self._tail: list[list[Segment]] = []
-        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of _frozen
+        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of the lines
+        self._look: MarkdownLook | None = None
         self._dirty = True
         self.drawn_length = 0
         """How much of ``source`` the lines show."""
@@ -242,36 +254,64 @@ class DrawnMarkdown:
             self.final, self._dirty = True, True
 
     @property
-    def lines(self) -> list[list[Segment]]:
-        """The lines as last drawn."""
-        return self._frozen + self._tail
+    def line_count(self) -> int:
+        return self._finished_lines + len(self._tail)
 
-    def draw(self, width: int, look: MarkdownLook) -> list[list[Segment]]:
-        """Bring the lines up to date for ``width`` and ``look``: new finished blocks and the last one."""
+    def line(self, y: int) -> list[Segment]:
+        """Line ``y`` as last drawn (no line: empty)."""
+        if y >= self._finished_lines:
+            y -= self._finished_lines
+            return self._tail[y] if 0 <= y < len(self._tail) else []
+        index = bisect.bisect_right(self._tops, y) - 1
+        return self._block_lines(index)[y - self._tops[index]] if index >= 0 else []
+
+    def lines(self) -> list[list[Segment]]:
+        """Every line as last drawn."""
+        return [self.line(y) for y in range(self.line_count)]
+
+    def draw(self, width: int, look: MarkdownLook) -> int:
+        """Bring the lines up to date for ``width`` and ``look``; returns how many there are."""
         if self._drawn_for != (width, look.key):
-            self._frozen = []
-            for block, joined in self._frozen_blocks:
-                self._add_frozen(block, joined, width, look)
-            self._drawn_for, self._dirty = (width, look.key), True
+            self._drawn_for, self._look, self._dirty = (width, look.key), look, True
+            blocks_so_far = self._blocks
+            self._blocks, self._tops, self._gaps, self._finished_lines = [], [], [], 0
+            self._kept.clear()
+            for block, joined in blocks_so_far:  # heights change with the width: measure them all again
+                self._add_finished(block, joined)
         if not self._dirty:
-            return self.lines
+            return self.line_count
         tail = self.source[self._frozen_end:]
         done, used, rest_joined = finished_blocks(tail, final=self.final, joined=self._tail_joined)
         for block, joined in done:
-            self._frozen_blocks.append((block, joined))
-            self._add_frozen(block, joined, width, look)
+            self._add_finished(block, joined)
         if done:
             self._frozen_end += used
             self._tail_joined = rest_joined
             tail = tail[used:]
         self._tail = render_block(tail, width, look) if tail.strip() else []
-        if self._tail and self._frozen and not self._tail_joined:
+        if self._tail and self._finished_lines and not self._tail_joined:
             self._tail = [[]] + self._tail
         self._dirty = False
         self.drawn_length = len(self.source)
-        return self.lines
+        return self.line_count
 
-    def _add_frozen(self, block: str, joined: bool, width: int, look: MarkdownLook) -> None:
-        lines = render_block(block, width, look)
-        if lines:
-            self._frozen.extend(([[]] if self._frozen and not joined else []) + lines)
+    def _add_finished(self, block: str, joined: bool) -> None:
+        index = len(self._blocks)
+        self._blocks.append((block, joined))
+        self._tops.append(self._finished_lines)
+        self._gaps.append(bool(self._finished_lines) and not joined)
+        lines = self._block_lines(index)
+        self._finished_lines += len(lines)
+
+    def _block_lines(self, index: int) -> list[list[Segment]]:
+        lines = self._kept.get(index)
+        if lines is None:
+            assert self._drawn_for is not None and self._look is not None
+            drawn = render_block(self._blocks[index][0], self._drawn_for[0], self._look)
+            lines = ([[]] if drawn and self._gaps[index] else []) + drawn
+            self._kept[index] = lines
+            if len(self._kept) > self.KEEP_DRAWN:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(index)
+        return lines

@@ -97,6 +97,12 @@ ANSWER = (
 )
 
 
+def whole(text: str, width: int) -> list[str]:
+    drawn = DrawnMarkdown(text)
+    drawn.draw(width, LOOK)
+    return text_of(drawn.lines())
+
+
 def drawn_in_pieces(text: str, cuts: list[int], draw_after: set[int], width: int) -> list[str]:
     drawn = DrawnMarkdown()
     previous = 0
@@ -106,14 +112,15 @@ def drawn_in_pieces(text: str, cuts: list[int], draw_after: set[int], width: int
         if index in draw_after:
             drawn.draw(width, LOOK)
     drawn.finish()
-    return text_of(drawn.draw(width, LOOK))
+    drawn.draw(width, LOOK)
+    return text_of(drawn.lines())
 
 
 def test_streamed_equals_whole_for_every_single_cut_point():
-    whole = text_of(DrawnMarkdown(ANSWER).draw(60, LOOK))
-    assert "The end." in whole[-1]
+    expected = whole(ANSWER, 60)
+    assert "The end." in expected[-1]
     for cut in range(1, len(ANSWER)):
-        assert drawn_in_pieces(ANSWER, [cut], {0}, 60) == whole, cut
+        assert drawn_in_pieces(ANSWER, [cut], {0}, 60) == expected, cut
 
 
 def test_streamed_token_by_token_with_a_drawing_after_each_equals_whole():
@@ -122,8 +129,7 @@ def test_streamed_token_by_token_with_a_drawing_after_each_equals_whole():
     while position < len(ANSWER):
         position += rng.randint(1, 5)
         cuts.append(min(position, len(ANSWER)))
-    whole = text_of(DrawnMarkdown(ANSWER).draw(50, LOOK))
-    assert drawn_in_pieces(ANSWER, cuts, set(range(len(cuts))), 50) == whole
+    assert drawn_in_pieces(ANSWER, cuts, set(range(len(cuts))), 50) == whole(ANSWER, 50)
 
 
 _FRAGMENTS = st.sampled_from([
@@ -138,15 +144,32 @@ def test_any_text_in_any_pieces_draws_as_whole(fragments, data):
     text = "".join(fragments)
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=8))
     draw_after = set(data.draw(st.lists(st.integers(0, 8), max_size=8)))
-    assert drawn_in_pieces(text, cuts, draw_after, 40) == text_of(DrawnMarkdown(text).draw(40, LOOK))
+    assert drawn_in_pieces(text, cuts, draw_after, 40) == whole(text, 40)
 
 
 def test_a_new_width_redraws_everything():
     drawn = DrawnMarkdown(ANSWER)
-    narrow = text_of(drawn.draw(30, LOOK))
-    wide = text_of(drawn.draw(80, LOOK))
+    drawn.draw(30, LOOK)
+    narrow = text_of(drawn.lines())
+    drawn.draw(80, LOOK)
+    wide = text_of(drawn.lines())
     assert max(map(len, narrow)) <= 30 < max(map(len, wide))
-    assert text_of(drawn.draw(30, LOOK)) == narrow
+    assert drawn.draw(30, LOOK) == len(narrow) and text_of(drawn.lines()) == narrow
+
+
+def test_only_recently_used_blocks_keep_their_lines(monkeypatch):
+    text = "".join(f"Paragraph {n} with a few words in it.\n\n- item {n}\n- another\n\n" for n in range(40))
+    expected = whole(text, 40)
+    monkeypatch.setattr(DrawnMarkdown, "KEEP_DRAWN", 3)
+    drawn = DrawnMarkdown()
+    for start in range(0, len(text), 7):
+        drawn.append(text[start:start + 7])
+        drawn.draw(40, LOOK)
+    drawn.finish()
+    drawn.draw(40, LOOK)
+    assert len(drawn._kept) <= 3
+    assert text_of(drawn.lines()) == expected  # blocks dropped are drawn again, the same
+    assert text_of([drawn.line(y) for y in reversed(range(drawn.line_count))]) == expected[::-1]
 
 
 def test_streaming_parses_only_the_text_after_the_last_finished_block(monkeypatch):

@@ -337,8 +337,9 @@ def test_markdown_printer_prints_what_the_tui_draws() -> None:
     for start in range(0, len(text), 3):
         printer.feed(text[start:start + 3])
     printer.finish()
-    drawn = DrawnMarkdown(text).draw(50, look_for({}, dark=True))
-    expected = ["".join(segment.text for segment in line).rstrip() for line in drawn]
+    drawn = DrawnMarkdown(text)
+    drawn.draw(50, look_for({}, dark=True))
+    expected = ["".join(segment.text for segment in line).rstrip() for line in drawn.lines()]
     assert _screen(buffer.getvalue()).split("\n")[:len(expected)] == expected
 
 

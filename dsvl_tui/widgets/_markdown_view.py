@@ -72,9 +72,9 @@ class MarkdownView(Widget):
         return self._look_now
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self._drawn.draw(width, self._look()))
+        return self._drawn.draw(width, self._look())
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        lines = self._drawn.draw(width, self._look())
-        return Strip(lines[y] if y < len(lines) else []).crop_extend(0, width, None).apply_style(self.rich_style)
+        self._drawn.draw(width, self._look())
+        return Strip(self._drawn.line(y)).crop_extend(0, width, None).apply_style(self.rich_style)
