@@ -142,12 +142,12 @@ class MarkdownLook:
 
 
 def _colour(variables: Mapping[str, str], name: str, fallback: str) -> str:
-    from textual.color import Color
+    from textual.color import Color, ColorParseError
 
     value = variables.get(name, fallback)
     try:
         colour = Color.parse(value)
-    except Exception:
+    except ColorParseError:  # "auto 60%" and the like: not a colour on its own
         return fallback
     if colour.a < 1:  # rich has no alpha: blend over the background, as the screen would
         colour = Color.parse(variables.get("background", "#000000")).blend(colour.with_alpha(1), colour.a)
