@@ -13,7 +13,8 @@ import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
-from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, new_cache, run_decode
+from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
+from .kv_cache import new_cache
 from .images import ImagePreprocessor, image_key, load_image
 from .model import DeepSeekVLModel, build_model
 from .prompt import ImageSlot, PromptFormat

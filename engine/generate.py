@@ -296,12 +296,3 @@ class Worker:
     def stop(self) -> None:
         """End the thread once the calls already given have run."""
         self._calls.put(None)
-
-
-def new_cache(model):
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.language_model.config)
-    except TypeError:  # older transformers take no config
-        return DynamicCache()

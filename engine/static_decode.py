@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
-from .generate import OUT_OF_MEMORY, Worker, new_cache
+from .generate import OUT_OF_MEMORY, Worker
+from .kv_cache import new_cache
 from .reuse import LruStore, PositionKey, common_prefix
 
 # torch.compile options for CUDA: CUDA graphs (reduce-overhead) need the whole step in one graph.
