@@ -90,7 +90,7 @@ async def test_streamed_answer_is_drawn_as_the_whole_text_and_cheaply(monkeypatc
         for token in tokens:
             await widget.write(token)
             written += 1
-            if written % 7 == 0:
+            if written % 40 == 0:
                 await pilot.pause()  # a frame: the view draws what came since the last one
         streaming = list(parsed)
         await widget.finish(GenerationStats(new_tokens=len(tokens)))
