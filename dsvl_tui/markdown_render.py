@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +33,9 @@ from rich.segment import Segment
 from rich.theme import Theme
 
 from .text import printable
+
+
+_NEWLINE = re.compile("\n")
 
 
 @lru_cache(maxsize=1)
@@ -50,10 +54,7 @@ class Block(NamedTuple):
 def blocks(text: str) -> list[Block]:
     """The units ``text`` is drawn in: its top-level blocks, with each list cut into its items
     (an answer that is one long list would otherwise be redrawn whole for every token)."""
-    line_offsets = [0]
-    for index, char in enumerate(text):
-        if char == "\n":
-            line_offsets.append(index + 1)
+    line_offsets = [0] + [match.end() for match in _NEWLINE.finditer(text)]
     found: list[Block] = []
     first_item = False
     for token in _parser().parse(text):
