@@ -83,7 +83,7 @@ class MarkdownPrinter:
 
     def _lines(self, text: str) -> list:
         """``text`` drawn as lines of segments (links shown with their address, no escapes)."""
-        return render_block(printable(text), self._console.width, self._look)
+        return render_block(text, self._console.width, self._look)
 
     def _write(self, lines: list, *, newline: bool) -> None:
         from rich.segment import Segment

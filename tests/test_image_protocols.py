@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.geometry import Region
 
 from dsvl_tui import app as app_module
@@ -29,19 +29,11 @@ from dsvl_tui.options import Options
 from dsvl_tui.widgets import ImagePreview
 from dsvl_tui.widgets._image_preview import picture_for_cells
 
-from tui_support import run_async
+from tui_support import Host, run_async
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "\U0010eeee"
 
-
-class Host(App):
-    def __init__(self, widget) -> None:
-        super().__init__()
-        self.widget = widget
-
-    def compose(self) -> ComposeResult:
-        yield self.widget
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from textual.app import App, ComposeResult
 
 import themes
 from dsvl_tui import config
@@ -24,7 +23,7 @@ from dsvl_tui.widgets import AssistantMessage, ImagePreview, PromptInput, Status
 from dsvl_tui.widgets._image_preview import half_block_rows
 from engine.types import GenerationStats
 
-from tui_support import run_async, screen_text
+from tui_support import Host, run_async, screen_text
 
 
 @pytest.fixture(autouse=True)
@@ -32,16 +31,6 @@ def _private_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
 
-
-class Host(App):
-    """Mounts one widget."""
-
-    def __init__(self, widget) -> None:
-        super().__init__()
-        self.widget = widget
-
-    def compose(self) -> ComposeResult:
-        yield self.widget
 
 
 # --- streaming cost ------------------------------------------------------------

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from textual.app import App, ComposeResult
+
 import engine
 from engine.types import EngineInfo, GenerationStats
 
@@ -155,3 +157,14 @@ def screen_text(app) -> str:
                       color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text(styles=False)
+
+
+class Host(App):
+    """A bare app that mounts one widget, for widget tests."""
+
+    def __init__(self, widget) -> None:
+        super().__init__()
+        self.widget = widget
+
+    def compose(self) -> ComposeResult:
+        yield self.widget
