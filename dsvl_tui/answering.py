@@ -11,7 +11,7 @@ nothing is recorded.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from engine.errors import GenerationError
 from engine.types import ChatBackend, GenerationStats

@@ -8,10 +8,11 @@ chunks; slash commands, the palette and the plain REPL share one registry.
 
 from __future__ import annotations
 
-import threading
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -21,11 +22,12 @@ from textual.widgets import Footer
 
 import themes
 
-from . import builtin_commands, generation as gen, heap, image_protocols  # builtin_commands fills the registry
+from . import builtin_commands, heap, image_protocols  # builtin_commands fills the registry
+from . import generation as gen
+from .autosave import Autosaver
 from .commands import CommandError, registry
 from .config import load_config, save_config
 from .conversation import Conversation
-from .autosave import Autosaver
 from .options import Options
 from .palette import SlashCommands
 from .prompt_history import PromptHistory

@@ -10,7 +10,7 @@ earlier one. ``stop()`` lets the worker finish what is queued and end.
 from __future__ import annotations
 
 import queue
-from typing import Callable
+from collections.abc import Callable
 
 from .conversation import Conversation
 from .journal import Journal

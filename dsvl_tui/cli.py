@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -33,30 +33,30 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 # the ones given before the command, and a continued transcript keeps its own values.
 
 _GEN = "Generation"
-Model = Annotated[Optional[str], typer.Option(
+Model = Annotated[str | None, typer.Option(
     "--model", "-m", envvar="DSVL_MODEL", show_default=False,
     help=f"Hub id or local folder of a DeepSeek-VL checkpoint (default: {DEFAULT_MODEL}).")]
-Device = Annotated[Optional[str], typer.Option(
+Device = Annotated[str | None, typer.Option(
     envvar="DSVL_DEVICE", show_default=False, help="auto (the default), cuda, cuda:N, mps or cpu.")]
-Dtype = Annotated[Optional[str], typer.Option(
+Dtype = Annotated[str | None, typer.Option(
     envvar="DSVL_DTYPE", show_default=False, help="auto (the default), bfloat16, float16 or float32.")]
-Revision = Annotated[Optional[str], typer.Option(show_default=False, help="Hub branch, tag or commit of the model.")]
+Revision = Annotated[str | None, typer.Option(show_default=False, help="Hub branch, tag or commit of the model.")]
 Compile = Annotated[bool, typer.Option(
     "--compile", envvar="DSVL_COMPILE", help="Compile the decode step (CUDA graphs) while loading, for faster answers "
     "on CUDA; elsewhere it decodes as usual and says why.")]
-System = Annotated[Optional[str], typer.Option(
+System = Annotated[str | None, typer.Option(
     envvar="DSVL_SYSTEM", show_default=False, help="System prompt (default: the model's own).")]
-Temperature = Annotated[Optional[float], typer.Option(
+Temperature = Annotated[float | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Sampling temperature; 0 is greedy (default: 0.2).")]
-TopP = Annotated[Optional[float], typer.Option(
+TopP = Annotated[float | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Nucleus sampling threshold, in (0, 1] (default: 0.95).")]
-TopK = Annotated[Optional[int], typer.Option(
+TopK = Annotated[int | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Sample from the K likeliest tokens; 0 is off (default: 50).")]
-RepetitionPenalty = Annotated[Optional[float], typer.Option(
+RepetitionPenalty = Annotated[float | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Penalty for repeating tokens; 1 is off (default: 1.1).")]
-MaxNewTokens = Annotated[Optional[int], typer.Option(
+MaxNewTokens = Annotated[int | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Most tokens generated per answer (default: 512).")]
-Seed = Annotated[Optional[int], typer.Option(
+Seed = Annotated[int | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Random seed, for repeatable sampling (default: random).")]
 
 
@@ -122,7 +122,7 @@ def chat(
     repetition_penalty: RepetitionPenalty = None,
     max_new_tokens: MaxNewTokens = None,
     seed: Seed = None,
-    theme: Annotated[Optional[str], typer.Option(
+    theme: Annotated[str | None, typer.Option(
         envvar="DSVL_THEME", show_default=False, help="Theme of the full-screen app (default: the last one used).")] = None,
     plain: Annotated[bool, typer.Option(
         "--plain", help="Use the line-by-line REPL, not the full-screen app (automatic without a terminal).")] = False,
@@ -154,7 +154,7 @@ def chat(
 def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(show_default=False, help="The question; - reads it from stdin.")],
-    image: Annotated[Optional[list[Path]], typer.Option(
+    image: Annotated[list[Path] | None, typer.Option(
         "--image", "-i", show_default=False, help="An image to ask about (repeat for more).")] = None,
     model: Model = None,
     device: Device = None,
@@ -170,7 +170,7 @@ def ask(
     seed: Seed = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
-    transcript: Annotated[Optional[Path], typer.Option(
+    transcript: Annotated[Path | None, typer.Option(
         show_default=False, help="Continue this saved conversation and append the answer to it "
                                  "(a new file is created).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or stats on stderr.")] = False,
@@ -198,17 +198,17 @@ def ask(
 @app.command()
 def bench(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(
+    model: Annotated[str | None, typer.Option(
         "--model", "-m", show_default=False,
         help="Hub id or folder for the engine benchmark (default: a random full-size 1.3B checkpoint, "
              "written once).")] = None,
-    device: Annotated[Optional[str], typer.Option(
+    device: Annotated[str | None, typer.Option(
         show_default=False, help="Engine benchmark device (default: auto).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(
+    dtype: Annotated[str | None, typer.Option(
         show_default=False, help="Engine benchmark dtype (default: auto).")] = None,
-    layers: Annotated[Optional[int], typer.Option(
+    layers: Annotated[int | None, typer.Option(
         show_default=False, help="Use a random 1.3B checkpoint with only N language-model layers (quick runs).")] = None,
-    new_tokens: Annotated[Optional[int], typer.Option(
+    new_tokens: Annotated[int | None, typer.Option(
         show_default=False, help="Forced answer length per turn in the engine benchmark (default: 32).")] = None,
     compile: Annotated[bool, typer.Option(
         "--compile", help="Our way decodes with the compiled step where it can (upstream's stays eager).")] = False,
@@ -248,7 +248,7 @@ def _typed(ctx: Any, name: str) -> Any:
     return ctx.params.get(name) if source is not None and source.name == "COMMANDLINE" else None
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; usage errors become one line on stderr (exit code 2)."""
     try:
         from typer._click import exceptions as click_errors  # typer 0.26+ ships its own copy of click

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 # Many terminals drop longer sequences (xterm and hterm cap near 100 kB of base64).
 MAX_BASE64_BYTES = 100_000

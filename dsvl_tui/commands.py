@@ -13,8 +13,8 @@ The built-in commands live in ``builtin_commands``; importing it fills
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from .session import Session
 

@@ -43,7 +43,7 @@ class Attachment:
     name: str = ""
 
     @classmethod
-    def from_path(cls, path: str | Path) -> "Attachment":
+    def from_path(cls, path: str | Path) -> Attachment:
         resolved = Path(path).expanduser().resolve()
         return cls(path=str(resolved), sha256=file_sha256(resolved), name=resolved.name)
 
@@ -151,7 +151,7 @@ class Conversation:
         self.pending.clear()
         self.touch()
 
-    def copy(self) -> "Conversation":
+    def copy(self) -> Conversation:
         return replace(self, messages=list(self.messages), pending=list(self.pending))
 
     def last_answer(self) -> ChatMessage | None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 ENV_VAR = "DSVL_IMAGES"
 CHOICES = ("auto", "halfblock", "kitty", "sixel")

@@ -73,7 +73,7 @@ class Journal:
             return f"autosave failed: {error}"
         except OSError as error:
             return one_line(f"autosave failed ({self.directory}): {error.strerror or error}")
-        except Exception as error:  # autosave must never take the conversation down with it
+        except Exception as error:  # noqa: BLE001 - autosave must never take the conversation down with it
             return one_line(f"autosave failed: {type(error).__name__}: {error}")
         return None
 

@@ -22,9 +22,10 @@ import bisect
 import io
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 from markdown_it import MarkdownIt
 from rich.console import Console
@@ -33,7 +34,6 @@ from rich.segment import Segment
 from rich.theme import Theme
 
 from .text import printable
-
 
 _NEWLINE = re.compile("\n")
 
@@ -87,7 +87,7 @@ def finished_blocks(text: str, *, final: bool, joined: bool = False) -> tuple[li
     rest = found[len(done)] if len(found) > len(done) else None
     used = rest.start if rest is not None else len(text) if done else 0
     ends = [block.start for block in found[1:]] + [len(text)]
-    return [(text[block.start:end], block.joined) for block, end in zip(done, ends)], used, bool(rest and rest.joined)
+    return [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)], used, bool(rest and rest.joined)
 
 
 # --- look ------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ gives an empty history; it never stops the app.
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Callable
 
 from .text import printable
 

@@ -12,9 +12,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path, PurePath
-from typing import Callable
 
 from engine.types import GenerationStats
 

@@ -26,7 +26,7 @@ Ctrl+O attach an image · Ctrl+R regenerate · Ctrl+P palette · F1 help · Ctrl
 class TuiSession:
     frontend = "tui"
 
-    def __init__(self, app: "DsvlApp") -> None:
+    def __init__(self, app: DsvlApp) -> None:
         self.app = app
 
     @property

@@ -89,9 +89,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from . import heap
 
@@ -299,8 +300,8 @@ def _counted_updates(markdown: Any, probe: Probe) -> None:
 
 def _host(probe: Probe):
     """A tiny app around the real chat pane that records every frame and encodes it as a terminal would."""
-    from textual.app import App, ComposeResult
     from textual._compositor import CompositorUpdate
+    from textual.app import App, ComposeResult
 
     import themes
 
@@ -409,7 +410,7 @@ def _measures(pieces: list[str], due: list[float], frames: list[tuple[float, int
     shown = [bisect.bisect_right(cum, chars) - 1 for _, chars, _, _ in frames]  # whole pieces on screen
     latency = [float("nan")] * n
     before = 0
-    for (at, _, _, _), now in zip(frames, shown):
+    for (at, _, _, _), now in zip(frames, shown, strict=False):
         for i in range(before, min(now, n)):
             latency[i] = max(0.0, at - due[i])
         before = max(before, now)

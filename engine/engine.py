@@ -6,20 +6,20 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
 from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
-from .kv_cache import new_cache
 from .images import ImagePreprocessor, image_key, load_image
+from .kv_cache import new_cache
 from .model import DeepSeekVLModel, build_model
 from .prompt import ImageSlot, PromptFormat
-from .reuse import CachedContext, LruStore, common_prefix, crop_cache, position_keys
 from .resolve import pick_device, pick_dtype, resolve_model
+from .reuse import CachedContext, LruStore, common_prefix, crop_cache, position_keys
 from .spec import read_spec
 from .types import EngineInfo, GenerationSettings, Message, Prepared
 
@@ -71,7 +71,7 @@ class Engine:
         fmt = self.prompt_format
         # A turn starts at each user message; the last turn is always kept.
         turn_starts = [0] + [i for i, m in enumerate(messages) if m.role == "user" and i > 0]
-        for dropped, start in enumerate(turn_starts):
+        for dropped, start in enumerate(turn_starts):  # noqa: B007 - read after the loop
             kept = messages[start:]
             pieces = fmt.pieces(kept, system)
             ids = fmt.encode(pieces)
@@ -131,7 +131,7 @@ class Engine:
             # Text-only prompts never get here: upstream encodes a blank image for them.
             encoded = self.model.encode_images(torch.stack([prepared.images[i] for i in missing]))
             self.vision_calls += len(missing)
-            for index, features in zip(missing, encoded):
+            for index, features in zip(missing, encoded, strict=True):
                 if self.prefix_cache:
                     self._features.put(prepared.image_keys[index], features)
                 out[index] = features

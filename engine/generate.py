@@ -13,8 +13,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import torch
 
@@ -32,7 +33,7 @@ class DecodeJob:
     """Everything one generation needs, prepared before the thread starts."""
 
     embeds: torch.Tensor  # [1, T', D] embeddings of the prompt positions not already in the cache
-    steps: "Steps"  # runs the model on a cache holding the reused prefix (possibly empty)
+    steps: Steps  # runs the model on a cache holding the reused prefix (possibly empty)
     prompt_tokens: int
     max_new_tokens: int
     eos_ids: tuple[int, ...]
@@ -119,8 +120,8 @@ class TextStream:
     calling ``close()`` cancels the generation.
     """
 
-    def __init__(self, run: Callable[["TextStream"], None], cancel: threading.Event | None, lock: threading.Lock,
-                 *, worker: "Worker | None" = None):
+    def __init__(self, run: Callable[[TextStream], None], cancel: threading.Event | None, lock: threading.Lock,
+                 *, worker: Worker | None = None):
         self.stats = GenerationStats()
         self._chunks: list[str] = []
         self.token_ids: list[int] = []  # generated ids, EOS excluded

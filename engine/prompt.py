@@ -20,9 +20,9 @@ token or an image slot.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 from .errors import CheckpointError
 from .spec import ModelSpec
@@ -47,7 +47,7 @@ class SpecialToken:
     text: str
 
 
-Piece = Union[str, ImageSlot, SpecialToken]
+Piece = str | ImageSlot | SpecialToken
 
 
 def _token_text(value) -> str | None:

@@ -51,9 +51,9 @@ def compile_unsupported(device: torch.device) -> str | None:
     major, minor = torch.cuda.get_device_capability(device)
     if major < 7:  # triton, which torch.compile generates GPU code with, needs Volta or newer
         return f"needs a GPU of compute capability 7.0 or newer, this one has {major}.{minor}"
-    import torch._dynamo
+    import torch._dynamo as dynamo  # imported here: it is slow to import and only CUDA needs it
 
-    if not torch._dynamo.is_dynamo_supported():
+    if not dynamo.is_dynamo_supported():
         return "torch.compile does not support this Python or platform"
     if importlib.util.find_spec("triton") is None:
         return "needs triton, which this torch install lacks"
@@ -161,7 +161,7 @@ class StaticDecoder:
         return out
 
     def _copy_in(self, stored, length: int) -> None:
-        for layer, source in zip(self.cache.layers, stored.layers):
+        for layer, source in zip(self.cache.layers, stored.layers, strict=True):
             layer.keys[:, :, :length].copy_(source.keys[:, :, :length])
             layer.values[:, :, :length].copy_(source.values[:, :, :length])
 

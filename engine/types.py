@@ -8,8 +8,9 @@ use them without loading a model.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -109,8 +110,8 @@ class Prepared:
     holds one preprocessed pixel tensor per image slot, in prompt order.
     """
 
-    input_ids: "torch.Tensor"
-    images: list["torch.Tensor"]
+    input_ids: torch.Tensor
+    images: list[torch.Tensor]
     image_keys: list[str]  # a content hash per image, in prompt order
     prompt: str  # the text prompt, image slots shown as the image tag
     dropped_turns: int = 0
@@ -133,7 +134,7 @@ class ChatBackend(Protocol):
         system: str | None = None,
         cancel: Any = None,
         cache_key: str = "default",
-    ) -> "AnswerStream": ...
+    ) -> AnswerStream: ...
 
 
 class AnswerStream(Protocol):

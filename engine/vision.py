@@ -19,9 +19,9 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_sam import VisionTransformerSAM
+from torch import nn
 
 from .spec import AlignerSpec, SamSpec, SiglipSpec, VisionSpec
 
@@ -93,7 +93,7 @@ class DeepSeekSamViT(VisionTransformerSAM):
         self.downsamples = nn.Sequential(
             *[
                 nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False)
-                for c_in, c_out in zip(channels[:-1], channels[1:])
+                for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
             ]
         )
         self.neck_hd = copy.deepcopy(self.neck)

@@ -51,7 +51,7 @@ def _siglip_into(out: dict, prefix: str, key: str, value: torch.Tensor) -> None:
         return
     qkv = re.match(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", key)
     if qkv:
-        for name, part in zip("qkv", value.chunk(3, dim=0)):
+        for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):
             out[f"{prefix}encoder.layers.{qkv.group(1)}.self_attn.{name}_proj.{qkv.group(2)}"] = part
         return
     new = _rename(_SIGLIP, key)
@@ -129,7 +129,12 @@ def _matching_key(key: str, expected: set[str]) -> str:
 
 def build_reference(folder: Path, image_token_id: int):
     """The transformers model matching ``folder``'s config.json, weights untouched: (model, hybrid)."""
-    from transformers import DeepseekVLConfig, DeepseekVLForConditionalGeneration, DeepseekVLHybridConfig, DeepseekVLHybridForConditionalGeneration
+    from transformers import (
+        DeepseekVLConfig,
+        DeepseekVLForConditionalGeneration,
+        DeepseekVLHybridConfig,
+        DeepseekVLHybridForConditionalGeneration,
+    )
 
     from engine.spec import SAM_PRESETS, SIGLIP_PRESETS
 

@@ -16,8 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dsvl_tui import __version__
-from dsvl_tui import cli
+from dsvl_tui import __version__, cli
 from dsvl_tui.cli import DEFAULT_MODEL, app
 from dsvl_tui.text import printable
 

@@ -12,12 +12,12 @@ import json
 
 import pytest
 import torch
+from hf_reference import build_reference, convert_state_dict, matched_keys
 
 from engine.checkpoint import original_key
 from engine.fixtures import _configs
 from engine.model import DeepSeekVLModel
 from engine.spec import read_spec
-from hf_reference import build_reference, convert_state_dict, matched_keys
 
 
 def _write_configs(folder, tower: str):

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from textual.app import App
 from textual.geometry import Region
+from tui_support import Host, run_async
 
 from dsvl_tui import app as app_module
 from dsvl_tui import image_protocols
@@ -28,8 +29,6 @@ from dsvl_tui.conversation import Attachment
 from dsvl_tui.options import Options
 from dsvl_tui.widgets import ImagePreview
 from dsvl_tui.widgets._image_preview import picture_for_cells
-
-from tui_support import Host, run_async
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "\U0010eeee"

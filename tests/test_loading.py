@@ -182,7 +182,7 @@ def test_sharded_and_bin_give_same_logits(checkpoint, loaded, tower, shards, wei
     assert eng.info.parameters == reference.info.parameters
     got, want = _logits(eng), _logits(reference)
     assert torch.equal(got, want)
-    for (name, a), (name_b, b) in zip(eng.model.state_dict().items(), reference.model.state_dict().items()):
+    for (name, a), (name_b, b) in zip(eng.model.state_dict().items(), reference.model.state_dict().items(), strict=True):
         assert name == name_b and torch.equal(a, b), name
 
 

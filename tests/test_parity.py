@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
+from hf_reference import load_reference
 from PIL import Image
 
 import engine
 from engine.fixtures import write_checkpoint
-from hf_reference import load_reference
 
 
 def _picture(seed: int, size=(71, 45)) -> Image.Image:

@@ -42,7 +42,7 @@ def script(eng, start: int, chain: list[int]) -> None:
         head.zero_()
         sources = [start] + chain[:-1]
         assert len(set(sources)) == len(sources), "each token needs a single successor"
-        for axis, (source, target) in enumerate(zip(sources, chain)):
+        for axis, (source, target) in enumerate(zip(sources, chain, strict=False)):
             embed[source].zero_()
             embed[source, axis] = 1.0
             head[target, axis] = 50.0

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from textual import events
+from tui_support import FIXED_INFO, ScriptedEngine, run_async, screen_text, scripted_loader, wait_for
 
 import engine
 from dsvl_tui.app import DsvlApp, run_tui
@@ -24,8 +25,6 @@ from dsvl_tui.prompt_history import PromptHistory
 from dsvl_tui.text import printable
 from dsvl_tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
 from engine.fixtures import write_checkpoint
-
-from tui_support import FIXED_INFO, ScriptedEngine, run_async, screen_text, scripted_loader, wait_for
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
 

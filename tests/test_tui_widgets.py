@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tui_support import Host, run_async, screen_text
 
 import themes
 from dsvl_tui import config
@@ -22,8 +23,6 @@ from dsvl_tui.palette import needs_argument
 from dsvl_tui.widgets import AssistantMessage, ImagePreview, PromptInput, StatusBar
 from dsvl_tui.widgets._image_preview import half_block_rows
 from engine.types import GenerationStats
-
-from tui_support import Host, run_async, screen_text
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,7 @@ class ThemeFileError(ValueError):
     """A theme file that is not a valid theme; ``str()`` names the file and the problem."""
 
 
-def theme_from_data(data: object, source: str = "<data>") -> "Theme":
+def theme_from_data(data: object, source: str = "<data>") -> Theme:
     """Validate a mapping into a ``Theme``: known fields only, colours that parse."""
     from textual.color import Color, ColorParseError
     from textual.theme import Theme
@@ -63,7 +63,7 @@ def theme_from_data(data: object, source: str = "<data>") -> "Theme":
     return Theme(**data)
 
 
-def load_themes(folder: pathlib.Path = THEMES_DIR) -> list["Theme"]:
+def load_themes(folder: pathlib.Path = THEMES_DIR) -> list[Theme]:
     """Every theme described by a ``*.json`` file in ``folder``, sorted by name."""
     themes = []
     for path in sorted(folder.glob("*.json")):

@@ -81,7 +81,7 @@ class ChatPane(VerticalScroll):
     async def catch_up(self) -> None:
         """Show messages added to the conversation since the last call (rebuild if it changed otherwise)."""
         shown, current = self._shown, self.conversation.messages
-        if len(current) >= len(shown) and all(a is b for a, b in zip(shown, current)):
+        if len(current) >= len(shown) and all(a is b for a, b in zip(shown, current, strict=False)):
             for message in current[len(shown):]:
                 await self._remove_welcome()
                 widget = UserMessage(message) if message.role == "user" else AssistantMessage(message)

@@ -12,9 +12,9 @@ when a file is dropped on it), which are posted up as ``FilesDropped``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from textual import events
 from textual.binding import Binding
@@ -22,7 +22,8 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import TextArea
 
-from ..commands import CommandRegistry, registry as default_registry
+from ..commands import CommandRegistry
+from ..commands import registry as default_registry
 from ..completion import Completion, complete, dropped_paths
 from ..text import printable
 
@@ -73,22 +74,22 @@ class PromptInput(TextArea):
     class Submitted(Message):
         """The user pressed Enter on some text."""
 
-        prompt_input: "PromptInput"
+        prompt_input: PromptInput
         text: str
 
         @property
-        def control(self) -> "PromptInput":
+        def control(self) -> PromptInput:
             return self.prompt_input
 
     @dataclass
     class FilesDropped(Message):
         """Image file paths were pasted (or dropped on the terminal)."""
 
-        prompt_input: "PromptInput"
+        prompt_input: PromptInput
         paths: list[Path]
 
         @property
-        def control(self) -> "PromptInput":
+        def control(self) -> PromptInput:
             return self.prompt_input
 
     @dataclass
