@@ -9,6 +9,7 @@ rescale, normalize) so the vision tower sees the very tensors it was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -19,6 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .files import NotRegularFileError, open_regular
 
 # Refuse pictures over this many pixels before decoding them: a small file can
 # claim a huge size (a "decompression bomb") and exhaust memory. We check it
@@ -134,10 +136,14 @@ def load_image(source) -> Image.Image:
     # (it is process-wide, not per thread, in Python 3.11; harmless here since
     # our own MAX_IMAGE_PIXELS, below PIL's default, fires first).
     too_large = "image is too large: {} ({}) — scale it down and attach it again"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)  # reads the header only
+            # Only a regular file, opened without blocking: a FIFO or a device would hang the caller.
+            handle = stack.enter_context(open_regular(path))
+            img = Image.open(handle)  # reads the header only
+        except NotRegularFileError as exc:
+            raise ImageError(f"image path is {exc.kind}, not a regular file: {name} — choose an image file") from exc
         except FileNotFoundError as exc:
             raise ImageError(f"image not found: {name} — check the path") from exc
         except IsADirectoryError as exc:
@@ -227,7 +233,8 @@ class ImagePreprocessor:
         """Padding colour: the mean colour in 0..255 (truncated, as upstream)."""
         if self.image_mean is None:
             return (127, 127, 127)
-        return tuple(int(x * 255) for x in self.image_mean)
+        red, green, blue = self.image_mean
+        return (int(red * 255), int(green * 255), int(blue * 255))
 
     def resize_and_pad(self, image: Image.Image) -> Image.Image:
         """Resize the long side to image_size (bicubic), then pad to a centred square."""
