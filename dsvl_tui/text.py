@@ -26,3 +26,20 @@ def printable(text: str) -> str:
     parameters. Everything else, non-ASCII text included, is kept as is.
     """
     return _CONTROL.sub("", _SEQUENCE.sub("", text))
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """Return ``text`` with every lone surrogate replaced by U+FFFD.
+
+    A Python ``str`` can hold what no UTF-8 file or tokenizer accepts: bytes
+    that were not UTF-8 come in as lone surrogates from ``argv``, stdin and
+    prompt-toolkit (``surrogateescape``), and JSON's ``"\\ud800"`` loads as
+    one. The edges that take text in call this; a surrogate pair written as
+    two code points becomes the character it stands for.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
