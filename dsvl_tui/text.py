@@ -1,45 +1,55 @@
-"""Text helpers shared by the front ends."""
+"""Text helpers shared by the front ends.
+
+``printable`` is the one sanitiser: every string that comes from a file, a
+file name, the model or a transcript passes through it on its way to a
+widget, a label, a notification or a terminal write.
+"""
 
 from __future__ import annotations
 
 import re
 
-# A whole CSI sequence (7-bit ESC [ or 8-bit 0x9B) or OSC sequence (ESC ] or
-# 0x9D, ended by BEL, ESC \ or 0x9C), removed as one piece so that no stray
-# parameter bytes such as "[31m" are left in the text.
+# Escape sequences, each matched whole so that no parameter bytes ("[31m",
+# "]0;title") are left behind as text:
+# - a control string: OSC (ESC ] or 0x9D), DCS (ESC P, 0x90), SOS (ESC X,
+#   0x98), PM (ESC ^, 0x9E) or APC (ESC _, 0x9F), up to its terminator: BEL,
+#   ST (ESC \ or 0x9C), or whatever a terminal ends it with instead (CAN, SUB,
+#   or an ESC starting another sequence, matched next); unterminated, up to
+#   the end of the text;
+# - a CSI (ESC [ or 0x9B) with its parameters and final byte, if any;
+# - any other escape: ESC, intermediate bytes, one final byte (ESC c resets
+#   the terminal, ESC ( 0 switches the character set).
 _SEQUENCE = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"(?:\x1b[]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x18\x1a\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -/]*[0-~]?"
 )
 # Every C0 control but tab and newline, DEL, and every C1 control.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Half of a UTF-16 surrogate pair: not a character; no terminal can be sent one.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Any of the above: most text has none, and is returned after one scan.
+_SUSPECT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
-    """Return ``text`` safe to write to a terminal.
+    """Return ``text`` safe to show: in a widget, a notification or a terminal.
 
-    Model output is untrusted: an escape sequence in it could recolour,
-    retitle or clear the user's terminal, move the cursor over earlier text,
-    or (on some terminals) write to the clipboard. So every C0 and C1 control
-    character except ``\\n`` and ``\\t`` is removed, DEL and carriage return
-    included, and whole CSI/OSC sequences are dropped along with their
-    parameters. Everything else, non-ASCII text included, is kept as is.
+    Text from the model, a transcript or a file name is untrusted: an escape
+    sequence in it could recolour, retitle or clear the user's terminal, move
+    the cursor over earlier text, or (on many terminals) write the clipboard.
+    So every escape sequence is removed whole (see ``_SEQUENCE``), whatever
+    ends it and even if nothing does, and then every C0 and C1 control
+    character except ``\\n`` and ``\\t``, DEL and carriage return included.
+
+    The result is also valid Unicode: a surrogate pair (as left by some JSON)
+    becomes the character it encodes and a lone surrogate (a file name that
+    is not UTF-8, read with ``surrogateescape``) becomes U+FFFD, so it can be
+    encoded for the terminal. Everything else is kept as is.
     """
-    return _CONTROL.sub("", _SEQUENCE.sub("", text))
-
-
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def valid_text(text: str) -> str:
-    """Return ``text`` with every lone surrogate replaced by U+FFFD.
-
-    A Python ``str`` can hold what no UTF-8 file or tokenizer accepts: bytes
-    that were not UTF-8 come in as lone surrogates from ``argv``, stdin and
-    prompt-toolkit (``surrogateescape``), and JSON's ``"\\ud800"`` loads as
-    one. The edges that take text in call this; a surrogate pair written as
-    two code points becomes the character it stands for.
-    """
-    if _SURROGATE.search(text) is None:
+    if not _SUSPECT.search(text):
         return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = _CONTROL.sub("", _SEQUENCE.sub("", text))
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
