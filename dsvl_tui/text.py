@@ -53,3 +53,18 @@ def printable(text: str) -> str:
     if _SURROGATE.search(text):
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def valid_text(text: str) -> str:
+    """Return ``text`` as valid Unicode: lone surrogates become U+FFFD, nothing else changes.
+
+    For the edges that take text in (argv, stdin, the REPL's and the TUI's
+    keyboard, transcripts): bytes that were not UTF-8 arrive as lone
+    surrogates (``surrogateescape``), and JSON's ``"\\ud800"`` loads as one;
+    no UTF-8 file or tokenizer accepts them. A surrogate pair written as two
+    code points becomes the character it stands for. Controls are kept (a
+    message may hold tabs and newlines); ``printable`` is for display.
+    """
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
