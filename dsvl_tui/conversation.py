@@ -7,6 +7,7 @@ is torch-free), so the CLI stays fast to start.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,8 @@ class Attachment:
     when they came embedded in a transcript. ``missing`` marks an image a
     transcript refers to that could not be found or failed its hash check:
     the message keeps it (shown as missing) but it is not sent to the model.
+    ``stored`` is a copy of the same bytes kept elsewhere (autosave's, in the
+    journal): it stands in for ``path`` once the original file is deleted.
     """
 
     path: str | None = None
@@ -41,6 +44,7 @@ class Attachment:
     data: bytes | None = None
     missing: bool = False
     name: str = ""
+    stored: str | None = None
 
     @classmethod
     def from_path(cls, path: str | Path) -> Attachment:
@@ -55,7 +59,21 @@ class Attachment:
             from PIL import Image
 
             return Image.open(io.BytesIO(self.data))
+        return self.usable_path()
+
+    def usable_path(self) -> str | None:
+        """``path``, or the stored copy when the original file has gone (deleted after attaching)."""
+        if self.path and self.stored and not os.path.exists(self.path) and os.path.exists(self.stored):
+            return self.stored
         return self.path
+
+    def recover(self) -> bool:
+        """Point ``path`` at the stored copy if the original has gone; True if it did."""
+        usable = self.usable_path()
+        if usable == self.path:
+            return False
+        self.path = usable
+        return True
 
     @property
     def label(self) -> str:
@@ -86,6 +104,9 @@ class Conversation:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     path: Path | None = None  # the transcript file it was saved to or loaded from
+    # ``path`` as this program last wrote or read it (atomic.FileStamp): /save refuses to replace
+    # a file someone else changed since.
+    path_stamp: tuple[int, int, int] | None = None
     pending: list[Attachment] = field(default_factory=list)  # images for the next message
 
     def touch(self) -> None:
@@ -153,6 +174,13 @@ class Conversation:
 
     def copy(self) -> Conversation:
         return replace(self, messages=list(self.messages), pending=list(self.pending))
+
+    def with_partial_answer(self, text: str) -> Conversation:
+        """A copy with ``text`` appended as a stopped answer: what to journal while an answer streams,
+        so a quit or a kill keeps what was generated (as if the user had stopped it there)."""
+        snapshot = self.copy()
+        snapshot.add_answer(text, stopped=True)
+        return snapshot
 
     def last_answer(self) -> ChatMessage | None:
         return next((m for m in reversed(self.messages) if m.role == "assistant"), None)
