@@ -325,11 +325,13 @@ def load(
     )
     eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)
     if compile:
-        from .static_decode import CUDA_COMPILE_OPTIONS, compile_unsupported
+        from . import static_decode
 
-        note = compile_unsupported(chosen_device)
+        # The one decision (device, capability, dynamo, triton, free memory); it returns a note, never raises.
+        cache_bytes = static_decode.static_cache_bytes(net.language_model.config, context_length, chosen_dtype)
+        note = static_decode.compile_unsupported(chosen_device, cache_bytes)
         if note is None:
-            note = eng.use_static_decode(compile_options=CUDA_COMPILE_OPTIONS, progress=progress)
+            note = eng.use_static_decode(compile_options=static_decode.CUDA_COMPILE_OPTIONS, progress=progress)
         info.compiled, info.compile_note = note is None, note
         info.load_seconds = time.perf_counter() - started
     if progress is not None:

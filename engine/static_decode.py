@@ -44,10 +44,40 @@ CUDA_COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": True}
 WARM_UP_STEPS = 3
 
 
-def compile_unsupported(device: torch.device) -> str | None:
-    """Why the compiled decode step cannot run on ``device`` (None: it can be tried)."""
+# Free GPU memory wanted beyond the static cache itself before compiling (warm-up activations, CUDA graph pool).
+COMPILE_HEADROOM_BYTES = 512 * 2**20
+
+
+def static_cache_bytes(config, max_len: int, dtype: torch.dtype) -> int:
+    """Bytes of the static KV cache (keys and values of every layer for ``max_len`` positions) for a Llama config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * max_len * itemsize
+
+
+def compile_unsupported(device: torch.device, cache_bytes: int = 0) -> str | None:
+    """The whole "may ``load(compile=True)`` compile here, and if not why" decision.
+
+    Returns None (compiling may be tried; a compiler failure while warming
+    up still falls back, see ``Engine.use_static_decode``) or a one-line
+    note saying why not. It never raises: a probe that fails (a broken
+    driver, a half-installed triton) is itself the reason. ``cache_bytes``
+    is the size of the static KV cache to allocate (``static_cache_bytes``);
+    when the GPU has less free memory than that, compiling is not tried.
+    """
+    try:
+        return _compile_unsupported(device, cache_bytes)
+    except Exception as exc:  # noqa: BLE001 - a failing probe must not stop the model from loading
+        return f"could not check for CUDA/torch.compile support ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+
+
+def _compile_unsupported(device: torch.device, cache_bytes: int) -> str | None:
     if device.type != "cuda":
         return "needs CUDA"
+    if not torch.cuda.is_available():
+        return "needs CUDA, and no CUDA GPU is available"
     major, minor = torch.cuda.get_device_capability(device)
     if major < 7:  # triton, which torch.compile generates GPU code with, needs Volta or newer
         return f"needs a GPU of compute capability 7.0 or newer, this one has {major}.{minor}"
@@ -55,8 +85,19 @@ def compile_unsupported(device: torch.device) -> str | None:
 
     if not dynamo.is_dynamo_supported():
         return "torch.compile does not support this Python or platform"
+    if dynamo.config.disable:
+        return "torch.compile is disabled (TORCHDYNAMO_DISABLE is set)"
     if importlib.util.find_spec("triton") is None:
         return "needs triton, which this torch install lacks"
+    from torch.utils._triton import has_triton
+
+    if not has_triton():
+        return "triton is installed but cannot build kernels for this GPU (a triton that does not match this torch?)"
+    if cache_bytes:
+        free, _total = torch.cuda.mem_get_info(device)
+        if free < cache_bytes + COMPILE_HEADROOM_BYTES:
+            return (f"not enough free GPU memory for a static KV cache of {cache_bytes / 2**30:.2f} GiB "
+                    f"({free / 2**30:.2f} GiB free)")
     return None
 
 

@@ -1,0 +1,171 @@
+"""Every place that behaves differently on CUDA, its decision tested on the CPU with a faked device.
+
+What these fake: ``torch.cuda``'s availability, device count, compute
+capability, free memory and the like, and torch.compile's prerequisites
+(dynamo, triton). What only a GPU can show (kernels, CUDA graphs, real
+memory, numerics) is in ``test_cuda_gpu.py``, marked ``cuda``, and run by
+``python -m engine.gpucheck``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+
+import pytest
+import torch
+
+import engine
+import engine.static_decode as static_decode
+from engine.fixtures import write_checkpoint
+
+GIB = 2**30
+CUDA = torch.device("cuda", 0)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("cuda-branches") / "tiny", tower="siglip", seed=3)
+
+
+class FakeCuda:
+    """A CUDA machine as far as the engine's probes can tell; attributes say what each probe answers."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.available = True
+        self.count = 2
+        self.capability: tuple[int, int] | Exception = (9, 0)  # an H100/H200
+        self.free = 80 * GIB
+        self.dynamo = True
+        self.triton_package = True
+        self.triton_works = True
+        self.current = 0
+        self.calls: list[tuple[str, object]] = []
+        real_find_spec = importlib.util.find_spec
+
+        def capability(device=None):
+            self.calls.append(("capability", device))
+            if isinstance(self.capability, Exception):
+                raise self.capability
+            return self.capability
+
+        def find_spec(name, *args, **kwargs):
+            if name == "triton":
+                return types.SimpleNamespace(name="triton") if self.triton_package else None
+            return real_find_spec(name, *args, **kwargs)
+
+        import torch._dynamo
+        import torch.utils._triton
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: self.available)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.count)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (self.free, 141 * GIB))
+        monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: self.dynamo)
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: self.triton_works)
+        for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+            monkeypatch.setattr(torch.cuda, name, self._recorder(name))
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self._record("max_memory_allocated", device) or 3 * GIB)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+
+    def _record(self, name, device):
+        self.calls.append((name, device))
+
+    def _recorder(self, name):
+        return lambda device=None: self._record(name, device)
+
+
+@pytest.fixture
+def cuda(monkeypatch) -> FakeCuda:
+    return FakeCuda(monkeypatch)
+
+
+# -- 1. may we compile here, and if not why ------------------------------------------------------------------
+
+def test_compile_is_tried_on_a_capable_cuda_gpu(cuda):
+    assert static_decode.compile_unsupported(CUDA, cache_bytes=GIB) is None
+    assert ("capability", CUDA) in cuda.calls  # the chosen GPU's capability, not the current one's
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"capability": (6, 1)}, "needs a GPU of compute capability 7.0 or newer, this one has 6.1"),
+    ({"available": False}, "needs CUDA, and no CUDA GPU is available"),
+    ({"dynamo": False}, "torch.compile does not support this Python or platform"),
+    ({"triton_package": False}, "needs triton, which this torch install lacks"),
+    ({"triton_works": False}, "triton is installed but cannot build kernels for this GPU"),
+    ({"free": GIB}, "not enough free GPU memory for a static KV cache of 0.75 GiB (1.00 GiB free)"),
+    ({"capability": RuntimeError("CUDA driver initialization failed,\n you might not have a CUDA gpu.")},
+     "could not check for CUDA/torch.compile support (RuntimeError: CUDA driver initialization failed, you might"),
+])
+def test_each_reason_not_to_compile_is_a_one_line_note(cuda, change, expected):
+    for name, value in change.items():
+        setattr(cuda, name, value)
+    note = static_decode.compile_unsupported(CUDA, cache_bytes=3 * GIB // 4)
+    assert note is not None and note.startswith(expected) and "\n" not in note
+
+
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_compile_needs_cuda(cuda, device):
+    assert static_decode.compile_unsupported(torch.device(device)) == "needs CUDA"
+
+
+def test_a_probe_that_raises_anything_is_a_note(cuda, monkeypatch):
+    def broken():
+        raise ImportError("triton/_C/libtriton.so: undefined symbol")
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", broken)
+    note = static_decode.compile_unsupported(CUDA)
+    assert note.startswith("could not check for CUDA/torch.compile support (ImportError: triton/_C/libtriton.so")
+
+
+def test_torchdynamo_disable_is_a_reason(cuda, monkeypatch):
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "disable", True)
+    assert static_decode.compile_unsupported(CUDA) == "torch.compile is disabled (TORCHDYNAMO_DISABLE is set)"
+
+
+def test_static_cache_size_is_what_warm_up_allocates(folder):
+    eng = engine.load(str(folder), context_length=96)
+    assert eng.use_static_decode() is None
+    config = eng.model.language_model.config
+    assert eng._static.nbytes() == static_decode.static_cache_bytes(config, 96, torch.float32) > 0
+    # The full-size models at the default 4096-token window (the README's 0.8 GB and 2 GB).
+    full_13b = types.SimpleNamespace(num_attention_heads=16, num_key_value_heads=16, hidden_size=2048, num_hidden_layers=24)
+    full_7b = types.SimpleNamespace(num_attention_heads=32, hidden_size=4096, num_hidden_layers=30)
+    assert static_decode.static_cache_bytes(full_13b, 4096, torch.bfloat16) == 768 * 2**20
+    assert static_decode.static_cache_bytes(full_7b, 4096, torch.bfloat16) == 1920 * 2**20
+
+
+def test_load_asks_the_decision_with_the_cache_size_and_compiles_when_it_says_yes(folder, monkeypatch):
+    asked = []
+
+    def allow(device, cache_bytes=0):
+        asked.append((device, cache_bytes))
+        return None
+
+    # The CUDA options swapped for a CPU backend: the same load path, traced by torch.compile here.
+    monkeypatch.setattr(static_decode, "compile_unsupported", allow)
+    monkeypatch.setattr(static_decode, "CUDA_COMPILE_OPTIONS", {"backend": "aot_eager", "fullgraph": True})
+    events = []
+    eng = engine.load(str(folder), compile=True, context_length=64, progress=events.append)
+    assert asked == [(torch.device("cpu"), static_decode.static_cache_bytes(eng.model.language_model.config, 64, torch.float32))]
+    assert eng.info.compiled and eng.info.compile_note is None and eng._static is not None
+    assert events[-1].message.endswith("; compiled decode")
+
+
+def test_load_with_compile_never_raises_for_a_broken_probe(folder, monkeypatch):
+    def broken(device):
+        raise RuntimeError("CUDA error: unspecified launch failure")
+
+    # On the CPU the decision stops at "needs CUDA"; pretend the device is a GPU whose probes fail.
+    monkeypatch.setattr(static_decode, "_compile_unsupported", lambda device, cache_bytes: broken(device))
+    eng = engine.load(str(folder), compile=True, context_length=256)
+    assert not eng.info.compiled and eng._static is None
+    assert eng.info.compile_note == ("could not check for CUDA/torch.compile support "
+                                     "(RuntimeError: CUDA error: unspecified launch failure)")
+    stream = eng.stream([engine.Message("user", "Still fine?")],
+                        engine.GenerationSettings(temperature=0, max_new_tokens=3))
+    assert "".join(stream) is not None and stream.stats.new_tokens == 3
