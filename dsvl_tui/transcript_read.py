@@ -98,11 +98,18 @@ class Reader:
     ``base`` is the transcript's folder: relative image paths resolve against
     it. ``warnings`` collects one line per image that could not be used (the
     attachment is kept, marked missing).
+
+    A file the user loads may only refer to image files inside its own folder
+    tree (see ``locate``). ``trusted`` is for the app's own autosave journal:
+    there an image with a recorded hash may also come from an absolute path,
+    through ``..`` or from its ``source``, since only bytes with that hash are
+    accepted.
     """
 
-    def __init__(self, source: str, base: Path) -> None:
+    def __init__(self, source: str, base: Path, *, trusted: bool = False) -> None:
         self.source = source
         self.base = base
+        self.trusted = trusted
         self.warnings: list[str] = []
 
     def fail(self, where: str, problem: str) -> NoReturn:
@@ -229,11 +236,15 @@ class Reader:
                 return Attachment(sha256=sha, missing=True, name=name)
             return Attachment(data=data, sha256=actual, name=name)
         text = self.take(obj, "path", where, ("string",))
-        target = self.resolve(text, f"{where}.path", allow_parent=False)
+        target, problem = self.locate(text, f"{where}.path", upstream=False, hashed=sha is not None)
         name = name or PurePath(text).name or "image"
-        att, problem = self.file(target, sha, name)
+        if target is None:  # kept as written, so saving again keeps the reference
+            att = Attachment(path=text, sha256=sha, missing=True, name=name)
+        else:
+            att, problem = self.file(target, sha, name)
         source = self.take(obj, "source", where, ("string",), None)
-        if att.missing and source and "\0" not in source and Path(source).is_absolute():
+        if att.missing and self.trusted and sha is not None and source and "\0" not in source \
+                and Path(source).is_absolute():
             fallback, _ = self.file(Path(source), sha, name)
             if not fallback.missing:
                 return fallback
@@ -250,16 +261,34 @@ class Reader:
         except (binascii.Error, ValueError):
             self.fail(where, "not valid base64")
 
-    def resolve(self, text: str, where: str, *, allow_parent: bool) -> Path:
-        """An image path from the file: absolute (only ever read), or relative to the transcript's folder."""
+    def locate(self, text: str, where: str, *, upstream: bool, hashed: bool) -> tuple[Path | None, str]:
+        """Where an image path from the file may be read, or (None, why it is refused).
+
+        A file the user loads may only refer to files in its own folder tree:
+        for our format inside an image folder beside it (``chat.images/...``),
+        for an upstream list in the list's folder or below. The path must be
+        relative, without ``..``, and links are resolved first, so a link
+        pointing out of the folder is refused too. Only the journal
+        (``trusted``) may use absolute paths and ``..``, and only for an image
+        with a recorded hash.
+        """
         if not text or "\0" in text:
             self.fail(where, f"not a usable file path: {text!r:.40}")
         path = Path(text)
-        if path.is_absolute():
-            return path
-        if not allow_parent and ".." in PurePath(text.replace("\\", "/")).parts:
-            self.fail(where, "'..' is not allowed; keep images in the transcript's image folder or use an absolute path")
-        return self.base / path
+        if self.trusted and hashed:
+            return (path if path.is_absolute() else self.base / path), ""
+        parts = PurePath(text.replace("\\", "/")).parts
+        if path.is_absolute() or text.startswith(("/", "\\")):
+            return None, f"absolute path {text!r:.60} refused; a transcript may only use images in its own folder"
+        if ".." in parts:
+            return None, f"path {text!r:.60} refused: '..' leaves the transcript's folder"
+        if not upstream and (len(parts) < 2 or not parts[0].endswith(".images")):
+            return None, f"path {text!r:.60} refused: not in an image folder beside the transcript (NAME.images/)"
+        root = os.path.realpath(self.base)
+        real = os.path.realpath(os.path.join(root, *parts))
+        if os.path.commonpath([root, real]) != root:
+            return None, f"path {text!r:.60} refused: a link out of the transcript's folder"
+        return Path(real), ""
 
     def file(self, path: Path, sha: str | None, name: str) -> tuple[Attachment, str]:
         """An attachment for an image file, checked against ``sha``; marked missing (with why) if unusable."""
@@ -301,8 +330,12 @@ class Reader:
                 spot = f"{where}.images[{i}]"
                 if not isinstance(item, str):
                     self.fail(spot, f"expected a file path string, got {_got(item)}")
-                target = self.resolve(item, spot, allow_parent=True)
-                att, problem = self.file(target, None, PurePath(item).name or "image")
+                target, problem = self.locate(item, spot, upstream=True, hashed=False)
+                name = PurePath(item).name or "image"
+                if target is None:
+                    att = Attachment(path=item, missing=True, name=name)
+                else:
+                    att, problem = self.file(target, None, name)
                 if problem:
                     self.warnings.append(f"{spot} ({att.name}): {problem}")
                 images.append(att)
@@ -318,9 +351,12 @@ def _title(messages: list[ChatMessage]) -> str:
     return " ".join(first.text.split())[:60] or "image"
 
 
-def parse(value: Any, source: str, base: Path) -> tuple[Conversation, list[str]]:
-    """A decoded JSON value (our object or upstream's list) to a conversation and image warnings."""
-    reader = Reader(source, base)
+def parse(value: Any, source: str, base: Path, *, trusted: bool = False) -> tuple[Conversation, list[str]]:
+    """A decoded JSON value (our object or upstream's list) to a conversation and image warnings.
+
+    ``trusted`` only for the app's own journal (see ``Reader``).
+    """
+    reader = Reader(source, base, trusted=trusted and isinstance(value, dict))
     if isinstance(value, list):
         conv = reader.upstream(value)
     elif isinstance(value, dict):
@@ -331,11 +367,12 @@ def parse(value: Any, source: str, base: Path) -> tuple[Conversation, list[str]]
     return conv, reader.warnings
 
 
-def read(path: Path) -> tuple[Conversation, list[str], Any]:
+def read(path: Path, *, trusted: bool = False) -> tuple[Conversation, list[str], Any]:
     """Load a transcript file: the conversation, one line per unusable image, and the decoded JSON.
 
     Only reads. ``conv.path`` is the file for our format and None for an
     upstream list (so saving never overwrites a user's prompt file with ours).
+    ``trusted`` is for the app's own journal files only (see ``Reader``).
     """
     path = Path(path).expanduser()
     source = str(path)
@@ -359,6 +396,6 @@ def read(path: Path) -> tuple[Conversation, list[str], Any]:
         raise TranscriptError(source, "", f"larger than {fmt.MAX_FILE_BYTES >> 20} MB; not a transcript")
     value = decode(raw, source)
     absolute = Path(os.path.abspath(path))
-    conv, warnings = parse(value, source, absolute.parent)
+    conv, warnings = parse(value, source, absolute.parent, trusted=trusted)
     conv.path = absolute if isinstance(value, dict) else None
     return conv, warnings, value

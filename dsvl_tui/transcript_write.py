@@ -124,7 +124,12 @@ class ImageFolder:
         data = None
         if not att.missing:
             try:
-                data = att.data if att.data is not None else Path(att.path).read_bytes()
+                if att.data is not None:
+                    data = att.data
+                elif att.path is not None:
+                    data = Path(att.path).read_bytes()
+                else:
+                    self.unreadable.append(att)
             except (OSError, TypeError, ValueError):
                 self.unreadable.append(att)
         if data is None:
@@ -133,6 +138,12 @@ class ImageFolder:
                 return {"name": att.label, "sha256": att.sha256, "path": self.prefix + filename}
             return {"name": att.label, "sha256": None, "path": att.path or att.label}
         sha = hashlib.sha256(data).hexdigest()
+        if att.data is None and att.sha256 and sha != att.sha256:
+            # The file changed (or was swapped for a link) since it was attached or loaded: never copy
+            # bytes other than the ones checked then; it is saved as a reference and marked missing.
+            self.unreadable.append(att)
+            filename = self.known.get(att.sha256) or f"{att.sha256}{ext}"
+            return {"name": att.label, "sha256": att.sha256, "path": self.prefix + filename}
         if self.embed:
             return {"name": att.label, "sha256": sha, "data": base64.b64encode(data).decode("ascii")}
         if sha in self.known:
