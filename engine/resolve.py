@@ -118,16 +118,34 @@ def pick_device(device: str = "auto") -> torch.device:
             raise EngineError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
         if chosen.type not in ("cpu", "cuda", "mps"):
             raise EngineError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise EngineError("CUDA was asked for but no CUDA GPU is available; use --device auto or cpu")
+        if chosen.type == "cuda":
+            if not torch.cuda.is_available():
+                raise EngineError("CUDA was asked for but no CUDA GPU is available; use --device auto or cpu")
+            return _cuda_device(chosen.index, device)
         if chosen.type == "mps" and not torch.backends.mps.is_available():
             raise EngineError("MPS was asked for but is not available; use --device auto or cpu")
         return chosen
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return _cuda_device(None, device)
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _cuda_device(index: int | None, asked: str) -> torch.device:
+    """``cuda:N`` with N checked against the GPUs there are; plain "cuda" is torch's current one (usually 0).
+
+    Always with an index, so that every later per-device call (capability,
+    synchronize, memory statistics) asks about this GPU, not the current one.
+    """
+    count = torch.cuda.device_count()
+    if index is None:
+        index = torch.cuda.current_device()
+    if not 0 <= index < count:
+        have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise EngineError(f"{asked} was asked for but this machine has {count} CUDA GPU{'' if count == 1 else 's'} "
+                          f"({have}); pick one of those (CUDA_VISIBLE_DEVICES renumbers them)")
+    return torch.device("cuda", index)
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -144,7 +162,19 @@ def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
             raise EngineError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
         return _DTYPES[dtype]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if _native_bf16(device) else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` (not the current GPU) computes in bf16 natively: Ampere (8.0) or newer, or ROCm.
+
+    Not ``torch.cuda.is_bf16_supported()``: it asks about the current GPU, and
+    says yes to older ones that only emulate bf16 (slowly), where fp16 is the
+    right choice.
+    """
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8

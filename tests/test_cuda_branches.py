@@ -17,7 +17,9 @@ import torch
 
 import engine
 import engine.static_decode as static_decode
+from engine.errors import EngineError
 from engine.fixtures import write_checkpoint
+from engine.resolve import pick_device, pick_dtype
 
 GIB = 2**30
 CUDA = torch.device("cuda", 0)
@@ -169,3 +171,50 @@ def test_load_with_compile_never_raises_for_a_broken_probe(folder, monkeypatch):
     stream = eng.stream([engine.Message("user", "Still fine?")],
                         engine.GenerationSettings(temperature=0, max_new_tokens=3))
     assert "".join(stream) is not None and stream.stats.new_tokens == 3
+
+
+# -- 2. device and dtype choice ----------------------------------------------------------------------------------
+
+def test_auto_and_plain_cuda_pick_the_current_gpu_with_its_index(cuda):
+    cuda.current = 1
+    assert pick_device("auto") == pick_device("cuda") == torch.device("cuda", 1)
+    assert pick_device("cuda:0") == torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize(("count", "asked", "expected"), [
+    (2, "cuda:2", "cuda:2 was asked for but this machine has 2 CUDA GPUs (cuda:0 to cuda:1); pick one of those"),
+    (1, "cuda:1", "cuda:1 was asked for but this machine has 1 CUDA GPU (cuda:0); pick one of those"),
+])
+def test_a_gpu_index_that_does_not_exist_is_a_one_line_error(cuda, count, asked, expected):
+    cuda.count = count
+    with pytest.raises(EngineError) as error:
+        pick_device(asked)
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)
+
+
+def test_cuda_asked_for_without_a_gpu(cuda):
+    cuda.available = False
+    with pytest.raises(EngineError, match="no CUDA GPU is available; use --device auto or cpu"):
+        pick_device("cuda")
+    assert pick_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize(("capability", "expected"), [
+    ((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),  # H100, A100, RTX 30xx
+    ((7, 5), torch.float16), ((7, 0), torch.float16), ((6, 1), torch.float16),  # T4, V100, P40: bf16 only emulated
+])
+def test_auto_dtype_by_the_chosen_gpus_capability(cuda, monkeypatch, capability, expected):
+    cuda.capability = capability
+    # torch's own check says yes to emulated bf16 and asks about the current GPU; the engine must not rely on it.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    device = torch.device("cuda", 1)
+    assert pick_dtype("auto", device) == expected
+    assert cuda.calls[-1] == ("capability", device)
+    assert pick_dtype("float32", device) == torch.float32  # an explicit choice stands
+
+
+def test_auto_dtype_on_rocm_is_bf16(cuda, monkeypatch):
+    cuda.capability = (9, 4)  # ROCm reports its own numbering; every supported AMD GPU does bf16
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    assert pick_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
