@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .commands import CommandRegistry
+from .text import printable
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -71,7 +72,9 @@ def _quote(path: str, opening: str) -> str:
 
 def path_matches(partial: str, suffixes: frozenset[str] | None = IMAGE_SUFFIXES) -> list[str]:
     """Entries matching ``partial`` (a path prefix): folders (with a trailing slash), and files
-    whose suffix is in ``suffixes`` (any file when it is None)."""
+    whose suffix is in ``suffixes`` (any file when it is None). A name that ``printable`` would
+    change (control characters, bytes that are not UTF-8) is never offered: it could not be shown
+    as it is, and the line it would complete to could not be sent as typed."""
     expanded = os.path.expanduser(partial)
     folder, stem = os.path.split(expanded)
     try:
@@ -81,6 +84,8 @@ def path_matches(partial: str, suffixes: frozenset[str] | None = IMAGE_SUFFIXES)
     out = []
     for entry in entries:
         if not entry.name.startswith(stem) or (entry.name.startswith(".") and not stem.startswith(".")):
+            continue
+        if printable(entry.name) != entry.name:
             continue
         try:
             is_dir = entry.is_dir()

@@ -93,7 +93,7 @@ class Repl:
         self._history = history
         self._conversation = self._fresh_conversation()
         self._slot = ModelSlot(engine_factory or default_engine_factory(options), self._on_load_event)
-        self._notes: queue.Queue[str] = queue.Queue()
+        self._notes: queue.Queue[tuple[str, str]] = queue.Queue()  # (text, style) for _write_err
         self._prompt: Any = None  # the PromptSession, made in run()
         self._running = False
         self._cancel: threading.Event | None = None
@@ -110,10 +110,10 @@ class Repl:
         return self._conversation
 
     def info(self, message: str) -> None:
-        self._write_err(printable(message))
+        self._write_err(message)
 
     def error(self, message: str) -> None:
-        self._write_err(self._styled(_RED, f"error: {printable(message)}"))
+        self._write_err(f"error: {message}", _RED)
 
     def send(self, text: str) -> None:
         message = self._conversation.add_user(text)
@@ -139,7 +139,7 @@ class Repl:
         shown = conversation.messages[-2:]
         earlier = len(conversation.messages) - len(shown)
         if earlier:
-            self._write_err(self._styled(_DIM, f"… {earlier} earlier messages"))
+            self._write_err(f"… {earlier} earlier messages", _DIM)
         for message in shown:
             self._show_message(message)
         loaded = self._slot.model
@@ -275,7 +275,7 @@ class Repl:
         return ".".rjust(width - 1) + " "
 
     def _on_empty_interrupt(self) -> None:
-        self._notes.put("(Ctrl+D or /quit leaves)")
+        self._notes.put(("(Ctrl+D or /quit leaves)", ""))
         self._poke_prompt()
 
     # -- answering -------------------------------------------------------------------
@@ -317,7 +317,7 @@ class Repl:
 
     def _backend(self, cancel: threading.Event) -> Any:
         if self._slot.backend is None and self._slot.loading is not None:
-            self._write_err(self._styled(_DIM, f"waiting for {self._slot.loading} to load (Ctrl+C gives up)"))
+            self._write_err(f"waiting for {self._slot.loading} to load (Ctrl+C gives up)", _DIM)
         backend = self._slot.wait(cancel, poll=self._flush_notes)
         self._flush_notes()
         if backend is None and not cancel.is_set():
@@ -337,7 +337,7 @@ class Repl:
         conversation.pending[:0] = mine.images
         if self._interactive:
             self._next_input = mine.text
-            self._write_err(self._styled(_DIM, "(not sent: your message is back at the prompt)"))
+            self._write_err("(not sent: your message is back at the prompt)", _DIM)
 
     @contextlib.contextmanager
     def _interrupt_sets(self, cancel: threading.Event):
@@ -367,12 +367,12 @@ class Repl:
 
         line = stats_line(answer.stats)
         if line:
-            self._write_err(self._styled(_DIM, line))
+            self._write_err(line, _DIM)
 
     def _show_message(self, message: ChatMessage) -> None:
         images = "".join(f"[image: {a.label}{' (missing)' if a.missing else ''}] " for a in message.images)
         who = "you" if message.role == "user" else "model"
-        self._write_err(self._styled(_DIM, f"{who}: {images}{printable(message.text)}"))
+        self._write_err(f"{who}: {images}{message.text}", _DIM)
 
     # -- saving ----------------------------------------------------------------------
 
@@ -393,10 +393,11 @@ class Repl:
 
     # -- output ------------------------------------------------------------------------
 
-    def _styled(self, style: str, text: str) -> str:
-        return f"{style}{text}{_RESET}" if self._err_colour else text
-
-    def _write_err(self, text: str) -> None:
+    def _write_err(self, text: str, style: str = "") -> None:
+        """Write one notice to stderr: made ``printable`` here, for every caller, then styled."""
+        text = printable(text)
+        if style and self._err_colour:
+            text = f"{style}{text}{_RESET}"
         self._err.write(text + "\n")
         self._err.flush()
 
@@ -404,12 +405,12 @@ class Repl:
         """From the loading thread: queue the line; the prompt (or the main loop) shows it."""
         if kind == "ready":
             self._conversation.model = message
-            line = self._styled(_DIM, f"{message} is ready")
+            note = (f"{message} is ready", _DIM)
         elif kind == "error":
-            line = self._styled(_RED, f"error: {printable(message)}")
+            note = (f"error: {message}", _RED)
         else:
-            line = self._styled(_DIM, printable(message))
-        self._notes.put(line)
+            note = (message, _DIM)
+        self._notes.put(note)
         self._poke_prompt()
 
     def _poke_prompt(self) -> None:
@@ -429,10 +430,10 @@ class Repl:
     def _flush_notes(self) -> None:
         while True:
             try:
-                line = self._notes.get_nowait()
+                text, style = self._notes.get_nowait()
             except queue.Empty:
                 return
-            self._write_err(line)
+            self._write_err(text, style)
 
     def _require_idle(self, action: str) -> None:
         if self.is_generating():

@@ -78,7 +78,7 @@ class AssistantMessage(Vertical):
             self._parts = [printable(message.text)]
             state = "error" if message.error else "stopped" if message.stopped else "done"
             self.set_reactive(AssistantMessage.state, state)
-            self._marker = self._final_marker(message.stats, message.stopped, message.error)
+            self._marker = printable(self._final_marker(message.stats, message.stopped, message.error))
         self._view = MarkdownView("".join(self._parts))
 
     def compose(self) -> ComposeResult:
@@ -111,9 +111,9 @@ class AssistantMessage(Vertical):
         return self._view
 
     def set_marker(self, text: str) -> None:
-        self._marker = text
+        self._marker = printable(text)
         if self.is_mounted:
-            self.query_one(".marker", Label).update(Content(printable(text)))
+            self.query_one(".marker", Label).update(Content(self._marker))
             self._apply_state()
 
     def wait(self, reason: str) -> None:

@@ -184,8 +184,8 @@ class PromptInput(TextArea):
             self._history_index += len(prompts)
 
     def load_text_at_end(self, text: str) -> None:
-        """Replace the text and put the cursor at its end."""
-        self.load_text(text)
+        """Replace the text (made ``printable``: it may come from a transcript) and put the cursor at its end."""
+        self.load_text(printable(text))
         self.move_cursor(self.document.end)
         self.update_suggestion()
 
@@ -197,7 +197,7 @@ class PromptInput(TextArea):
                                         suffixes=self.path_suffixes)
         else:
             self._completion = Completion()
-        self.suggestion = self._completion.suggestion
+        self.suggestion = printable(self._completion.suggestion)
         hint = printable(self._completion.hint)[: max(self.size.width - 6, 10)]
         self.border_subtitle = Content(hint) if hint else None
 
