@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.widgets import Footer
 
 import themes
+from textual.notifications import SeverityLevel
 
 from . import builtin_commands, heap, image_protocols  # builtin_commands fills the registry
 from . import generation as gen
@@ -34,6 +35,7 @@ from .prompt_history import PromptHistory
 from .tui_session import TuiSession
 from .widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
 
+from .text import printable
 
 @dataclass
 class PromptsLoaded(Message):
@@ -202,6 +204,12 @@ class DsvlApp(App[int]):
         self.run_command("/image " + " ".join(shlex.quote(str(path)) for path in event.paths))
 
     def run_command(self, line: str) -> None:
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A toast, its text made ``printable`` and not read as markup (a path may hold ``[/b]``)."""
+        super().notify(printable(message), title=printable(title), severity=severity, timeout=timeout,
+                       markup=markup)
+
         """Run a slash command; a bad one gets a one-line error and nothing is sent."""
         try:
             registry.run(self.session, line)
