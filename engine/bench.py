@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 QUESTIONS = [
     ("Describe this picture in detail.", True),
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats()
     pictures = {0: _picture(1), 4: _picture(2)}
     history: list = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     peaks = {"upstream": 0, "ours": 0}
     for turn, (question, with_image) in enumerate(QUESTIONS[: args.turns]):
         history.append(engine.Message("user", question, images=[pictures[turn]] if with_image else []))

@@ -8,12 +8,13 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
-from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
+from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, Steps, TextStream, run_decode
 from .images import ImagePreprocessor, image_key, load_image
 from .kv_cache import new_cache
 from .model import DeepSeekVLModel, build_model
@@ -21,14 +22,17 @@ from .prompt import ImageSlot, PromptFormat
 from .resolve import pick_device, pick_dtype, resolve_model
 from .reuse import CachedContext, LruStore, common_prefix, crop_cache, position_keys
 from .spec import read_spec
-from .types import EngineInfo, GenerationSettings, Message, Prepared
+from .types import EngineInfo, GenerationSettings, Message, Prepared, Variant
+
+if TYPE_CHECKING:
+    from .static_decode import StaticDecoder
 
 DEFAULT_CONTEXT_LENGTH = 4096
 MAX_CACHED_CONTEXTS = 4  # conversations whose KV cache is kept (least recently used dropped first)
 MAX_CACHED_IMAGES = 64
 
 
-def _variant_of(model: str, folder: Path) -> str:
+def _variant_of(model: str, folder: Path) -> Variant:
     # Only the model's own name counts (".../deepseek-vl-7b-base"), not its parent folders.
     names = f"{model.rstrip('/').rsplit('/', 1)[-1]} {folder.name}".lower()
     return "base" if names.endswith(("-base", "_base")) or "-base " in names or "_base " in names else "chat"
@@ -55,7 +59,7 @@ class Engine:
         self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) -> (content key, pixels)
         self._pictures_lock = threading.Lock()  # prepare() runs on callers' threads
         self.vision_calls = 0  # images run through the vision tower (for tests and benchmarks)
-        self._static = None  # a StaticDecoder once use_static_decode() succeeded
+        self._static: StaticDecoder | None = None  # set once use_static_decode() succeeded
 
     # -- input -------------------------------------------------------------
     def prepare(self, messages: Sequence[Message], *, system: str | None = None, reserve: int = 0) -> Prepared:
@@ -192,6 +196,7 @@ class Engine:
             stats.dropped_turns = prepared.dropped_turns
             stats.prompt_tokens = prompt_tokens
             keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
+            steps: Steps
             if static is not None:
                 reused = static.take(self._contexts if self.prefix_cache else None, cache_key, keys)
                 steps = static
@@ -234,7 +239,8 @@ class Engine:
         with self._lock:
             if self._static is not None:
                 return None
-            decoder = problem = None
+            decoder: StaticDecoder | None = None
+            problem: str | None = None
             try:
                 decoder = StaticDecoder(self.model, self.context_length, compile_options)
                 decoder.warm_up(progress)
@@ -250,6 +256,7 @@ class Engine:
                 if self.model.device.type == "cuda":
                     torch.cuda.empty_cache()
                 return problem
+            assert decoder is not None  # made, since no problem was met
             self._contexts.clear()  # stored contexts were made for the other path
             self._static = decoder
             # Its thread ends with the engine; not at interpreter exit, where waking a thread that ran
@@ -289,7 +296,7 @@ def load(
     revision: str | None = None,
     progress: ProgressCallback | None = None,
     context_length: int = DEFAULT_CONTEXT_LENGTH,
-    variant: str | None = None,
+    variant: Variant | None = None,
     prefix_cache: bool = True,
     compile: bool = False,
 ) -> Engine:

@@ -61,7 +61,10 @@ def write_tokenizer(folder: Path, *, base_vocab: int) -> dict[str, int]:
     trainer_tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     model_json = json.loads(trainer_tok.to_str())["model"]
     vocab: dict[str, int] = model_json["vocab"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
+    merges: list[tuple[str, str]] = []
+    for merge in model_json["merges"]:  # "a b" in older tokenizers, ["a", "b"] in newer ones
+        left, right = merge.split(" ") if isinstance(merge, str) else merge
+        merges.append((left, right))
     trained = len(vocab)
     # Filler entries no merge can reach pad the vocabulary to upstream's size.
     for i in range(len(vocab), base_vocab):
@@ -72,7 +75,11 @@ def write_tokenizer(folder: Path, *, base_vocab: int) -> dict[str, int]:
     specials = _special_tokens(base_vocab)
     tok.add_special_tokens(specials)
     tok.save(str(folder / "tokenizer.json"))
-    ids = {t: tok.token_to_id(t) for t in specials}
+    ids: dict[str, int] = {}
+    for token in specials:
+        token_id = tok.token_to_id(token)
+        assert token_id is not None, token  # added just above
+        ids[token] = token_id
     assert ids[BOS] == base_vocab and ids[IMAGE_TAG] == base_vocab + 15, ids
     ids["<trained>"] = trained
 
@@ -102,7 +109,7 @@ def _configs(tower: str, size: str) -> dict[str, Any]:
             "num_attention_heads": 16, "num_hidden_layers": 24, "num_key_value_heads": 16, "torch_dtype": "bfloat16",
             "vocab_size": 102400,
         }
-        preprocessor = {"image_size": 384 if full else 32, "do_normalize": True, "image_mean": HALF, "image_std": HALF}
+        preprocessor: dict[str, Any] = {"image_size": 384 if full else 32, "do_normalize": True, "image_mean": HALF, "image_std": HALF}
         image_tokens = 576 if full else 16
     else:
         high = {

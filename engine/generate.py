@@ -21,7 +21,7 @@ import torch
 
 from .detokenize import IncrementalDecoder, StopStringFilter
 from .errors import EngineError, GenerationError
-from .types import GenerationSettings, GenerationStats
+from .types import GenerationSettings, GenerationStats, StopReason
 
 _DONE = object()
 # torch.OutOfMemoryError is new in torch 2.5; older releases only have the CUDA one.
@@ -210,7 +210,7 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> lis
     generated = torch.empty((1, 0), dtype=torch.long, device=model.device)
     fed: list[int] = []
     first_token_at = None
-    reason = "length"
+    reason: StopReason = "length"
 
     with torch.inference_mode():
         logits = job.steps.prefill(job.embeds)

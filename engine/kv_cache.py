@@ -31,6 +31,7 @@ class ReservedLayer(DynamicLayer):
             capacity = -(-need // self.CHUNK) * self.CHUNK
             grown = tuple(s.new_empty((*s.shape[:-2], capacity, s.shape[-1])) for s in (key_states, value_states))
             if held:
+                assert self.keys is not None and self.values is not None  # it holds `held` positions
                 grown[0][..., :held, :].copy_(self.keys)
                 grown[1][..., :held, :].copy_(self.values)
             self._reserved = reserved = grown

@@ -83,7 +83,7 @@ class PromptFormat:
     def _special(self, spec: ModelSpec, name: str) -> tuple[int, str]:
         text = _token_text(spec.tokenizer_config.get(name)) or _token_text(spec.special_tokens_map.get(name))
         token_id = self.tokenizer.token_to_id(text) if text else None
-        if token_id is None:
+        if token_id is None or text is None:
             raise CheckpointError(f"the tokenizer files define no usable {name}; re-download the model")
         return token_id, text
 
@@ -158,15 +158,17 @@ def _strip_ends(pieces: list[Piece]) -> list[Piece]:
     """Upstream strips the whole prompt string: trim whitespace at both ends across text runs."""
     pieces = list(pieces)
     for index in range(len(pieces)):
-        if not isinstance(pieces[index], str):
+        piece = pieces[index]
+        if not isinstance(piece, str):
             break
-        pieces[index] = pieces[index].lstrip()
-        if pieces[index]:
+        pieces[index] = piece = piece.lstrip()
+        if piece:
             break
     for index in range(len(pieces) - 1, -1, -1):
-        if not isinstance(pieces[index], str):
+        piece = pieces[index]
+        if not isinstance(piece, str):
             break
-        pieces[index] = pieces[index].rstrip()
-        if pieces[index]:
+        pieces[index] = piece = piece.rstrip()
+        if piece:
             break
     return [p for p in pieces if not (isinstance(p, str) and not p)]

@@ -57,13 +57,13 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
         RevisionNotFoundError,
     )
 
-    kwargs = {"repo_id": repo_id, "revision": revision}
-    if progress is not None:
-        kwargs["tqdm_class"] = _progress_tqdm(progress)
+    tqdm_class = _progress_tqdm(progress) if progress is not None else None
     try:
-        folder = Path(snapshot_download(allow_patterns=_CONFIG_FILES + ["*.safetensors"], **kwargs))
+        folder = Path(snapshot_download(repo_id, revision=revision, tqdm_class=tqdm_class,
+                                        allow_patterns=_CONFIG_FILES + ["*.safetensors"]))
         if not any(folder.glob("*.safetensors")):  # older uploads ship only .bin weights
-            folder = Path(snapshot_download(allow_patterns=_CONFIG_FILES + ["*.bin"], **kwargs))
+            folder = Path(snapshot_download(repo_id, revision=revision, tqdm_class=tqdm_class,
+                                            allow_patterns=_CONFIG_FILES + ["*.bin"]))
     except GatedRepoError:
         raise ModelNotFoundError(f"{repo_id} needs you to accept its licence on the Hugging Face hub; log in with `hf auth login` and retry") from None
     except RepositoryNotFoundError:

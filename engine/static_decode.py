@@ -101,6 +101,18 @@ def _compile_unsupported(device: torch.device, cache_bytes: int) -> str | None:
     return None
 
 
+def _keys_values(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """An allocated attention cache layer's keys and values.
+
+    transformers types ``Cache.layers`` as a union that includes linear-attention layers (no keys) and
+    gives ``keys`` as Optional (not yet allocated); this model's caches hold allocated attention layers.
+    """
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__} holds no allocated keys and values")
+    return keys, values
+
+
 def decode_one_token(model, cache, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """token, position: [1, 1] -> logits [1, V] of that position, its keys and values written into ``cache``."""
     embeds = model.language_model.get_input_embeddings()(token)
@@ -125,8 +137,9 @@ class StaticDecoder:
         self.owner: str | None = None  # the conversation whose stored context is this cache
         self.compiled = compile_options is not None
         self.note: str | None = None  # why compiled decoding was dropped after load, if it was
-        self._cuda_graphs = self.compiled and compile_options.get("mode") == "reduce-overhead"
-        self._step = torch.compile(decode_one_token, **compile_options) if self.compiled else decode_one_token
+        self._cuda_graphs = compile_options is not None and compile_options.get("mode") == "reduce-overhead"
+        self._step = (torch.compile(decode_one_token, **compile_options) if compile_options is not None
+                      else decode_one_token)
         device = model.device
         # Fixed places for the step's inputs: refilled in place, so CUDA graphs read them where they were recorded.
         self._token = torch.zeros((1, 1), dtype=torch.long, device=device)
@@ -164,7 +177,8 @@ class StaticDecoder:
     def nbytes(self) -> int:
         """Memory the static cache takes (allocated during warm-up)."""
         return sum(t.numel() * t.element_size() for layer in self.cache.layers
-                   for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+                   if isinstance(t, torch.Tensor))
 
     # -- which conversation the cache holds ------------------------------------
     @torch.inference_mode()  # the cache's tensors are inference tensors: only touched in that mode
@@ -198,13 +212,15 @@ class StaticDecoder:
         """A ``DynamicCache`` holding the first ``length`` positions (copies, never views of the static cache)."""
         out = new_cache(self.model)
         for index, layer in enumerate(self.cache.layers):
-            out.update(layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone(), index)
+            keys, values = _keys_values(layer)
+            out.update(keys[:, :, :length].clone(), values[:, :, :length].clone(), index)
         return out
 
     def _copy_in(self, stored, length: int) -> None:
         for layer, source in zip(self.cache.layers, stored.layers, strict=True):
-            layer.keys[:, :, :length].copy_(source.keys[:, :, :length])
-            layer.values[:, :, :length].copy_(source.values[:, :, :length])
+            (keys, values), (source_keys, source_values) = _keys_values(layer), _keys_values(source)
+            keys[:, :, :length].copy_(source_keys[:, :, :length])
+            values[:, :, :length].copy_(source_values[:, :, :length])
 
     def _set_length(self, length: int) -> None:
         self.length = length

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 ImageSource = Union[str, os.PathLike, "PILImage.Image"]
 Role = Literal["user", "assistant"]
 StopReason = Literal["eos", "stop_string", "length", "cancelled", "error"]
+Variant = Literal["chat", "base"]  # a chat model (with its template) or a base one (plain text)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class EngineInfo:
     """What was loaded and where."""
 
     model_id: str
-    variant: Literal["chat", "base"]
+    variant: Variant
     tower: str  # "siglip" or "hybrid"
     device: str
     dtype: str

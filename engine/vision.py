@@ -56,7 +56,8 @@ class SiglipBackbone(VisionTransformer):
             weight_init="skip",
         )
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    # timm >= 1.0.2x added attn_mask/is_causal to forward; this tower takes pixels only (timm >= 1.0.9).
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.forward_features(pixels)
 
 
@@ -77,7 +78,7 @@ class DeepSeekSamViT(VisionTransformerSAM):
             num_heads=spec.heads,
             mlp_ratio=4.0,
             qkv_bias=True,
-            norm_layer=_layer_norm,
+            norm_layer=_layer_norm,  # type: ignore[arg-type]  # timm annotates a class; it only calls it, as its own partials do
             act_layer=nn.GELU,
             use_abs_pos=True,
             use_rel_pos=True,
@@ -113,6 +114,7 @@ class DeepSeekSamViT(VisionTransformerSAM):
             x = block(x)
             if index == self.first_global_index:
                 first_global = x
+        assert first_global is not None  # first_global_index is one of the blocks' indexes
         main = self._resample_and_downsample(self.neck(x.permute(0, 3, 1, 2)))
         high = self._resample_and_downsample(self.neck_hd(first_global.permute(0, 3, 1, 2)))
         return main + high * self.hd_alpha_downsamples  # [B, C_out, g', g']
@@ -156,7 +158,7 @@ class MlpAligner(nn.Module):
     def __init__(self, spec: AlignerSpec):
         super().__init__()
         if spec.projector_type == "identity":
-            self.layers = nn.Identity()
+            self.layers: nn.Module = nn.Identity()
             return
         modules: list[nn.Module] = [nn.Linear(spec.input_dim, spec.n_embed)]
         depth = spec.depth if spec.projector_type == "mlp_gelu" else 1
@@ -187,6 +189,7 @@ class HybridSplitAligner(nn.Module):
 
 def build_vision(spec: VisionSpec) -> nn.Module:
     if spec.kind == "hybrid":
+        assert spec.high is not None  # parse_spec gives every hybrid its SAM tower
         return HybridTower(spec.high, spec.low)
     return TowerBranch(SiglipBackbone(spec.low), spec.low.pixel_mean, spec.low.pixel_std)
 
