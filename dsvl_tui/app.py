@@ -184,6 +184,12 @@ class DsvlApp(App[int]):
     async def show_notice(self, text: str, error: bool = False) -> None:
         await self.active.notice(text, error=error)
 
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A toast, its text made ``printable`` and not read as markup (a path may hold ``[/b]``)."""
+        super().notify(printable(message), title=printable(title), severity=severity, timeout=timeout,
+                       markup=markup)
+
     # -- input and commands ---------------------------------------------------
     @on(PromptInput.Submitted)
     def _submitted(self, event: PromptInput.Submitted) -> None:
@@ -204,12 +210,6 @@ class DsvlApp(App[int]):
         self.run_command("/image " + " ".join(shlex.quote(str(path)) for path in event.paths))
 
     def run_command(self, line: str) -> None:
-    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
-        """A toast, its text made ``printable`` and not read as markup (a path may hold ``[/b]``)."""
-        super().notify(printable(message), title=printable(title), severity=severity, timeout=timeout,
-                       markup=markup)
-
         """Run a slash command; a bad one gets a one-line error and nothing is sent."""
         try:
             registry.run(self.session, line)
