@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .options import Options
-from .text import printable
+from .text import printable, valid_text
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -105,10 +105,18 @@ class _Ask:
     def _question(self) -> str:
         text = self.request.question
         if text == "-":
-            text = self.stdin.read()
+            text = self._read_stdin()
+        text = valid_text(text)  # bytes that were not UTF-8 (argv, stdin) became U+FFFD
         if not text.strip():
             raise AskFailure(EXIT_INPUT, "the question is empty")
         return text.strip()
+
+    def _read_stdin(self) -> str:
+        """All of stdin, bytes that are not text in its encoding replaced (never a UnicodeDecodeError)."""
+        binary = getattr(self.stdin, "buffer", None)
+        if binary is None:  # a text stream only (tests)
+            return self.stdin.read()
+        return binary.read().decode(getattr(self.stdin, "encoding", None) or "utf-8", errors="replace")
 
     def _conversation(self):
         from .conversation import Conversation
@@ -231,5 +239,5 @@ class _Ask:
             "images": [a.path for m in conversation.messages[-2:-1] for a in m.images],
             "transcript": str(self.request.transcript) if self.request.transcript else None,
         }
-        self.out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        self.out.write(valid_text(json.dumps(document, ensure_ascii=False)) + "\n")  # paths may hold any bytes
         self.out.flush()

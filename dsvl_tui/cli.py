@@ -70,6 +70,17 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def _text(value: str | None) -> str | None:
+    """A text argument made valid: bytes that were not UTF-8 come from argv as lone surrogates.
+
+    Paths are left alone (the OS takes them back byte for byte); the question and the system prompt
+    are text for the model.
+    """
+    from .text import valid_text
+
+    return None if value is None else valid_text(value)
+
+
 def build_options(values: dict[str, Any], *, theme: str | None = None, resume: bool = False):
     """``Options`` from the given (non-None) values; a bad setting is a usage error (exit 2)."""
     from engine.types import GenerationSettings
@@ -83,7 +94,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
         raise typer.BadParameter(str(exc)) from None
     return Options(
         model=values.get("model") or DEFAULT_MODEL, device=values.get("device") or "auto",
-        dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=values.get("system"),
+        dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=_text(values.get("system")),
         compile=bool(values.get("compile")), settings=generation, theme=theme, resume=resume,
     )
 
@@ -248,12 +259,48 @@ def _typed(ctx: Any, name: str) -> Any:
     return ctx.params.get(name) if source is not None and source.name == "COMMANDLINE" else None
 
 
+CRASH_LOG = "crash.log"  # in the data folder: the tracebacks of unexpected errors
+
+
+def report_crash(exc: BaseException) -> int:
+    """One ``error:`` line on stderr for an unexpected exception, its traceback appended to the crash log.
+
+    Returns exit code 1. Should the log be unwritable, the traceback goes to stderr after the line.
+    """
+    import time
+    import traceback
+
+    from .paths import data_dir
+    from .text import printable, valid_text
+
+    details = "".join(traceback.format_exception(exc))
+    what = " ".join(printable(f"{type(exc).__name__}: {exc}").split())[:300]
+    try:
+        path = data_dir() / CRASH_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keep = path.exists() and path.stat().st_size < 1_000_000  # start over rather than grow without end
+        with path.open("a" if keep else "w", encoding="utf-8", errors="backslashreplace") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} dsvl-chat {__version__}: "
+                      f"{valid_text(' '.join(sys.argv))!r}\n{details}\n")
+    except OSError as log_error:
+        print(f"error: unexpected {what} (could not write the crash log: {printable(str(log_error))})",
+              file=sys.stderr)
+        print(details, end="", file=sys.stderr)
+    else:
+        print(f"error: unexpected {what} (traceback in {path}; please report it)", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point; usage errors become one line on stderr (exit code 2)."""
+    """Console-script entry point.
+
+    Usage errors become one line on stderr (exit code 2); an unexpected error one line, exit code 1,
+    and its traceback in ``crash.log`` in the data folder.
+    """
     try:
         from typer._click import exceptions as click_errors  # typer 0.26+ ships its own copy of click
     except ImportError:  # older typer: click itself
-        from click import exceptions as click_errors
+        from click import exceptions as click_errors  # type: ignore[no-redef]
 
     try:
         code = app(args=argv, prog_name="dsvl-chat", standalone_mode=False)
@@ -265,8 +312,10 @@ def main(argv: list[str] | None = None) -> None:
     except click_errors.ClickException as exc:
         print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click_errors.Abort:
+    except typer.Abort:  # Abort lives in typer itself, not in its copy of click's exceptions
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug must not look like success, nor only a traceback
+        sys.exit(report_crash(exc))
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -217,3 +217,33 @@ def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkey
     assert cli.run_chat(options, plain=False) == 0
     assert [kind for kind, _ in started] == ["tui", "repl"]
     assert "full-screen app is not available" in capsys.readouterr().err
+
+
+# --- unexpected errors and undecodable arguments ---------------------------------------------
+
+
+def test_an_unexpected_error_exits_1_with_one_line_and_the_traceback_in_the_crash_log(
+        monkeypatch, tmp_path, capsys) -> None:
+    import dsvl_tui.repl
+
+    def broken(options):
+        raise RuntimeError("a bug\x1b[31m in\nthe REPL")
+
+    monkeypatch.setattr(dsvl_tui.repl, "run_repl", broken)
+    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--plain"])
+    assert exit_info.value.code == 1
+    log = tmp_path / "data" / cli.CRASH_LOG
+    err = capsys.readouterr().err
+    assert err == f"error: unexpected RuntimeError: a bug in the REPL (traceback in {log}; please report it)\n"
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "RuntimeError: a bug" in text
+
+
+def test_bytes_that_are_not_utf8_in_a_text_argument_become_replacement_characters(started) -> None:
+    # From argv, a byte that is not UTF-8 arrives as a lone surrogate (surrogateescape).
+    result = runner.invoke(app, ["--system", "be \udcff brief", "--plain"])
+    assert result.exit_code == 0, result.output
+    (_, options), = started
+    assert options.system == "be \ufffd brief"
