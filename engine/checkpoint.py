@@ -9,15 +9,22 @@ through ``torch.load(weights_only=True)``: loading never runs code from data.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .files import UnusableFileError, fd_path, open_regular, read_regular
+from .spec import MAX_JSON_BYTES, ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
 
 # Parts of the original checkpoint that upstream builds but never runs:
 # SigLIP's attention-pooling head (ignore_head=True) and the hybrid tower's
@@ -28,6 +35,9 @@ IGNORED_KEYS = (
     re.compile(r"rotary_emb\.inv_freq$"),
 )
 REMAP_BYTES = 256 * 1024 * 1024
+# The most read from a safetensors JSON header (upstream's 7B: about 100 kB;
+# safetensors itself allows 100 MB).
+MAX_HEADER_BYTES = 16 << 20
 # Upstream's SAM MLP is ``lin1``/``lin2``; timm's is ``fc1``/``fc2``.
 _SAM_MLP = re.compile(r"^(vision_model\.vision_tower_high\.vision_tower\.blocks\.\d+\.mlp\.)lin([12])\.")
 
@@ -76,9 +86,14 @@ class WeightSource:
         ):
             if (folder / index).exists():
                 try:
-                    weight_map = json.loads((folder / index).read_text())["weight_map"]
-                    files = [folder / str(name) for name in sorted(set(weight_map.values()))]
-                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    weight_map = json.loads(read_regular(folder / index, MAX_JSON_BYTES))["weight_map"]
+                    names = sorted({str(name) for name in weight_map.values()})
+                    if any(Path(name).name != name or name in (".", "..") for name in names):
+                        raise CheckpointError(f"{folder / index} names a weight file outside {folder}; re-download the model")
+                    files = [folder / name for name in names]
+                except UnusableFileError as exc:
+                    raise CheckpointError(f"{exc}; re-download the model") from None
+                except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                     files = []
                 if not files:
                     raise CheckpointError(f"{folder / index} is not a valid weight index; re-download the model")
@@ -104,10 +119,15 @@ class WeightSource:
     def _bin(self, path: Path) -> dict:
         if path not in self._bin_cache:
             try:
-                try:
-                    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-                except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-                    data = torch.load(path, map_location="cpu", weights_only=True)
+                with open_regular(path) as handle:
+                    same_file = fd_path(handle, path)  # the file checked, not whatever the path names later
+                    try:
+                        data = torch.load(same_file, map_location="cpu", weights_only=True, mmap=True)
+                    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+                        handle.seek(0)
+                        data = torch.load(handle, map_location="cpu", weights_only=True)
+            except UnusableFileError as exc:
+                raise CheckpointError(f"{exc}; re-download the model") from None
             except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
                 raise CheckpointError(f"cannot read {path} safely ({' '.join(str(exc).split())[:160]}); re-download the model") from None
             self._bin_cache[path] = data.get("state_dict", data) if isinstance(data, dict) else {}
@@ -119,17 +139,22 @@ class WeightSource:
                 from safetensors import safe_open
 
                 target = "cpu" if device.type == "meta" else str(device)
-                handle, mapped_bytes = None, 0
-                for name in names:
-                    # A mapping held open keeps every page read so far resident,
-                    # which would add the file's size to peak RSS; reopening
-                    # every REMAP_BYTES bounds that at little cost.
-                    if handle is None or mapped_bytes > REMAP_BYTES:
-                        handle, mapped_bytes = safe_open(str(path), framework="pt", device=target), 0
-                    tensor = handle.get_tensor(name)
-                    mapped_bytes += tensor.numel() * tensor.element_size()
-                    yield name, tensor
-                handle = None
+                try:
+                    checked = open_regular(path)  # safe_open takes a path: hand it this very file
+                except OSError as exc:
+                    raise CheckpointError(f"cannot read {path} ({exc.strerror or exc}); re-download the model") from None
+                with checked:
+                    handle, mapped_bytes = None, 0
+                    for name in names:
+                        # A mapping held open keeps every page read so far resident,
+                        # which would add the file's size to peak RSS; reopening
+                        # every REMAP_BYTES bounds that at little cost.
+                        if handle is None or mapped_bytes > REMAP_BYTES:
+                            handle, mapped_bytes = safe_open(fd_path(checked, path), framework="pt", device=target), 0
+                        tensor = handle.get_tensor(name)
+                        mapped_bytes += tensor.numel() * tensor.element_size()
+                        yield name, tensor
+                    handle = None
             else:
                 data = self._bin(path)
                 for name in names:
@@ -140,24 +165,86 @@ class WeightSource:
 def _safetensors_header_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor shapes from a safetensors header; also checks the file holds all the data it lists."""
     try:
-        file_size = path.stat().st_size
-        with open(path, "rb") as handle:
+        # Only a regular file (a FIFO here once hung the loader), and its size from the opened file.
+        with open_regular(path) as handle:
+            file_size = os.fstat(handle.fileno()).st_size
             size = int.from_bytes(handle.read(8), "little")
-            if size <= 0 or size > 100_000_000:
-                raise ValueError("bad header size")
+            if size <= 0 or size > min(MAX_HEADER_BYTES, file_size - 8):
+                raise ValueError(f"bad header size {size}: at most {MAX_HEADER_BYTES} bytes within a file of {file_size}")
             header = json.loads(handle.read(size))
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         data_end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
         if 8 + size + data_end > file_size:
             raise ValueError(f"the file is truncated: {file_size} bytes, the header needs {8 + size + data_end}")
-        return {k: list(v["shape"]) for k, v in tensors.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        shapes = {k: [int(d) for d in v["shape"]] for k, v in tensors.items()}
+        if any(d < 0 for shape in shapes.values() for d in shape):
+            raise ValueError("a tensor has a negative dimension")
+        return shapes
+    except UnusableFileError as exc:
+        raise CheckpointError(f"{exc}; re-download the model") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); re-download the model") from None
 
 
 def _describe(keys: list[str]) -> str:
     shown = ", ".join(sorted(keys)[:4])
     return f"{shown} and {len(keys) - 4} more" if len(keys) > 4 else shown
+
+
+_LAYER_INDEX = re.compile(r"^(\d+)\.")
+
+
+def _count_blocks(on_file: dict[str, Any], prefix: str) -> int:
+    """How many numbered blocks (``prefix{N}.``) the weight files hold: the highest N plus one."""
+    found = [_LAYER_INDEX.match(key[len(prefix):]) for key in on_file if key.startswith(prefix)]
+    return max((int(m.group(1)) + 1 for m in found if m), default=0)
+
+
+def check_config_against_weights(
+    spec: ModelSpec, language: PretrainedConfig, on_file: dict[str, tuple[tuple[int, ...], Path]], folder: Path
+) -> None:
+    """Refuse a config that describes another model than the weight headers, before anything is built.
+
+    Checks the layer counts of the language model and the vision towers and
+    the main sizes; every other tensor's shape is checked against the model
+    (built on meta) in ``load_weights``, still before anything is allocated.
+    """
+    towers: list[tuple[str, str, int, int]] = []  # (what, prefix, layers, width)
+    if spec.vision.kind == "hybrid" and spec.vision.high is not None:
+        towers.append(("vision tower", "vision_model.vision_tower_low.vision_tower.", spec.vision.low.layers, spec.vision.low.width))
+        towers.append(("high-resolution vision tower", "vision_model.vision_tower_high.vision_tower.",
+                       spec.vision.high.layers, spec.vision.high.width))
+    else:
+        towers.append(("vision tower", "vision_model.vision_tower.", spec.vision.low.layers, spec.vision.low.width))
+    counts = [("language", "language_model.model.layers.", int(language.num_hidden_layers))]
+    counts += [(what, prefix + "blocks.", layers) for what, prefix, layers, _ in towers]
+    for what, prefix, configured in counts:
+        held = _count_blocks(on_file, prefix)
+        if held != configured:
+            raise CheckpointError(
+                f"{folder}: config.json configures {configured} {what} layers but the weights hold {held}; "
+                "is config.json from the same model?"
+            )
+    expected = {"language_model.model.embed_tokens.weight": (int(language.vocab_size), int(language.hidden_size))}
+    if int(language.num_hidden_layers) > 0:
+        gate = "language_model.model.layers.0.mlp.gate_proj.weight"
+        expected[gate] = (int(language.intermediate_size), int(language.hidden_size))
+    for _, prefix, _, width in towers:
+        proj = on_file.get(prefix + "patch_embed.proj.weight")
+        if proj is not None and proj[0][:1] != (width,):
+            raise CheckpointError(
+                f"{folder}: weight {prefix}patch_embed.proj.weight has shape {list(proj[0])}, "
+                f"the config implies width {width}; is config.json from the same model?"
+            )
+    for name, shape in expected.items():
+        found = on_file.get(name)
+        if found is None:
+            raise CheckpointError(f"{folder} lacks weights the model needs: {name}; re-download the model")
+        if found[0] != shape:
+            raise CheckpointError(
+                f"{folder}: weight {name} has shape {list(found[0])}, the config implies {list(shape)}; "
+                "is config.json from the same model?"
+            )
 
 
 def load_weights(
@@ -167,10 +254,15 @@ def load_weights(
     device: torch.device,
     dtype: torch.dtype,
     progress: ProgressCallback | None = None,
+    source: WeightSource | None = None,
+    on_file: dict[str, tuple[tuple[int, ...], Path]] | None = None,
 ) -> None:
-    """Check every key and shape, then assign each tensor into ``model`` (built on meta)."""
-    source = WeightSource(folder)
-    on_file = source.shapes()
+    """Check every key and shape, then assign each tensor into ``model`` (built on meta).
+
+    ``source`` and ``on_file`` (its ``shapes()``) may be passed when already read.
+    """
+    source = source if source is not None else WeightSource(folder)
+    on_file = on_file if on_file is not None else source.shapes()
     expected = {name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()}
 
     mapped = {module_key(k): k for k in on_file if not is_ignored(k)}

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .files import NotRegularFileError, open_regular
+from .spec import MAX_IMAGE_SIZE
 
 # Refuse pictures over this many pixels before decoding them: a small file can
 # claim a huge size (a "decompression bomb") and exhaust memory. We check it
@@ -197,6 +198,12 @@ class ImagePreprocessor:
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(
                 f"image_size must be a positive integer, got {self.image_size!r} — check preprocessor_config.json"
+            )
+        # Every picture is resized to image_size a side: a crafted size would allocate without bound.
+        if self.image_size > MAX_IMAGE_SIZE or not 0 <= self.min_size <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size {self.image_size} and min_size {self.min_size} must lie within 1..{MAX_IMAGE_SIZE}"
+                " — check preprocessor_config.json"
             )
         if self.do_normalize and (self.image_mean is None or self.image_std is None):
             raise ValueError("do_normalize needs image_mean and image_std — check preprocessor_config.json")

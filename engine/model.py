@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from .checkpoint import ProgressCallback, load_weights
+from .checkpoint import ProgressCallback, WeightSource, check_config_against_weights, load_weights
+from .errors import CheckpointError
 from .spec import ModelSpec
 from .vision import build_aligner, build_vision
 
@@ -96,9 +97,18 @@ def build_model(
     dtype: torch.dtype,
     progress: ProgressCallback | None = None,
 ) -> DeepSeekVLModel:
+    # The weight headers first: a config that disagrees with them (or asks for
+    # far more layers than they hold) is refused before any module is built.
+    source = WeightSource(folder)
+    on_file = source.shapes()
+    try:
+        language = llama_config(spec.language, dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"{folder / 'config.json'}: language_config is not valid ({' '.join(str(exc).split())[:160]}); re-download the model") from None
+    check_config_against_weights(spec, language, on_file, folder)
     with torch.device("meta"):
         model = DeepSeekVLModel(spec, dtype)
-    load_weights(model, folder, device=device, dtype=dtype, progress=progress)
+    load_weights(model, folder, device=device, dtype=dtype, progress=progress, source=source, on_file=on_file)
     _materialise_derived_buffers(model, device)
     return model.eval()
 

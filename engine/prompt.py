@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
-from .spec import ModelSpec
+from .files import UnusableFileError, read_regular
+from .spec import MAX_TOKENIZER_BYTES, ModelSpec
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
@@ -64,10 +65,14 @@ class PromptFormat:
 
         path = folder / "tokenizer.json"
         try:
-            self.tokenizer = Tokenizer.from_file(str(path))
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            # Read once, only from a regular file of bounded size (a FIFO here once hung the loader).
+            text = read_regular(path, MAX_TOKENIZER_BYTES).decode("utf-8")
+            self.tokenizer = Tokenizer.from_str(text)
+            raw = json.loads(text)
             raw["added_tokens"] = []
             self._plain = Tokenizer.from_str(json.dumps(raw))
+        except UnusableFileError as exc:
+            raise CheckpointError(f"{exc}; re-download the model") from None
         except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
             raise CheckpointError(f"{path} cannot be read as a tokenizer ({' '.join(str(exc).split())[:120]}); re-download the model") from None
         self.variant = variant

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .files import UnusableFileError, read_regular
 
 # Upstream's siglip_vit.py / sam.py presets.
 SIGLIP_PRESETS: dict[str, dict[str, Any]] = {
@@ -30,6 +31,10 @@ SAM_PRESETS: dict[str, dict[str, Any]] = {
 }
 PROJECTOR_TYPES = ("identity", "linear", "mlp_gelu", "low_high_hybrid_split_mlp_gelu")
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json")
+# The most read from a checkpoint's JSON files (upstream's are a few kB; the
+# tokenizer a few MB), so a crafted file cannot exhaust memory being read.
+MAX_JSON_BYTES = 16 << 20
+MAX_TOKENIZER_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,17 @@ class ModelSpec:
     special_tokens_map: dict[str, Any] = field(default_factory=dict)
 
 
-def read_json(path: Path, *, required: bool = True) -> dict[str, Any]:
+def read_json(path: Path, *, required: bool = True, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     if not path.exists():
         if required:
             raise CheckpointError(f"{path.parent} is missing {path.name}; re-download the model or point --model at a complete DeepSeek-VL folder")
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # Only a regular file of at most ``limit`` bytes: a FIFO here once hung the loader.
+        data = json.loads(read_regular(path, limit).decode("utf-8"))
+    except UnusableFileError as exc:
+        raise CheckpointError(f"{_one_line(exc)}; re-download the model") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({_one_line(exc)}); re-download the model") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} should hold a JSON object; re-download the model")
@@ -191,15 +199,18 @@ def read_spec(folder: Path) -> ModelSpec:
 
     where = folder / "config.json"
     vision_cls, vision_params = _part(config, "vision_config", folder)
-    if "HybridVisionTower" in vision_cls:
-        high_cfg, low_cfg = vision_params.get("high_res_cfg"), vision_params.get("low_res_cfg")
-        if not isinstance(high_cfg, dict) or not isinstance(low_cfg, dict):
-            raise CheckpointError(f"{where}: HybridVisionTower needs high_res_cfg and low_res_cfg; re-download the model")
-        vision = VisionSpec("hybrid", low=_siglip_spec(low_cfg, str(where)), high=_sam_spec(high_cfg, str(where)))
-    elif "CLIPVisionTower" in vision_cls:
-        vision = VisionSpec("siglip", low=_siglip_spec(vision_params, str(where)))
-    else:
-        raise CheckpointError(f"unknown vision class {vision_cls!r} in {where}; expected CLIPVisionTower or HybridVisionTower")
+    try:
+        if "HybridVisionTower" in vision_cls:
+            high_cfg, low_cfg = vision_params.get("high_res_cfg"), vision_params.get("low_res_cfg")
+            if not isinstance(high_cfg, dict) or not isinstance(low_cfg, dict):
+                raise CheckpointError(f"{where}: HybridVisionTower needs high_res_cfg and low_res_cfg; re-download the model")
+            vision = VisionSpec("hybrid", low=_siglip_spec(low_cfg, str(where)), high=_sam_spec(high_cfg, str(where)))
+        elif "CLIPVisionTower" in vision_cls:
+            vision = VisionSpec("siglip", low=_siglip_spec(vision_params, str(where)))
+        else:
+            raise CheckpointError(f"unknown vision class {vision_cls!r} in {where}; expected CLIPVisionTower or HybridVisionTower")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"{where}: vision_config holds a value that is not a number ({_one_line(exc)[:120]}); re-download the model") from None
 
     aligner_cls, aligner_params = _part(config, "aligner_config", folder)
     projector_type = aligner_params.get("projector_type")
@@ -210,7 +221,7 @@ def read_spec(folder: Path) -> ModelSpec:
             projector_type=projector_type, input_dim=int(aligner_params["input_dim"]),
             n_embed=int(aligner_params["n_embed"]), depth=int(aligner_params.get("depth", 1)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{where}: aligner_config params lack a valid {exc}; re-download the model") from None
 
     language = config.get("language_config")
@@ -227,6 +238,7 @@ def read_spec(folder: Path) -> ModelSpec:
         tokenizer_config=read_json(folder / "tokenizer_config.json"),
         special_tokens_map=read_json(folder / "special_tokens_map.json", required=False),
     )
+    check_limits(spec, where)
     if spec.num_image_tokens != vision.num_tokens:
         raise CheckpointError(
             f"{folder}: processor_config.json says {spec.num_image_tokens} image tokens but the vision tower makes {vision.num_tokens}; re-download the model"
@@ -234,7 +246,79 @@ def read_spec(folder: Path) -> ModelSpec:
     return spec
 
 
+# -- limits ------------------------------------------------------------------------
+# Sizes far beyond any DeepSeek-VL model (the 7B has 30 layers of 4096, a
+# 102400-token vocabulary, towers of 24 and 12 blocks) but small enough that
+# building the model on the meta device stays cheap. A config over them is
+# refused before anything is built: 200000 layers once took minutes and all
+# the memory. Sizes within them must still match the weight files' headers
+# (``checkpoint.check_config_against_weights``). docs/security.md lists them.
+LANGUAGE_LIMITS: dict[str, int] = {
+    "num_hidden_layers": 256,
+    "hidden_size": 32768,
+    "intermediate_size": 262144,
+    "vocab_size": 1 << 20,
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "max_position_embeddings": 1 << 20,
+}
+MAX_TOWER_LAYERS = 256
+MAX_TOWER_WIDTH = 16384
+MAX_TOWER_HEADS = 1024
+MAX_IMAGE_SIZE = 4096  # pixels a side, for the towers and the preprocessor
+MAX_PATCH_GRID = 256  # image_size // patch_size
+MAX_IMAGE_TOKENS = 4096
+MAX_ALIGNER_DIM = 65536
+MAX_ALIGNER_DEPTH = 64
+
+
+def _within(value: Any, what: str, where: Path, high: int, low: int = 1) -> int:
+    """``value`` as an int in ``low..high``, else a one-line ``CheckpointError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or not low <= value <= high:
+        shown = repr(value) if not isinstance(value, int | float) or isinstance(value, bool) else f"{value:,}"
+        raise CheckpointError(
+            f"{where}: {what} is {shown[:40]}, outside {low:,}..{high:,}; this is not a usable DeepSeek-VL config"
+        )
+    return int(value)
+
+
+def _check_tower(tower: SiglipSpec | SamSpec, name: str, where: Path) -> None:
+    _within(tower.layers, f"{name} layers", where, MAX_TOWER_LAYERS)
+    _within(tower.width, f"{name} width", where, MAX_TOWER_WIDTH)
+    _within(tower.heads, f"{name} heads", where, MAX_TOWER_HEADS)
+    _within(tower.image_size, f"{name} image_size", where, MAX_IMAGE_SIZE)
+    _within(tower.patch_size, f"{name} patch_size", where, tower.image_size)
+    _within(tower.image_size // tower.patch_size, f"{name} patches a side (image_size // patch_size)", where, MAX_PATCH_GRID)
+    if isinstance(tower, SiglipSpec):
+        if not 0 < tower.mlp_ratio <= 16:
+            raise CheckpointError(f"{where}: {name} mlp_ratio is {tower.mlp_ratio}, outside 0..16; this is not a usable DeepSeek-VL config")
+        return
+    _within(tower.window_size, f"{name} window_size", where, MAX_PATCH_GRID)
+    _within(tower.out_chans, f"{name} out_chans", where, MAX_TOWER_WIDTH)
+    _within(len(tower.downsample_channels), f"{name} downsample_channels count", where, 8, low=0)
+    for channels in tower.downsample_channels:
+        _within(channels, f"{name} downsample_channels entry", where, MAX_TOWER_WIDTH)
+    _within(tower.resample_size, f"{name} resample_size", where, MAX_IMAGE_SIZE)
+    _within(len(tower.global_attn_indexes), f"{name} global_attn_indexes count", where, tower.layers)
+    for index in tower.global_attn_indexes:
+        _within(index, f"{name} global_attn_indexes entry", where, tower.layers - 1, low=0)
+
+
+def check_limits(spec: ModelSpec, where: Path) -> None:
+    """Refuse a config whose sizes are beyond any real model's, before anything is built."""
+    for key, high in LANGUAGE_LIMITS.items():
+        if key in spec.language:
+            _within(spec.language[key], f"language_config {key}", where, high)
+    _check_tower(spec.vision.low, "vision tower", where)
+    if spec.vision.high is not None:
+        _check_tower(spec.vision.high, "high-resolution vision tower", where)
+    _within(spec.num_image_tokens, "num_image_tokens", where, MAX_IMAGE_TOKENS)
+    _within(spec.aligner.input_dim, "aligner input_dim", where, MAX_ALIGNER_DIM)
+    _within(spec.aligner.n_embed, "aligner n_embed", where, MAX_ALIGNER_DIM)
+    _within(spec.aligner.depth, "aligner depth", where, MAX_ALIGNER_DEPTH)
+
+
 __all__ = [
-    "AlignerSpec", "ModelSpec", "SamSpec", "SiglipSpec", "VisionSpec", "read_spec", "read_json",
-    "SIGLIP_PRESETS", "SAM_PRESETS",
+    "AlignerSpec", "ModelSpec", "SamSpec", "SiglipSpec", "VisionSpec", "read_spec", "read_json", "check_limits",
+    "SIGLIP_PRESETS", "SAM_PRESETS", "LANGUAGE_LIMITS", "MAX_JSON_BYTES", "MAX_TOKENIZER_BYTES",
 ]
