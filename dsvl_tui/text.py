@@ -49,10 +49,7 @@ def printable(text: str) -> str:
     """
     if not _SUSPECT.search(text):
         return text
-    text = _CONTROL.sub("", _SEQUENCE.sub("", text))
-    if _SURROGATE.search(text):
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+    return valid_text(_CONTROL.sub("", _SEQUENCE.sub("", text)))
 
 
 def valid_text(text: str) -> str:
