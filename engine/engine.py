@@ -324,7 +324,19 @@ def load(
         raise CheckpointError(f"{folder / 'preprocessor_config.json'}: {exc}") from None
     if progress is not None:
         progress(LoadProgress("load", 0, None, f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
-    net = build_model(spec, folder, device=chosen_device, dtype=chosen_dtype, progress=progress)
+    out_of_memory = False
+    try:
+        net = build_model(spec, folder, device=chosen_device, dtype=chosen_dtype, progress=progress)
+    except OUT_OF_MEMORY:
+        out_of_memory = True
+    if out_of_memory:  # out of the except block, so the half-loaded model is unreferenced and can be freed
+        from .errors import EngineError
+        from .generate import release_cached_memory
+
+        release_cached_memory()
+        where = "GPU memory" if chosen_device.type == "cuda" else "memory"
+        raise EngineError(f"not enough {where} to load {model} on {chosen_device} in {str(chosen_dtype).replace('torch.', '')}; "
+                          "free the GPU, pick a smaller model, or use --device cpu")
     info = EngineInfo(
         model_id=str(model), variant=variant, tower=spec.vision.kind, device=str(chosen_device),
         dtype=str(chosen_dtype).replace("torch.", ""), parameters=net.parameter_count(),

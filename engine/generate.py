@@ -28,6 +28,33 @@ _DONE = object()
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on ``device`` (a GPU runs ahead of Python): call it before reading a clock.
+
+    ``device`` is the engine's (``cuda:1`` waits for that GPU, not the
+    current one); a no-op on the CPU. The decode loop itself needs none: it
+    turns each sampled token into a Python int, which waits for the GPU.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def release_cached_memory() -> None:
+    """After running out of GPU memory: free what the failed work left and hand torch's cached blocks back.
+
+    The next turn (or another program) then finds the memory free rather
+    than held in torch's cache; a no-op where CUDA was never used.
+    """
+    import gc
+
+    gc.collect()  # tensors of the failed turn may sit in reference cycles (frames, closures)
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 @dataclass
 class DecodeJob:
     """Everything one generation needs, prepared before the thread starts."""
@@ -144,15 +171,19 @@ class TextStream:
     def _work(self) -> None:
         try:
             with self._lock:
+                out_of_memory = False
                 try:
                     self._run(self)
                 except EngineError as exc:
                     self._fail(str(exc))
                 except OUT_OF_MEMORY:
+                    out_of_memory = True
                     self._fail("out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model")
                 except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
                     self._fail(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
                 finally:
+                    if out_of_memory:  # here the traceback, and with it the failed turn's tensors, is gone
+                        release_cached_memory()
                     self._queue.put(_DONE)
         finally:
             self._finished.set()  # after the lock is released: a caller that waited may start the next one

@@ -10,6 +10,7 @@ memory, numerics) is in ``test_cuda_gpu.py``, marked ``cuda``, and run by
 from __future__ import annotations
 
 import importlib.util
+import threading
 import types
 
 import pytest
@@ -19,6 +20,7 @@ import engine
 import engine.static_decode as static_decode
 from engine.errors import EngineError
 from engine.fixtures import write_checkpoint
+from engine.generate import run_decode as fresh_run_decode
 from engine.resolve import pick_device, pick_dtype
 
 GIB = 2**30
@@ -218,3 +220,120 @@ def test_auto_dtype_on_rocm_is_bf16(cuda, monkeypatch):
     cuda.capability = (9, 4)  # ROCm reports its own numbering; every supported AMD GPU does bf16
     monkeypatch.setattr(torch.version, "hip", "6.2")
     assert pick_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+
+
+# -- 2. out of memory: handling and recovery ---------------------------------------------------------------------
+
+GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=6)
+TORCH_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB\n"
+             "of which 1.2 GiB is free. Including non-PyTorch memory, this process has 78.0 GiB in use.")
+
+
+def _answer(eng, history, key="pane"):
+    stream = eng.stream(history, GREEDY, cache_key=key)
+    text = "".join(stream)
+    return text, stream.token_ids, stream.stats
+
+
+def test_out_of_memory_while_generating_frees_the_turn_then_the_next_one_works(folder, monkeypatch):
+    import weakref
+
+    import engine.engine as engine_module
+
+    eng, fresh = engine.load(str(folder), context_length=256), engine.load(str(folder), context_length=256)
+    history = [engine.Message("user", "Hello there?")]
+    text, _, _ = _answer(eng, history)
+    history += [engine.Message("assistant", text), engine.Message("user", "And then?")]
+    held: list[weakref.ref] = []
+    emptied: list[bool] = []  # per torch.cuda.empty_cache() call: was the failed turn's memory unreferenced by then?
+
+    def exhausted(model, job, stream, started):
+        activations = torch.zeros(256, 1024)  # stands for what the failed turn had allocated
+        held.append(weakref.ref(activations))
+        with torch.inference_mode():
+            job.steps.prefill(job.embeds)  # half a turn written into its cache
+        raise torch.OutOfMemoryError(TORCH_OOM)
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(held[0]() is None))
+    monkeypatch.setattr(engine_module, "run_decode", exhausted)
+    with pytest.raises(engine.GenerationError) as error:
+        _answer(eng, history)
+    assert str(error.value) == ("out of GPU memory while generating; start a new conversation, shorten it, "
+                                "or load a smaller model")
+    assert emptied == [True]  # torch's cache emptied once, after the failed turn's tensors were freed
+    monkeypatch.setattr(engine_module, "run_decode", fresh_run_decode)
+    _, ids, stats = _answer(eng, history)
+    assert stats.stop_reason == "length" and stats.reused_tokens == 0  # the failed turn's context was dropped
+    assert ids == _answer(fresh, history)[1]
+
+
+def test_out_of_memory_while_loading_is_a_one_line_engine_error(folder, monkeypatch):
+    import engine.engine as engine_module
+
+    def too_big(*args, **kwargs):
+        raise torch.OutOfMemoryError(TORCH_OOM)
+
+    monkeypatch.setattr(engine_module, "build_model", too_big)
+    with pytest.raises(EngineError) as error:
+        engine.load(str(folder))
+    assert str(error.value) == (f"not enough memory to load {folder} on cpu in float32; free the GPU, pick a smaller "
+                                "model, or use --device cpu")
+
+
+def test_out_of_memory_for_the_static_cache_is_a_note_and_decoding_stays_eager(folder, monkeypatch):
+    def too_big(self, progress=None):
+        raise torch.OutOfMemoryError(TORCH_OOM)
+
+    monkeypatch.setattr(static_decode.StaticDecoder, "warm_up", too_big)
+    eng = engine.load(str(folder), context_length=256)
+    assert eng.use_static_decode() == "not enough GPU memory for a static KV cache of 256 tokens"
+    assert eng._static is None and not eng.info.compiled
+    assert _answer(eng, [engine.Message("user", "Hi?")])[2].new_tokens == GREEDY.max_new_tokens
+
+
+def test_out_of_memory_in_the_compiled_step_is_not_taken_for_a_compiler_failure(folder):
+    eng = engine.load(str(folder), context_length=256)
+    assert eng.use_static_decode(compile_options={"backend": "aot_eager", "fullgraph": True}) is None
+    compiled_step = eng._static._step
+
+    def exhausted(*args):
+        raise torch.OutOfMemoryError(TORCH_OOM)
+
+    eng._static._step = exhausted
+    history = [engine.Message("user", "Hi?")]
+    with pytest.raises(engine.GenerationError, match="^out of GPU memory while generating"):
+        _answer(eng, history)
+    # Still compiled: running out of memory says nothing about the compiler, and the next turn uses it again.
+    assert eng.info.compiled and eng._static.compiled and eng._static.note is None
+    eng._static._step = compiled_step
+    assert _answer(eng, history)[1] == _answer(engine.load(str(folder), context_length=256), history)[1]
+
+
+# -- 2. timings, the CUDA-graph thread rule ----------------------------------------------------------------------
+
+def test_synchronize_waits_for_the_engines_gpu_not_the_current_one(cuda):
+    from engine.generate import synchronize
+
+    synchronize("cuda:1")
+    synchronize(torch.device("cpu"))
+    assert [call for call in cuda.calls if call[0] == "synchronize"] == [("synchronize", torch.device("cuda", 1))]
+
+
+def test_every_static_decode_step_runs_on_the_one_worker_thread(folder, monkeypatch):
+    # torch keeps recorded CUDA graphs per thread: warm-up and every turn of every pane must share one thread.
+    threads: list[threading.Thread] = []
+    real_step = static_decode.decode_one_token
+
+    def recording_step(*args):
+        threads.append(threading.current_thread())
+        return real_step(*args)
+
+    monkeypatch.setattr(static_decode, "decode_one_token", recording_step)
+    eng = engine.load(str(folder), context_length=256)
+    assert eng.use_static_decode() is None
+    warm_up = len(threads)
+    for pane in ("a", "b", "a"):
+        _answer(eng, [engine.Message("user", f"Pane {pane}?")], key=pane)
+    assert warm_up == static_decode.WARM_UP_STEPS and len(threads) > warm_up
+    assert set(threads) == {eng._static.worker._thread} and threads[0] is not threading.current_thread()
