@@ -21,12 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .files import NotRegularFileError, open_regular
+from .image_limits import MAX_IMAGE_PIXELS  # the limit itself lives where previews can import it cheaply
 from .spec import MAX_IMAGE_SIZE
-
-# Refuse pictures over this many pixels before decoding them: a small file can
-# claim a huge size (a "decompression bomb") and exhaust memory. We check it
-# ourselves instead of changing PIL's process-wide Image.MAX_IMAGE_PIXELS.
-MAX_IMAGE_PIXELS = 64_000_000
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
