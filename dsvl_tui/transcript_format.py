@@ -19,8 +19,11 @@ from engine.types import GenerationSettings, GenerationStats
 
 FORMAT = "dsvl-chat.transcript"
 VERSION = 1
-MAX_FILE_BYTES = 512 * 2**20  # a transcript file larger than this is refused
+# Limits a real chat never meets; past them a file is refused with a one-line error (docs/transcripts.md).
+MAX_FILE_BYTES = 512 * 2**20  # a transcript file larger than this is refused before it is read
 MAX_IMAGE_BYTES = 64 * 2**20  # one embedded (base64) image, decoded
+MAX_TEXT_CHARS = 2**20  # one message's text (also the system prompt and the title), in characters
+MAX_MESSAGES = 10_000  # messages in one transcript
 UPSTREAM_TAG = "<image_placeholder>"
 
 

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
+from engine.files import open_regular
 from engine.types import GenerationSettings, GenerationStats, StopReason
 
 from . import transcript_format as fmt
@@ -135,6 +136,20 @@ class Reader:
             self.fail(where, f"expected an object, got {_got(value)}")
         return value
 
+    def text(self, obj: dict, key: str, where: str, kinds: tuple[str, ...], default: Any = _REQUIRED) -> Any:
+        """``take`` for text the app shows and the model reads: at most ``MAX_TEXT_CHARS`` characters."""
+        value = self.take(obj, key, where, kinds, default)
+        if isinstance(value, str) and len(value) > fmt.MAX_TEXT_CHARS:
+            self.fail(f"{where}.{key}" if where else key,
+                      f"{len(value):,} characters is more than the {fmt.MAX_TEXT_CHARS:,} a message may hold; "
+                      "not a chat transcript")
+        return value
+
+    def count(self, items: list, where: str) -> None:
+        if len(items) > fmt.MAX_MESSAGES:
+            self.fail(where, f"{len(items):,} messages is more than the {fmt.MAX_MESSAGES:,} a transcript may hold; "
+                             "split the conversation")
+
     def time(self, obj: dict, key: str, where: str, default: float) -> float:
         text = self.take(obj, key, where, ("string",), None)
         if text is None:
@@ -159,16 +174,17 @@ class Reader:
         if version != VERSION:
             self.fail("version", f"unknown version {version}; this dsvl-chat reads version {VERSION}")
         items = self.take(doc, "messages", "", ("array",))
+        self.count(items, "messages")
         created = self.time(doc, "created", "", datetime.now(timezone.utc).timestamp())
         conv = Conversation(
-            system=self.take(doc, "system", "", ("string", "null"), None),
+            system=self.text(doc, "system", "", ("string", "null"), None),
             settings=self.settings(doc),
             model=self.take(doc, "model", "", ("string",), ""),
             created=created,
             updated=self.time(doc, "updated", "", created),
         )
         conv.messages = [self.message(item, f"messages[{i}]", created) for i, item in enumerate(items)]
-        title = self.take(doc, "title", "", ("string",), None)
+        title = self.text(doc, "title", "", ("string",), None)
         conv.title = title if title is not None else _title(conv.messages)
         return conv
 
@@ -191,7 +207,7 @@ class Reader:
         role = self.take(obj, "role", where, ("string",))
         if role not in ("user", "assistant"):
             self.fail(f"{where}.role", f"expected 'user' or 'assistant', got {_got(role)}")
-        text = self.take(obj, "text", where, ("string",))
+        text = self.text(obj, "text", where, ("string",))
         images = self.take(obj, "images", where, ("array",), [])
         stats = self.take(obj, "stats", where, ("object", "null"), None)
         return ChatMessage(
@@ -201,7 +217,7 @@ class Reader:
             created=self.time(obj, "created", where, created),
             stats=None if stats is None else self.stats(stats, f"{where}.stats"),
             stopped=self.take(obj, "stopped", where, ("boolean",), False),
-            error=self.take(obj, "error", where, ("string", "null"), None),
+            error=self.text(obj, "error", where, ("string", "null"), None),
         )
 
     def stats(self, obj: dict, where: str) -> GenerationStats:
@@ -311,6 +327,7 @@ class Reader:
         if items and isinstance(items[-1], dict) and str(items[-1].get("role", "")).lower() == "assistant" \
                 and items[-1].get("content") == "" and not items[-1].get("images"):
             items = items[:-1]  # upstream's open turn
+        self.count(items, "")
         conv = Conversation()
         for index, value in enumerate(items):
             where = f"[{index}]"
@@ -318,7 +335,7 @@ class Reader:
             role = self.take(obj, "role", where, ("string",))
             if role.lower() not in ("user", "assistant"):
                 self.fail(f"{where}.role", f"expected 'User' or 'Assistant', got {_got(role)}")
-            content = self.take(obj, "content", where, ("string",))
+            content = self.text(obj, "content", where, ("string",))
             paths = self.take(obj, "images", where, ("array",), [])
             tags = content.count(UPSTREAM_TAG)
             if tags != len(paths):
@@ -348,7 +365,12 @@ def _title(messages: list[ChatMessage]) -> str:
     first = next((m for m in messages if m.role == "user"), None)
     if first is None:
         return ""
-    return " ".join(first.text.split())[:60] or "image"
+    words = []  # the first words only: splitting a whole long message costs seconds and memory
+    for word in re.finditer(r"\S+", first.text):
+        words.append(word.group())
+        if sum(map(len, words)) + len(words) > 60:
+            break
+    return " ".join(words)[:60] or "image"
 
 
 def parse(value: Any, source: str, base: Path, *, trusted: bool = False) -> tuple[Conversation, list[str]]:
@@ -384,8 +406,11 @@ def read(path: Path, *, trusted: bool = False) -> tuple[Conversation, list[str],
             raise TranscriptError(source, "", "not a regular file")
         if info.st_size > fmt.MAX_FILE_BYTES:
             raise TranscriptError(source, "", f"larger than {fmt.MAX_FILE_BYTES >> 20} MB; not a transcript")
-        with open(path, "rb") as handle:
-            raw = handle.read(fmt.MAX_FILE_BYTES + 1)
+        with open_regular(path) as handle:  # never blocks on a FIFO swapped in since the stat
+            # read(n) allocates n bytes up front: ask for the file's size, not the limit.
+            raw = handle.read(info.st_size + 1)
+            if len(raw) > info.st_size:  # it grew since: the rest, still within the limit
+                raw += handle.read(fmt.MAX_FILE_BYTES + 1 - len(raw))
     except FileNotFoundError:
         raise TranscriptError(source, "", "no such file") from None
     except OSError as error:
