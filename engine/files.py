@@ -108,7 +108,7 @@ def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) 
         _refuse(path, os.fstat(fd).st_mode)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)  # ordinary reads from here on
-        return os.fdopen(fd, "rb")
+        return open(fd, "rb")  # the caller closes it
     except BaseException:
         os.close(fd)
         raise
