@@ -12,10 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.files import read_regular
+
 from .atomic import atomic_write_bytes
 from .paths import config_dir
 
 CONFIG_NAME = "config.json"
+MAX_CONFIG_BYTES = 1 << 20  # a few remembered choices; anything larger is not ours
 
 
 def config_path() -> Path:
@@ -25,7 +28,8 @@ def config_path() -> Path:
 def load_config() -> dict[str, Any]:
     """The remembered settings; ``{}`` if there are none or the file is unreadable."""
     try:
-        data = json.loads(config_path().read_text(encoding="utf-8"))
+        # A regular file of sane size only: a FIFO here would hang the app before its first frame.
+        data = json.loads(read_regular(config_path(), MAX_CONFIG_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

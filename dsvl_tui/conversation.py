@@ -14,14 +14,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from engine.files import open_regular
 from engine.types import GenerationSettings, GenerationStats, Message
 
 Role = Literal["user", "assistant"]
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a regular file's bytes; a FIFO or device raises ``OSError`` rather than hanging."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

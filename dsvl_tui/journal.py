@@ -35,10 +35,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.files import read_regular
+
 from .atomic import atomic_write_bytes, is_temp_file
 from .conversation import Attachment, Conversation
 from .paths import data_dir
-from .transcript_format import FORMAT, TranscriptError, one_line, parse_time
+from .transcript_format import FORMAT, MAX_FILE_BYTES, TranscriptError, one_line, parse_time
 from .transcript_read import read
 from .transcript_write import ImageFolder, document, encode
 
@@ -302,8 +304,7 @@ def _file_id(conv_id: str) -> str:
 def _entry(path: Path) -> JournalEntry | None:
     """A summary of one journal file without checking its images; None if it is not a transcript."""
     try:
-        with open(path, "rb") as handle:
-            doc = json.loads(handle.read())
+        doc = json.loads(read_regular(path, MAX_FILE_BYTES))  # a FIFO named *.json must not hang /resume
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("messages"), list):
             return None
         messages = doc["messages"]

@@ -11,10 +11,14 @@ gives an empty history; it never stops the app.
 
 from __future__ import annotations
 
+import os
 import queue
+import stat
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
+
+from engine.files import NotRegularFileError
 
 from .text import printable
 
@@ -42,6 +46,7 @@ class PromptHistory:
         try:
             from prompt_toolkit.history import FileHistory
 
+            _regular_or_absent(self._file())
             newest_first = FileHistory(str(self._file())).load_history_strings()
             prompts = [text for text in islice(newest_first, self.limit) if _usable(text)]
         except Exception:  # noqa: BLE001 - a bad history file must not stop the app
@@ -56,6 +61,7 @@ class PromptHistory:
 
             path = self._file()
             path.parent.mkdir(parents=True, exist_ok=True)
+            _regular_or_absent(path)
             FileHistory(str(path)).store_string(text)
         except Exception as exc:  # noqa: BLE001 - history is a convenience
             if not self._reported and self.report is not None:
@@ -74,6 +80,16 @@ class PromptHistory:
         loaded(self.load())
         while (text := self._queue.get()) is not None:
             self.store(text)
+
+
+def _regular_or_absent(path: Path) -> None:
+    """Refuse a history path that is a FIFO, a device or a folder: FileHistory would block on it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(path, mode)
 
 
 def _usable(text: str) -> bool:

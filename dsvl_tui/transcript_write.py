@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path, PurePath
 
+from engine.files import open_regular
 from engine.types import GenerationStats
 
 from .atomic import atomic_write_bytes
@@ -127,7 +128,8 @@ class ImageFolder:
                 if att.data is not None:
                     data = att.data
                 elif att.path is not None:
-                    data = Path(att.path).read_bytes()
+                    with open_regular(att.path) as handle:  # not a FIFO swapped in since it was attached
+                        data = handle.read()
                 else:
                     self.unreadable.append(att)
             except (OSError, TypeError, ValueError):

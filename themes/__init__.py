@@ -16,12 +16,15 @@ import json
 import pathlib
 from typing import TYPE_CHECKING
 
+from engine.files import read_regular
+
 if TYPE_CHECKING:  # pragma: no cover
     from textual.theme import Theme
 
 THEMES_DIR = pathlib.Path(__file__).parent
 STYLESHEET = THEMES_DIR / "dsvl.tcss"
 DEFAULT_THEME = "dsvl-night"
+MAX_THEME_BYTES = 1 << 20  # a theme is a few hundred bytes
 
 _COLOUR_FIELDS = (
     "primary", "secondary", "warning", "error", "success", "accent",
@@ -68,7 +71,7 @@ def load_themes(folder: pathlib.Path = THEMES_DIR) -> list[Theme]:
     themes = []
     for path in sorted(folder.glob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(path, MAX_THEME_BYTES).decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ThemeFileError(f"{path.name}: {exc}") from None
         themes.append(theme_from_data(data, path.name))

@@ -12,6 +12,8 @@ downscaled in a thread worker; the widget shows its name until it is ready.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,8 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
+
+from engine.files import open_regular
 
 from .. import image_protocols
 from ..conversation import Attachment
@@ -86,15 +90,19 @@ def _upright_rgb(image):
     return image.convert("RGB")
 
 
-def _open(attachment: Attachment):
+@contextmanager
+def _open(attachment: Attachment) -> Iterator[Any]:
     from PIL import Image
 
     source = attachment.engine_source()
     if isinstance(source, Image.Image):
-        return source
-    image = Image.open(source)
-    image.draft("RGB", (256, 256))  # JPEG: decode at a reduced size, much faster
-    return image
+        with source:
+            yield source
+        return
+    # Only a regular file: a FIFO or a device would block this worker (and the app's exit) for ever.
+    with open_regular(source) as handle, Image.open(handle) as image:
+        image.draft("RGB", (256, 256))  # JPEG: decode at a reduced size, much faster
+        yield image
 
 
 class ImagePreview(Widget):
@@ -160,6 +168,7 @@ class ImagePreview(Widget):
     def _decode(self, renderer: str, cell: tuple[int, int]) -> None:
         try:
             with _open(self.attachment) as image:
+                message: Message
                 if renderer == "halfblock":
                     message = self.Decoded(half_block_rows(image, self.max_width, self.max_height))
                 else:
@@ -180,6 +189,7 @@ class ImagePreview(Widget):
 
     async def on_image_preview_downscaled(self, message: Downscaled) -> None:
         message.stop()
+        assert self.renderer is not None  # on_mount chose it before starting the worker that posts this
         picture = image_protocols.picture_widget(self.renderer, message.picture)
         picture.styles.width, picture.styles.height = message.columns, message.rows
         self._picture_size = Size(message.columns, message.rows)
