@@ -116,14 +116,44 @@ def ours_turn(eng, history, new_tokens: int) -> tuple[dict, str]:
     _sync(eng)
     s = stream.stats
     return {"prompt_tokens": s.prompt_tokens, "ttft": s.time_to_first_token, "decode_tps": s.tokens_per_second,
-            "reused_tokens": s.reused_tokens}, text
+            "reused_tokens": s.reused_tokens, "token_ids": list(stream.token_ids)}, text
 
 
 def _sync(eng) -> None:
-    if eng.info.device.startswith("cuda"):
+    from .generate import synchronize
+
+    synchronize(eng.info.device)
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start counting peak GPU memory afresh on ``device`` (the engine's GPU, not the current one)."""
+    if device.startswith("cuda"):
         import torch
 
-        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: str) -> int:
+    """Bytes of GPU memory allocated at most on ``device`` since the last reset (0 off CUDA)."""
+    if not device.startswith("cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.max_memory_allocated(device)
+
+
+class CompileClock:
+    """A load progress callback that times the compile stage (warm-up of the compiled decode step)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+
+    def __call__(self, event) -> None:
+        if event.stage == "compile" and self.started is None:
+            self.started = time.perf_counter()
+        elif event.stage == "ready" and self.started is not None:
+            self.seconds = time.perf_counter() - self.started
 
 
 def _default_model(layers: int | None) -> Path:
@@ -158,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or str(_default_model(args.layers))
     with PeakRss() as load_rss:
         started = time.perf_counter()
-        eng = engine.load(model, device=args.device, dtype=args.dtype, compile=args.compile)
+        compile_clock = CompileClock()
+        eng = engine.load(model, device=args.device, dtype=args.dtype, compile=args.compile, progress=compile_clock)
         load_seconds = time.perf_counter() - started
     if args.compile and not eng.info.compiled:
         print(f"note: --compile: not used ({eng.info.compile_note}); ours decodes eagerly", file=sys.stderr)
     # Allocated at load and kept: it counts in both ways' peak GPU memory below.
     static_bytes = eng._static.nbytes() if eng._static is not None else 0
-    if eng.info.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(eng.info.device)
     pictures = {0: _picture(1), 4: _picture(2)}
     history: list = []
     rows: list[dict[str, Any]] = []
@@ -176,14 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         # machine that may have slowed down for it (heat, other processes), and neither side should
         # always pay that.
         for name in ("upstream", "ours") if turn % 2 == 0 else ("ours", "upstream"):
-            if eng.info.device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
+            reset_peak_memory(eng.info.device)
             with PeakRss() as rss:
                 if name == "upstream":
                     up = upstream_turn(eng, history, args.new_tokens)
                 else:
                     us, answer = ours_turn(eng, history, args.new_tokens)
-            gpu = torch.cuda.max_memory_allocated() if eng.info.device.startswith("cuda") else 0
+            gpu = peak_memory(eng.info.device)
             peaks[name] = max(peaks[name], gpu or rss.peak)
         history.append(engine.Message("assistant", answer))
         rows.append({"turn": turn + 1, "upstream": up, "ours": us})
@@ -191,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
 
     memory_kind = "GPU allocated" if eng.info.device.startswith("cuda") else "RSS"
-    machine = torch.cuda.get_device_name() if eng.info.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    machine = torch.cuda.get_device_name(eng.info.device) if eng.info.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     print(f"model {model} | {eng.info.parameters:,} parameters | {eng.info.device} {eng.info.dtype} | {machine}")
     if not args.compile:
         how = ""
@@ -219,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
               "load_seconds": load_seconds, "load_peak_rss": load_rss.peak, "new_tokens": args.new_tokens,
               "turns": rows, "summary": summary,
               "compile": {"requested": args.compile, "used": eng.info.compiled, "note": eng.info.compile_note,
-                          "static_cache_bytes": static_bytes}}
+                          "static_cache_bytes": static_bytes, "warm_up_seconds": compile_clock.seconds}}
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0

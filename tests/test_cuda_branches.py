@@ -337,3 +337,16 @@ def test_every_static_decode_step_runs_on_the_one_worker_thread(folder, monkeypa
         _answer(eng, [engine.Message("user", f"Pane {pane}?")], key=pane)
     assert warm_up == static_decode.WARM_UP_STEPS and len(threads) > warm_up
     assert set(threads) == {eng._static.worker._thread} and threads[0] is not threading.current_thread()
+
+
+# -- 2. memory reporting -----------------------------------------------------------------------------------------
+
+def test_peak_memory_is_read_from_the_engines_gpu(cuda):
+    from engine.bench import peak_memory, reset_peak_memory
+
+    reset_peak_memory("cuda:1")
+    assert peak_memory("cuda:1") == 3 * GIB
+    assert peak_memory("cpu") == 0  # the bench reports RSS there instead
+    reset_peak_memory("cpu")
+    assert [c for c in cuda.calls if c[0] != "capability"] == [("reset_peak_memory_stats", "cuda:1"),
+                                                                 ("max_memory_allocated", "cuda:1")]
