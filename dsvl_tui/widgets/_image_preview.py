@@ -28,7 +28,7 @@ from textual.widget import Widget
 
 from engine.files import open_regular
 
-from .. import image_protocols
+from .. import image_protocols, thumbnail
 from ..conversation import Attachment
 from ..text import printable
 
@@ -167,7 +167,11 @@ class ImagePreview(Widget):
     @work(thread=True, exclusive=True, group="image-preview", exit_on_error=False)
     def _decode(self, renderer: str, cell: tuple[int, int]) -> None:
         try:
-            with _open(self.attachment) as image:
+            with _open(self.attachment) as opened:
+                # Decoded no larger than it is shown (about twice the pixels), within the engine's limit.
+                shown = (self.max_width, 2 * self.max_height) if renderer == "halfblock" else \
+                    (self.max_width * cell[0], self.max_height * cell[1])
+                image = thumbnail.reduced(opened, shown)
                 message: Message
                 if renderer == "halfblock":
                     message = self.Decoded(half_block_rows(image, self.max_width, self.max_height))
@@ -175,7 +179,8 @@ class ImagePreview(Widget):
                     picture, (columns, rows) = picture_for_cells(image, self.max_width, self.max_height, cell)
                     message = self.Downscaled(picture, columns, rows)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is shown, never raised
-            self.post_message(self.Failed(f"{type(exc).__name__}"))
+            bomb = isinstance(exc, thumbnail.PictureTooLarge) or type(exc).__name__ == "DecompressionBombError"
+            self.post_message(self.Failed("too large" if bomb else "unreadable"))
         else:
             self.post_message(message)
 
@@ -198,7 +203,7 @@ class ImagePreview(Widget):
 
     def on_image_preview_failed(self, message: Failed) -> None:
         message.stop()
-        self._caption = f"[unreadable] {self._caption}"
+        self._caption = f"[{message.problem}] {self._caption}"
         self.add_class("-failed")
         self.refresh(layout=True)
 
