@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -36,6 +36,10 @@ from .tui_session import TuiSession
 from .widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
 
 from .text import printable
+
+if TYPE_CHECKING:
+    from engine.types import ChatBackend, GenerationStats, PreparesPrompts
+
 
 @dataclass
 class PromptsLoaded(Message):
@@ -62,17 +66,17 @@ class DsvlApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, options: Options | None = None, *, loader: Callable[..., Any] | None = None) -> None:
+    def __init__(self, options: Options | None = None, *, loader: Callable[..., ChatBackend] | None = None) -> None:
         super().__init__()
         self.options = options or Options()
         self.loader = loader  # engine.load unless a test stands in
         self.image_renderer = self.options.images  # read by every ImagePreview
         self.session = TuiSession(self)
         self.queue = gen.AnswerQueue()
-        self.engine: Any = None
+        self.engine: ChatBackend | None = None
         self.model_error: str | None = None
         self.loading = False
-        self.last_stats: Any = None
+        self.last_stats: GenerationStats | None = None
         self._load_id = 0
         self._context_tokens: dict[str, int | None] = {}
         self.autosaver = Autosaver(report=self._report_autosave)
@@ -261,22 +265,24 @@ class DsvlApp(App[int]):
     def _pump(self) -> None:
         """Start the next answer if the model is free; tell the waiting ones why they wait."""
         if self.engine is not None and (job := self.queue.next()) is not None:
-            job.widget.state = "streaming"
-            job.widget.set_marker("")
-            self._generate(job)
+            if job.widget is not None:
+                job.widget.state = "streaming"
+                job.widget.set_marker("")
+            self._generate(self.engine, job)
         for position, job in enumerate(self.queue.waiting, 1):
             if self.engine is None:
                 reason = "waiting for the model to load" if self.model_error is None else \
                     "waiting for a model: load one with /model ID|PATH"
             else:
                 reason = "waiting for its turn" + (f" ({position} ahead)" if position > 1 else "")
-            job.widget.wait(reason)
+            if job.widget is not None:
+                job.widget.wait(reason)
         self._update_tabs()
         self.refresh_status()
 
     @work(thread=True, group="generate", exit_on_error=False)
-    def _generate(self, job: gen.Job) -> None:
-        gen.stream_answer(self.engine, job, self.post_message)
+    def _generate(self, backend: ChatBackend, job: gen.Job) -> None:
+        gen.stream_answer(backend, job, self.post_message)
 
     async def on_answer_chunk(self, message: gen.AnswerChunk) -> None:
         text = message.job.take()
@@ -295,7 +301,7 @@ class DsvlApp(App[int]):
                 await job.widget.write(job.take())
             await job.pane.finish_answer(job.asked, message.text, message.stats, stopped=message.stopped,
                                          error=message.error)
-            if getattr(message.stats, "new_tokens", 0):
+            if message.stats is not None and message.stats.new_tokens:
                 self.last_stats = message.stats
         self.autosave(job.conversation)
         self._pump()
@@ -341,7 +347,7 @@ class DsvlApp(App[int]):
             pane.conversation.model = self.options.model
         self._pump()
         self.measure_context(self.active.conversation)
-        note = getattr(message.engine.info, "compile_note", None)
+        note = message.engine.info.compile_note
         if note:
             await self.show_notice(f"compile: not used ({note}); decoding eagerly")
 
@@ -353,7 +359,7 @@ class DsvlApp(App[int]):
         self._pump()
 
     def refresh_status(self) -> None:
-        info, conversation = getattr(self.engine, "info", None), self.active.conversation
+        info, conversation = self.engine.info if self.engine is not None else None, self.active.conversation
         if self.loading:
             state, detail = "loading", None
         elif info is None and self.model_error is not None:
@@ -369,7 +375,7 @@ class DsvlApp(App[int]):
             self._measure(self.engine, conversation)
 
     @work(thread=True, exclusive=True, group="context", exit_on_error=False)
-    def _measure(self, backend: Any, conversation: Conversation) -> None:
+    def _measure(self, backend: PreparesPrompts, conversation: Conversation) -> None:
         gen.measure_context(backend, conversation, self.post_message)
 
     def on_context_measured(self, message: gen.ContextMeasured) -> None:

@@ -23,10 +23,15 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .options import Options
 from .text import printable, valid_text
+
+if TYPE_CHECKING:
+    from engine.types import ChatBackend
+
+    from .conversation import ChatMessage, Conversation
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -88,7 +93,7 @@ class _Ask:
         conversation = self._conversation()
         self._attach(conversation)
         backend = self._load(conversation.model)
-        conversation.model = getattr(getattr(backend, "info", None), "model_id", conversation.model)
+        conversation.model = backend.info.model_id
         conversation.add_user(question)
         answer, interrupted = self._generate(backend, conversation)
         self._save(conversation)
@@ -171,7 +176,7 @@ class _Ask:
 
     # -- the model -------------------------------------------------------------------------
 
-    def _load(self, model: str):
+    def _load(self, model: str) -> ChatBackend:
         import engine
 
         from .loading import ProgressLines, describe_failure
@@ -187,7 +192,7 @@ class _Ask:
         except Exception as exc:  # noqa: BLE001 - any load failure is exit code 4 with one line
             raise AskFailure(EXIT_ENGINE, describe_failure(exc)) from None
 
-    def _generate(self, backend, conversation):
+    def _generate(self, backend: ChatBackend, conversation: Conversation) -> tuple[ChatMessage, bool]:
         from engine.errors import ContextOverflowError, EngineError, ImageError
 
         from .answering import stats_line, stream_answer
@@ -214,7 +219,7 @@ class _Ask:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _save(self, conversation) -> None:
+    def _save(self, conversation: Conversation) -> None:
         path = self.request.transcript
         if path is None:
             return
@@ -227,7 +232,7 @@ class _Ask:
         except OSError as exc:
             raise AskFailure(EXIT_INPUT, f"cannot save {path}: {exc.strerror or exc}") from None
 
-    def _print_json(self, conversation, answer) -> None:
+    def _print_json(self, conversation: Conversation, answer: ChatMessage) -> None:
         document = {
             "answer": answer.text,
             "stopped": answer.stopped,

@@ -16,11 +16,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from .conversation import ChatMessage, Conversation
+
+if TYPE_CHECKING:
+    from engine.types import ChatBackend, GenerationStats, PreparesPrompts
+
+    from .options import Options
+    from .widgets import AssistantMessage, ChatPane
 
 Post = Callable[[Message], Any]
 _job_ids = itertools.count(1)
@@ -40,13 +46,13 @@ def one_line(exc: BaseException) -> str:
 class Job:
     """One answer to generate for one pane's conversation."""
 
-    pane: Any  # the ChatPane (kept opaque here)
+    pane: ChatPane
     conversation: Conversation
-    asked: ChatMessage | None  # the user message answered; the answer is dropped if it is gone
+    asked: ChatMessage  # the user message answered; the answer is dropped if it is gone
     cancel: threading.Event = field(default_factory=threading.Event)
     id: int = field(default_factory=lambda: next(_job_ids))
     started: bool = False
-    widget: Any = None  # the AssistantMessage the answer streams into
+    widget: AssistantMessage | None = None  # where the answer streams to
     _buffer: list[str] = field(default_factory=list)
     _signalled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,7 +95,7 @@ class AnswerQueue:
         if self.running is job:
             self.running = None
 
-    def for_pane(self, pane: Any) -> Job | None:
+    def for_pane(self, pane: ChatPane) -> Job | None:
         """The running or waiting job of ``pane``."""
         if self.running is not None and self.running.pane is pane:
             return self.running
@@ -128,7 +134,7 @@ class ModelProgress(Message):
 @dataclass
 class ModelLoaded(Message):
     load_id: int
-    engine: Any
+    engine: ChatBackend
 
 
 @dataclass
@@ -149,7 +155,7 @@ class AnswerChunk(Message):
 class AnswerDone(Message):
     job: Job
     text: str
-    stats: Any
+    stats: GenerationStats | None
     stopped: bool
     error: str | None
     rejected: bool = False  # the backend refused the input (a bad image, too long): nothing was generated
@@ -172,7 +178,8 @@ def trace(event: str) -> None:
             file.write(f"{event} {time.monotonic():.6f}\n")
 
 
-def load_model(load_id: int, model: str, options: Any, post: Post, loader: Callable[..., Any] | None = None) -> None:
+def load_model(load_id: int, model: str, options: Options, post: Post,
+               loader: Callable[..., ChatBackend] | None = None) -> None:
     """Load ``model`` and post its progress, then ``ModelLoaded`` or ``ModelFailed``."""
     trace("load-start")
     import engine
@@ -193,7 +200,7 @@ def load_model(load_id: int, model: str, options: Any, post: Post, loader: Calla
 def stream_answer(backend: Any, job: Job, post: Post) -> None:
     """Generate ``job``'s answer on ``backend``, posting ``AnswerChunk``s and one ``AnswerDone``."""
     parts: list[str] = []
-    stats = None
+    stats: GenerationStats | None = None
     error = None
     conversation = job.conversation
     try:
@@ -216,7 +223,7 @@ def stream_answer(backend: Any, job: Job, post: Post) -> None:
     post(AnswerDone(job, "".join(parts), stats, stopped and error is None, error))
 
 
-def measure_context(backend: Any, conversation: Conversation, post: Post) -> None:
+def measure_context(backend: PreparesPrompts, conversation: Conversation, post: Post) -> None:
     """Post how many tokens ``conversation`` takes (``None`` if it cannot be measured)."""
     messages = conversation.engine_messages()
     tokens: int | None = 0

@@ -153,6 +153,8 @@ def _drop_unread_input() -> None:
         import termios
     except ImportError:  # Windows
         return
+    if sys.__stdin__ is None:  # no terminal (pythonw, a closed stdin)
+        return
     try:
         termios.tcflush(sys.__stdin__.fileno(), termios.TCIFLUSH)
     except (AttributeError, OSError, ValueError, termios.error):

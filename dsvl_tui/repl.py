@@ -29,7 +29,8 @@ import queue
 import signal
 import sys
 import threading
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .commands import CommandError, registry
 from .conversation import ChatMessage, Conversation
@@ -37,6 +38,15 @@ from .loading import EngineFactory, ModelSlot
 from .options import Options
 from .repl_input import SlashCompleter, key_bindings
 from .text import printable
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+    from rich.console import Console
+
+    from engine.types import ChatBackend
+
+    from .printers import MarkdownPrinter, PlainPrinter
+    from .transcript import Journal
 
 KEY_HELP = (
     "keys: Enter sends · Esc then Enter (or Alt+Enter, Ctrl+J) starts a new line · Tab completes\n"
@@ -56,7 +66,7 @@ def colour_terminal(stream: TextIO) -> bool:
 
 
 def default_engine_factory(options: Options) -> EngineFactory:
-    def load(model: str, progress) -> Any:
+    def load(model: str, progress: Callable[[Any], None]) -> ChatBackend:
         import engine
 
         return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
@@ -94,13 +104,13 @@ class Repl:
         self._conversation = self._fresh_conversation()
         self._slot = ModelSlot(engine_factory or default_engine_factory(options), self._on_load_event)
         self._notes: queue.Queue[tuple[str, str]] = queue.Queue()  # (text, style) for _write_err
-        self._prompt: Any = None  # the PromptSession, made in run()
+        self._prompt: PromptSession[str] | None = None  # made in run()
         self._running = False
         self._cancel: threading.Event | None = None
         self._next_input = ""
-        self._journal: Any = None
+        self._journal: Journal | None = None
         self._journal_failed = False
-        self._console: Any = None
+        self._console: Console | None = None
         self.exit_code = 0
 
     # -- Session -------------------------------------------------------------------
@@ -240,7 +250,7 @@ class Repl:
         default, self._next_input = self._next_input, ""
         return self._prompt.prompt(default=default)
 
-    def _make_prompt(self) -> Any:
+    def _make_prompt(self) -> PromptSession[str]:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
 
@@ -315,7 +325,7 @@ class Repl:
         self._show_stats(answer)
         self._autosave()
 
-    def _backend(self, cancel: threading.Event) -> Any:
+    def _backend(self, cancel: threading.Event) -> ChatBackend | None:
         if self._slot.backend is None and self._slot.loading is not None:
             self._write_err(f"waiting for {self._slot.loading} to load (Ctrl+C gives up)", _DIM)
         backend = self._slot.wait(cancel, poll=self._flush_notes)
@@ -351,7 +361,7 @@ class Repl:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _printer(self) -> Any:
+    def _printer(self) -> PlainPrinter | MarkdownPrinter:
         from .printers import MarkdownPrinter, PlainPrinter
 
         if not self._colour:

@@ -36,9 +36,9 @@ class SlashCompleter(Completer):
             return
         name, space, args = text[1:].partition(" ")
         if not space:
-            for cmd in registry.commands(self.frontend):
-                if cmd.name.startswith(name.lower()):
-                    yield Completion("/" + cmd.name, start_position=-len(text), display_meta=cmd.summary)
+            for listed in registry.commands(self.frontend):
+                if listed.name.startswith(name.lower()):
+                    yield Completion("/" + listed.name, start_position=-len(text), display_meta=listed.summary)
             return
         cmd = registry.get(name)
         if cmd is None or self.frontend not in cmd.frontends:

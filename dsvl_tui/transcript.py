@@ -164,6 +164,7 @@ def _image_line(att: Attachment, path: Path, images: ImageFolder) -> str:
     if att.data is not None:
         target = path.parent / images.entry(att)["path"]
     else:
+        assert att.path is not None  # an image with neither data nor path returned above
         target = Path(att.path)
     try:
         link = Path(os.path.relpath(target, path.parent)).as_posix()

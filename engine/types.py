@@ -144,3 +144,12 @@ class AnswerStream(Protocol):
     stats: GenerationStats
 
     def __iter__(self) -> Iterator[str]: ...
+
+
+class PreparesPrompts(Protocol):
+    """A backend that can build a conversation's model input without generating (``Engine.prepare``).
+
+    Optional: front ends use it, where a backend has it, to show how much of the context a conversation takes.
+    """
+
+    def prepare(self, messages: Sequence[Message], *, system: str | None = None) -> Prepared: ...

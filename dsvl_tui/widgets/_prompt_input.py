@@ -12,7 +12,7 @@ when a file is dropped on it), which are posted up as ``FilesDropped``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +104,7 @@ class PromptInput(TextArea):
                          show_line_numbers=False, highlight_cursor_line=False,
                          placeholder="Message DeepSeek-VL, or /command")
         self.registry = registry or default_registry
-        self.path_suffixes: dict[str, frozenset[str] | None] = {}  # command -> file suffixes it completes
+        self.path_suffixes: Mapping[str, frozenset[str] | None] = {}  # command -> file suffixes it completes
         self.argument_choices: Callable[[str], list[str]] | None = None  # command -> words its argument can be
         self.prompts: list[str] = []  # sent text, oldest first: what Up and Down go through
         self.remember: Callable[[str], None] | None = None  # called with each new prompt (to keep it)

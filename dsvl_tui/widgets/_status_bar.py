@@ -7,11 +7,16 @@ state, the context meter and the pending images stay visible at 80 columns.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from ..text import printable
+
+if TYPE_CHECKING:
+    from engine.types import EngineInfo, GenerationStats
 
 SEPARATOR = " \u2502 "
 SHORT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -72,9 +77,10 @@ class StatusBar(Widget):
     waiting: reactive[int] = reactive(0)
     """Answers queued behind the one being generated (or behind the load)."""
 
-    def show(self, *, state: str, detail: str | None = None, info=None, stats=None, context_used: int | None = None,
+    def show(self, *, state: str, detail: str | None = None, info: EngineInfo | None = None,
+             stats: GenerationStats | None = None, context_used: int | None = None,
              pending_images: int = 0, waiting: int = 0) -> None:
-        """Show the app's state; ``info`` (an ``EngineInfo``) and ``stats`` (the last answer's) may be None.
+        """Show the app's state; ``info`` (the model's) and ``stats`` (the last answer's) may be None.
 
         ``detail`` None keeps the current one (load progress updates it on its own).
         """
