@@ -8,6 +8,9 @@ chunks; slash commands, the palette and the plain REPL share one registry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -18,24 +21,23 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.widgets import Footer
 
 import themes
-from textual.notifications import SeverityLevel
 
-from . import builtin_commands, heap, image_protocols  # builtin_commands fills the registry
+from . import atomic, builtin_commands, heap, image_protocols  # builtin_commands fills the registry
 from . import generation as gen
-from .autosave import Autosaver
+from .autosave import PARTIAL_SAVE_SECONDS, Autosaver
 from .commands import CommandError, registry
 from .config import load_config, save_config
 from .conversation import Conversation
 from .options import Options
 from .palette import SlashCommands
 from .prompt_history import PromptHistory
+from .text import printable
 from .tui_session import TuiSession
 from .widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
-
-from .text import printable
 
 if TYPE_CHECKING:
     from engine.types import ChatBackend, GenerationStats, PreparesPrompts
@@ -46,6 +48,17 @@ class PromptsLoaded(Message):
     """The prompt history worker read the prompts of earlier runs (oldest first)."""
 
     prompts: list[str]
+
+
+@dataclass
+class Journaled(Message):
+    """The autosave worker has written the snapshot holding ``job``'s question: draw it and answer."""
+
+    job: gen.Job
+
+
+# Signals that end the app the way Ctrl+Q does (the answer being generated is journaled as stopped).
+_END_SIGNALS = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
 
 
 class DsvlApp(App[int]):
@@ -80,6 +93,9 @@ class DsvlApp(App[int]):
         self._load_id = 0
         self._context_tokens: dict[str, int | None] = {}
         self.autosaver = Autosaver(report=self._report_autosave)
+        self._journaling: dict[ChatPane, gen.Job] = {}  # sent, not drawn until journaled
+        self._partials_saved = False
+        self._signals: list[tuple[int, Any]] = []  # (signal, the handler before ours)
         self.prompt_history = PromptHistory(report=self._report_autosave)
         for theme in themes.load_themes():
             self.register_theme(theme)
@@ -100,6 +116,7 @@ class DsvlApp(App[int]):
             self._remember(theme=self.theme)
         self.prompt.focus()
         self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
+        self._catch_end_signals()
         self.run_worker(self._prompt_history_worker, thread=True, group="prompt-history", exit_on_error=False)
         # What exists once the first frame is up lives as long as the app (see heap). Not after a
         # model load: a replaced model caught in a reference cycle would then never be freed.
@@ -152,6 +169,8 @@ class DsvlApp(App[int]):
         self.measure_context(event.pane.conversation)
 
     def open_conversation(self, conversation: Conversation) -> None:
+        if conversation.path is not None and conversation.path_stamp is None:
+            conversation.path_stamp = atomic.stamp(conversation.path)  # /save replaces only this file
         if self.active.conversation.is_empty and self.queue.for_pane(self.active) is None:
             self.active.conversation = conversation
             self.call_later(self.sync_pane, self.active, True)
@@ -242,18 +261,32 @@ class DsvlApp(App[int]):
         pane, conversation = self.active, self.active.conversation
         if not text.strip() and not conversation.pending:
             return
-        if self.queue.for_pane(pane) is not None:
+        if self.queue.for_pane(pane) is not None or pane in self._journaling:
             self.session.set_input(text)
             self.session.error("this conversation is still waiting for an answer; press Esc to stop it first")
             return
         asked = conversation.add_user(text)
-        self.autosave(conversation)
-        self.call_later(self._start_answer, gen.Job(pane, conversation, asked))
+        job = gen.Job(pane, conversation, asked)
+        # Journal first, then draw: what the user sees sent is on disk (a large new image takes a while).
+        self._journaling[pane] = job
+        self.autosaver.save(conversation, then=lambda: self.post_message(Journaled(job)))
+
+    async def on_journaled(self, message: Journaled) -> None:
+        job = message.job
+        if self._journaling.get(job.pane) is job:
+            del self._journaling[job.pane]
+            if job.pane.is_attached:
+                await self._start_answer(job)
+
+    @property
+    def sending(self) -> bool:
+        """A message is waiting for its journal write before it is drawn and answered."""
+        return bool(self._journaling)
 
     def regenerate(self) -> None:
         conversation = self.active.conversation
         asked = next((m for m in reversed(conversation.messages) if m.role == "user"), None)
-        if self.queue.for_pane(self.active) is None and asked is not None:
+        if self.queue.for_pane(self.active) is None and self.active not in self._journaling and asked is not None:
             self.call_later(self._start_answer, gen.Job(self.active, conversation, asked))
 
     async def _start_answer(self, job: gen.Job) -> None:
@@ -282,7 +315,7 @@ class DsvlApp(App[int]):
 
     @work(thread=True, group="generate", exit_on_error=False)
     def _generate(self, backend: ChatBackend, job: gen.Job) -> None:
-        gen.stream_answer(backend, job, self.post_message)
+        gen.stream_answer(backend, job, self.post_message, self.autosaver.save, PARTIAL_SAVE_SECONDS)
 
     async def on_answer_chunk(self, message: gen.AnswerChunk) -> None:
         text = message.job.take()
@@ -394,23 +427,54 @@ class DsvlApp(App[int]):
         self.prompt.add_earlier(message.prompts)
 
     def _report_autosave(self, problem: str) -> None:  # from the autosave and prompt history workers
-        self.call_from_thread(self.notify, problem, severity="warning")
+        self.call_from_thread(self.notify, problem, severity="warning", markup=False)  # it names a path
 
     @work(thread=True, group="config", exit_on_error=False)
     def _remember(self, **choices: Any) -> None:
         try:
             save_config(**choices)
         except OSError as exc:
-            self.call_from_thread(self.notify, f"could not save the config: {exc}", severity="warning")
+            self.call_from_thread(self.notify, f"could not save the config: {exc}", severity="warning", markup=False)
 
     async def action_quit(self) -> None:
         self.exit(0)
 
-    def on_unmount(self) -> None:
+    def _catch_end_signals(self) -> None:
+        """SIGTERM and SIGHUP (a closed terminal) end the app as Ctrl+Q does, keeping the partial answer."""
+        try:
+            loop = asyncio.get_running_loop()
+            for number in _END_SIGNALS:
+                previous = signal.getsignal(number)
+                loop.add_signal_handler(number, self._end_by_signal, number)
+                self._signals.append((number, previous))
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            pass
+
+    def _end_by_signal(self, number: int) -> None:
+        self._save_partial_answers()  # first: the terminal may be gone, so the exit itself may fail
+        self.exit(return_code=128 + number)
+
+    def _save_partial_answers(self) -> None:
+        """Stop what is generating, journal its answer so far as stopped, and wait for the journal."""
+        if self._partials_saved:
+            return
+        self._partials_saved = True
         for job in [self.queue.running, *self.queue.waiting]:
             if job is not None:
                 job.cancel.set()
+        running = self.queue.running
+        if running is not None and (snapshot := running.partial()) is not None:
+            self.autosaver.save(snapshot)
         self.autosaver.stop()
+        self.autosaver.join(timeout=10)
+
+    def on_unmount(self) -> None:
+        self._save_partial_answers()
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop = asyncio.get_running_loop()
+            for number, previous in self._signals:
+                loop.remove_signal_handler(number)
+                signal.signal(number, previous)
         self.prompt_history.stop()
         heap.release()
 

@@ -53,6 +53,7 @@ class Job:
     id: int = field(default_factory=lambda: next(_job_ids))
     started: bool = False
     widget: AssistantMessage | None = None  # where the answer streams to
+    streamed: list[str] = field(default_factory=list)  # all the text so far (worker thread appends)
     _buffer: list[str] = field(default_factory=list)
     _signalled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,8 +62,19 @@ class Job:
         """Add streamed text (worker thread); True if the UI must be told (it was not already)."""
         with self._lock:
             self._buffer.append(chunk)
+            self.streamed.append(chunk)
             told, self._signalled = self._signalled, True
         return not told
+
+    def partial(self) -> Conversation | None:
+        """The conversation with the answer so far as a stopped answer, to journal; None once
+        ``asked`` is no longer its last message (undone, or the answer already added)."""
+        messages = self.conversation.messages
+        if not messages or messages[-1] is not self.asked:
+            return None
+        with self._lock:
+            text = "".join(self.streamed)
+        return self.conversation.with_partial_answer(text)
 
     def take(self) -> str:
         """Everything streamed since the last call (UI thread)."""
@@ -197,8 +209,13 @@ def load_model(load_id: int, model: str, options: Options, post: Post,
         post(ModelLoaded(load_id, loaded))
 
 
-def stream_answer(backend: Any, job: Job, post: Post) -> None:
-    """Generate ``job``'s answer on ``backend``, posting ``AnswerChunk``s and one ``AnswerDone``."""
+def stream_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Callable[[Conversation], None] | None = None,
+                  every: float = 1.0) -> None:
+    """Generate ``job``'s answer on ``backend``, posting ``AnswerChunk``s and one ``AnswerDone``.
+
+    ``checkpoint`` (autosave) gets the conversation with the answer so far at
+    most once per ``every`` seconds, so a kill loses at most that much.
+    """
     parts: list[str] = []
     stats: GenerationStats | None = None
     error = None
@@ -212,10 +229,15 @@ def stream_answer(backend: Any, job: Job, post: Post) -> None:
         return
     try:
         stats = getattr(stream, "stats", None)
+        saved = time.monotonic()
         for chunk in stream:
             parts.append(chunk)
             if job.push(chunk):
                 post(AnswerChunk(job))
+            if checkpoint is not None and time.monotonic() - saved >= every:
+                saved = time.monotonic()
+                if (snapshot := job.partial()) is not None:
+                    checkpoint(snapshot)
         stats = getattr(stream, "stats", stats)
     except Exception as exc:  # noqa: BLE001 - bad image, out of memory, a bug: shown in the pane
         error = one_line(exc)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -37,7 +39,7 @@ from .conversation import ChatMessage, Conversation
 from .loading import EngineFactory, ModelSlot
 from .options import Options
 from .repl_input import SlashCompleter, key_bindings
-from .text import printable
+from .text import printable, valid_text
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
 
     from engine.types import ChatBackend
 
+    from .journal import Journal
     from .printers import MarkdownPrinter, PlainPrinter
-    from .transcript import Journal
 
 KEY_HELP = (
     "keys: Enter sends · Esc then Enter (or Alt+Enter, Ctrl+J) starts a new line · Tab completes\n"
@@ -109,7 +111,9 @@ class Repl:
         self._cancel: threading.Event | None = None
         self._next_input = ""
         self._journal: Journal | None = None
-        self._journal_failed = False
+        self._journal_problem: str | None = None  # the last autosave failure, said once
+        self._journaling = False  # a journal write is under way (a SIGTERM waits for it)
+        self._end_after_journal = False
         self._console: Console | None = None
         self.exit_code = 0
 
@@ -145,6 +149,10 @@ class Repl:
 
     def open_conversation(self, conversation: Conversation) -> None:
         self._require_idle("open a conversation")
+        if conversation.path is not None and conversation.path_stamp is None:
+            from .atomic import stamp
+
+            conversation.path_stamp = stamp(conversation.path)  # /save replaces only this file
         self._conversation = conversation
         shown = conversation.messages[-2:]
         earlier = len(conversation.messages) - len(shown)
@@ -208,18 +216,22 @@ class Repl:
         if self._interactive:
             self._prompt = self._make_prompt()
             self.info(f"dsvl-chat: loading {self.options.model}; /help lists the commands, Ctrl+D leaves")
-        if self.options.resume:
-            self.handle("/resume")
-        while self._running:
-            self._flush_notes()
-            try:
-                line = self._read()
-            except EOFError:
-                break
-            except KeyboardInterrupt:  # only without a prompt (Ctrl+C is a key binding at the prompt)
-                self.exit_code = 130
-                break
-            self.handle(line)
+        restore_signals = self._catch_end_signals()
+        try:
+            if self.options.resume:
+                self.handle("/resume")
+            while self._running:
+                self._flush_notes()
+                try:
+                    line = self._read()
+                except EOFError:
+                    break
+                except KeyboardInterrupt:  # only without a prompt (Ctrl+C is a key binding at the prompt)
+                    self.exit_code = 130
+                    break
+                self.handle(line)
+        finally:
+            restore_signals()
         self._flush_notes()
         return self.exit_code
 
@@ -242,13 +254,14 @@ class Repl:
         self.send(text[1:] if text.startswith("//") else text)
 
     def _read(self) -> str:
+        """The next input, made valid text: bytes that were not UTF-8 arrive as lone surrogates (U+FFFD each)."""
         if self._prompt is None:
             line = self._stdin.readline()
             if not line:
                 raise EOFError
-            return line
+            return valid_text(line)
         default, self._next_input = self._next_input, ""
-        return self._prompt.prompt(default=default)
+        return valid_text(self._prompt.prompt(default=default))
 
     def _make_prompt(self) -> PromptSession[str]:
         from prompt_toolkit import PromptSession
@@ -311,7 +324,8 @@ class Repl:
                     return
                 printer = self._printer()
                 try:
-                    answer = stream_answer(backend, conversation, cancel=cancel, on_chunk=printer.feed)
+                    answer = stream_answer(backend, conversation, cancel=cancel,
+                                           on_chunk=self._journaled_as_it_streams(printer.feed, conversation))
                 except EngineError as exc:  # input problems, raised before anything is generated
                     self.error(str(exc))
                     self._take_back(mine)
@@ -324,6 +338,25 @@ class Repl:
             self.error(answer.error)
         self._show_stats(answer)
         self._autosave()
+
+    def _journaled_as_it_streams(self, feed: Callable[[str], None],
+                                 conversation: Conversation) -> Callable[[str], None]:
+        """``feed`` that also journals the answer so far (as stopped) at most once per
+        ``PARTIAL_SAVE_SECONDS``, so even ``kill -9`` keeps most of it."""
+        from .autosave import PARTIAL_SAVE_SECONDS
+
+        parts: list[str] = []
+        saved = time.monotonic()
+
+        def on_chunk(chunk: str) -> None:
+            nonlocal saved
+            feed(chunk)
+            parts.append(chunk)
+            if time.monotonic() - saved >= PARTIAL_SAVE_SECONDS and conversation is self._conversation:
+                self._autosave(conversation.with_partial_answer("".join(parts)))
+                saved = time.monotonic()
+
+        return on_chunk
 
     def _backend(self, cancel: threading.Event) -> ChatBackend | None:
         if self._slot.backend is None and self._slot.loading is not None:
@@ -386,20 +419,52 @@ class Repl:
 
     # -- saving ----------------------------------------------------------------------
 
-    def _autosave(self) -> None:
-        if self._journal_failed:
-            return
+    def _autosave(self, snapshot: Conversation | None = None) -> None:
+        """Journal the conversation (or ``snapshot`` of it, an answer so far). A failure is said once;
+        every later change is tried again, and the first success after failures is said too."""
         if self._journal is None:
-            try:
-                from .transcript import Journal
-            except ImportError:
-                self._journal_failed = True
-                return
+            from .journal import Journal, sweep_temp_files
+
             self._journal = Journal()
-        problem = self._journal.record(self._conversation)
-        if problem:
-            self._journal_failed = True  # said once; /save still works
-            self.error(f"autosave is off: {problem}")
+            sweep_temp_files()  # what a killed writer left, before this run writes anything
+        self._journaling = True
+        try:
+            problem = self._journal.record(snapshot or self._conversation)
+        finally:
+            self._journaling = False
+        if problem and problem != self._journal_problem:
+            self.error(f"{problem} (tried again at each change; /save still works)")
+        elif not problem and self._journal_problem:
+            self.info("autosave works again")
+        self._journal_problem = problem
+        if self._end_after_journal and self._cancel is None:
+            raise SystemExit(self.exit_code)
+
+    def _catch_end_signals(self) -> Callable[[], None]:
+        """SIGTERM and SIGHUP end the REPL as /quit does: an answer being generated is stopped and
+        journaled, a journal write under way is finished first. Returns what puts the old handlers back."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                number = getattr(signal, name)
+                previous[number] = signal.signal(number, self._on_end_signal)
+
+        def restore() -> None:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+        return restore
+
+    def _on_end_signal(self, number: int, frame: object) -> None:
+        self._running, self.exit_code = False, 128 + number
+        if self._cancel is not None:  # answering: the answer stops, is journaled, and the loop ends
+            self._cancel.set()
+        elif self._journaling:
+            self._end_after_journal = True
+        else:
+            raise SystemExit(self.exit_code)
 
     # -- output ------------------------------------------------------------------------
 
@@ -463,4 +528,6 @@ def _isatty(stream: Any) -> bool:
 
 def run_repl(options: Options) -> int:
     """``dsvl-chat --plain``."""
+    if isinstance(sys.stdin, io.TextIOWrapper):  # piped lines that are not UTF-8: U+FFFD, not a UnicodeDecodeError
+        sys.stdin.reconfigure(errors="replace")
     return Repl(options).run()

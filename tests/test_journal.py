@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,3 +221,138 @@ def test_the_journal_survives_kill_9_in_the_middle_of_an_answer(tmp_path):
     if len(conv.messages) == 8:
         assert conv.messages[7].text.startswith("token0 ")
     assert not conv.messages[0].images[0].missing
+
+
+# -- two programs on one conversation, faults ------------------------------------------------
+
+HOLDER = """
+import sys, time
+from dsvl_tui.journal import Journal
+conv = Journal().open(sys.argv[1])
+print(conv.id, flush=True)
+time.sleep(120)
+"""
+
+
+def _child_env(tmp_path: Path) -> dict:
+    return {**os.environ, "DSVL_DATA_DIR": str(tmp_path / "data"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _holder(tmp_path: Path, conv_id: str) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, conv_id], cwd=tmp_path, env=_child_env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    opened = child.stdout.readline().strip()
+    assert opened == conv_id, child.stderr.read()
+    return child
+
+
+def _entry_without_lock(tmp_path: Path) -> tuple[Journal, Conversation]:
+    """A journal entry written as a transcript, so this process holds no lock on it."""
+    journal = Journal()
+    conv = _conversation(tmp_path)
+    journal.directory.mkdir(parents=True)
+    save_transcript(conv, journal.path_for(conv.id))
+    return journal, conv
+
+
+def test_a_second_program_gets_a_copy_and_the_lock_goes_with_kill_9(tmp_path):
+    journal, conv = _entry_without_lock(tmp_path)
+    child = _holder(tmp_path, conv.id)
+    try:
+        copy = journal.open(conv.id)
+        assert copy.id != conv.id and [m.text for m in copy.messages] == ["hello", "hi there"]
+        assert journal.path_for(copy.id).exists()  # its own entry, journaled at once
+        image = copy.messages[0].images[0]
+        assert Path(image.path).parent == journal.directory / f"{copy.id}.images"
+        # The other program empties its conversation and its image folder goes: the copy keeps its image.
+        shutil.rmtree(journal.directory / f"{conv.id}.images")
+        (tmp_path / "hello.png").unlink()
+        assert not image.missing and Path(copy.engine_messages()[0].images[0]).is_file()
+        copy.add_user("more")
+        assert journal.record(copy) is None
+        assert Journal().record(journal.open(conv.id)) is None  # still held: another copy, never the entry
+        assert [e.message_count for e in journal.recent() if e.id == conv.id] == [2]
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        child.stdout.close()
+        child.stderr.close()
+    assert journal.open(conv.id).id == conv.id  # kill -9 released the lock
+
+
+def test_an_images_folder_another_entry_refers_to_is_kept(tmp_path):
+    journal = Journal()
+    first = _conversation(tmp_path)
+    journal.record(first)
+    folder = journal.directory / f"{first.id}.images"
+    second = Conversation()
+    second.pending.append(Attachment.from_path(next(folder.iterdir())))  # attached from the first's folder
+    second.add_user("borrowed")
+    journal.record(second)
+    first.undo()
+    assert journal.record(first) is None and not journal.path_for(first.id).exists()
+    assert folder.is_dir()  # the second entry's "source" names it
+    second.reset()
+    journal.record(second)
+    third = _conversation(tmp_path, "third")
+    journal.record(third)
+    third.reset()
+    journal.record(third)
+    assert not (journal.directory / f"{third.id}.images").exists()  # nobody else's: removed
+
+
+def test_a_deleted_original_falls_back_to_the_journal_copy(tmp_path):
+    journal = Journal()
+    conv = _conversation(tmp_path)
+    journal.record(conv)
+    original = tmp_path / "hello.png"
+    assert conv.engine_messages()[0].images == [str(original)]
+    original.unlink()
+    [sent] = conv.engine_messages()[0].images
+    assert Path(sent).parent == journal.directory / f"{conv.id}.images" and Path(sent).is_file()
+    att = conv.messages[0].images[0]
+    assert att.recover() and att.path == sent
+
+
+def test_stale_temp_files_of_ours_are_swept_from_the_data_folder_only(tmp_path):
+    from dsvl_tui.journal import sweep_temp_files
+
+    data = tmp_path / "data"
+    images = data / "journal" / "abc.images"
+    images.mkdir(parents=True)
+    old = time.time() - 120
+    stale = [images / ".x.png.0123abcd.tmp", data / "journal" / ".abc.json.deadbeef.tmp",
+             data / "saved" / "chat.images" / ".y.jpg.00ff00ff.tmp"]
+    kept = [images / ".x.png.89abcdef.tmp",  # young: a writer may be at work
+            images / ".notes.tmp", images / "photo.tmp",  # not our naming
+            data / "other" / "deep" / ".z.png.0123abcd.tmp",  # not an images folder
+            tmp_path / ".outside.png.0123abcd.tmp"]  # outside the data folder
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+        if path != kept[0]:
+            os.utime(path, (old, old))
+    assert sweep_temp_files() == 3
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert sweep_temp_files(tmp_path / "nowhere") == 0
+
+
+def test_autosaver_sweeps_writes_in_order_and_calls_back_after_the_write(tmp_path):
+    from dsvl_tui.autosave import Autosaver
+
+    stale = tmp_path / "data" / "journal" / "a.images" / ".p.png.0123abcd.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    saver = Autosaver()
+    conv = _conversation(tmp_path)
+    seen = []
+    saver.save(conv, then=lambda: seen.append(Journal().open(conv.id).messages[-1].text))
+    saver.save(conv, then=lambda: 1 / 0)  # a failing callback does not end the worker
+    saver.save(conv.with_partial_answer("half"), then=lambda: seen.append("done"))
+    saver.stop()
+    saver.run()
+    assert saver.join(0) and seen == ["hi there", "done"] and not stale.exists()
+    last = Journal().open(conv.id).messages[-1]
+    assert (last.text, last.stopped) == ("half", True)

@@ -73,6 +73,7 @@ async def type_line(pilot, text: str, submit: bool = True) -> None:
     if submit:
         await pilot.press("enter")
         await pilot.pause()
+        await wait_for(pilot, lambda: not pilot.app.sending)  # a message is drawn once journaled
 
 
 def notices(app, error: bool | None = None) -> list[str]:
@@ -702,3 +703,98 @@ async def test_palette_lists_every_command_and_runs_one():
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.prompt.text == "/image ")
+
+
+# --- autosave: journal first, then draw; partial answers on quit, signals and as they stream -----
+
+
+def _journaled(tmp_path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "data" / "journal").glob("*.json"))]
+
+
+@run_async
+async def test_a_sent_message_is_journaled_before_it_is_drawn(tmp_path, monkeypatch):
+    import time as clock
+
+    from dsvl_tui.journal import Journal
+
+    record = Journal.record
+
+    def slow_record(self, conv):  # a large new image takes this long to copy
+        clock.sleep(0.3)
+        return record(self, conv)
+
+    monkeypatch.setattr(Journal, "record", slow_record)
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        app.prompt.load_text_at_end("keep me")
+        await pilot.press("enter")
+        while not app.active.query(UserMessage):
+            await pilot.pause(0.01)
+        [entry] = _journaled(tmp_path)
+        assert [m["text"] for m in entry["messages"]] == ["keep me"]
+        await answered(pilot)
+
+
+@run_async
+async def test_quit_in_the_middle_of_an_answer_journals_it_as_stopped(tmp_path):
+    backend = ScriptedEngine(["Half", " and", " the rest"], hold_after=1)
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "question")
+        await wait_for(pilot, lambda: app.queue.running is not None and app.queue.running.streamed == ["Half"])
+        await pilot.press("ctrl+q")
+    [entry] = _journaled(tmp_path)
+    question, answer = entry["messages"]
+    assert (question["text"], answer["text"], answer["stopped"]) == ("question", "Half", True)
+
+
+@run_async
+async def test_sigterm_in_the_middle_of_an_answer_journals_it_and_ends_the_app(tmp_path):
+    import os
+    import signal
+
+    caught = []
+    previous = signal.signal(signal.SIGTERM, lambda *args: caught.append(args))  # if the app did not catch it
+    try:
+        backend = ScriptedEngine(["Half", " and", " the rest"], hold_after=1)
+        app = scripted_app(backend)
+        async with app.run_test() as pilot:
+            await ready(pilot)
+            await type_line(pilot, "question")
+            await wait_for(pilot, lambda: app.queue.running is not None and app.queue.running.streamed == ["Half"])
+            os.kill(os.getpid(), signal.SIGTERM)
+            await wait_for(pilot, lambda: app.return_code is not None, timeout=5)
+        assert caught == [] and app.return_code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the handler before the app's is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    [entry] = _journaled(tmp_path)
+    assert [(m["text"], m["stopped"]) for m in entry["messages"]] == [("question", False), ("Half", True)]
+
+
+@run_async
+async def test_a_streaming_answer_is_journaled_as_it_grows(tmp_path, monkeypatch):
+    from dsvl_tui import app as app_module
+
+    monkeypatch.setattr(app_module, "PARTIAL_SAVE_SECONDS", 0.0)
+    backend = ScriptedEngine(["Half", " and", " the rest"], hold_after=2)
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "question")
+
+        def journaled_so_far() -> bool:
+            entries = _journaled(tmp_path)
+            return bool(entries) and entries[0]["messages"][-1]["text"] == "Half and"
+
+        await wait_for(pilot, journaled_so_far)  # while the answer is held half way: what kill -9 would keep
+        assert _journaled(tmp_path)[0]["messages"][-1]["stopped"]
+        backend.gate.set()
+        await answered(pilot)
+        await wait_for(pilot, lambda: not _journaled(tmp_path)[0]["messages"][-1]["stopped"])
+    assert _journaled(tmp_path)[0]["messages"][-1]["text"] == "Half and the rest"

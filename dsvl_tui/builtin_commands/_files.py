@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..commands import CommandError, registry
 from ..session import Session
 from ._shared import _plural, _split_flags, _words
@@ -34,6 +36,19 @@ def _target(word: str, suffix: str) -> Path:
 def _refuse_overwrite(target: Path, command: str, flags: set[str]) -> None:
     if target.exists() and not flags & {"--force", "-f"}:
         raise CommandError(f"{target} exists; /{command} {_quoted(target)} --force overwrites it")
+
+
+def _refuse_changed(conv: Any, target: Path) -> None:
+    """Refuse to replace ``target`` unless it is the file this program last wrote or read there:
+    another dsvl-chat (or anything else) may have written it since."""
+    now = atomic.stamp(target)
+    if now is None:
+        return
+    own = conv.path is not None and os.path.realpath(conv.path) == os.path.realpath(target)
+    expected = conv.path_stamp if own else atomic.last_written(target)
+    if now != expected:
+        raise CommandError(f"{target} changed on disk since this dsvl-chat last saved or loaded it; "
+                           f"/save {_quoted(target)} --force replaces it, or /save NEW.json keeps both")
 
 
 def _ago(epoch: float, now: float | None = None) -> str:
@@ -64,12 +79,18 @@ def save(session: Session, args: str) -> None:
             _refuse_overwrite(target, "save", flags)
     else:
         target = conv.path or transcript.default_save_path(conv)
+    if not flags & {"--force", "-f"}:
+        _refuse_changed(conv, target)
+    for message in conv.messages:  # an original deleted since it was attached: autosave's copy stands in
+        for att in message.images:
+            att.recover()
     try:
         saved = transcript.save_transcript(conv, target, embed_images="--embed" in flags)
     except transcript.TranscriptError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot save {target}: {exc.strerror or exc}") from None
+    conv.path_stamp = atomic.last_written(saved)
     session.refresh()
     session.info(f"saved to {saved}")
 
@@ -154,4 +175,5 @@ def resume(session: Session, args: str) -> None:
         raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
     entry = entries[number - 1]
     conv = _read(transcript, entry.path, lambda: journal.open(entry))
-    _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}")
+    copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
+    _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}{copy}")
