@@ -20,6 +20,7 @@ from prompt_toolkit.key_binding import KeyBindings
 
 from .commands import registry
 from .completion import word_start as _word_start
+from .text import valid_text
 
 
 class SlashCompleter(Completer):
@@ -81,7 +82,11 @@ def key_bindings(on_empty_interrupt: Callable[[], None]) -> KeyBindings:
 
     @bindings.add("enter")
     def _send(event) -> None:
-        event.current_buffer.validate_and_handle()  # a completion picked with Tab is in the text already
+        buffer = event.current_buffer
+        text = valid_text(buffer.text)  # bytes that were not UTF-8 come as lone surrogates: U+FFFD each
+        if text != buffer.text:
+            buffer.text = text  # before the history file, which cannot store a lone surrogate, gets it
+        buffer.validate_and_handle()  # a completion picked with Tab is in the text already
 
     @bindings.add("escape", "enter")
     @bindings.add("c-j")

@@ -29,6 +29,7 @@ from engine.types import GenerationSettings, GenerationStats, StopReason
 
 from . import transcript_format as fmt
 from .conversation import Attachment, ChatMessage, Conversation, file_sha256
+from .text import valid_text
 from .transcript_format import (
     FORMAT,
     SETTINGS_FIELDS,
@@ -143,7 +144,8 @@ class Reader:
             self.fail(f"{where}.{key}" if where else key,
                       f"{len(value):,} characters is more than the {fmt.MAX_TEXT_CHARS:,} a message may hold; "
                       "not a chat transcript")
-        return value
+        # JSON's "\ud800" is valid JSON but not text: no tokenizer or UTF-8 file takes it. U+FFFD instead.
+        return valid_text(value) if isinstance(value, str) else value
 
     def count(self, items: list, where: str) -> None:
         if len(items) > fmt.MAX_MESSAGES:

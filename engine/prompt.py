@@ -143,7 +143,7 @@ class PromptFormat:
                 text += piece
                 continue
             if text:
-                ids += self._plain.encode(text, add_special_tokens=False).ids
+                ids += self._plain.encode(_valid_text(text), add_special_tokens=False).ids
                 text = ""
             if isinstance(piece, ImageSlot):
                 ids += [self.image_id] * self.num_image_tokens
@@ -157,6 +157,19 @@ class PromptFormat:
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return (STOP_STRING,) if self.variant == "chat" else ()
+
+
+def _valid_text(text: str) -> str:
+    """Lone surrogates (bytes that were not UTF-8, decoded with surrogateescape) become U+FFFD.
+
+    The front ends make their input valid text; this is the last guard, since the tokenizer refuses
+    anything else with a TypeError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _strip_ends(pieces: list[Piece]) -> list[Piece]:

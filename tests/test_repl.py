@@ -383,3 +383,41 @@ def _screen(data: str) -> str:
             line[col:col + 1] = [char]
             col += 1
     return "\n".join("".join(line).rstrip() for line in lines)
+
+
+# --- text that is not valid Unicode ----------------------------------------------------------
+
+
+def test_typed_bytes_that_are_not_utf8_become_replacement_characters(backend, tmp_path) -> None:
+    """prompt-toolkit decodes a bad byte as a lone surrogate; the message, the engine and the history get U+FFFD."""
+    out, err = io.StringIO(), io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_bytes(b"caf\xe9 \xff?\r\x04")
+        repl = Repl(Options(model="tiny", settings=SHORT), engine_factory=lambda model, progress: backend,
+                    input=pipe, output=DummyOutput(), stdout=out, stderr=err, colour=False)
+        code = repl.run()
+    assert code == 0, err.getvalue()
+    user, answer = repl.conversation.messages
+    assert user.text == "caf\ufffd \ufffd?"
+    assert answer.stats.new_tokens == 8 and not answer.error
+    assert "caf\ufffd \ufffd?" in (tmp_path / "data" / "repl_history").read_text(encoding="utf-8")
+
+
+def test_piped_lines_with_surrogates_become_replacement_characters(backend) -> None:
+    err = io.StringIO()
+    repl = Repl(Options(model="tiny", settings=SHORT), engine_factory=lambda model, progress: backend,
+                stdout=io.StringIO(), stderr=err, stdin=io.StringIO("a \udcff b\n"), colour=False)
+    assert repl.run() == 0, err.getvalue()
+    assert repl.conversation.messages[0].text == "a \ufffd b"
+    assert repl.conversation.messages[1].stats.new_tokens == 8
+
+
+def test_a_transcript_with_a_lone_surrogate_escape_loads_and_goes_on(backend, tmp_path) -> None:
+    drive("hello\r/save chat.json\r", backend)
+    path = tmp_path / "chat.json"
+    path.write_text(path.read_text(encoding="utf-8").replace('"hello"', '"hel\\ud800lo"'), encoding="utf-8")
+    run = drive("/load chat.json\rand now?\r", backend)
+    assert "opened" in run.err and "Traceback" not in run.err
+    assert run.messages[0].text == "hel\ufffdlo"  # valid JSON, not valid text: U+FFFD at load
+    assert [m.role for m in run.messages] == ["user", "assistant", "user", "assistant"]
+    assert run.messages[-1].stats.new_tokens == 8
