@@ -17,11 +17,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dsvl_tui import __version__
+
+if TYPE_CHECKING:
+    from .options import Options
 
 DEFAULT_MODEL = "deepseek-ai/deepseek-vl-1.3b-chat"
 SETTING_NAMES = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
@@ -81,7 +84,7 @@ def _text(value: str | None) -> str | None:
     return None if value is None else valid_text(value)
 
 
-def build_options(values: dict[str, Any], *, theme: str | None = None, resume: bool = False):
+def build_options(values: dict[str, Any], *, theme: str | None = None, resume: bool = False) -> Options:
     """``Options`` from the given (non-None) values; a bad setting is a usage error (exit 2)."""
     from engine.types import GenerationSettings
 
@@ -105,7 +108,7 @@ def use_tui(plain: bool) -> bool:
     return not plain and sys.stdout.isatty() and sys.stdin.isatty() and term not in ("", "dumb")
 
 
-def run_chat(options, *, plain: bool) -> int:
+def run_chat(options: Options, *, plain: bool) -> int:
     if use_tui(plain):
         try:
             from dsvl_tui.app import run_tui
@@ -259,35 +262,17 @@ def _typed(ctx: Any, name: str) -> Any:
     return ctx.params.get(name) if source is not None and source.name == "COMMANDLINE" else None
 
 
-CRASH_LOG = "crash.log"  # in the data folder: the tracebacks of unexpected errors
-
-
 def report_crash(exc: BaseException) -> int:
     """One ``error:`` line on stderr for an unexpected exception, its traceback appended to the crash log.
 
     Returns exit code 1. Should the log be unwritable, the traceback goes to stderr after the line.
     """
-    import time
-    import traceback
+    from .crash import record
 
-    from .paths import data_dir
-    from .text import printable, valid_text
-
-    details = "".join(traceback.format_exception(exc))
-    what = " ".join(printable(f"{type(exc).__name__}: {exc}").split())[:300]
-    try:
-        path = data_dir() / CRASH_LOG
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keep = path.exists() and path.stat().st_size < 1_000_000  # start over rather than grow without end
-        with path.open("a" if keep else "w", encoding="utf-8", errors="backslashreplace") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} dsvl-chat {__version__}: "
-                      f"{valid_text(' '.join(sys.argv))!r}\n{details}\n")
-    except OSError as log_error:
-        print(f"error: unexpected {what} (could not write the crash log: {printable(str(log_error))})",
-              file=sys.stderr)
+    line, details = record(exc)
+    print(line, file=sys.stderr)
+    if details is not None:
         print(details, end="", file=sys.stderr)
-    else:
-        print(f"error: unexpected {what} (traceback in {path}; please report it)", file=sys.stderr)
     return 1
 
 

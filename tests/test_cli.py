@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from dsvl_tui import __version__, cli
 from dsvl_tui.cli import DEFAULT_MODEL, app
+from dsvl_tui.crash import CRASH_LOG
 from dsvl_tui.text import printable
 
 HEAVY = ("torch", "transformers", "textual", "engine")
@@ -234,7 +235,7 @@ def test_an_unexpected_error_exits_1_with_one_line_and_the_traceback_in_the_cras
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--plain"])
     assert exit_info.value.code == 1
-    log = tmp_path / "data" / cli.CRASH_LOG
+    log = tmp_path / "data" / CRASH_LOG
     err = capsys.readouterr().err
     assert err == f"error: unexpected RuntimeError: a bug in the REPL (traceback in {log}; please report it)\n"
     text = log.read_text()
