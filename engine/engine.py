@@ -75,12 +75,11 @@ class Engine:
         fmt = self.prompt_format
         # A turn starts at each user message; the last turn is always kept.
         turn_starts = [0] + [i for i, m in enumerate(messages) if m.role == "user" and i > 0]
-        for dropped, start in enumerate(turn_starts):  # noqa: B007 - read after the loop
-            kept = messages[start:]
-            pieces = fmt.pieces(kept, system)
-            ids = fmt.encode(pieces)
-            if len(ids) + reserve <= self.context_length:
-                break
+        # The fewest dropped turns that fit, counted with each text run encoded once (not once per drop).
+        dropped = fmt.fit(messages, system, turn_starts, self.context_length - reserve)
+        kept = messages[turn_starts[dropped]:]
+        pieces = fmt.pieces(kept, system)
+        ids = fmt.encode(pieces)
         if len(ids) >= self.context_length:
             raise ContextOverflowError(
                 f"the message needs {len(ids)} tokens but the context window is {self.context_length}; "

@@ -19,6 +19,7 @@ token or an image slot.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,7 +96,15 @@ class PromptFormat:
     # -- rendering ---------------------------------------------------------
     def pieces(self, messages: Sequence, system: str | None) -> list[Piece]:
         """The prompt as text runs, template special tokens and image slots."""
-        out: list[Piece] = []
+        head, parts, tail = self._layout(messages, system)
+        return _strip_ends([*head, *(piece for part in parts for piece in part), *tail])
+
+    def _layout(self, messages: Sequence, system: str | None) -> tuple[list[Piece], list[list[Piece]], list[Piece]]:
+        """The prompt before its ends are stripped: the system prompt, each message's pieces, the open answer.
+
+        ``head`` and ``tail`` are text only and the same for any suffix of
+        ``messages`` that keeps the last one, which is what ``fit`` counts on.
+        """
         images = 0
 
         def content(message) -> list[Piece]:
@@ -110,25 +119,72 @@ class PromptFormat:
             return [*slots, text] if text else slots
 
         if self.variant == "base":
-            for message in messages:
-                out += content(message)
-            return _strip_ends(out)
+            return [], [content(message) for message in messages], []
 
         system = DEFAULT_SYSTEM_PROMPT if system is None else system
-        if system:
-            out.append(system + USER_SEP)
+        head: list[Piece] = [system + USER_SEP] if system else []
+        parts: list[list[Piece]] = []
         for message in messages:
             body = content(message)
             role = ROLE_NAMES[message.role]
             if not body:
-                out.append(role + ":")
+                parts.append([role + ":"])
                 continue
-            out.append(role + ": ")
-            out += body
-            out.append(USER_SEP if message.role == "user" else SpecialToken(self.eos_id, self.eos_text))
-        if messages and messages[-1].role == "user":
-            out.append(ROLE_NAMES["assistant"] + ":")
-        return _strip_ends(out)
+            end = USER_SEP if message.role == "user" else SpecialToken(self.eos_id, self.eos_text)
+            parts.append([role + ": ", *body, end])
+        tail: list[Piece] = [ROLE_NAMES["assistant"] + ":"] if messages and messages[-1].role == "user" else []
+        return head, parts, tail
+
+    def fit(self, messages: Sequence, system: str | None, starts: Sequence[int], budget: int) -> int:
+        """The first index into ``starts`` whose ``messages[start:]`` encode to at most ``budget`` ids; else the last.
+
+        The count is exactly ``len(self.encode(self.pieces(messages[start:], system)))``,
+        found without encoding the whole rest of the conversation for every
+        start (which made long chats quadratic). The encoder splits the prompt
+        at each special token and image slot and encodes the text runs between
+        them independently, so a run that starts after a candidate's first
+        special token or image is the same for every candidate: each is
+        encoded once, from the end. A candidate then costs one encoding of
+        its first run (the system prompt and its first turn, up to the first
+        end-of-sentence token), and none when the runs after it alone are
+        already over ``budget``. ``starts`` are ascending indexes into
+        ``messages``, all at or before the last message.
+        """
+        if not starts:
+            raise ValueError("fit() needs at least one start")
+        head, parts, tail = self._layout(messages, system)
+        flat: list[Piece] = []
+        offsets = []
+        for part in parts:
+            offsets.append(len(flat))
+            flat += part
+        flat += tail
+        size = len(flat)
+        hard = [i for i, piece in enumerate(flat) if not isinstance(piece, str)]
+        # after[i]: ids of flat[i:] as the end of a prompt, for i at a special token or image slot, or the end.
+        after = {size: 0}
+        end = size
+        for index in reversed(hard):
+            text = _text(flat[index + 1 : end])
+            after[index] = self._hard_ids(flat[index]) + self._text_ids(text.rstrip() if end == size else text) \
+                + after[end]
+            end = index
+        head_text = _text(head)
+        for number, start in enumerate(starts):
+            first = offsets[start]
+            stop = hard[bisect.bisect_left(hard, first)] if hard and hard[-1] >= first else size
+            if 1 + after[stop] > budget:
+                continue  # the part after its first run is already too long
+            text = (head_text + _text(flat[first:stop])).lstrip()
+            if 1 + self._text_ids(text.rstrip() if stop == size else text) + after[stop] <= budget:
+                return number
+        return len(starts) - 1
+
+    def _text_ids(self, text: str) -> int:
+        return len(self._plain.encode(_valid_text(text), add_special_tokens=False).ids) if text else 0
+
+    def _hard_ids(self, piece: Piece) -> int:
+        return self.num_image_tokens if isinstance(piece, ImageSlot) else 1
 
     def render(self, pieces: list[Piece]) -> str:
         return "".join(
@@ -170,6 +226,11 @@ def _valid_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def _text(pieces: list[Piece]) -> str:
+    """The text of a run of pieces (between two special tokens or image slots all are text)."""
+    return "".join(piece for piece in pieces if isinstance(piece, str))
 
 
 def _strip_ends(pieces: list[Piece]) -> list[Piece]:

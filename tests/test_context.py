@@ -75,3 +75,130 @@ def test_answer_is_capped_by_the_window(folder):
     "".join(stream)
     assert stream.stats.prompt_tokens + stream.stats.new_tokens <= 60
     assert stream.stats.stop_reason == "length"
+
+
+# --- dropping turns by counting: the same ids as encoding every candidate -----------------------
+
+
+def _old_pieces(fmt, messages, system):
+    """``PromptFormat.pieces`` as it was before ``fit`` (kept frozen here as the reference)."""
+    from engine.prompt import DEFAULT_SYSTEM_PROMPT, ROLE_NAMES, USER_SEP, ImageSlot, SpecialToken, _strip_ends
+
+    out, images = [], 0
+
+    def content(message):
+        nonlocal images
+        slots = []
+        for _ in message.images:
+            slots.append(ImageSlot(images))
+            images += 1
+        text = message.text.rstrip() if slots else message.text.strip()
+        return [*slots, text] if text else slots
+
+    if fmt.variant == "base":
+        for message in messages:
+            out += content(message)
+        return _strip_ends(out)
+    system = DEFAULT_SYSTEM_PROMPT if system is None else system
+    if system:
+        out.append(system + USER_SEP)
+    for message in messages:
+        body = content(message)
+        role = ROLE_NAMES[message.role]
+        if not body:
+            out.append(role + ":")
+            continue
+        out.append(role + ": ")
+        out += body
+        out.append(USER_SEP if message.role == "user" else SpecialToken(fmt.eos_id, fmt.eos_text))
+    if messages and messages[-1].role == "user":
+        out.append(ROLE_NAMES["assistant"] + ":")
+    return _strip_ends(out)
+
+
+def _old_lengths(fmt, messages, system, starts):
+    return [len(fmt.encode(_old_pieces(fmt, messages[start:], system))) for start in starts]
+
+
+_TEXTS = ["", " ", "\n\n", "hi", "  hello there  ", "Assistant: no", "User:", "a\n\nb", "end.\n\n\n",
+          "日本語のテキスト", "<image_placeholder> literal", "x" * 50, "word " * 30, "\tTabs\t", "émoji 🙂 ok"]
+
+
+def _random_history(rng) -> list[engine.Message]:
+    messages = []
+    for _ in range(rng.randint(1, 14)):
+        role = rng.choice(["user", "user", "assistant"]) if messages else "user"
+        if rng.random() < 0.3:
+            role = "assistant" if role == "user" else "user"
+        text = "".join(rng.choice(_TEXTS) for _ in range(rng.randint(0, 3)))
+        images = [Image.new("RGB", (2, 2))] * (rng.random() < 0.25) * rng.randint(1, 2)
+        messages.append(engine.Message(role, text, images=images))
+    return messages
+
+
+def test_fit_gives_the_same_ids_as_encoding_every_candidate(folder):
+    """Token for token, on varied histories, systems, both variants and budgets at every boundary."""
+    import copy
+    import random
+
+    chat = engine.load(str(folder)).prompt_format
+    base = copy.copy(chat)
+    base.variant = "base"
+    rng = random.Random(1234)
+    checked = 0
+    for case in range(300):
+        fmt = base if case % 5 == 0 else chat
+        messages = _random_history(rng)
+        system = rng.choice([None, "", "  ", "Be brief.", "Be brief.\n\n", "  Be brief"])
+        starts = [0] + [i for i, m in enumerate(messages) if m.role == "user" and i > 0]
+        lengths = _old_lengths(fmt, messages, system, starts)
+        budgets = {n + d for n in lengths for d in (-1, 0, 1)} | {0, 1, 10**6}
+        for budget in sorted(budgets):
+            expected = next((i for i, n in enumerate(lengths) if n <= budget), len(starts) - 1)
+            got = fmt.fit(messages, system, starts, budget)
+            assert got == expected, (case, budget, lengths)
+            kept = messages[starts[got]:]
+            assert fmt.encode(fmt.pieces(kept, system)) == fmt.encode(_old_pieces(fmt, kept, system))
+            checked += 1
+    assert checked > 3000
+
+
+def test_prepare_drops_the_same_turns_as_before(folder):
+    eng = engine.load(str(folder))
+    history = _history(8)
+    starts = [0] + [i for i, m in enumerate(history) if m.role == "user" and i > 0]
+    lengths = _old_lengths(eng.prompt_format, history, None, starts)
+    for limit in (lengths[0], lengths[3], lengths[3] - 1, lengths[-1]):
+        small = engine.load(str(folder), context_length=limit + 7)
+        prepared = small.prepare(history, reserve=7)
+        dropped = next((i for i, n in enumerate(lengths) if n <= limit), len(starts) - 1)
+        assert prepared.dropped_turns == dropped
+        kept = history[starts[dropped]:]
+        assert prepared.input_ids.tolist() == small.prompt_format.encode(_old_pieces(small.prompt_format, kept, None))
+
+
+def test_a_long_history_fits_in_linear_time(folder):
+    """1,000 messages: each text run encoded about once, not the whole rest once per dropped turn."""
+    eng = engine.load(str(folder))
+    fmt = eng.prompt_format
+    calls = []
+    plain = fmt._plain
+
+    class Counting:
+        def encode(self, text, **kwargs):
+            calls.append(len(text))
+            return plain.encode(text, **kwargs)
+
+    fmt._plain = Counting()
+    try:
+        history = []
+        for i in range(500):
+            history.append(engine.Message("user", f"Question {i} " + "about the weather " * 10))
+            history.append(engine.Message("assistant", f"Answer {i} " + "it is sunny " * 20))
+        history.append(engine.Message("user", "final?"))
+        total = sum(len(m.text) for m in history)
+        prepared = eng.prepare(history, reserve=64)
+    finally:
+        fmt._plain = plain
+    assert prepared.dropped_turns > 400 and len(prepared.input_ids) + 64 <= eng.context_length
+    assert sum(calls) < 3 * total
