@@ -42,7 +42,7 @@ class CommandRegistry:
         self._names: dict[str, str] = {}  # name or alias -> name
 
     def command(self, name: str, summary: str, usage: str | None = None, *, aliases: Iterable[str] = (),
-                frontends: Iterable[str] = ("tui", "repl"), completes_paths: bool = False):
+                frontends: Iterable[str] = ("tui", "repl"), completes_paths: bool = False) -> Callable[[Handler], Handler]:
         """Decorator registering ``handler`` as ``/name``."""
 
         def register(handler: Handler) -> Handler:

@@ -20,7 +20,10 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.widget import Widget
 
 ENV_VAR = "DSVL_IMAGES"
 CHOICES = ("auto", "halfblock", "kitty", "sixel")
@@ -115,7 +118,7 @@ def cell_pixels() -> tuple[int, int]:
     return (width, height) if width > 0 and height > 0 else DEFAULT_CELL
 
 
-def picture_widget(renderer: str, picture: Any):
+def picture_widget(renderer: str, picture: Any) -> Widget:
     """A textual-image widget drawing the PIL image ``picture`` with ``renderer`` ("kitty" or "sixel")."""
     from textual_image.widget import SixelImage, TGPImage
 

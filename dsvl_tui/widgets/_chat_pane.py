@@ -10,8 +10,12 @@ back to the end.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.types import GenerationStats
@@ -52,7 +56,7 @@ class ChatPane(VerticalScroll):
         self._shown: list[ChatMessage] = []
         self._early_notices: list[Notice] = []
 
-    def compose(self):
+    def compose(self) -> ComposeResult:
         yield from self._message_widgets()
         if self.pending_answer is not None:
             yield self.pending_answer
@@ -61,7 +65,7 @@ class ChatPane(VerticalScroll):
     def on_mount(self) -> None:
         self.anchor()
 
-    def _message_widgets(self):
+    def _message_widgets(self) -> Iterator[Widget]:
         """Widgets for the conversation's messages (not the answer in progress)."""
         self._shown = list(self.conversation.messages)
         if not self._shown and self.pending_answer is None:
