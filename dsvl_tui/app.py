@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.driver import Driver
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer
@@ -100,6 +101,15 @@ class DsvlApp(App[int]):
         for theme in themes.load_themes():
             self.register_theme(theme)
         self.theme = pick_theme(self.options.theme, set(self.available_themes))
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver; on Linux and macOS one whose input survives bytes that are not UTF-8 (``driver``)."""
+        driver = super().get_driver_class()
+        if driver.__module__ == "textual.drivers.linux_driver":  # not Windows, not a TEXTUAL_DRIVER override
+            from .driver import InputDriver
+
+            return InputDriver
+        return driver
 
     def compose(self) -> ComposeResult:
         yield ConversationTabs(self._new_conversation(), id="tabs")
