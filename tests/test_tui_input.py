@@ -18,10 +18,12 @@ import termios
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.text import Text
 from textual import events
+from textual.message import Message
 
 from dsvl_tui.crash import CRASH_LOG
 from dsvl_tui.driver import InputDriver
@@ -29,20 +31,23 @@ from dsvl_tui.driver import InputDriver
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bare_driver(app: object = None) -> InputDriver:
-    """An ``InputDriver`` with only what its input thread uses (no terminal, no signal handlers)."""
-    driver = InputDriver.__new__(InputDriver)
-    driver._app = app  # type: ignore[assignment]
-    driver._debug = False
-    driver.exit_event = threading.Event()
-    return driver
+class BareDriver(InputDriver):
+    """An ``InputDriver`` with only what its input thread uses (no terminal, no signal handlers); keys recorded."""
+
+    def __init__(self, app: Any = None) -> None:  # Textual's __init__ takes over the terminal
+        self._app = app
+        self._debug = False
+        self.exit_event = threading.Event()
+        self.keys: list[str] = []
+
+    def process_message(self, message: Message) -> None:
+        if isinstance(message, events.Key):
+            self.keys.append(message.character or "")
 
 
 def test_a_byte_that_is_not_utf8_is_read_as_a_replacement_character() -> None:
-    driver = _bare_driver()
-    keys: list[str] = []
-    driver.process_message = lambda message: keys.append(message.character or "")  \
-        if isinstance(message, events.Key) else None  # type: ignore[method-assign]
+    driver = BareDriver()
+    keys = driver.keys
     read_end, write_end = os.pipe()
     driver.fileno = read_end
     os.write(write_end, b"a\xffb " + "é".encode() + b" \xe9!")  # 0xFF and a lead byte with no follower
@@ -71,7 +76,7 @@ def test_a_failing_input_thread_ends_the_app_with_code_1_one_line_and_the_crash_
             pass
 
     app = App()
-    driver = _bare_driver(app)
+    driver = BareDriver(app)
 
     def broken() -> None:
         raise RuntimeError("the parser broke")
