@@ -55,9 +55,11 @@ def world(tmp_path_factory) -> SimpleNamespace:
                            continued=continued, env=env)
 
 
-def _ask(world, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _ask(world, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # surrogateescape: a lone surrogate in an argument or in stdin goes out as the byte it stands for.
     return subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", *args], input=stdin, capture_output=True,
-                          text=True, env=world.env, cwd=world.folder, timeout=120)
+                          text=True, errors="surrogateescape", env={**world.env, **(env or {})}, cwd=world.folder,
+                          timeout=120)
 
 
 def _interrupted(world) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -86,6 +88,12 @@ def runs(world):
                            str(world.image), "--compile", "What is this?")),
         "continue": dict(args=("--max-new-tokens", "6", "--transcript", str(world.continued), "And then?")),
         "missing_model": dict(args=("--model", str(world.folder / "no-such-model"), "hi")),
+        # Bytes that are not UTF-8 (\udcff is the byte 0xFF), in the argument and on stdin (in a UTF-8 locale,
+        # where Python's stdin would refuse them).
+        "bad_byte_argument": dict(args=(*model, "--max-new-tokens", "3", "--transcript", "bad_arg.json",
+                                        "caf\udce9 \udcff?")),
+        "bad_byte_stdin": dict(args=(*model, "--max-new-tokens", "3", "--transcript", "bad_stdin.json", "-"),
+                               stdin="caf\udce9\n\udcff?\n", env={"LC_ALL": "C.UTF-8"}),
         # Failing before the model loads: quick.
         "missing_image": dict(args=(*model, "-i", "nowhere.png", "hi")),
         "text_as_png": dict(args=(*model, "-i", str(world.fake), "hi")),
@@ -96,7 +104,8 @@ def runs(world):
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures: dict[str, Future] = {"interrupted": pool.submit(_interrupted, world)}
-        futures.update({name: pool.submit(_ask, world, *case["args"], stdin=case.get("stdin", ""))
+        futures.update({name: pool.submit(_ask, world, *case["args"], stdin=case.get("stdin", ""),
+                                          env=case.get("env"))
                         for name, case in cases.items()})
         yield futures
 
@@ -153,6 +162,22 @@ def test_transcript_is_continued_and_appended(runs, world) -> None:
     # The transcript's own model, system prompt and settings were kept; the flag given changed one.
     assert saved.system == "Be brief." and saved.model == str(world.checkpoint)
     assert (saved.settings.temperature, saved.settings.top_k, saved.settings.max_new_tokens) == (0.7, 9, 6)
+
+
+@pytest.mark.parametrize(("case", "saved", "question"), [
+    ("bad_byte_argument", "bad_arg.json", "caf\ufffd \ufffd?"),
+    ("bad_byte_stdin", "bad_stdin.json", "caf\ufffd\n\ufffd?"),
+])
+def test_bytes_that_are_not_utf8_become_replacement_characters_and_get_an_answer(
+        runs, world, case: str, saved: str, question: str) -> None:
+    done = _result(runs, case)
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr
+    user, answer = load_transcript(world.folder / saved).messages
+    assert user.text == question
+    # Valid when it was saved (a lone surrogate would have been written as a \udce9 escape).
+    assert "caf\ufffd" in (world.folder / saved).read_text(encoding="utf-8")
+    assert answer.stats.new_tokens == 3 and done.stdout.strip()
 
 
 def test_ctrl_c_exits_130_with_the_partial_answer_kept(runs) -> None:
