@@ -216,7 +216,7 @@ def test_text_with_lone_surrogates_still_saves(tmp_path):
     conv = Conversation()
     conv.add_user("bad byte: \udcff, and 你好")
     loaded = load_transcript(save_transcript(conv, tmp_path / "chat.json"))
-    assert loaded.messages[0].text == "bad byte: \udcff, and 你好"
+    assert loaded.messages[0].text == "bad byte: \ufffd, and 你好"  # valid text again on load (U+FFFD)
 
 
 def test_non_finite_stats_from_another_backend_are_stored_as_null(tmp_path):
