@@ -119,8 +119,9 @@ def test_printable_output_has_no_controls(text: str) -> None:
     assert all(ch in "\n\t" or not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F) for ch in out)
 
 
-@given(st.text(st.characters(exclude_categories=("Cc",))))
+@given(st.text(st.characters(exclude_categories=("Cc", "Cs"))))
 def test_printable_keeps_text_without_controls(text: str) -> None:
+    # Lone surrogates (category Cs) are not valid text: printable() replaces them (tests/test_text.py).
     assert printable(text) == text
 
 
