@@ -111,6 +111,21 @@ class DsvlApp(App[int]):
             return InputDriver
         return driver
 
+    def _handle_exception(self, error: Exception) -> None:
+        """A bug in a handler ends the app as ``cli.main`` ends on one: exit code 1, one line, traceback in the log.
+
+        Textual would print a page of traceback with local variables over the
+        user's terminal (and, in tests, re-raise it: kept, through ``_exception``).
+        """
+        from .crash import record
+
+        line, details = record(error)
+        self._return_code = 1
+        if self._exception is None:
+            self._exception = error
+            self._exception_event.set()
+        self.exit(return_code=1, message=line if details is None else f"{line}\n{details}")
+
     def compose(self) -> ComposeResult:
         yield ConversationTabs(self._new_conversation(), id="tabs")
         prompt = PromptInput(id="prompt")

@@ -798,3 +798,18 @@ async def test_a_streaming_answer_is_journaled_as_it_grows(tmp_path, monkeypatch
         await answered(pilot)
         await wait_for(pilot, lambda: not _journaled(tmp_path)[0]["messages"][-1]["stopped"])
     assert _journaled(tmp_path)[0]["messages"][-1]["text"] == "Half and the rest"
+
+
+@run_async
+async def test_a_bug_in_a_handler_ends_the_app_with_code_1_one_line_and_the_crash_log(tmp_path):
+    """Not Textual's page of traceback with locals over the terminal: the log gets it, the user one line."""
+    app = scripted_app()
+    with pytest.raises(ZeroDivisionError):  # run_test re-raises a handler's exception into the test
+        async with app.run_test() as pilot:
+            await ready(pilot)
+            app.call_later(lambda: 1 / 0)
+            await pilot.pause(0.2)
+    assert app.return_code == 1
+    log = (tmp_path / "data" / "crash.log").read_text()
+    assert "ZeroDivisionError" in log and "Traceback" in log
+    assert not app._exit_renderables  # no rich traceback page printed over the terminal at exit
