@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -39,6 +39,8 @@ from .prompt_history import PromptHistory
 from .text import printable
 from .tui_session import TuiSession
 from .widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from engine.types import ChatBackend, GenerationStats, PreparesPrompts
@@ -95,6 +97,7 @@ class DsvlApp(App[int]):
         self._context_tokens: dict[str, int | None] = {}
         self.autosaver = Autosaver(report=self._report_autosave)
         self._journaling: dict[ChatPane, gen.Job] = {}  # sent, not drawn until journaled
+        self._reading = 0  # file reads running in threads (read_then)
         self._partials_saved = False
         self._signals: list[tuple[int, Any]] = []  # (signal, the handler before ours)
         self.prompt_history = PromptHistory(report=self._report_autosave)
@@ -305,8 +308,37 @@ class DsvlApp(App[int]):
 
     @property
     def sending(self) -> bool:
-        """A message is waiting for its journal write before it is drawn and answered."""
-        return bool(self._journaling)
+        """A message is waiting for its journal write before it is drawn and answered, or a file is being read."""
+        return bool(self._journaling) or self._reading > 0
+
+    # -- file reads off the event loop ------------------------------------------
+    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        """``Session.read_then``: a transcript of up to the format's limits is read in a thread."""
+        self._reading += 1
+        self._read_in_thread(read, then)
+
+    @work(thread=True, group="file-reads")
+    def _read_in_thread(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        try:
+            result = read()
+        except CommandError as exc:
+            problem = str(exc)
+            self.call_from_thread(self._read_done, lambda: self.session.error(problem))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in a read must not end the app
+            problem = f"reading failed: {gen.one_line(exc)}"
+            self.call_from_thread(self._read_done, lambda: self.session.error(problem))
+            return
+        self.call_from_thread(self._read_done, lambda: then(result))
+
+    def _read_done(self, finish: Callable[[], None]) -> None:
+        self._reading -= 1
+        try:
+            finish()
+        except CommandError as exc:
+            self.session.error(str(exc))
+        self.autosave(self.active.conversation)
+        self.call_later(self.sync_pane, self.active)
 
     def regenerate(self) -> None:
         conversation = self.active.conversation

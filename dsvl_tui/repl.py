@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from .commands import CommandError, registry
 from .conversation import ChatMessage, Conversation
@@ -40,6 +40,8 @@ from .loading import EngineFactory, ModelSlot
 from .options import Options
 from .repl_input import SlashCompleter, key_bindings
 from .text import printable, valid_text
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -146,6 +148,10 @@ class Repl:
 
     def refresh(self) -> None:
         """Nothing to redraw: the REPL's output is a log."""
+
+    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        """The REPL waits for its commands anyway (Ctrl-C interrupts the read)."""
+        then(read())
 
     def open_conversation(self, conversation: Conversation) -> None:
         self._require_idle("open a conversation")

@@ -7,9 +7,12 @@ front ends (and the command palette) run the very same commands.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from .conversation import Conversation
+
+T = TypeVar("T")
 
 
 class Session(Protocol):
@@ -43,6 +46,11 @@ class Session(Protocol):
 
     def open_conversation(self, conversation: Conversation) -> None:
         """Show ``conversation`` in a new pane (or the active one if it is empty)."""
+
+    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        """Run ``read`` (file work of unbounded length: a transcript, the journal) where it cannot freeze
+        the screen, then ``then(result)`` on the front end's own thread. A ``CommandError`` raised by
+        either is shown as an error line."""
 
     def new_pane(self) -> None:
         ...

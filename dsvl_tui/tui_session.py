@@ -8,10 +8,13 @@ input text) changes immediately.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .clipboard import osc52
 from .conversation import Conversation
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import DsvlApp
@@ -56,6 +59,9 @@ class TuiSession:
 
     def open_conversation(self, conversation: Conversation) -> None:
         self.app.open_conversation(conversation)
+
+    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        self.app.read_then(read, then)
 
     def new_pane(self) -> None:
         self.app.action_new_pane()

@@ -55,6 +55,9 @@ class Recorder:
     def refresh(self) -> None:
         pass
 
+    def read_then(self, read, then) -> None:
+        then(read())
+
     def open_conversation(self, conversation: Conversation) -> None:
         self.calls.append(("open", conversation))
         self.conversation = conversation

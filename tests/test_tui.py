@@ -19,6 +19,7 @@ from tui_support import FIXED_INFO, ScriptedEngine, run_async, screen_text, scri
 import engine
 from dsvl_tui.app import DsvlApp, run_tui
 from dsvl_tui.commands import registry
+from dsvl_tui.conversation import Conversation
 from dsvl_tui.options import Options
 from dsvl_tui.paths import history_file
 from dsvl_tui.prompt_history import PromptHistory
@@ -813,3 +814,30 @@ async def test_a_bug_in_a_handler_ends_the_app_with_code_1_one_line_and_the_cras
     log = (tmp_path / "data" / "crash.log").read_text()
     assert "ZeroDivisionError" in log and "Traceback" in log
     assert not app._exit_renderables  # no rich traceback page printed over the terminal at exit
+
+
+@run_async
+async def test_load_reads_the_transcript_off_the_event_loop(tmp_path, monkeypatch):
+    """A transcript at the format's limits takes seconds to read: never on the thread that draws the screen."""
+    from dsvl_tui import transcript
+
+    saved = Conversation(model="tiny")
+    saved.add_user("from the file")
+    transcript.save_transcript(saved, tmp_path / "chat.json")
+    read_on: list[str] = []
+    real_load = transcript.load_transcript
+
+    def load(path, **kwargs):
+        read_on.append(threading.current_thread().name)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(transcript, "load_transcript", load)
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, f"/load {tmp_path / 'chat.json'}")
+        await wait_for(pilot, lambda: [m.text for m in app.active.conversation.messages] == ["from the file"])
+        assert read_on and read_on[0] != threading.main_thread().name
+        await type_line(pilot, f"/load {tmp_path / 'missing.json'}")
+        await wait_for(pilot, lambda: notices(app, error=True))
+        assert "missing.json" in notices(app, error=True)[-1]

@@ -104,8 +104,8 @@ def load(session: Session, args: str) -> None:
         raise CommandError("usage: /load FILE (quote names with spaces)")
     transcript = _transcripts()
     path = Path(words[0]).expanduser()
-    conv = _read(transcript, path, lambda: transcript.load_transcript(path))
-    _open(session, transcript, conv, f"opened {conv.path or path}")
+    session.read_then(lambda: _read(transcript, path, lambda: transcript.load_transcript(path)),
+                      lambda conv: _open(session, transcript, conv, f"opened {conv.path or path}"))
 
 
 def _read(transcript: Any, path: Any, load: Any) -> Any:
@@ -174,6 +174,9 @@ def resume(session: Session, args: str) -> None:
     if not 1 <= number <= len(entries):
         raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
     entry = entries[number - 1]
-    conv = _read(transcript, entry.path, lambda: journal.open(entry))
-    copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
-    _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}{copy}")
+
+    def opened(conv: Any) -> None:
+        copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
+        _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}{copy}")
+
+    session.read_then(lambda: _read(transcript, entry.path, lambda: journal.open(entry)), opened)
