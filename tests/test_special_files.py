@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ import engine
 from dsvl_tui.config import load_config
 from dsvl_tui.conversation import Attachment
 from dsvl_tui.journal import Journal
+from dsvl_tui.loading import ModelSlot
 from dsvl_tui.options import Options
 from dsvl_tui.repl import Repl, default_engine_factory
 from engine.files import FileTooLargeError, NotRegularFileError, UnusableFileError, open_regular, read_regular
@@ -186,14 +188,22 @@ def _repl(keys: str, tmp_path: Path) -> str:
 
 def test_the_repl_loads_a_model_after_a_fifo_checkpoint_failed(tmp_path: Path, good: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The REPL's model slot (what /model drives) with the real loader: the FIFO load ends, the next one works."""
     monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
     bad = Path(shutil.copytree(good, tmp_path / "bad"))
     (bad / "model.safetensors").unlink()
     pipe = fifo(bad / "model.safetensors")
-    with rescued(pipe):
-        err = _repl(f"/model {bad}\r/model {good}\r", tmp_path)
-    assert "named pipe (FIFO), not a regular file" in err, err
-    assert f"{good} is ready" in err or "ready" in err.split("named pipe")[-1], err
+    events: list[tuple[str, str]] = []
+    slot = ModelSlot(default_engine_factory(Options(model=str(bad), device="cpu")),
+                     lambda kind, message: events.append((kind, message)))
+    never = threading.Event()
+    with rescued(pipe), quickly():
+        slot.load(str(bad))
+        assert slot.wait(never) is None
+    assert slot.error is not None and "named pipe (FIFO), not a regular file" in slot.error, slot.error
+    slot.load(str(good))  # no "still loading": the failed load let go of the slot
+    assert slot.wait(never) is not None and slot.model == str(good)
+    assert [kind for kind, _ in events if kind != "progress"] == ["error", "ready"]
 
 
 def test_load_refuses_a_fifo_transcript(tmp_path: Path, good: Path, monkeypatch: pytest.MonkeyPatch) -> None:
