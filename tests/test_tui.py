@@ -841,3 +841,26 @@ async def test_load_reads_the_transcript_off_the_event_loop(tmp_path, monkeypatc
         await type_line(pilot, f"/load {tmp_path / 'missing.json'}")
         await wait_for(pilot, lambda: notices(app, error=True))
         assert "missing.json" in notices(app, error=True)[-1]
+
+
+@run_async
+async def test_image_decodes_the_picture_off_the_event_loop(tmp_path, monkeypatch):
+    """A large picture takes seconds to decode and check: /image never does it on the thread that draws."""
+    import engine.images
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "red.png")
+    decoded_on: list[str] = []
+    real_load = engine.images.load_image
+
+    def load_image(source):
+        decoded_on.append(threading.current_thread().name)
+        return real_load(source)
+
+    monkeypatch.setattr(engine.images, "load_image", load_image)
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, f"/image {tmp_path / 'red.png'} {tmp_path / 'gone.png'}")
+        await wait_for(pilot, lambda: len(app.active.conversation.pending) == 1 and notices(app, error=True))
+        assert decoded_on and threading.main_thread().name not in decoded_on
+        assert "gone.png" in notices(app, error=True)[-1]

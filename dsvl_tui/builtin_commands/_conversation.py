@@ -8,11 +8,14 @@ import math
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..commands import CommandError, registry
 from ..session import Session
 from ._shared import _plural, _require_idle, _words
+
+if TYPE_CHECKING:
+    from ..conversation import Attachment
 
 #: Settings ``/set`` changes, with how their values are read.
 SETTING_TYPES: dict[str, type] = {
@@ -64,30 +67,38 @@ def image(session: Session, args: str) -> None:
         session.refresh()
         session.info(f"removed {_plural(count, 'pending image')}")
         return
-    from engine.errors import EngineError
-    from engine.images import load_image
+    def check() -> tuple[list[Attachment], list[str]]:
+        # Decoding a large picture (and the first import of the image code, which brings torch) takes
+        # seconds: read_then keeps it off the TUI's event loop.
+        from engine.errors import EngineError
+        from engine.images import load_image
 
-    from ..conversation import Attachment
+        from ..conversation import Attachment
 
-    attached: list[str] = []
-    problems: list[str] = []
-    for word in words:
-        path = Path(word).expanduser()
-        try:
-            load_image(path)
-            attachment = Attachment.from_path(path)
-        except EngineError as exc:
-            problems.append(str(exc))
-        except OSError as exc:
-            problems.append(f"cannot read {path}: {exc.strerror or exc}")
-        else:
-            conv.pending.append(attachment)
-            attached.append(attachment.label)
-    if attached:
-        session.refresh()
-        session.info(f"attached {', '.join(attached)} ({_plural(len(conv.pending), 'image')} for your next message)")
-    if problems:
-        raise CommandError("; ".join(problems))
+        checked: list[Attachment] = []
+        problems: list[str] = []
+        for word in words:
+            path = Path(word).expanduser()
+            try:
+                load_image(path)
+                checked.append(Attachment.from_path(path))
+            except EngineError as exc:
+                problems.append(str(exc))
+            except OSError as exc:
+                problems.append(f"cannot read {path}: {exc.strerror or exc}")
+        return checked, problems
+
+    def attach(result: tuple[list[Attachment], list[str]]) -> None:
+        checked, problems = result
+        conv.pending.extend(checked)  # the conversation the command was typed in, even if the tab changed
+        if checked:
+            session.refresh()
+            labels = ", ".join(a.label for a in checked)
+            session.info(f"attached {labels} ({_plural(len(conv.pending), 'image')} for your next message)")
+        if problems:
+            raise CommandError("; ".join(problems))
+
+    session.read_then(check, attach)
 
 
 # --- turns and settings ---------------------------------------------------------
