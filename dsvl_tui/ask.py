@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .options import Options
-from .text import printable, valid_text
+from dsvl_tui.options import Options
+from dsvl_tui.text import printable, valid_text
 
 if TYPE_CHECKING:
+    from dsvl_tui.conversation import ChatMessage, Conversation
     from engine.types import ChatBackend
-
-    from .conversation import ChatMessage, Conversation
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -124,7 +123,7 @@ class _Ask:
         return binary.read().decode(getattr(self.stdin, "encoding", None) or "utf-8", errors="replace")
 
     def _conversation(self):
-        from .conversation import Conversation
+        from dsvl_tui.conversation import Conversation
 
         request, options = self.request, self.request.options
         path = request.transcript
@@ -145,7 +144,7 @@ class _Ask:
 
     def _load_transcript(self, path: Path):
         try:
-            from .transcript import TranscriptError, load_transcript, missing_images
+            from dsvl_tui.storage.transcript import TranscriptError, load_transcript, missing_images
         except ImportError as exc:
             raise AskFailure(EXIT_INPUT, f"transcripts are not available in this build ({exc})") from None
         try:
@@ -160,10 +159,9 @@ class _Ask:
         return conversation
 
     def _attach(self, conversation) -> None:
+        from dsvl_tui.conversation import Attachment
         from engine.errors import ImageError
         from engine.images import load_image
-
-        from .conversation import Attachment
 
         for path in self.request.images:
             try:
@@ -178,8 +176,7 @@ class _Ask:
 
     def _load(self, model: str) -> ChatBackend:
         import engine
-
-        from .loading import ProgressLines, describe_failure
+        from dsvl_tui.loading import ProgressLines, describe_failure
 
         options = self.request.options
         self.note(f"loading {model}")
@@ -193,10 +190,9 @@ class _Ask:
             raise AskFailure(EXIT_ENGINE, describe_failure(exc)) from None
 
     def _generate(self, backend: ChatBackend, conversation: Conversation) -> tuple[ChatMessage, bool]:
+        from dsvl_tui.answers import stats_line, stream_answer
+        from dsvl_tui.repl.printers import PlainPrinter
         from engine.errors import ContextOverflowError, EngineError, ImageError
-
-        from .answering import stats_line, stream_answer
-        from .printers import PlainPrinter
 
         printer = PlainPrinter(self.out)
         feed = (lambda chunk: None) if self.request.json else printer.feed
@@ -223,7 +219,7 @@ class _Ask:
         path = self.request.transcript
         if path is None:
             return
-        from .transcript import TranscriptError, save_transcript
+        from dsvl_tui.storage.transcript import TranscriptError, save_transcript
 
         try:
             save_transcript(conversation, path)

@@ -24,7 +24,7 @@ import typer
 from dsvl_tui import __version__
 
 if TYPE_CHECKING:
-    from .options import Options
+    from dsvl_tui.options import Options
 
 DEFAULT_MODEL = "deepseek-ai/deepseek-vl-1.3b-chat"
 SETTING_NAMES = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
@@ -79,16 +79,15 @@ def _text(value: str | None) -> str | None:
     Paths are left alone (the OS takes them back byte for byte); the question and the system prompt
     are text for the model.
     """
-    from .text import valid_text
+    from dsvl_tui.text import valid_text
 
     return None if value is None else valid_text(value)
 
 
 def build_options(values: dict[str, Any], *, theme: str | None = None, resume: bool = False) -> Options:
     """``Options`` from the given (non-None) values; a bad setting is a usage error (exit 2)."""
+    from dsvl_tui.options import Options
     from engine.types import GenerationSettings
-
-    from .options import Options
 
     settings = {key: values[key] for key in SETTING_NAMES if values.get(key) is not None}
     try:
@@ -111,12 +110,12 @@ def use_tui(plain: bool) -> bool:
 def run_chat(options: Options, *, plain: bool) -> int:
     if use_tui(plain):
         try:
-            from dsvl_tui.app import run_tui
+            from dsvl_tui.tui.app import run_tui
         except ImportError as exc:
             print(f"note: the full-screen app is not available ({exc}); using the plain REPL", file=sys.stderr)
         else:
             return run_tui(options)
-    from dsvl_tui.repl import run_repl
+    from dsvl_tui.repl.app import run_repl
 
     return run_repl(options)
 
@@ -193,7 +192,7 @@ def ask(
 
     Exit codes: 0 done, 2 usage error, 3 bad input (image, transcript, empty question), 4 model or generation failure, 130 interrupted.
     """
-    from .ask import AskRequest, run_ask
+    from dsvl_tui.ask import AskRequest, run_ask
 
     mine = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
@@ -231,7 +230,7 @@ def bench(
 ) -> None:
     """Run the benchmarks: the engine's (upstream's way against ours), then the UI's and start-up's.
 
-    Each prints a table and writes JSON: the same as python -m engine.bench, then python -m dsvl_tui.uibench.
+    Each prints a table and writes JSON: the same as python -m dsvl_tui.bench.engine, then python -m dsvl_tui.bench.ui.
     """
     # --model, --device and --dtype given before the command count too; DSVL_MODEL and the like do not:
     # the benchmark's default model is a random checkpoint, not the one the app is set to use.
@@ -241,14 +240,14 @@ def bench(
             values[name] = _typed(ctx.parent, name)
     code = 0
     if not skip_engine:
-        from engine.bench import main as engine_bench
+        from dsvl_tui.bench.engine import main as engine_bench
 
         argv = [f"--{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
         if compile or _typed(ctx.parent, "compile"):
             argv.append("--compile")
         code = engine_bench(argv)
     if not skip_ui:
-        from .uibench import main as ui_bench
+        from dsvl_tui.bench.ui import main as ui_bench
 
         code = max(code, ui_bench([]))
     raise typer.Exit(code)
@@ -267,7 +266,7 @@ def report_crash(exc: BaseException) -> int:
 
     Returns exit code 1. Should the log be unwritable, the traceback goes to stderr after the line.
     """
-    from .crash import record
+    from dsvl_tui.crash import record
 
     line, details = record(exc)
     print(line, file=sys.stderr)

@@ -13,9 +13,9 @@ import time
 import traceback
 from pathlib import Path
 
-from . import __version__
-from .paths import data_dir
-from .text import printable
+from dsvl_tui import __version__
+from dsvl_tui.storage.paths import data_dir
+from dsvl_tui.text import printable
 
 CRASH_LOG = "crash.log"
 MAX_LOG_BYTES = 1_000_000  # a log this big is started over rather than grown

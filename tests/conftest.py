@@ -1,7 +1,7 @@
 """Shared pytest set-up.
 
 ``cuda``-marked tests (``tests/test_cuda_*.py``) need a CUDA GPU: without
-one they are skipped with the reason. ``python -m engine.gpucheck`` runs
+one they are skipped with the reason. ``python -m dsvl_tui.bench.gpucheck`` runs
 them on a GPU; its ``--dry-run`` sets ``DSVL_CUDA_TESTS_ON_CPU=1`` so they
 run on the CPU against the tiny checkpoint instead, which shows they work
 before any GPU is lent.
@@ -25,6 +25,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); "
-                                   "`python -m engine.gpucheck` runs these on one")
+                                   "`python -m dsvl_tui.bench.gpucheck` runs these on one")
     for item in cuda_items:
         item.add_marker(skip)

@@ -26,8 +26,8 @@ import engine
 from dsvl_tui.ask import AskRequest, run_ask
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.options import Options
+from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from dsvl_tui.text import printable
-from dsvl_tui.transcript import load_transcript, save_transcript
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from tui_support import ScriptedEngine
 
-from dsvl_tui.journal import Journal
 from dsvl_tui.options import Options
-from dsvl_tui.repl import Repl
+from dsvl_tui.repl.app import Repl
+from dsvl_tui.storage.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,10 +127,10 @@ def test_a_deleted_original_image_is_sent_from_the_journal_copy(tmp_path):
 
 STREAMING_CHILD = """
 import sys, time
-from dsvl_tui import autosave
+from dsvl_tui.storage import autosave
 autosave.PARTIAL_SAVE_SECONDS = 0.2
 from dsvl_tui.options import Options
-from dsvl_tui.repl import Repl
+from dsvl_tui.repl.app import Repl
 from engine.types import GenerationStats
 
 

@@ -134,10 +134,10 @@ def test_printable_keeps_text_without_controls(text: str) -> None:
 def started(monkeypatch: pytest.MonkeyPatch):
     """Replace both front ends and ``ask`` with recorders; returns what each was given."""
     import dsvl_tui.ask
-    import dsvl_tui.repl
+    import dsvl_tui.repl.app
 
     calls: list[tuple[str, object]] = []
-    monkeypatch.setattr(dsvl_tui.repl, "run_repl", lambda options: calls.append(("repl", options)) or 0)
+    monkeypatch.setattr(dsvl_tui.repl.app, "run_repl", lambda options: calls.append(("repl", options)) or 0)
     monkeypatch.setattr(dsvl_tui.ask, "run_ask", lambda request: calls.append(("ask", request)) or 0)
     for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE", "DSVL_SYSTEM", "DSVL_THEME", "DSVL_COMPILE"):
         monkeypatch.delenv(name, raising=False)
@@ -209,13 +209,13 @@ def test_the_tui_needs_a_real_terminal(monkeypatch, plain, tty, term, expected) 
 
 
 def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkeypatch, started, capsys) -> None:
-    import dsvl_tui.app
+    import dsvl_tui.tui.app
 
     monkeypatch.setattr(cli, "use_tui", lambda plain: True)
-    monkeypatch.setattr(dsvl_tui.app, "run_tui", lambda options: started.append(("tui", options)) or 0)
+    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options: started.append(("tui", options)) or 0)
     options = cli.build_options({})
     assert cli.run_chat(options, plain=False) == 0
-    monkeypatch.setitem(sys.modules, "dsvl_tui.app", None)  # as if the app were missing
+    monkeypatch.setitem(sys.modules, "dsvl_tui.tui.app", None)  # as if the app were missing
     assert cli.run_chat(options, plain=False) == 0
     assert [kind for kind, _ in started] == ["tui", "repl"]
     assert "full-screen app is not available" in capsys.readouterr().err
@@ -226,12 +226,12 @@ def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkey
 
 def test_an_unexpected_error_exits_1_with_one_line_and_the_traceback_in_the_crash_log(
         monkeypatch, tmp_path, capsys) -> None:
-    import dsvl_tui.repl
+    import dsvl_tui.repl.app
 
     def broken(options):
         raise RuntimeError("a bug\x1b[31m in\nthe REPL")
 
-    monkeypatch.setattr(dsvl_tui.repl, "run_repl", broken)
+    monkeypatch.setattr(dsvl_tui.repl.app, "run_repl", broken)
     monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--plain"])

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 import engine
-from dsvl_tui import builtin_commands  # noqa: F401 - fills the registry
-from dsvl_tui.clipboard import ClipboardError, osc52
-from dsvl_tui.commands import CommandError, registry
+from dsvl_tui.commands import builtin as builtin_commands  # noqa: F401 - fills the registry
+from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.conversation import Attachment, Conversation
 from dsvl_tui.options import Options
-from dsvl_tui.repl import Repl
+from dsvl_tui.repl.app import Repl
 from dsvl_tui.text import printable
+from dsvl_tui.tui.clipboard import ClipboardError, osc52
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
@@ -370,7 +370,7 @@ def test_export_markdown(session, tmp_path) -> None:
 
 
 def test_resume_lists_and_opens_recent_conversations(session) -> None:
-    from dsvl_tui.transcript import Journal
+    from dsvl_tui.storage.journal import Journal
 
     session.run("/resume")
     assert session.notices[-1] == "no saved conversations yet"

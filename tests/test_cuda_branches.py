@@ -4,7 +4,7 @@ What these fake: ``torch.cuda``'s availability, device count, compute
 capability, free memory and the like, and torch.compile's prerequisites
 (dynamo, triton). What only a GPU can show (kernels, CUDA graphs, real
 memory, numerics) is in ``test_cuda_gpu.py``, marked ``cuda``, and run by
-``python -m engine.gpucheck``.
+``python -m dsvl_tui.bench.gpucheck``.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def test_every_static_decode_step_runs_on_the_one_worker_thread(folder, monkeypa
 # -- 2. memory reporting -----------------------------------------------------------------------------------------
 
 def test_peak_memory_is_read_from_the_engines_gpu(cuda):
-    from engine.bench import peak_memory, reset_peak_memory
+    from dsvl_tui.bench.engine import peak_memory, reset_peak_memory
 
     reset_peak_memory("cuda:1")
     assert peak_memory("cuda:1") == 3 * GIB

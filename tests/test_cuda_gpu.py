@@ -1,6 +1,6 @@
 """What only a GPU can show: numerics on CUDA, the compiled decode step, recompilation (marked ``cuda``).
 
-Skipped without CUDA (see ``conftest.py``). ``python -m engine.gpucheck``
+Skipped without CUDA (see ``conftest.py``). ``python -m dsvl_tui.bench.gpucheck``
 runs them on a GPU, against the tiny checkpoint and the full-size random
 1.3B one (whose folder it passes in ``DSVL_GPUCHECK_FULL_CHECKPOINT``,
 written once). Its ``--dry-run`` runs them on the CPU with the tiny
@@ -77,7 +77,7 @@ def checkpoint(request, tiny) -> tuple[str, Path]:
         pytest.skip("the dry run uses only the tiny checkpoint")
     if FULL_CHECKPOINT:
         return "full", Path(FULL_CHECKPOINT)
-    from engine.bench import _default_model
+    from dsvl_tui.bench.engine import _default_model
 
     return "full", _default_model(None)  # written once into the benchmark cache
 

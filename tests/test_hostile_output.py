@@ -19,12 +19,12 @@ import pytest
 from PIL import Image
 from tui_support import FIXED_INFO, ScriptedEngine, run_async, scripted_loader, wait_for
 
-from dsvl_tui.app import DsvlApp
-from dsvl_tui.completion import path_matches
+from dsvl_tui.commands.completion import path_matches
 from dsvl_tui.conversation import Attachment, ChatMessage, Conversation
 from dsvl_tui.options import Options
-from dsvl_tui.repl import Repl
-from dsvl_tui.widgets import AssistantMessage, PromptInput
+from dsvl_tui.repl.app import Repl
+from dsvl_tui.tui.app import DsvlApp
+from dsvl_tui.tui.widgets import AssistantMessage, PromptInput
 
 # Retitle the window, write the clipboard (ST-terminated), clear the screen, reset the terminal.
 HOSTILE = "\x1b]0;PWNED\x07\x1b]52;c;SGVsbG8=\x1b\\\x1b[2J\x1bc\x9b31m"
@@ -54,7 +54,7 @@ def terminal_leaks(app) -> list[str]:
 
 def hostile_files(folder: Path) -> Path:
     """Pictures named with escape sequences, and a transcript full of them; returns the transcript."""
-    from dsvl_tui.transcript import save_transcript
+    from dsvl_tui.storage.transcript import save_transcript
 
     picture = folder / f"pic{HOSTILE}.png"
     Image.new("RGB", (16, 12), "red").save(picture)
@@ -107,7 +107,8 @@ async def test_hostile_transcript_and_file_names_never_reach_the_tui_screen(tmp_
 
 
 def test_hostile_transcript_never_reaches_the_repl_output(tmp_path):
-    from dsvl_tui.transcript import Journal, load_transcript
+    from dsvl_tui.storage.journal import Journal
+    from dsvl_tui.storage.transcript import load_transcript
 
     transcript = hostile_files(tmp_path)
     assert Journal().record(load_transcript(transcript)) is None  # for /resume to list and open

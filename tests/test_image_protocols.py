@@ -23,12 +23,12 @@ from textual.app import App
 from textual.geometry import Region
 from tui_support import Host, run_async
 
-from dsvl_tui import app as app_module
-from dsvl_tui import image_protocols
 from dsvl_tui.conversation import Attachment
 from dsvl_tui.options import Options
-from dsvl_tui.widgets import ImagePreview
-from dsvl_tui.widgets._image_preview import picture_for_cells
+from dsvl_tui.tui import app as app_module
+from dsvl_tui.tui import image_protocols
+from dsvl_tui.tui.widgets import ImagePreview
+from dsvl_tui.tui.widgets._image_preview import picture_for_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "\U0010eeee"
@@ -101,7 +101,7 @@ def test_headless_run_never_loads_textual_image():
     """Not a terminal (as here, stdin and stdout piped): half-blocks, and the library is never imported."""
     script = (
         "import sys\n"
-        "from dsvl_tui import app, image_protocols\n"
+        "from dsvl_tui.tui import app, image_protocols\n"
         "print(image_protocols.prepare({'KITTY_WINDOW_ID': '1', 'DSVL_IMAGES': 'kitty'}))\n"
         "print('textual_image' in sys.modules)\n"
     )

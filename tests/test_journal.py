@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dsvl_tui import atomic
 from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.journal import Journal, JournalEntry
-from dsvl_tui.transcript import TranscriptError, save_transcript
+from dsvl_tui.storage import atomic
+from dsvl_tui.storage.journal import Journal, JournalEntry
+from dsvl_tui.storage.transcript import TranscriptError, save_transcript
 from engine.types import GenerationStats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.journal import Journal
+from dsvl_tui.storage.journal import Journal
 from engine.types import GenerationStats
 
 journal = Journal()
@@ -227,7 +227,7 @@ def test_the_journal_survives_kill_9_in_the_middle_of_an_answer(tmp_path):
 
 HOLDER = """
 import sys, time
-from dsvl_tui.journal import Journal
+from dsvl_tui.storage.journal import Journal
 conv = Journal().open(sys.argv[1])
 print(conv.id, flush=True)
 time.sleep(120)
@@ -316,7 +316,7 @@ def test_a_deleted_original_falls_back_to_the_journal_copy(tmp_path):
 
 
 def test_stale_temp_files_of_ours_are_swept_from_the_data_folder_only(tmp_path):
-    from dsvl_tui.journal import sweep_temp_files
+    from dsvl_tui.storage.journal import sweep_temp_files
 
     data = tmp_path / "data"
     images = data / "journal" / "abc.images"
@@ -339,7 +339,7 @@ def test_stale_temp_files_of_ours_are_swept_from_the_data_folder_only(tmp_path):
 
 
 def test_autosaver_sweeps_writes_in_order_and_calls_back_after_the_write(tmp_path):
-    from dsvl_tui.autosave import Autosaver
+    from dsvl_tui.storage.autosave import Autosaver
 
     stale = tmp_path / "data" / "journal" / "a.images" / ".p.png.0123abcd.tmp"
     stale.parent.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown_render``).
+"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown``).
 
 The property that matters: a text drawn while it streams in, in any pieces
 and with any number of drawings in between, ends up exactly as the same text
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 
-from dsvl_tui.markdown_render import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
+from dsvl_tui.markdown import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
 
 LOOK = look_for({}, dark=True)
 

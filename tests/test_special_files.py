@@ -25,12 +25,12 @@ from prompt_toolkit.output import DummyOutput
 from tui_support import ScriptedEngine, run_async, wait_for
 
 import engine
-from dsvl_tui.config import load_config
 from dsvl_tui.conversation import Attachment
-from dsvl_tui.journal import Journal
 from dsvl_tui.loading import ModelSlot
 from dsvl_tui.options import Options
-from dsvl_tui.repl import Repl, default_engine_factory
+from dsvl_tui.repl.app import Repl, default_engine_factory
+from dsvl_tui.storage.config import load_config
+from dsvl_tui.storage.journal import Journal
 from engine.files import FileTooLargeError, NotRegularFileError, UnusableFileError, open_regular, read_regular
 from engine.fixtures import write_checkpoint
 from engine.images import load_image

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from tui_support import Host, run_async, wait_for
 
-from dsvl_tui import thumbnail
 from dsvl_tui.conversation import Attachment
-from dsvl_tui.widgets import ImagePreview
-from dsvl_tui.widgets._image_preview import half_block_rows
+from dsvl_tui.tui import thumbnail
+from dsvl_tui.tui.widgets import ImagePreview
+from dsvl_tui.tui.widgets._image_preview import half_block_rows
 from engine.image_limits import MAX_IMAGE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def solid_png(path: Path, width: int, height: int, *, rows: int | None = None) -
 
 
 def test_limit_is_the_engines_and_importing_it_is_light():
-    code = "import sys, engine.image_limits, dsvl_tui.thumbnail; print('torch' in sys.modules)"
+    code = "import sys, engine.image_limits, dsvl_tui.tui.thumbnail; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=ROOT).stdout.strip() == "False"
     from engine import images
@@ -94,7 +94,7 @@ import asyncio, json, sys
 sys.path.insert(0, "tests")
 from tui_support import Host, wait_for
 from dsvl_tui.conversation import Attachment
-from dsvl_tui.widgets import ImagePreview
+from dsvl_tui.tui.widgets import ImagePreview
 
 def peak_mb():  # this process's own high-water mark (ru_maxrss would start at the parent's size)
     with open("/proc/self/status") as status:

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dsvl_tui import atomic, transcript_format
-from dsvl_tui.atomic import atomic_write_bytes
 from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.transcript import (
+from dsvl_tui.storage import atomic
+from dsvl_tui.storage.atomic import atomic_write_bytes
+from dsvl_tui.storage.transcript import (
     TranscriptError,
     default_save_path,
     export_markdown,
@@ -30,6 +30,7 @@ from dsvl_tui.transcript import (
     save_transcript,
     would_overwrite,
 )
+from dsvl_tui.storage.transcript import format as transcript_format
 from engine.types import GenerationSettings, GenerationStats
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dsvl_tui import transcript_format
-from dsvl_tui.transcript import TranscriptError, load_transcript
+from dsvl_tui.storage.transcript import TranscriptError, load_transcript
+from dsvl_tui.storage.transcript import format as transcript_format
 
 
 def _write(path: Path, messages: list[dict], **extra) -> Path:

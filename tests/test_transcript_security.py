@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dsvl_tui.journal import Journal
-from dsvl_tui.transcript import load_transcript, load_transcript_report, save_transcript
+from dsvl_tui.storage.journal import Journal
+from dsvl_tui.storage.transcript import load_transcript, load_transcript_report, save_transcript
 
 SECRET = b"TOP-SECRET-CONTENT 1234567890"
 

@@ -17,14 +17,14 @@ from textual import events
 from tui_support import FIXED_INFO, ScriptedEngine, run_async, screen_text, scripted_loader, wait_for
 
 import engine
-from dsvl_tui.app import DsvlApp, run_tui
-from dsvl_tui.commands import registry
+from dsvl_tui.commands.registry import registry
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.options import Options
-from dsvl_tui.paths import history_file
-from dsvl_tui.prompt_history import PromptHistory
+from dsvl_tui.storage.paths import history_file
+from dsvl_tui.storage.prompt_history import PromptHistory
 from dsvl_tui.text import printable
-from dsvl_tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
+from dsvl_tui.tui.app import DsvlApp, run_tui
+from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
 from engine.fixtures import write_checkpoint
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
@@ -463,7 +463,7 @@ async def test_system_set_model_help_copy_stop_resume(tiny, tmp_path):
 
 @run_async
 async def test_theme_command_switches_and_remembers():
-    from dsvl_tui.config import load_config
+    from dsvl_tui.storage.config import load_config
 
     app = scripted_app()
     async with app.run_test() as pilot:
@@ -482,7 +482,7 @@ async def test_theme_command_switches_and_remembers():
 
 
 def test_theme_option_and_an_unknown_one(capsys):
-    from dsvl_tui.app import pick_theme
+    from dsvl_tui.tui.app import pick_theme
 
     assert pick_theme("dsvl-paper", {"dsvl-paper"}) == "dsvl-paper"
     assert pick_theme(None, {"dsvl-night"}) == "dsvl-night"
@@ -492,7 +492,7 @@ def test_theme_option_and_an_unknown_one(capsys):
 
 @run_async
 async def test_theme_option_is_applied_and_remembered():
-    from dsvl_tui.config import load_config
+    from dsvl_tui.storage.config import load_config
 
     app = DsvlApp(Options(model=FIXED_INFO.model_id, theme="dsvl-paper"), loader=scripted_loader(ScriptedEngine()))
     async with app.run_test() as pilot:
@@ -719,7 +719,7 @@ def _journaled(tmp_path: Path) -> list[dict]:
 async def test_a_sent_message_is_journaled_before_it_is_drawn(tmp_path, monkeypatch):
     import time as clock
 
-    from dsvl_tui.journal import Journal
+    from dsvl_tui.storage.journal import Journal
 
     record = Journal.record
 
@@ -780,7 +780,7 @@ async def test_sigterm_in_the_middle_of_an_answer_journals_it_and_ends_the_app(t
 
 @run_async
 async def test_a_streaming_answer_is_journaled_as_it_grows(tmp_path, monkeypatch):
-    from dsvl_tui import app as app_module
+    from dsvl_tui.tui import app as app_module
 
     monkeypatch.setattr(app_module, "PARTIAL_SAVE_SECONDS", 0.0)
     backend = ScriptedEngine(["Half", " and", " the rest"], hold_after=2)
@@ -819,7 +819,7 @@ async def test_a_bug_in_a_handler_ends_the_app_with_code_1_one_line_and_the_cras
 @run_async
 async def test_load_reads_the_transcript_off_the_event_loop(tmp_path, monkeypatch):
     """A transcript at the format's limits takes seconds to read: never on the thread that draws the screen."""
-    from dsvl_tui import transcript
+    from dsvl_tui.storage import transcript
 
     saved = Conversation(model="tiny")
     saved.add_user("from the file")

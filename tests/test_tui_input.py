@@ -1,4 +1,4 @@
-"""Keyboard input of the full-screen app that is not UTF-8 (``dsvl_tui.driver``).
+"""Keyboard input of the full-screen app that is not UTF-8 (``dsvl_tui.tui.driver``).
 
 Textual's own driver decodes the terminal strictly: one bad byte killed its
 input thread and the app exited, with code 0. The first tests drive the
@@ -26,7 +26,7 @@ from textual import events
 from textual.message import Message
 
 from dsvl_tui.crash import CRASH_LOG
-from dsvl_tui.driver import InputDriver
+from dsvl_tui.tui.driver import InputDriver
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from tui_support import FIXED_INFO, ScriptedEngine, scripted_loader
 
-from dsvl_tui.app import DsvlApp
 from dsvl_tui.conversation import Attachment, ChatMessage, Conversation
 from dsvl_tui.options import Options
-from dsvl_tui.widgets import ImagePreview
+from dsvl_tui.tui.app import DsvlApp
+from dsvl_tui.tui.widgets import ImagePreview
 from engine.types import GenerationStats
 
 ANSWER = """The picture shows a **red boat** on a calm lake.

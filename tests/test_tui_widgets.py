@@ -15,13 +15,13 @@ from PIL import Image
 from tui_support import Host, run_async, screen_text
 
 import themes
-from dsvl_tui import config
-from dsvl_tui.commands import CommandRegistry, registry
-from dsvl_tui.completion import complete, dropped_paths, path_matches
+from dsvl_tui.commands.completion import complete, dropped_paths, path_matches
+from dsvl_tui.commands.registry import CommandRegistry, registry
 from dsvl_tui.conversation import Attachment, ChatMessage
-from dsvl_tui.palette import needs_argument
-from dsvl_tui.widgets import AssistantMessage, ImagePreview, PromptInput, StatusBar
-from dsvl_tui.widgets._image_preview import half_block_rows
+from dsvl_tui.storage import config
+from dsvl_tui.tui.palette import needs_argument
+from dsvl_tui.tui.widgets import AssistantMessage, ImagePreview, PromptInput, StatusBar
+from dsvl_tui.tui.widgets._image_preview import half_block_rows
 from engine.types import GenerationStats
 
 
@@ -359,7 +359,7 @@ def test_bad_theme_file_is_named(tmp_path):
 def test_stylesheets_use_theme_variables_only():
     import re
 
-    from dsvl_tui import widgets
+    from dsvl_tui.tui import widgets
 
     sources = [themes.STYLESHEET.read_text()] + [getattr(widgets, name).DEFAULT_CSS for name in widgets.__all__]
     for css in sources:
@@ -378,7 +378,7 @@ def test_config_merges_and_replaces_atomically(tmp_path):
 
 
 def test_palette_runs_or_prefills():
-    import dsvl_tui.builtin_commands  # noqa: F401 - fills the registry
+    import dsvl_tui.commands.builtin  # noqa: F401 - fills the registry
 
     by_name = {c.name: c for c in registry.commands("tui")}
     assert needs_argument(by_name["image"]) and needs_argument(by_name["load"])

@@ -1,4 +1,4 @@
-"""Smoke tests of the UI benchmark (``dsvl_tui.uibench``) and ``dsvl-chat bench``.
+"""Smoke tests of the UI benchmark (``dsvl_tui.bench.ui``) and ``dsvl-chat bench``.
 
 Tiny sizes, no timing assertions: the results must be filled in and sane.
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from dsvl_tui import uibench
+from dsvl_tui.bench import ui as uibench
 from dsvl_tui.cli import app
 
 
@@ -76,10 +76,10 @@ def test_start_up_timings() -> None:
 
 @pytest.fixture
 def benches(monkeypatch: pytest.MonkeyPatch) -> list:
-    import engine.bench
+    import dsvl_tui.bench.engine
 
     calls: list = []
-    monkeypatch.setattr(engine.bench, "main", lambda argv: calls.append(("engine", argv)) or 0)
+    monkeypatch.setattr(dsvl_tui.bench.engine, "main", lambda argv: calls.append(("engine", argv)) or 0)
     monkeypatch.setattr(uibench, "main", lambda argv: calls.append(("ui", argv)) or 0)
     for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE"):
         monkeypatch.delenv(name, raising=False)

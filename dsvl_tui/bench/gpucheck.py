@@ -1,0 +1,348 @@
+"""The prepared GPU check, one command: ``python -m dsvl_tui.bench.gpucheck``.
+
+On a machine lent with one CUDA GPU (it comes with a copy of this working
+tree and a bare Python; torch is already there or comes from its registry),
+from the repository root, run exactly:
+
+    python -m pip install -q -e ".[dev]" && python -m dsvl_tui.bench.gpucheck
+
+It takes at most about 5 minutes with the install, and runs three parts
+(each behind a flag, so a rerun can take only what failed: ``--tests``,
+``--bench``, ``--big``; none named means all three):
+
+- tests: ``pytest -m cuda tests/test_cuda_gpu.py``: logits of the tiny and
+  the full-size random 1.3B checkpoint on CUDA in bf16 and fp32 against the
+  CPU fp32 result within the tolerances stated there; greedy output the
+  same eager and with ``--compile``; no recompilation over 8 turns of 3
+  conversations in one engine with prompts of different lengths (counted).
+- bench: ``dsvl_tui.bench.engine`` on the full-size random 1.3B checkpoint in bf16,
+  run twice (eager, then ``--compile``): per-turn time to first token and
+  decode tok/s for upstream's way, ours eager and ours compiled, the cold
+  compile warm-up and the peak GPU memory of each.
+- big: the full-size 7B (hybrid tower) built in GPU memory with random
+  weights (writing its 14 GB to disk would not fit the time), two turns in
+  bf16 with an image, its peak GPU memory.
+
+It prints one table (the targets with PASS/FAIL beside the measured
+figures) and writes JSON (``--json``, default ``gpucheck.json``). The exit
+code is 1 if a part failed (a test failed, a step raised), else 0; a missed
+target is reported, not an error (it is a benchmark, not a timed test).
+
+``--dry-run`` runs the same steps on the CPU against tiny checkpoints (the
+CUDA-marked tests with ``DSVL_CUDA_TESTS_ON_CPU=1``, the compiled step traced
+with ``aot_eager``), so the script is known to work before a GPU is lent;
+CI runs it. Its figures mean nothing and no target is judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+GIB = 2**30
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsvl-chat" / "gpucheck"
+PARTS = ("tests", "bench", "big")
+# The targets of the GPU table (issue 10): (key, what, how it is judged, limit).
+TARGETS = [
+    ("decode_compiled_over_upstream", "1.3B bf16 decode, compiled / upstream's way", ">=", 3.0),
+    ("decode_compiled_tps", "1.3B bf16 decode, compiled, tok/s", ">=", 300.0),
+    ("ttft_last_over_turn2", "ours compiled: TTFT of the last turn / turn 2", "<=", 1.3),
+    ("compile_warm_up_s", "cold compile warm-up, s", "<=", 60.0),
+    ("big_peak_gib", "7B bf16 peak GPU memory, GiB", "<", 24.0),
+]
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+# -- the parts -------------------------------------------------------------------------------------------------------
+
+def run_tests(tiny: Path, full: Path | None, dry_run: bool, work: Path) -> dict[str, Any]:
+    """The CUDA-marked tests, in a child pytest; their measured figures come back through a report file."""
+    report = work / "tests-report.json"
+    report.unlink(missing_ok=True)
+    env = dict(os.environ, DSVL_GPUCHECK_REPORT=str(report), DSVL_GPUCHECK_TINY_CHECKPOINT=str(tiny))
+    if full is not None:
+        env["DSVL_GPUCHECK_FULL_CHECKPOINT"] = str(full)
+    if dry_run:
+        env["DSVL_CUDA_TESTS_ON_CPU"] = "1"
+    tests = ROOT / "tests" / "test_cuda_gpu.py"
+    if not tests.exists():
+        raise RuntimeError(f"{tests} is missing; run gpucheck from a checkout of the repository")
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", str(tests)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    print(output.rstrip(), file=sys.stderr)
+    summary = next((line for line in reversed(output.splitlines()) if " in " in line and ("passed" in line or "failed" in line
+                                                                                               or "error" in line)), "")
+    figures = json.loads(report.read_text()) if report.exists() else {}
+    return {"ok": done.returncode == 0, "returncode": done.returncode, "summary": summary.strip("= "),
+            "figures": figures, "output_tail": output[-4000:]}
+
+
+def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -> dict[str, Any]:
+    """dsvl_tui.bench.engine twice on one checkpoint: eager, then --compile; the two runs' figures side by side."""
+    from dsvl_tui.bench import engine as bench
+
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        out = work / f"bench-{name}.json"
+        argv = ["--model", str(model), "--device", device, "--dtype", dtype, "--json", str(out), *extra]
+        if dry_run:
+            argv += ["--turns", "3", "--new-tokens", "4"]
+        print(f"gpucheck: dsvl_tui.bench.engine {' '.join(argv)}", file=sys.stderr)
+        if bench.main(argv) != 0:
+            raise RuntimeError(f"dsvl_tui.bench.engine {' '.join(argv)} failed")
+        runs[name] = json.loads(out.read_text())
+        _free_gpu()
+    eager, compiled = runs["eager"], runs["compiled"]
+    turns = []
+    for up, ours, comp in zip(eager["turns"], eager["turns"], compiled["turns"], strict=True):
+        turns.append({"turn": up["turn"], "prompt_tokens": ours["ours"]["prompt_tokens"],
+                      "ttft": {"upstream": up["upstream"]["ttft"], "eager": ours["ours"]["ttft"], "compiled": comp["ours"]["ttft"]},
+                      "decode_tps": {"upstream": up["upstream"]["decode_tps"], "eager": ours["ours"]["decode_tps"],
+                                     "compiled": comp["ours"]["decode_tps"]},
+                      "same_answer_eager_compiled": ours["ours"].get("token_ids") == comp["ours"].get("token_ids")})
+    decode = {way: statistics.median(t["decode_tps"][way] for t in turns) for way in ("upstream", "eager", "compiled")}
+    figures = {
+        "decode_tps_median": decode,
+        "decode_compiled_over_upstream": decode["compiled"] / decode["upstream"],
+        "decode_compiled_tps": decode["compiled"],
+        "ttft_last_over_turn2": turns[-1]["ttft"]["compiled"] / turns[1]["ttft"]["compiled"] if len(turns) > 1 else None,
+        "compile_warm_up_s": compiled["compile"]["warm_up_seconds"],
+        "compile_used": compiled["compile"]["used"], "compile_note": compiled["compile"]["note"],
+        "peak_gib": {"upstream": eager["summary"]["peak_memory_gib"]["upstream"],
+                     "eager": eager["summary"]["peak_memory_gib"]["ours"],
+                     "compiled": compiled["summary"]["peak_memory_gib"]["ours"]},
+        "turns_same_answer_eager_compiled": sum(t["same_answer_eager_compiled"] for t in turns),
+    }
+    return {"ok": True, "model": str(model), "dtype": dtype, "turns": turns, "figures": figures,
+            "load_seconds": {"eager": eager["load_seconds"], "compiled": compiled["load_seconds"]}}
+
+
+def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: str, seed: int = 0):
+    """An ``Engine`` for a full-size (or tiny) architecture with random weights made in place on ``device``.
+
+    Only the configs and the tokenizer are written to ``folder``; the
+    weights never touch the disk (the 7B's 14 GB would not fit the time).
+    """
+    import torch
+
+    from engine.engine import DEFAULT_CONTEXT_LENGTH, Engine
+    from engine.fixtures import _configs, write_tokenizer
+    from engine.images import ImagePreprocessor
+    from engine.model import DeepSeekVLModel, _materialise_derived_buffers
+    from engine.prompt import PromptFormat
+    from engine.resolve import pick_device, pick_dtype
+    from engine.spec import read_spec
+    from engine.types import EngineInfo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    configs = _configs(tower, size)
+    for name, key in (("config.json", "config"), ("preprocessor_config.json", "preprocessor"),
+                      ("processor_config.json", "processor")):
+        (folder / name).write_text(json.dumps(configs[key], indent=2))
+    trained = write_tokenizer(folder, base_vocab=100000 if size == "full" else 900)["<trained>"]
+    spec = read_spec(folder)
+    chosen_device, chosen_dtype = pick_device(device), pick_dtype(dtype, pick_device(device))
+    with torch.device("meta"):
+        model = DeepSeekVLModel(spec, chosen_dtype)
+    model.to_empty(device=chosen_device)
+    generator = torch.Generator(device=chosen_device).manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point():
+                _randomise(name, tensor, generator)
+        model.language_model.lm_head.weight[trained:] = 0  # answers stay within real tokens, as in fixtures
+    _materialise_derived_buffers(model, chosen_device)
+    model.eval()
+    info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind, device=str(chosen_device),
+                      dtype=str(chosen_dtype).replace("torch.", ""), parameters=model.parameter_count(),
+                      context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder))
+    return Engine(model, PromptFormat(folder, spec, variant="chat"), ImagePreprocessor.from_config(spec.preprocessor),
+                  info, DEFAULT_CONTEXT_LENGTH)
+
+
+def _randomise(name: str, tensor, generator) -> None:
+    """Fill in place with the same distributions as ``fixtures.write_checkpoint``'s random weights."""
+    shape = tuple(tensor.shape)
+    if name.endswith("hd_alpha_downsamples"):
+        tensor.fill_(0.7)
+    elif "norm" in name and name.endswith("weight") and len(shape) == 1:
+        tensor.normal_(1.0, 0.1, generator=generator)
+    elif name.endswith("bias"):
+        tensor.normal_(0.0, 0.02, generator=generator)
+    else:
+        fan_in = 1
+        for d in shape[1:]:
+            fan_in *= d
+        scale = 1.0 if len(shape) < 2 or "embed_tokens" in name else fan_in ** -0.5
+        if "pos_embed" in name or "rel_pos" in name:
+            scale = 0.1
+        tensor.normal_(0.0, scale, generator=generator)
+
+
+def run_big(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
+    """The 7B (hybrid) architecture in bf16 with random weights: two turns with an image, peak GPU memory."""
+    import numpy as np
+    from PIL import Image
+
+    import engine
+    from dsvl_tui.bench.engine import peak_memory, reset_peak_memory
+
+    size = "tiny" if dry_run else "full"
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    eng = random_engine(work / f"random-7b-{size}", tower="hybrid", size=size, device=device, dtype="bfloat16")
+    build_seconds = time.perf_counter() - started
+    picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (768, 1024, 3), dtype=np.uint8))
+    settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16, ignore_eos=True)
+    history = [engine.Message("user", "Describe this picture in detail.", images=[picture])]
+    turns = []
+    for question in ("And what colours stand out?", None):
+        stream = eng.stream(history, settings, cache_key="big")
+        history.append(engine.Message("assistant", "".join(stream)))
+        stats = stream.stats
+        turns.append({"prompt_tokens": stats.prompt_tokens, "reused_tokens": stats.reused_tokens,
+                      "ttft": stats.time_to_first_token, "decode_tps": stats.tokens_per_second, "new_tokens": stats.new_tokens})
+        if question:
+            history.append(engine.Message("user", question))
+    peak = peak_memory(eng.info.device)
+    figures = {"parameters": eng.info.parameters, "build_seconds": build_seconds,
+               "big_peak_gib": peak / GIB if eng.info.device.startswith("cuda") else None}
+    del eng
+    _free_gpu()
+    return {"ok": all(t["new_tokens"] == settings.max_new_tokens for t in turns), "size": size, "turns": turns,
+            "figures": figures}
+
+
+def _free_gpu() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+# -- the table ---------------------------------------------------------------------------------------------------
+
+def judge(figures: dict[str, Any], dry_run: bool) -> list[dict[str, Any]]:
+    rows = []
+    for key, what, how, limit in TARGETS:
+        value = figures.get(key)
+        if dry_run or value is None:
+            verdict = "-"
+        else:
+            verdict = "PASS" if {">=": value >= limit, "<=": value <= limit, "<": value < limit}[how] else "FAIL"
+        rows.append({"target": key, "what": what, "measured": value, "limit": f"{how} {limit:g}", "verdict": verdict})
+    return rows
+
+
+def print_table(result: dict[str, Any]) -> None:
+    dry = result["dry_run"]
+    print(f"gpucheck{' --dry-run (CPU, tiny checkpoints: figures mean nothing)' if dry else ''} | {result['machine']} | "
+          f"torch {result['torch']} | {result['seconds']:.0f} s")
+    for part, outcome in result["parts"].items():
+        state = "ok" if outcome.get("ok") else "FAILED"
+        extra = outcome.get("summary") or outcome.get("error") or ""
+        print(f"  part {part:<6} {state:<6} {outcome.get('seconds', 0):6.1f} s  {extra}")
+    bench = result["parts"].get("bench", {})
+    if bench.get("turns"):
+        print(f"  {'turn':>4} {'prompt':>6} | {'TTFT s: upstream':>16} {'eager':>7} {'compiled':>8} | "
+              f"{'tok/s: upstream':>15} {'eager':>7} {'compiled':>8} | same answer")
+        for t in bench["turns"]:
+            ttft, tps = t["ttft"], t["decode_tps"]
+            print(f"  {t['turn']:>4} {t['prompt_tokens']:>6} | {ttft['upstream']:>16.3f} {ttft['eager']:>7.3f} "
+                  f"{ttft['compiled']:>8.3f} | {tps['upstream']:>15.1f} {tps['eager']:>7.1f} {tps['compiled']:>8.1f} | "
+                  f"{'yes' if t['same_answer_eager_compiled'] else 'no'}")
+        f = bench["figures"]
+        print(f"  peak GPU GiB: upstream {f['peak_gib']['upstream']:.2f}, eager {f['peak_gib']['eager']:.2f}, "
+              f"compiled {f['peak_gib']['compiled']:.2f} | compile used: {f['compile_used']}"
+              + (f" ({f['compile_note']})" if f["compile_note"] else ""))
+    tests = result["parts"].get("tests", {}).get("figures", {})
+    for key, value in tests.items():
+        print(f"  test figure {key}: {json.dumps(value)}")
+    print(f"  {'target':<48} {'measured':>10} {'limit':>9}  verdict")
+    for row in result["targets"]:
+        value = row["measured"]
+        shown = "-" if value is None else f"{value:.2f}"
+        print(f"  {row['what']:<48} {shown:>10} {row['limit']:>9}  {row['verdict']}")
+
+
+# -- main --------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="the same steps on the CPU with tiny checkpoints (CI)")
+    for part in PARTS:
+        parser.add_argument(f"--{part}", action="store_true", help=f"run the {part} part (none named: all parts)")
+    parser.add_argument("--json", type=Path, default=Path("gpucheck.json"), help="where to write the results")
+    parser.add_argument("--work", type=Path, default=WORK, help="folder for checkpoints and partial results")
+    args = parser.parse_args(argv)
+    parts = [p for p in PARTS if getattr(args, p)] or list(PARTS)
+
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print("error: no CUDA GPU here (torch.cuda.is_available() is False); use --dry-run to check the script",
+              file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    device = "cpu" if args.dry_run else "cuda"
+    args.work.mkdir(parents=True, exist_ok=True)
+    from engine.fixtures import write_checkpoint
+
+    tiny = args.work / "tiny-siglip"
+    if not (tiny / "model.safetensors").exists():
+        write_checkpoint(tiny, tower="siglip", size="tiny", seed=7)
+    full = None
+    if not args.dry_run and ("tests" in parts or "bench" in parts):
+        from dsvl_tui.bench.engine import _default_model
+
+        full = _default_model(None)  # the full-size random 1.3B, written once (bf16, like upstream's files)
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
+        "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
+        "big": lambda: run_big(device, args.dry_run, args.work),
+    }
+    outcomes: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        part_started = time.perf_counter()
+        print(f"gpucheck: {part}...", file=sys.stderr)
+        try:
+            outcomes[part] = steps[part]()
+        except Exception as exc:  # noqa: BLE001 - one failed part must not cost the others' figures
+            traceback.print_exc()
+            outcomes[part] = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        outcomes[part]["seconds"] = time.perf_counter() - part_started
+    figures: dict[str, Any] = {}
+    for outcome in outcomes.values():
+        figures.update(outcome.get("figures", {}))
+    result = {"dry_run": args.dry_run, "machine": _device_name(device), "torch": torch.__version__,
+              "python": platform.python_version(), "parts": outcomes, "targets": judge(figures, args.dry_run),
+              "seconds": time.perf_counter() - started}
+    print_table(result)
+    args.json.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0 if all(o.get("ok") for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

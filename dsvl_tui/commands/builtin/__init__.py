@@ -1,0 +1,44 @@
+"""The built-in slash commands, written once against ``Session`` for every front end.
+
+Importing this package fills ``commands.registry``; the Textual app, its
+command palette and the plain REPL all run these very handlers, so a command
+behaves (and fails) the same everywhere. A handler parses its own arguments
+and raises ``CommandError`` with one line for the user when they are wrong;
+what it reports goes through ``session.info``. A handler's docstring is its
+``/help COMMAND`` text.
+
+Lists (``/help``, ``/set``, ``/resume``) go out as one multi-line
+``session.info`` call, so a front end shows them together.
+
+The commands live by what they act on: ``_conversation`` (images, turns, the
+system prompt, settings), ``_files`` (transcripts) and ``_app`` (panes, the
+model, theme, help, quit); ``_completion`` says what their arguments complete to.
+"""
+
+from __future__ import annotations
+
+from dsvl_tui.commands.builtin._app import close, help_command, model, new, next_pane, prev_pane, quit_command, theme
+from dsvl_tui.commands.builtin._completion import PATH_SUFFIXES, argument_choices
+from dsvl_tui.commands.builtin._conversation import (
+    SETTING_TYPES,
+    copy,
+    edit,
+    image,
+    regenerate,
+    reset,
+    set_setting,
+    settings_text,
+    stop,
+    system,
+    undo,
+)
+from dsvl_tui.commands.builtin._files import RESUME_LIMIT, export, load, resume, save
+from dsvl_tui.commands.completion import IMAGE_SUFFIXES
+
+__all__ = [
+    "IMAGE_SUFFIXES", "PATH_SUFFIXES", "RESUME_LIMIT", "SETTING_TYPES", "argument_choices", "settings_text",
+    # the handlers, each registered by its module
+    "close", "copy", "edit", "export", "help_command", "image", "load", "model", "new", "next_pane",
+    "prev_pane", "quit_command", "regenerate", "reset", "resume", "save", "set_setting", "stop", "system",
+    "theme", "undo",
+]

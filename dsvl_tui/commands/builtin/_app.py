@@ -1,0 +1,93 @@
+"""Commands on the app around the conversation: panes, the model, the theme, help and quitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dsvl_tui.commands.builtin._shared import _words
+from dsvl_tui.commands.registry import CommandError, registry
+from dsvl_tui.commands.session import Session
+
+
+@registry.command("new", "Start a new conversation", "/new")
+def new(session: Session, args: str) -> None:
+    """The TUI opens it in a new pane; the REPL switches to it (the current one stays in
+    /resume)."""
+    session.new_pane()
+
+
+@registry.command("close", "Close this pane", "/close", frontends=("tui",))
+def close(session: Session, args: str) -> None:
+    """The conversation stays in /resume."""
+    session.close_pane()
+
+
+def _switch(session: Session, offset: int) -> None:
+    switch = getattr(session, "switch_pane", None)
+    if switch is None:
+        raise CommandError("this front end has a single pane")
+    switch(offset)
+
+
+@registry.command("next", "Go to the next pane", "/next", frontends=("tui",))
+def next_pane(session: Session, args: str) -> None:
+    _switch(session, 1)
+
+
+@registry.command("prev", "Go to the previous pane", "/prev", frontends=("tui",))
+def prev_pane(session: Session, args: str) -> None:
+    _switch(session, -1)
+
+
+@registry.command("model", "Show the model, or load another", "/model [ID | PATH]", completes_paths=True)
+def model(session: Session, args: str) -> None:
+    """ID is a Hugging Face Hub id (deepseek-ai/deepseek-vl-7b-chat), PATH a local checkpoint
+    folder. It loads in the background; the current model answers until it is ready."""
+    words = _words(args)
+    if not words:
+        session.info(f"model: {session.conversation.model or 'none loaded'}")
+        return
+    if len(words) > 1:
+        raise CommandError("usage: /model ID | PATH")
+    target = words[0]
+    session.change_model(str(Path(target).expanduser()) if target.startswith("~") else target)
+
+
+@registry.command("theme", "Switch the colour theme", "/theme NAME", frontends=("tui",))
+def theme(session: Session, args: str) -> None:
+    """The choice is remembered for the next start."""
+    name = args.strip()
+    if not name:
+        raise CommandError("usage: /theme NAME")
+    try:
+        session.set_theme(name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@registry.command("help", "List the commands, or explain one", "/help [COMMAND]", aliases=("?",))
+def help_command(session: Session, args: str) -> None:
+    """`/help COMMAND` shows what a command does; a message that starts with a slash can be
+    sent by doubling it (`//etc/hosts is...`)."""
+    name = args.strip()
+    if name:
+        cmd, _ = registry.parse("/" + name.lstrip("/"), session.frontend)
+        aliases = f" (also {', '.join('/' + a for a in cmd.aliases)})" if cmd.aliases else ""
+        lines = [f"{cmd.usage}: {cmd.summary}{aliases}"]
+        if cmd.handler.__doc__:
+            lines.append(" ".join(cmd.handler.__doc__.split()))
+        session.info("\n".join(lines))
+        return
+    commands = registry.commands(session.frontend)
+    width = min(max(len(c.usage) for c in commands), 34)
+    lines = [f"{c.usage:<{width}}  {c.summary}" for c in commands]
+    keys = getattr(session, "key_help", "")
+    if keys:
+        lines += ["", *keys.splitlines()]
+    session.info("\n".join(lines))
+
+
+@registry.command("quit", "Leave the app", "/quit", aliases=("exit",))
+def quit_command(session: Session, args: str) -> None:
+    """Conversations are saved as you go (/resume brings them back)."""
+    session.quit()

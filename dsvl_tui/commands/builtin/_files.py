@@ -1,0 +1,184 @@
+"""Commands that read and write transcripts: /save, /load, /export and /resume."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
+from dsvl_tui.commands.registry import CommandError, registry
+from dsvl_tui.commands.session import Session
+from dsvl_tui.storage import atomic
+
+RESUME_LIMIT = 20
+
+
+def _quoted(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def _transcripts() -> Any:
+    try:
+        from dsvl_tui.storage import transcript
+    except ImportError as exc:  # the module ships with the transcripts issue
+        raise CommandError(f"transcripts are not available in this build ({exc})") from None
+    return transcript
+
+
+def _target(word: str, suffix: str) -> Path:
+    path = Path(word).expanduser()
+    return path if path.suffix else path.with_suffix(suffix)
+
+
+def _refuse_overwrite(target: Path, command: str, flags: set[str]) -> None:
+    if target.exists() and not flags & {"--force", "-f"}:
+        raise CommandError(f"{target} exists; /{command} {_quoted(target)} --force overwrites it")
+
+
+def _refuse_changed(conv: Any, target: Path) -> None:
+    """Refuse to replace ``target`` unless it is the file this program last wrote or read there:
+    another dsvl-chat (or anything else) may have written it since."""
+    now = atomic.stamp(target)
+    if now is None:
+        return
+    own = conv.path is not None and os.path.realpath(conv.path) == os.path.realpath(target)
+    expected = conv.path_stamp if own else atomic.last_written(target)
+    if now != expected:
+        raise CommandError(f"{target} changed on disk since this dsvl-chat last saved or loaded it; "
+                           f"/save {_quoted(target)} --force replaces it, or /save NEW.json keeps both")
+
+
+def _ago(epoch: float, now: float | None = None) -> str:
+    seconds = max(0.0, (now or time.time()) - epoch)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return f"{_plural(int(seconds // size), unit)} ago"
+    return "just now"
+
+
+@registry.command("save", "Save the conversation as a transcript", "/save [FILE] [--force] [--embed]",
+                  completes_paths=True)
+def save(session: Session, args: str) -> None:
+    """Without FILE: the file the conversation came from or was last saved to, else a new file
+    in the app's data folder. An existing other file is only replaced with --force. --embed
+    stores the images inside the transcript, so it travels on its own."""
+    usage = "/save [FILE] [--force] [--embed]"
+    files, flags = _split_flags(_words(args), {"--force", "-f", "--embed"}, usage)
+    if len(files) > 1:
+        raise CommandError(f"/save takes one file name (quote names with spaces); usage: {usage}")
+    conv = session.conversation
+    if not conv.messages:
+        raise CommandError("nothing to save yet")
+    transcript = _transcripts()
+    if files:
+        target = _target(files[0], ".json")
+        if transcript.would_overwrite(conv, target):
+            _refuse_overwrite(target, "save", flags)
+    else:
+        target = conv.path or transcript.default_save_path(conv)
+    if not flags & {"--force", "-f"}:
+        _refuse_changed(conv, target)
+    for message in conv.messages:  # an original deleted since it was attached: autosave's copy stands in
+        for att in message.images:
+            att.recover()
+    try:
+        saved = transcript.save_transcript(conv, target, embed_images="--embed" in flags)
+    except transcript.TranscriptError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot save {target}: {exc.strerror or exc}") from None
+    conv.path_stamp = atomic.last_written(saved)
+    session.refresh()
+    session.info(f"saved to {saved}")
+
+
+@registry.command("load", "Open a saved transcript", "/load FILE", completes_paths=True)
+def load(session: Session, args: str) -> None:
+    """Opens a transcript saved by /save (or upstream DeepSeek-VL's conversation list). Images
+    the transcript names but that are gone are shown as missing and not sent to the model."""
+    words = _words(args)
+    if len(words) != 1:
+        raise CommandError("usage: /load FILE (quote names with spaces)")
+    transcript = _transcripts()
+    path = Path(words[0]).expanduser()
+    session.read_then(lambda: _read(transcript, path, lambda: transcript.load_transcript(path)),
+                      lambda conv: _open(session, transcript, conv, f"opened {conv.path or path}"))
+
+
+def _read(transcript: Any, path: Any, load: Any) -> Any:
+    """Run ``load()``; a broken file or a read failure becomes a one-line ``CommandError``."""
+    try:
+        return load()
+    except transcript.TranscriptError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _open(session: Session, transcript: Any, conv: Any, what: str) -> None:
+    session.open_conversation(conv)
+    missing = transcript.missing_images(conv)
+    note = f"; {_plural(missing, 'image')} missing (shown, not sent)" if missing else ""
+    session.info(f"{what} ({_plural(len(conv.messages), 'message')}{note})")
+
+
+@registry.command("export", "Write the conversation as Markdown", "/export FILE.md [--force]",
+                  completes_paths=True)
+def export(session: Session, args: str) -> None:
+    """Writes a readable Markdown copy (it cannot be loaded back; /save for that). An
+    existing file is only replaced with --force."""
+    usage = "/export FILE.md [--force]"
+    files, flags = _split_flags(_words(args), {"--force", "-f"}, usage)
+    if len(files) != 1:
+        raise CommandError(f"usage: {usage}")
+    conv = session.conversation
+    if not conv.messages:
+        raise CommandError("nothing to export yet")
+    transcript = _transcripts()
+    target = _target(files[0], ".md")
+    _refuse_overwrite(target, "export", flags)
+    try:
+        written = transcript.export_markdown(conv, target)
+    except transcript.TranscriptError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from None
+    session.info(f"exported to {written}")
+
+
+@registry.command("resume", "List recent conversations, or open one", "/resume [N]")
+def resume(session: Session, args: str) -> None:
+    """Every conversation is saved as you go; `/resume` lists the most recent ones and
+    `/resume N` opens number N."""
+    words = args.split()
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        raise CommandError("usage: /resume [N]")
+    transcript = _transcripts()
+    from dsvl_tui.storage.journal import Journal
+
+    journal = Journal()
+    entries = journal.recent(RESUME_LIMIT)
+    if not words:
+        if not entries:
+            session.info("no saved conversations yet")
+            return
+        now = time.time()
+        lines = ["recent conversations (/resume N opens one):"]
+        for number, entry in enumerate(entries, 1):
+            title = entry.title or "untitled"
+            lines.append(f"{number:>3}. {title} ({_plural(entry.message_count, 'message')}, {_ago(entry.updated, now)})")
+        session.info("\n".join(lines))
+        return
+    number = int(words[0])
+    if not 1 <= number <= len(entries):
+        raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
+    entry = entries[number - 1]
+
+    def opened(conv: Any) -> None:
+        copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
+        _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}{copy}")
+
+    session.read_then(lambda: _read(transcript, entry.path, lambda: journal.open(entry)), opened)

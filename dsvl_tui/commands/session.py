@@ -1,0 +1,74 @@
+"""What slash commands may ask of a front end.
+
+The Textual app and the plain REPL each implement ``Session``; the one
+command registry (``dsvl_tui.commands.registry``) is written against it, so both
+front ends (and the command palette) run the very same commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from dsvl_tui.conversation import Conversation
+
+T = TypeVar("T")
+
+
+class Session(Protocol):
+    #: "tui" or "repl": commands that make no sense in a front end are hidden there.
+    frontend: str
+
+    @property
+    def conversation(self) -> Conversation:
+        """The conversation of the active pane."""
+
+    def info(self, message: str) -> None:
+        """Show a one-line notice."""
+
+    def error(self, message: str) -> None:
+        """Show a one-line error; nothing else happens."""
+
+    def send(self, text: str) -> None:
+        """Add ``text`` as the user's message (with pending images) and start the answer."""
+
+    def regenerate(self) -> None:
+        """Answer the last user message again (the conversation was already trimmed)."""
+
+    def is_generating(self) -> bool:
+        ...
+
+    def stop_generation(self) -> None:
+        """Stop the answer being generated; what was produced stays, marked as stopped."""
+
+    def refresh(self) -> None:
+        """Redraw the active conversation after a command changed it."""
+
+    def open_conversation(self, conversation: Conversation) -> None:
+        """Show ``conversation`` in a new pane (or the active one if it is empty)."""
+
+    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        """Run ``read`` (file work of unbounded length: a transcript, the journal) where it cannot freeze
+        the screen, then ``then(result)`` on the front end's own thread. A ``CommandError`` raised by
+        either is shown as an error line."""
+
+    def new_pane(self) -> None:
+        ...
+
+    def close_pane(self) -> None:
+        ...
+
+    def change_model(self, model: str) -> None:
+        """Load another model in the background; the current one stays until it is ready."""
+
+    def set_theme(self, name: str) -> None:
+        """Switch theme (raises ``ValueError`` for an unknown name)."""
+
+    def set_input(self, text: str) -> None:
+        """Put ``text`` in the input box (for ``/edit``)."""
+
+    def copy_text(self, text: str) -> None:
+        """Copy to the user's clipboard through the terminal (OSC 52)."""
+
+    def quit(self) -> None:
+        ...

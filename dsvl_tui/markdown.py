@@ -1,0 +1,318 @@
+"""Markdown cut into top-level blocks and rendered block by block, through rich.
+
+A streamed answer only ever changes at its end, and in Markdown everything
+but the last top-level block is final once the next block has begun on a
+complete line (a later line can still turn the line being written into a
+list item or a heading underline of the block before, never an earlier
+one). So a renderer can draw each finished block once, keep its lines, and
+redraw only the last block as text arrives: the cost of an update is the
+size of that block, not of the answer. Lists are cut into their items the
+same way. ``finished_blocks`` finds the finished blocks, ``render_block``
+draws one, and ``DrawnMarkdown`` keeps the lines of a growing text that way
+(``widgets.MarkdownView`` shows them; the plain REPL's ``MarkdownPrinter``
+prints each block as it is finished).
+
+Blocks are found by markdown-it-py, configured as rich's own ``Markdown``
+parses, so the cut and the rendering agree.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+from markdown_it import MarkdownIt
+from rich.console import Console
+from rich.markdown import CodeBlock, Heading, Markdown
+from rich.segment import Segment
+from rich.theme import Theme
+
+from dsvl_tui.text import printable
+
+_NEWLINE = re.compile("\n")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    return MarkdownIt().enable("strikethrough").enable("table")
+
+
+class Block(NamedTuple):
+    """Where a unit of drawing starts in the text, and whether it continues the one before
+    without a blank line between (the next item of the same list)."""
+
+    start: int
+    joined: bool
+
+
+def blocks(text: str) -> list[Block]:
+    """The units ``text`` is drawn in: its top-level blocks, with each list cut into its items
+    (an answer that is one long list would otherwise be redrawn whole for every token)."""
+    line_offsets = [0] + [match.end() for match in _NEWLINE.finditer(text)]
+    found: list[Block] = []
+    first_item = False
+    for token in _parser().parse(text):
+        if token.map is None:  # closing tokens
+            continue
+        if token.level == 0 and token.type in ("bullet_list_open", "ordered_list_open"):
+            first_item = True
+        elif token.level == 0 and token.nesting >= 0:
+            found.append(Block(line_offsets[token.map[0]], False))
+        elif token.level == 1 and token.type == "list_item_open":
+            found.append(Block(line_offsets[token.map[0]], not first_item))
+            first_item = False
+    return found
+
+
+def finished_blocks(text: str, *, final: bool, joined: bool = False) -> tuple[list[tuple[str, bool]], int, bool]:
+    """The blocks at the start of ``text`` that no further text can change.
+
+    While more may follow (``final`` false), that is every block but the
+    last, counting complete lines only: the line being written could still
+    become part of the block before it (``2`` on its way to ``2. item``).
+    ``joined`` says whether ``text``'s first block continues a list cut
+    before it. Returns the blocks as ``(source, joined)``, the length of
+    ``text`` they take, and whether the rest continues the last one's list.
+    """
+    found = blocks(text if final else text[:text.rfind("\n") + 1])
+    if found:
+        found[0] = Block(found[0].start, joined)
+    done = found if final else found[:-1]
+    rest = found[len(done)] if len(found) > len(done) else None
+    used = rest.start if rest is not None else len(text) if done else 0
+    ends = [block.start for block in found[1:]] + [len(text)]
+    return [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)], used, bool(rest and rest.joined)
+
+
+# --- look ------------------------------------------------------------------------------------
+
+
+class _LeftHeading(Heading):
+    """Headings flush left, as in the rest of the app (rich centres ``#``)."""
+
+    LEVEL_ALIGN = {tag: "left" for tag in ("h1", "h2", "h3", "h4", "h5", "h6")}
+
+
+@lru_cache(maxsize=1)
+def _builtin_lexer_names() -> frozenset[str]:
+    from pygments.lexers import get_all_lexers
+
+    return frozenset(alias for _, aliases, _, _ in get_all_lexers(plugins=False) for alias in aliases)
+
+
+class _CodeBlock(CodeBlock):
+    """Code highlighted by pygments' own lexers; other names are shown as plain text.
+
+    A fence streams in one letter at a time (```` ```t ````, ```` ```ty ````, ...):
+    pygments looks a name it does not know up among installed plugins, which
+    loads every package's entry points (and, here, IPython's) for each one:
+    hundreds of milliseconds in the middle of an answer.
+    """
+
+    @classmethod
+    def create(cls, markdown: Markdown, token) -> CodeBlock:
+        block = super().create(markdown, token)
+        if block.lexer_name.lower() not in _builtin_lexer_names():
+            block.lexer_name = "text"
+        return block
+
+
+class AnswerMarkdown(Markdown):
+    """rich's Markdown with the app's headings; model text is shown, never obeyed
+    (links are shown with their address: a terminal hyperlink could hide where it goes)."""
+
+    elements = {**Markdown.elements, "heading_open": _LeftHeading, "fence": _CodeBlock, "code_block": _CodeBlock}
+
+    def __init__(self, text: str, *, code_theme: str) -> None:
+        super().__init__(printable(text), code_theme=code_theme, hyperlinks=False)
+
+
+@dataclass(frozen=True)
+class MarkdownLook:
+    """The styles blocks are drawn with: a rich theme and a code highlighting theme."""
+
+    theme: Theme
+    code_theme: str
+    key: tuple
+
+
+def _colour(variables: Mapping[str, str], name: str, fallback: str) -> str:
+    from textual.color import Color, ColorParseError
+
+    value = variables.get(name, fallback)
+    try:
+        colour = Color.parse(value)
+    except ColorParseError:  # "auto 60%" and the like: not a colour on its own
+        return fallback
+    if colour.a < 1:  # rich has no alpha: blend over the background, as the screen would
+        colour = Color.parse(variables.get("background", "#000000")).blend(colour.with_alpha(1), colour.a)
+    return colour.hex6
+
+
+def look_for(variables: Mapping[str, str], *, dark: bool) -> MarkdownLook:
+    """A ``MarkdownLook`` from a Textual theme's CSS variables (``App.get_css_variables()``)."""
+    return _look(tuple(sorted(variables.items())), dark)
+
+
+@lru_cache(maxsize=8)
+def _look(items: tuple, dark: bool) -> MarkdownLook:
+    variables = dict(items)
+    foreground = _colour(variables, "foreground", "#e0e0e0" if dark else "#202020")
+    background = _colour(variables, "background", "#121212" if dark else "#ffffff")
+    from textual.color import Color
+
+    muted = Color.parse(background).blend(Color.parse(foreground), 0.6).hex6
+    accent = _colour(variables, "accent", "#fea62b")
+    primary = _colour(variables, "primary", "#0178d4")
+    surface = _colour(variables, "surface", "#1e1e1e" if dark else "#f0f0f0")
+    styles = {
+        "markdown.code": f"bold {_colour(variables, 'text-accent', accent)} on {surface}",
+        "markdown.block_quote": muted,
+        "markdown.hr": muted,
+        "markdown.item.bullet": f"bold {accent}",
+        "markdown.item.number": f"bold {accent}",
+        "markdown.link": f"underline {_colour(variables, 'text-primary', primary)}",
+        "markdown.link_url": muted,
+        "markdown.table.border": muted,
+        "markdown.table.header": f"bold {foreground}",
+        "markdown.h1.border": primary,
+    }
+    for level in range(1, 7):
+        colour = _colour(variables, f"markdown-h{level}-color", primary if level < 4 else foreground)
+        text_style = variables.get(f"markdown-h{level}-text-style", "bold")
+        styles[f"markdown.h{level}"] = f"{text_style} {colour}".strip()
+    return MarkdownLook(Theme(styles), "monokai" if dark else "friendly", (items, dark))
+
+
+# --- drawing ---------------------------------------------------------------------------------
+
+
+def _blank(line: list[Segment]) -> bool:
+    return all(not segment.text.strip() and not (segment.style and segment.style.bgcolor) for segment in line)
+
+
+def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segment]]:
+    """``source`` drawn ``width`` cells wide as lines of segments, without blank lines around it
+    (rows of a code block's background stay)."""
+    console = Console(file=io.StringIO(), width=max(1, width), color_system="truecolor", force_terminal=True,
+                      theme=look.theme, legacy_windows=False, emoji=False, highlight=False)
+    lines = console.render_lines(AnswerMarkdown(source, code_theme=look.code_theme),
+                                 console.options.update_width(max(1, width)), pad=False)
+    start, end = 0, len(lines)
+    while start < end and _blank(lines[start]):
+        start += 1
+    while end > start and _blank(lines[end - 1]):
+        end -= 1
+    return lines[start:end]
+
+
+
+class DrawnMarkdown:
+    """The lines of a growing Markdown text: finished blocks drawn once, the last one on demand.
+
+    ``append`` and ``finish`` only record; ``draw(width, look)`` brings the
+    lines up to date (the caller does it once per frame, however many
+    chunks came in between). Drawing a text in pieces gives exactly the
+    lines drawing it whole does. Only the lines of the last ``KEEP_DRAWN``
+    finished blocks used are kept (a long answer, or a long chat of them,
+    would otherwise hold every line it ever drew, and every full garbage
+    collection would walk them); others are drawn again when asked for,
+    which only scrolling back does.
+    """
+
+    KEEP_DRAWN = 64
+
+    def __init__(self, source: str = "") -> None:
+        self.source = source
+        self.final = True  # a text given whole is finished; ``append`` says more may follow
+        self._frozen_end = 0  # source[:_frozen_end] is in _blocks
+        self._blocks: list[tuple[str, bool]] = []  # finished blocks: (source, joined to the one before)
+        self._tops: list[int] = []  # the line each finished block starts at (its blank line above included)
+        self._gaps: list[bool] = []  # whether it has that blank line above
+        self._finished_lines = 0
+        self._kept: OrderedDict[int, list[list[Segment]]] = OrderedDict()  # block index -> its lines
+        self._tail_joined = False  # the last block continues a list whose items are above it
+        self._tail: list[list[Segment]] = []
+        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of the lines
+        self._look: MarkdownLook | None = None
+        self._dirty = True
+        self.drawn_length = 0
+        """How much of ``source`` the lines show."""
+
+    def append(self, text: str) -> None:
+        if text:
+            self.source += text
+            self.final, self._dirty = False, True
+
+    def finish(self) -> None:
+        if not self.final:
+            self.final, self._dirty = True, True
+
+    @property
+    def line_count(self) -> int:
+        return self._finished_lines + len(self._tail)
+
+    def line(self, y: int) -> list[Segment]:
+        """Line ``y`` as last drawn (no line: empty)."""
+        if y >= self._finished_lines:
+            y -= self._finished_lines
+            return self._tail[y] if 0 <= y < len(self._tail) else []
+        index = bisect.bisect_right(self._tops, y) - 1
+        return self._block_lines(index)[y - self._tops[index]] if index >= 0 else []
+
+    def lines(self) -> list[list[Segment]]:
+        """Every line as last drawn."""
+        return [self.line(y) for y in range(self.line_count)]
+
+    def draw(self, width: int, look: MarkdownLook) -> int:
+        """Bring the lines up to date for ``width`` and ``look``; returns how many there are."""
+        if self._drawn_for != (width, look.key):
+            self._drawn_for, self._look, self._dirty = (width, look.key), look, True
+            blocks_so_far = self._blocks
+            self._blocks, self._tops, self._gaps, self._finished_lines = [], [], [], 0
+            self._kept.clear()
+            for block, joined in blocks_so_far:  # heights change with the width: measure them all again
+                self._add_finished(block, joined)
+        if not self._dirty:
+            return self.line_count
+        tail = self.source[self._frozen_end:]
+        done, used, rest_joined = finished_blocks(tail, final=self.final, joined=self._tail_joined)
+        for block, joined in done:
+            self._add_finished(block, joined)
+        if done:
+            self._frozen_end += used
+            self._tail_joined = rest_joined
+            tail = tail[used:]
+        self._tail = render_block(tail, width, look) if tail.strip() else []
+        if self._tail and self._finished_lines and not self._tail_joined:
+            self._tail = [[]] + self._tail
+        self._dirty = False
+        self.drawn_length = len(self.source)
+        return self.line_count
+
+    def _add_finished(self, block: str, joined: bool) -> None:
+        index = len(self._blocks)
+        self._blocks.append((block, joined))
+        self._tops.append(self._finished_lines)
+        self._gaps.append(bool(self._finished_lines) and not joined)
+        lines = self._block_lines(index)
+        self._finished_lines += len(lines)
+
+    def _block_lines(self, index: int) -> list[list[Segment]]:
+        lines = self._kept.get(index)
+        if lines is None:
+            assert self._drawn_for is not None and self._look is not None
+            drawn = render_block(self._blocks[index][0], self._drawn_for[0], self._look)
+            lines = ([[]] if drawn and self._gaps[index] else []) + drawn
+            self._kept[index] = lines
+            if len(self._kept) > self.KEEP_DRAWN:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(index)
+        return lines

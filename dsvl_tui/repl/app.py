@@ -1,0 +1,537 @@
+"""The plain REPL: ``dsvl-chat --plain``, and what pipes and dumb terminals get.
+
+A prompt-toolkit prompt reads a message or a slash command; the answer
+streams below it (``Ctrl+C`` stops it) and the prompt comes back. The REPL
+is a ``Session``, so the slash commands are the registry's own.
+
+Keys at the prompt: Enter sends; Esc then Enter (Alt+Enter, or Ctrl+J)
+starts a new line; Tab completes commands and paths; Ctrl+C clears the line;
+Ctrl+D on an empty line quits. History is kept in ``paths.history_file()``,
+shared with the full-screen app.
+
+When stdin is not a terminal (``dsvl-chat --plain < questions.txt``) there
+is no prompt: each input line is a message or a command.
+
+Output: answers go to stdout, everything else (notices, errors, the stats
+line, load progress) to stderr. On a colour terminal answers are rendered as
+Markdown as they stream (``printers.MarkdownPrinter``); elsewhere they are
+plain text. Messages from the loading thread are queued and shown above the
+prompt (or, while the prompt is not up, at the next safe point), so they
+never cut into an answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+from dsvl_tui.commands.registry import CommandError, registry
+from dsvl_tui.conversation import ChatMessage, Conversation
+from dsvl_tui.loading import EngineFactory, ModelSlot
+from dsvl_tui.options import Options
+from dsvl_tui.repl.input import SlashCompleter, key_bindings
+from dsvl_tui.text import printable, valid_text
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+    from rich.console import Console
+
+    from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
+    from dsvl_tui.storage.journal import Journal
+    from engine.types import ChatBackend
+
+KEY_HELP = (
+    "keys: Enter sends · Esc then Enter (or Alt+Enter, Ctrl+J) starts a new line · Tab completes\n"
+    "Ctrl+C stops an answer, or clears the line · Ctrl+D on an empty line (or /quit) leaves"
+)
+_DIM, _RED, _RESET = "\x1b[2m", "\x1b[31m", "\x1b[0m"
+
+
+def colour_terminal(stream: TextIO) -> bool:
+    """True for a terminal that takes colour: a TTY, ``TERM`` set and not dumb, no ``NO_COLOR``."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    term = os.environ.get("TERM", "")
+    return tty and term not in ("", "dumb") and not os.environ.get("NO_COLOR")
+
+
+def default_engine_factory(options: Options) -> EngineFactory:
+    def load(model: str, progress: Callable[[Any], None]) -> ChatBackend:
+        import engine
+
+        return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
+                           progress=progress, compile=options.compile)
+
+    return load
+
+
+class Repl:
+    """The plain front end; it implements ``Session`` for the slash commands.
+
+    ``input``/``output`` are prompt-toolkit's (tests pass ``create_pipe_input()``
+    and ``DummyOutput()``); ``stdout``/``stderr`` are where answers and notices
+    go; ``stdin`` is read line by line when there is no terminal to prompt on.
+    """
+
+    frontend = "repl"
+    key_help = KEY_HELP
+
+    def __init__(self, options: Options, *, engine_factory: EngineFactory | None = None, input: Any = None,
+                 output: Any = None, stdout: TextIO | None = None, stderr: TextIO | None = None,
+                 stdin: TextIO | None = None, colour: bool | None = None, history: Any = None) -> None:
+        from dsvl_tui.commands import builtin as builtin_commands  # noqa: F401 - fills the registry
+
+        self.options = options
+        self._out = stdout or sys.stdout
+        self._err = stderr or sys.stderr
+        self._stdin = stdin or sys.stdin
+        self._colour = colour_terminal(self._out) if colour is None else colour
+        self._err_colour = colour_terminal(self._err) if colour is None else colour
+        self._pt_input = input
+        self._pt_output = output
+        self._interactive = input is not None or _isatty(self._stdin)
+        self._history = history
+        self._conversation = self._fresh_conversation()
+        self._slot = ModelSlot(engine_factory or default_engine_factory(options), self._on_load_event)
+        self._notes: queue.Queue[tuple[str, str]] = queue.Queue()  # (text, style) for _write_err
+        self._prompt: PromptSession[str] | None = None  # made in run()
+        self._running = False
+        self._cancel: threading.Event | None = None
+        self._next_input = ""
+        self._journal: Journal | None = None
+        self._journal_problem: str | None = None  # the last autosave failure, said once
+        self._journaling = False  # a journal write is under way (a SIGTERM waits for it)
+        self._end_after_journal = False
+        self._console: Console | None = None
+        self.exit_code = 0
+
+    # -- Session -------------------------------------------------------------------
+
+    @property
+    def conversation(self) -> Conversation:
+        return self._conversation
+
+    def info(self, message: str) -> None:
+        self._write_err(message)
+
+    def error(self, message: str) -> None:
+        self._write_err(f"error: {message}", _RED)
+
+    def send(self, text: str) -> None:
+        message = self._conversation.add_user(text)
+        self._autosave()
+        self._answer(message)
+
+    def regenerate(self) -> None:
+        self._answer(None)
+
+    def is_generating(self) -> bool:
+        return self._cancel is not None
+
+    def stop_generation(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def refresh(self) -> None:
+        """Nothing to redraw: the REPL's output is a log."""
+
+    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
+        """The REPL waits for its commands anyway (Ctrl-C interrupts the read)."""
+        then(read())
+
+    def open_conversation(self, conversation: Conversation) -> None:
+        self._require_idle("open a conversation")
+        if conversation.path is not None and conversation.path_stamp is None:
+            from dsvl_tui.storage.atomic import stamp
+
+            conversation.path_stamp = stamp(conversation.path)  # /save replaces only this file
+        self._conversation = conversation
+        shown = conversation.messages[-2:]
+        earlier = len(conversation.messages) - len(shown)
+        if earlier:
+            self._write_err(f"… {earlier} earlier messages", _DIM)
+        for message in shown:
+            self._show_message(message)
+        loaded = self._slot.model
+        if conversation.model and loaded and conversation.model != loaded:
+            self.info(f"note: this conversation used {conversation.model}; /model {conversation.model} switches to it")
+
+    def new_pane(self) -> None:
+        self._require_idle("start a new conversation")
+        old = self._conversation
+        self._conversation = Conversation(system=old.system, settings=old.settings, model=old.model)
+        self.info("new conversation" + (" (the previous one stays in /resume)" if old.messages else ""))
+
+    def close_pane(self) -> None:
+        raise CommandError("the REPL has a single conversation")
+
+    def change_model(self, model: str) -> None:
+        try:
+            self._slot.load(model)
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+        self.info(f"loading {model} in the background; the current model answers until it is ready")
+
+    def set_theme(self, name: str) -> None:
+        raise CommandError("themes are for the full-screen app")
+
+    def set_input(self, text: str) -> None:
+        self._next_input = text
+        if not self._interactive:
+            self.info("(no prompt to edit in: the message was removed)")
+
+    def copy_text(self, text: str) -> None:
+        from dsvl_tui.tui.clipboard import osc52
+
+        sequence = osc52(text)
+        if os.environ.get("TERM", "") in ("", "dumb") and self._pt_output is None:
+            raise CommandError("copying needs a terminal that takes escape sequences (TERM is unset or dumb)")
+        if self._pt_output is not None:
+            self._pt_output.write_raw(sequence)
+            self._pt_output.flush()
+            return
+        terminal = next((s for s in (self._out, self._err) if _isatty(s)), None)
+        if terminal is None:
+            raise CommandError("copying needs a terminal (the output is redirected)")
+        terminal.write(sequence)
+        terminal.flush()
+
+    def quit(self) -> None:
+        self._running = False
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Prompt, answer, repeat until /quit or end of input; returns the exit code."""
+        self._running = True
+        self._slot.load(self.options.model)
+        if self._interactive:
+            self._prompt = self._make_prompt()
+            self.info(f"dsvl-chat: loading {self.options.model}; /help lists the commands, Ctrl+D leaves")
+        restore_signals = self._catch_end_signals()
+        try:
+            if self.options.resume:
+                self.handle("/resume")
+            while self._running:
+                self._flush_notes()
+                try:
+                    line = self._read()
+                except EOFError:
+                    break
+                except KeyboardInterrupt:  # only without a prompt (Ctrl+C is a key binding at the prompt)
+                    self.exit_code = 130
+                    break
+                self.handle(line)
+        finally:
+            restore_signals()
+        self._flush_notes()
+        return self.exit_code
+
+    def handle(self, line: str) -> None:
+        """Run one input: a command (``/...``), or a message (``//...`` sends one starting with ``/``)."""
+        text = line.strip("\n").rstrip()
+        if not text.strip():
+            return
+        if text.startswith("/") and not text.startswith("//"):
+            conversation, updated = self._conversation, self._conversation.updated
+            try:
+                registry.run(self, text)
+            except CommandError as exc:
+                self.error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a broken command must not end the session
+                self.error(f"{text.split()[0]} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            if self._conversation is not conversation or self._conversation.updated != updated:
+                self._autosave()  # /undo, /load, /regenerate...
+            return
+        self.send(text[1:] if text.startswith("//") else text)
+
+    def _read(self) -> str:
+        """The next input, made valid text: bytes that were not UTF-8 arrive as lone surrogates (U+FFFD each)."""
+        if self._prompt is None:
+            line = self._stdin.readline()
+            if not line:
+                raise EOFError
+            return valid_text(line)
+        default, self._next_input = self._next_input, ""
+        return valid_text(self._prompt.prompt(default=default))
+
+    def _make_prompt(self) -> PromptSession[str]:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+        from dsvl_tui.storage.paths import history_file
+
+        history = self._history
+        if history is None:
+            try:
+                path = history_file()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                history = FileHistory(str(path))
+            except OSError as exc:
+                self.error(f"history is not saved: {exc}")
+                history = InMemoryHistory()
+        return PromptSession(
+            message=self._prompt_text, multiline=True, prompt_continuation=self._continuation,
+            key_bindings=key_bindings(self._on_empty_interrupt), completer=SlashCompleter(self.frontend),
+            complete_while_typing=True, history=history, input=self._pt_input, output=self._pt_output,
+            refresh_interval=0.5,
+        )
+
+    def _prompt_text(self) -> str:
+        parts = []
+        if self._slot.loading is not None:
+            parts.append("loading")
+        if self._conversation.pending:
+            count = len(self._conversation.pending)
+            parts.append(f"{count} image{'s' if count > 1 else ''}")
+        return f"[{', '.join(parts)}] > " if parts else "> "
+
+    def _continuation(self, width: int, line_number: int, wrap_count: int) -> str:
+        return ".".rjust(width - 1) + " "
+
+    def _on_empty_interrupt(self) -> None:
+        self._notes.put(("(Ctrl+D or /quit leaves)", ""))
+        self._poke_prompt()
+
+    # -- answering -------------------------------------------------------------------
+
+    def _answer(self, mine: ChatMessage | None) -> None:
+        """Stream an answer to the conversation's last user message.
+
+        ``mine`` is the message just sent: if no answer can start (no model, a
+        bad image), it is taken back out and its text returned to the prompt.
+        """
+        from dsvl_tui.answers import stream_answer
+        from engine.errors import EngineError
+
+        conversation = self._conversation
+        cancel = threading.Event()
+        self._cancel = cancel
+        try:
+            with self._interrupt_sets(cancel):
+                backend = self._backend(cancel)
+                if backend is None:
+                    self._take_back(mine)
+                    return
+                printer = self._printer()
+                try:
+                    answer = stream_answer(backend, conversation, cancel=cancel,
+                                           on_chunk=self._journaled_as_it_streams(printer.feed, conversation))
+                except EngineError as exc:  # input problems, raised before anything is generated
+                    self.error(str(exc))
+                    self._take_back(mine)
+                    return
+                finally:
+                    printer.finish()
+        finally:
+            self._cancel = None
+        if answer.error:
+            self.error(answer.error)
+        self._show_stats(answer)
+        self._autosave()
+
+    def _journaled_as_it_streams(self, feed: Callable[[str], None],
+                                 conversation: Conversation) -> Callable[[str], None]:
+        """``feed`` that also journals the answer so far (as stopped) at most once per
+        ``PARTIAL_SAVE_SECONDS``, so even ``kill -9`` keeps most of it."""
+        from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS
+
+        parts: list[str] = []
+        saved = time.monotonic()
+
+        def on_chunk(chunk: str) -> None:
+            nonlocal saved
+            feed(chunk)
+            parts.append(chunk)
+            if time.monotonic() - saved >= PARTIAL_SAVE_SECONDS and conversation is self._conversation:
+                self._autosave(conversation.with_partial_answer("".join(parts)))
+                saved = time.monotonic()
+
+        return on_chunk
+
+    def _backend(self, cancel: threading.Event) -> ChatBackend | None:
+        if self._slot.backend is None and self._slot.loading is not None:
+            self._write_err(f"waiting for {self._slot.loading} to load (Ctrl+C gives up)", _DIM)
+        backend = self._slot.wait(cancel, poll=self._flush_notes)
+        self._flush_notes()
+        if backend is None and not cancel.is_set():
+            reason = f": {self._slot.error}" if self._slot.error else ""
+            self.error(f"no model loaded{reason}; /model ID loads one")
+            if not self._interactive:
+                self.exit_code, self._running = 4, False
+        elif backend is not None:
+            self._conversation.model = self._slot.model or self._conversation.model
+        return backend
+
+    def _take_back(self, mine: ChatMessage | None) -> None:
+        conversation = self._conversation
+        if mine is None or not conversation.messages or conversation.messages[-1] is not mine:
+            return
+        conversation.undo()
+        conversation.pending[:0] = mine.images
+        if self._interactive:
+            self._next_input = mine.text
+            self._write_err("(not sent: your message is back at the prompt)", _DIM)
+
+    @contextlib.contextmanager
+    def _interrupt_sets(self, cancel: threading.Event):
+        """While answering, Ctrl+C (SIGINT) sets ``cancel`` instead of raising."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _printer(self) -> PlainPrinter | MarkdownPrinter:
+        from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
+
+        if not self._colour:
+            return PlainPrinter(self._out)
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self._out, force_terminal=True, highlight=False)
+        return MarkdownPrinter(self._console)
+
+    def _show_stats(self, answer: ChatMessage) -> None:
+        from dsvl_tui.answers import stats_line
+
+        line = stats_line(answer.stats)
+        if line:
+            self._write_err(line, _DIM)
+
+    def _show_message(self, message: ChatMessage) -> None:
+        images = "".join(f"[image: {a.label}{' (missing)' if a.missing else ''}] " for a in message.images)
+        who = "you" if message.role == "user" else "model"
+        self._write_err(f"{who}: {images}{message.text}", _DIM)
+
+    # -- saving ----------------------------------------------------------------------
+
+    def _autosave(self, snapshot: Conversation | None = None) -> None:
+        """Journal the conversation (or ``snapshot`` of it, an answer so far). A failure is said once;
+        every later change is tried again, and the first success after failures is said too."""
+        if self._journal is None:
+            from dsvl_tui.storage.journal import Journal, sweep_temp_files
+
+            self._journal = Journal()
+            sweep_temp_files()  # what a killed writer left, before this run writes anything
+        self._journaling = True
+        try:
+            problem = self._journal.record(snapshot or self._conversation)
+        finally:
+            self._journaling = False
+        if problem and problem != self._journal_problem:
+            self.error(f"{problem} (tried again at each change; /save still works)")
+        elif not problem and self._journal_problem:
+            self.info("autosave works again")
+        self._journal_problem = problem
+        if self._end_after_journal and self._cancel is None:
+            raise SystemExit(self.exit_code)
+
+    def _catch_end_signals(self) -> Callable[[], None]:
+        """SIGTERM and SIGHUP end the REPL as /quit does: an answer being generated is stopped and
+        journaled, a journal write under way is finished first. Returns what puts the old handlers back."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                number = getattr(signal, name)
+                previous[number] = signal.signal(number, self._on_end_signal)
+
+        def restore() -> None:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+        return restore
+
+    def _on_end_signal(self, number: int, frame: object) -> None:
+        self._running, self.exit_code = False, 128 + number
+        if self._cancel is not None:  # answering: the answer stops, is journaled, and the loop ends
+            self._cancel.set()
+        elif self._journaling:
+            self._end_after_journal = True
+        else:
+            raise SystemExit(self.exit_code)
+
+    # -- output ------------------------------------------------------------------------
+
+    def _write_err(self, text: str, style: str = "") -> None:
+        """Write one notice to stderr: made ``printable`` here, for every caller, then styled."""
+        text = printable(text)
+        if style and self._err_colour:
+            text = f"{style}{text}{_RESET}"
+        self._err.write(text + "\n")
+        self._err.flush()
+
+    def _on_load_event(self, kind: str, message: str) -> None:
+        """From the loading thread: queue the line; the prompt (or the main loop) shows it."""
+        if kind == "ready":
+            self._conversation.model = message
+            note = (f"{message} is ready", _DIM)
+        elif kind == "error":
+            note = (f"error: {message}", _RED)
+        else:
+            note = (message, _DIM)
+        self._notes.put(note)
+        self._poke_prompt()
+
+    def _poke_prompt(self) -> None:
+        app = self._prompt.app if self._prompt is not None else None
+        loop = getattr(app, "loop", None) if app is not None and app.is_running else None
+        if loop is None:
+            return  # shown at the next safe point
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: same
+            loop.call_soon_threadsafe(self._flush_above_prompt)
+
+    def _flush_above_prompt(self) -> None:
+        from prompt_toolkit.application import run_in_terminal
+
+        if not self._notes.empty():
+            run_in_terminal(self._flush_notes, in_executor=False)
+
+    def _flush_notes(self) -> None:
+        while True:
+            try:
+                text, style = self._notes.get_nowait()
+            except queue.Empty:
+                return
+            self._write_err(text, style)
+
+    def _require_idle(self, action: str) -> None:
+        if self.is_generating():
+            raise CommandError(f"cannot {action} while an answer is being generated")
+
+    def _fresh_conversation(self) -> Conversation:
+        return Conversation(system=self.options.system, settings=dataclasses.replace(self.options.settings),
+                            model=self.options.model)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_repl(options: Options) -> int:
+    """``dsvl-chat --plain``."""
+    if isinstance(sys.stdin, io.TextIOWrapper):  # piped lines that are not UTF-8: U+FFFD, not a UnicodeDecodeError
+        sys.stdin.reconfigure(errors="replace")
+    return Repl(options).run()

@@ -1,0 +1,69 @@
+"""Autosave for the TUI: conversation snapshots journaled in order by one worker thread.
+
+``save()`` is cheap and safe on the event loop: it queues a shallow copy of
+the conversation; the worker writes the snapshots one after the other
+through ``Journal.record`` (an atomic file write), so a slow disk never
+blocks the interface and a later snapshot is never overwritten by an
+earlier one. ``save(conv, then=...)`` calls ``then`` (from the worker) once
+that snapshot is on disk, or failed to be: the app draws a new message only
+then, so what is on screen is already journaled. ``stop()`` lets the worker
+finish what is queued and end; ``join()`` waits for that.
+
+Before the first snapshot the worker sweeps the temporary files a killed
+writer left in the data folder (``journal.sweep_temp_files``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+from dsvl_tui.conversation import Conversation
+from dsvl_tui.storage.journal import Journal, sweep_temp_files
+
+# While an answer streams it is journaled (as a stopped answer) at most this often, so even
+# kill -9 keeps most of it; Esc, a quit and SIGTERM/SIGHUP journal it at once.
+PARTIAL_SAVE_SECONDS = 1.0
+
+
+class Autosaver:
+    def __init__(self, journal: Journal | None = None, *, report: Callable[[str], None] | None = None) -> None:
+        self.journal = journal or Journal()
+        self.report = report  # called (from the worker) with a one-line problem, once per new problem
+        self._queue: queue.SimpleQueue[tuple[Conversation, Callable[[], object] | None] | None] = queue.SimpleQueue()
+        self._last_problem: str | None = None
+        self._ended = threading.Event()
+
+    def save(self, conversation: Conversation, then: Callable[[], object] | None = None) -> None:
+        self._queue.put((conversation.copy(), then))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has written what was queued before ``stop()``; False on timeout."""
+        return self._ended.wait(timeout)
+
+    def run(self) -> None:
+        """The worker's body: write snapshots until ``stop()``."""
+        try:
+            sweep_temp_files()  # the data folder's, whatever the journal's folder
+            while (item := self._queue.get()) is not None:
+                conversation, then = item
+                problem = self.journal.record(conversation)
+                if problem and problem != self._last_problem and self.report is not None:
+                    _call(self.report, problem)
+                self._last_problem = problem
+                if then is not None:
+                    _call(then)
+        finally:
+            self._ended.set()
+
+
+def _call(callback: Callable[..., object], *args: str) -> None:
+    """Call back into the app; a closing app's refusal must not end the worker."""
+    try:
+        callback(*args)
+    except Exception:  # noqa: BLE001 - the app may be gone (shutting down); the next snapshot still matters
+        pass

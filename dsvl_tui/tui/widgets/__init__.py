@@ -1,0 +1,21 @@
+"""The TUI's widgets, one per private module."""
+
+from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
+from dsvl_tui.tui.widgets._chat_pane import ChatPane
+from dsvl_tui.tui.widgets._conversation_tabs import ConversationTabs
+from dsvl_tui.tui.widgets._image_preview import ImagePreview
+from dsvl_tui.tui.widgets._notice import Notice
+from dsvl_tui.tui.widgets._prompt_input import PromptInput
+from dsvl_tui.tui.widgets._status_bar import StatusBar
+from dsvl_tui.tui.widgets._user_message import UserMessage
+
+__all__ = [
+    "AssistantMessage",
+    "ChatPane",
+    "ConversationTabs",
+    "ImagePreview",
+    "Notice",
+    "PromptInput",
+    "StatusBar",
+    "UserMessage",
+]

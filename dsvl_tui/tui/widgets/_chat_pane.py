@@ -1,0 +1,146 @@
+"""One conversation pane: its messages in a scrolling column.
+
+The pane shows its ``Conversation`` (the one model of messages) and, while
+an answer is on its way, one ``AssistantMessage`` after the last message.
+Notices (command output, errors) go in between; they are not part of the
+conversation and a rebuild drops them. The column is anchored, so it follows
+a streaming answer until the user scrolls up, and again once they scroll
+back to the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.widget import Widget
+from textual.widgets import Static
+
+from dsvl_tui.conversation import ChatMessage, Conversation
+from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
+from dsvl_tui.tui.widgets._notice import Notice
+from dsvl_tui.tui.widgets._user_message import UserMessage
+from engine.types import GenerationStats
+
+WELCOME = (
+    "Type a message and press Enter to send (Ctrl+J for a new line).\n"
+    "Attach images with /image PATH, or paste or drop a file path.\n"
+    "/help lists the commands; Ctrl+P opens the command palette."
+)
+
+
+class ChatPane(VerticalScroll):
+    """The messages of one conversation."""
+
+    DEFAULT_CSS = """
+    ChatPane {
+        height: 1fr;
+        padding: 0 1;
+        background: $background;
+        scrollbar-size-vertical: 1;
+        & > .welcome {
+            color: $text-muted;
+            padding: 1 1;
+        }
+    }
+    """
+
+    def __init__(self, conversation: Conversation, *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.conversation = conversation
+        self.pending_answer: AssistantMessage | None = None
+        self._shown: list[ChatMessage] = []
+        self._early_notices: list[Notice] = []
+
+    def compose(self) -> ComposeResult:
+        yield from self._message_widgets()
+        if self.pending_answer is not None:
+            yield self.pending_answer
+        yield from self._early_notices
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    def _message_widgets(self) -> Iterator[Widget]:
+        """Widgets for the conversation's messages (not the answer in progress)."""
+        self._shown = list(self.conversation.messages)
+        if not self._shown and self.pending_answer is None:
+            yield Static(Content(WELCOME), classes="welcome")
+        for message in self._shown:
+            yield UserMessage(message) if message.role == "user" else AssistantMessage(message)
+
+    async def rebuild(self) -> None:
+        """Show the conversation afresh (after a command changed it); keeps an answer in progress."""
+        keep = self.pending_answer if self.pending_answer in self.children else None
+        await self.remove_children([child for child in self.children if child is not keep])
+        widgets = list(self._message_widgets())
+        if widgets:
+            await self.mount_all(widgets, before=keep)
+        self.anchor()
+
+    async def catch_up(self) -> None:
+        """Show messages added to the conversation since the last call (rebuild if it changed otherwise)."""
+        shown, current = self._shown, self.conversation.messages
+        if len(current) >= len(shown) and all(a is b for a, b in zip(shown, current, strict=False)):
+            for message in current[len(shown):]:
+                await self._remove_welcome()
+                widget = UserMessage(message) if message.role == "user" else AssistantMessage(message)
+                keep = self.pending_answer if self.pending_answer in self.children else None
+                await self.mount(widget, before=keep)
+                self._shown.append(message)
+        else:
+            await self.rebuild()
+
+    async def _remove_welcome(self) -> None:
+        await self.query(".welcome").remove()
+
+    async def start_answer(self) -> AssistantMessage:
+        """Mount the widget an answer streams into (it waits until its generation starts)."""
+        await self._remove_welcome()
+        self.pending_answer = AssistantMessage()
+        await self.mount(self.pending_answer)
+        self.anchor()
+        return self.pending_answer
+
+    async def finish_answer(self, asked: ChatMessage, text: str, stats: GenerationStats | None, *,
+                            stopped: bool = False, error: str | None = None) -> ChatMessage | None:
+        """Record the answer to ``asked`` (unless a command removed it meanwhile) and end its widget."""
+        widget, self.pending_answer = self.pending_answer, None
+        answer = None
+        if any(m is asked for m in self.conversation.messages):
+            answer = self.conversation.add_answer(text, stats, stopped=stopped, error=error)
+            if widget is not None:
+                widget.message = answer
+                self._shown.append(answer)
+        if widget is not None and widget.is_attached:
+            await widget.finish(stats, stopped=stopped, error=error)
+        return answer
+
+    async def give_back(self, asked: ChatMessage, error: str) -> None:
+        """The model refused ``asked`` before generating (a bad image, too long): drop the turn,
+        put its images back in the pending list and say why."""
+        self.pending_answer = None
+        if self.conversation.messages and self.conversation.messages[-1] is asked:
+            self.conversation.undo()
+            self.conversation.pending[:0] = asked.images
+        await self.rebuild()
+        await self.notice(f"not sent: {error}", error=True)
+
+    def scroll_where(self, where: str) -> None:
+        """Scroll for the keyboard: ``page_up``, ``page_down``, ``home``, or ``end`` (follow again)."""
+        if where == "end":
+            self.anchor()
+        else:
+            {"page_up": self.scroll_page_up, "page_down": self.scroll_page_down, "home": self.scroll_home}[where]()
+
+    async def notice(self, text: str, *, error: bool = False) -> Notice:
+        widget = Notice(text, error=error)
+        if not self.is_attached:  # a pane still on its way in: show the notice once it is
+            self._early_notices.append(widget)
+            return widget
+        await self.mount(widget)
+        self.anchor()
+        return widget
