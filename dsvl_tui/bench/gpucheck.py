@@ -10,7 +10,7 @@ It takes at most about 5 minutes with the install, and runs three parts
 (each behind a flag, so a rerun can take only what failed: ``--tests``,
 ``--bench``, ``--big``; none named means all three):
 
-- tests: ``pytest -m cuda tests/test_cuda_gpu.py``: logits of the tiny and
+- tests: ``pytest -m cuda tests/engine/test_cuda_gpu.py``: logits of the tiny and
   the full-size random 1.3B checkpoint on CUDA in bf16 and fp32 against the
   CPU fp32 result within the tolerances stated there; greedy output the
   same eager and with ``--compile``; no recompilation over 8 turns of 3
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 GIB = 2**30
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: dsvl_tui/bench/gpucheck.py
 WORK = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsvl-chat" / "gpucheck"
 PARTS = ("tests", "bench", "big")
 # The targets of the GPU table (issue 10): (key, what, how it is judged, limit).
@@ -83,7 +83,7 @@ def run_tests(tiny: Path, full: Path | None, dry_run: bool, work: Path) -> dict[
         env["DSVL_GPUCHECK_FULL_CHECKPOINT"] = str(full)
     if dry_run:
         env["DSVL_CUDA_TESTS_ON_CPU"] = "1"
-    tests = ROOT / "tests" / "test_cuda_gpu.py"
+    tests = ROOT / "tests" / "engine" / "test_cuda_gpu.py"
     if not tests.exists():
         raise RuntimeError(f"{tests} is missing; run gpucheck from a checkout of the repository")
     command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", str(tests)]

@@ -19,7 +19,7 @@ from dsvl_tui.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage.journal import Journal
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 The scene is fixed: a scripted engine with a fixed model name, device and
 speed; a conversation with an image (drawn here, always the same), a
 markdown answer with a code block and fixed stats. Update with
-``pytest tests/test_tui_snapshots.py --snapshot-update`` after a deliberate change.
+``pytest tests/tui/test_tui_snapshots.py --snapshot-update`` after a deliberate change.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from textual.message import Message
 from dsvl_tui.crash import CRASH_LOG
 from dsvl_tui.tui.driver import InputDriver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class BareDriver(InputDriver):

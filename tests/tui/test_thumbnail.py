@@ -19,7 +19,7 @@ from dsvl_tui.tui.widgets import ImagePreview
 from dsvl_tui.tui.widgets._image_preview import half_block_rows
 from engine.image_limits import MAX_IMAGE_PIXELS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def solid_png(path: Path, width: int, height: int, *, rows: int | None = None) -> Path:

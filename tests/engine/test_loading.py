@@ -29,7 +29,7 @@ from engine.checkpoint import IGNORED_KEYS, LoadProgress, original_key
 from engine.fixtures import write_checkpoint
 from engine.spec import read_spec
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_ID = "deepseek-ai/deepseek-vl-1.3b-chat"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HELLO = [engine.Message("user", "hello")]

@@ -30,7 +30,7 @@ from dsvl_tui.tui import image_protocols
 from dsvl_tui.tui.widgets import ImagePreview
 from dsvl_tui.tui.widgets._image_preview import picture_for_cells
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "\U0010eeee"
 
 

@@ -21,7 +21,7 @@ from dsvl_tui.storage.journal import Journal, JournalEntry
 from dsvl_tui.storage.transcript import TranscriptError, save_transcript
 from engine.types import GenerationStats
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
