@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _folders(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
+def _in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the data folder is the test's own already (conftest.private_dirs)
 
 
 def _repl(backend=None, lines: str = "") -> tuple[Repl, io.StringIO]:

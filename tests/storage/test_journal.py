@@ -24,11 +24,6 @@ from engine.types import GenerationStats
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-
-
 def _png(path: Path, colour: str = "red") -> Path:
     Image.new("RGB", (4, 4), colour).save(path)
     return path

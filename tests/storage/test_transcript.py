@@ -34,11 +34,6 @@ from dsvl_tui.storage.transcript import format as transcript_format
 from engine.types import GenerationSettings, GenerationStats
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-
-
 def _png(path: Path, colour: str = "red") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (4, 4), colour).save(path)
@@ -676,7 +671,7 @@ def test_markdown_export(tmp_path):
     green = hashlib.sha256(_png_bytes("green")).hexdigest()
     assert f"![green.png](chat.images/{green}.png)" in text and (path.parent / "chat.images" / f"{green}.png").is_file()
     assert "_[image missing: lost.png]_" in text
-    assert "<sub>11 tokens · 0.25 s to first token · 41.5 tokens/s</sub>" in text
+    assert "<sub>11 tokens · 41.5 tok/s · first token 0.25 s</sub>" in text
     assert "<sub>stopped · 4 tokens</sub>" in text and "**Error:** CUDA out of memory" in text
     assert "What is in these two pictures?\nBe brief." in text
 

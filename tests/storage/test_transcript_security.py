@@ -23,11 +23,6 @@ from dsvl_tui.storage.transcript import load_transcript, load_transcript_report,
 SECRET = b"TOP-SECRET-CONTENT 1234567890"
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-
-
 @pytest.fixture
 def secret(tmp_path) -> Path:
     path = tmp_path / "private" / "secret.txt"
