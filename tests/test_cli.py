@@ -225,18 +225,17 @@ def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkey
 
 
 def test_an_unexpected_error_exits_1_with_one_line_and_the_traceback_in_the_crash_log(
-        monkeypatch, tmp_path, capsys) -> None:
+        monkeypatch, private_dirs, capsys) -> None:
     import dsvl_tui.repl.app
 
     def broken(options):
         raise RuntimeError("a bug\x1b[31m in\nthe REPL")
 
     monkeypatch.setattr(dsvl_tui.repl.app, "run_repl", broken)
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--plain"])
     assert exit_info.value.code == 1
-    log = tmp_path / "data" / CRASH_LOG
+    log = private_dirs.data / CRASH_LOG
     err = capsys.readouterr().err
     assert err == f"error: unexpected RuntimeError: a bug in the REPL (traceback in {log}; please report it)\n"
     text = log.read_text()

@@ -32,10 +32,8 @@ UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @pytest.fixture(autouse=True)
-def private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
+def _in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the data and config folders are the test's own already (conftest.private_dirs)
 
 
 def terminal_leaks(app) -> list[str]:

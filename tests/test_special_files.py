@@ -32,7 +32,6 @@ from dsvl_tui.repl.app import Repl, default_engine_factory
 from dsvl_tui.storage.config import load_config
 from dsvl_tui.storage.journal import Journal
 from engine.files import FileTooLargeError, NotRegularFileError, UnusableFileError, open_regular, read_regular
-from engine.fixtures import write_checkpoint
 from engine.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +80,9 @@ def quickly(limit: float = QUICK) -> Iterator[None]:
     assert took < limit, f"took {took:.1f} s: it blocked"
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("special") / "tiny", tower="siglip", size="tiny", seed=5)
+@pytest.fixture
+def good(tiny_siglip: Path) -> Path:
+    return tiny_siglip  # shared (conftest): the tests copy it before changing it
 
 
 # --- the helper --------------------------------------------------------------------
@@ -186,10 +185,8 @@ def _repl(keys: str, tmp_path: Path) -> str:
     return errors.getvalue()
 
 
-def test_the_repl_loads_a_model_after_a_fifo_checkpoint_failed(tmp_path: Path, good: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_repl_loads_a_model_after_a_fifo_checkpoint_failed(tmp_path: Path, good: Path) -> None:
     """The REPL's model slot (what /model drives) with the real loader: the FIFO load ends, the next one works."""
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
     bad = Path(shutil.copytree(good, tmp_path / "bad"))
     (bad / "model.safetensors").unlink()
     pipe = fifo(bad / "model.safetensors")
@@ -206,8 +203,7 @@ def test_the_repl_loads_a_model_after_a_fifo_checkpoint_failed(tmp_path: Path, g
     assert [kind for kind, _ in events if kind != "progress"] == ["error", "ready"]
 
 
-def test_load_refuses_a_fifo_transcript(tmp_path: Path, good: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+def test_load_refuses_a_fifo_transcript(tmp_path: Path, good: Path) -> None:
     pipe = fifo(tmp_path / "chat.json")
     with rescued(pipe), quickly(10.0):  # the REPL's own start-up included
         err = _repl(f"/load {pipe}\r", tmp_path)
@@ -217,12 +213,11 @@ def test_load_refuses_a_fifo_transcript(tmp_path: Path, good: Path, monkeypatch:
 # --- the app's own files ---------------------------------------------------------------------------
 
 
-def test_a_fifo_in_the_journal_or_as_the_config_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
-    (tmp_path / "config").mkdir()
+def test_a_fifo_in_the_journal_or_as_the_config_is_skipped(tmp_path: Path, private_dirs) -> None:
+    private_dirs.config.mkdir()
     journal_dir = tmp_path / "journal"
     journal_dir.mkdir()
-    pipes = fifo(journal_dir / "0123abcd.json"), fifo(tmp_path / "config" / "config.json")
+    pipes = fifo(journal_dir / "0123abcd.json"), fifo(private_dirs.config / "config.json")
     with rescued(*pipes), quickly():
         assert Journal(journal_dir).recent() == []
         assert load_config() == {}
@@ -232,12 +227,9 @@ def test_a_fifo_in_the_journal_or_as_the_config_is_skipped(tmp_path: Path, monke
 
 
 @run_async
-async def test_tui_image_command_with_a_fifo_answers_with_an_error_at_once(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_tui_image_command_with_a_fifo_answers_with_an_error_at_once(tmp_path: Path) -> None:
     from test_tui import notices, scripted_app, type_line
 
-    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
     pipe = fifo(tmp_path / "fifo.png")
     photo = tmp_path / "ok.png"
     Image.new("RGB", (16, 16), "green").save(photo)

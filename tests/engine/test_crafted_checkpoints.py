@@ -18,18 +18,17 @@ import pytest
 import engine
 import engine.model
 from engine.checkpoint import MAX_HEADER_BYTES
-from engine.fixtures import write_checkpoint
 from engine.spec import MAX_JSON_BYTES
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("crafted") / "tiny", tower="siglip", size="tiny", seed=2)
+@pytest.fixture
+def good(tiny_siglip: Path) -> Path:
+    return tiny_siglip  # shared (conftest): the tests change copies only
 
 
-@pytest.fixture(scope="module")
-def hybrid(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("crafted") / "tiny-hybrid", tower="hybrid", size="tiny", seed=2)
+@pytest.fixture
+def hybrid(tiny_hybrid: Path) -> Path:
+    return tiny_hybrid
 
 
 @pytest.fixture

@@ -32,12 +32,6 @@ def boat(colour="red"):
 """
 
 
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-
-
 def _scene(tmp_path: Path) -> DsvlApp:
     image = Image.new("RGB", (48, 32), (40, 90, 200))
     for x in range(12, 36):

@@ -24,14 +24,6 @@ from dsvl_tui.tui.widgets import AssistantMessage, ImagePreview, PromptInput, St
 from dsvl_tui.tui.widgets._image_preview import half_block_rows
 from engine.types import GenerationStats
 
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
-
-
-
 # --- streaming cost ------------------------------------------------------------
 
 
