@@ -6,12 +6,11 @@ import pytest
 from PIL import Image
 
 import engine
-from engine.fixtures import write_checkpoint
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("ctx") / "tiny")
+@pytest.fixture
+def folder(tiny_siglip):
+    return tiny_siglip
 
 
 def _history(turns: int) -> list[engine.Message]:

@@ -19,7 +19,6 @@ import torch
 import engine
 import engine.static_decode as static_decode
 from engine.errors import EngineError
-from engine.fixtures import write_checkpoint
 from engine.generate import run_decode as fresh_run_decode
 from engine.resolve import pick_device, pick_dtype
 
@@ -27,9 +26,9 @@ GIB = 2**30
 CUDA = torch.device("cuda", 0)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("cuda-branches") / "tiny", tower="siglip", seed=3)
+@pytest.fixture
+def folder(tiny_siglip):
+    return tiny_siglip
 
 
 class FakeCuda:

@@ -18,7 +18,6 @@ from PIL import Image
 import engine
 import engine.engine as engine_module
 from engine.engine import MAX_CACHED_CONTEXTS
-from engine.fixtures import write_checkpoint
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=10)
 # Prompts of different lengths, an image in the first and third turn.
@@ -31,10 +30,9 @@ def _picture(seed: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return {tower: write_checkpoint(tmp_path_factory.mktemp(tower) / "tiny", tower=tower, seed=7)
-            for tower in ("siglip", "hybrid")}
+@pytest.fixture
+def checkpoints(tiny_checkpoints):
+    return tiny_checkpoints
 
 
 @pytest.fixture(params=["siglip", "hybrid"])

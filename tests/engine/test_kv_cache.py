@@ -7,7 +7,6 @@ import torch
 from transformers import DynamicCache
 
 import engine
-from engine.fixtures import write_checkpoint
 from engine.generate import CacheSteps
 from engine.kv_cache import ReservedLayer, new_cache
 
@@ -35,9 +34,8 @@ def test_a_layer_matches_concatenation_across_chunks_and_crops(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = write_checkpoint(tmp_path_factory.mktemp("kv") / "tiny", seed=3)
-    return engine.load(str(folder)).model
+def model(tiny_siglip):
+    return engine.load(str(tiny_siglip)).model
 
 
 def test_greedy_decoding_matches_transformers_own_cache(model, monkeypatch):

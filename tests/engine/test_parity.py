@@ -15,7 +15,6 @@ from hf_reference import load_reference
 from PIL import Image
 
 import engine
-from engine.fixtures import write_checkpoint
 
 
 def _picture(seed: int, size=(71, 45)) -> Image.Image:
@@ -35,8 +34,8 @@ CONVERSATIONS = {
 
 
 @pytest.fixture(scope="module", params=["siglip", "hybrid"])
-def pair(request, tmp_path_factory):
-    folder = write_checkpoint(tmp_path_factory.mktemp(request.param) / "ckpt", tower=request.param, seed=7)
+def pair(request, tiny_checkpoints):
+    folder = tiny_checkpoints[request.param]
     ours = engine.load(str(folder), device="cpu", dtype="float32")
     reference, hybrid = load_reference(folder, ours.prompt_format.image_id)
     return ours, reference, hybrid
@@ -77,8 +76,8 @@ def test_images_change_the_logits(pair):
     assert (a[-1] - b[-1]).abs().max() > 1e-3
 
 
-def test_hybrid_high_resolution_branch_matters(tmp_path):
-    ours = engine.load(str(write_checkpoint(tmp_path / "hybrid", tower="hybrid", seed=7)))
+def test_hybrid_high_resolution_branch_matters(tiny_hybrid):
+    ours = engine.load(str(tiny_hybrid))
     tower = ours.model.vision_model.vision_tower_high.vision_tower
     pixels = torch.stack(ours.prepare([engine.Message("user", "x", images=[_picture(5)])]).images)
     with_hd = tower(pixels)

@@ -9,15 +9,15 @@ import torch
 from PIL import Image
 
 import engine
-from engine.fixtures import BOS, EOS, IMAGE_TAG, SYSTEM_PROMPT, write_checkpoint
+from engine.fixtures import BOS, EOS, IMAGE_TAG, SYSTEM_PROMPT
 
 RED = Image.new("RGB", (40, 20), "red")
 BLUE = Image.new("RGB", (20, 40), "blue")
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("prompt") / "tiny-chat")
+def folder(tiny_siglip):
+    return tiny_siglip
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from PIL import Image
 
 import engine
 from engine.engine import MAX_CACHED_CONTEXTS
-from engine.fixtures import write_checkpoint
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
 
@@ -20,8 +19,8 @@ def _picture(seed: int) -> Image.Image:
 
 
 @pytest.fixture(scope="module", params=["siglip", "hybrid"])
-def engines(request, tmp_path_factory):
-    folder = write_checkpoint(tmp_path_factory.mktemp(request.param) / "tiny", tower=request.param, seed=5)
+def engines(request, tiny_checkpoints):
+    folder = tiny_checkpoints[request.param]
     return engine.load(str(folder), prefix_cache=True), engine.load(str(folder), prefix_cache=False)
 
 

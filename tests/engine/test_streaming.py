@@ -14,15 +14,14 @@ import pytest
 import torch
 
 import engine
-from engine.fixtures import write_checkpoint
 from engine.types import Prepared
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("stream") / "tiny", seed=3)
+@pytest.fixture
+def folder(tiny_siglip):
+    return tiny_siglip
 
 
 @pytest.fixture
