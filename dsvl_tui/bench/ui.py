@@ -4,19 +4,29 @@ UI: one long answer (10,000 token-sized pieces of markdown: headings,
 paragraphs with inline code, bold and links, nested lists, fenced code in
 several languages, tables, quotes; made the same way every run) streams
 into an answer in the app's real chat pane, headless (``App.run_test()``,
-80x24), at a fixed rate (1,000 tokens/s). Two ways, one after the other in
+80x24), at a fixed rate (1,000 tokens/s). Three ways, one after the other in
 one process:
 
 - ours: each piece goes through ``AssistantMessage.write()``, the path the
   app uses (its ``MarkdownView`` draws each finished block once and redraws
   only the last block, once per frame); ``finish()`` is timed apart.
+- MarkdownStream: Textual's own streaming, the baseline to beat: a Textual
+  ``Markdown`` widget in the answer's place and ``Markdown.get_stream(widget)``;
+  each piece goes to ``await stream.write(piece)``, which gathers what
+  arrives while the widget is busy into one ``Markdown.append`` (it re-parses
+  from the last block on); ``stream.stop()`` is timed apart.
 - naive: what a Textual app does without thinking about it: a Textual
   ``Markdown`` widget in the answer's place gets ``update(whole text)`` for
-  every piece. It stops once it is more than ``--naive-max-lag`` seconds
-  behind the feed; the table then says how far it got and nothing is
-  extrapolated.
+  every piece.
 
-Both run as the app runs: the heap is settled (``heap.settle()``) once the
+A baseline (MarkdownStream or naive) stops once it is more than
+``--max-lag`` seconds behind the feed: the feeder is held up that long (a
+write that waits for the screen, as ``update`` does), or the screen still
+lacks a piece that fell due that long ago (a write that returns at once, as
+MarkdownStream's does); the table then says how far it got and nothing is
+extrapolated.
+
+All run as the app runs: the heap is settled (``heap.settle()``) once the
 host app is up, as ``DsvlApp`` does after its first frame.
 
 The feeder writes piece ``i`` when it falls due, at ``t0 + i / rate``; when
@@ -63,10 +73,12 @@ answering Device Attributes queries as a terminal without Sixel does; a
 model folder that does not exist; the app's data and config in a temporary
 folder): from just before the process is spawned to the moment the first
 frame's bytes (the welcome text, after the switch to the alternate screen)
-are read from the terminal. The app appends ``load-start <time.monotonic()>`` to the file
-named by ``DSVL_TRACE_FILE`` when its model-load thread starts (see
-``generation.load_model``); the first frame comes before the load when it is
-read before that time (the same system-wide monotonic clock).
+are read from the terminal. The process runs ``dsvl-chat`` (``cli.main``) from
+this module (``--startup-child``) with the app given a ``loader`` that
+appends ``load-start <time.monotonic()>`` to a file and then calls
+``engine.load``: the model-load thread calls it as it starts. The first
+frame comes before the load when it is read before that time (the same
+system-wide monotonic clock). The shipping code has no hook for this.
 
 Prints a table with PASS/FAIL per target and writes JSON (``--json``).
 """
@@ -78,6 +90,7 @@ import asyncio
 import bisect
 import contextlib
 import gc
+import itertools
 import json
 import os
 import platform
@@ -104,6 +117,7 @@ SIZE = (80, 24)
 TARGET_COST_RATIO = 2.0
 TARGET_LAG_S = 0.100
 TARGET_HELP_S = 0.5
+WAYS = ("ours", "markdownstream", "naive")
 
 # --- the answer ------------------------------------------------------------------------------
 
@@ -278,22 +292,26 @@ def _counting_parser(probe: Probe):
         yield
 
 
-def _counted_updates(markdown: Any, probe: Probe) -> None:
-    """Make a Textual ``Markdown`` widget's ``update`` record what it holds once each update completes."""
+def _counted(markdown: Any, method: str, probe: Probe, length: Callable[[str], int]) -> None:
+    """Make a Textual ``Markdown`` widget's ``update`` or ``append`` record what it holds once each call completes.
+
+    ``length(argument)``, asked when the call is made, is how many characters the widget holds after it.
+    """
     from textual.await_complete import AwaitComplete
 
-    update = markdown.update
+    real = getattr(markdown, method)
 
-    def counted_update(text: str) -> AwaitComplete:
-        pending = update(text)
+    def counted(text: str) -> AwaitComplete:
+        holds = length(text)
+        pending = real(text)
 
         async def applied() -> None:
             await pending
-            probe.shown = len(text)
+            probe.shown = holds
 
         return AwaitComplete(applied())
 
-    markdown.update = counted_update
+    setattr(markdown, method, counted)
 
 
 def _host(probe: Probe):
@@ -349,29 +367,39 @@ async def _stream_counted(app: Any, probe: Probe, pieces: list[str], way: str, r
         if way == "ours":
             probe.shown_now = lambda: widget.markdown.drawn_length
             write: Callable[[str], Awaitable[None]] = widget.write
-        else:  # Textual's Markdown widget in the answer's place, given the whole text each time
+        else:  # Textual's Markdown widget in the answer's place
             from textual.widgets import Markdown
 
-            naive = Markdown()
-            await widget.mount(naive, after=widget.markdown)
+            theirs = Markdown()
+            await widget.mount(theirs, after=widget.markdown)
             widget.markdown.display = False
-            _counted_updates(naive, probe)
-            so_far: list[str] = []
+            if way == "naive":  # given the whole text each time
+                _counted(theirs, "update", probe, lambda text: len(text))
+                so_far: list[str] = []
 
-            async def write(piece: str) -> None:
-                so_far.append(piece)
-                await naive.update("".join(so_far))
+                async def write(piece: str) -> None:
+                    so_far.append(piece)
+                    await theirs.update("".join(so_far))
+            else:  # Textual's own streaming: MarkdownStream appends what piled up since its last append
+                _counted(theirs, "append", probe, lambda fragment: len(theirs.source) + len(fragment))
+                stream = Markdown.get_stream(theirs)
+                write = stream.write
 
         heap.settle()  # as DsvlApp does once its first frame is up
         probe.frames.clear()
         probe.frame()  # the start: nothing shown
         t0 = probe.frames[0][0]
+        ends = list(itertools.accumulate(len(piece) for piece in pieces))  # characters up to each piece's end
         for i, piece in enumerate(pieces):
             if rate:
                 delay = t0 + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                elif -delay > max_lag:
+                elif -delay > max_lag:  # the feed itself is held up (a write that waits for the screen)
+                    break
+                # The screen, more than max_lag behind: a write that returns at once (MarkdownStream's) hides it.
+                unseen = bisect.bisect_right(ends, probe.frames[-1][1])  # the first piece the screen lacks
+                if unseen < i and time.perf_counter() - (t0 + unseen / rate) > max_lag:
                     break
             fed_at.append(time.perf_counter())
             await write(piece)
@@ -381,9 +409,9 @@ async def _stream_counted(app: Any, probe: Probe, pieces: list[str], way: str, r
         frames = list(probe.frames)
         result.update(reached=reached, chars=total, caught_up=caught_up, seconds=frames[-1][0] - t0,
                       cpu_seconds=frames[-1][2] - frames[0][2])
-        if way == "ours":
+        if way != "naive":  # ours: the final update; Textual's: stop() flushes what is pending and ends the task
             started, started_cpu = time.perf_counter(), time.process_time()
-            await widget.finish()
+            await (widget.finish() if way == "ours" else stream.stop())
             result["finish_ms"] = (time.perf_counter() - started) * 1000
             result["finish_cpu_ms"] = (time.process_time() - started_cpu) * 1000
             await pilot.pause()
@@ -456,8 +484,8 @@ def _warm_up(pieces: list[str]) -> None:
 
 def run_stream(pieces: list[str], way: str = "ours", *, rate: float | None = RATE, max_lag: float = 10.0,
                window: int = 100) -> dict[str, Any]:
-    """Stream ``pieces`` into an answer ``way`` ("ours" or "naive") at ``rate`` pieces/s (None: as fast as it goes)."""
-    if way not in ("ours", "naive"):
+    """Stream ``pieces`` into an answer ``way`` (one of ``WAYS``) at ``rate`` pieces/s (None: as fast as it goes)."""
+    if way not in WAYS:
         raise ValueError(f"unknown way: {way}")
     gc.collect()
     try:
@@ -489,7 +517,9 @@ def first_frame(timeout: float = 30.0) -> dict[str, Any]:
 
     Returns seconds from spawn to: the alternate screen (``alt_screen``), the first frame
     (``first_frame``: the welcome text read after it) and the start of the model load (``load_start``,
-    from the app's trace; None if it never came), and whether the frame came first.
+    as its recording loader wrote it; None if it never came), and whether the frame came first.
+    The app runs through ``dsvl-chat``'s own entry point in a child process (``--startup-child``,
+    see ``startup_child``).
     """
     import fcntl
     import struct
@@ -502,7 +532,7 @@ def first_frame(timeout: float = 30.0) -> dict[str, Any]:
         folder = Path(tmp)
         trace = folder / "trace"
         env = {key: value for key, value in os.environ.items() if key not in ("DSVL_MODEL", "COLUMNS", "LINES")}
-        env.update(TERM="xterm-256color", DSVL_TRACE_FILE=str(trace), DSVL_DATA_DIR=str(folder / "data"),
+        env.update(TERM="xterm-256color", DSVL_DATA_DIR=str(folder / "data"),
                    DSVL_CONFIG_DIR=str(folder / "config"), HF_HUB_OFFLINE="1")
         master, slave = os.openpty()
         cell_w, cell_h = 10, 20  # pixels per cell, given in the window size as terminals (and ssh) do
@@ -510,8 +540,9 @@ def first_frame(timeout: float = 30.0) -> dict[str, Any]:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
         answered = dict.fromkeys(TERMINAL_ANSWERS, 0)
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "dsvl_tui.cli", "--model", str(folder / "no-such-model")],
-                                stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+        command = [sys.executable, "-m", "dsvl_tui.bench.ui", "--startup-child", str(trace),
+                   "--model", str(folder / "no-such-model")]
+        proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
         os.close(slave)
         output = bytearray()
         alt = frame = None
@@ -559,6 +590,32 @@ def _load_start(trace: Path) -> float | None:
     return None
 
 
+def startup_child(record: Path, argv: list[str]) -> None:
+    """Run ``dsvl-chat argv`` (``cli.main``, exits) with the app's model loader recording when the load starts.
+
+    The app is built as ``run_tui`` builds it, given a ``loader`` that appends ``load-start
+    <time.monotonic()>`` to ``record`` and then calls the real one (``engine.load``): the load
+    thread calls it as soon as it starts (``workers.load_model``).
+    """
+    from dsvl_tui import cli
+    from dsvl_tui.tui import app as tui_app
+
+    real_app = tui_app.DsvlApp
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        with open(record, "a", encoding="utf-8") as file:
+            file.write(f"load-start {time.monotonic():.6f}\n")
+        import engine
+
+        return engine.load(*args, **kwargs)
+
+    def recording_app(options: Any = None, **kwargs: Any) -> Any:
+        return real_app(options, **{**kwargs, "loader": load})
+
+    with mock.patch.object(tui_app, "DsvlApp", recording_app):
+        cli.main(argv)
+
+
 def _quit(proc: subprocess.Popen, master: int) -> None:
     """Ctrl+Q, then a kill if it has not gone in 5 s; the terminal is drained meanwhile."""
     with contextlib.suppress(OSError):
@@ -587,21 +644,31 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def report(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """Print the table; return the targets as (name, passed, figure)."""
-    ours, naive = result["ours"], result.get("naive")
+    ours = result["ours"]
+    baselines = [(way, result[way]) for way in WAYS[1:] if result.get(way)]
     print(f"UI: {ours['tokens']:,} tokens ({ours['chars']:,} chars) of markdown at {result['rate']:,.0f} tokens/s, "
           f"headless {SIZE[0]}x{SIZE[1]} | textual {result['textual']} | {result['machine']}")
-    rows = [("", "ours (stream)", "naive (update)" if naive else "", "naive/ours" if naive else "")]
+    heads = {"markdownstream": ("MarkdownStream", "MdStream/ours"), "naive": ("naive (update)", "naive/ours")}
+    rows = [("", "ours (stream)", *(head for way, _ in baselines for head in heads[way]))]
+    # The notes (how far a baseline got) go in the ratio columns.
+    max_lag = result.get("max_lag", result.get("naive_max_lag", 10.0))
 
     def row(label: str, key: Callable[[dict], float | None], digits: int, ratio: bool = True) -> None:
-        mine, theirs = key(ours), key(naive) if naive else None
-        rows.append((label, _fmt(mine, digits), _fmt(theirs, digits) if naive else "",
-                     _ratio(theirs, mine) if naive and ratio else ""))
+        mine = key(ours)
+        cells: list[str] = []
+        for _, run in baselines:
+            theirs = key(run)
+            cells += [_fmt(theirs, digits), _ratio(theirs, mine) if ratio else ""]
+        rows.append((label, _fmt(mine, digits), *cells))
 
-    if naive is not None:
-        stopped = "" if naive["reached"] == naive["tokens"] else f"stopped, {result['naive_max_lag']:g} s behind"
-        rows.append(("tokens shown", f"{ours['reached']:,}", f"{naive['reached']:,}", stopped))
+    if baselines:
+        shown: list[str] = []
+        for _, run in baselines:
+            stopped = "" if run["reached"] == run["tokens"] else f"stopped, {max_lag:g} s behind"
+            shown += [f"{run['reached']:,}", stopped]
+        rows.append(("tokens shown", f"{ours['reached']:,}", *shown))
     for mark in MARKS:
-        if mark not in ours["windows"] and mark not in (naive or {}).get("windows", {}):
+        if all(mark not in run.get("windows", {}) for run in (ours, *(run for _, run in baselines))):
             continue
 
         def window(run: dict | None, key: str, mark: int = mark) -> float | None:
@@ -611,7 +678,8 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
             found = (run or {}).get("windows", {}).get(mark)
             return "not reached" if found is None else f"{found['start']:,}-{found['end']:,}"
 
-        rows.append((f"near token {mark:,}: tokens measured", span(ours), span(naive) if naive else "", ""))
+        rows.append((f"near token {mark:,}: tokens measured", span(ours),
+                     *(cell for _, run in baselines for cell in (span(run), ""))))
         row("  CPU ms per token", lambda run: window(run, "cpu_ms_per_token"), 3)
         row("  CPU ms per frame", lambda run: window(run, "cpu_ms_per_frame"), 1)
         row("  parsed chars per token", lambda run: window(run, "parsed_chars_per_token"), 0)
@@ -624,10 +692,13 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         row(f"lag ms, {label}", lag, 0, ratio=False)
     row("frames painted", lambda run: run["frames"], 0, ratio=False)
     row("CPU ms per token, whole stream", lambda run: run["cpu_seconds"] / max(1, run["reached"]) * 1000, 3,
-        ratio=False)  # not comparable when the naive way stopped early
-    rows.append(("finish(): final update ms", f"{ours['finish_ms']:.0f}", "", ""))
-    for label, mine, theirs, ratio in rows:
-        print(f"{label:38} {mine:>14} {theirs:>15} {ratio:>11}")
+        ratio=False)  # not comparable when a baseline stopped early
+    row("finish() / stop() ms", lambda run: run.get("finish_ms"), 0, ratio=False)
+    for label, mine, *cells in rows:
+        line = f"{label:38} {mine:>14}"
+        for value, ratio in zip(cells[::2], cells[1::2], strict=True):
+            line += f" {value:>15} {ratio:>13}"
+        print(line.rstrip())
 
     startup = result.get("startup")
     if startup:
@@ -649,6 +720,8 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     targets.append((f"screen never more than {TARGET_LAG_S * 1000:.0f} ms behind at {result['rate']:,.0f} tokens/s",
                     ours["caught_up"] and ours["lag_ms"]["max"] <= TARGET_LAG_S * 1000,
                     f"max {ours['lag_ms']['max']:.0f} ms"))
+    if result.get("markdownstream"):
+        targets.append(_beats_markdownstream(ours, result["markdownstream"], max_lag))
     if startup:
         targets.append((f"dsvl-chat --help under {TARGET_HELP_S:g} s", startup["help_s"] < TARGET_HELP_S,
                         f"{startup['help_s'] * 1000:.0f} ms"))
@@ -658,6 +731,27 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     for name, passed, figure in targets:
         print(f"  {'PASS' if passed else 'FAIL'}  {name}: {figure}")
     return targets
+
+
+def _beats_markdownstream(ours: dict, theirs: dict, max_lag: float) -> tuple[str, bool, str]:
+    """The target against Textual's own streaming: ours costs no more per token near the end, and keeps up.
+
+    Near the last mark ours reached (10,000 in a full run). Should MarkdownStream have given up
+    before it (more than ``max_lag`` s behind), it was beaten there: ours only has to keep up.
+    """
+    mark = max(ours["windows"], default=MARKS[-1])
+    lag_ok = ours["caught_up"] and ours["lag_ms"]["max"] <= TARGET_LAG_S * 1000
+    name = (f"ours <= MarkdownStream's per-token cost at {mark:,} tokens and lag <= {TARGET_LAG_S * 1000:.0f} ms")
+    mine, found = ours["windows"].get(mark), theirs["windows"].get(mark)
+    lag = f"lag max {ours['lag_ms']['max']:.0f} ms"
+    if mine is None:
+        return name, False, f"ours did not reach token {mark:,}"
+    if found is None:
+        return name, lag_ok, (f"MarkdownStream gave up at token {theirs['reached']:,}, over {max_lag:g} s behind; "
+                              f"ours {mine['cpu_ms_per_token']:.3f} ms/token, {lag}")
+    cost_ok = mine["cpu_ms_per_token"] <= found["cpu_ms_per_token"]
+    return name, cost_ok and lag_ok, (f"{mine['cpu_ms_per_token']:.3f} vs {found['cpu_ms_per_token']:.3f} "
+                                      f"ms/token, {lag}")
 
 
 def _x1000(value: float | None) -> float | None:
@@ -683,13 +777,18 @@ def startup(runs: int = 5) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--startup-child"]:  # the app launched by first_frame: --startup-child RECORD dsvl-chat-args...
+        startup_child(Path(argv[1]), argv[2:])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=TOKENS, help="length of the answer in token-sized pieces")
     parser.add_argument("--rate", type=float, default=RATE, help="tokens per second fed (0: as fast as it goes)")
-    parser.add_argument("--naive-max-lag", type=float, default=10.0,
-                        help="stop the naive way once it is this many seconds behind")
+    parser.add_argument("--max-lag", "--naive-max-lag", type=float, default=10.0,
+                        help="stop a baseline (MarkdownStream, naive) once it is this many seconds behind")
     parser.add_argument("--window", type=int, default=100, help="pieces per measuring window")
-    parser.add_argument("--skip-naive", action="store_true", help="only our way")
+    parser.add_argument("--skip-markdownstream", action="store_true", help="without Textual's MarkdownStream")
+    parser.add_argument("--skip-naive", action="store_true", help="without the naive way")
     parser.add_argument("--skip-startup", action="store_true", help="no start-up timings")
     parser.add_argument("--runs", type=int, default=5, help="start-up runs (medians)")
     parser.add_argument("--json", type=Path, default=Path("uibench.json"), help="where to write the results")
@@ -702,14 +801,16 @@ def main(argv: list[str] | None = None) -> int:
     print("warming up (one throwaway render)...", file=sys.stderr)
     _warm_up(pieces)
     result: dict[str, Any] = {
-        "textual": textual.__version__, "rate": rate or 0, "naive_max_lag": args.naive_max_lag,
-        "machine": f"CPU ({os.cpu_count()} cores, {platform.machine()}), Python {platform.python_version()}",
+        "textual": textual.__version__, "rate": rate or 0, "max_lag": args.max_lag,
+        "machine": f"CPU ({os.cpu_count()} cores, {platform.machine()}), Python {platform.python_version()}, "
+                   f"load {os.getloadavg()[0]:.1f}",  # the 1-minute load average as it starts: a shared machine
     }
     print("streaming: ours...", file=sys.stderr)
     result["ours"] = run_stream(pieces, "ours", rate=rate, window=args.window)
-    if not args.skip_naive:
-        print("streaming: naive...", file=sys.stderr)
-        result["naive"] = run_stream(pieces, "naive", rate=rate, max_lag=args.naive_max_lag, window=args.window)
+    for way, skip in (("markdownstream", args.skip_markdownstream), ("naive", args.skip_naive)):
+        if not skip:
+            print(f"streaming: {way}...", file=sys.stderr)
+            result[way] = run_stream(pieces, way, rate=rate, max_lag=args.max_lag, window=args.window)
     if not args.skip_startup:
         print("start-up...", file=sys.stderr)
         result["startup"] = startup(args.runs)

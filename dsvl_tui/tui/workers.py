@@ -10,7 +10,6 @@ at a time, the others wait their turn, visibly.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections import deque
@@ -181,18 +180,9 @@ class ContextMeasured(Message):
 # -- thread bodies ---------------------------------------------------------------
 
 
-def trace(event: str) -> None:
-    """Append ``event time.monotonic()`` to the file named by ``DSVL_TRACE_FILE``, if set (for the UI benchmark)."""
-    path = os.environ.get("DSVL_TRACE_FILE")
-    if path:
-        with open(path, "a", encoding="utf-8") as file:
-            file.write(f"{event} {time.monotonic():.6f}\n")
-
-
 def load_model(load_id: int, model: str, options: Options, post: Post,
                loader: Callable[..., ChatBackend] | None = None) -> None:
     """Load ``model`` and post its progress, then ``ModelLoaded`` or ``ModelFailed``."""
-    trace("load-start")
     import engine
 
     def progress(event: Any) -> None:
