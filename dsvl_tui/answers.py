@@ -1,29 +1,54 @@
-"""One answer, start to end, for the line-based front ends (the REPL and ``ask``).
+"""The backend every front end answers with, and answers start to end.
 
-``stream_answer`` sends a conversation to a backend, hands each text chunk to
-a callback as it arrives and records the answer in the conversation, whatever
-way it ends: complete, stopped by the user, or failed part way. Input
-problems (a bad image, a turn too long for the context window) raise
-``engine.EngineError`` from the backend before anything is generated, and
-nothing is recorded.
+``load_backend`` is the one way the app, the REPL and ``ask`` get the model
+they answer with. ``stats_line`` (from ``dsvl_tui.stats``) is re-exported
+for the line-based front ends.
+
+``stream_answer`` (the REPL and ``ask``; the app posts its answers to the
+screen with ``tui.workers.generate_answer``) sends a conversation to a
+backend, hands each text chunk to a callback as it arrives and records the
+answer in the conversation, whatever way it ends: complete, stopped by the
+user, or failed part way. Input problems (a bad image, a turn too long for
+the context window) raise ``engine.EngineError`` from the backend before
+anything is generated, and nothing is recorded.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from dsvl_tui.conversation import ChatMessage, Conversation
+from dsvl_tui.stats import stats_line
 from engine.errors import GenerationError
-from engine.types import ChatBackend, GenerationStats
+from engine.types import ChatBackend
 
-_ENDINGS = {
-    "eos": "",
-    "stop_string": "",
-    "length": "stopped at max_new_tokens",
-    "cancelled": "stopped",
-    "error": "failed",
-}
+if TYPE_CHECKING:
+    from dsvl_tui.options import Options
+
+__all__ = ["Loader", "load_backend", "stats_line", "stream_answer"]
+
+Loader = Callable[..., ChatBackend]  # engine.load's signature: (model, *, device, dtype, revision, progress, compile)
+
+
+def load_backend(options: Options, model: str | None = None, progress: Callable[[Any], None] | None = None, *,
+                 loader: Loader | None = None) -> ChatBackend:
+    """The backend that answers for ``model`` (default: ``options.model``), loaded now.
+
+    The one loader of the app, the REPL and ``ask``: this is where a later
+    serve/endpoint option chooses between a local engine (``engine.load``,
+    today the only kind) and a client of a remote one. ``progress`` gets the
+    engine's ``LoadProgress`` events; ``loader`` stands in for ``engine.load``
+    (tests). Raises whatever the load raises (``engine.EngineError`` for the
+    expected failures); each front end words it as it needs.
+    """
+    if loader is None:
+        import engine
+
+        loader = engine.load
+    return loader(model or options.model, device=options.device, dtype=options.dtype, revision=options.revision,
+                  progress=progress, compile=options.compile)
 
 
 def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: threading.Event,
@@ -54,21 +79,3 @@ def _close(chunks) -> None:
     close = getattr(chunks, "close", None)
     if close is not None:
         close()
-
-
-def stats_line(stats: GenerationStats | None) -> str:
-    """``"42 tokens · 31.0 tok/s · first token 0.41 s"`` plus how it ended when that is news."""
-    if stats is None:
-        return ""
-    parts = [f"{stats.new_tokens} token{'s' if stats.new_tokens != 1 else ''}"]
-    if stats.tokens_per_second:
-        parts.append(f"{stats.tokens_per_second:.1f} tok/s")
-    if stats.time_to_first_token is not None:
-        parts.append(f"first token {stats.time_to_first_token:.2f} s")
-    ending = _ENDINGS.get(stats.stop_reason or "", "")
-    if ending:
-        parts.append(ending)
-    if stats.dropped_turns:
-        turns = "turn" if stats.dropped_turns == 1 else "turns"
-        parts.append(f"{stats.dropped_turns} oldest {turns} left out to fit the context window")
-    return " · ".join(parts)

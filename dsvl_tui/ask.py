@@ -175,15 +175,13 @@ class _Ask:
     # -- the model -------------------------------------------------------------------------
 
     def _load(self, model: str) -> ChatBackend:
-        import engine
+        from dsvl_tui.answers import load_backend
         from dsvl_tui.loading import ProgressLines, describe_failure
 
-        options = self.request.options
         self.note(f"loading {model}")
         progress = None if self.request.quiet else ProgressLines(self.note)
         try:
-            return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
-                               progress=progress, compile=options.compile)
+            return load_backend(self.request.options, model, progress)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - any load failure is exit code 4 with one line

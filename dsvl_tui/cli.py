@@ -285,16 +285,17 @@ def main(argv: list[str] | None = None) -> None:
         from typer._click import exceptions as click_errors  # typer 0.26+ ships its own copy of click
     except ImportError:  # older typer: click itself
         from click import exceptions as click_errors  # type: ignore[no-redef]
+    from dsvl_tui.text import error_line
 
     try:
         code = app(args=argv, prog_name="dsvl-chat", standalone_mode=False)
     except click_errors.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "dsvl-chat"
-        message = " ".join(exc.format_message().split())
+        message = error_line(exc.format_message())
         print(f"error: {message} (see '{where} --help')", file=sys.stderr)
         sys.exit(exc.exit_code)
     except click_errors.ClickException as exc:
-        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        print(f"error: {error_line(exc.format_message())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:  # Abort lives in typer itself, not in its copy of click's exceptions
         sys.exit(130)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dsvl_tui import __version__
 from dsvl_tui.storage.paths import data_dir
-from dsvl_tui.text import printable
+from dsvl_tui.text import error_line, printable
 
 CRASH_LOG = "crash.log"
 MAX_LOG_BYTES = 1_000_000  # a log this big is started over rather than grown
@@ -32,7 +32,7 @@ def record(exc: BaseException) -> tuple[str, str | None]:
     if the log could not be written, the traceback to show instead.
     """
     details = "".join(traceback.format_exception(exc))
-    what = " ".join(printable(f"{type(exc).__name__}: {exc}").split())[:300]
+    what = error_line(printable(f"{type(exc).__name__}: {exc}"))
     path = None
     try:
         path = crash_log()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dsvl_tui.text import error_line
 from engine.errors import EngineError
 from engine.types import ChatBackend
 
@@ -47,9 +48,8 @@ class ProgressLines:
 def describe_failure(exc: BaseException) -> str:
     """One line for a failed load: the engine's own message, or the exception's type and text."""
     if isinstance(exc, EngineError):
-        return str(exc)
-    text = " ".join(str(exc).split())[:200]
-    return f"failed to load the model: {type(exc).__name__}{': ' + text if text else ''}"
+        return error_line(exc)
+    return f"failed to load the model: {error_line(exc)}"
 
 
 class ModelSlot:

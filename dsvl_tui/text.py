@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+ERROR_LIMIT = 300  # characters of an error line, past which it is cut
+
 # Escape sequences, each matched whole so that no parameter bytes ("[31m",
 # "]0;title") are left behind as text:
 # - a control string: OSC (ESC ] or 0x9D), DCS (ESC P, 0x90), SOS (ESC X,
@@ -65,3 +67,22 @@ def valid_text(text: str) -> str:
     if not _SURROGATE.search(text):
         return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def error_line(error: BaseException | str, limit: int = ERROR_LIMIT) -> str:
+    """An error as one line for the user: every run of whitespace becomes one space.
+
+    A string is cut to ``limit`` characters. An ``engine.EngineError`` is the
+    engine's own message, written for the user, and kept whole (its type's
+    name if it has none); any other exception is ``"TypeName: message"`` cut
+    to ``limit``, or its type's name alone. The one helper for error lines in
+    ``dsvl_tui`` (``engine`` keeps its own, as it imports nothing from here).
+    """
+    if isinstance(error, str):
+        return " ".join(error.split())[:limit]
+    from engine.errors import EngineError
+
+    text = " ".join(str(error).split())
+    if isinstance(error, EngineError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}"[:limit] if text else type(error).__name__

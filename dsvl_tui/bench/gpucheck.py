@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
         "big": lambda: run_big(device, args.dry_run, args.work),
     }
+    from dsvl_tui.text import error_line
+
     outcomes: dict[str, dict[str, Any]] = {}
     for part in parts:
         part_started = time.perf_counter()
@@ -330,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes[part] = steps[part]()
         except Exception as exc:  # noqa: BLE001 - one failed part must not cost the others' figures
             traceback.print_exc()
-            outcomes[part] = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            outcomes[part] = {"ok": False, "error": error_line(exc)}
         outcomes[part]["seconds"] = time.perf_counter() - part_started
     figures: dict[str, Any] = {}
     for outcome in outcomes.values():

@@ -39,7 +39,7 @@ from dsvl_tui.conversation import ChatMessage, Conversation
 from dsvl_tui.loading import EngineFactory, ModelSlot
 from dsvl_tui.options import Options
 from dsvl_tui.repl.input import SlashCompleter, key_bindings
-from dsvl_tui.text import printable, valid_text
+from dsvl_tui.text import error_line, printable, valid_text
 
 T = TypeVar("T")
 
@@ -69,11 +69,11 @@ def colour_terminal(stream: TextIO) -> bool:
 
 
 def default_engine_factory(options: Options) -> EngineFactory:
+    """The REPL's ``ModelSlot`` loads through ``answers.load_backend``, as every front end does."""
     def load(model: str, progress: Callable[[Any], None]) -> ChatBackend:
-        import engine
+        from dsvl_tui.answers import load_backend
 
-        return engine.load(model, device=options.device, dtype=options.dtype, revision=options.revision,
-                           progress=progress, compile=options.compile)
+        return load_backend(options, model, progress)
 
     return load
 
@@ -252,7 +252,7 @@ class Repl:
             except CommandError as exc:
                 self.error(str(exc))
             except Exception as exc:  # noqa: BLE001 - a broken command must not end the session
-                self.error(f"{text.split()[0]} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+                self.error(f"{text.split()[0]} failed: {error_line(exc)}")
             if self._conversation is not conversation or self._conversation.updated != updated:
                 self._autosave()  # /undo, /load, /regenerate...
             return

@@ -34,7 +34,7 @@ from dsvl_tui.storage import atomic
 from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS, Autosaver
 from dsvl_tui.storage.config import load_config, save_config
 from dsvl_tui.storage.prompt_history import PromptHistory
-from dsvl_tui.text import printable
+from dsvl_tui.text import error_line, printable
 from dsvl_tui.tui import heap, image_protocols
 from dsvl_tui.tui import workers as gen
 from dsvl_tui.tui.palette import SlashCommands
@@ -268,7 +268,7 @@ class DsvlApp(App[int]):
         except CommandError as exc:
             self.session.error(str(exc))
         except Exception as exc:  # noqa: BLE001 - a command's bug must not end the app
-            self.session.error(f"{line.split()[0]} failed: {gen.one_line(exc)}")
+            self.session.error(f"{line.split()[0]} failed: {error_line(exc)}")
         self.autosave(self.active.conversation)
         self.call_later(self.sync_pane, self.active)
 
@@ -327,7 +327,7 @@ class DsvlApp(App[int]):
             self.call_from_thread(self._read_done, lambda: self.session.error(problem))
             return
         except Exception as exc:  # noqa: BLE001 - a bug in a read must not end the app
-            problem = f"reading failed: {gen.one_line(exc)}"
+            problem = f"reading failed: {error_line(exc)}"
             self.call_from_thread(self._read_done, lambda: self.session.error(problem))
             return
         self.call_from_thread(self._read_done, lambda: then(result))
@@ -373,7 +373,7 @@ class DsvlApp(App[int]):
 
     @work(thread=True, group="generate", exit_on_error=False)
     def _generate(self, backend: ChatBackend, job: gen.Job) -> None:
-        gen.stream_answer(backend, job, self.post_message, self.autosaver.save, PARTIAL_SAVE_SECONDS)
+        gen.generate_answer(backend, job, self.post_message, self.autosaver.save, PARTIAL_SAVE_SECONDS)
 
     async def on_answer_chunk(self, message: gen.AnswerChunk) -> None:
         text = message.job.take()

@@ -1,6 +1,6 @@
 """Model loading and answer generation for the TUI, off the event loop.
 
-The thread bodies here (``load_model``, ``stream_answer``, ``measure_context``)
+The thread bodies here (``load_model``, ``generate_answer``, ``measure_context``)
 run in Textual thread workers and report only by posting messages (defined
 here, handled by the app), so they hold no widget and are easy to test. The
 ``AnswerQueue`` is the one line of answers across all panes: one generation
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 from dsvl_tui.conversation import ChatMessage, Conversation
+from dsvl_tui.text import error_line
 
 if TYPE_CHECKING:
     from dsvl_tui.options import Options
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
 
 Post = Callable[[Message], Any]
 _job_ids = itertools.count(1)
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as one line: the engine's own message, else the type and message."""
-    import engine
-
-    text = " ".join(str(exc).split())
-    if isinstance(exc, engine.EngineError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
 @dataclass(eq=False)
@@ -183,22 +174,21 @@ class ContextMeasured(Message):
 def load_model(load_id: int, model: str, options: Options, post: Post,
                loader: Callable[..., ChatBackend] | None = None) -> None:
     """Load ``model`` and post its progress, then ``ModelLoaded`` or ``ModelFailed``."""
-    import engine
+    from dsvl_tui.answers import load_backend
 
     def progress(event: Any) -> None:
         post(ModelProgress(load_id, getattr(event, "stage", ""), getattr(event, "done", 0),
                            getattr(event, "total", None), getattr(event, "message", "") or str(event)))
 
     try:
-        loaded = (loader or engine.load)(model, device=options.device, dtype=options.dtype,
-                                          revision=options.revision, progress=progress, compile=options.compile)
+        loaded = load_backend(options, model, progress, loader=loader)
     except Exception as exc:  # noqa: BLE001 - offline, bad folder, out of memory, a bug: all shown in the app
-        post(ModelFailed(load_id, one_line(exc)))
+        post(ModelFailed(load_id, error_line(exc)))
     else:
         post(ModelLoaded(load_id, loaded))
 
 
-def stream_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Callable[[Conversation], None] | None = None,
+def generate_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Callable[[Conversation], None] | None = None,
                   every: float = 1.0) -> None:
     """Generate ``job``'s answer on ``backend``, posting ``AnswerChunk``s and one ``AnswerDone``.
 
@@ -214,7 +204,7 @@ def stream_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Callab
         stream = backend.stream(conversation.engine_messages(), conversation.settings,
                                 system=conversation.system, cancel=job.cancel, cache_key=conversation.id)
     except Exception as exc:  # noqa: BLE001 - raised before any compute: the input is at fault
-        post(AnswerDone(job, "", None, False, one_line(exc), rejected=True))
+        post(AnswerDone(job, "", None, False, error_line(exc), rejected=True))
         return
     try:
         stats = getattr(stream, "stats", None)
@@ -229,7 +219,7 @@ def stream_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Callab
                     checkpoint(snapshot)
         stats = getattr(stream, "stats", stats)
     except Exception as exc:  # noqa: BLE001 - bad image, out of memory, a bug: shown in the pane
-        error = one_line(exc)
+        error = error_line(exc)
     stopped = job.cancel.is_set() or getattr(stats, "stop_reason", None) == "cancelled"
     post(AnswerDone(job, "".join(parts), stats, stopped and error is None, error))
 

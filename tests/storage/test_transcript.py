@@ -671,7 +671,8 @@ def test_markdown_export(tmp_path):
     green = hashlib.sha256(_png_bytes("green")).hexdigest()
     assert f"![green.png](chat.images/{green}.png)" in text and (path.parent / "chat.images" / f"{green}.png").is_file()
     assert "_[image missing: lost.png]_" in text
-    assert "<sub>11 tokens · 41.5 tok/s · first token 0.25 s</sub>" in text
+    assert ("<sub>11 tokens · 41.5 tok/s · first token 0.25 s"
+            " · 1 oldest turn left out to fit the context window</sub>") in text
     assert "<sub>stopped · 4 tokens</sub>" in text and "**Error:** CUDA out of memory" in text
     assert "What is in these two pictures?\nBe brief." in text
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.stats import stats_line
 from dsvl_tui.storage.atomic import atomic_write_bytes, is_temp_file
 from dsvl_tui.storage.paths import data_dir
 from dsvl_tui.storage.transcript.format import FORMAT, VERSION, TranscriptError
@@ -150,7 +151,7 @@ def _markdown(conv: Conversation, path: Path, images: ImageFolder) -> str:
             out += [message.text.rstrip("\n"), ""]
         if message.error:
             out += [f"**Error:** {_inline(message.error)}", ""]
-        notes = ["stopped" if message.stopped else "", _stats_line(message)]
+        notes = ["stopped" if message.stopped else "", stats_line(message.stats, "markdown")]
         if any(notes):
             out += ["<sub>" + " · ".join(n for n in notes if n) + "</sub>", ""]
     return "\n".join(out).rstrip("\n") + "\n"
@@ -170,20 +171,6 @@ def _image_line(att: Attachment, path: Path, images: ImageFolder) -> str:
     except ValueError:  # another drive
         link = target.as_uri()
     return f"![{label}]({quote(link, safe='/:')})"
-
-
-def _stats_line(message) -> str:
-    stats = message.stats
-    if stats is None:
-        return ""
-    parts = [f"{stats.new_tokens} tokens"]
-    if stats.time_to_first_token is not None:
-        parts.append(f"{stats.time_to_first_token:.2f} s to first token")
-    if stats.tokens_per_second is not None:
-        parts.append(f"{stats.tokens_per_second:.1f} tokens/s")
-    if stats.stop_reason == "length":
-        parts.append("cut at the token limit")
-    return " · ".join(parts)
 
 
 def _when(epoch: float) -> str:

@@ -15,22 +15,10 @@ from textual.reactive import reactive
 from textual.widgets import Label
 
 from dsvl_tui.conversation import ChatMessage
+from dsvl_tui.stats import stats_line
 from dsvl_tui.text import printable
 from dsvl_tui.tui.widgets._markdown_view import MarkdownView
 from engine.types import GenerationStats
-
-
-def stats_line(stats: GenerationStats | None) -> str:
-    if stats is None or not stats.new_tokens:
-        return ""
-    parts = [f"{stats.new_tokens} tokens"]
-    if stats.tokens_per_second:
-        parts.append(f"{stats.tokens_per_second:.1f} tok/s")
-    if stats.time_to_first_token is not None:
-        parts.append(f"first token {stats.time_to_first_token:.2f}s")
-    if stats.dropped_turns:
-        parts.append(f"{stats.dropped_turns} old turn(s) left out to fit")
-    return " \u00b7 ".join(parts)
 
 
 class AssistantMessage(Vertical):
@@ -144,7 +132,7 @@ class AssistantMessage(Vertical):
     def _final_marker(stats: GenerationStats | None, stopped: bool, error: str | None) -> str:
         if error:
             return f"error: {error}"
-        line = stats_line(stats)
+        line = stats_line(stats, "pane")
         if stopped:
             return "stopped" + (f" \u00b7 {line}" if line else "")
         return line
