@@ -1,10 +1,9 @@
-"""The app's Textual themes and stylesheet.
+"""The app's Textual themes, as data.
 
 Themes are data: each ``*.json`` file in this folder describes one
 ``textual.theme.Theme`` (its fields by name). ``load_themes()`` reads and
 validates them; the app registers them beside Textual's built-in themes.
-``STYLESHEET`` is the app's layout stylesheet (colours come from theme
-variables only, so every theme restyles it).
+The app's layout stylesheet lives beside the app (``dsvl_tui/tui/app.tcss``).
 
 Importing this package imports nothing from Textual.
 """
@@ -22,7 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from textual.theme import Theme
 
 THEMES_DIR = pathlib.Path(__file__).parent
-STYLESHEET = THEMES_DIR / "dsvl.tcss"
 DEFAULT_THEME = "dsvl-night"
 MAX_THEME_BYTES = 1 << 20  # a theme is a few hundred bytes
 

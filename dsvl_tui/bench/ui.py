@@ -319,12 +319,12 @@ def _host(probe: Probe):
     from textual._compositor import CompositorUpdate
     from textual.app import App, ComposeResult
 
-    import themes
     from dsvl_tui.conversation import Conversation
+    from dsvl_tui.tui.app import STYLESHEET
     from dsvl_tui.tui.widgets import ChatPane
 
     class Host(App[None]):
-        CSS_PATH = str(themes.STYLESHEET)
+        CSS_PATH = str(STYLESHEET)
 
         def compose(self) -> ComposeResult:
             yield ChatPane(Conversation(), id="pane")

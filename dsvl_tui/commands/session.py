@@ -7,12 +7,33 @@ front ends (and the command palette) run the very same commands.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from dsvl_tui.conversation import Conversation
 
+if TYPE_CHECKING:  # pragma: no cover
+    from dsvl_tui.storage.journal import JournalEntry
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RecentConversation:
+    """One journaled conversation as ``/resume`` offers it."""
+
+    entry: JournalEntry
+    title: str
+    detail: str  # "4 messages, 2 hours ago"
+
+
+@dataclass(frozen=True)
+class HelpSection:
+    """A titled list for ``/help``: (what to type or press, what it does)."""
+
+    title: str
+    rows: tuple[tuple[str, str], ...]
 
 
 class Session(Protocol):
@@ -51,6 +72,14 @@ class Session(Protocol):
         """Run ``read`` (file work of unbounded length: a transcript, the journal) where it cannot freeze
         the screen, then ``then(result)`` on the front end's own thread. A ``CommandError`` raised by
         either is shown as an error line."""
+
+    def choose_conversation(self, choices: Sequence[RecentConversation],
+                            open: Callable[[RecentConversation], None]) -> None:
+        """Offer ``choices`` (newest first) to pick from; ``open(choice)`` opens the one picked. The TUI
+        shows a list with a preview; the REPL prints them numbered, for ``/resume N``."""
+
+    def show_help(self, sections: Sequence[HelpSection]) -> None:
+        """Show ``sections`` (the commands) with the front end's own keys."""
 
     def new_pane(self) -> None:
         ...

@@ -31,10 +31,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dsvl_tui.commands.registry import CommandError, registry
+from dsvl_tui.commands.session import HelpSection, RecentConversation
 from dsvl_tui.conversation import ChatMessage, Conversation
 from dsvl_tui.loading import EngineFactory, ModelSlot
 from dsvl_tui.options import Options
@@ -168,6 +169,21 @@ class Repl:
         loaded = self._slot.model
         if conversation.model and loaded and conversation.model != loaded:
             self.info(f"note: this conversation used {conversation.model}; /model {conversation.model} switches to it")
+
+    def choose_conversation(self, choices: Sequence[RecentConversation],
+                            open: Callable[[RecentConversation], None]) -> None:
+        """Print ``choices`` numbered; the user opens one with ``/resume N``."""
+        lines = ["recent conversations (/resume N opens one):"]
+        lines += [f"{number:>3}. {c.title} ({c.detail})" for number, c in enumerate(choices, 1)]
+        self.info("\n".join(lines))
+
+    def show_help(self, sections: Sequence[HelpSection]) -> None:
+        """Print each section's rows aligned, then the REPL's keys."""
+        blocks = []
+        for section in sections:
+            width = min(max((len(key) for key, _ in section.rows), default=0), 34)
+            blocks.append("\n".join(f"{key:<{width}}  {does}" for key, does in section.rows))
+        self.info("\n\n".join([*blocks, self.key_help]))
 
     def new_pane(self) -> None:
         self._require_idle("start a new conversation")

@@ -1,4 +1,4 @@
-"""The Textual app: conversation tabs, the input box, the status bar and the footer.
+"""The Textual app: the model, the answer queue, autosave; its main screen (``screens.MainScreen``) holds the tabs.
 
 The first screen paints at once; the model loads in a thread worker and
 reports progress as messages. Answers go through one ``AnswerQueue`` (one
@@ -15,15 +15,14 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual import on, work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.app import App
 from textual.driver import Driver
 from textual.message import Message
 from textual.notifications import SeverityLevel
-from textual.widgets import Footer
 
 import themes
 from dsvl_tui.commands import builtin as builtin_commands  # importing it fills the registry
@@ -38,6 +37,7 @@ from dsvl_tui.text import error_line, printable
 from dsvl_tui.tui import heap, image_protocols
 from dsvl_tui.tui import workers as gen
 from dsvl_tui.tui.palette import SlashCommands
+from dsvl_tui.tui.screens import MainScreen
 from dsvl_tui.tui.session import TuiSession
 from dsvl_tui.tui.widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
 
@@ -64,24 +64,18 @@ class Journaled(Message):
 # Signals that end the app the way Ctrl+Q does (the answer being generated is journaled as stopped).
 _END_SIGNALS = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
 
+STYLESHEET = Path(__file__).with_name("app.tcss")  # the app's layout; colours come from theme variables only
+
 
 class DsvlApp(App[int]):
     """Chat with a DeepSeek-VL model in several conversation tabs."""
 
-    CSS_PATH = str(themes.STYLESHEET)
+    CSS_PATH = STYLESHEET.name
     TITLE = "dsvl-chat"
     COMMANDS = App.COMMANDS | {SlashCommands}
-    BINDINGS = [
-        Binding("escape", "stop", "Stop"),
-        Binding("ctrl+n", "new_pane", "New"),
-        Binding("ctrl+w", "close_pane", "Close", priority=True),
-        Binding("ctrl+pagedown,alt+right", "next_pane", "Next tab", show=False),
-        Binding("ctrl+pageup,alt+left", "previous_pane", "Previous tab", show=False),
-        Binding("ctrl+o", "attach", "Image"),
-        Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False),
-        Binding("f1", "slash('/help')", "Help"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-    ]
+    # Keys: the main screen's (``MainScreen.BINDINGS``); Textual's App binds Ctrl+Q to quit on every screen.
+    MODES = {"main": MainScreen}
+    DEFAULT_MODE = "main"
 
     def __init__(self, options: Options | None = None, *, loader: Callable[..., ChatBackend] | None = None) -> None:
         super().__init__()
@@ -130,15 +124,6 @@ class DsvlApp(App[int]):
             self._exception_event.set()
         self.exit(return_code=1, message=line if details is None else f"{line}\n{details}")
 
-    def compose(self) -> ComposeResult:
-        yield ConversationTabs(self._new_conversation(), id="tabs")
-        prompt = PromptInput(id="prompt")
-        prompt.path_suffixes, prompt.argument_choices = builtin_commands.PATH_SUFFIXES, self._argument_choices
-        prompt.remember = self.prompt_history.append
-        yield prompt
-        yield StatusBar(id="status")
-        yield Footer()
-
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, lambda theme: self._remember(theme=theme.name))
         if self.options.theme:
@@ -155,35 +140,35 @@ class DsvlApp(App[int]):
         if self.options.resume:
             self.run_command("/resume")
 
-    def _argument_choices(self, command: str) -> list[str]:
+    def argument_choices(self, command: str) -> list[str]:
+        """What the input box completes after ``/command ``."""
         if command == "theme":
             return sorted(self.available_themes)
         return builtin_commands.argument_choices(command, "tui")
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The app's keys act on the main screen only (not in the palette or another modal)."""
-        if action in ("stop", "close_pane", "new_pane", "next_pane", "previous_pane", "attach", "slash"):
-            return len(self.screen_stack) == 1
-        return True
+    @property
+    def main(self) -> MainScreen:
+        """The main screen: the bottom of the screen stack (modal screens go over it)."""
+        return cast(MainScreen, self.screen_stack[0])
 
     @property
     def prompt(self) -> PromptInput:
-        return self.query_one("#prompt", PromptInput)
+        return self.main.query_one("#prompt", PromptInput)
 
     @property
     def status(self) -> StatusBar:
-        return self.query_one("#status", StatusBar)
+        return self.main.query_one("#status", StatusBar)
 
     @property
     def tabs(self) -> ConversationTabs:
-        return self.query_one("#tabs", ConversationTabs)
+        return self.main.query_one("#tabs", ConversationTabs)
 
     @property
     def active(self) -> ChatPane:
         return self.tabs.active
 
     # -- panes ----------------------------------------------------------------
-    def _new_conversation(self) -> Conversation:
+    def new_conversation(self) -> Conversation:
         return Conversation(system=self.options.system, settings=replace(self.options.settings),
                             model=self.options.model)
 
@@ -207,22 +192,18 @@ class DsvlApp(App[int]):
             self.tabs.add(conversation)
             self.call_later(self.sync_pane, self.active)
 
-    def action_new_pane(self) -> None:
-        self.tabs.add(self._new_conversation())
+    def new_pane(self) -> None:
+        self.tabs.add(self.new_conversation())
         self.call_later(self.sync_pane, self.active)
 
-    def action_close_pane(self) -> None:
+    def close_pane(self) -> None:
         self._withdraw(self.active)
         if self.tabs.close(self.active) is None:
-            self.tabs.add(self._new_conversation())
+            self.tabs.add(self.new_conversation())
         self.call_later(self.sync_pane, self.active)
 
-    def action_next_pane(self) -> None:
-        self.tabs.step(+1)
-        self.prompt.focus()
-
-    def action_previous_pane(self) -> None:
-        self.tabs.step(-1)
+    def step_pane(self, offset: int) -> None:
+        self.tabs.step(offset)
         self.prompt.focus()
 
     async def sync_pane(self, pane: ChatPane, force: bool = False) -> None:
@@ -277,12 +258,6 @@ class DsvlApp(App[int]):
             self.session.set_input(f"/{name} ")
         else:
             self.run_command(f"/{name}")
-
-    def action_slash(self, line: str) -> None:
-        self.run_command(line)
-
-    def action_attach(self) -> None:
-        self.session.set_input("/image ")
 
     # -- answers ----------------------------------------------------------------
     def send(self, text: str) -> None:
@@ -406,7 +381,8 @@ class DsvlApp(App[int]):
         elif job is not None and self.queue.withdraw(job):
             self.post_message(gen.AnswerDone(job, "", None, True, None))
 
-    def action_stop(self) -> None:
+    def stop(self) -> None:
+        """Stop the active pane's answer (Esc, ``/stop``)."""
         self._withdraw(self.active)
 
     # -- the model ---------------------------------------------------------------

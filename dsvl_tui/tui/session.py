@@ -8,9 +8,11 @@ input text) changes immediately.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from dsvl_tui.commands.registry import CommandError
+from dsvl_tui.commands.session import HelpSection, RecentConversation
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.tui.clipboard import osc52
 
@@ -18,12 +20,6 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp
-
-
-KEY_HELP = """keys: Enter send · Ctrl+J new line (Shift+Enter, Alt+Enter where the terminal reports them)
-Up/Down earlier prompts · Tab or Right complete · PgUp/PgDn scroll · Esc stop the answer
-Ctrl+N new tab · Ctrl+W close tab · Alt+Right/Left (Ctrl+PgDn/PgUp) next/previous tab
-Ctrl+O attach an image · Ctrl+R regenerate · Ctrl+P palette · F1 help · Ctrl+Q quit"""
 
 
 class TuiSession:
@@ -52,7 +48,7 @@ class TuiSession:
         return self.app.queue.for_pane(self.app.active) is not None
 
     def stop_generation(self) -> None:
-        self.app.action_stop()
+        self.app.stop()
 
     def refresh(self) -> None:
         self.app.call_later(self.app.sync_pane, self.app.active, True)
@@ -63,19 +59,41 @@ class TuiSession:
     def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
         self.app.read_then(read, then)
 
+    def choose_conversation(self, choices: Sequence[RecentConversation],
+                            open: Callable[[RecentConversation], None]) -> None:
+        """A modal list of ``choices`` with a preview of the highlighted one; Enter opens it."""
+        from dsvl_tui.tui.screens import ResumeScreen
+
+        def chosen(choice: RecentConversation | None) -> None:
+            if choice is None:
+                return
+            try:
+                open(choice)
+            except CommandError as exc:
+                self.error(str(exc))
+
+        self.app.push_screen(ResumeScreen(choices), chosen)
+
+    def show_help(self, sections: Sequence[HelpSection]) -> None:
+        """A modal with the keys (from the bindings and the input box's key table), then ``sections``."""
+        from textual.binding import Binding
+
+        from dsvl_tui.tui.screens import HelpScreen, MainScreen, binding_rows, docstring_keys
+        from dsvl_tui.tui.widgets import PromptInput
+
+        palette = self.app.COMMAND_PALETTE_BINDING
+        keys = [*binding_rows(MainScreen.BINDINGS), *docstring_keys(PromptInput),
+                *binding_rows([Binding(palette, "command_palette", "command palette (every slash command)")])]
+        self.app.push_screen(HelpScreen([HelpSection("Keys", tuple(keys)), *sections]))
+
     def new_pane(self) -> None:
-        self.app.action_new_pane()
+        self.app.new_pane()
 
     def close_pane(self) -> None:
-        self.app.action_close_pane()
+        self.app.close_pane()
 
     def switch_pane(self, offset: int) -> None:
         self.app.tabs.step(offset)
-
-    @property
-    def key_help(self) -> str:
-        """The app's keys, for ``/help``."""
-        return KEY_HELP
 
     def change_model(self, model: str) -> None:
         self.app.load_model(model)

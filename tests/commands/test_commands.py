@@ -32,7 +32,9 @@ class Recorder:
         self.calls: list[tuple] = []
         self.notices: list[str] = []
         self.input = ""
-        self.key_help = "keys: Enter sends"
+        self.help: list = []  # the sections /help showed
+        self.choices: list = []  # what /resume offered
+        self.open_choice = None
 
     def info(self, message: str) -> None:
         self.notices.append(message)
@@ -61,6 +63,12 @@ class Recorder:
     def open_conversation(self, conversation: Conversation) -> None:
         self.calls.append(("open", conversation))
         self.conversation = conversation
+
+    def choose_conversation(self, choices, open) -> None:
+        self.choices, self.open_choice = list(choices), open
+
+    def show_help(self, sections) -> None:
+        self.help = list(sections)
 
     def new_pane(self) -> None:
         self.calls.append(("new_pane",))
@@ -156,11 +164,15 @@ def test_quit_and_its_alias(session) -> None:
     assert session.calls == [("quit",), ("quit",)]
 
 
-def test_help_lists_the_front_ends_commands_and_keys(session) -> None:
+def test_help_shows_the_front_ends_commands(session) -> None:
     session.run("/help")
-    text = session.notices[-1]
-    assert "/image PATH..." in text and "/set [KEY [VALUE]]" in text and "keys: Enter sends" in text
-    assert "/theme" not in text  # tui only
+    [section] = session.help
+    usages = [usage for usage, _ in section.rows]
+    assert section.title == "Commands" and usages == [c.usage for c in registry.commands("repl")]
+    assert "/image PATH... | /image clear" in usages and "/set [KEY [VALUE]]" in usages
+    assert not [u for u in usages if u.startswith("/theme")]  # tui only
+    undo = registry.get("undo")
+    assert undo is not None and (undo.usage, undo.summary) in section.rows
     session.run("/help set")
     assert session.notices[-1].startswith("/set [KEY [VALUE]]:") and "max_new_tokens" in session.notices[-1]
     assert "did you mean /save?" in _error(session, "/help sav")
@@ -379,12 +391,13 @@ def test_resume_lists_and_opens_recent_conversations(session) -> None:
         _turn(conv, title)
         assert Journal().record(conv) is None
     session.run("/resume")
-    lines = session.notices[-1].splitlines()
-    assert lines[0].startswith("recent conversations")
-    assert len(lines) == 3 and "(2 messages, just now)" in lines[1]
-    session.run("/resume 2")
+    assert [(c.title, c.detail) for c in session.choices] == [("newer", "2 messages, just now"),
+                                                             ("older", "2 messages, just now")]
+    session.open_choice(session.choices[1])  # what the TUI's list does on Enter
     (_, opened), = session.calls
-    assert opened.messages[0].text in ("older", "newer")
+    assert opened.messages[0].text == "older" and session.notices[-1].startswith("resumed older")
+    session.run("/resume 1")
+    assert session.calls[-1][1].messages[0].text == "newer"
     assert _error(session, "/resume 9") == "no conversation 9; /resume lists 2"
     assert _error(session, "/resume x") == "usage: /resume [N]"
 

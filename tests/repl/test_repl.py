@@ -157,8 +157,20 @@ def test_save_and_load_round_trip(backend, tmp_path) -> None:
 def test_answers_are_autosaved_and_resumable(backend) -> None:
     drive("remember me\r", backend)
     run = drive("/resume\r/resume 1\r", backend)
-    assert "remember me (2 messages" in run.err
+    assert "recent conversations (/resume N opens one):\n  1. remember me (2 messages, just now)" in run.err
     assert run.messages[0].text == "remember me"
+
+
+def test_help_prints_the_commands_then_the_keys(backend) -> None:
+    from dsvl_tui.commands.registry import registry
+    from dsvl_tui.repl.app import KEY_HELP
+
+    run = drive("/help\r/help undo\r", backend)
+    usages = [c.usage for c in registry.commands("repl")]
+    listed = [line.split("  ")[0] for line in run.err.splitlines() if line.startswith("/")]
+    assert listed[:len(usages)] == usages  # one aligned line each, in the registry's order
+    assert KEY_HELP in run.err and "/theme" not in run.err
+    assert "/undo: " in run.err  # /help COMMAND: one notice
 
 
 # --- keys, cancel, loading -------------------------------------------------------------------

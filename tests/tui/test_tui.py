@@ -24,6 +24,7 @@ from dsvl_tui.storage.paths import history_file
 from dsvl_tui.storage.prompt_history import PromptHistory
 from dsvl_tui.text import printable
 from dsvl_tui.tui.app import DsvlApp, run_tui
+from dsvl_tui.tui.screens import HelpScreen, MainScreen, ResumeScreen, key_names
 from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
 from engine.fixtures import write_checkpoint
 
@@ -443,11 +444,14 @@ async def test_system_set_model_help_copy_stop_resume(tiny, tmp_path):
         conversation = app.active.conversation
         assert conversation.system == "You are terse." and conversation.settings.temperature == 0.5
         await type_line(pilot, "/help")
-        await pilot.pause()
-        help_text = notices(app, error=False)[-1]
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         for command in registry.commands("tui"):
-            assert command.usage in help_text
-        assert "Ctrl+J" in help_text
+            assert command.usage in app.screen.text
+        assert "Ctrl+J" in app.screen.text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.main)
+        await type_line(pilot, "/help set")  # one command: a notice
+        assert notices(app, error=False)[-1].startswith("/set [KEY [VALUE]]:")
         await type_line(pilot, "hi")
         await answered(pilot)
         await type_line(pilot, "/copy")
@@ -455,7 +459,9 @@ async def test_system_set_model_help_copy_stop_resume(tiny, tmp_path):
         await type_line(pilot, "/stop")
         assert "nothing is being generated" in notices(app, error=True)[-1]
         await type_line(pilot, "/resume")
-        await wait_for(pilot, lambda: any("recent conversations" in n for n in notices(app)))
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.main)
         await type_line(pilot, f"/model {other}")
         await wait_for(pilot, lambda: app.engine.info.model_id == str(other))
         assert app.status.model == str(other) and conversation.model == str(other)
@@ -555,9 +561,9 @@ async def test_keys_attach_regenerate_help_quit(tiny):
         await wait_for(pilot, lambda: answers(app.active) and answers(app.active)[0] is not first
                        and app.queue.for_pane(app.active) is None)
         await pilot.press("f1")
-        await pilot.pause()
-        assert "/regenerate" in notices(app)[-1]
-        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert "/regenerate" in app.screen.text
+        await pilot.press("ctrl+q")  # quits from a modal screen too
         await pilot.pause()
     assert app.return_code == 0
 
@@ -704,6 +710,121 @@ async def test_palette_lists_every_command_and_runs_one():
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.prompt.text == "/image ")
+
+
+# --- modal screens: help and /resume ---------------------------------------------------------
+
+
+@run_async
+async def test_f1_help_lists_every_binding_and_command_and_the_main_keys_wait_under_it():
+    from dsvl_tui.tui.widgets import PromptInput
+
+    app = scripted_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = app.screen.text
+        for binding in MainScreen.BINDINGS:
+            assert key_names(binding.key) in text and (binding.tooltip or binding.description.lower()) in text
+        for key in ("Ctrl+P", "Enter", "Ctrl+J", "Up / Down", "Tab or Right"):  # the palette, the input box
+            assert key in text
+        assert "Up / Down" in PromptInput.__doc__
+        for command in registry.commands("tui"):
+            assert f"{command.usage}  " in text and command.summary in text
+        assert "/regenerate" in screen_text(app)
+        await pilot.press("ctrl+n")  # the main screen's keys wait while a modal is on top
+        await pilot.pause()
+        assert len(app.tabs.panes) == 1
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.main)
+        assert app.queue.running is None and len(app.tabs.panes) == 1
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("f1")  # F1 closes it too
+        await wait_for(pilot, lambda: app.screen is app.main)
+
+
+def _journal_two() -> list[Conversation]:
+    import time as clock
+
+    from dsvl_tui.storage.journal import Journal
+
+    made = []
+    for number, (first, last) in enumerate([("older question", "older answer"), ("newer question", "newer answer")]):
+        conversation = Conversation(title=first)
+        conversation.add_user(first)
+        conversation.add_answer(f"middle {number}")
+        conversation.add_user("and then?")
+        conversation.add_answer(last)
+        assert Journal().record(conversation) is None
+        made.append(conversation)
+        clock.sleep(0.02)  # distinct modification times: newest first
+    return made
+
+
+@run_async
+async def test_resume_opens_a_list_whose_preview_follows_and_enter_opens_a_tab():
+    older, newer = _journal_two()
+    app = scripted_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, "hello")
+        await answered(pilot)  # the active tab is not empty: the resumed one opens in a new tab
+        await type_line(pilot, "/resume")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen))
+        modal = app.screen
+        titles = [c.title for c in modal.choices]
+        assert titles.index("newer question") < titles.index("older question")  # newest first
+        listed = screen_text(app)
+        assert "newer question" in listed and "4 messages, just now" in listed
+        index = titles.index("newer question")
+        for _ in range(index):
+            await pilot.press("down")
+        await wait_for(pilot, lambda: "newer answer" in modal.preview)
+        assert "newer question" in modal.preview and "2 messages between" in modal.preview
+        await pilot.press("down")  # the preview follows the highlight
+        await wait_for(pilot, lambda: "older answer" in modal.preview)
+        assert modal.previewed is not None and modal.previewed.title == "older question"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is app.main and len(app.tabs.panes) == 2)
+        await wait_for(pilot, lambda: app.active.conversation.id == older.id)
+        assert [m.text for m in app.active.conversation.messages][-1] == "older answer"
+        assert any("resumed older question" in n for n in notices(app))
+
+
+@run_async
+async def test_resume_list_closes_with_escape_and_resume_n_still_opens():
+    older, newer = _journal_two()
+    app = scripted_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/resume")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.main)
+        assert len(app.tabs.panes) == 1 and app.active.conversation.is_empty
+        await type_line(pilot, "/resume 1")
+        await wait_for(pilot, lambda: app.active.conversation.id == newer.id)
+
+
+@run_async
+async def test_every_rule_of_the_app_stylesheet_matches_a_widget():
+    from textual.css.stylesheet import Stylesheet
+
+    from dsvl_tui.tui.app import STYLESHEET
+
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        sheet = Stylesheet(variables=app.get_css_variables())
+        sheet.add_source(STYLESHEET.read_text(), read_from=(str(STYLESHEET), ""))
+        sheet.parse()
+        assert len(sheet.rules) >= 3
+        for rule in sheet.rules:
+            for selector_set in rule.selector_set:
+                css = selector_set.css
+                assert app.main.query(css) or css in app.main._css_type_names, f"{css} matches nothing"
 
 
 # --- autosave: journal first, then draw; partial answers on quit, signals and as they stream -----

@@ -336,7 +336,7 @@ def test_app_themes_are_data_and_valid():
     assert {"dsvl-night", "dsvl-paper"} <= set(loaded)
     assert loaded["dsvl-night"].dark and not loaded["dsvl-paper"].dark
     assert themes.DEFAULT_THEME in loaded and "nord" in themes.theme_names()
-    assert themes.STYLESHEET.is_file()
+    assert not list(themes.THEMES_DIR.glob("*.tcss"))  # themes are data; the stylesheet is beside the app
 
 
 def test_bad_theme_file_is_named(tmp_path):
@@ -351,9 +351,11 @@ def test_bad_theme_file_is_named(tmp_path):
 def test_stylesheets_use_theme_variables_only():
     import re
 
-    from dsvl_tui.tui import widgets
+    from dsvl_tui.tui import screens, widgets
+    from dsvl_tui.tui.app import STYLESHEET
 
-    sources = [themes.STYLESHEET.read_text()] + [getattr(widgets, name).DEFAULT_CSS for name in widgets.__all__]
+    sources = [STYLESHEET.read_text()] + [getattr(widgets, name).DEFAULT_CSS for name in widgets.__all__]
+    sources += [screen.DEFAULT_CSS for screen in (screens.HelpScreen, screens.ResumeScreen)]
     for css in sources:
         assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|\b(red|blue|green|white|black)\b", css), css
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dsvl_tui.commands.builtin._shared import _words
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.commands.session import Session
+from dsvl_tui.commands.session import HelpSection, Session
 
 
 @registry.command("new", "Start a new conversation", "/new")
@@ -78,13 +78,8 @@ def help_command(session: Session, args: str) -> None:
             lines.append(" ".join(cmd.handler.__doc__.split()))
         session.info("\n".join(lines))
         return
-    commands = registry.commands(session.frontend)
-    width = min(max(len(c.usage) for c in commands), 34)
-    lines = [f"{c.usage:<{width}}  {c.summary}" for c in commands]
-    keys = getattr(session, "key_help", "")
-    if keys:
-        lines += ["", *keys.splitlines()]
-    session.info("\n".join(lines))
+    rows = tuple((c.usage, c.summary) for c in registry.commands(session.frontend))
+    session.show_help([HelpSection("Commands", rows)])
 
 
 @registry.command("quit", "Leave the app", "/quit", aliases=("exit",))

@@ -10,7 +10,7 @@ from typing import Any
 
 from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.commands.session import Session
+from dsvl_tui.commands.session import RecentConversation, Session
 from dsvl_tui.storage import atomic
 
 RESUME_LIMIT = 20
@@ -151,8 +151,8 @@ def export(session: Session, args: str) -> None:
 
 @registry.command("resume", "List recent conversations, or open one", "/resume [N]")
 def resume(session: Session, args: str) -> None:
-    """Every conversation is saved as you go; `/resume` lists the most recent ones and
-    `/resume N` opens number N."""
+    """Every conversation is saved as you go; `/resume` lists the most recent ones (in the
+    app: a list with a preview, Enter opens one) and `/resume N` opens number N."""
     words = args.split()
     if len(words) > 1 or (words and not words[0].isdigit()):
         raise CommandError("usage: /resume [N]")
@@ -161,24 +161,27 @@ def resume(session: Session, args: str) -> None:
 
     journal = Journal()
     entries = journal.recent(RESUME_LIMIT)
+
+    def open_entry(choice: RecentConversation) -> None:
+        entry = choice.entry
+
+        def opened(conv: Any) -> None:
+            copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
+            _open(session, transcript, conv, f"resumed {choice.title}{copy}")
+
+        session.read_then(lambda: _read(transcript, entry.path, lambda: journal.open(entry)), opened)
+
+    now = time.time()
+    choices = [RecentConversation(entry, entry.title or "untitled",
+                                  f"{_plural(entry.message_count, 'message')}, {_ago(entry.updated, now)}")
+               for entry in entries]
     if not words:
         if not entries:
             session.info("no saved conversations yet")
             return
-        now = time.time()
-        lines = ["recent conversations (/resume N opens one):"]
-        for number, entry in enumerate(entries, 1):
-            title = entry.title or "untitled"
-            lines.append(f"{number:>3}. {title} ({_plural(entry.message_count, 'message')}, {_ago(entry.updated, now)})")
-        session.info("\n".join(lines))
+        session.choose_conversation(choices, open_entry)
         return
     number = int(words[0])
     if not 1 <= number <= len(entries):
         raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
-    entry = entries[number - 1]
-
-    def opened(conv: Any) -> None:
-        copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
-        _open(session, transcript, conv, f"resumed {entry.title or 'untitled'}{copy}")
-
-    session.read_then(lambda: _read(transcript, entry.path, lambda: journal.open(entry)), opened)
+    open_entry(choices[number - 1])

@@ -1,0 +1,84 @@
+"""The main screen: the conversation tabs, the input box, the status bar and the footer, with their keys.
+
+The screen owns the keys that act on the conversations; they are inactive
+while a modal screen (the palette, help, ``/resume``'s list) is on top. The
+app owns what is app-wide (the model, the answer queue, autosave, Ctrl+Q).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from dsvl_tui.commands import builtin as builtin_commands
+from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dsvl_tui.tui.app import DsvlApp
+
+
+class MainScreen(Screen[None]):
+    """Where the user chats: one tab per conversation, the input box below, the status bar under it.
+
+    | Key | Does |
+    | --- | --- |
+    | Esc | stop the answer |
+    | Ctrl+N / Ctrl+W | new tab / close tab |
+    | Alt+Right / Alt+Left (Ctrl+PgDn / Ctrl+PgUp) | next / previous tab |
+    | Ctrl+O | start `/image ` |
+    | Ctrl+R | regenerate the last answer |
+    | F1 | help |
+    | Ctrl+Q | quit |
+    """
+
+    BINDINGS = [
+        # Ctrl+Q quits on every screen (Textual's App binds it); here to be shown, first as the footer has it.
+        Binding("ctrl+q", "app.quit", "Quit", priority=True, tooltip="quit (conversations are autosaved)"),
+        Binding("escape", "stop", "Stop", tooltip="stop the answer (what was written stays, marked stopped)"),
+        Binding("ctrl+n", "new_pane", "New", tooltip="new tab"),
+        Binding("ctrl+w", "close_pane", "Close", priority=True, tooltip="close the tab (it stays in /resume)"),
+        Binding("ctrl+pagedown,alt+right", "next_pane", "Next tab", show=False),
+        Binding("ctrl+pageup,alt+left", "previous_pane", "Previous tab", show=False),
+        Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
+        Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
+        Binding("f1", "slash('/help')", "Help", tooltip="this help"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        chat = self.chat
+        yield ConversationTabs(chat.new_conversation(), id="tabs")
+        prompt = PromptInput(id="prompt")
+        prompt.path_suffixes, prompt.argument_choices = builtin_commands.PATH_SUFFIXES, chat.argument_choices
+        prompt.remember = chat.prompt_history.append
+        yield prompt
+        yield StatusBar(id="status")
+        yield Footer()
+
+    @property
+    def chat(self) -> DsvlApp:
+        return cast("DsvlApp", self.app)
+
+    def action_stop(self) -> None:
+        self.chat.stop()
+
+    def action_new_pane(self) -> None:
+        self.chat.new_pane()
+
+    def action_close_pane(self) -> None:
+        self.chat.close_pane()
+
+    def action_next_pane(self) -> None:
+        self.chat.step_pane(+1)
+
+    def action_previous_pane(self) -> None:
+        self.chat.step_pane(-1)
+
+    def action_attach(self) -> None:
+        self.chat.session.set_input("/image ")
+
+    def action_slash(self, line: str) -> None:
+        self.chat.run_command(line)

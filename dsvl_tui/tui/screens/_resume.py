@@ -1,0 +1,133 @@
+"""``/resume``'s list as a modal screen: recent conversations, and a preview of the highlighted one.
+
+The preview (the first and last messages) is read from the journal entry in
+a thread worker, so a large entry never stalls the screen; only the latest
+highlighted entry's preview is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from dsvl_tui.commands.session import RecentConversation
+from dsvl_tui.text import printable
+
+PREVIEW_CHARS = 400  # of each message shown
+
+
+def _clip(text: str, limit: int = PREVIEW_CHARS) -> str:
+    text = " ".join(printable(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def preview_text(choice: RecentConversation) -> str:
+    """The first message and the last (with how many lie between) of a journal entry; reads the file."""
+    from dsvl_tui.storage.transcript.format import TranscriptError
+    from dsvl_tui.storage.transcript.read import read
+
+    try:
+        conversation, _, _ = read(choice.entry.path, trusted=True)
+    except TranscriptError as error:
+        return f"cannot preview: {error}"
+    messages = conversation.messages
+    if not messages:
+        return "(no messages)"
+    names = {"user": "You", "assistant": "DeepSeek-VL"}
+    shown = [messages[0]] if len(messages) == 1 else [messages[0], messages[-1]]
+    parts = [f"{names.get(m.role, m.role)}: {_clip(m.text)}" for m in shown]
+    between = len(messages) - len(shown)
+    if between:
+        parts.insert(1, f"\u2026 {between} message{'s' if between != 1 else ''} between \u2026")
+    return "\n\n".join(parts)
+
+
+class ResumeScreen(ModalScreen["RecentConversation | None"]):
+    """Pick a recent conversation: Up/Down move (the preview follows), Enter opens it, Esc closes.
+
+    | Key | Does |
+    | --- | --- |
+    | Up / Down | move |
+    | Enter | open the conversation in a tab |
+    | Esc | close |
+    """
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    DEFAULT_CSS = """
+    ResumeScreen {
+        align: center middle;
+        & > Vertical {
+            width: 90%;
+            max-width: 110;
+            height: 90%;
+            border: round $primary;
+            background: $surface;
+            padding: 0 1;
+        }
+        & .title {
+            width: 1fr;
+            text-style: bold;
+            color: $primary;
+        }
+        & OptionList {
+            height: 1fr;
+            min-height: 3;
+        }
+        & #preview {
+            height: 2fr;
+            border-top: solid $primary 50%;
+            color: $text-muted;
+            overflow-y: auto;
+        }
+    }
+    """
+
+    def __init__(self, choices: Sequence[RecentConversation]) -> None:
+        super().__init__()
+        self.choices = list(choices)
+        self.previewed: RecentConversation | None = None  # whose preview is shown
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Recent conversations (Enter opens, Esc closes)", classes="title")
+            yield OptionList(*(Option(Content(f"{printable(c.title)}  ({c.detail})")) for c in self.choices),
+                             id="choices")
+            yield Static("", id="preview")
+
+    def on_mount(self) -> None:
+        choices = self.query_one(OptionList)
+        choices.focus()
+        if self.choices:
+            choices.highlighted = 0
+
+    @property
+    def preview(self) -> str:
+        """The preview's text as shown."""
+        return str(self.query_one("#preview", Static).content)
+
+    @on(OptionList.OptionHighlighted)
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._read_preview(self.choices[event.option_index])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices[event.option_index])
+
+    @work(thread=True, exclusive=True, group="resume-preview", exit_on_error=False)
+    def _read_preview(self, choice: RecentConversation) -> None:
+        text = preview_text(choice)
+        self.app.call_from_thread(self._show_preview, choice, text)
+
+    def _show_preview(self, choice: RecentConversation, text: str) -> None:
+        if self.is_attached and self.query_one(OptionList).highlighted == self.choices.index(choice):
+            self.previewed = choice
+            self.query_one("#preview", Static).update(Content(text))
