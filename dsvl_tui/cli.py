@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsvl_tui import __version__
+from dsvl_tui.options import DEFAULT_MODEL, user_settings  # light: no engine imported until called
 
 if TYPE_CHECKING:
     from dsvl_tui.options import Options
-
-DEFAULT_MODEL = "deepseek-ai/deepseek-vl-1.3b-chat"
-SETTING_NAMES = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -89,7 +87,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     from dsvl_tui.options import Options
     from engine.types import GenerationSettings
 
-    settings = {key: values[key] for key in SETTING_NAMES if values.get(key) is not None}
+    settings = {key: values[key] for key in user_settings() if values.get(key) is not None}
     try:
         generation = GenerationSettings(**settings)
     except ValueError as exc:
@@ -147,10 +145,10 @@ def chat(
 
     Without a command: the full-screen app on a terminal, else (or with --plain) the plain REPL.
     """
-    values = {
+    given = locals()
+    values: dict[str, Any] = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
-        "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-        "max_new_tokens": max_new_tokens, "seed": seed, "compile": compile or None,
+        "compile": compile or None, **{name: given[name] for name in user_settings()},
     }
     ctx.obj = values
     if ctx.invoked_subcommand is not None:
@@ -192,18 +190,19 @@ def ask(
 
     Exit codes: 0 done, 2 usage error, 3 bad input (image, transcript, empty question), 4 model or generation failure, 130 interrupted.
     """
+    given = locals()
     from dsvl_tui.ask import AskRequest, run_ask
 
     mine = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
-        "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-        "max_new_tokens": max_new_tokens, "seed": seed, "compile": compile or None,  # a flag: given before or after ask
+        "compile": compile or None,  # a flag: given before or after ask
+        **{name: given[name] for name in user_settings()},
     }
     values = {**_given(ctx.obj or {}), **_given(mine)}
     request = AskRequest(
         options=build_options(values), question=question, images=list(image or []), json=json_output,
         transcript=transcript, quiet=quiet, model_given="model" in values, system_given="system" in values,
-        settings_given={key: values[key] for key in SETTING_NAMES if key in values},
+        settings_given={key: values[key] for key in user_settings() if key in values},
     )
     raise typer.Exit(run_ask(request))
 

@@ -163,6 +163,26 @@ def test_defaults(started) -> None:
     assert options.model == DEFAULT_MODEL and options.system is None and options.settings.max_new_tokens == 512
 
 
+def test_every_setting_of_the_engine_is_an_option_of_the_chat_and_of_ask(started) -> None:
+    import dataclasses
+
+    from dsvl_tui.options import user_settings
+    from engine.types import GenerationSettings
+
+    names = [f.name for f in dataclasses.fields(GenerationSettings) if f.name != "ignore_eos"]
+    assert list(user_settings()) == names
+    flags = [f"--{name.replace('_', '-')}" for name in names]
+    values = ["0.5", "0.5", "7", "1.5", "9", "4"]
+    argv = [part for pair in zip(flags, values, strict=True) for part in pair]
+    assert runner.invoke(app, [*argv, "--plain"]).exit_code == 0
+    assert runner.invoke(app, ["ask", *argv, "q"]).exit_code == 0
+    (_, options), (_, request) = started
+    expected = GenerationSettings(0.5, 0.5, 7, 1.5, 9, 4)
+    assert options.settings == expected and request.options.settings == expected
+    assert request.settings_given == {"temperature": 0.5, "top_p": 0.5, "top_k": 7, "repetition_penalty": 1.5,
+                                      "max_new_tokens": 9, "seed": 4}
+
+
 def test_a_bad_setting_exits_2_before_anything_starts(started) -> None:
     result = runner.invoke(app, ["--max-new-tokens", "0"])
     assert result.exit_code == 2 and started == []

@@ -13,19 +13,13 @@ from typing import TYPE_CHECKING, Any
 from dsvl_tui.commands.builtin._shared import _plural, _require_idle, _words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import Session
+from dsvl_tui.options import user_settings
 
 if TYPE_CHECKING:
     from dsvl_tui.conversation import Attachment
 
-#: Settings ``/set`` changes, with how their values are read.
-SETTING_TYPES: dict[str, type] = {
-    "temperature": float,
-    "top_p": float,
-    "top_k": int,
-    "repetition_penalty": float,
-    "max_new_tokens": int,
-    "seed": int,
-}
+#: Settings ``/set`` changes, with how their values are read: the engine's (``options.user_settings``).
+SETTING_TYPES: dict[str, type] = user_settings()
 
 
 def settings_text(settings: Any) -> str:
