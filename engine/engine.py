@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
-from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, Steps, TextStream, run_decode
+from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
 from .images import ImagePreprocessor, image_key, load_image
 from .kv_cache import new_cache
 from .model import DeepSeekVLModel, build_model
@@ -186,42 +187,52 @@ class Engine:
         settings = settings or GenerationSettings()
         started = time.perf_counter()
         prepared = self.prepare(messages, system=system, reserve=settings.max_new_tokens)
+        static = self._static
+        generate = functools.partial(self._generate, prepared, settings, cache_key, static, started)
+        return TextStream(generate, cancel, self._lock, worker=static.worker if static is not None else None)
+
+    def _generate(self, prepared: Prepared, settings: GenerationSettings, cache_key: str,
+                  static: StaticDecoder | None, started: float, stream: TextStream) -> None:
+        """One answer, on the generation thread (engine lock held), from the prepared prompt to its last token.
+
+        Take the conversation's KV cache, reusing the prefix it shares with
+        this prompt; embed the positions it lacks (images filled in); prefill
+        them and decode one token per step (``run_decode``), streaming text
+        into ``stream``; keep the cache, now holding prompt and answer, for
+        the next turn.
+        """
         fmt = self.prompt_format
         prompt_tokens = len(prepared.input_ids)
-        static = self._static
-
-        def run(stream: TextStream) -> None:
-            stats = stream.stats
-            stats.dropped_turns = prepared.dropped_turns
-            stats.prompt_tokens = prompt_tokens
-            keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
-            steps: Steps
+        stats = stream.stats
+        stats.dropped_turns, stats.prompt_tokens = prepared.dropped_turns, prompt_tokens
+        keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
+        reused, steps = self._take_cache(cache_key, keys, static)
+        stats.reused_tokens = reused
+        job = DecodeJob(
+            embeds=self._embeddings(prepared, reused),  # [1, T - reused, D]
+            steps=steps,
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
+            eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
+            stop_strings=() if settings.ignore_eos else fmt.stop_strings,
+            decode=fmt.decode,
+            settings=settings,
+        )
+        fed = run_decode(self.model, job, stream, started)  # prefill, then one token per step
+        if static is not None and static.note and self.info.compiled:
+            self.info.compiled, self.info.compile_note = False, static.note
+        if self.prefix_cache:
+            stats.evicted_contexts = len(self._contexts.put(cache_key, CachedContext(keys + fed, steps.cache)))
             if static is not None:
-                reused = static.take(self._contexts if self.prefix_cache else None, cache_key, keys)
-                steps = static
-            else:
-                reused, cache = self._reusable_cache(cache_key, keys)
-                steps = CacheSteps(self.model, cache)
-            stats.reused_tokens = reused
-            job = DecodeJob(
-                embeds=self._embeddings(prepared, reused),
-                steps=steps,
-                prompt_tokens=prompt_tokens,
-                max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
-                eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
-                stop_strings=() if settings.ignore_eos else fmt.stop_strings,
-                decode=fmt.decode,
-                settings=settings,
-            )
-            fed = run_decode(self.model, job, stream, started)
-            if static is not None and static.note and self.info.compiled:
-                self.info.compiled, self.info.compile_note = False, static.note
-            if self.prefix_cache:
-                stats.evicted_contexts = len(self._contexts.put(cache_key, CachedContext(keys + fed, steps.cache)))
-                if static is not None:
-                    static.owner = cache_key
+                static.owner = cache_key
 
-        return TextStream(run, cancel, self._lock, worker=static.worker if static is not None else None)
+    def _take_cache(self, cache_key: str, keys: list,
+                    static: StaticDecoder | None) -> tuple[int, StaticDecoder | CacheSteps]:
+        """(prompt positions reused, the steps that run on that cache) for ``cache_key``'s conversation."""
+        if static is not None:
+            return static.take(self._contexts if self.prefix_cache else None, cache_key, keys), static
+        reused, cache = self._reusable_cache(cache_key, keys)
+        return reused, CacheSteps(self.model, cache)
 
     def use_static_decode(self, *, compile_options: dict | None = None,
                           progress: ProgressCallback | None = None) -> str | None:
