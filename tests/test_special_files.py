@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from tui_support import ScriptedEngine, run_async, wait_for
+from tui_support import ScriptedEngine, notices, run_async, scripted_app, type_line, wait_for
 
 import engine
 from dsvl_tui.conversation import Attachment
@@ -228,8 +228,6 @@ def test_a_fifo_in_the_journal_or_as_the_config_is_skipped(tmp_path: Path, priva
 
 @run_async
 async def test_tui_image_command_with_a_fifo_answers_with_an_error_at_once(tmp_path: Path) -> None:
-    from test_tui import notices, scripted_app, type_line
-
     pipe = fifo(tmp_path / "fifo.png")
     photo = tmp_path / "ok.png"
     Image.new("RGB", (16, 16), "green").save(photo)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from textual.app import App, ComposeResult
 
 import engine
-from engine.types import EngineInfo, GenerationStats
+from engine.types import EngineInfo, GenerationSettings, GenerationStats
 
 FIXED_INFO = EngineInfo(
     model_id="deepseek-ai/deepseek-vl-1.3b-chat", variant="chat", tower="siglip", device="cuda:0",
@@ -168,3 +168,39 @@ class Host(App):
 
     def compose(self) -> ComposeResult:
         yield self.widget
+
+
+# --- driving the whole app (tests/tui/test_tui.py and the cross-cutting tests) -----------------
+
+GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
+
+
+def scripted_app(backend=None, **loader_options):
+    """The full app on a ``ScriptedEngine`` (no model)."""
+    from dsvl_tui.options import Options
+    from dsvl_tui.tui.app import DsvlApp
+
+    backend = backend or ScriptedEngine()
+    options = Options(model=FIXED_INFO.model_id, settings=GREEDY)
+    return DsvlApp(options, loader=scripted_loader(backend, **loader_options))
+
+
+async def ready(pilot) -> None:
+    await wait_for(pilot, lambda: pilot.app.engine is not None and not pilot.app.loading)
+
+
+async def type_line(pilot, text: str, submit: bool = True) -> None:
+    prompt = pilot.app.prompt
+    prompt.focus()
+    prompt.load_text_at_end(text)
+    await pilot.pause()
+    if submit:
+        await pilot.press("enter")
+        await pilot.pause()
+        await wait_for(pilot, lambda: not pilot.app.sending)  # a message is drawn once journaled
+
+
+def notices(app, error: bool | None = None) -> list[str]:
+    from dsvl_tui.tui.widgets import Notice
+
+    return [n.text for n in app.active.query(Notice) if error is None or n.is_error == error]

@@ -14,7 +14,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from textual import events
-from tui_support import FIXED_INFO, ScriptedEngine, run_async, screen_text, scripted_loader, wait_for
+from tui_support import (
+    FIXED_INFO,
+    GREEDY,
+    ScriptedEngine,
+    notices,
+    ready,
+    run_async,
+    screen_text,
+    scripted_app,
+    scripted_loader,
+    type_line,
+    wait_for,
+)
 
 import engine
 from dsvl_tui.commands.registry import registry
@@ -25,10 +37,8 @@ from dsvl_tui.storage.prompt_history import PromptHistory
 from dsvl_tui.text import printable
 from dsvl_tui.tui.app import DsvlApp, run_tui
 from dsvl_tui.tui.screens import HelpScreen, MainScreen, ResumeScreen, key_names
-from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, Notice, UserMessage
+from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, UserMessage
 from engine.fixtures import write_checkpoint
-
-GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
 
 
 @pytest.fixture(autouse=True)
@@ -47,16 +57,6 @@ def real_app(model, settings=GREEDY, **options) -> DsvlApp:
     return DsvlApp(Options(model=str(model), settings=settings, **options))
 
 
-def scripted_app(backend=None, **loader_options) -> DsvlApp:
-    backend = backend or ScriptedEngine()
-    options = Options(model=FIXED_INFO.model_id, settings=GREEDY)
-    return DsvlApp(options, loader=scripted_loader(backend, **loader_options))
-
-
-async def ready(pilot) -> None:
-    await wait_for(pilot, lambda: pilot.app.engine is not None and not pilot.app.loading)
-
-
 def answers(pane: ChatPane) -> list:
     return [m for m in pane.conversation.messages if m.role == "assistant"]
 
@@ -65,21 +65,6 @@ async def answered(pilot, count: int = 1, pane: ChatPane | None = None) -> None:
     app = pilot.app
     target = pane or app.active
     await wait_for(pilot, lambda: len(answers(target)) >= count and app.queue.for_pane(target) is None)
-
-
-async def type_line(pilot, text: str, submit: bool = True) -> None:
-    prompt = pilot.app.prompt
-    prompt.focus()
-    prompt.load_text_at_end(text)
-    await pilot.pause()
-    if submit:
-        await pilot.press("enter")
-        await pilot.pause()
-        await wait_for(pilot, lambda: not pilot.app.sending)  # a message is drawn once journaled
-
-
-def notices(app, error: bool | None = None) -> list[str]:
-    return [n.text for n in app.active.query(Notice) if error is None or n.is_error == error]
 
 
 def picture(path: Path) -> Path:
