@@ -102,8 +102,7 @@ class Recorder:
 
 
 @pytest.fixture(autouse=True)
-def _data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+def _in_tmp(tmp_path, monkeypatch):  # data and config folders: conftest's private_dirs
     monkeypatch.chdir(tmp_path)
 
 

@@ -45,8 +45,7 @@ def backend(checkpoint):
 
 
 @pytest.fixture(autouse=True)
-def _folders(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+def _in_tmp(tmp_path, monkeypatch):  # data and config folders: conftest's private_dirs
     monkeypatch.chdir(tmp_path)
 
 

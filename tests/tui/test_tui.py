@@ -42,9 +42,7 @@ from engine.fixtures import write_checkpoint
 
 
 @pytest.fixture(autouse=True)
-def private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSVL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("DSVL_DATA_DIR", str(tmp_path / "data"))
+def _in_tmp(tmp_path, monkeypatch):  # data and config folders: conftest's private_dirs
     monkeypatch.chdir(tmp_path)
 
 

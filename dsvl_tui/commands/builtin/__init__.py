@@ -7,8 +7,10 @@ and raises ``CommandError`` with one line for the user when they are wrong;
 what it reports goes through ``session.info``. A handler's docstring is its
 ``/help COMMAND`` text.
 
-Lists (``/help``, ``/set``, ``/resume``) go out as one multi-line
-``session.info`` call, so a front end shows them together.
+Lists go out through one call, so a front end shows them together: ``/set``
+as one multi-line ``session.info``; ``/help`` and ``/resume`` through
+``session.show_help`` and ``session.choose_conversation``, which the TUI
+shows as modal screens and the REPL as numbered lists.
 
 The commands live by what they act on: ``_conversation`` (images, turns, the
 system prompt, settings), ``_files`` (transcripts) and ``_app`` (panes, the
