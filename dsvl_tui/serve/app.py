@@ -1,0 +1,270 @@
+"""The FastAPI application: OpenAI's chat-completions API in front of one engine.
+
+``create_app(backend, api_key=..., model_name=..., limits=...)`` serves
+``POST /v1/chat/completions`` (streamed as Server-Sent Events or whole),
+``GET /v1/models`` and ``GET /health``. Errors use OpenAI's error JSON.
+Requests are stateless: the engine is asked under one cache key and finds
+the context it can reuse itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dsvl_tui.serve.queue import GenerationQueue, Pump, QueueFull
+from dsvl_tui.serve.requests import EngineRequest, Limits, RequestError, parse_request, to_engine
+from engine.errors import ContextOverflowError, EngineError
+from engine.types import ChatBackend
+
+CACHE_KEY = "serve"  # one key for every request: the engine picks the stored context to reuse
+RETRY_AFTER_SECONDS = 2
+
+
+def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: str | None = None,
+               limits: Limits | None = None) -> FastAPI:
+    """The server's application around ``backend``; ``api_key`` (if any) is required as a Bearer token."""
+    limits = limits or Limits()
+    name = model_name or backend.info.model_id
+    queue = GenerationQueue(limits.queue_size)
+    created = int(time.time())
+    app = FastAPI(title="dsvl-chat", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.queue = queue
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise RequestError(401, "no API key: send it as 'Authorization: Bearer KEY'", type="authentication_error",
+                               code="missing_api_key")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise RequestError(401, "wrong API key: check the key given to dsvl-chat serve --api-key",
+                               type="authentication_error", code="invalid_api_key")
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else None
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse(RequestError(exc.status_code, message, code=code).body(), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        message = f"the server failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return JSONResponse(RequestError(500, message, type="server_error").body(), status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": name, "busy": queue.busy, "queued": queue.waiting}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        authorize(request)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "dsvl-chat"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        authorize(request)
+        body = await read_body(request, limits.max_body_bytes)
+        chat = parse_request(body)
+        if chat.model != name:
+            raise RequestError(404, f"unknown model {chat.model!r}: this server serves {name!r} (see GET /v1/models)",
+                               code="model_not_found")
+        wanted = await run_in_threadpool(to_engine, chat, limits)
+        slot = await wait_for_engine(request, queue)
+        cancel = threading.Event()
+        try:
+            stream = await run_in_threadpool(backend.stream, wanted.messages, wanted.settings, system=wanted.system,
+                                             cancel=cancel, cache_key=CACHE_KEY)
+        except ContextOverflowError as exc:
+            slot.release()
+            raise RequestError(400, str(exc), code="context_length_exceeded") from None
+        except (EngineError, ValueError) as exc:
+            slot.release()
+            raise RequestError(400, str(exc), code="invalid_value") from None
+        except BaseException:
+            slot.release()
+            raise
+        pump = Pump(stream, cancel, slot)
+        answer = Answer(pump, wanted, name)
+        if chat.stream:
+            usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            return StreamingResponse(answer.events(usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                                     background=BackgroundTask(pump.close))
+        watcher = asyncio.create_task(disconnected(request))
+        watcher.add_done_callback(lambda task: None if task.cancelled() else pump.close())  # the client left
+        try:
+            return JSONResponse(await answer.whole())
+        finally:
+            watcher.cancel()
+            pump.close()
+
+    return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is known to be over ``limit`` bytes."""
+    too_large = RequestError(413, f"the request body is over {limit // (1024 * 1024)} MiB, this server's limit; "
+                             "send smaller or fewer images", code="request_too_large")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client has gone (call once the body has been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def wait_for_engine(request: Request, queue: GenerationQueue) -> Any:
+    """The engine's slot, in arrival order; 503 if the queue is full; leaves the queue if the client goes."""
+    acquire = asyncio.ensure_future(queue.acquire())
+    watcher = asyncio.ensure_future(disconnected(request))
+    try:
+        await asyncio.wait({acquire, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not acquire.done():  # the client left while waiting
+        acquire.cancel()
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            pass
+        raise RequestError(499, "the client closed the connection", code="client_closed")
+    try:
+        return acquire.result()
+    except QueueFull:
+        raise RequestError(503, f"the server is busy: {queue.size} requests are already waiting; "
+                           f"retry in {RETRY_AFTER_SECONDS} s", type="server_busy", code="queue_full",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+class StopCut:
+    """Cuts the answer before the first stop string; holds back text that may begin one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, chunk: str) -> str:
+        self.pending += chunk
+        cuts = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if cuts:
+            self.hit = True
+            out, self.pending = self.pending[:min(cuts)], ""
+            return out
+        keep = len(self.pending) - self.hold if self.hold else len(self.pending)
+        out, self.pending = self.pending[:keep], self.pending[keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Answer:
+    """One answer in OpenAI's shapes: SSE chunks or one chat.completion object."""
+
+    def __init__(self, pump: Pump, wanted: EngineRequest, model: str):
+        self.pump = pump
+        self.cut = StopCut(wanted.stop)
+        self.model = model
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    async def texts(self) -> AsyncIterator[str]:
+        """The answer's text, cut at a stop string (the generation is then cancelled)."""
+        async for chunk in self.pump.chunks():
+            if self.cut.hit:
+                continue  # cancelled: drain the token or so left until the stats are final
+            text = self.cut.feed(chunk)
+            if self.cut.hit:
+                self.pump.cancel.set()
+            if text:
+                yield text
+        if not self.cut.hit:
+            rest = self.cut.flush()
+            if rest:
+                yield rest
+
+    def finish_reason(self) -> str:
+        reason = self.pump.stream.stats.stop_reason
+        return "length" if reason == "length" and not self.cut.hit else "stop"
+
+    def usage(self) -> dict[str, int]:
+        stats = self.pump.stream.stats
+        return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens,
+                "total_tokens": stats.prompt_tokens + stats.new_tokens}
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None, usage: bool) -> str:
+        body: dict[str, Any] = {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if usage:
+            body["usage"] = None
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    async def events(self, usage: bool) -> AsyncIterator[str]:
+        try:
+            yield self._chunk({"role": "assistant", "content": ""}, None, usage)
+            async for text in self.texts():
+                yield self._chunk({"content": text}, None, usage)
+            if self.pump.error is not None:
+                error = RequestError(500, self.pump.error, type="server_error", code="generation_failed")
+                yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"
+            else:
+                yield self._chunk({}, self.finish_reason(), usage)
+                if usage:
+                    body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": self.usage()}
+                    yield f"data: {json.dumps(body)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            self.pump.close()  # the client left (or the answer ended): the engine stops within one token
+
+    async def whole(self) -> dict[str, Any]:
+        text = "".join([part async for part in self.texts()])
+        if self.pump.error is not None:
+            raise RequestError(500, self.pump.error, type="server_error", code="generation_failed")
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": self.finish_reason()}],
+            "usage": self.usage(),
+        }
+
+
+__all__ = ["CACHE_KEY", "create_app"]

@@ -1,0 +1,43 @@
+"""Run the server: load the engine, build the app and serve it with uvicorn.
+
+``is_loopback`` is light (no FastAPI, no engine) so the CLI can refuse an
+exposed server without an API key before loading anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from typing import TYPE_CHECKING
+
+from dsvl_tui.serve.requests import Limits
+
+if TYPE_CHECKING:
+    from engine.types import ChatBackend
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          model_name: str | None = None, limits: Limits | None = None) -> None:
+    """Serve ``backend`` until interrupted (blocks)."""
+    import uvicorn
+
+    from dsvl_tui.serve.app import create_app
+
+    app = create_app(backend, api_key=api_key, model_name=model_name, limits=limits)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {model_name or backend.info.model_id} at http://{shown}:{port}/v1"
+          f"{' (API key required)' if api_key else ''}", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+__all__ = ["is_loopback", "serve"]
