@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsvl_tui.serve.queue import GenerationQueue, Pump, QueueFull
 from dsvl_tui.serve.requests import EngineRequest, Limits, RequestError, parse_request, to_engine
-from engine.errors import ContextOverflowError, EngineError
+from engine.errors import ContextOverflowError, EngineError, ImageError
 from engine.types import ChatBackend
 
 CACHE_KEY = "serve"  # one key for every request: the engine picks the stored context to reuse
@@ -97,6 +97,9 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
         except ContextOverflowError as exc:
             slot.release()
             raise RequestError(400, str(exc), code="context_length_exceeded") from None
+        except ImageError as exc:
+            slot.release()
+            raise RequestError(400, str(exc), code="invalid_image") from None
         except (EngineError, ValueError) as exc:
             slot.release()
             raise RequestError(400, str(exc), code="invalid_value") from None

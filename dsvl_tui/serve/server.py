@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from dsvl_tui.serve.requests import Limits
 
 if TYPE_CHECKING:
+    from dsvl_tui.options import Options
     from engine.types import ChatBackend
 
 
@@ -40,4 +41,25 @@ def serve(backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 8000, ap
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
-__all__ = ["is_loopback", "serve"]
+
+
+def run_serve(options: Options, *, host: str, port: int, api_key: str | None, limits: Limits) -> int:
+    """``dsvl-chat serve``: load the model (``answers.load_backend``) and serve it; the exit code."""
+    from dsvl_tui.answers import load_backend
+    from dsvl_tui.text import error_line
+    from engine.errors import EngineError
+
+    print(f"loading {options.model} ...", file=sys.stderr)
+    try:
+        backend = load_backend(options)
+    except EngineError as exc:
+        print(f"error: {error_line(str(exc))}", file=sys.stderr)
+        return 4
+    try:
+        serve(backend, host=host, port=port, api_key=api_key, limits=limits)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+__all__ = ["is_loopback", "run_serve", "serve"]

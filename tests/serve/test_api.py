@@ -1,0 +1,103 @@
+"""The chat-completions API answers as the in-process engine does."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from dsvl_tui.serve.app import create_app
+from engine.types import GenerationSettings, Message
+
+GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
+
+
+def png_url(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (40, 30)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def body(content: Any = "Describe the weather.", **extra: Any) -> dict[str, Any]:
+    return {"model": "tiny", "messages": [{"role": "user", "content": content}], "max_tokens": 12,
+            "temperature": 0, **extra}
+
+
+def in_process(eng: Any, message: Message, system: str | None = None) -> str:
+    return "".join(eng.stream([message], GREEDY, system=system, cache_key="test-reference"))
+
+
+def sse_events(lines: Any) -> list[Any]:
+    events = []
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+@pytest.fixture(scope="module")
+def client(tiny_engine: Any) -> Any:
+    with TestClient(create_app(tiny_engine, model_name="tiny")) as test_client:
+        yield test_client
+
+
+def test_whole_answer_equals_the_engines_greedy_answer(client: Any, tiny_engine: Any) -> None:
+    response = client.post("/v1/chat/completions", json=body())
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"] == {"role": "assistant",
+                                               "content": in_process(tiny_engine, Message("user", "Describe the weather."))}
+    assert answer["choices"][0]["finish_reason"] in ("stop", "length")
+    usage = answer["usage"]
+    assert usage["completion_tokens"] >= 1 and usage["prompt_tokens"] > 10
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_streamed_answer_with_an_image_and_system_equals_the_engines(client: Any, tiny_engine: Any) -> None:
+    url = png_url()
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is this?"}]
+    request = body(content, stream=True, stream_options={"include_usage": True})
+    request["messages"].insert(0, {"role": "system", "content": "Be brief."})
+    with client.stream("POST", "/v1/chat/completions", json=request) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response.iter_lines())
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert text == in_process(tiny_engine, Message("user", "What is this?", [image]), system="Be brief.")
+    assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
+
+
+def test_stop_string_cuts_the_answer(client: Any, tiny_engine: Any) -> None:
+    full = in_process(tiny_engine, Message("user", "Describe the weather."))
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    assert stop.strip(), full
+    answer = client.post("/v1/chat/completions", json=body(stop=[stop])).json()
+    assert answer["choices"][0]["message"]["content"] == full[:full.find(stop)]
+    assert answer["choices"][0]["finish_reason"] == "stop"
+
+
+def test_models_and_health(client: Any) -> None:
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny"]
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_unknown_model_is_404_in_openais_error_shape(client: Any) -> None:
+    response = client.post("/v1/chat/completions", json={**body(), "model": "gpt-4o"})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and "'tiny'" in error["message"]
+    assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
