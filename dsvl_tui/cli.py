@@ -252,6 +252,38 @@ def bench(
     raise typer.Exit(code)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    revision: Revision = None,
+    compile: Compile = False,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; anything but loopback needs --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="DSVL_SERVE_API_KEY", show_default=False,
+        help="Require this key from clients ('Authorization: Bearer KEY').")] = None,
+    max_body_mib: Annotated[int, typer.Option(min=1, help="Largest request body, in MiB.")] = 32,
+    max_images: Annotated[int, typer.Option(min=0, help="Most images in one request.")] = 8,
+    queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running one.")] = 16,
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models, GET /health)."""
+    from dsvl_tui.serve.server import is_loopback, run_serve
+
+    if not is_loopback(host) and not api_key:
+        raise typer.BadParameter(f"--host {host} is reachable from other machines: give --api-key KEY "
+                                 "(or DSVL_SERVE_API_KEY), or keep the default 127.0.0.1")
+    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None}
+    values = {**{k: v for k, v in _given(ctx.obj or {}).items() if k in mine}, **_given(mine)}
+    from dsvl_tui.serve.requests import Limits, MiB
+
+    limits = Limits(max_body_bytes=max_body_mib * MiB, max_images=max_images, queue_size=queue_size)
+    raise typer.Exit(run_serve(build_options(values), host=host, port=port, api_key=api_key, limits=limits))
+
+
 def _typed(ctx: Any, name: str) -> Any:
     """The value of option ``name`` of ``ctx`` if it was given on the command line (not from the environment)."""
     if ctx is None:
