@@ -21,7 +21,7 @@ from .kv_cache import new_cache
 from .model import DeepSeekVLModel, build_model
 from .prompt import ImageSlot, PromptFormat
 from .resolve import pick_device, pick_dtype, resolve_model
-from .reuse import CachedContext, LruStore, common_prefix, crop_cache, position_keys
+from .reuse import CachedContext, LruStore, Match, best_match, copy_cache, crop_cache, position_keys
 from .spec import read_spec
 from .types import EngineInfo, GenerationSettings, Message, Prepared, Variant
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .static_decode import StaticDecoder
 
 DEFAULT_CONTEXT_LENGTH = 4096
-MAX_CACHED_CONTEXTS = 4  # conversations whose KV cache is kept (least recently used dropped first)
+MAX_CACHED_CONTEXTS = 4  # contexts whose KV cache is kept for prefix reuse (least recently used dropped first)
 MAX_CACHED_IMAGES = 64
 
 
@@ -56,6 +56,7 @@ class Engine:
         self.prefix_cache = prefix_cache
         self._lock = threading.Lock()
         self._contexts = LruStore(MAX_CACHED_CONTEXTS)
+        self._stored = 0  # numbers the store keys of kept contexts
         self._features = LruStore(MAX_CACHED_IMAGES)
         self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) -> (content key, pixels)
         self._pictures_lock = threading.Lock()  # prepare() runs on callers' threads
@@ -173,16 +174,18 @@ class Engine:
         *,
         system: str | None = None,
         cancel: threading.Event | None = None,
-        cache_key: str = "default",
+        cache_key: str | None = None,
     ) -> TextStream:
         """Start generating the answer to ``messages``; iterate the result for text chunks.
 
         Input problems (a bad image, a turn too long for the context) raise
         here, before any compute; failures during generation end the
         iteration with ``GenerationError``. ``stats`` is final when the
-        iteration ends. ``cache_key`` names the conversation (a pane): its
-        KV cache is kept for the next turn, whose prompt then only prefills
-        what changed.
+        iteration ends. The prompt reuses the KV cache of whichever kept
+        context shares the longest prefix with it (see ``reuse``), so only
+        what changed is prefilled; no key is needed. The optional
+        ``cache_key`` (a pane id) labels the context this turn leaves, so
+        ``forget(cache_key)`` can drop it.
         """
         settings = settings or GenerationSettings()
         started = time.perf_counter()
@@ -191,13 +194,13 @@ class Engine:
         generate = functools.partial(self._generate, prepared, settings, cache_key, static, started)
         return TextStream(generate, cancel, self._lock, worker=static.worker if static is not None else None)
 
-    def _generate(self, prepared: Prepared, settings: GenerationSettings, cache_key: str,
+    def _generate(self, prepared: Prepared, settings: GenerationSettings, cache_key: str | None,
                   static: StaticDecoder | None, started: float, stream: TextStream) -> None:
         """One answer, on the generation thread (engine lock held), from the prepared prompt to its last token.
 
-        Take the conversation's KV cache, reusing the prefix it shares with
-        this prompt; embed the positions it lacks (images filled in); prefill
-        them and decode one token per step (``run_decode``), streaming text
+        Take the kept KV cache sharing the longest prefix with this prompt
+        (``reuse.best_match``); embed the positions it lacks (images filled
+        in); prefill them and decode one token per step (``run_decode``), streaming text
         into ``stream``; keep the cache, now holding prompt and answer, for
         the next turn.
         """
@@ -206,8 +209,8 @@ class Engine:
         stats = stream.stats
         stats.dropped_turns, stats.prompt_tokens = prepared.dropped_turns, prompt_tokens
         keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
-        reused, steps = self._take_cache(cache_key, keys, static)
-        stats.reused_tokens = reused
+        match, steps = self._take_cache(keys, static)
+        reused = stats.reused_tokens = match.reused
         job = DecodeJob(
             embeds=self._embeddings(prepared, reused),  # [1, T - reused, D]
             steps=steps,
@@ -222,17 +225,20 @@ class Engine:
         if static is not None and static.note and self.info.compiled:
             self.info.compiled, self.info.compile_note = False, static.note
         if self.prefix_cache:
-            stats.evicted_contexts = len(self._contexts.put(cache_key, CachedContext(keys + fed, steps.cache)))
+            context = CachedContext(keys + fed, steps.cache, prompt_length=prompt_tokens, label=cache_key)
+            stats.evicted_contexts = len(self._contexts.put(match.target, context))
             if static is not None:
-                static.owner = cache_key
+                static.owner = match.target
 
-    def _take_cache(self, cache_key: str, keys: list,
-                    static: StaticDecoder | None) -> tuple[int, StaticDecoder | CacheSteps]:
-        """(prompt positions reused, the steps that run on that cache) for ``cache_key``'s conversation."""
+    def _take_cache(self, keys: list, static: StaticDecoder | None) -> tuple[Match, StaticDecoder | CacheSteps]:
+        """(which kept context this prompt reuses, the steps that run on its cache)."""
+        self._stored += 1
+        match = (best_match(self._contexts, keys, self._stored) if self.prefix_cache
+                 else Match(None, None, 0, False, self._stored))
         if static is not None:
-            return static.take(self._contexts if self.prefix_cache else None, cache_key, keys), static
-        reused, cache = self._reusable_cache(cache_key, keys)
-        return reused, CacheSteps(self.model, cache)
+            static.take(self._contexts if self.prefix_cache else None, match)
+            return match, static
+        return match, CacheSteps(self.model, self._reusable_cache(match))
 
     def use_static_decode(self, *, compile_options: dict | None = None,
                           progress: ProgressCallback | None = None) -> str | None:
@@ -275,26 +281,25 @@ class Engine:
             self.info.compiled = decoder.compiled
         return None
 
-    def _reusable_cache(self, cache_key: str, keys: list) -> tuple[int, object]:
-        """(positions reused, cache holding them) for a prompt with position ``keys``."""
-        # Taken out of the store while in use: a failed generation leaves no half-written cache behind.
-        cached = self._contexts.pop(cache_key) if self.prefix_cache else None
-        if cached is not None:
-            # At least the last prompt position is always run, to get its logits.
-            reused = min(common_prefix(cached.keys, keys), len(keys) - 1)
-            if reused > 0:
-                crop_cache(cached.cache, reused)
-                return reused, cached.cache
-        return 0, new_cache(self.model)
+    def _reusable_cache(self, match: Match) -> object:
+        """A growing cache holding ``match.reused`` positions of the matched context."""
+        if match.context is None or match.source is None:
+            return new_cache(self.model)
+        if match.takes_over:
+            # Taken out of the store while in use: a failed generation leaves no half-written cache behind.
+            self._contexts.pop(match.source)
+            crop_cache(match.context.cache, match.reused)
+            return match.context.cache
+        return copy_cache(match.context.cache, match.reused, new_cache(self.model))
 
     def forget(self, cache_key: str | None = None) -> None:
-        """Drop the cached context of one conversation (or all of them)."""
+        """Drop the kept contexts labelled ``cache_key`` (or all of them)."""
         with self._lock:
-            if cache_key is None:
-                self._contexts.clear()
-            else:
-                self._contexts.pop(cache_key)
-            if self._static is not None and (cache_key is None or self._static.owner == cache_key):
+            dropped = [key for key, context in self._contexts.newest_first()
+                       if cache_key is None or context.label == cache_key]
+            for key in dropped:
+                self._contexts.pop(key)
+            if self._static is not None and self._static.owner in dropped:
                 self._static.owner = None
 
 

@@ -1,11 +1,26 @@
-"""Work kept between turns: the conversation's KV cache and encoded images.
+"""Work kept between turns: KV caches of recent contexts and encoded images.
 
-Each conversation (``cache_key``) keeps the KV cache of what the model has
-seen so far: the last prompt and the answer fed back. The next prompt is
-compared position by position with it; only the part after the longest
-common prefix is prefilled. Positions are compared by token id and, for
-image tokens (which all share one id), by the image's content hash, so a
-different picture never reuses another's cache.
+The engine keeps the KV caches of the last few contexts it ran (a prompt
+and the answer fed back), whatever conversation, pane or HTTP request they
+came from. A new prompt is compared position by position with each of
+them, and the one sharing the longest common prefix is reused (a tie goes
+to the most recently used): only the part after that prefix is prefilled.
+Positions are compared by token id and, for image tokens (which all share
+one id), by the image's content hash, so a different picture never reuses
+another's cache. Requests therefore need no conversation key: the second
+turn of a chat finds the first turn's context by its content.
+
+Where the result is kept (``Match``) is decided by content alone: a prompt
+that continues the chosen context (it diverges no earlier than the end of
+that context's prompt: a next turn, or a regenerated answer) takes that
+context over, so a conversation occupies one slot. A prompt that branches
+off earlier (another conversation sharing only the system prompt, an edited
+earlier turn) copies the shared prefix and leaves the original for its own
+conversation, in its place in the eviction order: when more than the
+store's bound are kept, the context whose conversation last ran longest ago
+is dropped. A caller's ``cache_key`` is only a ``label`` on the contexts it
+made (for ``Engine.forget``): one key shared by every request, as a server
+may pass, changes nothing.
 
 Encoded images are kept by content hash, so a picture is run through the
 vision tower once however many turns it stays in the conversation.
@@ -48,6 +63,16 @@ def common_prefix(a: Sequence[PositionKey], b: Sequence[PositionKey]) -> int:
     return n
 
 
+def copy_cache(source: Any, length: int, into: Any) -> Any:
+    """Fill the empty cache ``into`` with copies (never views) of ``source``'s first ``length`` positions."""
+    for index, layer in enumerate(source.layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+            raise TypeError(f"{type(layer).__name__} holds no allocated keys and values")
+        into.update(keys[:, :, :length].clone(), values[:, :, :length].clone(), index)
+    return into
+
+
 def crop_cache(cache: Any, keep: int) -> None:
     """Keep the first ``keep`` positions of a transformers cache."""
     remove = cache.get_seq_length() - keep
@@ -58,7 +83,9 @@ def crop_cache(cache: Any, keep: int) -> None:
 @dataclass
 class CachedContext:
     keys: list[PositionKey]  # what the cache holds, position by position
-    cache: Any  # a transformers DynamicCache, or the static cache while this conversation is resident there
+    cache: Any  # a transformers DynamicCache, or the static cache while this context is resident there
+    prompt_length: int = 0  # positions of ``keys`` that were the prompt (the rest is the answer fed back)
+    label: Hashable | None = None  # the caller's ``cache_key``, for ``Engine.forget``
 
     def nbytes(self) -> int:
         total = 0
@@ -107,3 +134,36 @@ class LruStore:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
+
+    def newest_first(self) -> list[tuple[Hashable, Any]]:
+        """(key, value) pairs, most recently used first; leaves the order alone."""
+        return list(reversed(self._items.items()))
+
+
+@dataclass
+class Match:
+    """Which stored context a prompt reuses, and where its result is kept."""
+
+    source: Hashable | None  # the store key of the context to reuse (None: nothing shared, start afresh)
+    context: CachedContext | None
+    reused: int  # prompt positions taken from it (at least the last prompt position is always run)
+    takes_over: bool  # True: the result replaces ``source`` (a continuation); False: copy the prefix, keep it
+    target: Hashable  # the store key the result is put under
+
+
+def best_match(contexts: LruStore, keys: Sequence[PositionKey], new_key: Hashable) -> Match:
+    """The stored context sharing the longest prefix with ``keys`` (ties: the most recently used).
+
+    A continuation keeps its context's store key; a branch, or a prompt
+    that shares nothing, is kept under ``new_key``.
+    """
+    source, context, common = None, None, 0
+    for key, stored in contexts.newest_first():
+        shared = common_prefix(stored.keys, keys)
+        if shared > common:  # strictly longer: an equal one that is more recent was seen first
+            source, context, common = key, stored, shared
+    reused = min(common, len(keys) - 1)
+    if context is None or reused <= 0:
+        return Match(None, None, 0, False, new_key)
+    takes_over = common >= context.prompt_length
+    return Match(source, context, reused, takes_over, source if takes_over else new_key)

@@ -13,11 +13,12 @@ positions after the reused prefix.
 How this meets prefix reuse (``reuse.py``): there is ONE static cache, not
 one per conversation, because each is as large as the whole context window
 (0.8 GB for the 1.3B model at 4096 tokens, 2 GB for the 7B) and mostly
-empty. The conversation that generated last stays *resident*: its stored
-context points at the static cache itself, so its next turn copies
-nothing. Before another conversation uses the cache, the resident one is
-copied out into a compact ``DynamicCache`` cropped to its length (what the
-eager path stores anyway), and the newcomer's reusable prefix is copied in.
+empty. The context that generated last stays *resident*: its stored
+context points at the static cache itself, so a prompt that continues it
+(the longest-prefix match, see ``reuse.best_match``) copies nothing.
+Before any other prompt uses the cache, the resident context is copied out
+into a compact ``DynamicCache`` cropped to its length (what the eager path
+stores anyway), and the matched context's reusable prefix is copied in.
 Memory is therefore bounded by one static cache plus at most
 ``MAX_CACHED_CONTEXTS - 1`` compact contexts, and a pane switch costs at
 most two device-to-device copies of one context (out, then in).
@@ -29,6 +30,7 @@ tests check it on the CPU.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -36,7 +38,7 @@ import torch
 from .checkpoint import LoadProgress, ProgressCallback
 from .generate import OUT_OF_MEMORY, Worker
 from .kv_cache import new_cache
-from .reuse import LruStore, PositionKey, common_prefix
+from .reuse import LruStore, Match
 
 # torch.compile options for CUDA: CUDA graphs (reduce-overhead) need the whole step in one graph.
 CUDA_COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": True}
@@ -121,7 +123,7 @@ def decode_one_token(model, cache, token: torch.Tensor, position: torch.Tensor) 
 
 
 class StaticDecoder:
-    """The static KV cache, the decode step on it, and which conversation it holds.
+    """The static KV cache, the decode step on it, and which kept context it holds.
 
     It implements ``generate.Steps`` for the conversation set up by ``take``.
     Every call runs on ``worker`` (see ``generate.Worker`` for why).
@@ -134,7 +136,7 @@ class StaticDecoder:
         self.max_len = max_len
         self.cache = StaticCache(config=model.language_model.config, max_cache_len=max_len)
         self.length = 0  # positions of the cache in use
-        self.owner: str | None = None  # the conversation whose stored context is this cache
+        self.owner: Hashable | None = None  # the store key of the kept context that is this cache
         self.compiled = compile_options is not None
         self.note: str | None = None  # why compiled decoding was dropped after load, if it was
         self._cuda_graphs = compile_options is not None and compile_options.get("mode") == "reduce-overhead"
@@ -182,29 +184,33 @@ class StaticDecoder:
 
     # -- which conversation the cache holds ------------------------------------
     @torch.inference_mode()  # the cache's tensors are inference tensors: only touched in that mode
-    def take(self, contexts: LruStore | None, cache_key: str, keys: list[PositionKey]) -> int:
-        """Fill the cache with the longest reusable prefix of ``cache_key``'s stored context; returns its length.
+    def take(self, contexts: LruStore | None, match: Match) -> int:
+        """Fill the cache with ``match``'s reusable prefix (see ``reuse.best_match``); returns its length.
 
-        ``contexts`` is the engine's store of conversations (None: no reuse).
-        ``cache_key``'s entry is taken out of it (the engine puts it back
-        when the generation succeeds, so a failed one leaves nothing stale).
+        ``contexts`` is the engine's store of kept contexts (None: no
+        reuse). The resident context (``owner``) is whichever stored context
+        is this cache; it is copied out, compactly, before being
+        overwritten, unless this prompt takes it over. A context taken over
+        leaves the store (the engine puts the result back when the
+        generation succeeds, so a failed one leaves nothing stale); one
+        branched from stays, and only its prefix is copied in.
         """
-        resident, self.owner = self.owner, None  # from here on the cache is being rewritten
+        resident_key, self.owner = self.owner, None  # from here on the cache is being rewritten
         if contexts is None:
             self._set_length(0)
             return 0
-        cached = contexts.pop(cache_key)
-        reused = 0
-        if cached is not None:
-            # At least the last prompt position is always run, to get its logits.
-            reused = min(common_prefix(cached.keys, keys), len(keys) - 1)
-        if not (cached is not None and cached.cache is self.cache):
-            # Another conversation is resident: move it out, compactly, before overwriting.
-            other = contexts.peek(resident) if resident is not None else None
-            if other is not None and other.cache is self.cache:
-                other.cache = self._copy_out(len(other.keys))
-            if reused > 0:
+        resident = contexts.peek(resident_key) if resident_key is not None else None
+        if resident is not None and resident.cache is not self.cache:
+            resident = None
+        cached, reused = match.context, match.reused
+        if resident is None or cached is not resident or not match.takes_over:
+            if resident is not None:  # keep it, compactly, before the cache is overwritten
+                resident.cache = self._copy_out(len(resident.keys))
+            if cached is not None and reused > 0 and cached is not resident:
                 self._copy_in(cached.cache, reused)
+            # (a branch off the resident context finds its prefix still in place: _copy_out copied, not moved)
+        if match.source is not None and match.takes_over:
+            contexts.pop(match.source)
         self._set_length(reused)
         return reused
 

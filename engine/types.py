@@ -82,8 +82,8 @@ class GenerationStats:
     stop_reason: StopReason | None = None
     error: str | None = None
     dropped_turns: int = 0  # oldest turns left out to fit the context window
-    reused_tokens: int = 0  # prompt positions taken from the conversation's KV cache, not prefilled
-    evicted_contexts: int = 0  # other conversations' KV caches dropped to bound memory
+    reused_tokens: int = 0  # prompt positions taken from a kept KV cache (longest common prefix), not prefilled
+    evicted_contexts: int = 0  # kept contexts' KV caches dropped (least recently used) to bound memory
 
 
 @dataclass

@@ -94,11 +94,38 @@ def test_pane_switches_copy_contexts_in_and_out(folder):
         assert ids == want_ids
         assert (stats.reused_tokens, stats.evicted_contexts) == (want_stats.reused_tokens, want_stats.evicted_contexts)
         history.append(engine.Message("assistant", text))
-    assert stats.reused_tokens == 0  # pane a was evicted by the extra panes and starts over
+    # Pane a was evicted by the extra panes: it reuses only the system prompt it shares with them.
+    assert 0 < stats.reused_tokens < len(static.prepare(history[:-2]).input_ids) // 2
     # Compact contexts hold copies cropped to their length; only the resident one is the static cache.
-    kept = [static._contexts.peek(key) for key in [f"extra-{n}" for n in range(1, MAX_CACHED_CONTEXTS)] + ["a"]]
+    labelled = {context.label: context for _, context in static._contexts.newest_first()}
+    kept = [labelled[key] for key in [f"extra-{n}" for n in range(1, MAX_CACHED_CONTEXTS)] + ["a"]]
     assert [c.cache is static._static.cache for c in kept] == [False] * (MAX_CACHED_CONTEXTS - 1) + [True]
     for context in kept[:-1]:
+        assert context.cache.layers[0].keys.shape[2] == len(context.keys)
+
+
+def test_conversations_without_keys_follow_the_longest_prefix_in_and_out_of_the_static_cache(folder):
+    static, dynamic = _static(folder), engine.load(str(folder))
+    histories: dict[str, list[engine.Message]] = {}
+    previous: dict[str, int] = {}
+    # Stateless requests: two conversations interleaved, then more than are kept, then the first again.
+    order = ["a", "b", "a", "b", "a"] + [f"extra-{n}" for n in range(MAX_CACHED_CONTEXTS)] + ["b"]
+    for number, name in enumerate(order):
+        history = histories.setdefault(name, [])
+        history.append(engine.Message("user", f"Question {number} for {name}" + "?" * (number % 3)))
+        (text, ids, stats), (_, want_ids, want_stats) = [_turn(eng, history, key=None) for eng in (static, dynamic)]
+        assert ids == want_ids
+        assert (stats.reused_tokens, stats.evicted_contexts) == (want_stats.reused_tokens, want_stats.evicted_contexts)
+        if name in previous and number < 5:
+            assert stats.reused_tokens >= previous[name]  # its own context, whichever was resident
+        previous[name] = stats.prompt_tokens
+        history.append(engine.Message("assistant", text))
+    # b was dropped (least recently used) by the extra conversations: only the shared system prompt is reused.
+    assert stats.reused_tokens < len(static.prepare(histories["b"][:1]).input_ids) - 5 and stats.evicted_contexts == 1
+    kept = [context for _, context in static._contexts.newest_first()]
+    assert len(kept) == MAX_CACHED_CONTEXTS
+    assert [c.cache is static._static.cache for c in kept] == [True] + [False] * (MAX_CACHED_CONTEXTS - 1)
+    for context in kept[1:]:
         assert context.cache.layers[0].keys.shape[2] == len(context.keys)
 
 
