@@ -131,8 +131,9 @@ class Pump:
         except Exception as exc:  # noqa: BLE001 - any failure must end the answer, not leave the client waiting
             self.error = f"generation failed: {type(exc).__name__}: {exc}"
         finally:
-            self._put(_END)
+            # The engine is free once the stream has ended: release first, while the loop still waits for _END.
             self._slot.release()
+            self._put(_END)
 
     def _put(self, item: Any) -> None:
         try:

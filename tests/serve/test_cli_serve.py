@@ -9,7 +9,7 @@ import pytest
 
 from dsvl_tui import cli
 from dsvl_tui.serve import server
-from dsvl_tui.serve.requests import MiB, Limits
+from dsvl_tui.serve.requests import Limits, MiB
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
