@@ -128,7 +128,7 @@ def test_a_queued_client_that_leaves_leaves_the_queue(tiny_engine: Any) -> None:
         assert len(backend.streams) == 2  # the one that left never reached the engine
 
 
-def test_load_20_clients_3_streamed_requests_each_all_answered_or_refused(tiny_engine: Any) -> None:
+def test_load_20_clients_3_streamed_requests_each_all_answered_or_refused_memory_flat(tiny_engine: Any) -> None:
     outcomes: list[Any] = []
     lock = threading.Lock()
 
@@ -141,15 +141,28 @@ def test_load_20_clients_3_streamed_requests_each_all_answered_or_refused(tiny_e
                         outcomes.append((response.status_code, lines[-2:] if lines else response.read()))
 
     with running_server(create_app(tiny_engine, model_name="tiny")) as url:
-        threads = [threading.Thread(target=client, args=(url,), daemon=True) for _ in range(20)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in threads), "a request hung"
-        assert len(outcomes) == 60
-        statuses = [status for status, _ in outcomes]
-        assert set(statuses) <= {200, 429, 503}
-        assert statuses.count(200) >= 17  # at least the running one and a full queue
-        assert all(tail == ["data: [DONE]", ""] for status, tail in outcomes if status == 200)
-        assert health(url)["busy"] is False and health(url)["queued"] == 0
+        peaks = []
+        for _ in range(2):  # the second round must not need more memory than the first
+            outcomes.clear()
+            threads = [threading.Thread(target=client, args=(url,), daemon=True) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert not any(thread.is_alive() for thread in threads), "a request hung"
+            assert len(outcomes) == 60
+            statuses = [status for status, _ in outcomes]
+            assert set(statuses) <= {200, 429, 503}
+            assert statuses.count(200) >= 17  # at least the running one and a full queue
+            assert all(tail == ["data: [DONE]", ""] for status, tail in outcomes if status == 200)
+            assert health(url)["busy"] is False and health(url)["queued"] == 0
+            peaks.append(peak_rss_mib())
+        assert peaks[1] - peaks[0] < 64, peaks
+
+
+def peak_rss_mib() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
