@@ -42,7 +42,20 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
     engine's ``LoadProgress`` events; ``loader`` stands in for ``engine.load``
     (tests). Raises whatever the load raises (``engine.EngineError`` for the
     expected failures); each front end words it as it needs.
+
+    With ``options.endpoint`` the backend is a ``remote.RemoteBackend``: it
+    asks the server for its model now, and should the server not answer, it
+    is returned all the same and asks again at the next message.
     """
+    if options.endpoint:
+        from dsvl_tui.remote import RemoteBackend, RemoteError
+
+        remote = RemoteBackend(options.endpoint, api_key=options.api_key, model=model)
+        try:
+            remote.refresh()
+        except RemoteError:
+            pass  # shown at the first message, which tries again
+        return remote
     if loader is None:
         import engine
 

@@ -59,6 +59,13 @@ MaxNewTokens = Annotated[int | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Most tokens generated per answer (default: 512).")]
 Seed = Annotated[int | None, typer.Option(
     show_default=False, rich_help_panel=_GEN, help="Random seed, for repeatable sampling (default: random).")]
+Endpoint = Annotated[str | None, typer.Option(
+    envvar="DSVL_ENDPOINT", show_default=False,
+    help="Use the model of an OpenAI-compatible server at this URL (dsvl-chat serve, lmdeploy...) "
+         "instead of loading one here.")]
+ApiKey = Annotated[str | None, typer.Option(
+    envvar="DSVL_API_KEY", show_default=False, help="API key for --endpoint (sent as a Bearer token, never saved).")]
+LOCAL_ONLY = ("device", "dtype", "compile")  # options of a local engine: a usage error with --endpoint
 
 
 def _version(value: bool) -> None:
@@ -87,6 +94,12 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     from dsvl_tui.options import Options
     from engine.types import GenerationSettings
 
+    endpoint = values.get("endpoint") or None
+    if endpoint:
+        local = [f"--{name}" for name in LOCAL_ONLY if values.get(name)]
+        if local:
+            raise typer.BadParameter(f"{', '.join(local)} set the local engine; with --endpoint the server "
+                                     "chooses them: leave them out (DSVL_DEVICE, DSVL_DTYPE, DSVL_COMPILE too)")
     settings = {key: values[key] for key in user_settings() if values.get(key) is not None}
     try:
         generation = GenerationSettings(**settings)
@@ -96,6 +109,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
         model=values.get("model") or DEFAULT_MODEL, device=values.get("device") or "auto",
         dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=_text(values.get("system")),
         compile=bool(values.get("compile")), settings=generation, theme=theme, resume=resume,
+        endpoint=endpoint, api_key=values.get("api_key") or None,
     )
 
 
@@ -133,6 +147,8 @@ def chat(
     repetition_penalty: RepetitionPenalty = None,
     max_new_tokens: MaxNewTokens = None,
     seed: Seed = None,
+    endpoint: Endpoint = None,
+    api_key: ApiKey = None,
     theme: Annotated[str | None, typer.Option(
         envvar="DSVL_THEME", show_default=False, help="Theme of the full-screen app (default: the last one used).")] = None,
     plain: Annotated[bool, typer.Option(
@@ -148,7 +164,8 @@ def chat(
     given = locals()
     values: dict[str, Any] = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
-        "compile": compile or None, **{name: given[name] for name in user_settings()},
+        "compile": compile or None, "endpoint": endpoint, "api_key": api_key,
+        **{name: given[name] for name in user_settings()},
     }
     ctx.obj = values
     if ctx.invoked_subcommand is not None:
@@ -179,6 +196,8 @@ def ask(
     repetition_penalty: RepetitionPenalty = None,
     max_new_tokens: MaxNewTokens = None,
     seed: Seed = None,
+    endpoint: Endpoint = None,
+    api_key: ApiKey = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
     transcript: Annotated[Path | None, typer.Option(
@@ -196,6 +215,7 @@ def ask(
     mine = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
         "compile": compile or None,  # a flag: given before or after ask
+        "endpoint": endpoint, "api_key": api_key,
         **{name: given[name] for name in user_settings()},
     }
     values = {**_given(ctx.obj or {}), **_given(mine)}

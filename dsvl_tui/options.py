@@ -61,3 +61,5 @@ class Options:
     theme: str | None = None  # None: the remembered one, else the default
     resume: bool = False  # open the list of recent conversations at start
     images: str = "halfblock"  # how image previews are drawn: halfblock, kitty or sixel (run_tui picks)
+    endpoint: str | None = None  # an OpenAI-compatible server answers instead of a local engine
+    api_key: str | None = field(default=None, repr=False)  # sent to the endpoint only, never stored

@@ -91,7 +91,8 @@ class StatusBar(Widget):
             self.progress = None
         if info is not None and state != "loading":
             self.model, self.context_window = info.model_id, info.context_length
-            self.device = f"{info.device} {SHORT_DTYPES.get(info.dtype, info.dtype)}"
+            # A remote model (``--endpoint``) has the server's URL as its device and no dtype.
+            self.device = f"{info.device} {SHORT_DTYPES.get(info.dtype, info.dtype)}".strip()
         self.context_used = context_used
         self.tokens_per_second = getattr(stats, "tokens_per_second", None)
         self.time_to_first_token = getattr(stats, "time_to_first_token", None)

@@ -1,0 +1,92 @@
+"""``--endpoint`` on the command line: ``ask`` and the REPL against a server, usage errors, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI, Script
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from dsvl_tui.cli import main
+from dsvl_tui.options import Options
+from dsvl_tui.repl.app import Repl
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("local", [["--device", "cpu"], ["--dtype", "float32"], ["--compile"]])
+@pytest.mark.parametrize("where", ["chat", "ask"])
+def test_local_engine_options_with_endpoint_are_a_usage_error(local, where, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DSVL_DEVICE", raising=False)
+    argv = ["--endpoint", "http://127.0.0.1:9", *local, "--plain"] if where == "chat" else \
+        ["ask", "hi", "--endpoint", "http://127.0.0.1:9", *local]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and local[0] in lines[0] and "--endpoint" in lines[0]
+
+
+def test_ask_with_a_server_that_is_down_is_one_line_and_exit_4(capsys) -> None:
+    url = refused_url()
+    code, out, err = run_cli(["ask", "hi", "--endpoint", url, "--quiet"], capsys)
+    assert (code, out) == (4, "")
+    assert err == f"error: cannot reach {url}: connection refused; is the server running?\n"
+
+
+def test_ask_answers_through_the_endpoint_and_the_key_is_never_saved(tmp_path: Path, capsys, monkeypatch) -> None:
+    transcript = tmp_path / "chat.json"
+    with FakeOpenAI(Script(api_key="top-secret-key")) as server:
+        monkeypatch.setenv("DSVL_API_KEY", "top-secret-key")
+        endpoint = server.url.replace("http://", "http://bob:hunter2@")
+        code, out, err = run_cli(["ask", "hi", "--endpoint", endpoint, "--transcript", str(transcript),
+                                  "--json", "--temperature", "0"], capsys)
+        assert code == 0, err
+        assert server.headers[-1]["Authorization"] == "Bearer top-secret-key"
+    document = json.loads(out)
+    assert document["answer"] == "Hello there" and document["model"] == "fake-org/fake-vl-7b-chat"
+    saved = transcript.read_text()
+    assert "top-secret-key" not in saved and "hunter2" not in saved and "bob" not in saved
+    assert json.loads(saved)["model"] == "fake-org/fake-vl-7b-chat"
+
+
+@pytest.mark.timeout(60)
+def test_the_repl_stays_usable_when_the_server_is_down(capsys) -> None:
+    url = refused_url()
+    out, err = io.StringIO(), io.StringIO()
+    with create_pipe_input() as pipe:
+        # The message comes back to the prompt (Enter would retry it); Ctrl+U clears it for a command.
+        pipe.send_text("hello\r\x15/set temperature 0\r\x04")
+        repl = Repl(Options(endpoint=url), input=pipe, output=DummyOutput(), stdout=out, stderr=err, colour=False)
+        code = repl.run()
+    assert code == 0
+    assert f"error: cannot reach {url}: connection refused; is the server running?" in err.getvalue()
+    assert repl.conversation.messages == []  # nothing recorded: the next message tries again
+    assert repl.conversation.settings.temperature == 0  # the command after it still ran
+
+
+@pytest.mark.timeout(60)
+def test_the_repl_answers_through_the_endpoint() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with FakeOpenAI() as server, create_pipe_input() as pipe:
+        pipe.send_text("hello\r\x04")
+        repl = Repl(Options(endpoint=server.url), input=pipe, output=DummyOutput(), stdout=out, stderr=err,
+                    colour=False)
+        assert repl.run() == 0
+    assert "Hello there" in out.getvalue()
+    assert [m.text for m in repl.conversation.messages] == ["hello", "Hello there"]
