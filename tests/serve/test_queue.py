@@ -166,3 +166,16 @@ def peak_rss_mib() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_frees_the_engine(tiny_engine: Any) -> None:
+    backend = Paced(tiny_engine, delay=0.01)  # 2000 tokens would take 20 s
+    backend.gate.set()
+    with running_server(create_app(backend, model_name="tiny")) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            post(url, request(2000), timeout=0.5)
+        started = time.monotonic()
+        assert post(url, request(3), timeout=10).status_code == 200
+        assert time.monotonic() - started < 5
+        first = backend.streams[0]
+        assert first.stats.stop_reason == "cancelled" and first.stats.new_tokens < 1000
