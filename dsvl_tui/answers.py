@@ -27,7 +27,7 @@ from engine.types import ChatBackend
 if TYPE_CHECKING:
     from dsvl_tui.options import Options
 
-__all__ = ["Loader", "load_backend", "stats_line", "stream_answer"]
+__all__ = ["Loader", "load_backend", "note_backend", "stats_line", "stream_answer"]
 
 Loader = Callable[..., ChatBackend]  # engine.load's signature: (model, *, device, dtype, revision, progress, compile)
 
@@ -64,11 +64,21 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
                   progress=progress, compile=options.compile)
 
 
+def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
+    """Record in ``conversation`` what answers it: the server (``RemoteBackend.endpoint``, no credentials) and
+    its model, or no endpoint for a local model. Called once the backend has accepted the request."""
+    endpoint = getattr(backend, "endpoint", "")
+    conversation.endpoint = endpoint if isinstance(endpoint, str) else ""
+    if conversation.endpoint:
+        conversation.model = backend.info.model_id
+
+
 def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: threading.Event,
                   on_chunk: Callable[[str], None]) -> ChatMessage:
     """Answer the conversation's last user message; returns the answer it appended."""
     stream = backend.stream(conversation.engine_messages(), conversation.settings, system=conversation.system,
                             cancel=cancel, cache_key=conversation.id)
+    note_backend(conversation, backend)
     parts: list[str] = []
     chunks = iter(stream)
     try:

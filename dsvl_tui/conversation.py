@@ -101,6 +101,7 @@ class Conversation:
     system: str | None = None  # None: the model's default system prompt
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     model: str = ""
+    endpoint: str = ""  # the server that answered last (--endpoint, without credentials); "" for a local model
     title: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)

@@ -206,6 +206,9 @@ def generate_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Call
     except Exception as exc:  # noqa: BLE001 - raised before any compute: the input is at fault
         post(AnswerDone(job, "", None, False, error_line(exc), rejected=True))
         return
+    from dsvl_tui.answers import note_backend
+
+    note_backend(conversation, backend)  # which server and model answer (--endpoint), for the transcript
     try:
         stats = getattr(stream, "stats", None)
         saved = time.monotonic()

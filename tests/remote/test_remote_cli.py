@@ -63,6 +63,26 @@ def test_ask_answers_through_the_endpoint_and_the_key_is_never_saved(tmp_path: P
     saved = transcript.read_text()
     assert "top-secret-key" not in saved and "hunter2" not in saved and "bob" not in saved
     assert json.loads(saved)["model"] == "fake-org/fake-vl-7b-chat"
+    assert json.loads(saved)["endpoint"] == server.url  # which server answered, without the user name
+
+
+def test_transcripts_record_the_endpoint_and_still_read_ones_without(tmp_path: Path) -> None:
+    from dsvl_tui.conversation import Conversation
+    from dsvl_tui.storage.transcript import load_transcript, save_transcript
+    from engine.types import GenerationStats
+
+    remote = Conversation(model="srv/model", endpoint="http://gpu-box:8000")
+    remote.add_user("hi")
+    remote.add_answer("hello", GenerationStats(new_tokens=1, stop_reason="eos"))
+    save_transcript(remote, tmp_path / "remote.json")
+    back = load_transcript(tmp_path / "remote.json")
+    assert (back.endpoint, back.model) == ("http://gpu-box:8000", "srv/model")
+
+    local = Conversation(model="tiny")  # a local model: no endpoint key, as files written before it had none
+    local.add_user("hi")
+    save_transcript(local, tmp_path / "local.json")
+    assert "endpoint" not in json.loads((tmp_path / "local.json").read_text())
+    assert load_transcript(tmp_path / "local.json").endpoint == ""
 
 
 @pytest.mark.timeout(60)

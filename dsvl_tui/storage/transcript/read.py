@@ -181,6 +181,7 @@ class Reader:
             system=self.text(doc, "system", "", ("string", "null"), None),
             settings=self.settings(doc),
             model=self.take(doc, "model", "", ("string",), ""),
+            endpoint=self.take(doc, "endpoint", "", ("string",), ""),
             created=created,
             updated=self.time(doc, "updated", "", created),
         )

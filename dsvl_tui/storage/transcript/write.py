@@ -45,6 +45,7 @@ def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> 
         "created": format_time(conv.created),
         "updated": format_time(updated),
         "model": conv.model,
+        **({"endpoint": conv.endpoint} if conv.endpoint else {}),  # optional: older readers ignore it
         "system": conv.system,
         "settings": asdict(conv.settings),
         "messages": messages,
