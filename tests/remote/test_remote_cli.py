@@ -110,3 +110,26 @@ def test_the_repl_answers_through_the_endpoint() -> None:
         assert repl.run() == 0
     assert "Hello there" in out.getvalue()
     assert [m.text for m in repl.conversation.messages] == ["hello", "Hello there"]
+
+
+def test_the_app_says_so_in_one_line_when_the_server_is_down_and_keeps_the_message() -> None:
+    from tui_support import notices, ready, run_async, type_line, wait_for
+
+    from dsvl_tui.tui.app import DsvlApp
+
+    url = refused_url()
+
+    @run_async
+    async def drive() -> None:
+        app = DsvlApp(Options(endpoint=url))
+        async with app.run_test(size=(100, 24)) as pilot:
+            await ready(pilot)
+            assert app.status.device == url
+            await type_line(pilot, "hello")
+            await wait_for(pilot, lambda: notices(app, error=True))
+            assert notices(app, error=True)[-1].endswith(
+                f"cannot reach {url}: connection refused; is the server running?")
+            assert app.active.conversation.messages == []  # nothing recorded; Enter again retries
+            assert app.prompt.text == "hello"
+
+    drive()

@@ -112,3 +112,26 @@ def test_the_repl_through_the_endpoint_equals_the_engines_answer(server: str, ti
     assert answer.role == "assistant" and not answer.error
     assert answer.text == in_process(tiny_engine, [Message("user", "Describe the weather.")])
     assert (repl.conversation.model, repl.conversation.endpoint) == ("tiny", server)
+
+
+def test_the_app_through_the_endpoint_shows_the_server_and_gives_the_engines_answer(server: str,
+                                                                                     tiny_engine: Any) -> None:
+    from tui_support import ready, run_async, screen_text, type_line, wait_for
+
+    from dsvl_tui.tui.app import DsvlApp
+
+    @run_async
+    async def drive() -> None:
+        app = DsvlApp(Options(endpoint=server, api_key="k3y", settings=GREEDY))
+        async with app.run_test(size=(120, 30)) as pilot:
+            await ready(pilot)
+            await type_line(pilot, "Describe the weather.")
+            conversation = app.active.conversation
+            await wait_for(pilot, lambda: len(conversation.messages) == 2 and app.queue.for_pane(app.active) is None)
+            assert conversation.messages[-1].text == expected
+            assert (conversation.model, conversation.endpoint) == ("tiny", server)
+            assert (app.status.model, app.status.device) == ("tiny", server)
+            assert server.removeprefix("http://") in screen_text(app)
+
+    expected = in_process(tiny_engine, [Message("user", "Describe the weather.")])
+    drive()
