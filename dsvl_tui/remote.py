@@ -10,8 +10,9 @@ Server-Sent Event until ``data: [DONE]``; ``info`` comes from ``/v1/models``.
 Images go as base64 ``data:`` URLs, read like ``/image`` reads them (only
 regular files, the same pixel limit). The system prompt is a system message;
 ``top_k`` and ``repetition_penalty`` travel as extra fields, which servers
-that do not know them ignore. Setting ``cancel`` closes the stream at the
-next chunk. A server that cannot be reached, a timeout or an HTTP error is a
+that do not know them ignore. Setting ``cancel`` ends the answer at once,
+even while the server is silent, and the connection is closed when the
+server next writes (within one chunk), which stops its generation. A server that cannot be reached, a timeout or an HTTP error is a
 one-line ``RemoteError`` raised by ``stream`` before anything is generated,
 so nothing is recorded and the next message simply tries again; a stream that
 breaks part way raises ``RemoteStreamError`` (a ``GenerationError``: the
@@ -26,6 +27,7 @@ import base64
 import io
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +46,7 @@ __all__ = ["MAX_IMAGE_BYTES", "RemoteBackend", "RemoteError", "RemoteStreamError
 MAX_IMAGE_BYTES = 20 * 2**20  # one image file sent; as base64 it stays under a server's 32 MiB body limit
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 READ_TIMEOUT = 300.0  # seconds the server may stay silent (a long queue, a slow first token)
+_POLL_SECONDS = 0.05  # how often a reader waiting for the server looks at ``cancel``
 _FINISH: dict[str, StopReason] = {"stop": "eos", "length": "length", "cancelled": "cancelled", "abort": "cancelled"}
 _FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
 
@@ -139,12 +142,9 @@ class RemoteBackend:
         payload = self.payload(messages, settings, system=system)
         request = self._client.build_request("POST", "/v1/chat/completions", json=payload,
                                              headers={"Accept": "text/event-stream"})
-        response = self._send(request, stream=True)
-        if response.status_code >= 400:
-            response.read()
-            response.close()
-            raise RemoteError(self._http_error(response))
-        return RemoteStream(response, cancel, start, self.endpoint)
+        stream = RemoteStream(self, request, cancel, start)
+        stream.wait_open()
+        return stream
 
     def payload(self, messages: Sequence[Message], settings: GenerationSettings, *,
                 system: str | None = None) -> dict[str, Any]:
@@ -204,26 +204,90 @@ class RemoteBackend:
 
 
 class RemoteStream:
-    """The text of one answer as the server streams it; ``stats`` are final when iteration ends."""
+    """The text of one answer as the server streams it; ``stats`` are final when iteration ends.
 
-    def __init__(self, response: httpx.Response, cancel: Any, start: float, endpoint: str) -> None:
-        self._response = response
+    A thread reads the response and hands each line over through a queue, so
+    the reader waits on the queue, not on the socket: setting ``cancel`` ends
+    the iteration at once even while the server is silent (a request waiting
+    in its queue, a long prefill). The thread then closes the connection when
+    the server next writes, which tells the server to stop generating.
+    """
+
+    def __init__(self, backend: RemoteBackend, request: httpx.Request, cancel: Any, start: float) -> None:
         self._cancel = cancel
         self._start = start
-        self._endpoint = endpoint
+        self._endpoint = backend.endpoint
+        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._abandon = threading.Event()  # the reader is gone: the thread closes the response
+        self._opened = False
         self.stats = GenerationStats()
+        self._thread = threading.Thread(target=self._pump, args=(backend, request), daemon=True,
+                                        name="dsvl-remote-stream")
+        self._thread.start()
+
+    def _pump(self, backend: RemoteBackend, request: httpx.Request) -> None:
+        """The thread: send the request, then put each line of the response on the queue."""
+        put = self._events.put
+        try:
+            response = backend._send(request, stream=True)
+        except RemoteError as exc:
+            put(("refused", str(exc)))
+            return
+        try:
+            if response.status_code >= 400:
+                response.read()
+                put(("refused", backend._http_error(response)))
+                return
+            put(("open", ""))
+            for line in response.iter_lines():
+                if self._abandon.is_set():
+                    return
+                put(("line", line))
+            put(("end", ""))
+        except httpx.TimeoutException:
+            put(("broken", f"{self._endpoint} stopped sending the answer (timed out)"))
+        except httpx.HTTPError as exc:
+            put(("broken", f"the connection to {self._endpoint} broke: {_reason(exc)}"))
+        finally:
+            response.close()
+
+    def _next(self) -> tuple[str, str] | None:
+        """The thread's next event, or None as soon as ``cancel`` is set."""
+        while not self._cancelled():
+            try:
+                return self._events.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+        return None
+
+    def wait_open(self) -> None:
+        """Wait for the server to accept the request (or for ``cancel``); raises ``RemoteError`` if it does not."""
+        event = self._next()
+        if event is None:
+            self._abandon.set()
+            return
+        kind, value = event
+        if kind == "refused":
+            raise RemoteError(value)
+        self._opened = True
 
     def __iter__(self) -> Iterator[str]:
-        stats, response = self.stats, self._response
+        stats = self.stats
         first: float | None = None
         chunks = 0
         usage: dict[str, Any] | None = None
         finish: str | None = None
         done = False
         try:
-            for line in response.iter_lines():
-                if self._cancelled():
+            while self._opened:
+                event = self._next()
+                if event is None:
                     finish = "cancelled"
+                    break
+                kind, line = event
+                if kind == "broken":
+                    raise RemoteStreamError(line)
+                if kind == "end":
                     break
                 if not line.startswith("data:"):
                     continue
@@ -231,12 +295,12 @@ class RemoteStream:
                 if data == "[DONE]":
                     done = True
                     break
-                event = _event(data)
-                if "error" in event:
+                event_body = _event(data)
+                if "error" in event_body:
                     raise RemoteStreamError(f"{self._endpoint}: {_error_message(data.encode()) or 'error'}")
-                if isinstance(event.get("usage"), dict):
-                    usage = event["usage"]
-                for choice in event.get("choices") or []:
+                if isinstance(event_body.get("usage"), dict):
+                    usage = event_body["usage"]
+                for choice in event_body.get("choices") or []:
                     if not isinstance(choice, dict):
                         continue
                     finish = choice.get("finish_reason") or finish
@@ -250,14 +314,10 @@ class RemoteStream:
                         if self._cancelled():
                             finish = "cancelled"
                             return
-            if not done and finish is None and not self._cancelled():
+            if self._opened and not done and finish is None and not self._cancelled():
                 raise RemoteStreamError(f"{self._endpoint} closed the stream before the answer ended")
-        except httpx.TimeoutException:
-            raise RemoteStreamError(f"{self._endpoint} stopped sending the answer (timed out)") from None
-        except httpx.HTTPError as exc:
-            raise RemoteStreamError(f"the connection to {self._endpoint} broke: {_reason(exc)}") from None
         finally:
-            response.close()
+            self._abandon.set()
             end = time.monotonic()
             stats.total_seconds = end - self._start
             if usage is not None:

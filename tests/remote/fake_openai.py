@@ -29,6 +29,7 @@ class Script:
     api_key: str | None = None  # required Bearer token, if any
     status: int = 200  # another status answers every chat request with an OpenAI error body
     error: str = "something went wrong"
+    wait: float = 0.0  # seconds before answering at all (a request waiting in the server's queue)
     truncate: bool = False  # hang up after the chunks, with no finish reason and no [DONE]
 
 
@@ -75,6 +76,7 @@ class FakeOpenAI:
                 if not self._authorized():
                     return
                 script = fake.script
+                time.sleep(script.wait)
                 if script.status != 200:
                     self._json(script.status, {"error": {"message": script.error, "type": "server_error"}})
                     return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,18 @@ def test_cancel_closes_the_stream_within_one_chunk() -> None:
         assert stream.stats.stop_reason == "cancelled" and stream.stats.new_tokens == 3
         assert server.hung_up.wait(5), "the server never saw the client hang up"
         assert server.sent < 200
+
+
+def test_cancel_while_the_server_is_silent_returns_at_once() -> None:
+    with FakeOpenAI(Script(wait=3.0, chunks=[f"t{i} " for i in range(50)], delay=0.02)) as server:
+        cancel = threading.Event()
+        threading.Timer(0.2, cancel.set).start()
+        started = time.monotonic()
+        stream = RemoteBackend(server.url).stream([Message("user", "hi")], SETTINGS, cancel=cancel)
+        assert list(stream) == []
+        assert time.monotonic() - started < 1.5  # not the 3 s the server keeps quiet
+        assert stream.stats.stop_reason == "cancelled" and stream.stats.new_tokens == 0
+        assert server.hung_up.wait(10), "the connection was not closed once the server spoke"
 
 
 def test_a_stream_cut_short_is_a_generation_error_after_the_text_so_far() -> None:
