@@ -168,6 +168,8 @@ class RemoteBackend:
         }
         if settings.seed is not None:
             body["seed"] = settings.seed
+        if settings.ignore_eos:
+            body["ignore_eos"] = True  # vLLM's extra field, which dsvl-chat serve takes too (benchmarks)
         return body
 
     # -- HTTP --------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class ChatRequest(_Model):
     # Not in OpenAI's API; accepted as extra fields, as vLLM and lmdeploy do.
     top_k: int | None = Field(default=None, ge=0)
     repetition_penalty: float | None = Field(default=None, gt=0)
+    ignore_eos: bool | None = None  # vLLM's name: answer max_tokens whatever the model says (benchmarks)
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def settings_for(request: ChatRequest) -> GenerationSettings:
     given: dict[str, Any] = {
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
         "repetition_penalty": request.repetition_penalty, "seed": request.seed,
-        "max_new_tokens": request.max_completion_tokens or request.max_tokens,
+        "max_new_tokens": request.max_completion_tokens or request.max_tokens, "ignore_eos": request.ignore_eos,
     }
     try:
         return GenerationSettings(**{key: value for key, value in given.items() if value is not None})
