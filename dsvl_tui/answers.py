@@ -32,6 +32,15 @@ __all__ = ["Loader", "load_backend", "note_backend", "stats_line", "stream_answe
 Loader = Callable[..., ChatBackend]  # engine.load's signature: (model, *, device, dtype, revision, progress, compile)
 
 
+def loading_line(options: Options, model: str | None = None) -> str:
+    """What a front end says it is starting: loading a local model, or answering through a server."""
+    if options.endpoint:
+        from dsvl_tui.remote import public_url
+
+        return f"using the model server at {public_url(options.endpoint)}"
+    return f"loading {model or options.model}"
+
+
 def load_backend(options: Options, model: str | None = None, progress: Callable[[Any], None] | None = None, *,
                  loader: Loader | None = None) -> ChatBackend:
     """The backend that answers for ``model`` (default: ``options.model``), loaded now.

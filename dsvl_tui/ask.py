@@ -175,10 +175,10 @@ class _Ask:
     # -- the model -------------------------------------------------------------------------
 
     def _load(self, model: str) -> ChatBackend:
-        from dsvl_tui.answers import load_backend
+        from dsvl_tui.answers import load_backend, loading_line
         from dsvl_tui.loading import ProgressLines, describe_failure
 
-        self.note(f"loading {model}")
+        self.note(loading_line(self.request.options, model))
         progress = None if self.request.quiet else ProgressLines(self.note)
         try:
             return load_backend(self.request.options, model, progress)

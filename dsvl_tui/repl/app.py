@@ -236,7 +236,9 @@ class Repl:
         self._slot.load(self.options.model)
         if self._interactive:
             self._prompt = self._make_prompt()
-            self.info(f"dsvl-chat: loading {self.options.model}; /help lists the commands, Ctrl+D leaves")
+            from dsvl_tui.answers import loading_line
+
+            self.info(f"dsvl-chat: {loading_line(self.options)}; /help lists the commands, Ctrl+D leaves")
         restore_signals = self._catch_end_signals()
         try:
             if self.options.resume:

@@ -49,6 +49,13 @@ def test_ask_with_a_server_that_is_down_is_one_line_and_exit_4(capsys) -> None:
     assert err == f"error: cannot reach {url}: connection refused; is the server running?\n"
 
 
+def test_ask_says_it_uses_the_server_not_that_it_loads_a_model(capsys) -> None:
+    url = refused_url()
+    code, _, err = run_cli(["ask", "hi", "--endpoint", url.replace("http://", "http://user:secret@")], capsys)
+    assert code == 4
+    assert err.splitlines()[0] == f"using the model server at {url}"  # no credentials, no local model name
+
+
 def test_ask_answers_through_the_endpoint_and_the_key_is_never_saved(tmp_path: Path, capsys, monkeypatch) -> None:
     transcript = tmp_path / "chat.json"
     with FakeOpenAI(Script(api_key="top-secret-key")) as server:
