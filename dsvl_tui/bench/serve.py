@@ -5,8 +5,9 @@ uvicorn on a loopback port, in this process); the in-process chat calls
 ``engine.stream`` and the HTTP chat goes through ``RemoteBackend``, the
 client every front end uses with ``--endpoint``. Both chats have the same
 turns (pictures in turns 1 and 5, forced answer lengths) but different
-system prompts, so neither reuses the other's context; each turn the two
-take turns at going first. Both are timed the same way, on the client's
+system prompts and different pictures of the same size, so neither reuses
+the other's context or image features; each turn the two take turns at
+going first. Both are timed the same way, on the client's
 side: time to the first text chunk, and decode time per token after it.
 
 The summary gives what HTTP adds to the time to first token (median over
@@ -40,7 +41,7 @@ QUESTIONS = [
     "Summarise our chat so far.", "And this second picture?", "Compare the two pictures.",
     "Which one would you hang on a wall?", "Give each picture a title.",
 ]
-IMAGE_TURNS = {0: 1, 4: 2}  # turn index -> picture seed
+IMAGE_TURNS = {0: 1, 4: 2}  # turn index -> picture seed (the HTTP chat's pictures: seed + 100)
 TARGET_TTFT_MS = 50.0
 TARGET_DECODE_PCT = 5.0
 
@@ -116,11 +117,12 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int) -> 
     with ServerThread(eng) as server:
         backends: dict[str, ChatBackend] = {"local": eng, "http": RemoteBackend(f"http://127.0.0.1:{server.port}")}
         for index in range(turns):
-            images = [_picture(IMAGE_TURNS[index])] if index in IMAGE_TURNS else []
             row: dict[str, Any] = {"turn": index + 1}
             order = ["local", "http"] if index % 2 == 0 else ["http", "local"]
             for way in order:
                 history = histories[way]
+                seed = IMAGE_TURNS.get(index)
+                images = [] if seed is None else [_picture(seed + (100 if way == "http" else 0))]
                 history.append(engine.Message("user", QUESTIONS[index % len(QUESTIONS)], images=images))
                 result = turn(backends[way], history, settings, systems[way])
                 history.append(engine.Message("assistant", result.pop("text")))
