@@ -968,3 +968,15 @@ async def test_image_decodes_the_picture_off_the_event_loop(tmp_path, monkeypatc
         await wait_for(pilot, lambda: len(app.active.conversation.pending) == 1 and notices(app, error=True))
         assert decoded_on and threading.main_thread().name not in decoded_on
         assert "gone.png" in notices(app, error=True)[-1]
+
+
+@run_async
+async def test_the_modal_screens_share_the_dialog_frame():
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        panel = app.screen.query_one("Vertical")
+        assert panel.styles.border.top[0] == "round" and panel.styles.max_width is not None
+        assert app.screen.styles.align_horizontal == "center"

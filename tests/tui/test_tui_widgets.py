@@ -355,7 +355,7 @@ def test_stylesheets_use_theme_variables_only():
     from dsvl_tui.tui.app import STYLESHEET
 
     sources = [STYLESHEET.read_text()] + [getattr(widgets, name).DEFAULT_CSS for name in widgets.__all__]
-    sources += [screen.DEFAULT_CSS for screen in (screens.HelpScreen, screens.ResumeScreen)]
+    sources += [screen.DEFAULT_CSS for screen in (screens.Dialog, screens.HelpScreen, screens.ResumeScreen)]
     for css in sources:
         assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|\b(red|blue|green|white|black)\b", css), css
 

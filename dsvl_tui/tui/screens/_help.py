@@ -14,10 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from dsvl_tui.commands.session import HelpSection
+from dsvl_tui.tui.screens._dialog import Dialog
 
 _KEY_WORDS = {"ctrl": "Ctrl", "alt": "Alt", "shift": "Shift", "escape": "Esc", "pageup": "PgUp",
               "pagedown": "PgDn", "enter": "Enter", "tab": "Tab", "home": "Home", "end": "End",
@@ -62,7 +62,7 @@ def help_text(sections: Sequence[HelpSection], width: int = 34) -> str:
     return "\n\n".join(blocks)
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog[None]):
     """The keys and the commands, over the main screen; Esc (or F1) closes it.
 
     | Key | Does |
@@ -75,20 +75,6 @@ class HelpScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     HelpScreen {
-        align: center middle;
-        & > Vertical {
-            width: 90%;
-            max-width: 110;
-            height: 90%;
-            border: round $primary;
-            background: $surface;
-            padding: 0 1;
-        }
-        & .title {
-            width: 1fr;
-            text-style: bold;
-            color: $primary;
-        }
         & VerticalScroll {
             height: 1fr;
         }

@@ -14,12 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from dsvl_tui.commands.session import RecentConversation
 from dsvl_tui.text import printable
+from dsvl_tui.tui.screens._dialog import Dialog
 
 PREVIEW_CHARS = 400  # of each message shown
 
@@ -50,7 +50,7 @@ def preview_text(choice: RecentConversation) -> str:
     return "\n\n".join(parts)
 
 
-class ResumeScreen(ModalScreen["RecentConversation | None"]):
+class ResumeScreen(Dialog["RecentConversation | None"]):
     """Pick a recent conversation: Up/Down move (the preview follows), Enter opens it, Esc closes.
 
     | Key | Does |
@@ -64,20 +64,6 @@ class ResumeScreen(ModalScreen["RecentConversation | None"]):
 
     DEFAULT_CSS = """
     ResumeScreen {
-        align: center middle;
-        & > Vertical {
-            width: 90%;
-            max-width: 110;
-            height: 90%;
-            border: round $primary;
-            background: $surface;
-            padding: 0 1;
-        }
-        & .title {
-            width: 1fr;
-            text-style: bold;
-            color: $primary;
-        }
         & OptionList {
             height: 1fr;
             min-height: 3;
