@@ -173,20 +173,31 @@ def _unused_heads(spec, shapes: dict[str, tuple[int, ...]]) -> None:
             shapes[f"vision_model.{side}_layer_norm.bias"] = (dim,)
 
 
-def _random_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+def random_init(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(mean, standard deviation) of the random weight ``name``: a constant where the deviation is 0.
+
+    Shared with the GPU check, which fills a model built in GPU memory the same way.
+    """
     if name.endswith("hd_alpha_downsamples"):
-        return torch.full(shape, 0.7, dtype=dtype)  # non-zero so the high-res path matters
+        return 0.7, 0.0  # non-zero so the high-res path matters
     if "norm" in name and name.endswith("weight") and len(shape) == 1:
-        return (1 + 0.1 * torch.randn(shape, generator=gen)).to(dtype)
+        return 1.0, 0.1
     if name.endswith("bias"):
-        return (0.02 * torch.randn(shape, generator=gen)).to(dtype)
+        return 0.0, 0.02
     fan_in = 1
     for d in shape[1:]:
         fan_in *= d
     scale = 1.0 if len(shape) < 2 or "embed_tokens" in name else fan_in ** -0.5
     if "pos_embed" in name or "rel_pos" in name:
         scale = 0.1
-    return (scale * torch.randn(shape, generator=gen)).to(dtype)
+    return 0.0, scale
+
+
+def _random_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    mean, std = random_init(name, shape)
+    if std == 0.0:
+        return torch.full(shape, mean, dtype=dtype)
+    return (mean + std * torch.randn(shape, generator=gen)).to(dtype)
 
 
 def write_checkpoint(

@@ -182,21 +182,13 @@ def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: st
 
 def _randomise(name: str, tensor, generator) -> None:
     """Fill in place with the same distributions as ``fixtures.write_checkpoint``'s random weights."""
-    shape = tuple(tensor.shape)
-    if name.endswith("hd_alpha_downsamples"):
-        tensor.fill_(0.7)
-    elif "norm" in name and name.endswith("weight") and len(shape) == 1:
-        tensor.normal_(1.0, 0.1, generator=generator)
-    elif name.endswith("bias"):
-        tensor.normal_(0.0, 0.02, generator=generator)
+    from engine.fixtures import random_init
+
+    mean, std = random_init(name, tuple(tensor.shape))
+    if std == 0.0:
+        tensor.fill_(mean)
     else:
-        fan_in = 1
-        for d in shape[1:]:
-            fan_in *= d
-        scale = 1.0 if len(shape) < 2 or "embed_tokens" in name else fan_in ** -0.5
-        if "pos_embed" in name or "rel_pos" in name:
-            scale = 0.1
-        tensor.normal_(0.0, scale, generator=generator)
+        tensor.normal_(mean, std, generator=generator)
 
 
 def run_big(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
