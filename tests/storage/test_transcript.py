@@ -677,6 +677,15 @@ def test_markdown_export(tmp_path):
     assert "What is in these two pictures?\nBe brief." in text
 
 
+def test_markdown_export_writes_no_control_characters(tmp_path):
+    conv = Conversation(system="be \x1b[31mred\x07")
+    conv.add_user("hi\x1b]52;c;aGk=\x07 there\r\x00")
+    conv.add_answer("ans\x1b[2Jwer\x85\tdone")
+    text = export_markdown(conv, tmp_path / "chat.md").read_text("utf-8")
+    assert "hi there" in text and "answer\tdone" in text and "be red" in text
+    assert not any(ord(c) < 32 and c not in "\n\t" or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
 def test_markdown_export_into_a_folder_fails_cleanly(tmp_path):
     with pytest.raises(TranscriptError) as caught:
         export_markdown(Conversation(), tmp_path)

@@ -29,6 +29,7 @@ from dsvl_tui.storage.paths import data_dir
 from dsvl_tui.storage.transcript.format import FORMAT, VERSION, TranscriptError
 from dsvl_tui.storage.transcript.read import read
 from dsvl_tui.storage.transcript.write import ImageFolder, document, encode
+from dsvl_tui.text import printable
 
 __all__ = [
     "FORMAT", "VERSION", "TranscriptError", "default_save_path", "export_markdown",
@@ -125,7 +126,8 @@ def export_markdown(conv: Conversation, path: Path) -> Path:
         raise TranscriptError(path, "", "is a folder; give a file name such as chat.md")
     images = ImageFolder(path.parent / f"{path.stem}.images", f"{path.stem}.images/")
     try:
-        text = _markdown(conv, path, images)
+        # A model's answer or a pasted prompt may hold escape sequences: the file is read in terminals too.
+        text = printable(_markdown(conv, path, images))
         atomic_write_bytes(path, text.encode("utf-8"))
     except OSError as error:
         images.rollback()
