@@ -34,6 +34,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 # the ones given before the command, and a continued transcript keeps its own values.
 
 _GEN = "Generation"
+FLAG = ""  # the metavar of an on/off flag: it takes no value, so help shows none (not "<bool>")
 Model = Annotated[str | None, typer.Option(
     "--model", "-m", envvar="DSVL_MODEL", show_default=False,
     help=f"Hub id or local folder of a DeepSeek-VL checkpoint (default: {DEFAULT_MODEL}).")]
@@ -43,7 +44,7 @@ Dtype = Annotated[str | None, typer.Option(
     envvar="DSVL_DTYPE", show_default=False, help="auto (the default), bfloat16, float16 or float32.")]
 Revision = Annotated[str | None, typer.Option(show_default=False, help="Hub branch, tag or commit of the model.")]
 Compile = Annotated[bool, typer.Option(
-    "--compile", envvar="DSVL_COMPILE", help="Compile the decode step (CUDA graphs) while loading, for faster answers "
+    "--compile", envvar="DSVL_COMPILE", metavar=FLAG, help="Compile the decode step (CUDA graphs) while loading, for faster answers "
     "on CUDA; elsewhere it decodes as usual and says why.")]
 System = Annotated[str | None, typer.Option(
     envvar="DSVL_SYSTEM", show_default=False, help="System prompt (default: the model's own).")]
@@ -152,10 +153,10 @@ def chat(
     theme: Annotated[str | None, typer.Option(
         envvar="DSVL_THEME", show_default=False, help="Theme of the full-screen app (default: the last one used).")] = None,
     plain: Annotated[bool, typer.Option(
-        "--plain", help="Use the line-by-line REPL, not the full-screen app (automatic without a terminal).")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Start with the list of recent conversations.")] = False,
+        "--plain", metavar=FLAG, help="Use the line-by-line REPL, not the full-screen app (automatic without a terminal).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, help="Start with the list of recent conversations.")] = False,
     version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+        "--version", callback=_version, is_eager=True, metavar=FLAG, help="Print the version and exit.")] = False,
 ) -> None:
     """Chat with a DeepSeek-VL vision-language model in the terminal.
 
@@ -183,7 +184,7 @@ def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(show_default=False, help="The question; - reads it from stdin.")],
     image: Annotated[list[Path] | None, typer.Option(
-        "--image", "-i", show_default=False, help="An image to ask about (repeat for more).")] = None,
+        "--image", "-i", metavar="<path>", show_default=False, help="An image to ask about (repeat for more).")] = None,
     model: Model = None,
     device: Device = None,
     dtype: Dtype = None,
@@ -199,11 +200,11 @@ def ask(
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
     json_output: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
+        "--json", metavar=FLAG, help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
     transcript: Annotated[Path | None, typer.Option(
         show_default=False, help="Continue this saved conversation and append the answer to it "
                                  "(a new file is created).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or stats on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress or stats on stderr.")] = False,
 ) -> None:
     """Answer one question and exit; the answer goes to stdout, everything else to stderr.
 
@@ -243,13 +244,14 @@ def bench(
     new_tokens: Annotated[int | None, typer.Option(
         show_default=False, help="Forced answer length per turn in the engine benchmark (default: 32).")] = None,
     compile: Annotated[bool, typer.Option(
-        "--compile", help="Our way decodes with the compiled step where it can (upstream's stays eager).")] = False,
-    skip_engine: Annotated[bool, typer.Option("--skip-engine", help="Leave out the engine benchmark.")] = False,
-    skip_ui: Annotated[bool, typer.Option("--skip-ui", help="Leave out the UI and start-up benchmark.")] = False,
+        "--compile", metavar=FLAG, help="Our way decodes with the compiled step where it can (upstream's stays eager).")] = False,
+    skip_engine: Annotated[bool, typer.Option("--skip-engine", metavar=FLAG, help="Leave out the engine benchmark.")] = False,
+    skip_ui: Annotated[bool, typer.Option("--skip-ui", metavar=FLAG, help="Leave out the UI and start-up benchmark.")] = False,
 ) -> None:
     """Run the benchmarks: the engine's (upstream's way against ours), then the UI's and start-up's.
 
-    Each prints a table and writes JSON: the same as python -m dsvl_tui.bench.engine, then python -m dsvl_tui.bench.ui.
+    Each prints a table and writes its results as JSON in the current folder: bench.json (the engine's),
+    then uibench.json (the UI's); the same as python -m dsvl_tui.bench.engine, then python -m dsvl_tui.bench.ui.
     """
     # --model, --device and --dtype given before the command count too; DSVL_MODEL and the like do not:
     # the benchmark's default model is a random checkpoint, not the one the app is set to use.

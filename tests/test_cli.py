@@ -80,6 +80,23 @@ def test_ask_help_lists_its_options_and_exit_codes() -> None:
     assert "3 bad input" in result.output and "130 interrupted" in result.output
 
 
+@pytest.mark.parametrize(("argv", "flags"), [
+    ([], ("--compile", "--plain", "--resume", "--version")),
+    (["ask"], ("--compile", "--json", "--quiet")),
+    (["bench"], ("--compile", "--skip-engine", "--skip-ui")),
+])
+def test_help_shows_flags_as_taking_no_value(argv: list[str], flags: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ --")}
+    for flag in flags:
+        assert "<bool>" not in lines[flag], lines[flag]  # a flag takes no value: "--compile false" is an error
+    if argv == ["ask"]:
+        assert "<path>" in lines["--image"] and "list[" not in result.output
+    if argv == ["bench"]:
+        assert "bench.json" in result.output and "uibench.json" in result.output
+
+
 def test_usage_errors_are_one_line_with_exit_code_2() -> None:
     proc = _python("-m", "dsvl_tui.cli", "--no-such-flag")
     assert proc.returncode == 2
