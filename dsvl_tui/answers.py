@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dsvl_tui.conversation import ChatMessage, Conversation
+from dsvl_tui.options import resolvable_model
 from dsvl_tui.stats import stats_line
 from engine.errors import GenerationError
 from engine.types import ChatBackend
@@ -69,7 +70,7 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
         import engine
 
         loader = engine.load
-    return loader(model or options.model, device=options.device, dtype=options.dtype, revision=options.revision,
+    return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype, revision=options.revision,
                   progress=progress, compile=options.compile)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsvl_tui import __version__
-from dsvl_tui.options import DEFAULT_MODEL, user_settings  # light: no engine imported until called
+from dsvl_tui.options import DEFAULT_MODEL, resolvable_model, user_settings  # light: no engine imported until called
 
 if TYPE_CHECKING:
     from dsvl_tui.options import Options
@@ -107,7 +107,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     return Options(
-        model=values.get("model") or DEFAULT_MODEL, device=values.get("device") or "auto",
+        model=resolvable_model(values.get("model") or DEFAULT_MODEL), device=values.get("device") or "auto",
         dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=_text(values.get("system")),
         compile=bool(values.get("compile")), settings=generation, theme=theme, resume=resume,
         endpoint=endpoint, api_key=values.get("api_key") or None,

@@ -13,6 +13,7 @@ import functools
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,6 +34,17 @@ def user_settings() -> dict[str, type]:
 
     hints = typing.get_type_hints(GenerationSettings)
     return {f.name: _value_type(hints[f.name]) for f in fields(GenerationSettings) if f.name not in _NOT_FOR_USERS}
+
+
+def resolvable_model(name: str) -> str:
+    """``name`` in a form that means the same model from any folder: a local folder's absolute path.
+
+    A model that names an existing folder (``ck``, ``~/models/vl``) becomes its absolute path, so a
+    transcript that stores it can be continued from elsewhere; anything else (a hub id such as
+    ``deepseek-ai/deepseek-vl-1.3b-chat``, a folder that is not there) is returned as is.
+    """
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name and path.is_dir() else name
 
 
 def _value_type(annotation: object) -> type:

@@ -25,7 +25,7 @@ from PIL import Image
 import engine
 from dsvl_tui.ask import AskRequest, run_ask
 from dsvl_tui.conversation import Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.options import Options, resolvable_model
 from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from dsvl_tui.text import printable
 from engine.fixtures import write_checkpoint
@@ -88,6 +88,8 @@ def runs(world):
                            str(world.image), "--compile", "What is this?")),
         "continue": dict(args=("--max-new-tokens", "6", "--transcript", str(world.continued), "And then?")),
         "missing_model": dict(args=("--model", str(world.folder / "no-such-model"), "hi")),
+        "relative_model": dict(args=("--model", "tiny", "--max-new-tokens", "2", "--transcript", "relative.json",
+                                     "hi")),  # run in world.folder, where tiny/ is
         # Bytes that are not UTF-8 (\udcff is the byte 0xFF), in the argument and on stdin (in a UTF-8 locale,
         # where Python's stdin would refuse them).
         "bad_byte_argument": dict(args=(*model, "--max-new-tokens", "3", "--transcript", "bad_arg.json",
@@ -162,6 +164,28 @@ def test_transcript_is_continued_and_appended(runs, world) -> None:
     # The transcript's own model, system prompt and settings were kept; the flag given changed one.
     assert saved.system == "Be brief." and saved.model == str(world.checkpoint)
     assert (saved.settings.temperature, saved.settings.top_k, saved.settings.max_new_tokens) == (0.7, 9, 6)
+
+
+def test_a_transcript_of_a_local_model_named_relatively_continues_from_another_folder(runs, world) -> None:
+    done = _result(runs, "relative_model")
+    assert done.returncode == 0, done.stderr
+    transcript = world.folder / "relative.json"
+    assert load_transcript(transcript).model == str(world.checkpoint.resolve())  # not "tiny"
+    elsewhere = world.folder / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    again = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", "--max-new-tokens", "2", "--transcript",
+                            str(transcript), "And?"], capture_output=True, text=True, env=world.env, cwd=elsewhere,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert [m.text for m in load_transcript(transcript).messages][::2] == ["hi", "And?"]
+
+
+def test_resolvable_model_makes_folders_absolute_and_leaves_hub_ids(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ck").mkdir()
+    assert resolvable_model("ck") == str((tmp_path / "ck").resolve())
+    assert resolvable_model("deepseek-ai/deepseek-vl-1.3b-chat") == "deepseek-ai/deepseek-vl-1.3b-chat"
+    assert resolvable_model("no-such-folder") == "no-such-folder"
 
 
 @pytest.mark.parametrize(("case", "saved", "question"), [

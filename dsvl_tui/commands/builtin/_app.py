@@ -1,4 +1,4 @@
-"""Commands on the app around the conversation: panes, the model, the theme, help and quitting."""
+"""Commands on the app around the conversation: tabs, the model, the theme, help and quitting."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from pathlib import Path
 from dsvl_tui.commands.builtin._shared import _words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import HelpSection, Session
+from dsvl_tui.options import resolvable_model
 
 
 @registry.command("new", "Start a new conversation", "/new")
 def new(session: Session, args: str) -> None:
-    """The TUI opens it in a new pane; the REPL switches to it (the current one stays in
+    """The TUI opens it in a new tab; the REPL switches to it (the current one stays in
     /resume)."""
     session.new_pane()
 
 
-@registry.command("close", "Close this pane", "/close", frontends=("tui",))
+@registry.command("close", "Close this tab", "/close", frontends=("tui",))
 def close(session: Session, args: str) -> None:
     """The conversation stays in /resume."""
     session.close_pane()
@@ -25,16 +26,16 @@ def close(session: Session, args: str) -> None:
 def _switch(session: Session, offset: int) -> None:
     switch = getattr(session, "switch_pane", None)
     if switch is None:
-        raise CommandError("this front end has a single pane")
+        raise CommandError("this front end shows one conversation; /resume switches to another")
     switch(offset)
 
 
-@registry.command("next", "Go to the next pane", "/next", frontends=("tui",))
+@registry.command("next", "Go to the next tab", "/next", frontends=("tui",))
 def next_pane(session: Session, args: str) -> None:
     _switch(session, 1)
 
 
-@registry.command("prev", "Go to the previous pane", "/prev", frontends=("tui",))
+@registry.command("prev", "Go to the previous tab", "/prev", frontends=("tui",))
 def prev_pane(session: Session, args: str) -> None:
     _switch(session, -1)
 
@@ -50,7 +51,7 @@ def model(session: Session, args: str) -> None:
     if len(words) > 1:
         raise CommandError("usage: /model ID | PATH")
     target = words[0]
-    session.change_model(str(Path(target).expanduser()) if target.startswith("~") else target)
+    session.change_model(resolvable_model(str(Path(target).expanduser()) if target.startswith("~") else target))
 
 
 @registry.command("theme", "Switch the colour theme", "/theme NAME", frontends=("tui",))
