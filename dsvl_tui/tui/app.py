@@ -193,7 +193,11 @@ class DsvlApp(App[int]):
             self.call_later(self.sync_pane, self.active)
 
     def new_pane(self) -> None:
-        self.tabs.add(self.new_conversation())
+        """A new tab starts from this tab's settings and system prompt (as /new does in the REPL)."""
+        current = self.active.conversation
+        conversation = self.new_conversation()
+        conversation.system, conversation.settings = current.system, replace(current.settings)
+        self.tabs.add(conversation)
         self.call_later(self.sync_pane, self.active)
 
     def close_pane(self) -> None:

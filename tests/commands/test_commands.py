@@ -196,6 +196,22 @@ def test_set_lists_shows_and_changes_settings(session) -> None:
     assert session.notices[-1] == "top_k=50"
 
 
+def test_set_says_its_scope_and_shows_a_random_seed(session) -> None:
+    session.run("/set seed none")
+    assert session.notices[-1] == "seed=random (from the next answer, for this tab; /new starts from it)"
+    session.run("/set seed")
+    assert session.notices[-1] == "seed=random"
+    session.run("/set")
+    assert "seed=random" in session.notices[-1] and "None" not in session.notices[-1]
+    session.run("/help set")
+    assert "this tab" in session.notices[-1] and "/new starts from them" in session.notices[-1]
+
+
+def test_help_speaks_of_tabs_not_panes() -> None:
+    for command in registry.commands("tui"):
+        assert "pane" not in f"{command.summary} {command.handler.__doc__ or ''}".lower(), command.name
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("/set temprature 1", "unknown setting temprature; did you mean temperature?"),
     ("/set colour 1", "unknown setting colour; one of temperature, top_p, top_k"),

@@ -405,6 +405,20 @@ async def test_new_close_next_prev_commands():
         second = app.active
         assert len(app.tabs.panes) == 2 and second is not first
         await type_line(pilot, "/prev")
+        await type_line(pilot, "/set temperature 0.7")
+        await type_line(pilot, "/system Be brief.")
+        await type_line(pilot, "/new")  # a new tab starts from this tab's settings and system prompt
+        await pilot.pause()
+        third = app.active.conversation
+        assert (third.settings.temperature, third.system) == (0.7, "Be brief.")
+        assert second.conversation.settings.temperature != 0.7  # the other tab kept its own
+        await type_line(pilot, "/close")
+        await pilot.pause()
+        assert app.tabs.panes == [first, second]
+        if app.active is not second:
+            await type_line(pilot, "/next")
+        assert app.active is second
+        await type_line(pilot, "/prev")
         assert app.active is first
         await type_line(pilot, "/next")
         assert app.active is second

@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 SETTING_TYPES: dict[str, type] = user_settings()
 
 
+def setting_text(settings: Any, key: str) -> str:
+    """``key=value`` as /set shows it (a seed of None is a random one)."""
+    value = getattr(settings, key)
+    return f"{key}={'random' if key == 'seed' and value is None else value}"
+
+
 def settings_text(settings: Any) -> str:
-    return "  ".join(f"{key}={getattr(settings, key)}" for key in SETTING_TYPES)
+    return "  ".join(setting_text(settings, key) for key in SETTING_TYPES)
 
 
 def _parse_setting(key: str, text: str) -> Any:
@@ -131,8 +137,8 @@ def system(session: Session, args: str) -> None:
 @registry.command("set", "Show or change a generation setting", "/set [KEY [VALUE]]")
 def set_setting(session: Session, args: str) -> None:
     """Keys: temperature (0 is greedy), top_p, top_k (0 is off), repetition_penalty,
-    max_new_tokens, seed (none for random). `/set` alone lists them; changes apply from the
-    next answer."""
+    max_new_tokens, seed (random for a new one each answer). `/set` alone lists them; changes
+    apply from the next answer, to this conversation (this tab) only; /new starts from them."""
     conv = session.conversation
     words = args.split()
     if not words:
@@ -144,7 +150,7 @@ def set_setting(session: Session, args: str) -> None:
         hint = f"did you mean {close[0]}?" if close else f"one of {', '.join(SETTING_TYPES)}"
         raise CommandError(f"unknown setting {words[0]}; {hint}")
     if len(words) == 1:
-        session.info(f"{key}={getattr(conv.settings, key)}")
+        session.info(setting_text(conv.settings, key))
         return
     if len(words) > 2:
         raise CommandError("usage: /set KEY VALUE")
@@ -154,7 +160,7 @@ def set_setting(session: Session, args: str) -> None:
     except ValueError as exc:  # GenerationSettings' own checks
         raise CommandError(str(exc)) from None
     session.refresh()
-    session.info(f"{key}={value} (from the next answer)")
+    session.info(f"{setting_text(conv.settings, key)} (from the next answer, for this tab; /new starts from it)")
 
 
 @registry.command("regenerate", "Answer your last message again", "/regenerate", aliases=("retry",))
