@@ -198,7 +198,7 @@ def test_set_lists_shows_and_changes_settings(session) -> None:
 
 def test_set_says_its_scope_and_shows_a_random_seed(session) -> None:
     session.run("/set seed none")
-    assert session.notices[-1] == "seed=random (from the next answer, for this tab; /new starts from it)"
+    assert session.notices[-1] == "seed=random (from the next answer, for this conversation; /new starts from it)"
     session.run("/set seed")
     assert session.notices[-1] == "seed=random"
     session.run("/set")

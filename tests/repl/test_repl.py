@@ -106,7 +106,7 @@ def test_a_leading_double_slash_sends_a_slash(backend) -> None:
 
 def test_set_then_set_lists_and_reaches_the_engine(backend) -> None:
     run = drive("/set temperature 0\r/set\rhi\r/regenerate\r", backend)
-    assert "temperature=0.0 (from the next answer)" in run.err
+    assert "temperature=0.0 (from the next answer, for this conversation; /new starts from it)" in run.err
     assert "temperature=0.0  top_p=0.95" in run.err
     first_text = printable(run.messages[1].text)
     assert run.out.count(first_text) >= 2  # greedy: /regenerate gives the same answer
@@ -432,3 +432,18 @@ def test_a_transcript_with_a_lone_surrogate_escape_loads_and_goes_on(backend, tm
     assert run.messages[0].text == "hel\ufffdlo"  # valid JSON, not valid text: U+FFFD at load
     assert [m.role for m in run.messages] == ["user", "assistant", "user", "assistant"]
     assert run.messages[-1].stats.new_tokens == 8
+
+
+def test_without_a_terminal_a_failed_command_makes_the_exit_code_1(backend) -> None:
+    err = io.StringIO()
+    repl = Repl(Options(model="tiny", settings=SHORT), engine_factory=lambda model, progress: backend,
+                stdout=io.StringIO(), stderr=err, stdin=io.StringIO("/image nowhere.png\nhello\n"), colour=False)
+    assert repl.run() == 1
+    assert "error: " in err.getvalue() and "nowhere.png" in err.getvalue()
+    assert repl.conversation.messages[-1].stats.new_tokens == 8  # the lines after it still ran
+
+
+def test_start_up_says_once_that_the_model_is_ready(checkpoint) -> None:
+    run = drive("hi\r", None, factory=lambda model, progress: engine.load(str(checkpoint), progress=progress))
+    lines = [line for line in run.err.splitlines() if "ready" in line]
+    assert len(lines) == 1 and "ready on cpu" in lines[0], run.err

@@ -406,6 +406,8 @@ async def test_new_close_next_prev_commands():
         assert len(app.tabs.panes) == 2 and second is not first
         await type_line(pilot, "/prev")
         await type_line(pilot, "/set temperature 0.7")
+        assert notices(app, error=False)[-1] == ("temperature=0.7 (from the next answer, "
+                                                 "for this tab; new tabs start from it)")
         await type_line(pilot, "/system Be brief.")
         await type_line(pilot, "/new")  # a new tab starts from this tab's settings and system prompt
         await pilot.pause()
