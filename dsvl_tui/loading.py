@@ -44,6 +44,11 @@ class ProgressLines:
             message = f"{message} ({min(100, 100 * getattr(event, 'done', 0) // total)}%)"
         self._emit(message)
 
+    @property
+    def last_stage(self) -> str | None:
+        """The stage of the last line emitted (``"ready"`` once the engine has said what it loaded)."""
+        return self._stage
+
 
 def describe_failure(exc: BaseException) -> str:
     """One line for a failed load: the engine's own message, or the exception's type and text."""
@@ -67,6 +72,7 @@ class ModelSlot:
         self.model: str | None = None  # the name the backend was loaded as
         self.loading: str | None = None  # the model being loaded, if any
         self.error: str | None = None  # why the last load failed
+        self.announced = False  # the last load's progress lines already said it is ready (and on what)
 
     def load(self, model: str) -> None:
         """Start loading ``model``; raises ``RuntimeError`` if another load is running."""
@@ -89,6 +95,7 @@ class ModelSlot:
             return
         with self._changed:
             self.backend, self.model, self.loading = backend, model, None
+            self.announced = progress.last_stage == "ready"
             self._changed.notify_all()
         self._notify("ready", model)
 

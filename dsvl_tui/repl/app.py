@@ -131,6 +131,12 @@ class Repl:
     def error(self, message: str) -> None:
         self._write_err(f"error: {message}", _RED)
 
+    def _failed(self, message: str) -> None:
+        """``error`` for a line that failed (a command, a message); piped, it also makes the exit code 1."""
+        self.error(message)
+        if not self._interactive and self.exit_code == 0:
+            self.exit_code = 1  # the lines after it still run, and the caller learns that one failed
+
     def send(self, text: str) -> None:
         message = self._conversation.add_user(text)
         self._autosave()
@@ -268,9 +274,9 @@ class Repl:
             try:
                 registry.run(self, text)
             except CommandError as exc:
-                self.error(str(exc))
+                self._failed(str(exc))
             except Exception as exc:  # noqa: BLE001 - a broken command must not end the session
-                self.error(f"{text.split()[0]} failed: {error_line(exc)}")
+                self._failed(f"{text.split()[0]} failed: {error_line(exc)}")
             if self._conversation is not conversation or self._conversation.updated != updated:
                 self._autosave()  # /undo, /load, /regenerate...
             return
@@ -349,7 +355,7 @@ class Repl:
                     answer = stream_answer(backend, conversation, cancel=cancel,
                                            on_chunk=self._journaled_as_it_streams(printer.feed, conversation))
                 except EngineError as exc:  # input problems, raised before anything is generated
-                    self.error(str(exc))
+                    self._failed(str(exc))
                     self._take_back(mine)
                     return
                 finally:
@@ -357,7 +363,7 @@ class Repl:
         finally:
             self._cancel = None
         if answer.error:
-            self.error(answer.error)
+            self._failed(answer.error)
         self._show_stats(answer)
         self._autosave()
 
@@ -502,6 +508,8 @@ class Repl:
         """From the loading thread: queue the line; the prompt (or the main loop) shows it."""
         if kind == "ready":
             self._conversation.model = message
+            if self._slot.announced:  # the engine's "... ready on cpu (float32)" line said it
+                return
             note = (f"{message} is ready", _DIM)
         elif kind == "error":
             note = (f"error: {message}", _RED)
