@@ -93,6 +93,9 @@ class Session(Protocol):
     def set_theme(self, name: str) -> None:
         """Switch theme (raises ``ValueError`` for an unknown name)."""
 
+    def theme_name(self) -> str | None:
+        """The current theme (None where the front end has no themes)."""
+
     def set_input(self, text: str) -> None:
         """Put ``text`` in the input box (for ``/edit``)."""
 

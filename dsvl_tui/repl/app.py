@@ -210,6 +210,9 @@ class Repl:
     def set_theme(self, name: str) -> None:
         raise CommandError("themes are for the full-screen app")
 
+    def theme_name(self) -> str | None:
+        return None
+
     def set_input(self, text: str) -> None:
         self._next_input = text
         if not self._interactive:

@@ -105,6 +105,9 @@ class TuiSession:
             raise ValueError(themes.unknown_theme(name))
         self.app.theme = name
 
+    def theme_name(self) -> str | None:
+        return self.app.theme
+
     def set_input(self, text: str) -> None:
         self.app.prompt.load_text_at_end(text)
         self.app.prompt.focus()

@@ -54,16 +54,22 @@ def model(session: Session, args: str) -> None:
     session.change_model(resolvable_model(str(Path(target).expanduser()) if target.startswith("~") else target))
 
 
-@registry.command("theme", "Switch the colour theme", "/theme NAME", frontends=("tui",))
+@registry.command("theme", "Switch the colour theme, or list them", "/theme [NAME]", frontends=("tui",))
 def theme(session: Session, args: str) -> None:
-    """The choice is remembered for the next start."""
+    """Without NAME: the themes, the current one marked. The choice is remembered for the next start."""
     name = args.strip()
     if not name:
-        raise CommandError("usage: /theme NAME")
+        from themes import theme_names
+
+        current = session.theme_name()
+        rows = [f"{'*' if each == current else ' '} {each}" for each in theme_names()]
+        session.info("\n".join(["themes (* the current one; /theme NAME switches):", *rows]))
+        return
     try:
         session.set_theme(name)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    session.info(f"theme: {name} (remembered for the next start)")
 
 
 @registry.command("help", "List the commands, or explain one", "/help [COMMAND]", aliases=("?",))
