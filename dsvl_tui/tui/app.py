@@ -358,10 +358,14 @@ class DsvlApp(App[int]):
         text = message.job.take()
         if text and message.job.widget is not None and message.job.widget.is_attached:
             await message.job.widget.write(text)
+        if message.job.pane is self.active:
+            self.refresh_status()  # the context meter grows with the answer
 
     async def on_answer_done(self, message: gen.AnswerDone) -> None:
         job = message.job
         self.queue.finished(job)
+        if (used := self._context_tokens.get(job.conversation.id)) is not None:
+            self._context_tokens[job.conversation.id] = used + job.generated()  # until it is measured again
         if message.rejected:  # nothing generated: the message goes back to the input to edit
             if not self.prompt.text:
                 self.session.set_input(job.asked.text)
@@ -437,8 +441,12 @@ class DsvlApp(App[int]):
             state, detail = "error", self.model_error
         else:
             state, detail = "generating" if self.queue.running is not None else "ready", ""
+        used = self._context_tokens.get(conversation.id)
+        job = self.queue.running
+        if used is not None and job is not None and job.conversation is conversation:
+            used += job.generated()  # the prompt was measured; the answer streaming into it is counted
         self.status.show(state=state, detail=detail, info=info, stats=self.last_stats,
-                         context_used=self._context_tokens.get(conversation.id),
+                         context_used=used,
                          pending_images=len(conversation.pending), waiting=len(self.queue.waiting))
 
     def measure_context(self, conversation: Conversation) -> None:

@@ -43,6 +43,7 @@ class Job:
     started: bool = False
     widget: AssistantMessage | None = None  # where the answer streams to
     streamed: list[str] = field(default_factory=list)  # all the text so far (worker thread appends)
+    stream: object | None = None  # the backend's stream, once generation starts
     _buffer: list[str] = field(default_factory=list)
     _signalled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,6 +55,11 @@ class Job:
             self.streamed.append(chunk)
             told, self._signalled = self._signalled, True
         return not told
+
+    def generated(self) -> int:
+        """Tokens generated so far: the stream's own count where it keeps one, else one per chunk."""
+        ids = getattr(self.stream, "token_ids", None)
+        return len(ids) if isinstance(ids, list) else len(self.streamed)
 
     def partial(self) -> Conversation | None:
         """The conversation with the answer so far as a stopped answer, to journal; None once
@@ -209,6 +215,7 @@ def generate_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Call
     from dsvl_tui.answers import note_backend
 
     note_backend(conversation, backend)  # which server and model answer (--endpoint), for the transcript
+    job.stream = stream
     try:
         stats = getattr(stream, "stats", None)
         saved = time.monotonic()

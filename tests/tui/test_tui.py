@@ -179,6 +179,26 @@ async def test_failed_load_shows_the_error_and_the_app_stays_usable(tiny, tmp_pa
 
 
 @run_async
+async def test_context_meter_grows_with_the_answer_and_follows_the_tab():
+    backend = ScriptedEngine(["a", "b", "c", "d"], hold_after=2)  # the scripted prepare(): words + 5 a message
+    app = scripted_app(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        first = app.active
+        await type_line(pilot, "hello")
+        await wait_for(pilot, lambda: first.pending_answer is not None and first.pending_answer.text == "ab")
+        await wait_for(pilot, lambda: app.status.context_used == 6 + 2)  # the prompt and two tokens so far
+        await type_line(pilot, "/new")
+        await wait_for(pilot, lambda: app.status.context_used == 0)
+        await pilot.press("ctrl+pageup")  # the key, not /prev: no command runs to refresh the bar
+        await wait_for(pilot, lambda: app.active is first and app.status.context_used == 8)  # not the new tab's
+        backend.gate.set()
+        await wait_for(pilot, lambda: first.pending_answer is None and app.status.context_used == 12)
+        await pilot.press("ctrl+pagedown")
+        await wait_for(pilot, lambda: app.active is not first and app.status.context_used == 0)
+
+
+@run_async
 async def test_one_generation_at_a_time_across_panes():
     backend = ScriptedEngine(["one", " two", " three"], hold_after=1)
     app = scripted_app(backend)

@@ -104,9 +104,12 @@ class ConversationTabs(Widget):
         return self.active
 
     def show(self, pane: ChatPane) -> None:
+        changed = pane is not self.active
         self.active = pane
         if pane.is_mounted:
             self._tabbed.active = tab_id(pane)
+        if changed:  # _tab_activated will find it already active: tell the app here (/next, /prev)
+            self.post_message(self.ActivePaneChanged(pane))
 
     def set_label(self, pane: ChatPane, label: str) -> None:
         if pane.is_mounted:
