@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from dsvl_tui import __version__
 from dsvl_tui.options import DEFAULT_MODEL, resolvable_model, user_settings  # light: no engine imported until called
@@ -27,14 +28,33 @@ from dsvl_tui.options import DEFAULT_MODEL, resolvable_model, user_settings  # l
 if TYPE_CHECKING:
     from dsvl_tui.options import Options
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _flag_help(option: Any) -> Any:
+    """``--help`` is an on/off flag too: help shows no value for it (typer's own shows ``<bool>``)."""
+    if option is not None:
+        option.metavar = FLAG
+    return option
+
+
+class _Group(TyperGroup):
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help(super().get_help_option(ctx))
+
+
+class _Command(TyperCommand):
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help(super().get_help_option(ctx))
+
+
+FLAG = ""  # the metavar of an on/off flag: it takes no value, so help shows none (not "<bool>")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, cls=_Group)
 
 # --- options shared by the chat and ``ask`` -------------------------------------------------
 # Every default is None so that "not given" can be told apart: ``ask`` options override
 # the ones given before the command, and a continued transcript keeps its own values.
 
 _GEN = "Generation"
-FLAG = ""  # the metavar of an on/off flag: it takes no value, so help shows none (not "<bool>")
 Model = Annotated[str | None, typer.Option(
     "--model", "-m", envvar="DSVL_MODEL", show_default=False,
     help=f"Hub id or local folder of a DeepSeek-VL checkpoint (default: {DEFAULT_MODEL}).")]
@@ -179,7 +199,7 @@ def chat(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(show_default=False, help="The question; - reads it from stdin.")],
@@ -228,7 +248,7 @@ def ask(
     raise typer.Exit(run_ask(request))
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(
@@ -274,7 +294,7 @@ def bench(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     ctx: typer.Context,
     model: Model = None,

@@ -81,9 +81,10 @@ def test_ask_help_lists_its_options_and_exit_codes() -> None:
 
 
 @pytest.mark.parametrize(("argv", "flags"), [
-    ([], ("--compile", "--plain", "--resume", "--version")),
-    (["ask"], ("--compile", "--json", "--quiet")),
-    (["bench"], ("--compile", "--skip-engine", "--skip-ui")),
+    ([], ("--compile", "--plain", "--resume", "--version", "--help")),
+    (["ask"], ("--compile", "--json", "--quiet", "--help")),
+    (["bench"], ("--compile", "--skip-engine", "--skip-ui", "--help")),
+    (["serve"], ("--compile", "--help")),
 ])
 def test_help_shows_flags_as_taking_no_value(argv: list[str], flags: tuple[str, ...]) -> None:
     result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
