@@ -87,6 +87,9 @@ class Recorder:
             raise ValueError(f"unknown theme {name!r}")
         self.calls.append(("theme", name))
 
+    def theme_name(self) -> str | None:
+        return None
+
     def set_input(self, text: str) -> None:
         self.input = text
 
