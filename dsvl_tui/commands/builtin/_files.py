@@ -5,27 +5,21 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
-from dsvl_tui.storage import atomic
+from dsvl_tui.conversation import Conversation
+from dsvl_tui.storage import atomic, transcript
 
 RESUME_LIMIT = 20
 
 
 def _quoted(path: Path | str) -> str:
     return shlex.quote(str(path))
-
-
-def _transcripts() -> Any:
-    try:
-        from dsvl_tui.storage import transcript
-    except ImportError as exc:  # the module ships with the transcripts issue
-        raise CommandError(f"transcripts are not available in this build ({exc})") from None
-    return transcript
 
 
 def _target(word: str, suffix: str) -> Path:
@@ -72,7 +66,6 @@ def save(session: Session, args: str) -> None:
     conv = session.conversation
     if not conv.messages:
         raise CommandError("nothing to save yet")
-    transcript = _transcripts()
     if files:
         target = _target(files[0], ".json")
         if transcript.would_overwrite(conv, target):
@@ -102,13 +95,12 @@ def load(session: Session, args: str) -> None:
     words = _words(args)
     if len(words) != 1:
         raise CommandError("usage: /load FILE (quote names with spaces)")
-    transcript = _transcripts()
     path = Path(words[0]).expanduser()
-    session.read_then(lambda: _read(transcript, path, lambda: transcript.load_transcript(path)),
-                      lambda conv: _open(session, transcript, conv, f"opened {conv.path or path}"))
+    session.read_then(lambda: _read(path, lambda: transcript.load_transcript(path)),
+                      lambda conv: _open(session, conv, f"opened {conv.path or path}"))
 
 
-def _read(transcript: Any, path: Any, load: Any) -> Any:
+def _read(path: Path, load: Callable[[], Conversation]) -> Conversation:
     """Run ``load()``; a broken file or a read failure becomes a one-line ``CommandError``."""
     try:
         return load()
@@ -118,7 +110,7 @@ def _read(transcript: Any, path: Any, load: Any) -> Any:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _open(session: Session, transcript: Any, conv: Any, what: str) -> None:
+def _open(session: Session, conv: Conversation, what: str) -> None:
     session.open_conversation(conv)
     missing = transcript.missing_images(conv)
     note = f"; {_plural(missing, 'image')} missing (shown, not sent)" if missing else ""
@@ -137,7 +129,6 @@ def export(session: Session, args: str) -> None:
     conv = session.conversation
     if not conv.messages:
         raise CommandError("nothing to export yet")
-    transcript = _transcripts()
     target = _target(files[0], ".md")
     _refuse_overwrite(target, "export", flags)
     try:
@@ -156,7 +147,6 @@ def resume(session: Session, args: str) -> None:
     words = args.split()
     if len(words) > 1 or (words and not words[0].isdigit()):
         raise CommandError("usage: /resume [N]")
-    transcript = _transcripts()
     from dsvl_tui.storage.journal import Journal
 
     journal = Journal()
@@ -167,9 +157,9 @@ def resume(session: Session, args: str) -> None:
 
         def opened(conv: Any) -> None:
             copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
-            _open(session, transcript, conv, f"resumed {choice.title}{copy}")
+            _open(session, conv, f"resumed {choice.title}{copy}")
 
-        session.read_then(lambda: _read(transcript, entry.path, lambda: journal.open(entry)), opened)
+        session.read_then(lambda: _read(entry.path, lambda: journal.open(entry)), opened)
 
     now = time.time()
     choices = [RecentConversation(entry, entry.title or "untitled",
