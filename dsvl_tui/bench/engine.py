@@ -64,7 +64,7 @@ class PeakRss:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def _picture(seed: int):
+def random_picture(seed: int):
     import numpy as np
     from PIL import Image
 
@@ -156,7 +156,7 @@ class CompileClock:
             self.seconds = time.perf_counter() - self.started
 
 
-def _default_model(layers: int | None) -> Path:
+def random_checkpoint(layers: int | None) -> Path:
     import torch
 
     from engine.fixtures import write_checkpoint
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import engine
 
-    model = args.model or str(_default_model(args.layers))
+    model = args.model or str(random_checkpoint(args.layers))
     with PeakRss() as load_rss:
         started = time.perf_counter()
         compile_clock = CompileClock()
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # Allocated at load and kept: it counts in both ways' peak GPU memory below.
     static_bytes = eng._static.nbytes() if eng._static is not None else 0
     reset_peak_memory(eng.info.device)
-    pictures = {0: _picture(1), 4: _picture(2)}
+    pictures = {0: random_picture(1), 4: random_picture(2)}
     history: list = []
     rows: list[dict[str, Any]] = []
     peaks = {"upstream": 0, "ours": 0}

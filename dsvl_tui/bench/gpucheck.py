@@ -306,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         write_checkpoint(tiny, tower="siglip", size="tiny", seed=7)
     full = None
     if not args.dry_run and ("tests" in parts or "bench" in parts):
-        from dsvl_tui.bench.engine import _default_model
+        from dsvl_tui.bench.engine import random_checkpoint
 
-        full = _default_model(None)  # the full-size random 1.3B, written once (bf16, like upstream's files)
+        full = random_checkpoint(None)  # the full-size random 1.3B, written once (bf16, like upstream's files)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
         "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),

@@ -105,7 +105,7 @@ def turn(backend: Any, history: list, settings: Any, system: str) -> dict[str, A
 
 def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int) -> dict[str, Any]:
     import engine
-    from dsvl_tui.bench.engine import _picture
+    from dsvl_tui.bench.engine import random_picture
     from dsvl_tui.remote import RemoteBackend
 
     eng = engine.load(model, device=device, dtype=dtype)
@@ -122,7 +122,7 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int) -> 
             for way in order:
                 history = histories[way]
                 seed = IMAGE_TURNS.get(index)
-                images = [] if seed is None else [_picture(seed + (100 if way == "http" else 0))]
+                images = [] if seed is None else [random_picture(seed + (100 if way == "http" else 0))]
                 history.append(engine.Message("user", QUESTIONS[index % len(QUESTIONS)], images=images))
                 result = turn(backends[way], history, settings, systems[way])
                 history.append(engine.Message("assistant", result.pop("text")))
@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--json", type=Path, default=Path("bench-serve.json"))
     args = parser.parse_args(argv)
-    from dsvl_tui.bench.engine import _default_model
+    from dsvl_tui.bench.engine import random_checkpoint
 
-    model = args.model or str(_default_model(args.layers))
+    model = args.model or str(random_checkpoint(args.layers))
     result = run(model, device=args.device, dtype=args.dtype, turns=args.turns, new_tokens=args.new_tokens)
     figures = summary(result)
     print(report(result, figures))

@@ -77,9 +77,9 @@ def checkpoint(request, tiny) -> tuple[str, Path]:
         pytest.skip("the dry run uses only the tiny checkpoint")
     if FULL_CHECKPOINT:
         return "full", Path(FULL_CHECKPOINT)
-    from dsvl_tui.bench.engine import _default_model
+    from dsvl_tui.bench.engine import random_checkpoint
 
-    return "full", _default_model(None)  # written once into the benchmark cache
+    return "full", random_checkpoint(None)  # written once into the benchmark cache
 
 
 def _compiled(folder: Path, dtype: str, **kwargs) -> engine.Engine:
