@@ -34,7 +34,7 @@ from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS, Autosaver
 from dsvl_tui.storage.config import load_config, save_config
 from dsvl_tui.storage.prompt_history import PromptHistory
 from dsvl_tui.text import error_line, printable
-from dsvl_tui.tui import heap, image_protocols
+from dsvl_tui.tui import clipboard, heap, image_protocols
 from dsvl_tui.tui import workers as gen
 from dsvl_tui.tui.palette import SlashCommands
 from dsvl_tui.tui.screens import MainScreen
@@ -226,6 +226,26 @@ class DsvlApp(App[int]):
         """A toast, its text made ``printable`` and not read as markup (a path may hold ``[/b]``)."""
         super().notify(printable(message), title=printable(title), severity=severity, timeout=timeout,
                        markup=markup)
+
+    def put_on_clipboard(self, text: str) -> None:
+        """The one clipboard path (``clipboard.copy``: tmux-aware OSC 52); raises ``ClipboardError``."""
+        self._clipboard = text  # Textual's own copy, which pasting inside the app uses
+        clipboard.copy(text, self._write_to_terminal)
+
+    def copy_to_clipboard(self, text: str) -> None:
+        """Textual's copy keys (a selection, the input box) and a click on a code block: say how it went."""
+        try:
+            self.put_on_clipboard(text)
+        except clipboard.ClipboardError as exc:
+            self.notify(str(exc), severity="error")
+        else:
+            lines = text.count("\n") + 1
+            self.notify(f"copied {lines} lines ({len(text):,} characters)" if lines > 1
+                        else f"copied {len(text):,} characters", timeout=3)
+
+    def _write_to_terminal(self, sequence: str) -> None:
+        if self._driver is not None:
+            self._driver.write(sequence)
 
     # -- input and commands ---------------------------------------------------
     @on(PromptInput.Submitted)

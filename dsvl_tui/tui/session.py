@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, TypeVar
 from dsvl_tui.commands.registry import CommandError
 from dsvl_tui.commands.session import HelpSection, RecentConversation
 from dsvl_tui.conversation import Conversation
-from dsvl_tui.tui.clipboard import osc52
 
 T = TypeVar("T")
 
@@ -113,8 +112,8 @@ class TuiSession:
         self.app.prompt.focus()
 
     def copy_text(self, text: str) -> None:
-        osc52(text)  # raises ClipboardError (a ValueError) when too long for a terminal
-        self.app.copy_to_clipboard(text)
+        # Raises ClipboardError (a ValueError) when too long for a terminal, or inside tmux when nothing gets through.
+        self.app.put_on_clipboard(text)
 
     def quit(self) -> None:
         self.app.call_later(self.app.action_quit)
