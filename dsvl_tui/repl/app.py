@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dsvl_tui.commands.registry import CommandError, registry
@@ -348,7 +348,7 @@ class Repl:
         cancel = threading.Event()
         self._cancel = cancel
         try:
-            with self._interrupt_sets(cancel):
+            with self._interrupt_sets(cancel), self._keys_not_echoed():
                 backend = self._backend(cancel)
                 if backend is None:
                     self._take_back(mine)
@@ -424,6 +424,39 @@ class Repl:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def _keys_not_echoed(self) -> Iterator[None]:
+        """While an answer streams, the terminal does not echo keys: Ctrl+C's ``^C`` (or anything
+        typed) would move the cursor under the printer's live tail, which is then erased from the
+        wrong row and drawn twice. What is typed stays in the terminal's buffer for the next prompt."""
+        terminal = next((s for s in (self._stdin, self._out, self._err) if _isatty(s)), None)
+        try:
+            import termios
+        except ImportError:  # Windows
+            termios = None  # type: ignore[assignment]
+        before = None
+        if termios is not None and terminal is not None:
+            try:
+                fd = terminal.fileno()
+                before = termios.tcgetattr(fd)
+            except (AttributeError, OSError, ValueError, termios.error):
+                before = None
+        if termios is None or before is None:
+            yield
+            return
+        quiet = list(before)
+        quiet[3] &= ~termios.ECHO
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        except (OSError, termios.error):
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcsetattr(fd, termios.TCSANOW, before)
 
     def _printer(self) -> PlainPrinter | MarkdownPrinter:
         from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter

@@ -235,6 +235,70 @@ def test_ctrl_c_while_streaming_stops_the_answer(backend) -> None:
     assert signal.getsignal(signal.SIGINT) is before  # restored after each answer
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a pty and SIGINT to oneself are POSIX")
+def test_ctrl_c_mid_answer_on_a_terminal_draws_each_line_once(backend, monkeypatch) -> None:
+    """On a real terminal, Ctrl+C's echoed ``^C`` pushed the cursor one row below the live tail,
+    so the tail was erased from the wrong row and its first line stayed on screen twice (issue 16)."""
+    import fcntl
+    import struct
+    import termios
+    import time
+
+    from rich.console import Console
+
+    from dsvl_tui.repl.printers import MarkdownPrinter
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "24")
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    received = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the slave side is closed
+                return
+            if not data:
+                return
+            received.extend(data)
+
+    def press_ctrl_c() -> None:
+        os.write(master, b"\x03")  # the key reaches the terminal, which echoes it unless echo is off
+        time.sleep(0.3)  # the terminal's echo (if any) lands before the answer stops
+        os.kill(os.getpid(), signal.SIGINT)  # and its SIGINT reaches the REPL
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    terminal = open(slave, "w", encoding="utf-8", closefd=False)  # closed below, before the slave fd
+    try:
+        with create_pipe_input() as pipe:
+            pipe.send_text("tell me everything\r\x04")
+            repl = Repl(Options(model="tiny", settings=LONG), input=pipe, output=DummyOutput(), stdout=terminal,
+                        stdin=terminal, stderr=io.StringIO(), colour=True,
+                        engine_factory=lambda model, progress: StopAfter(backend, 12, press_ctrl_c))
+            repl.run()
+        terminal.flush()
+        echo_after = termios.tcgetattr(slave)[3] & termios.ECHO
+    finally:
+        terminal.close()
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    answer = repl.conversation.messages[-1]
+    assert answer.stopped and answer.text
+    assert echo_after  # the terminal echoes again at the prompt
+
+    expected = io.StringIO()
+    printer = MarkdownPrinter(Console(file=expected, force_terminal=True, highlight=False, width=80, height=24))
+    printer.feed(answer.text)
+    printer.finish()
+    shown = _terminal(received.decode("utf-8", "replace"), 80)
+    assert "^C" not in "\n".join(shown)
+    assert shown == _terminal(expected.getvalue(), 80)  # the answer once, as if never interrupted
+
+
 class Announce(io.StringIO):
     """stderr that sets ``seen`` once ``text`` has been written."""
 
@@ -394,6 +458,45 @@ def _screen(data: str) -> str:
             line[col:col + 1] = [char]
             col += 1
     return "\n".join("".join(line).rstrip() for line in lines)
+
+
+def _terminal(data: str, width: int) -> list[str]:
+    """The rows a ``width``-column terminal shows for ``data`` (as ``_screen``, plus wrapping: a
+    character written past the last column goes to the next row), without trailing blank rows."""
+    import re
+
+    from rich.cells import cell_len
+
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    for match in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|(.)", data, re.S):
+        char = match.group(3)
+        if char is None:
+            count = int(match.group(1)) if match.group(1).isdigit() else 1
+            if match.group(2) == "A":
+                row = max(0, row - count)
+            elif match.group(2) == "K":
+                rows[row] = [] if match.group(1) == "2" else rows[row][:col]
+            continue
+        if char in "\r\n":
+            col = 0
+            row += char == "\n"
+        else:
+            cells = cell_len(char)
+            if col + cells > width:
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col + cells - len(line)))
+            line[col:col + cells] = [char] + [""] * (cells - 1)
+            col += cells
+        while len(rows) <= row:
+            rows.append([])
+    shown = ["".join(line).rstrip() for line in rows]
+    while shown and not shown[-1]:
+        shown.pop()
+    return shown
 
 
 # --- text that is not valid Unicode ----------------------------------------------------------
