@@ -1,0 +1,231 @@
+"""``dsvl-chat web``: start the model server once, then serve the app to browsers.
+
+``run_web`` makes a private runtime folder (mode 0700, with ``uploads/``),
+starts ``dsvl-chat serve`` on a random loopback port with a generated API key
+in a new process group, waits until it answers ``/health``, then serves
+``WebServer`` in this process. Every browser tab's app runs
+``dsvl-chat`` with ``DSVL_ENDPOINT``/``DSVL_API_KEY`` (never on its command
+line), ``DSVL_WEB=1``, ``DSVL_WEB_URL`` and ``DSVL_WEB_UPLOADS`` in its
+environment, in the same process group. On Ctrl-C, SIGTERM, or when the model
+server dies, the whole group is sent SIGTERM, then SIGKILL if anything is left
+after ``GRACE_SECONDS``, and the runtime folder is removed.
+
+This process never imports torch: it is an aiohttp server and a supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL
+LOAD_TIMEOUT = 3600.0  # seconds the model may take to load (a first download from the hub)
+ENGINE_ONLY = ("DSVL_DEVICE", "DSVL_DTYPE", "DSVL_COMPILE", "DSVL_MODEL", "DSVL_SERVE_API_KEY")  # not for the apps
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """What ``dsvl-chat web`` was asked for; ``engine_args`` go to ``dsvl-chat serve``, ``app_args`` to every tab."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    engine_args: list[str] = field(default_factory=list)
+    app_args: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def public_url(host: str, port: int) -> str:
+    """The base URL a browser on this machine (or, for a wildcard address, another one) opens."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}" if port == 80 else f"http://{shown}:{port}"
+
+
+def group_kwargs(group: int | None) -> dict[str, Any]:
+    """Keyword arguments of ``subprocess.Popen`` that put the child in process group ``group`` (0: a new one)."""
+    if group is None:
+        return {}
+    if sys.version_info >= (3, 11):
+        return {"process_group": group}
+    return {"preexec_fn": lambda: os.setpgid(0, group)}  # pragma: no cover - Python 3.10
+
+
+def _python() -> list[str]:
+    return [sys.executable, "-m", "dsvl_tui.cli"]
+
+
+@contextlib.contextmanager
+def runtime_folder() -> Iterator[Path]:
+    """A private folder (0700) with ``uploads/`` (0700), removed afterwards."""
+    runtime = Path(tempfile.mkdtemp(prefix="dsvl-web-"))
+    try:
+        (runtime / "uploads").mkdir(mode=0o700)
+        yield runtime
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def group_alive(group: int) -> bool:
+    """True while a process of ``group`` is left (zombies not counted: they are gone but for a parent's wait)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_group(group: int, main: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM to every process of ``group``, SIGKILL to what is left after ``GRACE_SECONDS``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if main is not None:
+                main.poll()
+            if not group_alive(group):
+                break
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    if main is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            main.wait(1)
+
+
+def _tail(log: IO[bytes], lines: int = 15) -> str:
+    log.flush()
+    log.seek(0)
+    return "\n".join(log.read().decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, key: str) -> bool:
+    """Poll ``url``/health until the model server answers (True) or exits (False)."""
+    import httpx
+
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{url}/health", timeout=2, headers={"Authorization": f"Bearer {key}"}).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def run_web(options: WebOptions) -> int:
+    """``dsvl-chat web``; the exit code (0 after Ctrl-C once serving, 4 when the model could not be loaded)."""
+    from dsvl_tui.serve.server import is_loopback
+
+    key = secrets.token_urlsafe(32)
+    model_port = free_port()
+    endpoint = f"http://127.0.0.1:{model_port}"
+    with runtime_folder() as runtime, open(runtime / "serve.log", "w+b") as log:
+        server_env = {**os.environ, "DSVL_SERVE_API_KEY": key}
+        argv = [*_python(), "serve", "--host", "127.0.0.1", "--port", str(model_port), *options.engine_args]
+        model = subprocess.Popen(argv, env=server_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 **group_kwargs(0))
+        group = model.pid
+        try:
+            print("loading the model ...", file=sys.stderr, flush=True)
+            if not wait_until_ready(model, endpoint, key):
+                print(_tail(log), file=sys.stderr)
+                print("error: the model server did not start (its output is above)", file=sys.stderr)
+                return 4
+            url = public_url(options.host, options.port)
+            app_env = {"DSVL_ENDPOINT": endpoint, "DSVL_API_KEY": key, "DSVL_WEB": "1", "DSVL_WEB_URL": url,
+                       "DSVL_WEB_UPLOADS": str(runtime / "uploads")}
+            from dsvl_tui.web.server import WebServer
+
+            server = WebServer(host=options.host, port=options.port, public_url=url,
+                               app_argv=[*_python(), *options.app_args], app_env=app_env,
+                               app_unset=ENGINE_ONLY, uploads=runtime / "uploads", token=options.token, group=group,
+                               loopback=is_loopback(options.host))
+            shown = f"{url}/?token={options.token}" if options.token else f"{url}/"
+            return asyncio.run(_serve(server, shown, model))
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            stop_group(group, model)
+
+
+async def _serve(server: object, shown: str, model: subprocess.Popen[bytes]) -> int:
+    from aiohttp import web
+
+    from dsvl_tui.web.server import WebServer
+
+    assert isinstance(server, WebServer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(await server._make_app(), handle_signals=False, shutdown_timeout=2, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, server.host, server.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            print(f"error: cannot listen on {server.host}:{server.port} ({exc.strerror or exc}): "
+                  "give another --port", file=sys.stderr)
+            return 1
+        print(f"dsvl-chat is ready: open {shown} in a browser (Ctrl-C stops it)", file=sys.stderr, flush=True)
+        print(shown, flush=True)
+        code = 0
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if model.poll() is not None:
+                print("error: the model server stopped; stopping", file=sys.stderr)
+                code = 4
+                break
+        return code
+    finally:
+        if server.group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.group, signal.SIGTERM)  # the tabs end at once, so their websockets close
+        await runner.cleanup()
+
+
+__all__ = ["WebOptions", "free_port", "group_alive", "group_kwargs", "public_url", "run_web", "stop_group"]
