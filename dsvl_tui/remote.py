@@ -23,10 +23,7 @@ endpoint as shown and stored, without credentials.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import os
 import queue
 import threading
 import time
@@ -36,19 +33,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from engine.errors import EngineError, GenerationError, ImageError
-from engine.files import FileTooLargeError, NotRegularFileError, read_regular
-from engine.image_limits import MAX_IMAGE_PIXELS, too_many_pixels
-from engine.types import EngineInfo, GenerationSettings, GenerationStats, ImageSource, Message, StopReason
+from dsvl_tui.image_urls import DataUrlCache
+from engine.errors import EngineError, GenerationError
+from engine.types import EngineInfo, GenerationSettings, GenerationStats, Message, StopReason
 
-__all__ = ["MAX_IMAGE_BYTES", "RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]
+__all__ = ["RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]
 
-MAX_IMAGE_BYTES = 20 * 2**20  # one image file sent; as base64 it stays under a server's 32 MiB body limit
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 READ_TIMEOUT = 300.0  # seconds the server may stay silent (a long queue, a slow first token)
 _POLL_SECONDS = 0.05  # how often a reader waiting for the server looks at ``cancel``
 _FINISH: dict[str, StopReason] = {"stop": "eos", "length": "length", "cancelled": "cancelled", "abort": "cancelled"}
-_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
 
 
 class RemoteError(EngineError):
@@ -105,6 +99,7 @@ class RemoteBackend:
         """The server's model, as far as it is known (``refresh`` asks the server)."""
         self.known = False  # True once the server has said which model it serves
         self._lock = threading.Lock()
+        self._data_urls = DataUrlCache()
 
     # -- info ------------------------------------------------------------------------------
 
@@ -154,7 +149,7 @@ class RemoteBackend:
             wire.append({"role": "system", "content": system})
         for message in messages:
             if message.images:
-                parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_data_url(image)}}
+                parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": self._data_urls.url(image)}}
                                                for image in message.images]
                 parts.append({"type": "text", "text": message.text})
                 wire.append({"role": message.role, "content": parts})
@@ -366,37 +361,3 @@ def _reason(exc: Exception) -> str:
     if "name or service not known" in lowered or "nodename nor servname" in lowered or "name resolution" in lowered:
         return "unknown host"
     return " ".join(text.split()) or type(exc).__name__
-
-
-def image_data_url(source: ImageSource) -> str:
-    """``source`` (a path or a PIL image) as a ``data:`` URL; refused like ``/image`` refuses it (``ImageError``)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, Image.Image):
-        if too_many_pixels(*source.size):
-            raise ImageError(f"image is too large: {source.size[0]}x{source.size[1]} pixels is more than "
-                             f"{MAX_IMAGE_PIXELS:,} — scale it down and attach it again")
-        buffer = io.BytesIO()
-        source.convert("RGBA" if "A" in source.getbands() else "RGB").save(buffer, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    path = os.path.expanduser(os.fsdecode(os.fspath(source)))
-    try:
-        data = read_regular(path, MAX_IMAGE_BYTES)
-    except FileTooLargeError:
-        raise ImageError(f"image file is larger than {MAX_IMAGE_BYTES >> 20} MB: {path} — scale it down") from None
-    except NotRegularFileError as exc:
-        raise ImageError(f"image path is {exc.kind}, not a regular file: {path} — choose an image file") from None
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {path} — check the path") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # the header only: size and format
-            size, kind = image.size, image.format or ""
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise ImageError(f"not an image file: {path} — choose a PNG, JPEG, GIF, WebP or BMP file") from None
-    if too_many_pixels(*size):
-        raise ImageError(f"image is too large: {path} ({size[0]}x{size[1]} pixels is more than "
-                         f"{MAX_IMAGE_PIXELS:,}) — scale it down and attach it again")
-    mime = _FORMATS.get(kind, "application/octet-stream")
-    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")

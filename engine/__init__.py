@@ -21,7 +21,7 @@ from .errors import (
     ImageError,
     ModelNotFoundError,
 )
-from .types import ChatBackend, EngineInfo, GenerationSettings, GenerationStats, Message, Prepared
+from .types import ChatBackend, EncodedImage, EngineInfo, GenerationSettings, GenerationStats, Message, Prepared
 
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import LoadProgress
@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ChatBackend", "CheckpointError", "ContextOverflowError", "Engine", "EngineError", "EngineInfo",
+    "ChatBackend", "CheckpointError", "ContextOverflowError", "EncodedImage", "Engine", "EngineError", "EngineInfo",
     "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LoadProgress", "Message",
     "ModelNotFoundError", "Prepared", "TextStream", "load",
 ]

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .files import NotRegularFileError, open_regular
 from .image_limits import MAX_IMAGE_PIXELS  # the limit itself lives where previews can import it cheaply
 from .spec import MAX_IMAGE_SIZE
+from .types import EncodedImage
+
+if TYPE_CHECKING:  # torch only where a tensor is made: checking a picture (load_image) in a thin
+    import torch  # client, the app of `dsvl-chat --endpoint` or `dsvl-chat web`, must not load it
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -115,19 +120,22 @@ def _from_pil(image: Image.Image) -> Image.Image:
 
 
 def load_image(source) -> Image.Image:
-    """Load ``source`` (a path or a PIL image) as a new RGB ``PIL.Image``.
+    """Load ``source`` (a path, a PIL image or an image file's bytes) as a new RGB ``PIL.Image``.
 
     EXIF orientation is applied, animated files give their first frame, and
     transparency is composited onto white. Bad input raises ``ImageError``.
     """
     if isinstance(source, Image.Image):
         return _from_pil(source)
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"load_image expects a path or a PIL image, not {type(source).__name__}")
-    path = os.path.expanduser(os.fsdecode(os.fspath(source)))
-    name = _shown(path)
-    if os.path.isdir(path):  # checked first: on Windows opening a folder reads as "permission denied"
-        raise ImageError(f"image path is a folder, not a file: {name} — choose an image file")
+    if isinstance(source, EncodedImage):
+        path, name = None, _shown(source.name)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.path.expanduser(os.fsdecode(os.fspath(source)))
+        name = _shown(path)
+        if os.path.isdir(path):  # checked first: on Windows opening a folder reads as "permission denied"
+            raise ImageError(f"image path is a folder, not a file: {name} — choose an image file")
+    else:
+        raise TypeError(f"load_image expects a path, a PIL image or an EncodedImage, not {type(source).__name__}")
     # PIL warns (rather than raises) for pictures a little over its own limit;
     # make that warning an error too. catch_warnings restores the filters after
     # (it is process-wide, not per thread, in Python 3.11; harmless here since
@@ -137,7 +145,7 @@ def load_image(source) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             # Only a regular file, opened without blocking: a FIFO or a device would hang the caller.
-            handle = stack.enter_context(open_regular(path))
+            handle = io.BytesIO(source.data) if path is None else stack.enter_context(open_regular(path))
             img = Image.open(handle)  # reads the header only
         except NotRegularFileError as exc:
             raise ImageError(f"image path is {exc.kind}, not a regular file: {name} — choose an image file") from exc
@@ -258,6 +266,8 @@ class ImagePreprocessor:
 
     def __call__(self, image) -> torch.Tensor:
         """Anything ``load_image`` accepts to a float32 tensor [3, image_size, image_size]."""
+        import torch
+
         img = self.resize_and_pad(load_image(image))
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
         # Same arithmetic as upstream (transformers' rescale/normalize): rescale in

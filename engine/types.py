@@ -7,19 +7,51 @@ use them without loading a model.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     from PIL import Image as PILImage
 
-ImageSource = Union[str, os.PathLike, "PILImage.Image"]
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedImage:
+    """An image file's bytes held in memory (a picture that came in a request, not from disk).
+
+    The engine reads it like a file of that name, with the same checks and
+    limits, and caches its decoded pixels by ``digest``, so a stateless client
+    that sends the same picture every turn has it decoded once.
+    """
+
+    data: bytes
+    name: str = "<image>"
+
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+ImageSource = Union[str, os.PathLike, "PILImage.Image", EncodedImage]
 Role = Literal["user", "assistant"]
 StopReason = Literal["eos", "stop_string", "length", "cancelled", "error"]
 Variant = Literal["chat", "base"]  # a chat model (with its template) or a base one (plain text)
+QuantizeMode = Literal["none", "int8", "int4"]  # the language model's weights: as loaded, or 8 or 4 bits (``quantize``)
+QUANTIZE_MODES: tuple[QuantizeMode, ...] = ("none", "int8", "int4")
+
+
+def parse_quantize(value: str | None) -> QuantizeMode:
+    """``"int8"`` etc. (any case; None is "none"); a one-line ValueError names the modes otherwise."""
+    mode = (value or "none").strip().lower()
+    for known in QUANTIZE_MODES:
+        if mode == known:
+            return known
+    raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {value!r}")
 
 
 @dataclass
@@ -101,6 +133,8 @@ class EngineInfo:
     load_seconds: float = 0.0
     compiled: bool = False  # decoding runs a torch.compile'd step (CUDA graphs) on a static KV cache
     compile_note: str | None = None  # why not, when compile was asked for: "needs CUDA", ...
+    quantize: str = "none"  # language-model weights in effect: "none", "int8" or "int4"
+    quantize_note: str | None = None  # why not (or not all layers), when a mode was asked for
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """What the HTTP server costs: the same chat in-process and through ``dsvl-chat serve``, side by side.
 
-One engine is loaded once and served by the real server (``dsvl_tui.serve``,
-uvicorn on a loopback port, in this process); the in-process chat calls
+The real server, ``dsvl-chat serve``, runs in a process of its own on a
+loopback port, as users run it (``--server thread`` instead serves this
+process's engine from a thread: half the memory); the in-process chat calls
 ``engine.stream`` and the HTTP chat goes through ``RemoteBackend``, the
 client every front end uses with ``--endpoint``. Both chats have the same
 turns (pictures in turns 1 and 5, forced answer lengths) but different
-system prompts and different pictures of the same size, so neither reuses
-the other's context or image features; each turn the two take turns at
+system prompts and different pictures of the same size (PNG files, as
+``/image`` attaches them), so neither reuses the other's context or image
+features; each turn the two take turns at
 going first. Both are timed the same way, on the client's
 side: time to the first text chunk, and decode time per token after it.
 
@@ -26,7 +28,9 @@ import json
 import platform
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -79,6 +83,42 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
+class ServerProcess:
+    """``dsvl-chat serve`` in a process of its own, as a user runs it; its own copy of the model."""
+
+    def __init__(self, model: str, *, device: str, dtype: str) -> None:
+        self.port = free_port()
+        self.command = [sys.executable, "-c", "from dsvl_tui.cli import main; main()", "serve", "--model", model,
+                        "--device", device, "--dtype", dtype, "--port", str(self.port)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        import httpx
+
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600  # the full-size model loads in a minute or two on a CPU
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dsvl-chat serve exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError("dsvl-chat serve did not start in 10 minutes")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 def timed(stream: Iterable[str], started: float) -> tuple[str, float, float]:
     """(text, time to the first chunk, time of the last chunk), from ``started``."""
     first = last = None
@@ -93,6 +133,15 @@ def timed(stream: Iterable[str], started: float) -> tuple[str, float, float]:
     return "".join(parts), first - started, last - started
 
 
+def picture_file(folder: Path, seed: int) -> Path:
+    from dsvl_tui.bench.engine import random_picture
+
+    path = folder / f"picture-{seed}.png"
+    if not path.exists():
+        random_picture(seed).save(path)
+    return path
+
+
 def turn(backend: Any, history: list, settings: Any, system: str) -> dict[str, Any]:
     started = time.perf_counter()
     stream = backend.stream(history, settings, system=system)
@@ -103,26 +152,28 @@ def turn(backend: Any, history: list, settings: Any, system: str) -> dict[str, A
             "reused_tokens": getattr(stream.stats, "reused_tokens", None)}
 
 
-def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int) -> dict[str, Any]:
+def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
+        server: str = "process") -> dict[str, Any]:
     import engine
-    from dsvl_tui.bench.engine import random_picture
     from dsvl_tui.remote import RemoteBackend
 
     eng = engine.load(model, device=device, dtype=dtype)
+    pictures = Path(tempfile.mkdtemp(prefix="dsvl-bench-serve-"))  # files, as /image attaches them
     settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=new_tokens,
                                          ignore_eos=True)
     systems = {"local": "You are a helpful assistant (chat A).", "http": "You are a helpful assistant (chat B)."}
     histories: dict[str, list] = {"local": [], "http": []}
     rows = []
-    with ServerThread(eng) as server:
-        backends: dict[str, ChatBackend] = {"local": eng, "http": RemoteBackend(f"http://127.0.0.1:{server.port}")}
+    serving = ServerProcess(model, device=device, dtype=dtype) if server == "process" else ServerThread(eng)
+    with serving:
+        backends: dict[str, ChatBackend] = {"local": eng, "http": RemoteBackend(f"http://127.0.0.1:{serving.port}")}
         for index in range(turns):
             row: dict[str, Any] = {"turn": index + 1}
             order = ["local", "http"] if index % 2 == 0 else ["http", "local"]
             for way in order:
                 history = histories[way]
                 seed = IMAGE_TURNS.get(index)
-                images = [] if seed is None else [random_picture(seed + (100 if way == "http" else 0))]
+                images = [] if seed is None else [picture_file(pictures, seed + (100 if way == "http" else 0))]
                 history.append(engine.Message("user", QUESTIONS[index % len(QUESTIONS)], images=images))
                 result = turn(backends[way], history, settings, systems[way])
                 history.append(engine.Message("assistant", result.pop("text")))
@@ -131,6 +182,7 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int) -> 
             print(f"turn {index + 1}: local ttft {row['local']['ttft']:.3f} s, http ttft {row['http']['ttft']:.3f} s",
                   file=sys.stderr)
     return {"model": model, "device": eng.info.device, "dtype": eng.info.dtype, "new_tokens": new_tokens,
+            "server": server,
             "machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "turns": rows}
 
 
@@ -148,7 +200,7 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
 
 def report(result: dict[str, Any], figures: dict[str, float]) -> str:
     lines = [f"model {result['model']} | {result['device']} {result['dtype']} | {result['machine']} | "
-             f"forced {result['new_tokens']} new tokens per turn",
+             f"forced {result['new_tokens']} new tokens per turn | server in a {result.get('server', 'thread')}",
              "turn  prompt  reused | ttft local s  ttft http s  +ms | ms/token local  ms/token http    +%"]
     for r in result["turns"]:
         local, http = r["local"], r["http"]
@@ -175,12 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--server", choices=["process", "thread"], default="process",
+                        help="run dsvl-chat serve in its own process, as users do (default), or in a thread "
+                             "of this one sharing the in-process engine (half the memory, but the server, the "
+                             "client and the engine share one interpreter lock)")
     parser.add_argument("--json", type=Path, default=Path("bench-serve.json"))
     args = parser.parse_args(argv)
     from dsvl_tui.bench.engine import random_checkpoint
 
     model = args.model or str(random_checkpoint(args.layers))
-    result = run(model, device=args.device, dtype=args.dtype, turns=args.turns, new_tokens=args.new_tokens)
+    result = run(model, device=args.device, dtype=args.dtype, turns=args.turns, new_tokens=args.new_tokens,
+                 server=args.server)
     figures = summary(result)
     print(report(result, figures))
     args.json.write_text(json.dumps({**result, "summary": figures}, indent=2))

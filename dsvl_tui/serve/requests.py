@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.image_limits import MAX_IMAGE_PIXELS, too_many_pixels
-from engine.types import GenerationSettings, ImageSource, Message
+from engine.types import EncodedImage, GenerationSettings, ImageSource, Message
 
 MiB = 1024 * 1024
 
@@ -186,8 +186,11 @@ def stop_strings(stop: str | list[str] | None) -> list[str]:
     return strings
 
 
-def decode_image(url: str, number: int) -> Image.Image:
-    """Image ``number`` (1-based) of the request from its ``data:`` URL, header checked, pixels not yet decoded."""
+def decode_image(url: str, number: int) -> EncodedImage:
+    """Image ``number`` (1-based) of the request from its ``data:`` URL, header checked, pixels not yet decoded.
+
+    The engine decodes the bytes when it needs the pixels, and only once for
+    the same bytes: a chat client sends every picture again each turn."""
     head, comma, payload = url.partition(",")
     if not url.startswith("data:"):
         raise RequestError(400, f"image {number}: only data: URLs are accepted (data:image/png;base64,...); "
@@ -202,15 +205,16 @@ def decode_image(url: str, number: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # the header only
+            with Image.open(io.BytesIO(data)) as image:  # the header only
+                size = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_large(number, None) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise RequestError(400, f"image {number}: not an image (or a format Pillow cannot read); "
                            "send a PNG, JPEG, GIF, WebP or BMP", code="invalid_image") from None
-    if too_many_pixels(*image.size):
-        raise _too_large(number, image.size)
-    return image
+    if too_many_pixels(*size):
+        raise _too_large(number, size)
+    return EncodedImage(data, name=f"image {number}")
 
 
 def _too_large(number: int, size: tuple[int, int] | None) -> RequestError:

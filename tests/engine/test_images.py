@@ -13,6 +13,7 @@ from PIL import Image
 from engine import images
 from engine.errors import ImageError
 from engine.images import ImagePreprocessor, image_key, load_image
+from engine.types import EncodedImage
 
 CFG_1B = {
     "background_color": [127, 127, 127], "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
@@ -407,3 +408,24 @@ def test_any_size_gives_square_finite_tensor(w, h):
     x = ImagePreprocessor(32)(Image.new("RGB", (w, h), (w % 256, h % 256, 9)))
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert torch.isfinite(x).all()
+
+
+# ------------------------------------------------- an image file's bytes in memory
+
+def test_encoded_image_reads_like_the_file_it_came_from(tmp_path):
+    path = _saved(tmp_path, noise(30, 20), "p.png")
+    from_bytes = load_image(EncodedImage(path.read_bytes(), name="image 1"))
+    assert from_bytes.tobytes() == load_image(path).tobytes()
+
+
+def test_encoded_image_is_refused_like_a_file_naming_itself(tmp_path, monkeypatch):
+    path = _saved(tmp_path, noise(64, 64), "p.png")
+    with pytest.raises(ImageError, match="truncated or corrupt") as err:
+        load_image(EncodedImage(path.read_bytes()[:400], name="image 2"))
+    assert_one_line_naming(err, "image 2")
+    with pytest.raises(ImageError, match="not an image file") as err:
+        load_image(EncodedImage(b"hello\nworld", name="image 3"))
+    assert_one_line_naming(err, "image 3")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL's own bomb check applies to bytes too
+    with pytest.raises(ImageError, match="too large"):
+        load_image(EncodedImage(path.read_bytes(), name="image 4"))

@@ -140,6 +140,26 @@ def test_an_unchanged_image_file_is_decoded_once(engines, tmp_path, monkeypatch)
     assert len(calls) == 2 and third.image_keys != first.image_keys
 
 
+def test_the_same_image_bytes_sent_again_are_decoded_once(engines, tmp_path, monkeypatch):
+    """A stateless API client sends every picture each turn: the engine knows the bytes by their digest."""
+    fast, _ = engines
+    import engine.engine as engine_module
+
+    calls = []
+    real = engine_module.load_image
+    monkeypatch.setattr(engine_module, "load_image", lambda source: calls.append(source) or real(source))
+    path = tmp_path / "photo.png"
+    _picture(8).save(path)
+    data = path.read_bytes()
+    first = fast.prepare([engine.Message("user", "What is it?", images=[engine.EncodedImage(data)])])
+    again = fast.prepare([engine.Message("user", "What is it?", images=[engine.EncodedImage(bytes(data))])])
+    assert len(calls) == 1 and first.image_keys == again.image_keys
+    assert first.image_keys == fast.prepare([engine.Message("user", "x", images=[path])]).image_keys  # same pixels
+    _picture(9).save(path)
+    other = fast.prepare([engine.Message("user", "What is it?", images=[engine.EncodedImage(path.read_bytes())])])
+    assert other.image_keys != first.image_keys
+
+
 def test_interleaved_conversations_without_keys_each_reuse_their_own_context(engines):
     fast, plain = engines
     fast.forget()
