@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Loader", "load_backend", "note_backend", "stats_line", "stream_answer"]
 
-Loader = Callable[..., ChatBackend]  # engine.load's signature: (model, *, device, dtype, revision, progress, compile)
+# engine.load's signature: (model, *, device, dtype, revision, progress, compile[, quantize: passed when not "none"])
+Loader = Callable[..., ChatBackend]
 
 
 def loading_line(options: Options, model: str | None = None) -> str:
@@ -70,15 +71,18 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
         import engine
 
         loader = engine.load
+    quantize: dict[str, Any] = {"quantize": options.quantize} if options.quantize != "none" else {}
     return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype, revision=options.revision,
-                  progress=progress, compile=options.compile)
+                  progress=progress, compile=options.compile, **quantize)
 
 
 def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
     """Record in ``conversation`` what answers it: the server (``RemoteBackend.endpoint``, no credentials) and
-    its model, or no endpoint for a local model. Called once the backend has accepted the request."""
+    its model, or no endpoint for a local model and its quantization. Called once the backend has accepted the request."""
     endpoint = getattr(backend, "endpoint", "")
     conversation.endpoint = endpoint if isinstance(endpoint, str) else ""
+    quantize = getattr(backend.info, "quantize", "none")  # a stand-in backend's info may lack it
+    conversation.quantize = quantize if isinstance(quantize, str) and not conversation.endpoint else "none"
     if conversation.endpoint:
         conversation.model = backend.info.model_id
 

@@ -58,6 +58,7 @@ class AskRequest:
     # What the user set explicitly; a continued transcript keeps its own values for the rest.
     model_given: bool = True
     system_given: bool = True
+    quantize_given: bool = True  # else a continued transcript's quantize (what answered it) is used
     settings_given: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,6 +139,8 @@ class _Ask:
                     raise AskFailure(EXIT_USAGE, str(exc)) from None
             if request.model_given or not conversation.model:
                 conversation.model = options.model
+            if not request.quantize_given and not options.endpoint:
+                options.quantize = conversation.quantize
         else:
             conversation = Conversation(system=options.system, settings=options.settings, model=options.model)
         return conversation
@@ -233,6 +236,7 @@ class _Ask:
             "error": answer.error,
             "stats": dataclasses.asdict(answer.stats) if answer.stats else None,
             "model": conversation.model,
+            "quantize": conversation.quantize,
             "settings": dataclasses.asdict(conversation.settings),
             "system": conversation.system,
             "images": [a.path for m in conversation.messages[-2:-1] for a in m.images],

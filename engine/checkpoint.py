@@ -256,10 +256,13 @@ def load_weights(
     progress: ProgressCallback | None = None,
     source: WeightSource | None = None,
     on_file: dict[str, tuple[tuple[int, ...], Path]] | None = None,
+    after_assign: Callable[[nn.Module, str], None] | None = None,
 ) -> None:
     """Check every key and shape, then assign each tensor into ``model`` (built on meta).
 
     ``source`` and ``on_file`` (its ``shapes()``) may be passed when already read.
+    ``after_assign(model, name)`` runs after each tensor is assigned (``quantize.LayerQuantizer``
+    quantizes a layer there as soon as its weights are in, so the float ones are freed one by one).
     """
     source = source if source is not None else WeightSource(folder)
     on_file = on_file if on_file is not None else source.shapes()
@@ -287,6 +290,9 @@ def load_weights(
         else:
             tensor = tensor.to(device=device)
         _assign(model, module_key(original), tensor)
+        if after_assign is not None:
+            del tensor  # the layer's float weight is freed once quantized
+            after_assign(model, module_key(original))
         if progress is not None:
             progress(LoadProgress("load", done, total, f"loading weights {done}/{total}"))
 

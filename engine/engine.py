@@ -317,8 +317,14 @@ def load(
     variant: Variant | None = None,
     prefix_cache: bool = True,
     compile: bool = False,
+    quantize: str = "none",
 ) -> Engine:
     """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``.
+
+    ``quantize="int8"`` or ``"int4"`` stores the language model's linear
+    weights in 8 or 4 bits (see ``quantize``), layer by layer as they load.
+    Where the mode cannot run on the device the model loads unquantized and
+    ``info.quantize_note`` says why; ``info.quantize`` is the mode in effect.
 
     ``compile=True`` decodes with a torch.compile'd step on a static KV cache
     (CUDA graphs), compiled and warmed up here. Where that cannot run (not
@@ -327,6 +333,9 @@ def load(
     """
     if context_length < 16:
         raise ValueError(f"context_length must be at least 16 tokens, not {context_length}")
+    from . import quantize as quantizing
+
+    asked_quantize = quantizing.parse_mode(quantize)
     started = time.perf_counter()
     folder = resolve_model(str(model), revision=revision, progress=progress)
     spec = read_spec(folder)
@@ -342,9 +351,12 @@ def load(
         raise CheckpointError(f"{folder / 'preprocessor_config.json'}: {exc}") from None
     if progress is not None:
         progress(LoadProgress("load", 0, None, f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
+    quantizer = quantizing.LayerQuantizer(quantizing.plan(asked_quantize, chosen_device, chosen_dtype),
+                                          tied_head=bool(spec.language.get("tie_word_embeddings", False)))
     out_of_memory = False
     try:
-        net = build_model(spec, folder, device=chosen_device, dtype=chosen_dtype, progress=progress)
+        net = build_model(spec, folder, device=chosen_device, dtype=chosen_dtype, progress=progress,
+                          after_assign=quantizer.assigned if quantizer.plan.mode != "none" else None)
     except OUT_OF_MEMORY:
         out_of_memory = True
     if out_of_memory:  # out of the except block, so the half-loaded model is unreferenced and can be freed
@@ -359,6 +371,7 @@ def load(
         model_id=str(model), variant=variant, tower=spec.vision.kind, device=str(chosen_device),
         dtype=str(chosen_dtype).replace("torch.", ""), parameters=net.parameter_count(),
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
+        quantize=quantizer.plan.mode, quantize_note=quantizer.note(),
     )
     eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)
     if compile:
@@ -375,5 +388,9 @@ def load(
         how = ""
         if compile:
             how = "; compiled decode" if info.compiled else f"; compile: not used ({info.compile_note}), decoding eagerly"
+        if info.quantize != "none":
+            how = f"; {info.quantize} weights{how}"
+        if info.quantize_note:
+            how = f"{how}; quantize: {info.quantize_note}"
         progress(LoadProgress("ready", 1, 1, f"{info.model_id} ready on {info.device} ({info.dtype}){how}"))
     return eng

@@ -8,6 +8,7 @@ checkpoint (see ``checkpoint.load_weights``).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,13 +47,14 @@ class DeepSeekVLModel(nn.Module):
         self.aligner = build_aligner(spec.aligner)
         self.language_model = LlamaForCausalLM(llama_config(spec.language, dtype))
 
+    # The input embeddings keep the load dtype under ``quantize`` (the output head may not).
     @property
     def device(self) -> torch.device:
-        return self.language_model.lm_head.weight.device
+        return self.language_model.model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.lm_head.weight.dtype
+        return self.language_model.model.embed_tokens.weight.dtype
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -86,7 +88,9 @@ class DeepSeekVLModel(nn.Module):
         return out.logits, cache
 
     def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        from .quantize import quantized_parameter_count
+
+        return sum(p.numel() for p in self.parameters()) + quantized_parameter_count(self)
 
 
 def build_model(
@@ -96,6 +100,7 @@ def build_model(
     device: torch.device,
     dtype: torch.dtype,
     progress: ProgressCallback | None = None,
+    after_assign: Callable[[nn.Module, str], None] | None = None,
 ) -> DeepSeekVLModel:
     # The weight headers first: a config that disagrees with them (or asks for
     # far more layers than they hold) is refused before any module is built.
@@ -108,7 +113,8 @@ def build_model(
     check_config_against_weights(spec, language, on_file, folder)
     with torch.device("meta"):
         model = DeepSeekVLModel(spec, dtype)
-    load_weights(model, folder, device=device, dtype=dtype, progress=progress, source=source, on_file=on_file)
+    load_weights(model, folder, device=device, dtype=dtype, progress=progress, source=source, on_file=on_file,
+                 after_assign=after_assign)
     _materialise_derived_buffers(model, device)
     return model.eval()
 

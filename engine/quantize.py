@@ -1,0 +1,281 @@
+"""Weight-only quantization of the language model's linear layers (``load(quantize="int8"|"int4")``).
+
+Decoding reads every weight of the language model once per token, so on a
+CPU its speed is bounded by memory bandwidth and on a GPU the weights' size
+decides which cards can hold the model. Storing the linear layers' weights
+in 8 or 4 bits (activations stay in floating point) answers both.
+
+Kernels are chosen per device by measurement, not by name (5632x2048
+matvec, 2 threads of this project's CPU, torch 2.14):
+
+=========================================  ========  ==========================
+layer                                      ms/call   note
+=========================================  ========  ==========================
+fp32 ``F.linear``                           2.3-3.1   the unquantized baseline
+bf16 ``F.linear``                           8.4       no fast bf16 GEMV here
+torchao ``Int8WeightOnlyConfig``, eager     39        dequantizes every call
+aten ``_weight_int8pack_mm``, bf16 in       0.46-1.5  5x the fp32 layer
+aten ``_weight_int8pack_mm``, fp32 in       12-16     its slow path
+aten ``_weight_int4pack_mm_for_cpu``, bf16  0.31      7x; fp32 in: 20 ms
+=========================================  ========  ==========================
+
+So on the CPU the layers call PyTorch's own weight-packed kernels with
+bf16 activations (cast in and out of the load dtype per call), and need
+no torchao. A 600-token prefill costs about the same as fp32 in int8 and
+about twice as much in int4 (86 / 94 / 171 ms per layer call).
+
+On CUDA, torchao's weight-only configs (``Int8WeightOnlyConfig``, and
+``Int4WeightOnlyConfig`` on tinygemm's tile-packed layout) are the path that
+fuses with ``torch.compile``; ``dsvl_tui.bench.gpucheck`` measures them
+where a GPU is lent. Anywhere a mode cannot run (no kernel on this device or
+build, torchao missing, a probe that fails) the model loads unquantized
+and ``Plan.note`` says why in one line; quantizing never raises.
+
+What is quantized: every ``nn.Linear`` of the language model's decoder
+layers (q/k/v/o, gate/up/down) and the output head (``lm_head``), unless the
+head is tied to the input embeddings. The vision towers, the aligner, the
+embeddings and the norms keep the load dtype. Weights are quantized one
+layer at a time as they arrive from the checkpoint (``LayerQuantizer``), so
+loading never holds the whole unquantized language model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .types import QUANTIZE_MODES as MODES
+from .types import QuantizeMode
+from .types import parse_quantize as parse_mode
+
+# int4 groups along the input dimension: the largest of these dividing it (the CPU kernel takes these sizes).
+INT4_GROUP_SIZES = (128, 64, 32)
+# The language model's linear layers, by module name in ``DeepSeekVLModel``.
+_TARGET = re.compile(r"^language_model\.(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)$")
+
+Kernel = Literal["aten-cpu", "torchao"]
+# Which kernels run each mode on each device type (chosen by the measurements above).
+KERNELS: dict[str, dict[str, Kernel]] = {
+    "cpu": {"int8": "aten-cpu", "int4": "aten-cpu"},
+    "cuda": {"int8": "torchao", "int4": "torchao"},
+}
+
+
+__all__ = ["MODES", "Int4Linear", "Int8Linear", "LayerQuantizer", "Plan", "QuantizeMode", "decode_weight_bytes",
+           "parse_mode", "plan", "quantize_linear", "quantized_parameter_count"]
+
+
+# -- the layers ----------------------------------------------------------------
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights [N, K], one scale per output row (symmetric), bf16 activations.
+
+    Runs ``aten._weight_int8pack_mm``; input and output keep the caller's dtype.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        w = weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # [N]
+        self.register_buffer("qweight", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous())
+        self.register_buffer("scales", scales.to(torch.bfloat16))
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., K] -> [..., N]
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales)
+        out = out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"
+
+
+class Int4Linear(nn.Module):
+    """A linear layer with 4-bit weights in groups of ``group_size`` inputs (asymmetric, tinygemm's layout).
+
+    Runs ``aten._weight_int4pack_mm_for_cpu`` with bf16 activations; input
+    and output keep the caller's dtype. A weight is ``(q - 8) * scale + zero``.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.group_size = group_size
+        n, k = weight.shape
+        groups = weight.detach().float().reshape(n, k // group_size, group_size)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # [N, K/G]
+        scale = ((high - low) / 15).clamp(min=1e-12)
+        q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32).reshape(n, k)
+        zero = low + 8 * scale
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+        # [K/G, N, 2]: scale and zero of each group of each output row.
+        self.register_buffer("scales_and_zeros", torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
+        out = out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 groups of {self.group_size}"
+
+
+def int4_group_size(in_features: int) -> int | None:
+    """The int4 group size for a layer with ``in_features`` inputs, or None when none divides it."""
+    return next((g for g in INT4_GROUP_SIZES if in_features % g == 0), None)
+
+
+# -- deciding what runs where ----------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What quantization a load will do: ``mode`` is the effective one, ``note`` why it differs from ``asked``."""
+
+    asked: QuantizeMode
+    mode: QuantizeMode
+    kernel: Kernel | None = None
+    note: str | None = None
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+
+
+def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
+    """Decide how ``asked`` runs on ``device``: a kernel, or the unquantized model and a one-line note.
+
+    The kernel is probed on a small layer of ``dtype`` first, so a build
+    without it (or torchao missing) is found here; this never raises.
+    """
+    if asked == "none":
+        return Plan(asked, "none")
+    kernel = KERNELS.get(device.type, {}).get(asked)
+    if kernel is None:
+        return Plan(asked, "none", note=f"{asked} weights have no kernel on {device.type} here; loading unquantized")
+    try:
+        probe = nn.Linear(256, 64, bias=False, device=device, dtype=dtype)
+        quantized = quantize_linear(probe, asked, kernel)
+        if quantized is None:
+            raise RuntimeError("the probe layer was not quantized")
+        with torch.inference_mode():
+            quantized(torch.ones(2, 256, device=device, dtype=dtype))
+    except ImportError:
+        return Plan(asked, "none", note=f"{asked} on {device.type} needs torchao, which is not installed; loading unquantized")
+    except Exception as exc:  # noqa: BLE001 - any kernel failure means this mode cannot run here: load unquantized
+        return Plan(asked, "none", note=f"{asked} cannot run on {device.type} here ({_short(exc)}); loading unquantized")
+    return Plan(asked, asked, kernel)
+
+
+def quantize_linear(layer: nn.Linear, mode: QuantizeMode, kernel: Kernel) -> nn.Module | None:
+    """A quantized stand-in for ``layer`` (or ``layer`` itself, changed in place, for torchao), or None when its shape does not fit."""
+    if kernel == "aten-cpu":
+        if mode == "int8":
+            return Int8Linear(layer.weight, layer.bias)
+        group = int4_group_size(layer.in_features)
+        return None if group is None else Int4Linear(layer.weight, layer.bias, group)
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    if mode == "int8":
+        quantize_(layer, Int8WeightOnlyConfig())
+        return layer
+    group = int4_group_size(layer.in_features)
+    if group is None:
+        return None
+    # tinygemm's tile-packed layout: bf16 only.
+    layer.to(torch.bfloat16)
+    quantize_(layer, Int4WeightOnlyConfig(group_size=group, int4_packing_format="tile_packed_to_4d"))
+    return _CastTo(layer, torch.bfloat16)
+
+
+class _CastTo(nn.Module):
+    """Runs ``inner`` in ``dtype``; input and output keep the caller's dtype."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(self.dtype)).to(x.dtype)
+
+
+# -- quantizing while loading ------------------------------------------------------
+
+
+class LayerQuantizer:
+    """Quantizes each target layer of a model being loaded as soon as its weights have all arrived.
+
+    ``checkpoint.load_weights`` calls ``assigned(model, name)`` after each
+    tensor it assigns; the float weight of a quantized layer is then
+    unreferenced and freed, so at most one unquantized layer sits in memory.
+    """
+
+    def __init__(self, plan: Plan, *, tied_head: bool = False):
+        self.plan = plan
+        self.tied_head = tied_head
+        self.quantized = 0
+        self.kept: list[str] = []  # target layers left in the load dtype (a shape the kernel cannot take)
+
+    def is_target(self, module_name: str) -> bool:
+        if self.plan.mode == "none" or not _TARGET.match(module_name):
+            return False
+        return not (self.tied_head and module_name == "language_model.lm_head")
+
+    def assigned(self, model: nn.Module, tensor_name: str) -> None:
+        module_name = tensor_name.rpartition(".")[0]
+        if not self.is_target(module_name):
+            return
+        layer = model.get_submodule(module_name)
+        if not isinstance(layer, nn.Linear) or any(t.is_meta for t in layer.parameters()):
+            return  # already quantized, or its bias is still to come
+        assert self.plan.kernel is not None
+        replacement = quantize_linear(layer, self.plan.mode, self.plan.kernel)
+        if replacement is None:
+            self.kept.append(module_name)
+            return
+        owner_name, _, leaf = module_name.rpartition(".")
+        setattr(model.get_submodule(owner_name), leaf, replacement)
+        self.quantized += 1
+
+    def note(self) -> str | None:
+        """The plan's note, or one about layers whose shape kept them unquantized."""
+        if self.plan.note or not self.kept:
+            return self.plan.note
+        return (f"{len(self.kept)} of {len(self.kept) + self.quantized} language-model layers stay unquantized "
+                f"(their input size is not a multiple of {INT4_GROUP_SIZES[-1]})")
+
+
+# -- what a decoded token reads ----------------------------------------------------------
+
+
+def decode_weight_bytes(language_model: nn.Module, embeddings: nn.Module) -> int:
+    """Bytes of weights one decoded token reads: every tensor of ``language_model`` but the ``embeddings`` table.
+
+    (One row of the embeddings is read per token; the rotary tables are derived buffers of a few kB.)
+    """
+    skip = {id(t) for t in embeddings.parameters()}
+    total = 0
+    for tensor in [*language_model.parameters(), *language_model.buffers()]:
+        if id(tensor) not in skip:
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def quantized_parameter_count(model: nn.Module) -> int:
+    """Weights held by quantized layers (which keep them in buffers, not parameters)."""
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear)))
+
+
+AssignHook = Callable[[nn.Module, str], None]
