@@ -102,6 +102,7 @@ class Conversation:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     model: str = ""
     endpoint: str = ""  # the server that answered last (--endpoint, without credentials); "" for a local model
+    quantize: str = "none"  # the local model's weights when it answered last: none, int8 or int4 (--quantize)
     title: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)

@@ -38,7 +38,7 @@ from dsvl_tui.storage.transcript.format import (
 )
 from dsvl_tui.text import valid_text
 from engine.files import open_regular
-from engine.types import GenerationSettings, GenerationStats, StopReason
+from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
 
 _REQUIRED = object()
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -182,6 +182,7 @@ class Reader:
             settings=self.settings(doc),
             model=self.take(doc, "model", "", ("string",), ""),
             endpoint=self.take(doc, "endpoint", "", ("string",), ""),
+            quantize=self.quantize(doc),
             created=created,
             updated=self.time(doc, "updated", "", created),
         )
@@ -189,6 +190,12 @@ class Reader:
         title = self.text(doc, "title", "", ("string",), None)
         conv.title = title if title is not None else _title(conv.messages)
         return conv
+
+    def quantize(self, doc: dict) -> str:
+        value = self.take(doc, "quantize", "", ("string",), "none")
+        if value not in QUANTIZE_MODES:
+            self.fail("quantize", f"expected one of {', '.join(QUANTIZE_MODES)}, got {repr(value)[:40]}")
+        return value
 
     def settings(self, doc: dict) -> GenerationSettings:
         obj = self.take(doc, "settings", "", ("object",), None)

@@ -46,6 +46,7 @@ def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> 
         "updated": format_time(updated),
         "model": conv.model,
         **({"endpoint": conv.endpoint} if conv.endpoint else {}),  # optional: older readers ignore it
+        **({"quantize": conv.quantize} if conv.quantize != "none" else {}),  # optional, as endpoint
         "system": conv.system,
         "settings": asdict(conv.settings),
         "messages": messages,

@@ -57,7 +57,7 @@ class StatusBar(Widget):
     model: reactive[str] = reactive("")
     """The model id or folder (its last part is shown)."""
     device: reactive[str] = reactive("")
-    """Device and dtype, e.g. ``cuda:0 bfloat16``."""
+    """Device and dtype, then int8 or int4 when the weights are quantized, e.g. ``cuda:0 bfloat16 int4``."""
     state: reactive[str] = reactive("loading")
     """loading, ready, generating or error."""
     detail: reactive[str] = reactive("")
@@ -92,7 +92,9 @@ class StatusBar(Widget):
         if info is not None and state != "loading":
             self.model, self.context_window = info.model_id, info.context_length
             # A remote model (``--endpoint``) has the server's URL as its device and no dtype.
-            self.device = f"{info.device} {SHORT_DTYPES.get(info.dtype, info.dtype)}".strip()
+            quantized = getattr(info, "quantize", "none")  # int8 or int4 weights (``--quantize``)
+            self.device = " ".join(part for part in (info.device, SHORT_DTYPES.get(info.dtype, info.dtype),
+                                                      "" if quantized == "none" else quantized) if part)
         self.context_used = context_used
         self.tokens_per_second = getattr(stats, "tokens_per_second", None)
         self.time_to_first_token = getattr(stats, "time_to_first_token", None)
