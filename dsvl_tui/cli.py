@@ -66,6 +66,10 @@ Revision = Annotated[str | None, typer.Option(show_default=False, help="Hub bran
 Compile = Annotated[bool, typer.Option(
     "--compile", envvar="DSVL_COMPILE", metavar=FLAG, help="Compile the decode step (CUDA graphs) while loading, for faster answers "
     "on CUDA; elsewhere it decodes as usual and says why.")]
+Quantize = Annotated[str | None, typer.Option(
+    envvar="DSVL_QUANTIZE", show_default=False, metavar="none|int8|int4",
+    help="Store the language model's weights in 8 or 4 bits: faster decoding on a CPU, less GPU memory "
+         "(default: none); where a mode cannot run, it loads unquantized and says why.")]
 System = Annotated[str | None, typer.Option(
     envvar="DSVL_SYSTEM", show_default=False, help="System prompt (default: the model's own).")]
 Temperature = Annotated[float | None, typer.Option(
@@ -86,7 +90,7 @@ Endpoint = Annotated[str | None, typer.Option(
          "instead of loading one here.")]
 ApiKey = Annotated[str | None, typer.Option(
     envvar="DSVL_API_KEY", show_default=False, help="API key for --endpoint (sent as a Bearer token, never saved).")]
-LOCAL_ONLY = ("device", "dtype", "compile")  # options of a local engine: a usage error with --endpoint
+LOCAL_ONLY = ("device", "dtype", "compile", "quantize")  # options of a local engine: a usage error with --endpoint
 
 
 def _version(value: bool) -> None:
@@ -117,10 +121,17 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
 
     endpoint = values.get("endpoint") or None
     if endpoint:
-        local = [f"--{name}" for name in LOCAL_ONLY if values.get(name)]
+        local = [f"--{name}" for name in LOCAL_ONLY if values.get(name) and values.get(name) != "none"]
         if local:
             raise typer.BadParameter(f"{', '.join(local)} set the local engine; with --endpoint the server "
-                                     "chooses them: leave them out (DSVL_DEVICE, DSVL_DTYPE, DSVL_COMPILE too)")
+                                     "chooses them: leave them out (DSVL_DEVICE, DSVL_DTYPE, DSVL_COMPILE, "
+                                     "DSVL_QUANTIZE too)")
+    from engine.types import parse_quantize
+
+    try:
+        quantize = parse_quantize(values.get("quantize"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     settings = {key: values[key] for key in user_settings() if values.get(key) is not None}
     try:
         generation = GenerationSettings(**settings)
@@ -129,7 +140,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     return Options(
         model=resolvable_model(values.get("model") or DEFAULT_MODEL), device=values.get("device") or "auto",
         dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=_text(values.get("system")),
-        compile=bool(values.get("compile")), settings=generation, theme=theme, resume=resume,
+        compile=bool(values.get("compile")), quantize=quantize, settings=generation, theme=theme, resume=resume,
         endpoint=endpoint, api_key=values.get("api_key") or None,
     )
 
@@ -163,6 +174,7 @@ def chat(
     dtype: Dtype = None,
     revision: Revision = None,
     compile: Compile = False,
+    quantize: Quantize = None,
     system: System = None,
     temperature: Temperature = None,
     top_p: TopP = None,
@@ -187,7 +199,7 @@ def chat(
     given = locals()
     values: dict[str, Any] = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
-        "compile": compile or None, "endpoint": endpoint, "api_key": api_key,
+        "compile": compile or None, "quantize": quantize, "endpoint": endpoint, "api_key": api_key,
         **{name: given[name] for name in user_settings()},
     }
     ctx.obj = values
@@ -212,6 +224,7 @@ def ask(
     dtype: Dtype = None,
     revision: Revision = None,
     compile: Compile = False,
+    quantize: Quantize = None,
     system: System = None,
     temperature: Temperature = None,
     top_p: TopP = None,
@@ -238,13 +251,14 @@ def ask(
     mine = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
         "compile": compile or None,  # a flag: given before or after ask
-        "endpoint": endpoint, "api_key": api_key,
+        "quantize": quantize, "endpoint": endpoint, "api_key": api_key,
         **{name: given[name] for name in user_settings()},
     }
     values = {**_given(ctx.obj or {}), **_given(mine)}
     request = AskRequest(
         options=build_options(values), question=question, images=list(image or []), json=json_output,
         transcript=transcript, quiet=quiet, model_given="model" in values, system_given="system" in values,
+        quantize_given="quantize" in values,
         settings_given={key: values[key] for key in user_settings() if key in values},
     )
     raise typer.Exit(run_ask(request))
@@ -304,6 +318,7 @@ def serve(
     dtype: Dtype = None,
     revision: Revision = None,
     compile: Compile = False,
+    quantize: Quantize = None,
     host: Annotated[str, typer.Option(
         help="Address to listen on; anything but loopback needs --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
@@ -320,7 +335,8 @@ def serve(
     if not is_loopback(host) and not api_key:
         raise typer.BadParameter(f"--host {host} is reachable from other machines: give --api-key KEY "
                                  "(or DSVL_SERVE_API_KEY), or keep the default 127.0.0.1")
-    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None}
+    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None,
+            "quantize": quantize}
     values = {**{k: v for k, v in _given(ctx.obj or {}).items() if k in mine}, **_given(mine)}
     from dsvl_tui.serve.requests import Limits, MiB
 
@@ -336,6 +352,7 @@ def web(
     dtype: Dtype = None,
     revision: Revision = None,
     compile: Compile = False,
+    quantize: Quantize = None,
     host: Annotated[str, typer.Option(
         help="Address to listen on; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
@@ -355,7 +372,8 @@ def web(
                                  "(or DSVL_WEB_TOKEN), or keep the default 127.0.0.1")
     if token is not None and len(token) < 8:
         raise typer.BadParameter("--token is too short: use 8 characters or more")
-    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None}
+    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None,
+            "quantize": quantize}
     before = _given(ctx.obj or {})
     values = {**{k: v for k, v in before.items() if k in mine}, **_given(mine)}
     if before.get("endpoint"):
