@@ -90,6 +90,18 @@ def finished_blocks(text: str, *, final: bool, joined: bool = False) -> tuple[li
     return [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)], used, bool(rest and rest.joined)
 
 
+def code_blocks(text: str) -> list[str]:
+    """The code of ``text``'s fenced and indented code blocks, in order (those inside lists too)."""
+    return [token.content.removesuffix("\n") for token in _parser().parse(text)
+            if token.type in ("fence", "code_block")]
+
+
+def is_code_block(text: str) -> bool:
+    """Whether ``text`` is one code block and nothing else."""
+    top = [token for token in _parser().parse(text) if token.level == 0 and token.nesting >= 0]
+    return len(top) == 1 and top[0].type in ("fence", "code_block")
+
+
 # --- look ------------------------------------------------------------------------------------
 
 
@@ -235,6 +247,7 @@ class DrawnMarkdown:
         self._blocks: list[tuple[str, bool]] = []  # finished blocks: (source, joined to the one before)
         self._tops: list[int] = []  # the line each finished block starts at (its blank line above included)
         self._gaps: list[bool] = []  # whether it has that blank line above
+        self._starts: list[int] = []  # where each finished block starts in source (any width)
         self._finished_lines = 0
         self._kept: OrderedDict[int, list[list[Segment]]] = OrderedDict()  # block index -> its lines
         self._tail_joined = False  # the last block continues a list whose items are above it
@@ -266,6 +279,17 @@ class DrawnMarkdown:
         index = bisect.bisect_right(self._tops, y) - 1
         return self._block_lines(index)[y - self._tops[index]] if index >= 0 else []
 
+    def unit_at(self, y: int) -> tuple[int, int] | None:
+        """Where in ``source`` the unit that line ``y`` is drawn from starts and ends (the blank
+        line above a unit counts to it), as last drawn; no line: None."""
+        if not 0 <= y < self.line_count:
+            return None
+        if y >= self._finished_lines:
+            return self._frozen_end, len(self.source)
+        index = bisect.bisect_right(self._tops, y) - 1
+        start = self._starts[index]
+        return start, start + len(self._blocks[index][0])
+
     def lines(self) -> list[list[Segment]]:
         """Every line as last drawn."""
         return [self.line(y) for y in range(self.line_count)]
@@ -286,6 +310,10 @@ class DrawnMarkdown:
         for block, joined in done:
             self._add_finished(block, joined)
         if done:
+            start = self._frozen_end + used - sum(len(block) for block, _ in done)  # blank lines before are not in it
+            for block, _ in done:
+                self._starts.append(start)
+                start += len(block)
             self._frozen_end += used
             self._tail_joined = rest_joined
             tail = tail[used:]

@@ -7,6 +7,7 @@ import difflib
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from dsvl_tui.commands.session import Session
 from dsvl_tui.options import user_settings
 
 if TYPE_CHECKING:
-    from dsvl_tui.conversation import Attachment
+    from dsvl_tui.conversation import Attachment, Conversation
 
 #: Settings ``/set`` changes, with how their values are read: the engine's (``options.user_settings``).
 SETTING_TYPES: dict[str, type] = user_settings()
@@ -67,37 +68,42 @@ def image(session: Session, args: str) -> None:
         session.refresh()
         session.info(f"removed {_plural(count, 'pending image')}")
         return
-    def check() -> tuple[list[Attachment], list[str]]:
-        # Decoding a large picture (and the first import of the image code, which brings torch) takes
-        # seconds: read_then keeps it off the TUI's event loop.
-        from dsvl_tui.conversation import Attachment
-        from engine.errors import EngineError
-        from engine.images import load_image
+    paths = [Path(word).expanduser() for word in words]
+    session.read_then(lambda: check_images(paths), lambda result: attach_checked(session, conv, result))
 
-        checked: list[Attachment] = []
-        problems: list[str] = []
-        for word in words:
-            path = Path(word).expanduser()
-            try:
-                load_image(path)
-                checked.append(Attachment.from_path(path))
-            except EngineError as exc:
-                problems.append(str(exc))
-            except OSError as exc:
-                problems.append(f"cannot read {path}: {exc.strerror or exc}")
-        return checked, problems
 
-    def attach(result: tuple[list[Attachment], list[str]]) -> None:
-        checked, problems = result
-        conv.pending.extend(checked)  # the conversation the command was typed in, even if the tab changed
-        if checked:
-            session.refresh()
-            labels = ", ".join(a.label for a in checked)
-            session.info(f"attached {labels} ({_plural(len(conv.pending), 'image')} for your next message)")
-        if problems:
-            raise CommandError("; ".join(problems))
+def check_images(paths: Sequence[Path]) -> tuple[list[Attachment], list[str]]:
+    """What ``/image`` (and an upload in ``dsvl-chat web``) attaches: each picture opened and decoded now,
+    so a bad one is named at once; the good ones, and one line per bad one. File work: call it through
+    ``session.read_then``."""
+    # Decoding a large picture takes seconds: read_then keeps it off the TUI's event loop.
+    from dsvl_tui.conversation import Attachment
+    from engine.errors import EngineError
+    from engine.images import load_image
 
-    session.read_then(check, attach)
+    checked: list[Attachment] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            load_image(path)
+            checked.append(Attachment.from_path(path))
+        except EngineError as exc:
+            problems.append(str(exc))
+        except OSError as exc:
+            problems.append(f"cannot read {path}: {exc.strerror or exc}")
+    return checked, problems
+
+
+def attach_checked(session: Session, conv: Conversation, result: tuple[list[Attachment], list[str]]) -> None:
+    """Attach what ``check_images`` passed to ``conv``'s next message and say so; its problems as one error."""
+    checked, problems = result
+    conv.pending.extend(checked)  # the conversation the command was typed in, even if the tab changed
+    if checked:
+        session.refresh()
+        labels = ", ".join(a.label for a in checked)
+        session.info(f"attached {labels} ({_plural(len(conv.pending), 'image')} for your next message)")
+    if problems:
+        raise CommandError("; ".join(problems))
 
 
 # --- turns and settings ---------------------------------------------------------
@@ -200,18 +206,53 @@ def undo(session: Session, args: str) -> None:
     session.info(f"removed the last turn ({_plural(len(dropped), 'message')})")
 
 
-@registry.command("copy", "Copy the last answer to the clipboard", "/copy")
-def copy(session: Session, args: str) -> None:
-    """Copies through the terminal (OSC 52), which works over SSH; inside tmux it needs
-    `set -g set-clipboard on`."""
-    answer = session.conversation.last_answer()
-    if answer is None or not answer.text:
-        raise CommandError("no answer to copy yet")
+def _pick(count: int, word: str, what: str, usage: str) -> int:
+    """The index that ``word`` (1 = the first, -1 = the last) names among ``count`` things."""
     try:
-        session.copy_text(answer.text)
-    except ValueError as exc:  # clipboard.ClipboardError: too long for the terminal
+        number = int(word)
+    except ValueError:
+        raise CommandError(f"{usage} takes a number (1 = the first, -1 = the last), not {word!r}") from None
+    if number == 0 or abs(number) > count:
+        raise CommandError(f"no {what} {number}: there {'is' if count == 1 else 'are'} {count} "
+                           f"({usage} 1 to {count}, or -1 for the last)")
+    return number - 1 if number > 0 else count + number
+
+
+@registry.command("copy", "Copy an answer, or a code block of the last one, to the clipboard",
+                  "/copy [N | code [N]]")
+def copy(session: Session, args: str) -> None:
+    """`/copy` copies the last answer, `/copy N` the N-th answer of this conversation (1 = the
+    first; -1 = the last, -2 the one before). `/copy code` copies the last code block of the last
+    answer, `/copy code N` its N-th (numbered the same way). In the full-screen app you can also
+    drag over an answer to select text and press Ctrl+C, or click on a code block to copy it.
+    Copies go through the terminal (OSC 52), which works over SSH; inside tmux, through tmux."""
+    from dsvl_tui.markdown import code_blocks
+
+    words = _words(args)
+    answers = [m for m in session.conversation.messages if m.role == "assistant"]
+    if not answers or not any(m.text for m in answers):
+        raise CommandError("no answer to copy yet")
+    if words[:1] == ["code"] and len(words) <= 2:
+        blocks = code_blocks(answers[-1].text)
+        if not blocks:
+            raise CommandError("the last answer has no code block; /copy copies all of it")
+        index = _pick(len(blocks), words[1], "code block", "/copy code") if len(words) == 2 else len(blocks) - 1
+        text = blocks[index]
+        done = f"code block {index + 1} of {len(blocks)} ({_plural(len(text.splitlines()) or 1, 'line')})"
+    elif len(words) <= 1:
+        index = _pick(len(answers), words[0], "answer", "/copy") if words else len(answers) - 1
+        text = answers[index].text
+        if not text:
+            raise CommandError(f"answer {index + 1} is empty; nothing to copy")
+        which = "the last answer" if index == len(answers) - 1 else f"answer {index + 1} of {len(answers)}"
+        done = f"{which} ({_plural(len(text), 'character')})"
+    else:
+        raise CommandError("usage: /copy [N | code [N]]")
+    try:
+        session.copy_text(text)
+    except ValueError as exc:  # clipboard.ClipboardError: too long for the terminal, or tmux lets nothing through
         raise CommandError(str(exc)) from None
-    session.info(f"copied the last answer ({_plural(len(answer.text), 'character')})")
+    session.info(f"copied {done}")
 
 
 @registry.command("stop", "Stop the answer being generated", "/stop", frontends=("tui",))

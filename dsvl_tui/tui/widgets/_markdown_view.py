@@ -8,15 +8,27 @@ grows. ``MarkdownView`` is a single line-API widget instead, over a
 comes). It draws when Textual asks for its height during layout, so many
 chunks between two frames cost one drawing. A width or theme change
 redraws everything once.
+
+Each line it hands out carries its selection offsets (the character and
+line in each segment's style), so Textual's text selection works in it: a
+mouse drag selects what is drawn, the selection is highlighted, and the
+screen's copy key (Ctrl+C) copies it through ``App.copy_to_clipboard``. A
+click on a code block copies that block's code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
 from textual.geometry import Size
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.widget import Widget
 
-from dsvl_tui.markdown import DrawnMarkdown, MarkdownLook, look_for
+from dsvl_tui.markdown import DrawnMarkdown, MarkdownLook, code_blocks, is_code_block, look_for
 
 
 class MarkdownView(Widget):
@@ -77,4 +89,84 @@ class MarkdownView(Widget):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         self._drawn.draw(width, self._look())
-        return Strip(self._drawn.line(y)).crop_extend(0, width, None).apply_style(self.rich_style)
+        strip = Strip(self._drawn.line(y)).crop_extend(0, width, None)
+        selection = self.text_selection
+        if selection is not None and (span := selection.get_span(y)) is not None:
+            strip = Strip(_highlight(strip, *span, self._selection_style()), strip.cell_length)
+        # Offsets (character, line) in each segment's style: what the screen reads to select with the mouse.
+        # Neighbours of one style are joined first: they would no longer be once their offsets differ.
+        return strip.apply_style(self.rich_style).simplify().apply_offsets(0, y)
+
+    # -- selection and copying ---------------------------------------------------------------
+
+    def _selection_style(self) -> Style:
+        style = self.screen.get_component_rich_style("screen--selection")
+        if self.screen.get_component_styles("screen--selection").color.a == 0:  # "transparent": the text keeps its colour
+            style = Style(bgcolor=style.bgcolor)
+        return style
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The selected part of what is drawn, as text (each line without its trailing blanks)."""
+        self._drawn.draw(self.size.width, self._look())
+        lines = ["".join(segment.text for segment in line).rstrip() for line in self._drawn.lines()]
+        return "\n".join(_extract(lines, selection)), "\n"
+
+    def code_block_at(self, y: int) -> tuple[int, str] | None:
+        """The code block drawn on line ``y``: its number in the text (1 = first) and its code."""
+        unit = self._drawn.unit_at(y) if self._drawn.line(y) else None  # the blank line between blocks: none
+        if unit is None:
+            return None
+        start, end = unit
+        source = self._drawn.source
+        inside = code_blocks(source[start:end])
+        if not inside:
+            return None
+        if is_code_block(source[start:end]):
+            index = 0
+        else:  # a list item with text and code: the code block holding the line clicked
+            shown = "".join(segment.text for segment in self._drawn.line(y)).strip()
+            index = next((i for i, code in enumerate(inside)
+                          if shown and any(shown in line.expandtabs(4) for line in code.splitlines())), -1)
+            if index < 0:
+                return None
+        return len(code_blocks(source[:start])) + index + 1, inside[index]
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a code block copies it (a drag selects instead)."""
+        if event.chain != 1 or self.screen.selections:
+            return
+        found = self.code_block_at(event.y)
+        if found is not None:
+            event.stop()
+            self.app.copy_to_clipboard(found[1])
+
+
+def _highlight(segments: Iterable[Segment], start: int, end: int, style: Style) -> list[Segment]:
+    """``segments`` with ``style`` over characters ``start`` to ``end`` (-1: to the end)."""
+    result: list[Segment] = []
+    x = 0
+    for segment in segments:
+        text, base, control = segment
+        a, b = max(start - x, 0), len(text) if end == -1 else min(end - x, len(text))
+        x += len(text)
+        if control or a >= b:
+            result.append(segment)
+            continue
+        if a:
+            result.append(Segment(text[:a], base))
+        result.append(Segment(text[a:b], base + style if base else style))
+        if b < len(text):
+            result.append(Segment(text[b:], base))
+    return result
+
+
+def _extract(lines: list[str], selection: Selection) -> list[str]:
+    """The selected part of ``lines`` (``Selection.extract`` on a list: a line of the text may hold
+    a character that ``str.splitlines`` would split at)."""
+    picked: list[str] = []
+    for y, line in enumerate(lines):
+        span = selection.get_span(y)
+        if span is not None:
+            start, end = span
+            picked.append(line[start:] if end == -1 else line[start:end])
+    return [line.rstrip() for line in picked]
