@@ -22,6 +22,8 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from dsvl_tui.web_client import is_web
+
 if TYPE_CHECKING:
     from textual.widget import Widget
 
@@ -41,6 +43,9 @@ def choose(requested: str | None, environ: Mapping[str, str], *, interactive: bo
 
     Rules, in order:
 
+    - in a browser (``dsvl-chat web`` sets ``DSVL_WEB=1``): half-blocks, whatever
+      was asked. The browser's terminal draws no image protocol, and ``TERM``
+      and the like describe the server's terminal, not the browser.
     - not a terminal on both ends (piped, headless, tests): half-blocks.
     - ``halfblock``, ``kitty`` or ``sixel`` asked for by name: that, even inside
       tmux, whose passthrough the user then vouches for.
@@ -56,7 +61,7 @@ def choose(requested: str | None, environ: Mapping[str, str], *, interactive: bo
       does draw Sixel and says so.
     """
     requested = (requested or "auto").strip().lower()
-    if not interactive:
+    if is_web(environ) or not interactive:
         return "halfblock"
     if requested not in CHOICES:
         return "halfblock"

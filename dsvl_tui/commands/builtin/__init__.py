@@ -13,8 +13,9 @@ as one multi-line ``session.info``; ``/help`` and ``/resume`` through
 shows as modal screens and the REPL as numbered lists.
 
 The commands live by what they act on: ``_conversation`` (images, turns, the
-system prompt, settings), ``_files`` (transcripts) and ``_app`` (panes, the
-model, theme, help, quit); ``_completion`` says what their arguments complete to.
+system prompt, settings), ``_files`` (transcripts), ``_web`` (uploads from and
+downloads to the browser in ``dsvl-chat web``) and ``_app`` (panes, the model,
+theme, help, quit); ``_completion`` says what their arguments complete to.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dsvl_tui.commands.builtin._conversation import (
     undo,
 )
 from dsvl_tui.commands.builtin._files import RESUME_LIMIT, export, load, resume, save
+from dsvl_tui.commands.builtin._web import upload
 from dsvl_tui.commands.completion import IMAGE_SUFFIXES
 
 __all__ = [
@@ -42,5 +44,5 @@ __all__ = [
     # the handlers, each registered by its module
     "close", "copy", "edit", "export", "help_command", "image", "load", "model", "new", "next_pane",
     "prev_pane", "quit_command", "regenerate", "reset", "resume", "save", "set_setting", "stop", "system",
-    "theme", "undo",
+    "theme", "undo", "upload",
 ]

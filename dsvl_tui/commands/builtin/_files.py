@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
+from dsvl_tui.commands.builtin._web import deliver_export, deliver_transcript, load_needs_upload
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
 from dsvl_tui.conversation import Conversation
@@ -58,7 +59,8 @@ def _ago(epoch: float, now: float | None = None) -> str:
 def save(session: Session, args: str) -> None:
     """Without FILE: the file the conversation came from or was last saved to, else a new file
     in the app's data folder. An existing other file is only replaced with --force. --embed
-    stores the images inside the transcript, so it travels on its own."""
+    stores the images inside the transcript, so it travels on its own. In `dsvl-chat web`
+    your browser also downloads it, with its pictures inside."""
     usage = "/save [FILE] [--force] [--embed]"
     files, flags = _split_flags(_words(args), {"--force", "-f", "--embed"}, usage)
     if len(files) > 1:
@@ -85,14 +87,17 @@ def save(session: Session, args: str) -> None:
         raise CommandError(f"cannot save {target}: {exc.strerror or exc}") from None
     conv.path_stamp = atomic.last_written(saved)
     session.refresh()
-    session.info(f"saved to {saved}")
+    session.info(f"saved to {saved}{deliver_transcript(session, conv, saved, embedded='--embed' in flags)}")
 
 
 @registry.command("load", "Open a saved transcript", "/load FILE", completes_paths=True)
 def load(session: Session, args: str) -> None:
     """Opens a transcript saved by /save (or upstream DeepSeek-VL's conversation list). Images
-    the transcript names but that are gone are shown as missing and not sent to the model."""
+    the transcript names but that are gone are shown as missing and not sent to the model.
+    In `dsvl-chat web`, `/load` alone opens a page to upload a transcript from your computer."""
     words = _words(args)
+    if not words and load_needs_upload(session):
+        return
     if len(words) != 1:
         raise CommandError("usage: /load FILE (quote names with spaces)")
     path = Path(words[0]).expanduser()
@@ -121,7 +126,8 @@ def _open(session: Session, conv: Conversation, what: str) -> None:
                   completes_paths=True)
 def export(session: Session, args: str) -> None:
     """Writes a readable Markdown copy (it cannot be loaded back; /save for that). An
-    existing file is only replaced with --force."""
+    existing file is only replaced with --force. In `dsvl-chat web` your browser also
+    downloads it."""
     usage = "/export FILE.md [--force]"
     files, flags = _split_flags(_words(args), {"--force", "-f"}, usage)
     if len(files) != 1:
@@ -137,7 +143,7 @@ def export(session: Session, args: str) -> None:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from None
-    session.info(f"exported to {written}")
+    session.info(f"exported to {written}{deliver_export(session, written)}")
 
 
 @registry.command("resume", "List recent conversations, or open one", "/resume [N]")
