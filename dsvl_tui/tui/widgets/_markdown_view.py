@@ -34,6 +34,9 @@ from dsvl_tui.markdown import DrawnMarkdown, MarkdownLook, code_blocks, is_code_
 class MarkdownView(Widget):
     """Markdown source drawn block by block; ``append`` text as it streams."""
 
+    KEEP_STRIPS = 128
+    """Finished lines kept ready to show (a screenful or two)."""
+
     DEFAULT_CSS = """
     MarkdownView {
         height: auto;
@@ -45,6 +48,9 @@ class MarkdownView(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self._drawn = DrawnMarkdown(source)
         self._look_now: MarkdownLook | None = None
+        # y -> (the drawn line, what else it was made for, the strip): a finished block's lines stay
+        # the same objects from frame to frame, so while an answer streams only its last block is made again.
+        self._strips: dict[int, tuple[list[Segment], tuple, Strip]] = {}
 
     @property
     def source(self) -> str:
@@ -89,13 +95,23 @@ class MarkdownView(Widget):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         self._drawn.draw(width, self._look())
-        strip = Strip(self._drawn.line(y)).crop_extend(0, width, None)
+        line = self._drawn.line(y)
         selection = self.text_selection
-        if selection is not None and (span := selection.get_span(y)) is not None:
+        span = selection.get_span(y) if selection is not None else None
+        made_for = (width, span, self.rich_style)
+        cached = self._strips.get(y)
+        if cached is not None and cached[0] is line and cached[1] == made_for:
+            return cached[2]
+        strip = Strip(line).crop_extend(0, width, None)
+        if span is not None:
             strip = Strip(_highlight(strip, *span, self._selection_style()), strip.cell_length)
         # Offsets (character, line) in each segment's style: what the screen reads to select with the mouse.
         # Neighbours of one style are joined first: they would no longer be once their offsets differ.
-        return strip.apply_style(self.rich_style).simplify().apply_offsets(0, y)
+        strip = strip.apply_style(self.rich_style).simplify().apply_offsets(0, y)
+        if len(self._strips) >= self.KEEP_STRIPS:
+            self._strips.clear()
+        self._strips[y] = (line, made_for, strip)
+        return strip
 
     # -- selection and copying ---------------------------------------------------------------
 
