@@ -100,7 +100,8 @@ class Session(Protocol):
         """Put ``text`` in the input box (for ``/edit``)."""
 
     def copy_text(self, text: str) -> None:
-        """Copy to the user's clipboard through the terminal (OSC 52)."""
+        """Copy to the user's clipboard (``tui.clipboard.copy``: OSC 52, through tmux inside it); raises
+        ``ValueError`` with one line when nothing can reach the clipboard (too long, or tmux lets nothing through)."""
 
     def quit(self) -> None:
         ...
