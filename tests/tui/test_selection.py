@@ -211,3 +211,25 @@ async def test_inside_tmux_copy_goes_through_tmux(monkeypatch) -> None:
         await type_line(pilot, "/copy")
         assert calls == [(["load-buffer", "-w", "-"], b"An answer.")] and written == []
         assert [n.text for n in app.active.query("Notice")][-1] == "copied the last answer (10 characters)"
+
+
+@run_async
+async def test_code_blocks_are_found_the_same_while_the_answer_streams_and_after_a_resize() -> None:
+    whole = MarkdownView(ANSWER)
+    streamed = MarkdownView()
+    async with Host(whole).run_test(size=(60, 30)) as pilot:
+        await pilot.app.mount(streamed)
+        for start in range(0, len(ANSWER), 5):  # a frame after each piece: blocks finish one by one
+            streamed.append(ANSWER[start:start + 5])
+            await pilot.pause()
+        await pilot.pause()
+        lines = whole._drawn.line_count
+        assert streamed._drawn.line_count == lines
+        expected = [whole.code_block_at(y) for y in range(lines)]
+        assert [streamed.code_block_at(y) for y in range(lines)] == expected  # the last block still open
+        assert {found for found in expected if found} == {(1, "x = compute(1)\nprint(x)"), (2, "make test")}
+        streamed.finish()
+        await pilot.resize_terminal(30, 30)
+        await pilot.pause()
+        y = _line_of(streamed, "make test")[1]
+        assert streamed.code_block_at(y) == (2, "make test")
