@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--compile", action="store_true",
                         help="ours decodes with the compiled step (CUDA graphs) where it can; upstream's stays eager")
+    parser.add_argument("--quantize", default="none", choices=("none", "int8", "int4"),
+                        help="both ways run on the model with int8 or int4 language-model weights "
+                             "(python -m dsvl_tui.bench.quantize compares the modes side by side)")
     parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the results")
     args = parser.parse_args(argv)
 
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     with PeakRss() as load_rss:
         started = time.perf_counter()
         compile_clock = CompileClock()
-        eng = engine.load(model, device=args.device, dtype=args.dtype, compile=args.compile, progress=compile_clock)
+        eng = engine.load(model, device=args.device, dtype=args.dtype, compile=args.compile, progress=compile_clock,
+                          quantize=args.quantize)
         load_seconds = time.perf_counter() - started
     if args.compile and not eng.info.compiled:
         print(f"note: --compile: not used ({eng.info.compile_note}); ours decodes eagerly", file=sys.stderr)
@@ -221,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
 
     memory_kind = "GPU allocated" if eng.info.device.startswith("cuda") else "RSS"
     machine = torch.cuda.get_device_name(eng.info.device) if eng.info.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    print(f"model {model} | {eng.info.parameters:,} parameters | {eng.info.device} {eng.info.dtype} | {machine}")
+    quantized = "" if eng.info.quantize == "none" else f" | {eng.info.quantize} weights"
+    if eng.info.quantize_note:
+        quantized += f" | quantize: {eng.info.quantize_note}"
+    print(f"model {model} | {eng.info.parameters:,} parameters | {eng.info.device} {eng.info.dtype}{quantized} | {machine}")
     if not args.compile:
         how = ""
     elif eng.info.compiled:
@@ -245,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
           f"than upstream | decode ours/upstream {summary['decode_ratio_mean']:.2f}x | peak {memory_kind} upstream "
           f"{summary['peak_memory_gib']['upstream']:.2f} GiB ours {summary['peak_memory_gib']['ours']:.2f} GiB")
     result = {"model": model, "machine": machine, "device": eng.info.device, "dtype": eng.info.dtype,
+              "quantize": {"requested": args.quantize, "used": eng.info.quantize, "note": eng.info.quantize_note},
               "load_seconds": load_seconds, "load_peak_rss": load_rss.peak, "new_tokens": args.new_tokens,
               "turns": rows, "summary": summary,
               "compile": {"requested": args.compile, "used": eng.info.compiled, "note": eng.info.compile_note,

@@ -26,3 +26,15 @@ def test_quantize_bench_writes_every_mode_side_by_side(tiny_siglip, tmp_path, ca
 def test_load_peak_rss_is_measured_in_a_subprocess(tiny_siglip):
     peak = bench.load_peak_rss(str(tiny_siglip), "cpu", "auto", "int8")
     assert 50 * 2**20 < peak < 8 * 2**30  # torch alone takes more than 50 MiB
+
+
+def test_engine_bench_runs_both_ways_on_the_quantized_model(tiny_siglip, tmp_path, capsys):
+    from dsvl_tui.bench import engine as engine_bench
+
+    out = tmp_path / "bench.json"
+    assert engine_bench.main(["--model", str(tiny_siglip), "--device", "cpu", "--turns", "2", "--new-tokens", "3",
+                              "--quantize", "int4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["quantize"] == {"requested": "int4", "used": "int4", "note": None}
+    assert all(turn["upstream"]["decode_tps"] > 0 and turn["ours"]["decode_tps"] > 0 for turn in result["turns"])
+    assert "cpu float32 | int4 weights |" in capsys.readouterr().out
