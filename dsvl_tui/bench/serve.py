@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.types import ChatBackend
+    from engine.types import ChatBackend, ImageSource
 
 QUESTIONS = [
     "Describe this picture.", "What colours stand out?", "Write a short poem about it.",
@@ -173,7 +173,8 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
             for way in order:
                 history = histories[way]
                 seed = IMAGE_TURNS.get(index)
-                images = [] if seed is None else [picture_file(pictures, seed + (100 if way == "http" else 0))]
+                images: list[ImageSource] = [] if seed is None else [
+                    picture_file(pictures, seed + (100 if way == "http" else 0))]
                 history.append(engine.Message("user", QUESTIONS[index % len(QUESTIONS)], images=images))
                 result = turn(backends[way], history, settings, systems[way])
                 history.append(engine.Message("assistant", result.pop("text")))
