@@ -31,7 +31,7 @@ pytest.importorskip("playwright.sync_api", reason="playwright is not installed (
 pytest.importorskip("textual_serve", reason="textual-serve is not installed (pip install -e '.[web]')")
 
 import psutil  # noqa: E402
-from playwright.sync_api import Browser, Page, WebSocket, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Download, Page, WebSocket, sync_playwright  # noqa: E402
 
 from dsvl_tui.web.launcher import group_alive  # noqa: E402
 
@@ -137,7 +137,7 @@ def web(tiny_siglip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
            "PYTHONPATH": str(ROOT)}
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dsvl_tui.cli", "--temperature", "0", "--max-new-tokens", "40", "web",
+        [sys.executable, "-m", "dsvl_tui.cli", "--temperature", "0", "--max-new-tokens", "160", "web",
          "--model", str(tiny_siglip), "--port", str(port)],
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -161,7 +161,7 @@ def web(tiny_siglip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def answers(web: Web) -> list[str]:
     return [message["text"] for conversation in web.journal() for message in conversation["messages"]
-            if message["role"] == "assistant" and message["text"].strip()]
+            if message["role"] == "assistant" and message["text"].strip() and message["stats"]]  # finished ones
 
 
 def words(text: str) -> list[str]:
@@ -207,6 +207,43 @@ def test_two_tabs_chat_at_once_and_only_the_model_server_loads_torch(web: Web) -
     first.page.close()
     wait_for(lambda: len(web.processes()) == 3, timeout=20, what="the closed tab's app to end")
     second.page.close()
+
+
+def test_a_picture_picked_in_the_browser_is_attached_and_export_downloads(web: Web, tmp_path: Path) -> None:
+    from PIL import Image
+
+    tab = open_tab(web)
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(picture)
+    before = len(tab.frames)
+    with tab.page.context.expect_page() as opened:  # /upload opens the upload page in a new browser tab
+        tab.type_line("/upload")
+    upload = opened.value
+    upload.wait_for_load_state()
+    assert upload.url.startswith(f"{web.url}upload/")
+    upload.set_input_files("#files", str(picture))
+    upload.click("button[type=submit]")
+    upload.wait_for_load_state()
+    assert "Sent to your chat tab" in upload.inner_text("main")
+    upload.close()
+    wait_for(lambda: "attached red.png" in tab.text(before), page=tab.page, what="the picture attached in the tab")
+
+    tab.type_line("What is in the picture?")
+    asked = wait_for(lambda: [c for c in web.journal() if c["title"] == "What is in the picture?"
+                              and len(c["messages"]) == 2 and c["messages"][1]["stats"]], page=tab.page,
+                     what="the answer about the picture")
+    assert len(asked[0]["messages"][0]["images"]) == 1
+
+    downloads: list[Download] = []
+    tab.page.on("download", lambda download: downloads.append(download))  # window.open's download: the opener's
+    exported = tmp_path / "chat.md"
+    tab.type_line(f"/export {exported}")
+    download = wait_for(lambda: downloads, page=tab.page, what="the browser's download")[0]
+    assert download.suggested_filename == "chat.md"
+    received = Path(download.path()).read_text(encoding="utf-8")
+    assert received == exported.read_text(encoding="utf-8") and "What is in the picture?" in received
+    assert tab.outside == []
+    tab.page.close()
 
 
 def test_ctrl_c_stops_everything_it_started(web: Web) -> None:

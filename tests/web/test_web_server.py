@@ -188,6 +188,7 @@ def test_the_page_loads_nothing_from_elsewhere(uploads: Path) -> None:
         assert f'data-session-websocket-url="ws://{HOST}/ws"' in text
         assert "connect-src 'self' ws://" in page.headers["Content-Security-Policy"]
         assert page.headers["X-Frame-Options"] == "DENY"
+        assert page.headers["Referrer-Policy"] == "same-origin"  # no-referrer makes Chromium post "Origin: null"
         font = await client.get("/static/fonts/RobotoMono-VariableFont_wght.ttf")
         assert font.status == 200
 
