@@ -93,6 +93,7 @@ class DsvlApp(App[int]):
         self.autosaver = Autosaver(report=self._report_autosave)
         self._journaling: dict[ChatPane, gen.Job] = {}  # sent, not drawn until journaled
         self._reading = 0  # file reads running in threads (read_then)
+        self._typed_ahead: list[str] = []  # input submitted during those reads, run in order after them
         self._partials_saved = False
         self._signals: list[tuple[int, Any]] = []  # (signal, the handler before ours)
         self.prompt_history = PromptHistory(report=self._report_autosave)
@@ -218,8 +219,12 @@ class DsvlApp(App[int]):
         self.refresh_status()
         self.measure_context(pane.conversation)
 
-    async def show_notice(self, text: str, error: bool = False) -> None:
-        await self.active.notice(text, error=error)
+    async def show_notice(self, text: str, error: bool = False, pane: ChatPane | None = None,
+                          after: int | None = None) -> None:
+        """A notice in ``pane`` (the active one) after its first ``after`` messages (``None``: at the end)."""
+        if pane is None or not pane.is_attached:
+            pane, after = self.active, None
+        await pane.notice(text, error=error, after=after)
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = False) -> None:
@@ -250,11 +255,18 @@ class DsvlApp(App[int]):
     # -- input and commands ---------------------------------------------------
     @on(PromptInput.Submitted)
     def _submitted(self, event: PromptInput.Submitted) -> None:
-        text = event.text.strip()
+        if self._reading:  # a command typed before is still reading a file (/image, /load): this waits for it
+            self._typed_ahead.append(event.text)
+        else:
+            self._take(event.text)
+
+    def _take(self, typed: str) -> None:
+        """Run what was typed: a command, or a message (``//...`` sends one starting with ``/``)."""
+        text = typed.strip()
         if text.startswith("/") and not text.startswith("//"):
             self.run_command(text)
         else:
-            self.send(text[1:] if text.startswith("//") else event.text)
+            self.send(text[1:] if text.startswith("//") else typed)
 
     @on(PromptInput.ScrollRequest)
     def _scroll_chat(self, event: PromptInput.ScrollRequest) -> None:
@@ -339,6 +351,8 @@ class DsvlApp(App[int]):
             self.session.error(str(exc))
         self.autosave(self.active.conversation)
         self.call_later(self.sync_pane, self.active)
+        while self._typed_ahead and not self._reading:  # a message typed after /image gets the image
+            self._take(self._typed_ahead.pop(0))
 
     def regenerate(self) -> None:
         conversation = self.active.conversation
@@ -445,6 +459,9 @@ class DsvlApp(App[int]):
         note = message.engine.info.compile_note
         if note:
             await self.show_notice(f"compile: not used ({note}); decoding eagerly")
+        quantize_note = getattr(message.engine.info, "quantize_note", None)
+        if quantize_note:
+            await self.show_notice(f"quantize: {quantize_note}")
 
     async def on_model_failed(self, message: gen.ModelFailed) -> None:
         if message.load_id != self._load_id:
@@ -542,6 +559,8 @@ class DsvlApp(App[int]):
                 loop.remove_signal_handler(number)
                 signal.signal(number, previous)
         self.prompt_history.stop()
+        if self.session.web is not None:
+            self.session.web.close()  # upload pages still open: their folders go
         heap.release()
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from dsvl_tui.commands.registry import CommandError
 from dsvl_tui.commands.session import HelpSection, RecentConversation
 from dsvl_tui.conversation import Conversation
+from dsvl_tui.web_client import WebClient
 
 T = TypeVar("T")
 
@@ -26,16 +27,24 @@ class TuiSession:
 
     def __init__(self, app: DsvlApp) -> None:
         self.app = app
+        # Under `dsvl-chat web`: uploads from the browser and downloads to it (/upload, /save, /export).
+        self.web = WebClient.for_app(app)
 
     @property
     def conversation(self) -> Conversation:
         return self.app.active.conversation
 
     def info(self, message: str) -> None:
-        self.app.call_later(self.app.show_notice, message, False)
+        self._notice(message, False)
 
     def error(self, message: str) -> None:
-        self.app.call_later(self.app.show_notice, message, True)
+        self._notice(message, True)
+
+    def _notice(self, message: str, error: bool) -> None:
+        """Shown once the app gets to it, where the conversation stood now: input typed ahead (a
+        question after this command) may be drawn first, and the notice still goes before it."""
+        pane = self.app.active
+        self.app.call_later(self.app.show_notice, message, error, pane, len(pane.conversation.messages))
 
     def send(self, text: str) -> None:
         self.app.send(text)
@@ -50,7 +59,9 @@ class TuiSession:
         self.app.stop()
 
     def refresh(self) -> None:
-        self.app.call_later(self.app.sync_pane, self.app.active, True)
+        """Draw what changed: new messages are added, and only a conversation whose messages changed
+        otherwise (/undo, /reset) is drawn afresh, so the notices of commands before it stay."""
+        self.app.call_later(self.app.sync_pane, self.app.active)
 
     def open_conversation(self, conversation: Conversation) -> None:
         self.app.open_conversation(conversation)

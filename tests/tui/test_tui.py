@@ -370,6 +370,45 @@ async def test_unknown_command_and_bad_argument_send_nothing():
         assert backend.calls == [] and app.active.conversation.messages == []
 
 
+def _type_ahead(app, lines: list[str]) -> None:
+    """Post the keys of ``lines`` (each ending with Enter) at once, as a terminal does for fast typing."""
+    names = {" ": "space", "/": "slash", ".": "full_stop", "?": "question_mark", "_": "underscore", "-": "minus"}
+    for line in lines:
+        for char in line:
+            app.post_message(events.Key(char if char.isalnum() else names[char], char))
+        app.post_message(events.Key("enter", "\r"))
+
+
+def _column(pane: ChatPane) -> list[str]:
+    from dsvl_tui.tui.widgets import Notice
+
+    shown = {Notice: lambda w: "notice: " + w.text.split(" (")[0], UserMessage: lambda w: "you: " + w.message.text,
+             AssistantMessage: lambda w: "answer"}
+    return [shown[type(child)](child) for child in pane.children if type(child) in shown]
+
+
+@run_async
+async def test_type_ahead_shows_notices_in_the_order_typed(tmp_path):
+    """Commands typed before a question: their notices come before it (they landed between the question
+    and its answer, or vanished), and an image attached just before is the question's (issue 16)."""
+    picture(tmp_path / "red.png")
+    loaded = threading.Event()
+    app = scripted_app(gate=loaded)
+    async with app.run_test() as pilot:
+        app.prompt.focus()
+        await pilot.pause()
+        _type_ahead(app, ["/set temperature 0.5", "hello", "/set top_k 3"])  # while the model loads
+        await wait_for(pilot, lambda: len(notices(app)) == 2)
+        loaded.set()
+        await answered(pilot)
+        assert _column(app.active) == ["notice: temperature=0.5", "you: hello", "answer", "notice: top_k=3"]
+
+        _type_ahead(app, ["/image red.png", "what is it?"])
+        await answered(pilot, 2)
+        assert _column(app.active)[4:] == ["notice: attached red.png", "you: what is it?", "answer"]
+        assert [a.name for a in app.active.conversation.messages[2].images] == ["red.png"]
+
+
 @run_async
 async def test_save_load_and_export(tiny, tmp_path):
     app = real_app(tiny)

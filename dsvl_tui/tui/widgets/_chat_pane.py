@@ -2,8 +2,10 @@
 
 The pane shows its ``Conversation`` (the one model of messages) and, while
 an answer is on its way, one ``AssistantMessage`` after the last message.
-Notices (command output, errors) go in between; they are not part of the
-conversation and a rebuild drops them. The column is anchored, so it follows
+Notices (command output, errors) go in between, in the order things were
+typed: a notice sits after the messages there were when its command ran (and
+the answer to the last one), whatever was drawn meanwhile; they are not part
+of the conversation and a rebuild drops them. The column is anchored, so it follows
 a streaming answer until the user scrolls up, and again once they scroll
 back to the end.
 """
@@ -88,8 +90,7 @@ class ChatPane(VerticalScroll):
             for message in current[len(shown):]:
                 await self._remove_welcome()
                 widget = UserMessage(message) if message.role == "user" else AssistantMessage(message)
-                keep = self.pending_answer if self.pending_answer in self.children else None
-                await self.mount(widget, before=keep)
+                await self.mount(widget, before=self._place(self._key(widget)))
                 self._shown.append(message)
         else:
             await self.rebuild()
@@ -101,7 +102,7 @@ class ChatPane(VerticalScroll):
         """Mount the widget an answer streams into (it waits until its generation starts)."""
         await self._remove_welcome()
         self.pending_answer = AssistantMessage()
-        await self.mount(self.pending_answer)
+        await self.mount(self.pending_answer, before=self._place(self._key(self.pending_answer)))
         self.anchor()
         return self.pending_answer
 
@@ -136,11 +137,48 @@ class ChatPane(VerticalScroll):
         else:
             {"page_up": self.scroll_page_up, "page_down": self.scroll_page_down, "home": self.scroll_home}[where]()
 
-    async def notice(self, text: str, *, error: bool = False) -> Notice:
-        widget = Notice(text, error=error)
+    async def notice(self, text: str, *, error: bool = False, after: int | None = None) -> Notice:
+        """Show ``text`` after the first ``after`` messages (see ``Notice.after``; ``None``: at the end)."""
+        widget = Notice(text, error=error, after=after)
         if not self.is_attached:  # a pane still on its way in: show the notice once it is
             self._early_notices.append(widget)
             return widget
-        await self.mount(widget)
+        await self.mount(widget, before=self._place(self._key(widget)))
         self.anchor()
         return widget
+
+    def _key(self, widget: Widget, places: dict[int, int] | None = None) -> tuple[int, int] | None:
+        """Where ``widget`` goes in the column: message ``i`` at ``(i, 1)``, an answer right after its
+        question at ``(i, 2)``, a notice that came after ``n`` messages at ``(n, 0)``; ``None``: anywhere
+        (the welcome text, a notice not tied to a place)."""
+        messages = self.conversation.messages
+        if isinstance(widget, Notice):
+            return None if widget.after is None else (widget.after, 0)
+        if widget is self.pending_answer:
+            return (len(messages) - 1, 2)
+        message = getattr(widget, "message", None)
+        if message is None:
+            return None
+        if places is None:
+            places = {id(m): i for i, m in enumerate(messages)}
+        index = places.get(id(message))
+        if index is None:
+            return None
+        if message.role == "assistant" and index and messages[index - 1].role == "user":
+            return (index - 1, 2)
+        return (index, 1)
+
+    def _place(self, key: tuple[int, int] | None) -> Widget | None:
+        """The child a widget with ``key`` is mounted before (``None``: at the end)."""
+        if key is None:
+            return None
+        places = {id(m): i for i, m in enumerate(self.conversation.messages)}
+        before = None
+        for child in reversed(self.children):
+            placed = self._key(child, places)
+            if placed is None:
+                continue
+            if placed <= key:
+                break
+            before = child
+        return before

@@ -24,7 +24,10 @@ class Notice(Static):
     }
     """
 
-    def __init__(self, text: str, *, error: bool = False) -> None:
+    def __init__(self, text: str, *, error: bool = False, after: int | None = None) -> None:
         super().__init__(Content(printable(text)), classes="-error" if error else "-info")
         self.text = text
         self.is_error = error
+        self.after = after
+        """How many messages the conversation had when the command ran: the notice is shown after
+        them (and an answer to the last), before later ones; ``None``: at the end, wherever that is."""
