@@ -24,6 +24,13 @@ bf16 activations (cast in and out of the load dtype per call), and need
 no torchao. A 600-token prefill costs about the same as fp32 in int8 and
 about twice as much in int4 (86 / 94 / 171 ms per layer call).
 
+Measured but not used: fbgemm's dynamic int8 linear (``quantized::linear_dynamic``,
+int8 activations too) read 24 cycled 5632x2048 layers at 0.54 ms a call
+against 2.2 ms for ``_weight_int8pack_mm`` and 4.5 ms in fp32 (1 thread),
+but it scales each call's input as a whole, so a position's result depends
+on the rows it is computed with: greedy answers then differ with and without
+prefix reuse (tested), which this engine promises they do not.
+
 On CUDA, torchao's weight-only configs (``Int8WeightOnlyConfig``, and
 ``Int4WeightOnlyConfig`` on tinygemm's tile-packed layout) are the path that
 fuses with ``torch.compile``; ``dsvl_tui.bench.gpucheck`` measures them
@@ -59,10 +66,11 @@ INT4_GROUP_SIZES = (128, 64, 32)
 _TARGET = re.compile(r"^language_model\.(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)$")
 
 Kernel = Literal["aten-cpu", "torchao"]
-# Which kernels run each mode on each device type (chosen by the measurements above).
-KERNELS: dict[str, dict[str, Kernel]] = {
-    "cpu": {"int8": "aten-cpu", "int4": "aten-cpu"},
-    "cuda": {"int8": "torchao", "int4": "torchao"},
+# Which kernels run each mode on each device type, best first (chosen by the measurements above); ``plan``
+# takes the first whose probe runs.
+KERNELS: dict[str, dict[str, tuple[Kernel, ...]]] = {
+    "cpu": {"int8": ("aten-cpu",), "int4": ("aten-cpu",)},
+    "cuda": {"int8": ("torchao",), "int4": ("torchao",)},
 }
 
 
@@ -161,21 +169,23 @@ def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
     """
     if asked == "none":
         return Plan(asked, "none")
-    kernel = KERNELS.get(device.type, {}).get(asked)
-    if kernel is None:
-        return Plan(asked, "none", note=f"{asked} weights have no kernel on {device.type} here; loading unquantized")
-    try:
-        probe = nn.Linear(256, 64, bias=False, device=device, dtype=dtype)
-        quantized = quantize_linear(probe, asked, kernel)
-        if quantized is None:
-            raise RuntimeError("the probe layer was not quantized")
-        with torch.inference_mode():
-            quantized(torch.ones(2, 256, device=device, dtype=dtype))
-    except ImportError:
-        return Plan(asked, "none", note=f"{asked} on {device.type} needs torchao, which is not installed; loading unquantized")
-    except Exception as exc:  # noqa: BLE001 - any kernel failure means this mode cannot run here: load unquantized
-        return Plan(asked, "none", note=f"{asked} cannot run on {device.type} here ({_short(exc)}); loading unquantized")
-    return Plan(asked, asked, kernel)
+    kernels = KERNELS.get(device.type, {}).get(asked, ())
+    note = f"{asked} weights have no kernel on {device.type} here; loading unquantized"
+    for kernel in kernels:
+        try:
+            probe = nn.Linear(256, 64, bias=False, device=device, dtype=dtype)
+            quantized = quantize_linear(probe, asked, kernel)
+            if quantized is None:
+                raise RuntimeError("the probe layer was not quantized")
+            with torch.inference_mode():
+                quantized(torch.ones(2, 256, device=device, dtype=dtype))
+        except ImportError:
+            note = f"{asked} on {device.type} needs torchao, which is not installed; loading unquantized"
+        except Exception as exc:  # noqa: BLE001 - any kernel failure means it cannot run here: try the next, else unquantized
+            note = f"{asked} cannot run on {device.type} here ({_short(exc)}); loading unquantized"
+        else:
+            return Plan(asked, asked, kernel)
+    return Plan(asked, "none", note=note)
 
 
 def quantize_linear(layer: nn.Linear, mode: QuantizeMode, kernel: Kernel) -> nn.Module | None:

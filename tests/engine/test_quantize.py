@@ -101,7 +101,7 @@ def test_bad_mode_is_one_line_value_error(tiny_siglip):
 
 def test_missing_torchao_falls_back_with_a_note(tiny_siglip, monkeypatch):
     # A device whose kernels come from torchao, on a build without torchao.
-    monkeypatch.setitem(qz.KERNELS, "cpu", {"int8": "torchao", "int4": "torchao"})
+    monkeypatch.setitem(qz.KERNELS, "cpu", {"int8": ("torchao",), "int4": ("torchao",)})
     for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao -> ImportError
@@ -130,6 +130,14 @@ def test_failing_kernel_probe_falls_back(monkeypatch):
     assert plan.note == "int8 cannot run on cpu here (RuntimeError: no kernel for this build second line); loading unquantized"
 
 
+def test_a_kernel_that_cannot_run_gives_way_to_the_next_one_without_a_note(monkeypatch):
+    monkeypatch.setitem(qz.KERNELS, "cpu", {"int8": ("torchao", "aten-cpu")})
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao -> ImportError
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    plan = qz.plan("int8", torch.device("cpu"), torch.float32)
+    assert (plan.mode, plan.kernel, plan.note) == ("int8", "aten-cpu", None)
+
+
 def test_layers_int4_cannot_take_stay_in_load_dtype_with_a_note():
     quantizer = qz.LayerQuantizer(qz.plan("int4", torch.device("cpu"), torch.float32))
     holder = nn.Module()
@@ -148,11 +156,11 @@ def test_tied_head_and_non_targets_are_not_quantized():
     assert not quantizer.is_target("vision_model.vision_tower.blocks.0.mlp.fc1")
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
-def test_quantized_layer_matches_float_layer_with_bias_and_batch(mode):
+@pytest.mark.parametrize(("mode", "kernel"), [("int8", "aten-cpu"), ("int4", "aten-cpu")])
+def test_quantized_layer_matches_float_layer_with_bias_and_batch(mode, kernel):
     torch.manual_seed(0)
     layer = nn.Linear(256, 96)
-    quantized = qz.quantize_linear(layer, mode, "aten-cpu")
+    quantized = qz.quantize_linear(layer, mode, kernel)
     assert quantized is not None
     x = torch.randn(2, 3, 256)
     out = quantized(x)
