@@ -378,10 +378,10 @@ def web(
     values = {**{k: v for k, v in before.items() if k in mine}, **_given(mine)}
     if before.get("endpoint"):
         raise typer.BadParameter("--endpoint: dsvl-chat web starts its own model server; leave it out")
-    build_options(values)  # a bad value is a usage error here, before anything starts
+    app_args = [f"--{name.replace('_', '-')}={before[name]}" for name in ("system", *user_settings()) if name in before]
+    build_options({**before, **values})  # a bad value is a usage error here, before anything starts
     engine_args = [f"--{name}={value}" for name, value in values.items() if name != "compile"]
     engine_args += ["--compile"] if values.get("compile") else []
-    app_args = [f"--{name.replace('_', '-')}={before[name]}" for name in ("system", *user_settings()) if name in before]
     raise typer.Exit(run_web(WebOptions(host=host, port=port, token=token, engine_args=engine_args,
                                         app_args=app_args)))
 

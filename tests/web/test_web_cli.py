@@ -1,0 +1,48 @@
+"""``dsvl-chat web`` on the command line: usage errors before anything starts, and a model that cannot load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dsvl_tui.cli import main
+from dsvl_tui.web.launcher import public_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_another_host_than_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    err = usage_error(["web", "--host", "0.0.0.0"], capsys)
+    assert "--host 0.0.0.0 is reachable from other machines: give --token" in err and err.count("\n") == 1
+    assert "--token is too short: use 8 characters or more" in usage_error(["web", "--token", "short"], capsys)
+    assert "starts its own model server" in usage_error(["--endpoint", "http://x", "web"], capsys)
+    assert "temperature" in usage_error(["--temperature", "-1", "web"], capsys)  # the tabs' settings checked too
+
+
+def test_public_url() -> None:
+    assert public_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert public_url("::1", 80) == "http://[::1]"
+
+
+def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("dsvl-web-*"))
+    done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(tmp_path / "missing"),
+                           "--port", "1"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == ""  # no URL printed
+    assert done.stderr.rstrip().endswith("error: the model server did not start (its output is above)")
+    assert str(tmp_path / "missing") in done.stderr  # the model server's own error line, shown
+    assert set(Path(tempfile.gettempdir()).glob("dsvl-web-*")) == before  # its runtime folder removed
