@@ -14,10 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from dsvl_tui.text import shorten
 from engine.files import open_regular
 from engine.types import GenerationSettings, GenerationStats, Message
 
 Role = Literal["user", "assistant"]
+TITLE_CHARS = 60  # a conversation's title: its first message, cut at a word
 
 
 def file_sha256(path: Path) -> str:
@@ -126,7 +128,7 @@ class Conversation:
         self.pending.clear()
         self.messages.append(message)
         if not self.title:
-            self.title = " ".join(text.split())[:60] or "image"
+            self.title = shorten(text, TITLE_CHARS) or "image"
         self.touch()
         return message
 

@@ -86,3 +86,19 @@ def error_line(error: BaseException | str, limit: int = ERROR_LIMIT) -> str:
     if isinstance(error, EngineError):
         return text or type(error).__name__
     return f"{type(error).__name__}: {text}"[:limit] if text else type(error).__name__
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line (each run of whitespace one space) in at most ``limit`` characters.
+
+    A longer text is cut after its last word that fits and ends with an ellipsis (``…``); it is
+    cut inside a word only when that word alone takes more than half of ``limit``. For titles.
+    """
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    if limit < 2:
+        return "\u2026"[:limit]
+    space = line.rfind(" ", 0, limit)  # the cut keeps line[:space] and adds one character
+    kept = line[:space] if space >= limit // 2 else line[:limit - 1]
+    return kept.rstrip(" ,;:-") + "\u2026"

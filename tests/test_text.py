@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dsvl_tui.text import printable
+from dsvl_tui.text import printable, shorten
 
 ESC, BEL, ST = "\x1b", "\x07", "\x1b\\"
 
@@ -64,3 +64,14 @@ def test_surrogates_become_valid_text():
 def test_nothing_unsafe_survives_a_mix():
     hostile = "".join(chr(c) for c in range(0x00, 0xA0)) * 3 + f"{ESC}]0;x" + "\ud800" + ESC
     assert not UNSAFE.search(printable(hostile))
+
+
+@pytest.mark.parametrize(("text", "limit", "shown"), [
+    ("What is in\nthis  picture?", 30, "What is in this picture?"),  # fits: one line, nothing cut
+    ("What is in this picture of my cat", 16, "What is in this\u2026"),  # at a word, with an ellipsis
+    ("hello, world again", 13, "hello, world\u2026"),
+    ("one, two three", 8, "one\u2026"),  # no dangling comma
+    ("Supercalifragilisticexpialidocious is long", 16, "Supercalifragil\u2026"),  # one long word: cut inside it
+])
+def test_shorten_cuts_at_a_word_with_an_ellipsis(text, limit, shown):
+    assert shorten(text, limit) == shown and len(shown) <= limit

@@ -178,9 +178,16 @@ class Repl:
 
     def choose_conversation(self, choices: Sequence[RecentConversation],
                             open: Callable[[RecentConversation], None]) -> None:
-        """Print ``choices`` numbered; the user opens one with ``/resume N``."""
+        """Print ``choices`` numbered, a long one wrapped under its title; ``/resume N`` opens one."""
+        import shutil
+        import textwrap
+
+        width = max(40, shutil.get_terminal_size().columns - 1)
         lines = ["recent conversations (/resume N opens one):"]
-        lines += [f"{number:>3}. {c.title} ({c.detail})" for number, c in enumerate(choices, 1)]
+        for number, choice in enumerate(choices, 1):
+            lines += textwrap.wrap(f"{printable(choice.title)} ({choice.detail})", width,
+                                   initial_indent=f"{number:>3}. ", subsequent_indent=" " * 5,
+                                   break_long_words=True, break_on_hyphens=False)
         self.info("\n".join(lines))
 
     def show_help(self, sections: Sequence[HelpSection]) -> None:

@@ -65,6 +65,7 @@ class JournalEntry:
     updated: float  # epoch seconds of its last change
     message_count: int
     model: str = ""
+    first_image: str = ""  # the name of the first image attached, "" if none
 
     @property
     def id(self) -> str:
@@ -300,6 +301,16 @@ def _file_id(conv_id: str) -> str:
     return hashlib.sha256(conv_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def _first_image(messages: list) -> str:
+    """The name of the first image in a transcript's ``messages`` (as read, unchecked); "" if none."""
+    for message in messages:
+        images = message.get("images") if isinstance(message, dict) else None
+        for image in images if isinstance(images, list) else []:
+            if isinstance(image, dict) and isinstance(image.get("name"), str) and image["name"]:
+                return str(image["name"])
+    return ""
+
+
 def _entry(path: Path) -> JournalEntry | None:
     """A summary of one journal file without checking its images; None if it is not a transcript."""
     try:
@@ -310,6 +321,6 @@ def _entry(path: Path) -> JournalEntry | None:
         updated = parse_time(doc["updated"]) if isinstance(doc.get("updated"), str) else os.stat(path).st_mtime
         title = doc["title"] if isinstance(doc.get("title"), str) else ""
         model = doc["model"] if isinstance(doc.get("model"), str) else ""
-        return JournalEntry(path, title, updated, len(messages), model)
+        return JournalEntry(path, title, updated, len(messages), model, _first_image(messages))
     except (OSError, ValueError, OverflowError, RecursionError):
         return None

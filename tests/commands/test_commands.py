@@ -399,6 +399,29 @@ def test_export_markdown(session, tmp_path) -> None:
     session.run("/export notes.md -f")
 
 
+def test_resume_tells_apart_identical_titles_and_cuts_long_ones_at_a_word(session, tmp_path) -> None:
+    """Same first question twice: the time and the first image's name tell them apart; a long title
+    ends at a word with an ellipsis (issue 16)."""
+    import time
+
+    from dsvl_tui.storage.journal import Journal
+
+    question = "Please describe everything you can see in this picture of our summer holiday"
+    for name in ("beach.png", "mountain.png"):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / name)
+        conv = Conversation()
+        conv.pending.append(Attachment.from_path(tmp_path / name))
+        _turn(conv, question)
+        conv.updated = time.time() - (3600 if name == "beach.png" else 0)
+        assert Journal().record(conv) is None
+    session.run("/resume")
+    newer, older = session.choices
+    assert newer.title == older.title == "Please describe everything you can see in this picture of…"
+    assert newer.detail.endswith(", image mountain.png") and older.detail.endswith(", image beach.png")
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(older.entry.updated))
+    assert older.detail == f"2 messages, {stamp} (1 hour ago), image beach.png"
+
+
 def test_resume_lists_and_opens_recent_conversations(session) -> None:
     from dsvl_tui.storage.journal import Journal
 
@@ -409,8 +432,8 @@ def test_resume_lists_and_opens_recent_conversations(session) -> None:
         _turn(conv, title)
         assert Journal().record(conv) is None
     session.run("/resume")
-    assert [(c.title, c.detail) for c in session.choices] == [("newer", "2 messages, just now"),
-                                                             ("older", "2 messages, just now")]
+    assert [c.title for c in session.choices] == ["newer", "older"]
+    assert all(c.detail.startswith("2 messages, ") and c.detail.endswith(" (just now)") for c in session.choices)
     session.open_choice(session.choices[1])  # what the TUI's list does on Enter
     (_, opened), = session.calls
     assert opened.messages[0].text == "older" and session.notices[-1].startswith("resumed older")

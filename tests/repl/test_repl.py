@@ -153,10 +153,17 @@ def test_save_and_load_round_trip(backend, tmp_path) -> None:
     assert run.repl.conversation.path == tmp_path / "chat.json"
 
 
-def test_answers_are_autosaved_and_resumable(backend) -> None:
+def test_answers_are_autosaved_and_resumable(backend, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
     drive("remember me\r", backend)
-    run = drive("/resume\r/resume 1\r", backend)
-    assert "recent conversations (/resume N opens one):\n  1. remember me (2 messages, just now)" in run.err
+    long = "please remember this long question about the mountains and the sea in summer"
+    drive(long + "\r", backend)
+    run = drive("/resume\r/resume 2\r", backend)
+    listed = run.err.split("recent conversations (/resume N opens one):\n")[1].splitlines()
+    # a long entry wraps under its title (a hanging indent), its title cut at a word (issue 16)
+    assert listed[0] == "  1. please remember this long question about the mountains"
+    assert listed[1].startswith("     and\u2026 (2 messages, ") and listed[1].endswith(" (just now))")
+    assert any(line.startswith("  2. remember me (2 messages, ") for line in listed)
     assert run.messages[0].text == "remember me"
 
 

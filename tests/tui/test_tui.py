@@ -835,7 +835,7 @@ async def test_resume_opens_a_list_whose_preview_follows_and_enter_opens_a_tab()
         titles = [c.title for c in modal.choices]
         assert titles.index("newer question") < titles.index("older question")  # newest first
         listed = screen_text(app)
-        assert "newer question" in listed and "4 messages, just now" in listed
+        assert "newer question" in listed and "4 messages, " in listed and " (just now)" in listed
         index = titles.index("newer question")
         for _ in range(index):
             await pilot.press("down")
@@ -864,6 +864,35 @@ async def test_resume_list_closes_with_escape_and_resume_n_still_opens():
         assert len(app.tabs.panes) == 1 and app.active.conversation.is_empty
         await type_line(pilot, "/resume 1")
         await wait_for(pilot, lambda: app.active.conversation.id == newer.id)
+
+
+@run_async
+async def test_resume_entries_wrap_under_their_title_and_tab_titles_end_at_a_word(tmp_path):
+    """A long /resume entry wraps in the text's column, with the first image's name; a long tab title
+    ends at a word with an ellipsis (they were cut mid-word, wrapped to the left edge; issue 16)."""
+    from dsvl_tui.conversation import Attachment
+    from dsvl_tui.storage.journal import Journal
+
+    conversation = Conversation()
+    conversation.pending.append(Attachment.from_path(picture(tmp_path / "holiday.png")))
+    conversation.add_user("Please describe everything you can see in this picture of our summer holiday")
+    conversation.add_answer("mountains")
+    assert Journal().record(conversation) is None
+    app = scripted_app()
+    async with app.run_test(size=(60, 24)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/resume")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.previewed is not None)
+        rows = screen_text(app).splitlines()
+        first = next(i for i, row in enumerate(rows) if "1. Please describe" in row)
+        number, column = rows[first].index("1."), rows[first].index("Please")
+        below = [row[number:].rstrip("│▊▎ ") for row in rows[first + 1:first + 4]]
+        assert below[0] == "   this picture of\u2026"  # cut at a word, and wrapped under the title
+        assert below[1].startswith("   2 messages, ") and all(row[:column - number] == "   " for row in below)
+        assert "image holiday.png" in " ".join(below)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.active.conversation.id == conversation.id)
+        assert app.tabs.title_of(app.active) == "1 Please describe\u2026"
 
 
 @run_async

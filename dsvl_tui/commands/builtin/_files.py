@@ -7,14 +7,18 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
 from dsvl_tui.commands.builtin._web import deliver_export, deliver_transcript, load_needs_upload
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.conversation import TITLE_CHARS, Conversation
 from dsvl_tui.storage import atomic, transcript
+from dsvl_tui.text import shorten
+
+if TYPE_CHECKING:
+    from dsvl_tui.storage.journal import JournalEntry
 
 RESUME_LIMIT = 20
 
@@ -44,6 +48,16 @@ def _refuse_changed(conv: Any, target: Path) -> None:
     if now != expected:
         raise CommandError(f"{target} changed on disk since this dsvl-chat last saved or loaded it; "
                            f"/save {_quoted(target)} --force replaces it, or /save NEW.json keeps both")
+
+
+def _entry_detail(entry: JournalEntry, now: float) -> str:
+    """What tells apart conversations with the same title: "4 messages, 2026-05-01 14:03 (2 hours ago),
+    image cat.jpg" (the first image's name, if any)."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.updated))
+    parts = [_plural(entry.message_count, "message"), f"{when} ({_ago(entry.updated, now)})"]
+    if entry.first_image:
+        parts.append(f"image {shorten(entry.first_image, 40)}")
+    return ", ".join(parts)
 
 
 def _ago(epoch: float, now: float | None = None) -> str:
@@ -168,8 +182,7 @@ def resume(session: Session, args: str) -> None:
         session.read_then(lambda: _read(entry.path, lambda: journal.open(entry)), opened)
 
     now = time.time()
-    choices = [RecentConversation(entry, entry.title or "untitled",
-                                  f"{_plural(entry.message_count, 'message')}, {_ago(entry.updated, now)}")
+    choices = [RecentConversation(entry, shorten(entry.title, TITLE_CHARS) or "untitled", _entry_detail(entry, now))
                for entry in entries]
     if not words:
         if not entries:

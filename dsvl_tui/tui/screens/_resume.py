@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.table import Table
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -50,6 +52,16 @@ def preview_text(choice: RecentConversation) -> str:
     return "\n\n".join(parts)
 
 
+def choice_prompt(number: int, choice: RecentConversation) -> Table:
+    """One entry of the list: its number (as ``/resume N`` takes it), then its title and, under it, what
+    tells it apart (messages, time, first image); a line that wraps stays in the text's column."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_row(f"{number}.", Text(printable(choice.title)).append("\n").append(printable(choice.detail), "dim"))
+    return grid
+
+
 class ResumeScreen(Dialog["RecentConversation | None"]):
     """Pick a recent conversation: Up/Down move (the preview follows), Enter opens it, Esc closes.
 
@@ -85,8 +97,7 @@ class ResumeScreen(Dialog["RecentConversation | None"]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Recent conversations (Enter opens, Esc closes)", classes="title")
-            yield OptionList(*(Option(Content(f"{printable(c.title)}  ({c.detail})")) for c in self.choices),
-                             id="choices")
+            yield OptionList(*(Option(choice_prompt(n, c)) for n, c in enumerate(self.choices, 1)), id="choices")
             yield Static("", id="preview")
 
     def on_mount(self) -> None:

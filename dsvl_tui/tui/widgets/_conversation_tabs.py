@@ -17,8 +17,10 @@ from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane
 
 from dsvl_tui.conversation import Conversation
-from dsvl_tui.text import printable
+from dsvl_tui.text import printable, shorten
 from dsvl_tui.tui.widgets._chat_pane import ChatPane
+
+TAB_TITLE_CHARS = 16  # of a tab's title (the conversation's), cut at a word
 
 
 def tab_id(pane: ChatPane) -> str:
@@ -62,7 +64,7 @@ class ConversationTabs(Widget):
         return ChatPane(conversation, id=f"chat-{conversation.id[:12]}")
 
     def title_of(self, pane: ChatPane) -> str:
-        title = printable(" ".join(pane.conversation.title.split()))[:16] or "new chat"
+        title = shorten(printable(pane.conversation.title), TAB_TITLE_CHARS) or "new chat"
         return f"{self.panes.index(pane) + 1} {title}"
 
     @property
