@@ -6,9 +6,9 @@ from the repository root, run exactly:
 
     python -m pip install -q -e ".[dev]" && python -m dsvl_tui.bench.gpucheck
 
-It takes at most about 5 minutes with the install, and runs three parts
+It takes at most about 6 minutes with the install, and runs four parts
 (each behind a flag, so a rerun can take only what failed: ``--tests``,
-``--bench``, ``--big``; none named means all three):
+``--bench``, ``--big``, ``--quant``; none named means all four):
 
 - tests: ``pytest -m cuda tests/engine/test_cuda_gpu.py``: logits of the tiny and
   the full-size random 1.3B checkpoint on CUDA in bf16 and fp32 against the
@@ -22,6 +22,10 @@ It takes at most about 5 minutes with the install, and runs three parts
 - big: the full-size 7B (hybrid tower) built in GPU memory with random
   weights (writing its 14 GB to disk would not fit the time), two turns in
   bf16 with an image, its peak GPU memory.
+- quant: the same 7B with ``--quantize int8`` and ``int4`` (torchao's
+  weight-only configs; each layer quantized as soon as its random weights
+  are made, as ``engine.load`` does while reading them): peak GPU memory and
+  decode tok/s of the same two turns, against the 8-12 GB cards bf16 shuts out.
 
 It prints one table (the targets with PASS/FAIL beside the measured
 figures) and writes JSON (``--json``, default ``gpucheck.json``). The exit
@@ -53,7 +57,7 @@ from typing import Any
 GIB = 2**30
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: dsvl_tui/bench/gpucheck.py
 WORK = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsvl-chat" / "gpucheck"
-PARTS = ("tests", "bench", "big")
+PARTS = ("tests", "bench", "big", "quant")
 # The targets of the GPU table (issue 10): (key, what, how it is judged, limit).
 TARGETS = [
     ("decode_compiled_over_upstream", "1.3B bf16 decode, compiled / upstream's way", ">=", 3.0),
@@ -61,6 +65,8 @@ TARGETS = [
     ("ttft_last_over_turn2", "ours compiled: TTFT of the last turn / turn 2", "<=", 1.3),
     ("compile_warm_up_s", "cold compile warm-up, s", "<=", 60.0),
     ("big_peak_gib", "7B bf16 peak GPU memory, GiB", "<", 24.0),
+    ("big_int8_peak_gib", "7B int8 peak GPU memory, GiB", "<", 12.0),
+    ("big_int4_peak_gib", "7B int4 peak GPU memory, GiB", "<", 8.0),
 ]
 
 
@@ -137,19 +143,25 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
             "load_seconds": {"eager": eager["load_seconds"], "compiled": compiled["load_seconds"]}}
 
 
-def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: str, seed: int = 0):
+def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: str, seed: int = 0,
+                  quantize: str = "none"):
     """An ``Engine`` for a full-size (or tiny) architecture with random weights made in place on ``device``.
 
     Only the configs and the tokenizer are written to ``folder``; the
     weights never touch the disk (the 7B's 14 GB would not fit the time).
+    Tensors are made one at a time, and with ``quantize`` each language-model
+    layer is quantized as soon as its weights are made (as ``engine.load``
+    does while reading them), so the unquantized model never sits in memory.
     """
     import torch
 
+    from engine.checkpoint import _assign
     from engine.engine import DEFAULT_CONTEXT_LENGTH, Engine
     from engine.fixtures import _configs, write_tokenizer
     from engine.images import ImagePreprocessor
     from engine.model import DeepSeekVLModel, _materialise_derived_buffers
     from engine.prompt import PromptFormat
+    from engine.quantize import LayerQuantizer, parse_mode, plan
     from engine.resolve import pick_device, pick_dtype
     from engine.spec import read_spec
     from engine.types import EngineInfo
@@ -164,18 +176,25 @@ def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: st
     chosen_device, chosen_dtype = pick_device(device), pick_dtype(dtype, pick_device(device))
     with torch.device("meta"):
         model = DeepSeekVLModel(spec, chosen_dtype)
-    model.to_empty(device=chosen_device)
+    quantizer = LayerQuantizer(plan(parse_mode(quantize), chosen_device, chosen_dtype),
+                               tied_head=bool(spec.language.get("tie_word_embeddings", False)))
     generator = torch.Generator(device=chosen_device).manual_seed(seed)
     with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        for name, meta in [*model.named_parameters(), *model.named_buffers()]:
+            tensor = torch.empty(meta.shape, dtype=meta.dtype, device=chosen_device)
             if tensor.is_floating_point():
                 _randomise(name, tensor, generator)
-        model.language_model.lm_head.weight[trained:] = 0  # answers stay within real tokens, as in fixtures
+            if name == "language_model.lm_head.weight":
+                tensor[trained:] = 0  # answers stay within real tokens, as in fixtures
+            _assign(model, name, tensor)
+            del tensor
+            quantizer.assigned(model, name)
     _materialise_derived_buffers(model, chosen_device)
     model.eval()
     info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind, device=str(chosen_device),
                       dtype=str(chosen_dtype).replace("torch.", ""), parameters=model.parameter_count(),
-                      context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder))
+                      context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder),
+                      quantize=quantizer.plan.mode, quantize_note=quantizer.note())
     return Engine(model, PromptFormat(folder, spec, variant="chat"), ImagePreprocessor.from_config(spec.preprocessor),
                   info, DEFAULT_CONTEXT_LENGTH)
 
@@ -191,8 +210,11 @@ def _randomise(name: str, tensor, generator) -> None:
         tensor.normal_(mean, std, generator=generator)
 
 
-def run_big(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
-    """The 7B (hybrid) architecture in bf16 with random weights: two turns with an image, peak GPU memory."""
+def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> dict[str, Any]:
+    """The 7B (hybrid) architecture in bf16 with random weights: two turns with an image, peak GPU memory.
+
+    With ``quantize`` its language model in int8 or int4: figures named ``big_<mode>_...``.
+    """
     import numpy as np
     from PIL import Image
 
@@ -202,7 +224,8 @@ def run_big(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
     size = "tiny" if dry_run else "full"
     reset_peak_memory(device)
     started = time.perf_counter()
-    eng = random_engine(work / f"random-7b-{size}", tower="hybrid", size=size, device=device, dtype="bfloat16")
+    eng = random_engine(work / f"random-7b-{size}", tower="hybrid", size=size, device=device, dtype="bfloat16",
+                        quantize=quantize)
     build_seconds = time.perf_counter() - started
     picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (768, 1024, 3), dtype=np.uint8))
     settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16, ignore_eos=True)
@@ -217,12 +240,29 @@ def run_big(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
         if question:
             history.append(engine.Message("user", question))
     peak = peak_memory(eng.info.device)
-    figures = {"parameters": eng.info.parameters, "build_seconds": build_seconds,
-               "big_peak_gib": peak / GIB if eng.info.device.startswith("cuda") else None}
+    prefix = "big" if quantize == "none" else f"big_{quantize}"
+    figures = {f"{prefix}_parameters": eng.info.parameters, f"{prefix}_build_seconds": build_seconds,
+               f"{prefix}_peak_gib": peak / GIB if eng.info.device.startswith("cuda") else None,
+               f"{prefix}_decode_tps": statistics.median(t["decode_tps"] or 0.0 for t in turns)}
+    if quantize != "none":
+        figures[f"{prefix}_effective"] = eng.info.quantize
+        figures[f"{prefix}_note"] = eng.info.quantize_note
     del eng
     _free_gpu()
     return {"ok": all(t["new_tokens"] == settings.max_new_tokens for t in turns), "size": size, "turns": turns,
             "figures": figures}
+
+
+def run_quant(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
+    """``run_big`` with the 7B's language model in int8, then int4; ok only if both modes ran quantized."""
+    runs = {mode: run_big(device, dry_run, work, quantize=mode) for mode in ("int8", "int4")}
+    figures: dict[str, Any] = {}
+    for outcome in runs.values():
+        figures.update(outcome["figures"])
+    quantized = all(figures[f"big_{mode}_effective"] == mode for mode in runs)
+    notes = "; ".join(f"{mode}: {figures[f'big_{mode}_note']}" for mode in runs if figures[f"big_{mode}_note"])
+    return {"ok": quantized and all(o["ok"] for o in runs.values()), "summary": notes,
+            "turns": {mode: o["turns"] for mode, o in runs.items()}, "figures": figures}
 
 
 def _free_gpu() -> None:
@@ -268,6 +308,12 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  peak GPU GiB: upstream {f['peak_gib']['upstream']:.2f}, eager {f['peak_gib']['eager']:.2f}, "
               f"compiled {f['peak_gib']['compiled']:.2f} | compile used: {f['compile_used']}"
               + (f" ({f['compile_note']})" if f["compile_note"] else ""))
+    seven_b = {**result["parts"].get("big", {}).get("figures", {}), **result["parts"].get("quant", {}).get("figures", {})}
+    by_mode = [(label, seven_b.get(f"{prefix}_decode_tps"), seven_b.get(f"{prefix}_peak_gib"))
+             for label, prefix in (("bf16", "big"), ("int8", "big_int8"), ("int4", "big_int4"))]
+    if any(tps is not None for _, tps, _ in by_mode):
+        print("  7B decode tok/s (peak GPU GiB): " + ", ".join(
+            f"{label} {tps:.1f}" + (f" ({peak:.2f})" if peak is not None else "") for label, tps, peak in by_mode if tps is not None))
     tests = result["parts"].get("tests", {}).get("figures", {})
     for key, value in tests.items():
         print(f"  test figure {key}: {json.dumps(value)}")
@@ -313,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
         "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
         "big": lambda: run_big(device, args.dry_run, args.work),
+        "quant": lambda: run_quant(device, args.dry_run, args.work),
     }
     from dsvl_tui.text import error_line
 
