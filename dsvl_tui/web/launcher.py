@@ -33,7 +33,8 @@ from typing import IO, Any
 
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL
 LOAD_TIMEOUT = 3600.0  # seconds the model may take to load (a first download from the hub)
-ENGINE_ONLY = ("DSVL_DEVICE", "DSVL_DTYPE", "DSVL_COMPILE", "DSVL_MODEL", "DSVL_SERVE_API_KEY")  # not for the apps
+# The model server's settings: an app with --endpoint refuses the local engine's ones, so they are taken out.
+ENGINE_ONLY = ("DSVL_DEVICE", "DSVL_DTYPE", "DSVL_COMPILE", "DSVL_QUANTIZE", "DSVL_MODEL", "DSVL_SERVE_API_KEY")
 
 
 @dataclass(frozen=True)

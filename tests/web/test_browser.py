@@ -134,7 +134,9 @@ def web(tiny_siglip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     home = tmp_path_factory.mktemp("web")
     data = home / "data"
     env = {**os.environ, "DSVL_DATA_DIR": str(data), "DSVL_CONFIG_DIR": str(home / "config"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT),
+           # the model server's settings: the tabs' apps (--endpoint) would refuse them, so they must not get them
+           "DSVL_DEVICE": "cpu", "DSVL_DTYPE": "float32", "DSVL_QUANTIZE": "none"}
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dsvl_tui.cli", "--temperature", "0", "--max-new-tokens", "160", "web",
