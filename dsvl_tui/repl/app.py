@@ -212,7 +212,6 @@ class Repl:
             self._slot.load(model)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
-        self.info(f"loading {model} in the background; the current model answers until it is ready")
 
     def set_theme(self, name: str) -> None:
         raise CommandError("themes are for the full-screen app")

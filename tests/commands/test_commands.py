@@ -177,6 +177,9 @@ def test_help_shows_the_front_ends_commands(session) -> None:
     assert undo is not None and (undo.usage, undo.summary) in section.rows
     session.run("/help set")
     assert session.notices[-1].startswith("/set [KEY [VALUE]]:") and "max_new_tokens" in session.notices[-1]
+    for command in registry.commands("repl"):  # the docstrings' `code` marks are not shown (issue 16)
+        session.run(f"/help {command.name}")
+        assert "`" not in session.notices[-1], command.name
     assert "did you mean /save?" in _error(session, "/help sav")
 
 
@@ -210,6 +213,15 @@ def test_set_says_its_scope_and_shows_a_random_seed(session) -> None:
     assert "this tab" in session.notices[-1] and "/new starts from them" in session.notices[-1]
 
 
+def test_the_readme_names_the_commands_the_repl_lacks() -> None:
+    """The README said the REPL had the app's commands; /theme, /next and the like are the app's only (issue 16)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    repl_part = readme.split("`dsvl-chat --plain` is a line-by-line REPL")[1].split("Enter sends")[0]
+    app_only = [c.name for c in registry.commands("tui") if "repl" not in c.frontends]
+    assert "theme" in app_only and "next" in app_only
+    assert all(f"`/{name}`" in repl_part for name in app_only), app_only
+
+
 def test_help_speaks_of_tabs_not_panes() -> None:
     for command in registry.commands("tui"):
         assert "pane" not in f"{command.summary} {command.handler.__doc__ or ''}".lower(), command.name
@@ -231,14 +243,15 @@ def test_set_errors(session, line: str, message: str) -> None:
 
 
 def test_system_prompt(session) -> None:
-    session.run("/system")
-    assert session.notices[-1] == "system prompt: the model's default"
+    session.run("/system")  # shows the default it uses, shortened (issue 16)
+    assert session.notices[-1] == ('system prompt: the model\'s default, "You are a helpful language and vision '
+                                   'assistant. You are able to understand the visual\u2026" (base models use none)')
     session.run("/system Answer in French.")
     assert session.conversation.system == "Answer in French."
     session.run("/system")
     assert session.notices[-1] == "system prompt: Answer in French."
     session.run("/system default")
-    assert session.conversation.system is None
+    assert session.conversation.system is None and "You are a helpful" in session.notices[-1]
 
 
 def test_model_shows_or_changes(session, monkeypatch) -> None:
@@ -249,6 +262,8 @@ def test_model_shows_or_changes(session, monkeypatch) -> None:
     session.run("/model deepseek-ai/deepseek-vl-7b-chat")
     assert session.calls == [("change_model", "/home/someone/models/dsvl"),
                              ("change_model", "deepseek-ai/deepseek-vl-7b-chat")]
+    assert session.notices[-1] == ("loading deepseek-ai/deepseek-vl-7b-chat in the background; "
+                                   "the current model answers until it is ready")  # one line (issue 16)
     assert _error(session, "/model a b") == "usage: /model ID | PATH"
 
 

@@ -51,7 +51,9 @@ def model(session: Session, args: str) -> None:
     if len(words) > 1:
         raise CommandError("usage: /model ID | PATH")
     target = words[0]
-    session.change_model(resolvable_model(str(Path(target).expanduser()) if target.startswith("~") else target))
+    chosen = resolvable_model(str(Path(target).expanduser()) if target.startswith("~") else target)
+    session.change_model(chosen)
+    session.info(f"loading {chosen} in the background; the current model answers until it is ready")
 
 
 @registry.command("theme", "Switch the colour theme, or list them", "/theme [NAME]", frontends=("tui",))
@@ -81,8 +83,8 @@ def help_command(session: Session, args: str) -> None:
         cmd, _ = registry.parse("/" + name.lstrip("/"), session.frontend)
         aliases = f" (also {', '.join('/' + a for a in cmd.aliases)})" if cmd.aliases else ""
         lines = [f"{cmd.usage}: {cmd.summary}{aliases}"]
-        if cmd.handler.__doc__:
-            lines.append(" ".join(cmd.handler.__doc__.split()))
+        if cmd.handler.__doc__:  # its `code` marks are for the source, not the screen
+            lines.append(" ".join(cmd.handler.__doc__.replace("`", "").split()))
         session.info("\n".join(lines))
         return
     rows = tuple((c.usage, c.summary) for c in registry.commands(session.frontend))

@@ -131,13 +131,19 @@ def system(session: Session, args: str) -> None:
     conv = session.conversation
     text = args.strip()
     if not text:
-        session.info(f"system prompt: {conv.system}" if conv.system is not None else
-                     "system prompt: the model's default")
+        session.info(f"system prompt: {conv.system}" if conv.system is not None else _default_system())
         return
     conv.system = None if text == "default" else text
     session.refresh()
-    session.info("system prompt: the model's default" if conv.system is None else
-                 "system prompt set (from the next answer)")
+    session.info(_default_system() if conv.system is None else "system prompt set (from the next answer)")
+
+
+def _default_system() -> str:
+    """What a conversation without a system prompt of its own uses, shortened."""
+    from dsvl_tui.text import shorten
+    from engine.prompt import DEFAULT_SYSTEM_PROMPT
+
+    return f'system prompt: the model\'s default, "{shorten(DEFAULT_SYSTEM_PROMPT, 90)}" (base models use none)'
 
 
 @registry.command("set", "Show or change a generation setting", "/set [KEY [VALUE]]")
