@@ -50,7 +50,11 @@ def read_bandwidth(mib: int = BANDWIDTH_MIB, repeats: int = 7) -> float:
 
 
 def load_peak_rss(model: str, device: str, dtype: str, quantize: str) -> int:
-    """Peak RSS in bytes of a fresh Python that imports the engine and loads ``model`` in ``quantize`` mode."""
+    """Peak RSS in bytes of a fresh Python that imports the engine and loads ``model`` in ``quantize`` mode.
+
+    Linux keeps a process's ``ru_maxrss`` across fork and exec, so a child
+    reports at least its parent's peak: call this before the parent loads a model.
+    """
     code = ("import resource, sys, engine; "
             "engine.load(sys.argv[1], device=sys.argv[2], dtype=sys.argv[3], quantize=sys.argv[4]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, help="a random 1.3B checkpoint with only N language-model layers")
     parser.add_argument("--new-tokens", type=int, default=8, help="forced answer length per mode")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: none,int8,int4)")
+    parser.add_argument("--threads", type=int, help="torch threads for the decode and the bandwidth (default: torch's)")
     parser.add_argument("--skip-upstream", action="store_true", help="leave out upstream's way")
     parser.add_argument("--skip-rss", action="store_true", help="leave out the load-peak-RSS subprocesses")
     parser.add_argument("--json", type=Path, default=Path("quantbench.json"), help="where to write the results")
@@ -110,14 +115,18 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = [parse_quantize(m) for m in args.modes.split(",") if m.strip()]
     model = args.model or str(random_checkpoint(args.layers))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     bandwidth = read_bandwidth()
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({threads} threads, sum over {BANDWIDTH_MIB} MiB)", file=sys.stderr)
+    # First, while this process is small: a child's ru_maxrss starts from its parent's.
+    peaks = {} if args.skip_rss else {mode: load_peak_rss(model, args.device, args.dtype, mode) for mode in modes}
     rows = []
     for mode in modes:
         row = run_mode(model, mode, args)
-        if not args.skip_rss:
-            row["load_peak_rss"] = load_peak_rss(model, args.device, args.dtype, mode)
+        if mode in peaks:
+            row["load_peak_rss"] = peaks[mode]
         tps = row["ours"]["decode_tps"] or 0.0
         row["limit_tps"] = bandwidth / row["weight_bytes_per_token"]
         row["of_limit"] = tps / row["limit_tps"]
