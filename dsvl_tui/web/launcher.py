@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
@@ -159,6 +160,10 @@ def run_web(options: WebOptions) -> int:
     """``dsvl-chat web``; the exit code (0 after Ctrl-C once serving, 4 when the model could not be loaded)."""
     from dsvl_tui.serve.server import is_loopback
 
+    missing = [name for name in ("textual_serve", "aiohttp", "fastapi", "uvicorn") if find_spec(name) is None]
+    if missing:
+        print(f"error: dsvl-chat web needs {', '.join(missing)}: pip install 'dsvl-chat[web]'", file=sys.stderr)
+        return 1
     key = secrets.token_urlsafe(32)
     model_port = free_port()
     endpoint = f"http://127.0.0.1:{model_port}"

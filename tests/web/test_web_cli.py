@@ -46,3 +46,14 @@ def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_
     assert done.stderr.rstrip().endswith("error: the model server did not start (its output is above)")
     assert str(tmp_path / "missing") in done.stderr  # the model server's own error line, shown
     assert set(Path(tempfile.gettempdir()).glob("dsvl-web-*")) == before  # its runtime folder removed
+
+
+def test_without_textual_serve_it_says_what_to_install_before_starting_anything(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import dsvl_tui.web.launcher as launcher
+
+    real = launcher.find_spec
+    monkeypatch.setattr(launcher, "find_spec", lambda name: None if name == "textual_serve" else real(name))
+    monkeypatch.setattr(launcher.subprocess, "Popen", None)  # nothing may be started
+    assert launcher.run_web(launcher.WebOptions()) == 1
+    assert capsys.readouterr().err == "error: dsvl-chat web needs textual_serve: pip install 'dsvl-chat[web]'\n"
