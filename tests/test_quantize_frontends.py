@@ -77,6 +77,22 @@ async def test_model_command_keeps_the_mode_and_the_status_bar_shows_it(tiny_sig
         assert notices(tui, error=True) == []
 
 
+@run_async
+async def test_a_mode_that_cannot_run_is_a_notice_and_the_app_answers(tiny_siglip, tmp_path, monkeypatch):
+    from engine import quantize
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(quantize.KERNELS, "cpu", {})
+    tui = DsvlApp(Options(model=str(tiny_siglip), settings=GREEDY, quantize="int8", device="cpu"))
+    async with tui.run_test() as pilot:
+        await ready(pilot)
+        await wait_for(pilot, lambda: notices(tui))
+        assert notices(tui) == ["quantize: int8 weights have no kernel on cpu here; loading unquantized"]
+        assert tui.status.device == "cpu fp32"
+        await type_line(pilot, "hello?")
+        await wait_for(pilot, lambda: any(m.role == "assistant" for m in tui.active.conversation.messages))
+
+
 def test_serve_passes_the_mode_to_the_engine(monkeypatch):
     import dsvl_tui.serve.server as server
 
