@@ -193,7 +193,11 @@ def run_web(options: WebOptions) -> int:
         except KeyboardInterrupt:
             return 130
         finally:
-            stop_group(group, model)
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            try:
+                stop_group(group, model)
+            finally:
+                signal.signal(signal.SIGINT, previous)
 
 
 async def _serve(server: object, shown: str, model: subprocess.Popen[bytes]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dsvl_tui.cli import main
-from dsvl_tui.web.launcher import public_url
+from dsvl_tui.web.launcher import free_port, public_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_public_url() -> None:
 def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_path: Path) -> None:
     before = set(Path(tempfile.gettempdir()).glob("dsvl-web-*"))
     done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(tmp_path / "missing"),
-                           "--port", "1"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           "--port", str(free_port())], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 4, done.stderr
     assert done.stdout == ""  # no URL printed
@@ -57,3 +58,23 @@ def test_without_textual_serve_it_says_what_to_install_before_starting_anything(
     monkeypatch.setattr(launcher.subprocess, "Popen", None)  # nothing may be started
     assert launcher.run_web(launcher.WebOptions()) == 1
     assert capsys.readouterr().err == "error: dsvl-chat web needs textual_serve: pip install 'dsvl-chat[web]'\n"
+
+
+def test_ctrl_c_while_the_model_loads_stops_the_model_server(tiny_siglip: Path) -> None:
+    import psutil
+
+    web = subprocess.Popen([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(tiny_siglip), "--port", str(free_port())],
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert web.stderr is not None and web.stderr.readline() == "loading the model ...\n"
+        children = psutil.Process(web.pid).children(recursive=True)
+        assert [child.cmdline()[3] for child in children] == ["serve"]
+        web.send_signal(signal.SIGINT)
+        assert web.wait(30) == 130
+        assert web.stdout is not None and web.stdout.read() == ""
+        for child in children:
+            assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if web.poll() is None:
+            web.kill()
