@@ -156,6 +156,10 @@ def wait_until_ready(process: subprocess.Popen[bytes], url: str, key: str) -> bo
     return False
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_web(options: WebOptions) -> int:
     """``dsvl-chat web``; the exit code (0 after Ctrl-C once serving, 4 when the model could not be loaded)."""
     from dsvl_tui.serve.server import is_loopback
@@ -164,6 +168,7 @@ def run_web(options: WebOptions) -> int:
     if missing:
         print(f"error: dsvl-chat web needs {', '.join(missing)}: pip install 'dsvl-chat[web]'", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, _interrupted)  # while the model loads, SIGTERM cleans up as Ctrl-C does
     key = secrets.token_urlsafe(32)
     model_port = free_port()
     endpoint = f"http://127.0.0.1:{model_port}"
@@ -193,11 +198,13 @@ def run_web(options: WebOptions) -> int:
         except KeyboardInterrupt:
             return 130
         finally:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            # a second Ctrl-C (or a SIGTERM) must not cut the clean-up short
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 stop_group(group, model)
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
 
 async def _serve(server: object, shown: str, model: subprocess.Popen[bytes]) -> int:
