@@ -90,9 +90,12 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        w = weight.detach().float()
-        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # [N]
-        self.register_buffer("qweight", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous())
+        w = weight.detach()
+        scales = (w.abs().amax(dim=1).float() / 127).clamp(min=1e-12)  # [N]
+        qweight = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+        for rows in _row_chunks(len(w)):  # float temporaries of a few MB, not of the whole (output head's 0.8 GB) weight
+            qweight[rows] = torch.round(w[rows].float() / scales[rows, None]).clamp_(-127, 127)
+        self.register_buffer("qweight", qweight)
         self.register_buffer("scales", scales.to(torch.bfloat16))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
@@ -119,12 +122,15 @@ class Int4Linear(nn.Module):
         self.out_features, self.in_features = weight.shape
         self.group_size = group_size
         n, k = weight.shape
-        groups = weight.detach().float().reshape(n, k // group_size, group_size)
-        low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # [N, K/G]
+        groups = weight.detach().reshape(n, k // group_size, group_size)
+        low, high = groups.amin(dim=-1).float(), groups.amax(dim=-1).float()  # [N, K/G]
         scale = ((high - low) / 15).clamp(min=1e-12)
-        q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32).reshape(n, k)
         zero = low + 8 * scale
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+        packed = []
+        for rows in _row_chunks(n):  # packing is per row: chunks keep the temporaries small
+            q = torch.round((groups[rows].float() - low[rows, :, None]) / scale[rows, :, None]).clamp_(0, 15)
+            packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).reshape(-1, k), 1))
+        self.register_buffer("packed", torch.cat(packed))
         # [K/G, N, 2]: scale and zero of each group of each output row.
         self.register_buffer("scales_and_zeros", torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
@@ -137,6 +143,11 @@ class Int4Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 groups of {self.group_size}"
+
+
+def _row_chunks(rows: int, size: int = 4096) -> list[slice]:
+    """Slices of at most ``size`` rows covering ``rows``; ``size`` a multiple of 64 (int4 packs rows in blocks of 64)."""
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 def int4_group_size(in_features: int) -> int | None:
@@ -194,7 +205,9 @@ def quantize_linear(layer: nn.Linear, mode: QuantizeMode, kernel: Kernel) -> nn.
         if mode == "int8":
             return Int8Linear(layer.weight, layer.bias)
         group = int4_group_size(layer.in_features)
-        return None if group is None else Int4Linear(layer.weight, layer.bias, group)
+        if group is None or layer.out_features % 16:  # the CPU kernel packs rows in 16s
+            return None
+        return Int4Linear(layer.weight, layer.bias, group)
     from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
 
     if mode == "int8":
@@ -264,7 +277,7 @@ class LayerQuantizer:
         if self.plan.note or not self.kept:
             return self.plan.note
         return (f"{len(self.kept)} of {len(self.kept) + self.quantized} language-model layers stay unquantized "
-                f"(their input size is not a multiple of {INT4_GROUP_SIZES[-1]})")
+                f"(the {self.plan.mode} kernel does not take their shape)")
 
 
 # -- what a decoded token reads ----------------------------------------------------------

@@ -142,10 +142,18 @@ def test_layers_int4_cannot_take_stay_in_load_dtype_with_a_note():
     quantizer = qz.LayerQuantizer(qz.plan("int4", torch.device("cpu"), torch.float32))
     holder = nn.Module()
     holder.language_model = nn.Module()
-    holder.language_model.lm_head = nn.Linear(48, 10, bias=False)  # 48 inputs: no group size divides it
-    quantizer.assigned(holder, "language_model.lm_head.weight")
+    holder.language_model.lm_head = nn.Linear(48, 16, bias=False)  # 48 inputs: no group size divides it
+    holder.language_model.model = nn.Module()
+    holder.language_model.model.layers = nn.ModuleList([nn.Module()])
+    holder.language_model.model.layers[0].mlp = nn.Module()
+    holder.language_model.model.layers[0].mlp.up_proj = nn.Linear(64, 24, bias=False)  # 24 outputs: packed in 16s
+    holder.language_model.model.layers[0].mlp.down_proj = nn.Linear(64, 32, bias=False)
+    for name in ("lm_head", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"):
+        quantizer.assigned(holder, f"language_model.{name}.weight")
     assert isinstance(holder.language_model.lm_head, nn.Linear)
-    assert quantizer.note() == "1 of 1 language-model layers stay unquantized (their input size is not a multiple of 32)"
+    assert isinstance(holder.language_model.model.layers[0].mlp.up_proj, nn.Linear)
+    assert isinstance(holder.language_model.model.layers[0].mlp.down_proj, qz.Int4Linear)
+    assert quantizer.note() == "2 of 3 language-model layers stay unquantized (the int4 kernel does not take their shape)"
 
 
 def test_tied_head_and_non_targets_are_not_quantized():
@@ -157,9 +165,11 @@ def test_tied_head_and_non_targets_are_not_quantized():
 
 
 @pytest.mark.parametrize(("mode", "kernel"), [("int8", "aten-cpu"), ("int4", "aten-cpu")])
-def test_quantized_layer_matches_float_layer_with_bias_and_batch(mode, kernel):
+def test_quantized_layer_matches_float_layer_with_bias_and_batch(mode, kernel, monkeypatch):
     torch.manual_seed(0)
     layer = nn.Linear(256, 96)
+    chunks = qz._row_chunks
+    monkeypatch.setattr(qz, "_row_chunks", lambda rows: chunks(rows, 64))  # quantized in two chunks of rows
     quantized = qz.quantize_linear(layer, mode, kernel)
     assert quantized is not None
     x = torch.randn(2, 3, 256)
