@@ -68,12 +68,34 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
             pass  # shown at the first message, which tries again
         return remote
     if loader is None:
-        import engine
-
-        loader = engine.load
+        loader = import_engine(progress)
     quantize: dict[str, Any] = {"quantize": options.quantize} if options.quantize != "none" else {}
     return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype, revision=options.revision,
                   progress=progress, compile=options.compile, **quantize)
+
+
+# What engine.load imports on first use, slowest first: seconds on a cold start with nothing else to
+# show, so each gets a progress event ("importing torch") before it.
+ENGINE_IMPORTS = (("torch", "torch"), ("transformers", "transformers"), ("timm", "timm"),
+                  ("engine.engine", "the model code"))
+
+
+def import_engine(progress: Callable[[Any], None] | None = None) -> Loader:
+    """``engine.load``, with a ``LoadProgress("import", ...)`` to ``progress`` before each slow import
+    (none for what is imported already)."""
+    import importlib
+    import sys
+
+    from engine.types import LoadProgress
+
+    for module, what in ENGINE_IMPORTS:
+        if module not in sys.modules:
+            if progress is not None:
+                progress(LoadProgress("import", 0, None, f"importing {what}"))
+            importlib.import_module(module)
+    import engine
+
+    return engine.load
 
 
 def note_backend(conversation: Conversation, backend: ChatBackend) -> None:

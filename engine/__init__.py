@@ -21,14 +21,22 @@ from .errors import (
     ImageError,
     ModelNotFoundError,
 )
-from .types import ChatBackend, EncodedImage, EngineInfo, GenerationSettings, GenerationStats, Message, Prepared
+from .types import (
+    ChatBackend,
+    EncodedImage,
+    EngineInfo,
+    GenerationSettings,
+    GenerationStats,
+    LoadProgress,
+    Message,
+    Prepared,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import LoadProgress
     from .engine import Engine, load
     from .generate import TextStream
 
-_LAZY = {"Engine": "engine", "load": "engine", "TextStream": "generate", "LoadProgress": "checkpoint"}
+_LAZY = {"Engine": "engine", "load": "engine", "TextStream": "generate"}
 
 
 def __getattr__(name: str) -> Any:

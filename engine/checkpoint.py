@@ -12,7 +12,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from torch import nn
 from .errors import CheckpointError
 from .files import UnusableFileError, fd_path, open_regular, read_regular
 from .spec import MAX_JSON_BYTES, ModelSpec
+from .types import LoadProgress
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
@@ -40,16 +40,6 @@ REMAP_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 << 20
 # Upstream's SAM MLP is ``lin1``/``lin2``; timm's is ``fc1``/``fc2``.
 _SAM_MLP = re.compile(r"^(vision_model\.vision_tower_high\.vision_tower\.blocks\.\d+\.mlp\.)lin([12])\.")
-
-
-@dataclass
-class LoadProgress:
-    """One step of loading, for a progress display."""
-
-    stage: str  # "download", "load", "compile" (warming up compiled decoding) or "ready"
-    done: int = 0
-    total: int | None = None
-    message: str = ""
 
 
 ProgressCallback = Callable[[LoadProgress], None]

@@ -20,6 +20,20 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 
 
+@dataclass
+class LoadProgress:
+    """One step of loading, for a progress display (``engine.load``'s ``progress`` gets them).
+
+    Defined here, with the light types, so that a front end can say "importing torch" before
+    anything heavy is imported.
+    """
+
+    stage: str  # "import", "download", "load", "compile" (warming up compiled decoding) or "ready"
+    done: int = 0
+    total: int | None = None
+    message: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class EncodedImage:
     """An image file's bytes held in memory (a picture that came in a request, not from disk).

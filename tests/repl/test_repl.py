@@ -557,3 +557,20 @@ def test_start_up_says_once_that_the_model_is_ready(checkpoint) -> None:
     run = drive("hi\r", None, factory=lambda model, progress: engine.load(str(checkpoint), progress=progress))
     lines = [line for line in run.err.splitlines() if "ready" in line]
     assert len(lines) == 1 and "ready on cpu" in lines[0], run.err
+
+
+def test_start_up_says_what_it_imports_before_the_model_loads(checkpoint, tmp_path) -> None:
+    """A cold start spends seconds importing torch and the model code before the engine says anything:
+    the user is told so instead of seeing only "loading" (issue 16). A fresh interpreter, as a user's."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "--plain", "--model", str(checkpoint),
+                           "--max-new-tokens", "2"], input="hi\n", capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 0, done.stderr
+    first = lines.index("importing torch")
+    building = next(i for i, line in enumerate(lines) if line.startswith("building model on cpu"))
+    assert first < building < next(i for i, line in enumerate(lines) if "ready on cpu" in line)
