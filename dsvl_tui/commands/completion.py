@@ -64,10 +64,14 @@ def _split_last_word(args: str) -> tuple[str, str, str]:
     return args[:start], opening, partial
 
 
-def _quote(path: str, opening: str) -> str:
+def _quote(path: str, opening: str, *, final: bool = False) -> str:
+    """``path`` as typed on the line: in the quote the user opened (closed once ``final``), else quoted
+    if it needs it; a path still being completed (a folder, a common prefix) keeps its quote open."""
     if opening:
-        return f"{opening}{path}"  # the user opened a quote: keep it open
-    return path if not path or shlex.quote(path) == path else shlex.quote(path)
+        return f"{opening}{path}{opening if final else ''}"
+    if not path or shlex.quote(path) == path:
+        return path
+    return shlex.quote(path) if final or "'" in path else f"'{path}"
 
 
 def path_matches(partial: str, suffixes: frozenset[str] | None = IMAGE_SUFFIXES) -> list[str]:
@@ -146,13 +150,15 @@ def complete(line: str, registry: CommandRegistry, frontend: str = "tui", *,
         return offered
     if not cmd.completes_paths:
         return usage
+    if not partial and not opening and before.strip():
+        return usage  # a path was just completed (and closed): say what else the command takes, not the folder
     matches = path_matches(partial, (suffixes or {}).get(cmd.name, IMAGE_SUFFIXES))
     if not matches:
         return usage
     common = os.path.commonprefix(matches)
     suggestion = common[len(partial):] if common.startswith(partial) else ""
     if len(matches) == 1 and not matches[0].endswith("/"):
-        new_line = head + _quote(matches[0], opening) + opening + " "
+        new_line = head + _quote(matches[0], opening, final=True) + " "
     else:
         new_line = head + _quote(common, opening)
     names = [m.rstrip("/").rsplit("/", 1)[-1] + ("/" if m.endswith("/") else "") for m in matches]

@@ -71,7 +71,9 @@ class SlashCompleter(Completer):
             if quote:
                 yield Completion(found.text + ("" if is_dir else quote), display=found.display)
             elif shlex.quote(full) != full and not full.startswith("~"):
-                yield Completion(shlex.quote(full), start_position=-len(raw), display=found.display)
+                # a folder keeps its quote open, so the name inside it can be typed and completed next
+                typed = f"'{full}" if is_dir and "'" not in full else shlex.quote(full)
+                yield Completion(typed, start_position=-len(raw), display=found.display)
             else:
                 yield Completion(found.text, display=found.display)
 

@@ -394,6 +394,10 @@ def test_completes_image_paths_quoting_spaces(tmp_path) -> None:
     assert _complete("/image ca") == ["/image 'cat photo.png'", "/image cat.jpg", "/image cats"]
     assert _complete("/image a.png ca")[1] == "/image a.png cat.jpg"
     assert _complete("/image 'cat p") == ["/image 'cat photo.png'"]  # an open quote is closed
+    (tmp_path / "old cats").mkdir()
+    _png(tmp_path / "old cats" / "tom.png")
+    assert _complete("/image old") == ["/image 'old cats"]  # a folder's quote stays open (issue 16)
+    assert _complete("/image 'old cats/t") == ["/image 'old cats/tom.png'"]
     assert _complete("/load ca") == ["/load cats"]  # only transcripts (.json) and folders
     assert _complete("/save cat.t") == []
     assert _complete("/model ca") == ["/model cats"]  # a checkpoint is a folder

@@ -292,6 +292,28 @@ def test_path_completion_quotes_spaces(tmp_path):
     assert names == [f"{tmp_path}/my photo.png", f"{tmp_path}/sub/"]  # not notes.txt
 
 
+@run_async
+async def test_after_tab_completes_a_quoted_path_the_hint_is_the_usage_not_the_folder(tmp_path, monkeypatch):
+    """Tab on 'my p' gave "/image 'my photo.png' " and the hint went back to listing the folder; a
+    common prefix with a space was quoted shut ("'my '"), so the next letters fell outside (issue 16)."""
+    _picture(tmp_path / "my photo.png")
+    _picture(tmp_path / "my other.png")
+    _picture(tmp_path / "zebra.png")
+    monkeypatch.chdir(tmp_path)
+    reg = CommandRegistry()
+    reg.command("image", "attach", "/image PATH...", completes_paths=True)(lambda s, a: None)
+    prompt = PromptInput(registry=reg)
+    async with Host(prompt).run_test() as pilot:
+        prompt.focus()
+        await pilot.press(*"/image my")
+        await pilot.press("tab")
+        assert prompt.text == "/image 'my "  # the quote stays open for the rest of the name
+        await pilot.press("p", "tab")
+        assert prompt.text == "/image 'my photo.png' "
+        hint = str(prompt.border_subtitle)
+        assert hint.startswith("/image PATH...") and "zebra" not in hint
+
+
 def test_dropped_paths(tmp_path):
     picture = _picture(tmp_path / "dropped file.png")
     assert dropped_paths(f"'{picture}'") == [picture]
