@@ -179,10 +179,9 @@ class Repl:
     def choose_conversation(self, choices: Sequence[RecentConversation],
                             open: Callable[[RecentConversation], None]) -> None:
         """Print ``choices`` numbered, a long one wrapped under its title; ``/resume N`` opens one."""
-        import shutil
         import textwrap
 
-        width = max(40, shutil.get_terminal_size().columns - 1)
+        width = self._width()
         lines = ["recent conversations (/resume N opens one):"]
         for number, choice in enumerate(choices, 1):
             lines += textwrap.wrap(f"{printable(choice.title)} ({choice.detail})", width,
@@ -191,12 +190,30 @@ class Repl:
         self.info("\n".join(lines))
 
     def show_help(self, sections: Sequence[HelpSection]) -> None:
-        """Print each section's rows aligned, then the REPL's keys."""
-        blocks = []
+        """Print each section's rows aligned, then the REPL's keys, wrapped to the terminal at words:
+        a row's text under its text, a key line between its `` · `` items."""
+        import textwrap
+
+        width, blocks = self._width(), []
         for section in sections:
-            width = min(max((len(key) for key, _ in section.rows), default=0), 34)
-            blocks.append("\n".join(f"{key:<{width}}  {does}" for key, does in section.rows))
-        self.info("\n\n".join([*blocks, self.key_help]))
+            column = min(max((len(key) for key, _ in section.rows), default=0), 34)
+            lines = []
+            for key, does in section.rows:
+                lines += textwrap.wrap(does, width, initial_indent=f"{key:<{column}}  ",
+                                       subsequent_indent=" " * (column + 2), break_on_hyphens=False) or [key]
+            blocks.append("\n".join(lines))
+        self.info("\n\n".join([*blocks, _wrap_items(self.key_help, width)]))
+
+    def _width(self) -> int:
+        """Columns for a notice: the terminal's (stderr's, else ``COLUMNS`` or 80) less one, so that
+        no line ends in the last column; at least 40."""
+        import shutil
+
+        try:
+            columns = os.get_terminal_size(self._err.fileno()).columns
+        except (AttributeError, OSError, ValueError):  # not a terminal (a pipe, a test's StringIO)
+            columns = shutil.get_terminal_size().columns
+        return max(40, columns - 1)
 
     def new_pane(self) -> None:
         self._require_idle("start a new conversation")
@@ -539,8 +556,17 @@ class Repl:
     # -- output ------------------------------------------------------------------------
 
     def _write_err(self, text: str, style: str = "") -> None:
-        """Write one notice to stderr: made ``printable`` here, for every caller, then styled."""
+        """Write one notice to stderr: made ``printable`` here, for every caller, then styled. On a
+        terminal a line longer than it is broken between words (the terminal would cut a word)."""
         text = printable(text)
+        if _isatty(self._err):
+            import textwrap
+
+            width = self._width()
+            text = "\n".join(part for line in text.split("\n") for part in (
+                textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False, drop_whitespace=True,
+                              subsequent_indent=" " * (len(line) - len(line.lstrip()))) or [line]
+                if len(line) > width else [line]))
         if style and self._err_colour:
             text = f"{style}{text}{_RESET}"
         self._err.write(text + "\n")
@@ -589,6 +615,26 @@ class Repl:
     def _fresh_conversation(self) -> Conversation:
         return Conversation(system=self.options.system, settings=dataclasses.replace(self.options.settings),
                             model=self.options.model)
+
+
+def _wrap_items(text: str, width: int) -> str:
+    """Each line of ``text`` (items joined by `` · ``) packed into lines of at most ``width`` columns,
+    broken between items (inside one only if it is longer than a line); continuations indented."""
+    import textwrap
+
+    packed = []
+    for line in text.splitlines():
+        current = ""
+        for item in line.split(" \u00b7 "):
+            joined = f"{current} \u00b7 {item}" if current else item
+            if len(joined) <= width or not current:
+                current = joined
+            else:
+                packed.append(current)
+                current = "  " + item
+        packed.append(current)
+    return "\n".join(wrapped for line in packed
+                     for wrapped in textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False) or [""])
 
 
 def _isatty(stream: Any) -> bool:

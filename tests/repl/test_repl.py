@@ -167,16 +167,51 @@ def test_answers_are_autosaved_and_resumable(backend, monkeypatch) -> None:
     assert run.messages[0].text == "remember me"
 
 
-def test_help_prints_the_commands_then_the_keys(backend) -> None:
+def test_help_prints_the_commands_then_the_keys(backend, monkeypatch) -> None:
     from dsvl_tui.commands.registry import registry
     from dsvl_tui.repl.app import KEY_HELP
 
+    monkeypatch.setenv("COLUMNS", "80")
     run = drive("/help\r/help undo\r", backend)
     usages = [c.usage for c in registry.commands("repl")]
     listed = [line.split("  ")[0] for line in run.err.splitlines() if line.startswith("/")]
     assert listed[:len(usages)] == usages  # one aligned line each, in the registry's order
-    assert KEY_HELP in run.err and "/theme" not in run.err
+    words = " ".join(run.err.split())
+    assert all(" ".join(item.split()) in words for line in KEY_HELP.splitlines() for item in line.split(" \u00b7 "))
+    assert "/theme" not in run.err
     assert "/undo: " in run.err  # /help COMMAND: one notice
+    # at 80 columns every line fits, broken between words (it was "... \u00b7 Ta" / "b completes"; issue 16)
+    shown = run.err.split("/undo: ")[0].splitlines()
+    assert all(len(line) < 80 for line in shown), [line for line in shown if len(line) >= 80]
+    copy = next(i for i, line in enumerate(shown) if line.startswith("/copy "))
+    column = shown[copy].index("Copy an answer")
+    assert shown[copy + 1].startswith(" " * column) and not shown[copy + 1][column].isspace()
+
+
+class Terminal(io.StringIO):
+    """stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_long_notices_break_between_words(backend, monkeypatch) -> None:
+    """/help set is one long line: the terminal cut it inside words; the REPL breaks it between them."""
+    monkeypatch.setenv("COLUMNS", "60")
+    err = Terminal()
+    drive("/help set\r", backend, err=err)
+    shown = err.getvalue().split("/set [KEY [VALUE]]: ")[1].splitlines()
+    assert len(shown) > 2 and all(len(line) < 60 for line in shown)
+    text = registry_help("set")
+    assert " ".join(" ".join(shown).split()) == " ".join(text.split())  # the same words, none cut
+
+
+def registry_help(name: str) -> str:
+    from dsvl_tui.commands.registry import registry
+
+    command = registry.get(name)
+    assert command is not None and command.handler.__doc__
+    return f"{command.summary} {command.handler.__doc__.replace('`', '')}"
 
 
 # --- keys, cancel, loading -------------------------------------------------------------------
