@@ -690,3 +690,12 @@ def test_markdown_export_into_a_folder_fails_cleanly(tmp_path):
     with pytest.raises(TranscriptError) as caught:
         export_markdown(Conversation(), tmp_path)
     assert "is a folder" in _one_line(caught.value)
+
+
+def test_a_transcript_without_a_title_is_titled_by_its_first_question_cut_at_a_word(tmp_path) -> None:
+    """The default title ended mid-word ("... picture of o"); it ends at a word with an ellipsis (issue 16)."""
+    question = "Please describe everything you can see in this picture of our summer holiday"
+    doc = {"format": "dsvl-chat.transcript", "version": 1, "messages": [{"role": "user", "text": question}]}
+    path = tmp_path / "untitled.json"
+    path.write_text(json.dumps(doc))
+    assert load_transcript(path).title == "Please describe everything you can see in this picture of\u2026"

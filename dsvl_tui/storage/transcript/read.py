@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
-from dsvl_tui.conversation import Attachment, ChatMessage, Conversation, file_sha256
+from dsvl_tui.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation, file_sha256
 from dsvl_tui.storage.transcript import format as fmt
 from dsvl_tui.storage.transcript.format import (
     FORMAT,
@@ -36,7 +36,7 @@ from dsvl_tui.storage.transcript.format import (
     one_line,
     parse_time,
 )
-from dsvl_tui.text import valid_text
+from dsvl_tui.text import shorten, valid_text
 from engine.files import open_regular
 from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
 
@@ -377,9 +377,9 @@ def _title(messages: list[ChatMessage]) -> str:
     words = []  # the first words only: splitting a whole long message costs seconds and memory
     for word in re.finditer(r"\S+", first.text):
         words.append(word.group())
-        if sum(map(len, words)) + len(words) > 60:
+        if sum(map(len, words)) + len(words) > TITLE_CHARS + 1:
             break
-    return " ".join(words)[:60] or "image"
+    return shorten(" ".join(words), TITLE_CHARS) or "image"
 
 
 def parse(value: Any, source: str, base: Path, *, trusted: bool = False) -> tuple[Conversation, list[str]]:
