@@ -11,6 +11,7 @@ first use of ``load`` or ``Engine``.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -35,6 +36,11 @@ from .types import (
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine, load
     from .generate import TextStream
+
+# transformers imports torchao (a dependency, for --quantize on CUDA) whenever it is installed, and torchao 0.18
+# registers Enum types with torch's pytree, which torch logs as a deprecation warning: two lines on stderr at every
+# start of every command. Only that logger, only below errors.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 _LAZY = {"Engine": "engine", "load": "engine", "TextStream": "generate"}
 
