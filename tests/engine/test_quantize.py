@@ -187,3 +187,16 @@ def test_int8_reads_a_quarter_of_the_float_weights(tiny_siglip):
              for e in (plain, int8, int4)]
     # Linear weights: 4 bytes -> 1 (+ a bf16 scale per row) -> 1/2 (+ bf16 scale and zero per group); norms stay float.
     assert sizes[0] / 4.6 < sizes[1] < sizes[0] / 3 and sizes[2] < sizes[1] * 0.75
+
+
+def test_torchao_int8_path_loads_and_stays_close(reference, monkeypatch):
+    """CUDA's kernel choice (torchao's weight-only int8), run on the CPU where it works, slowly: the same plumbing."""
+    pytest.importorskip("torchao")
+    folder, base, parameters = reference
+    monkeypatch.setitem(qz.KERNELS, "cpu", {"int8": ("torchao",)})
+    eng = engine.load(str(folder), device="cpu", quantize="int8")
+    assert eng.info.quantize == "int8" and eng.info.quantize_note is None and eng.info.parameters == parameters
+    head = eng.model.language_model.lm_head
+    assert isinstance(head, nn.Linear) and type(head.weight).__module__.startswith("torchao")  # its int8 tensor
+    cosine = torch.nn.functional.cosine_similarity(eng.logits(eng.prepare(_chat())), base, dim=-1)
+    assert cosine.min() >= 0.999
