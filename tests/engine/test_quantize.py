@@ -200,3 +200,21 @@ def test_torchao_int8_path_loads_and_stays_close(reference, monkeypatch):
     assert isinstance(head, nn.Linear) and type(head.weight).__module__.startswith("torchao")  # its int8 tensor
     cosine = torch.nn.functional.cosine_similarity(eng.logits(eng.prepare(_chat())), base, dim=-1)
     assert cosine.min() >= 0.999
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_loading_never_holds_more_than_one_unquantized_layer(tiny_hybrid, monkeypatch, mode):
+    """Layer by layer as weights arrive: after each tensor, every target layer with its float weight in is quantized."""
+    seen: list[int] = []
+    assigned = qz.LayerQuantizer.assigned
+
+    def checked(self, model, name):
+        assigned(self, model, name)
+        float_layers = [n for n, m in model.named_modules()
+                        if self.is_target(n) and isinstance(m, nn.Linear) and not m.weight.is_meta]
+        seen.append(len(float_layers))
+
+    monkeypatch.setattr(qz.LayerQuantizer, "assigned", checked)
+    eng = engine.load(str(tiny_hybrid), device="cpu", quantize=mode)
+    assert eng.info.quantize == mode and len(seen) > 50
+    assert max(seen) == 0  # each was quantized in the call that brought its weight
