@@ -778,11 +778,12 @@ async def test_f1_help_lists_every_binding_and_command_and_the_main_keys_wait_un
     from dsvl_tui.tui.widgets import PromptInput
 
     app = scripted_app()
-    async with app.run_test(size=(100, 40)) as pilot:
+    async with app.run_test(size=(100, 60)) as pilot:  # tall enough to show the commands below the keys
         await ready(pilot)
         await pilot.press("f1")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = app.screen.text
+        assert "``" not in text  # docstrings' markup stays out of the help
         for binding in MainScreen.BINDINGS:
             assert key_names(binding.key) in text and (binding.tooltip or binding.description.lower()) in text
         for key in ("Ctrl+P", "Enter", "Ctrl+J", "Up / Down", "Tab or Right"):  # the palette, the input box

@@ -39,7 +39,9 @@ class PromptInput(TextArea):
     | Ctrl+J (Shift+Enter, Alt+Enter where the terminal reports them) | new line |
     | Up / Down on the first / last line | earlier / later prompts |
     | Tab or Right at the end | take the completion shown |
-    | PageUp / PageDown, Ctrl+Home / Ctrl+End | scroll the conversation (posts ``ScrollRequest``) |
+    | PageUp / PageDown, Ctrl+Home / Ctrl+End | scroll the conversation |
+
+    (The help screen shows this table as it is; scrolling keys post ``ScrollRequest``.)
     """
 
     BINDINGS = [
