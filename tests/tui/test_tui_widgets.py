@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tui_support import Host, run_async, screen_text
+from tui_support import Host, run_async, screen_text, wait_for
 
 import themes
 from dsvl_tui.commands.completion import complete, dropped_paths, path_matches
@@ -203,11 +203,8 @@ async def test_unreadable_image_shows_its_name(tmp_path):
     bad.write_bytes(b"not an image")
     preview = ImagePreview(Attachment(path=str(bad), name="broken.png"))
     async with Host(preview).run_test() as pilot:
-        for _ in range(100):
-            if preview.has_class("-failed"):
-                break
-            await pilot.pause(0.02)
-        assert preview.has_class("-failed") and "broken.png" in preview.render_line(0).text
+        await wait_for(pilot, lambda: preview.has_class("-failed"))  # the thumbnail worker's time, not a fixed 2 s
+        assert "broken.png" in preview.render_line(0).text
 
 
 # --- input -------------------------------------------------------------------------
