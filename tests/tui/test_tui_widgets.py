@@ -183,12 +183,7 @@ def test_half_blocks_keep_colours_and_aspect(tmp_path):
 async def test_image_preview_draws_cells_and_caption(tmp_path):
     preview = ImagePreview(Attachment.from_path(_picture(tmp_path / "my photo.png")), max_width=12, max_height=4)
     async with Host(preview).run_test() as pilot:
-        for _ in range(100):
-            if preview.has_cells:
-                break
-            await pilot.pause(0.02)
-        await pilot.pause()
-        assert preview.has_cells
+        await wait_for(pilot, lambda: preview.has_cells)
         assert preview.size.height == 3 + 1  # 40x20 px -> 12x6 px: 3 rows of cells and the caption
         first = preview.render_line(0)
         assert first.text == "\u2580" * 12
