@@ -103,7 +103,7 @@ def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
     its model, or no endpoint for a local model and its quantization. Called once the backend has accepted the request."""
     endpoint = getattr(backend, "endpoint", "")
     conversation.endpoint = endpoint if isinstance(endpoint, str) else ""
-    quantize = getattr(backend.info, "quantize", "none")  # a stand-in backend's info may lack it
+    quantize = getattr(getattr(backend, "info", None), "quantize", "none")  # a stand-in backend may lack them
     conversation.quantize = quantize if isinstance(quantize, str) and not conversation.endpoint else "none"
     if conversation.endpoint:
         conversation.model = backend.info.model_id
