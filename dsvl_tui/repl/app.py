@@ -242,20 +242,29 @@ class Repl:
             self.info("(no prompt to edit in: the message was removed)")
 
     def copy_text(self, text: str) -> None:
-        from dsvl_tui.tui.clipboard import osc52
+        """The app's one clipboard path (OSC 52, through tmux inside it), written to this terminal."""
+        from dsvl_tui.tui import clipboard
 
-        sequence = osc52(text)
         if os.environ.get("TERM", "") in ("", "dumb") and self._pt_output is None:
             raise CommandError("copying needs a terminal that takes escape sequences (TERM is unset or dumb)")
         if self._pt_output is not None:
-            self._pt_output.write_raw(sequence)
-            self._pt_output.flush()
-            return
-        terminal = next((s for s in (self._out, self._err) if _isatty(s)), None)
-        if terminal is None:
-            raise CommandError("copying needs a terminal (the output is redirected)")
-        terminal.write(sequence)
-        terminal.flush()
+            output = self._pt_output
+
+            def write(sequence: str) -> None:
+                output.write_raw(sequence)
+                output.flush()
+        else:
+            terminal = next((s for s in (self._out, self._err) if _isatty(s)), None)
+            if terminal is None:
+                raise CommandError("copying needs a terminal (the output is redirected)")
+
+            def write(sequence: str) -> None:
+                terminal.write(sequence)
+                terminal.flush()
+        try:
+            clipboard.copy(text, write)
+        except clipboard.ClipboardError as exc:
+            raise CommandError(str(exc)) from None
 
     def quit(self) -> None:
         self._running = False

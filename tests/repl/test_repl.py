@@ -613,3 +613,26 @@ def test_start_up_says_what_it_imports_before_the_model_loads(checkpoint, tmp_pa
     first = lines.index("importing torch")
     building = next(i for i, line in enumerate(lines) if line.startswith("building model on cpu"))
     assert first < building < next(i for i, line in enumerate(lines) if "ready on cpu" in line)
+
+
+def test_copy_inside_tmux_goes_through_tmux_like_the_app(backend, monkeypatch) -> None:
+    """The REPL's /copy takes the app's one clipboard path: tmux's load-buffer where it works, else the hint."""
+    from dsvl_tui.tui import clipboard
+
+    calls: list[tuple[list[str], bytes]] = []
+    monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,1,0")
+    monkeypatch.setenv("TERM", "tmux-256color")
+    monkeypatch.setattr(clipboard, "run_tmux", lambda args, stdin=b"": calls.append((list(args), stdin)) or (0, ""))
+    run = drive("hello\r/copy\r", backend)
+    answer = run.messages[-1].text
+    assert calls == [(["load-buffer", "-w", "-"], answer.encode())]
+    assert "copied" in run.err
+
+    settings = {"set-clipboard": "external", "allow-passthrough": "off"}  # tmux's defaults: nothing gets through
+
+    def old_tmux(args: list[str], stdin: bytes = b"") -> tuple[int, str]:
+        return (0, settings[args[-1]]) if args[0] == "show" else (1, "unknown flag -w")  # before tmux 3.2
+
+    monkeypatch.setattr(clipboard, "run_tmux", old_tmux)
+    run = drive("hello\r/copy\r", backend)
+    assert "set-clipboard on" in run.err and "copied" not in run.err
