@@ -112,3 +112,17 @@ def test_status_bar_reads_no_mode_from_a_backend_without_one():
     info = SimpleNamespace(model_id="m", context_length=10, device="http://x", dtype="")
     bar.show(state="ready", info=info)  # type: ignore[arg-type]
     assert bar.device == "http://x"
+
+
+def test_load_backend_passes_the_mode_to_the_loader_only_when_one_is_set():
+    from dsvl_tui.answers import load_backend
+
+    calls: list[dict] = []
+
+    def loader(model: str, **kwargs):
+        calls.append(kwargs)
+        return "backend"
+
+    load_backend(Options(model="m", quantize="int8"), loader=loader)
+    load_backend(Options(model="m"), loader=loader)  # stand-in loaders without the argument keep working
+    assert calls[0]["quantize"] == "int8" and "quantize" not in calls[1]
