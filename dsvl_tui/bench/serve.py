@@ -5,12 +5,16 @@ loopback port, as users run it (``--server thread`` instead serves this
 process's engine from a thread: half the memory); the in-process chat calls
 ``engine.stream`` and the HTTP chat goes through ``RemoteBackend``, the
 client every front end uses with ``--endpoint``. Both chats have the same
-turns (pictures in turns 1 and 5, forced answer lengths) but different
-system prompts and different pictures of the same size (PNG files, as
-``/image`` attaches them), so neither reuses the other's context or image
-features; each turn the two take turns at
-going first. Both are timed the same way, on the client's
-side: time to the first text chunk, and decode time per token after it.
+turns (pictures in turns 1 and 5, PNG files as ``/image`` attaches them,
+forced answer lengths). With the server in its own process they are the
+very same chat (its engine has its own caches), so both answers are the
+same tokens; with ``--server thread`` they differ in system prompt and
+pictures, so neither reuses the other's context or image features. Each
+turn the two take turns at going first. Both are timed the same way, on the client's
+side: time to the first token (the first text chunk, less the decode steps
+of the tokens before it that gave no text yet: a random checkpoint's answer
+often starts with bytes of no whole character), and decode time per token
+after it.
 
 The summary gives what HTTP adds to the time to first token (median over
 turns, in ms), how much it adds to the decode time per token (median, %),
@@ -145,11 +149,34 @@ def picture_file(folder: Path, seed: int) -> Path:
 def turn(backend: Any, history: list, settings: Any, system: str) -> dict[str, Any]:
     started = time.perf_counter()
     stream = backend.stream(history, settings, system=system)
-    text, ttft, end = timed(stream, started)
-    tokens = stream.stats.new_tokens
-    return {"text": text, "ttft": ttft, "decode_s_per_token": (end - ttft) / max(tokens - 1, 1),
-            "new_tokens": tokens, "prompt_tokens": stream.stats.prompt_tokens,
+    text, first_text, end = timed(stream, started)
+    return {"text": text, "first_text": first_text, "end": end, "new_tokens": stream.stats.new_tokens,
+            "prompt_tokens": stream.stats.prompt_tokens, "token_ids": getattr(stream, "token_ids", None),
             "reused_tokens": getattr(stream.stats, "reused_tokens", None)}
+
+
+def held_tokens(eng: Any, token_ids: list[int]) -> int:
+    """How many of an answer's first tokens gave no text yet (bytes of an unfinished character, which a
+    random checkpoint makes often): the first text chunk comes that many decode steps after the first token."""
+    from engine.detokenize import IncrementalDecoder
+
+    decoder = IncrementalDecoder(eng.prompt_format.decode)
+    for index, token in enumerate(token_ids):
+        if decoder.push(token):
+            return index
+    return len(token_ids)
+
+
+def first_token_timing(result: dict[str, Any], held: int) -> None:
+    """Time to the first token and decode time per token, from the client's chunk times and ``held``.
+
+    Both ways decode the very same tokens, so the same ``held`` steps separate the first token from the
+    first chunk; each way takes them off at its own measured decode rate.
+    """
+    steps = max(result["new_tokens"] - 1 - held, 1)  # decode steps between the first chunk and the last
+    result["decode_s_per_token"] = (result["end"] - result["first_text"]) / steps
+    result["ttft"] = result["first_text"] - held * result["decode_s_per_token"]
+    result["held_tokens"] = held
 
 
 def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
@@ -161,7 +188,13 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
     pictures = Path(tempfile.mkdtemp(prefix="dsvl-bench-serve-"))  # files, as /image attaches them
     settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=new_tokens,
                                          ignore_eos=True)
-    systems = {"local": "You are a helpful assistant (chat A).", "http": "You are a helpful assistant (chat B)."}
+    # A server in its own process has its own engine and caches, so both chats can be the very same chat:
+    # the same greedy answers, hence the same tokens before the first visible text (a random checkpoint's
+    # first tokens are often bytes of no whole character, which delay the first chunk). A server in a
+    # thread shares this engine, so there the chats differ, lest one reuse the other's context.
+    same = server == "process"
+    systems = {"local": "You are a helpful assistant.", "http": "You are a helpful assistant."} if same else \
+        {"local": "You are a helpful assistant (chat A).", "http": "You are a helpful assistant (chat B)."}
     histories: dict[str, list] = {"local": [], "http": []}
     rows = []
     serving = ServerProcess(model, device=device, dtype=dtype) if server == "process" else ServerThread(eng)
@@ -174,11 +207,16 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
                 history = histories[way]
                 seed = IMAGE_TURNS.get(index)
                 images: list[ImageSource] = [] if seed is None else [
-                    picture_file(pictures, seed + (100 if way == "http" else 0))]
+                    picture_file(pictures, seed + (100 if way == "http" and not same else 0))]
                 history.append(engine.Message("user", QUESTIONS[index % len(QUESTIONS)], images=images))
                 result = turn(backends[way], history, settings, systems[way])
                 history.append(engine.Message("assistant", result.pop("text")))
                 row[way] = result
+            row["same_answer"] = histories["local"][-1].text == histories["http"][-1].text
+            held = held_tokens(eng, row["local"].pop("token_ids"))
+            row["http"].pop("token_ids")
+            for way in order:  # a thread server's chat is another chat: its held tokens are unknown, taken as 0
+                first_token_timing(row[way], held if way == "local" or row["same_answer"] else 0)
             rows.append(row)
             print(f"turn {index + 1}: local ttft {row['local']['ttft']:.3f} s, http ttft {row['http']['ttft']:.3f} s",
                   file=sys.stderr)
@@ -202,11 +240,11 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
 def report(result: dict[str, Any], figures: dict[str, float]) -> str:
     lines = [f"model {result['model']} | {result['device']} {result['dtype']} | {result['machine']} | "
              f"forced {result['new_tokens']} new tokens per turn | server in a {result.get('server', 'thread')}",
-             "turn  prompt  reused | ttft local s  ttft http s  +ms | ms/token local  ms/token http    +%"]
+             "turn  prompt  reused  held | ttft local s  ttft http s  +ms | ms/token local  ms/token http    +%"]
     for r in result["turns"]:
         local, http = r["local"], r["http"]
         lines.append(
-            f"{r['turn']:>4} {local['prompt_tokens']:>7} {local['reused_tokens'] or 0:>7} | "
+            f"{r['turn']:>4} {local['prompt_tokens']:>7} {local['reused_tokens'] or 0:>7} {local['held_tokens']:>5} | "
             f"{local['ttft']:>12.3f} {http['ttft']:>12.3f} {1000 * (http['ttft'] - local['ttft']):>5.0f} | "
             f"{1000 * local['decode_s_per_token']:>14.2f} {1000 * http['decode_s_per_token']:>14.2f} "
             f"{100 * (http['decode_s_per_token'] / local['decode_s_per_token'] - 1):>5.1f}")
@@ -214,6 +252,9 @@ def report(result: dict[str, Any], figures: dict[str, float]) -> str:
     lines.append(f"HTTP adds {ttft:.1f} ms to the time to first token (median; target <= {TARGET_TTFT_MS:.0f}: "
                  f"{'PASS' if ttft <= TARGET_TTFT_MS else 'FAIL'}) and {decode:.1f} % to decode time per token "
                  f"(median; target <= {TARGET_DECODE_PCT:.0f}: {'PASS' if decode <= TARGET_DECODE_PCT else 'FAIL'})")
+    if result.get("server") == "process":
+        same = sum(bool(r.get("same_answer")) for r in result["turns"])
+        lines.append(f"the same chat both ways: {same} of {len(result['turns'])} answers identical (greedy)")
     if "http_ttft_last_over_turn2" in figures:
         lines.append(f"prefix reuse through the API: last turn's TTFT / turn 2's = "
                      f"{figures['http_ttft_last_over_turn2']:.2f}x (in-process {figures['local_ttft_last_over_turn2']:.2f}x)")
