@@ -101,3 +101,61 @@ def test_unknown_model_is_404_in_openais_error_shape(client: Any) -> None:
     error = response.json()["error"]
     assert error["code"] == "model_not_found" and "'tiny'" in error["message"]
     assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
+
+
+class _BreaksMidAnswer:
+    """The tiny engine, but each answer fails after its second chunk (as an out-of-memory error would)."""
+
+    def __init__(self, eng: Any) -> None:
+        self._eng = eng
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._eng, name)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        from engine.errors import GenerationError
+
+        real = self._eng.stream(*args, **kwargs)
+
+        class Broken:
+            stats = real.stats
+
+            def __iter__(self) -> Any:
+                for number, chunk in enumerate(real, 1):
+                    yield chunk
+                    if number == 2:
+                        real.stats.stop_reason = "error"
+                        raise GenerationError("CUDA out of memory: the answer so far is kept")
+
+        return Broken()
+
+
+def test_an_answer_that_fails_part_way_ends_with_openais_error_event_and_the_server_keeps_serving(
+        tiny_engine: Any) -> None:
+    with TestClient(create_app(_BreaksMidAnswer(tiny_engine), model_name="tiny")) as broken:
+        with broken.stream("POST", "/v1/chat/completions", json=body(stream=True)) as response:
+            assert response.status_code == 200  # the headers went out before the failure
+            events = sse_events(response.iter_lines())
+        texts = [e["choices"][0]["delta"].get("content") for e in events if isinstance(e, dict) and e.get("choices")]
+        assert len([t for t in texts if t]) == 2  # the text so far reached the client
+        error = next(e for e in events if isinstance(e, dict) and "error" in e)
+        assert error["error"]["code"] == "generation_failed" and "out of memory" in error["error"]["message"]
+        assert events[-1] == "[DONE]"
+        whole = broken.post("/v1/chat/completions", json=body())
+        assert whole.status_code == 500 and whole.json()["error"]["code"] == "generation_failed"
+        assert broken.get("/health").status_code == 200
+
+
+def test_the_remote_client_keeps_the_text_so_far_and_reports_the_servers_error_on_one_line(tiny_engine: Any) -> None:
+    from dsvl_tui.remote import RemoteBackend, RemoteStreamError
+    from tests.serve.conftest import running_server
+
+    with running_server(create_app(_BreaksMidAnswer(tiny_engine), model_name="tiny")) as url:
+        remote = RemoteBackend(url)
+        stream = remote.stream([Message("user", "Describe the weather.")], GREEDY)
+        received: list[str] = []
+        with pytest.raises(RemoteStreamError) as failed:
+            for chunk in stream:
+                received.append(chunk)
+        remote.close()
+    assert len(received) == 2 and "out of memory" in str(failed.value) and "\n" not in str(failed.value)
