@@ -62,6 +62,8 @@ KEPT = "uploads"  # uploaded pictures are kept in the data folder under this nam
 NOT_WEB = ("/upload works only in the app that `dsvl-chat web` serves to a browser; here /image PATH attaches "
            "a picture and /load FILE opens a transcript")
 
+DOWNLOAD_NAME = "dsvl-download"  # names our deliveries in the DeliveryComplete/DeliveryFailed events
+
 
 class UploadError(Exception):
     """An upload that cannot be started or taken; ``str()`` is one line for the user."""
@@ -252,13 +254,13 @@ class WebClient:
     def deliver_file(self, path: Path, *, text: bool) -> None:
         """Hand the file at ``path`` to the browser as a download (its name is the file's)."""
         if text:
-            self.app.deliver_text(path, name="dsvl-download")
+            self.app.deliver_text(path, name=DOWNLOAD_NAME)
         else:
-            self.app.deliver_binary(path, name="dsvl-download")
+            self.app.deliver_binary(path, name=DOWNLOAD_NAME)
 
     def deliver_bytes(self, data: bytes, filename: str, mime_type: str) -> None:
         """Hand ``data`` to the browser as a download called ``filename``."""
-        self.app.deliver_binary(io.BytesIO(data), save_filename=filename, mime_type=mime_type, name="dsvl-download")
+        self.app.deliver_binary(io.BytesIO(data), save_filename=filename, mime_type=mime_type, name=DOWNLOAD_NAME)
 
     def close(self) -> None:
         """Stop watching and remove every upload folder not taken (the app is ending)."""

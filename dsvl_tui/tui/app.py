@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App
 from textual.driver import Driver
 from textual.message import Message
@@ -550,6 +550,15 @@ class DsvlApp(App[int]):
             self.autosaver.save(snapshot)
         self.autosaver.stop()
         self.autosaver.join(timeout=10)
+
+    @on(events.DeliveryFailed)
+    def _download_failed(self, event: events.DeliveryFailed) -> None:
+        """A /save or /export download that did not reach the browser: say so; the server's copy stays."""
+        from dsvl_tui.web_client import DOWNLOAD_NAME
+
+        if event.name == DOWNLOAD_NAME:
+            self.session.error(f"the download did not reach your browser ({error_line(str(event.exception))}); "
+                               "the file is still saved on the server: run the command again to retry")
 
     def on_unmount(self) -> None:
         self._save_partial_answers()

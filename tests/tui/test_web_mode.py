@@ -370,3 +370,28 @@ def test_an_upload_error_is_one_line(tmp_path):
     assert web_client.WebMode.from_environ(
         {"DSVL_WEB": "1", "DSVL_WEB_URL": BASE_URL + "/", "DSVL_WEB_UPLOADS": "/x"}) == \
         web_client.WebMode(BASE_URL, Path("/x"))
+
+
+@run_async
+async def test_a_download_that_fails_in_the_browser_is_one_line_and_the_app_goes_on(uploads, tmp_path):
+    from textual import events
+
+    from dsvl_tui.web_client import DOWNLOAD_NAME
+
+    app = scripted_app()
+    Browser(app)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "hello")
+        await wait_for(pilot, lambda: len(app.active.conversation.messages) == 2)
+        await type_line(pilot, f"/export {tmp_path / 'chat.md'}")
+        app.post_message(events.DeliveryFailed(key="k", exception=ConnectionResetError("the tab closed"),
+                                               name=DOWNLOAD_NAME))
+        await wait_for(pilot, lambda: bool(errors(app)))
+        [error] = errors(app)
+        assert "did not reach your browser (the tab closed)" in error and "\n" not in error
+        assert (tmp_path / "chat.md").is_file()  # the server's copy stays
+        app.post_message(events.DeliveryFailed(key="s", exception=OSError("x"), name="screenshot"))  # not ours
+        await type_line(pilot, "still here?")
+        await wait_for(pilot, lambda: len(app.active.conversation.messages) == 4)
+        assert len(errors(app)) == 1
