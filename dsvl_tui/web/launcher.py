@@ -25,7 +25,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -133,10 +135,27 @@ def stop_group(group: int, main: subprocess.Popen[bytes] | None = None) -> None:
             main.wait(1)
 
 
-def _tail(log: IO[bytes], lines: int = 15) -> str:
-    log.flush()
-    log.seek(0)
-    return "\n".join(log.read().decode("utf-8", "replace").splitlines()[-lines:])
+class OutputTail:
+    """The last lines a child process wrote, kept in memory for the error shown if it fails.
+
+    The model server logs a line per request for as long as it runs; a file
+    would grow without end, this keeps at most ``lines`` lines of at most
+    ``width`` bytes each.
+    """
+
+    def __init__(self, stream: IO[bytes], *, lines: int = 200, width: int = 2000) -> None:
+        self._lines: deque[str] = deque(maxlen=lines)
+        self._thread = threading.Thread(target=self._read, args=(stream, width), name="serve-output", daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes], width: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in iter(lambda: stream.readline(width), b""):
+                self._lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def text(self, lines: int = 15) -> str:
+        self._thread.join(timeout=2)  # a process that exited: take in what it wrote last
+        return "\n".join(list(self._lines)[-lines:])
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], url: str, key: str) -> bool:
@@ -172,16 +191,18 @@ def run_web(options: WebOptions) -> int:
     key = secrets.token_urlsafe(32)
     model_port = free_port()
     endpoint = f"http://127.0.0.1:{model_port}"
-    with runtime_folder() as runtime, open(runtime / "serve.log", "w+b") as log:
+    with runtime_folder() as runtime:
         server_env = {**os.environ, "DSVL_SERVE_API_KEY": key}
         argv = [*_python(), "serve", "--host", "127.0.0.1", "--port", str(model_port), *options.engine_args]
-        model = subprocess.Popen(argv, env=server_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 **group_kwargs(0))
+        model = subprocess.Popen(argv, env=server_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, **group_kwargs(0))
+        assert model.stdout is not None
+        log = OutputTail(model.stdout)
         group = model.pid
         try:
             print("loading the model ...", file=sys.stderr, flush=True)
             if not wait_until_ready(model, endpoint, key):
-                print(_tail(log), file=sys.stderr)
+                print(log.text(), file=sys.stderr)
                 print("error: the model server did not start (its output is above)", file=sys.stderr)
                 return 4
             url = public_url(options.host, options.port)

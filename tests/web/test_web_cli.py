@@ -80,3 +80,17 @@ def test_ctrl_c_or_sigterm_while_the_model_loads_stops_the_model_server(tiny_sig
     finally:
         if web.poll() is None:
             web.kill()
+
+
+def test_the_model_servers_output_is_kept_bounded_in_memory() -> None:
+    """It logs a line per request for as long as it runs: the launcher keeps only a tail, no growing file."""
+    from dsvl_tui.web.launcher import OutputTail
+
+    writer = subprocess.Popen([sys.executable, "-c", "import sys\nfor n in range(5000): print('request', n)\n"
+                               "print('x' * 1000); print('error: the last line')"], stdout=subprocess.PIPE)
+    assert writer.stdout is not None
+    tail = OutputTail(writer.stdout, lines=50, width=100)
+    writer.wait(30)
+    shown = tail.text(lines=50).splitlines()
+    assert len(shown) == 50 and shown[-1] == "error: the last line"
+    assert all(len(line) <= 100 for line in shown) and "request 4999" in shown
