@@ -395,3 +395,21 @@ async def test_a_download_that_fails_in_the_browser_is_one_line_and_the_app_goes
         await type_line(pilot, "still here?")
         await wait_for(pilot, lambda: len(app.active.conversation.messages) == 4)
         assert len(errors(app)) == 1
+
+
+@run_async
+async def test_export_alone_in_a_browser_names_the_file_and_downloads_it(uploads, private_dirs):
+    app = scripted_app()
+    browser = Browser(app)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/export")
+        assert errors(app) == ["nothing to export yet"]
+        await type_line(pilot, "Why is the sky blue?")
+        await wait_for(pilot, lambda: len(app.active.conversation.messages) == 2)
+        await type_line(pilot, "/export")
+        [download] = browser.downloads
+        written = Path(download["source"])
+        assert written.parent.name == "exports" and written.name.startswith("why-is-the-sky-blue-")
+        assert written.suffix == ".md" and b"Why is the sky blue?" in download["data"]
+        assert notices(app)[-1].startswith(f"exported to {written}; your browser downloads {written.name}")

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
-from dsvl_tui.commands.builtin._web import deliver_export, deliver_transcript, load_needs_upload
+from dsvl_tui.commands.builtin._web import (
+    deliver_export,
+    deliver_transcript,
+    load_needs_upload,
+    web_export_target,
+    web_side,
+)
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
 from dsvl_tui.conversation import TITLE_CHARS, Conversation
@@ -141,12 +147,16 @@ def _open(session: Session, conv: Conversation, what: str) -> None:
 def export(session: Session, args: str) -> None:
     """Writes a readable Markdown copy (it cannot be loaded back; /save for that). An
     existing file is only replaced with --force. In `dsvl-chat web` your browser also
-    downloads it."""
+    downloads it, and `/export` alone names the file for you."""
     usage = "/export FILE.md [--force]"
     files, flags = _split_flags(_words(args), {"--force", "-f"}, usage)
+    conv = session.conversation
+    if not files and web_side(session) is not None:  # a browser user has no server path to name
+        if not conv.messages:
+            raise CommandError("nothing to export yet")
+        files = [str(web_export_target(session))]
     if len(files) != 1:
         raise CommandError(f"usage: {usage}")
-    conv = session.conversation
     if not conv.messages:
         raise CommandError("nothing to export yet")
     target = _target(files[0], ".md")

@@ -10,7 +10,9 @@ to use there instead. An upload goes through the very checks of ``/image``
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -175,6 +177,16 @@ def deliver_export(session: Session, written: Path) -> str:
     except OSError as exc:
         return f"; no download: {exc.strerror or exc}"
     return f"; your browser downloads {written.name} (its pictures stay on the server; /save's download holds them)"
+
+
+def web_export_target(session: Session) -> Path:
+    """Where ``/export`` alone writes in ``dsvl-chat web``: a new file under the data folder's ``exports/``."""
+    from dsvl_tui.storage.paths import data_dir
+
+    folder = data_dir() / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", session.conversation.title).strip("-")[:40].lower() or "chat"
+    return folder / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.md"
 
 
 def load_needs_upload(session: Session) -> bool:
