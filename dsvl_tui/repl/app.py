@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dsvl_tui.commands.registry import CommandError, registry
@@ -40,6 +40,7 @@ from dsvl_tui.conversation import ChatMessage, Conversation
 from dsvl_tui.loading import EngineFactory, ModelSlot
 from dsvl_tui.options import Options
 from dsvl_tui.repl.input import SlashCompleter, key_bindings
+from dsvl_tui.repl.terminal import colour_terminal, interrupt_sets, isatty, keys_not_echoed, wrap_items
 from dsvl_tui.text import error_line, printable, valid_text
 
 T = TypeVar("T")
@@ -57,16 +58,6 @@ KEY_HELP = (
     "Ctrl+C stops an answer, or clears the line · Ctrl+D on an empty line (or /quit) leaves"
 )
 _DIM, _RED, _RESET = "\x1b[2m", "\x1b[31m", "\x1b[0m"
-
-
-def colour_terminal(stream: TextIO) -> bool:
-    """True for a terminal that takes colour: a TTY, ``TERM`` set and not dumb, no ``NO_COLOR``."""
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-    term = os.environ.get("TERM", "")
-    return tty and term not in ("", "dumb") and not os.environ.get("NO_COLOR")
 
 
 def default_engine_factory(options: Options) -> EngineFactory:
@@ -103,7 +94,7 @@ class Repl:
         self._err_colour = colour_terminal(self._err) if colour is None else colour
         self._pt_input = input
         self._pt_output = output
-        self._interactive = input is not None or _isatty(self._stdin)
+        self._interactive = input is not None or isatty(self._stdin)
         self._history = history
         self._conversation = self._fresh_conversation()
         self._slot = ModelSlot(engine_factory or default_engine_factory(options), self._on_load_event)
@@ -202,7 +193,7 @@ class Repl:
                 lines += textwrap.wrap(does, width, initial_indent=f"{key:<{column}}  ",
                                        subsequent_indent=" " * (column + 2), break_on_hyphens=False) or [key]
             blocks.append("\n".join(lines))
-        self.info("\n\n".join([*blocks, _wrap_items(self.key_help, width)]))
+        self.info("\n\n".join([*blocks, wrap_items(self.key_help, width)]))
 
     def _width(self) -> int:
         """Columns for a notice: the terminal's (stderr's, else ``COLUMNS`` or 80) less one, so that
@@ -254,7 +245,7 @@ class Repl:
                 output.write_raw(sequence)
                 output.flush()
         else:
-            terminal = next((s for s in (self._out, self._err) if _isatty(s)), None)
+            terminal = next((s for s in (self._out, self._err) if isatty(s)), None)
             if terminal is None:
                 raise CommandError("copying needs a terminal (the output is redirected)")
 
@@ -380,7 +371,7 @@ class Repl:
         cancel = threading.Event()
         self._cancel = cancel
         try:
-            with self._interrupt_sets(cancel), self._keys_not_echoed():
+            with interrupt_sets(cancel), keys_not_echoed(self._stdin, self._out, self._err):
                 backend = self._backend(cancel)
                 if backend is None:
                     self._take_back(mine)
@@ -444,51 +435,6 @@ class Repl:
         if self._interactive:
             self._next_input = mine.text
             self._write_err("(not sent: your message is back at the prompt)", _DIM)
-
-    @contextlib.contextmanager
-    def _interrupt_sets(self, cancel: threading.Event):
-        """While answering, Ctrl+C (SIGINT) sets ``cancel`` instead of raising."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    @contextlib.contextmanager
-    def _keys_not_echoed(self) -> Iterator[None]:
-        """While an answer streams, the terminal does not echo keys: Ctrl+C's ``^C`` (or anything
-        typed) would move the cursor under the printer's live tail, which is then erased from the
-        wrong row and drawn twice. What is typed stays in the terminal's buffer for the next prompt."""
-        terminal = next((s for s in (self._stdin, self._out, self._err) if _isatty(s)), None)
-        try:
-            import termios
-        except ImportError:  # Windows
-            termios = None  # type: ignore[assignment]
-        before = None
-        if termios is not None and terminal is not None:
-            try:
-                fd = terminal.fileno()
-                before = termios.tcgetattr(fd)
-            except (AttributeError, OSError, ValueError, termios.error):
-                before = None
-        if termios is None or before is None:
-            yield
-            return
-        quiet = list(before)
-        quiet[3] &= ~termios.ECHO
-        try:
-            termios.tcsetattr(fd, termios.TCSANOW, quiet)
-        except (OSError, termios.error):
-            yield
-            return
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError, termios.error):
-                termios.tcsetattr(fd, termios.TCSANOW, before)
 
     def _printer(self) -> PlainPrinter | MarkdownPrinter:
         from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
@@ -568,7 +514,7 @@ class Repl:
         """Write one notice to stderr: made ``printable`` here, for every caller, then styled. On a
         terminal a line longer than it is broken between words (the terminal would cut a word)."""
         text = printable(text)
-        if _isatty(self._err):
+        if isatty(self._err):
             import textwrap
 
             width = self._width()
@@ -624,33 +570,6 @@ class Repl:
     def _fresh_conversation(self) -> Conversation:
         return Conversation(system=self.options.system, settings=dataclasses.replace(self.options.settings),
                             model=self.options.model)
-
-
-def _wrap_items(text: str, width: int) -> str:
-    """Each line of ``text`` (items joined by `` · ``) packed into lines of at most ``width`` columns,
-    broken between items (inside one only if it is longer than a line); continuations indented."""
-    import textwrap
-
-    packed = []
-    for line in text.splitlines():
-        current = ""
-        for item in line.split(" \u00b7 "):
-            joined = f"{current} \u00b7 {item}" if current else item
-            if len(joined) <= width or not current:
-                current = joined
-            else:
-                packed.append(current)
-                current = "  " + item
-        packed.append(current)
-    return "\n".join(wrapped for line in packed
-                     for wrapped in textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False) or [""])
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def run_repl(options: Options) -> int:
