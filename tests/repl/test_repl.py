@@ -461,7 +461,7 @@ def test_markdown_printer_prints_what_the_tui_draws() -> None:
     drawn = DrawnMarkdown(text)
     drawn.draw(50, look_for({}, dark=True))
     expected = ["".join(segment.text for segment in line).rstrip() for line in drawn.lines()]
-    assert _screen(buffer.getvalue()).split("\n")[:len(expected)] == expected
+    assert _terminal(buffer.getvalue(), 50)[:len(expected)] == expected
 
 
 def test_markdown_printer_renders_blocks_and_keeps_escapes_out() -> None:
@@ -472,43 +472,17 @@ def test_markdown_printer_renders_blocks_and_keeps_escapes_out() -> None:
     for start in range(0, len(text), 4):
         printer.feed(text[start:start + 4])
     printer.finish()
-    shown = _screen(buffer.getvalue())
+    shown = "\n".join(_terminal(buffer.getvalue(), 60))
     assert "Title" in shown and "Some bold text." in shown and "x = 1" in shown
     assert "**" not in shown and "```" not in shown and "evil" not in shown
     assert "\x1b]" not in buffer.getvalue()  # no OSC from the model, and links are not hyperlinks
     assert shown.count("Some bold text.") == 1  # the live tail was erased, not left behind
 
 
-def _screen(data: str) -> str:
-    """What a terminal shows for ``data``: text, newline, CR, cursor up, erase line; styles dropped."""
-    import re
-
-    lines, row, col = [[]], 0, 0
-    for match in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|(.)", data, re.S):
-        char = match.group(3)
-        if char is None:
-            count = int(match.group(1)) if match.group(1).isdigit() else 1
-            if match.group(2) == "A":
-                row = max(0, row - count)
-            elif match.group(2) == "K":
-                lines[row] = [] if match.group(1) == "2" else lines[row][:col]
-        elif char == "\n":
-            row, col = row + 1, 0
-            if row == len(lines):
-                lines.append([])
-        elif char == "\r":
-            col = 0
-        else:
-            line = lines[row]
-            line.extend(" " * (col - len(line)))
-            line[col:col + 1] = [char]
-            col += 1
-    return "\n".join("".join(line).rstrip() for line in lines)
-
-
 def _terminal(data: str, width: int) -> list[str]:
-    """The rows a ``width``-column terminal shows for ``data`` (as ``_screen``, plus wrapping: a
-    character written past the last column goes to the next row), without trailing blank rows."""
+    """The rows a ``width``-column terminal shows for ``data`` (text, newline, CR, cursor up, erase
+    line, styles dropped; a character written past the last column goes to the next row), without
+    trailing blank rows."""
     import re
 
     from rich.cells import cell_len
