@@ -121,13 +121,20 @@ def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
     assert a[2].reused_tokens == 0 and a[1] == _turn(plain, history)[1]
 
 
-def test_an_unchanged_image_file_is_decoded_once(engines, tmp_path, monkeypatch):
-    fast, _ = engines
+@pytest.fixture
+def decoded(monkeypatch) -> list:
+    """The image sources the engine decodes (``load_image`` calls), in order."""
     import engine.engine as engine_module
 
-    calls = []
+    calls: list = []
     real = engine_module.load_image
     monkeypatch.setattr(engine_module, "load_image", lambda source: calls.append(source) or real(source))
+    return calls
+
+
+def test_an_unchanged_image_file_is_decoded_once(engines, tmp_path, decoded):
+    fast, _ = engines
+    calls = decoded
     path = tmp_path / "photo.png"
     _picture(6).save(path)
     history = [engine.Message("user", "What is it?", images=[path])]
@@ -140,14 +147,10 @@ def test_an_unchanged_image_file_is_decoded_once(engines, tmp_path, monkeypatch)
     assert len(calls) == 2 and third.image_keys != first.image_keys
 
 
-def test_the_same_image_bytes_sent_again_are_decoded_once(engines, tmp_path, monkeypatch):
+def test_the_same_image_bytes_sent_again_are_decoded_once(engines, tmp_path, decoded):
     """A stateless API client sends every picture each turn: the engine knows the bytes by their digest."""
     fast, _ = engines
-    import engine.engine as engine_module
-
-    calls = []
-    real = engine_module.load_image
-    monkeypatch.setattr(engine_module, "load_image", lambda source: calls.append(source) or real(source))
+    calls = decoded
     path = tmp_path / "photo.png"
     _picture(8).save(path)
     data = path.read_bytes()
