@@ -23,7 +23,7 @@ from .prompt import ImageSlot, PromptFormat
 from .resolve import pick_device, pick_dtype, resolve_model
 from .reuse import CachedContext, LruStore, Match, best_match, copy_cache, crop_cache, position_keys
 from .spec import read_spec
-from .types import EncodedImage, EngineInfo, GenerationSettings, Message, Prepared, Variant
+from .types import EncodedImage, EngineInfo, GenerationSettings, Message, Prepared, Variant, parse_quantize
 
 if TYPE_CHECKING:
     from .static_decode import StaticDecoder
@@ -335,7 +335,7 @@ def load(
         raise ValueError(f"context_length must be at least 16 tokens, not {context_length}")
     from . import quantize as quantizing
 
-    asked_quantize = quantizing.parse_mode(quantize)
+    asked_quantize = parse_quantize(quantize)  # a bad mode fails before anything loads
     started = time.perf_counter()
     folder = resolve_model(str(model), revision=revision, progress=progress)
     spec = read_spec(folder)
@@ -351,8 +351,7 @@ def load(
         raise CheckpointError(f"{folder / 'preprocessor_config.json'}: {exc}") from None
     if progress is not None:
         progress(LoadProgress("load", 0, None, f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
-    quantizer = quantizing.LayerQuantizer(quantizing.plan(asked_quantize, chosen_device, chosen_dtype),
-                                          tied_head=bool(spec.language.get("tie_word_embeddings", False)))
+    quantizer = quantizing.LayerQuantizer.for_load(asked_quantize, spec, chosen_device, chosen_dtype)
     out_of_memory = False
     try:
         net = build_model(spec, folder, device=chosen_device, dtype=chosen_dtype, progress=progress,

@@ -49,16 +49,16 @@ loading never holds the whole unquantized language model.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
-from .types import QUANTIZE_MODES as MODES
-from .types import QuantizeMode
-from .types import parse_quantize as parse_mode
+from .types import QuantizeMode, parse_quantize
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
 
 # int4 groups along the input dimension: the largest of these dividing it (the CPU kernel takes these sizes).
 INT4_GROUP_SIZES = (128, 64, 32)
@@ -74,8 +74,8 @@ KERNELS: dict[str, dict[str, tuple[Kernel, ...]]] = {
 }
 
 
-__all__ = ["MODES", "Int4Linear", "Int8Linear", "LayerQuantizer", "Plan", "QuantizeMode", "decode_weight_bytes",
-           "parse_mode", "plan", "quantize_linear", "quantized_parameter_count"]
+__all__ = ["Int4Linear", "Int8Linear", "LayerQuantizer", "Plan", "QuantizeMode", "decode_weight_bytes",
+           "plan", "quantize_linear", "quantized_parameter_count"]
 
 
 # -- the layers ----------------------------------------------------------------
@@ -160,9 +160,8 @@ def int4_group_size(in_features: int) -> int | None:
 
 @dataclass
 class Plan:
-    """What quantization a load will do: ``mode`` is the effective one, ``note`` why it differs from ``asked``."""
+    """What quantization a load will do: ``mode`` is the effective one, ``note`` why it differs from the one asked."""
 
-    asked: QuantizeMode
     mode: QuantizeMode
     kernel: Kernel | None = None
     note: str | None = None
@@ -179,7 +178,7 @@ def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
     without it (or torchao missing) is found here; this never raises.
     """
     if asked == "none":
-        return Plan(asked, "none")
+        return Plan("none")
     kernels = KERNELS.get(device.type, {}).get(asked, ())
     note = f"{asked} weights have no kernel on {device.type} here; loading unquantized"
     for kernel in kernels:
@@ -195,8 +194,8 @@ def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
         except Exception as exc:  # noqa: BLE001 - any kernel failure means it cannot run here: try the next, else unquantized
             note = f"{asked} cannot run on {device.type} here ({_short(exc)}); loading unquantized"
         else:
-            return Plan(asked, asked, kernel)
-    return Plan(asked, "none", note=note)
+            return Plan(asked, kernel)
+    return Plan("none", note=note)
 
 
 def quantize_linear(layer: nn.Linear, mode: QuantizeMode, kernel: Kernel) -> nn.Module | None:
@@ -244,6 +243,14 @@ class LayerQuantizer:
     tensor it assigns; the float weight of a quantized layer is then
     unreferenced and freed, so at most one unquantized layer sits in memory.
     """
+
+    @classmethod
+    def for_load(cls, quantize: str | None, spec: ModelSpec, device: torch.device, dtype: torch.dtype
+                 ) -> LayerQuantizer:
+        """The quantizer of one load: ``quantize`` as given by the user (a ValueError names the modes), the
+        kernel ``plan`` finds for ``device``, and a head tied to the embeddings left alone."""
+        return cls(plan(parse_quantize(quantize), device, dtype),
+                   tied_head=bool(spec.language.get("tie_word_embeddings", False)))
 
     def __init__(self, plan: Plan, *, tied_head: bool = False):
         self.plan = plan
@@ -300,5 +307,3 @@ def quantized_parameter_count(model: nn.Module) -> int:
     """Weights held by quantized layers (which keep them in buffers, not parameters)."""
     return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear)))
 
-
-AssignHook = Callable[[nn.Module, str], None]

@@ -161,7 +161,7 @@ def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: st
     from engine.images import ImagePreprocessor
     from engine.model import DeepSeekVLModel, _materialise_derived_buffers
     from engine.prompt import PromptFormat
-    from engine.quantize import LayerQuantizer, parse_mode, plan
+    from engine.quantize import LayerQuantizer
     from engine.resolve import pick_device, pick_dtype
     from engine.spec import read_spec
     from engine.types import EngineInfo
@@ -176,8 +176,7 @@ def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: st
     chosen_device, chosen_dtype = pick_device(device), pick_dtype(dtype, pick_device(device))
     with torch.device("meta"):
         model = DeepSeekVLModel(spec, chosen_dtype)
-    quantizer = LayerQuantizer(plan(parse_mode(quantize), chosen_device, chosen_dtype),
-                               tied_head=bool(spec.language.get("tie_word_embeddings", False)))
+    quantizer = LayerQuantizer.for_load(quantize, spec, chosen_device, chosen_dtype)
     generator = torch.Generator(device=chosen_device).manual_seed(seed)
     with torch.no_grad():
         for name, meta in [*model.named_parameters(), *model.named_buffers()]:

@@ -22,6 +22,7 @@ from torch import nn
 
 import engine
 from engine import quantize as qz
+from engine.types import parse_quantize
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=10, ignore_eos=True)
 # mode: (min cosine, mean cosine, margin counted as clear, top-1 agreement at clear margins)
@@ -96,7 +97,7 @@ def test_greedy_answers_identical_with_and_without_prefix_reuse(tiny_siglip, mod
 def test_bad_mode_is_one_line_value_error(tiny_siglip):
     with pytest.raises(ValueError, match=r"quantize must be one of none, int8, int4, not 'int3'"):
         engine.load(str(tiny_siglip), quantize="int3")
-    assert qz.parse_mode(" INT8 ") == "int8" and qz.parse_mode(None) == "none"
+    assert parse_quantize(" INT8 ") == "int8" and parse_quantize(None) == "none"
 
 
 def test_missing_torchao_falls_back_with_a_note(tiny_siglip, monkeypatch):
