@@ -63,12 +63,11 @@ class StopStringFilter:
         if self.stopped:
             return ""
         buffer = self._held + text
-        for stop in self.stops:
-            at = buffer.find(stop)
-            if at != -1:
-                self.stopped = True
-                self._held = ""
-                return buffer[:at]
+        found = [at for at in (buffer.find(stop) for stop in self.stops) if at != -1]
+        if found:  # the earliest of the stop strings present, whichever the list names first
+            self.stopped = True
+            self._held = ""
+            return buffer[:min(found)]
         keep = self._longest_partial(buffer)
         self._held = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep]

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsvl_tui.serve.queue import GenerationQueue, Pump, QueueFull
 from dsvl_tui.serve.requests import EngineRequest, Limits, RequestError, parse_request, to_engine
+from engine.detokenize import StopStringFilter
 from engine.errors import ContextOverflowError, EngineError, ImageError
 from engine.types import ChatBackend
 
@@ -172,59 +173,31 @@ async def wait_for_engine(request: Request, queue: GenerationQueue) -> Any:
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
 
 
-class StopCut:
-    """Cuts the answer before the first stop string; holds back text that may begin one."""
-
-    def __init__(self, stops: list[str]):
-        self.stops = stops
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.pending = ""
-        self.hit = False
-
-    def feed(self, chunk: str) -> str:
-        self.pending += chunk
-        cuts = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if cuts:
-            self.hit = True
-            out, self.pending = self.pending[:min(cuts)], ""
-            return out
-        keep = len(self.pending) - self.hold if self.hold else len(self.pending)
-        out, self.pending = self.pending[:keep], self.pending[keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
 class Answer:
     """One answer in OpenAI's shapes: SSE chunks or one chat.completion object."""
 
     def __init__(self, pump: Pump, wanted: EngineRequest, model: str):
         self.pump = pump
-        self.cut = StopCut(wanted.stop)
+        self.cut = StopStringFilter(wanted.stop)
         self.model = model
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
     async def texts(self) -> AsyncIterator[str]:
         """The answer's text, cut at a stop string (the generation is then cancelled)."""
-        async for chunk in self.pump.chunks():
-            if self.cut.hit:
-                continue  # cancelled: drain the token or so left until the stats are final
-            text = self.cut.feed(chunk)
-            if self.cut.hit:
+        async for chunk in self.pump.chunks():  # after a stop string, the token or so left drains to final stats
+            text = self.cut.push(chunk)
+            if self.cut.stopped:
                 self.pump.cancel.set()
             if text:
                 yield text
-        if not self.cut.hit:
-            rest = self.cut.flush()
-            if rest:
-                yield rest
+        rest = self.cut.flush()
+        if rest:
+            yield rest
 
     def finish_reason(self) -> str:
         reason = self.pump.stream.stats.stop_reason
-        return "length" if reason == "length" and not self.cut.hit else "stop"
+        return "length" if reason == "length" and not self.cut.stopped else "stop"
 
     def usage(self) -> dict[str, int]:
         stats = self.pump.stream.stats

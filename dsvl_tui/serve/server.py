@@ -10,10 +10,9 @@ import ipaddress
 import sys
 from typing import TYPE_CHECKING
 
-from dsvl_tui.serve.requests import Limits
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # this module stays light: the CLI asks is_loopback before anything loads
     from dsvl_tui.options import Options
+    from dsvl_tui.serve.requests import Limits
     from engine.types import ChatBackend
 
 

@@ -183,3 +183,13 @@ def test_text_only_turns_never_run_the_vision_tower(eng, monkeypatch):
 
     "".join(eng.stream([engine.Message("user", "a picture", images=[Image.new("RGB", (9, 9))])], GREEDY))
     assert len(calls) == 1 and calls[0][0] == 1
+
+
+def test_stop_strings_cut_at_the_earliest_one_present_whatever_their_order():
+    from engine.detokenize import StopStringFilter
+
+    cut = StopStringFilter(["END", "\n\n"])
+    shown = cut.push("first part\n\nsecond") + cut.push(" part END") + cut.flush()
+    assert shown == "first part" and cut.stopped
+    held = StopStringFilter(["END"])
+    assert held.push("text E") == "text " and held.push("ND!") == "" and held.stopped  # "E" waited: it began END
