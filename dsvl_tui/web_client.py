@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.files import FileTooLargeError, kind_of, read_regular
+from dsvl_tui.image_urls import MAX_IMAGE_BYTES
+from engine.files import FileTooLargeError, kind_of, read_regular, shown_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from textual.app import App
@@ -55,7 +56,7 @@ DONE = ".done"  # written by the web server after the last file of an upload
 POLL_SECONDS = 0.5
 WAIT_SECONDS = 600.0  # an upload page left open longer is given up
 MAX_FILES = 32  # files taken from one upload
-MAX_UPLOAD_BYTES = 20 * 2**20  # one picture: as much as the model server is sent of one (--endpoint)
+MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES  # one picture: as much as the model server is sent of one (--endpoint)
 KEPT = "uploads"  # uploaded pictures are kept in the data folder under this name, by content hash
 
 #: What ``/upload`` says outside ``dsvl-chat web``.
@@ -139,7 +140,7 @@ class Upload:
         for entry in found:
             if entry.name.startswith("."):  # the marker, the server's temporary files
                 continue
-            name = shown_name(_NUMBERED.sub('', entry.name, count=1))
+            name = shown_path(_NUMBERED.sub('', entry.name, count=1))
             if not plain_name(entry.name):
                 problems.append(f"upload {name} refused: not a plain file name")
                 continue
@@ -168,11 +169,6 @@ def _order(name: str) -> tuple[int, str]:
     """Files in the order they were uploaded (``2-b.png`` before ``10-a.png``)."""
     number = re.match(r"[0-9]+(?=-.)", name)
     return (int(number.group()) if number else 0, name)
-
-
-def shown_name(name: str) -> str:
-    """A file name safe for a one-line message."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def plain_name(name: str) -> bool:

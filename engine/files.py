@@ -31,8 +31,8 @@ _KINDS = (
 )
 
 
-def _shown(path: str | os.PathLike[str]) -> str:
-    """The path for a one-line message: control characters escaped."""
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path or file name for a one-line message: control characters escaped."""
     text = os.fsdecode(os.fspath(path))
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
@@ -54,7 +54,7 @@ class UnusableFileError(OSError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{_shown(self.path)}: {self.reason}"
+        return f"{shown_path(self.path)}: {self.reason}"
 
 
 class NotRegularFileError(UnusableFileError):
@@ -137,5 +137,5 @@ def fd_path(handle: BinaryIO, path: str | os.PathLike[str]) -> str:
 
 __all__ = [
     "FileTooLargeError", "NotRegularFileError", "UnusableFileError", "fd_path", "kind_of", "open_regular",
-    "read_regular",
+    "read_regular", "shown_path",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
-from .files import NotRegularFileError, open_regular
+from .files import NotRegularFileError, open_regular, shown_path
 from .image_limits import MAX_IMAGE_PIXELS  # the limit itself lives where previews can import it cheaply
 from .spec import MAX_IMAGE_SIZE
 from .types import EncodedImage
@@ -32,11 +32,6 @@ if TYPE_CHECKING:  # torch only where a tensor is made: checking a picture (load
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-
-
-def _shown(name: str) -> str:
-    """A file name safe for a one-line message: control characters escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _reason(exc: BaseException) -> str:
@@ -109,7 +104,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _from_pil(image: Image.Image) -> Image.Image:
     """Copy of a caller's PIL image in RGB; the caller's image is left as it was."""
-    name = _shown(getattr(image, "filename", "") or "<in-memory image>")
+    name = shown_path(getattr(image, "filename", "") or "<in-memory image>")
     _check_size(image, name)
     try:
         # copy() first: everything after works on our copy. An animated image
@@ -128,10 +123,10 @@ def load_image(source) -> Image.Image:
     if isinstance(source, Image.Image):
         return _from_pil(source)
     if isinstance(source, EncodedImage):
-        path, name = None, _shown(source.name)
+        path, name = None, shown_path(source.name)
     elif isinstance(source, (str, os.PathLike)):
         path = os.path.expanduser(os.fsdecode(os.fspath(source)))
-        name = _shown(path)
+        name = shown_path(path)
         if os.path.isdir(path):  # checked first: on Windows opening a folder reads as "permission denied"
             raise ImageError(f"image path is a folder, not a file: {name} — choose an image file")
     else:

@@ -43,6 +43,7 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from dsvl_tui.web.launcher import group_kwargs
+from dsvl_tui.web_client import DONE  # the marker the tab's app waits for: one name on both sides
 
 log = logging.getLogger("dsvl-chat.web")
 
@@ -51,7 +52,6 @@ UPLOAD_LIMIT = 32 * MiB  # bytes of one upload request, every file together
 MAX_FILES = 16  # files in one upload request
 MAX_TABS = 32  # app processes at once (browser tabs)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
-DONE = ".done"
 COOKIE = "dsvl_web_session"
 NAME_LIMIT = 100  # characters of a stored file's name (after the number)
 _CHUNK = 64 * 1024
