@@ -93,6 +93,36 @@ def test_full_queue_is_503_with_retry_after_then_everyone_is_answered(tiny_engin
         assert health(url) == {"status": "ok", "model": "tiny", "busy": False, "queued": 0}
 
 
+class Recording(Paced):
+    """``Paced`` that also records each request's last user text, in the order the engine gets them."""
+
+    def __init__(self, engine: Any):
+        super().__init__(engine)
+        self.received: list[str] = []
+
+    def stream(self, messages: Any, settings: Any, **kwargs: Any) -> Any:
+        self.received.append(messages[-1].text)
+        return super().stream(messages, settings, **kwargs)
+
+
+def test_queued_requests_reach_the_engine_in_arrival_order(tiny_engine: Any) -> None:
+    backend = Recording(tiny_engine)
+    texts = ["first in line", "second in line", "third in line"]
+    with running_server(create_app(backend, model_name="tiny", limits=Limits(queue_size=3))) as url:
+        results: list[Any] = []
+        threads = [in_thread(lambda: post(url, request()), results)]  # holds the engine
+        wait_for(lambda: health(url)["busy"])
+        for number, text in enumerate(texts, 1):
+            body = {**request(), "messages": [{"role": "user", "content": text}]}
+            threads.append(in_thread(lambda body=body: post(url, body), results))
+            wait_for(lambda number=number: health(url)["queued"] == number)
+        backend.gate.set()
+        for thread in threads:
+            thread.join(30)
+        assert [r.status_code for r in results] == [200] * 4
+        assert backend.received == ["hi", *texts]
+
+
 def test_a_client_that_disconnects_mid_stream_frees_the_engine(tiny_engine: Any) -> None:
     backend = Paced(tiny_engine, delay=0.01)  # 2000 tokens would take 20 s
     backend.gate.set()
