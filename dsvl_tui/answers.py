@@ -47,9 +47,9 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
                  loader: Loader | None = None) -> ChatBackend:
     """The backend that answers for ``model`` (default: ``options.model``), loaded now.
 
-    The one loader of the app, the REPL and ``ask``: this is where a later
-    serve/endpoint option chooses between a local engine (``engine.load``,
-    today the only kind) and a client of a remote one. ``progress`` gets the
+    The one loader of the app, the REPL, ``ask`` and ``serve``: it chooses
+    between a local engine (``engine.load``) and a client of a remote one
+    (``options.endpoint``). ``progress`` gets the
     engine's ``LoadProgress`` events; ``loader`` stands in for ``engine.load``
     (tests). Raises whatever the load raises (``engine.EngineError`` for the
     expected failures); each front end words it as it needs.

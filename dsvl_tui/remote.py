@@ -84,7 +84,6 @@ class RemoteBackend:
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> None:
         url = _base_url(endpoint)
         self.endpoint = public_url(url)  # shown in the status bar and stored in transcripts
-        self.base_url = self.endpoint
         parts = urlsplit(url)
         # A user name and password in the URL are HTTP Basic credentials, unless an API key is given.
         auth = (unquote(parts.username or ""), unquote(parts.password or "")) \
@@ -93,7 +92,7 @@ class RemoteBackend:
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, trust_env=False, auth=auth,
+        self._client = httpx.Client(base_url=self.endpoint, headers=headers, trust_env=False, auth=auth,
                                     timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
         self.info: EngineInfo = self._describe(model or "", {})
         """The server's model, as far as it is known (``refresh`` asks the server)."""

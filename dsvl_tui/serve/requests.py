@@ -130,7 +130,6 @@ class EngineRequest:
     system: str | None
     settings: GenerationSettings
     stop: list[str]
-    images: int
 
 
 def to_engine(request: ChatRequest, limits: Limits) -> EngineRequest:
@@ -163,7 +162,7 @@ def to_engine(request: ChatRequest, limits: Limits) -> EngineRequest:
     if not messages or messages[-1].role != "user":
         raise RequestError(400, "the last message must be a user message (the one to answer)", code="invalid_value")
     return EngineRequest(messages=messages, system="\n\n".join(system) if system else None,
-                         settings=settings_for(request), stop=stop_strings(request.stop), images=images)
+                         settings=settings_for(request), stop=stop_strings(request.stop))
 
 
 def settings_for(request: ChatRequest) -> GenerationSettings:
