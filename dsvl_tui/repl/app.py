@@ -98,6 +98,7 @@ class Repl:
         self._history = history
         self._conversation = self._fresh_conversation()
         self._slot = ModelSlot(engine_factory or default_engine_factory(options), self._on_load_event)
+        self._load_error_said = False  # the slot's last failure is on stderr (said once, by _flush_notes)
         self._notes: queue.Queue[tuple[str, str]] = queue.Queue()  # (text, style) for _write_err
         self._prompt: PromptSession[str] | None = None  # made in run()
         self._running = False
@@ -220,6 +221,7 @@ class Repl:
             self._slot.load(model)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
+        self._load_error_said = False
 
     def set_theme(self, name: str) -> None:
         raise CommandError("themes are for the full-screen app")
@@ -416,10 +418,10 @@ class Repl:
         if self._slot.backend is None and self._slot.loading is not None:
             self._write_err(f"waiting for {self._slot.loading} to load (Ctrl+C gives up)", _DIM)
         backend = self._slot.wait(cancel, poll=self._flush_notes)
-        self._flush_notes()
+        self._flush_notes()  # says why the load failed, once
         if backend is None and not cancel.is_set():
-            reason = f": {self._slot.error}" if self._slot.error else ""
-            self.error(f"no model loaded{reason}; /model ID loads one")
+            if self._interactive or self._slot.error is None:
+                self.error("no model loaded; /model ID loads one")
             if not self._interactive:
                 self.exit_code, self._running = 4, False
         elif backend is not None:
@@ -534,8 +536,9 @@ class Repl:
             if self._slot.announced:  # the engine's "... ready on cpu (float32)" line said it
                 return
             note = (f"{message} is ready", _DIM)
-        elif kind == "error":
-            note = (f"error: {message}", _RED)
+        elif kind == "error":  # _flush_notes says the slot's error itself, after the lines queued before it
+            self._poke_prompt()
+            return
         else:
             note = (message, _DIM)
         self._notes.put(note)
@@ -552,7 +555,7 @@ class Repl:
     def _flush_above_prompt(self) -> None:
         from prompt_toolkit.application import run_in_terminal
 
-        if not self._notes.empty():
+        if not self._notes.empty() or self._unsaid_load_error():
             run_in_terminal(self._flush_notes, in_executor=False)
 
     def _flush_notes(self) -> None:
@@ -560,8 +563,17 @@ class Repl:
             try:
                 text, style = self._notes.get_nowait()
             except queue.Empty:
-                return
+                break
             self._write_err(text, style)
+        error = self._unsaid_load_error()
+        if error is not None:
+            self._load_error_said = True
+            self.error(error)
+
+    def _unsaid_load_error(self) -> str | None:
+        """Why the last load failed, if that is not on stderr yet. Read from the slot (set before its
+        ``wait`` returns), not from a queued note, so it is said before any hint that follows it."""
+        return None if self._load_error_said else self._slot.error
 
     def _require_idle(self, action: str) -> None:
         if self.is_generating():

@@ -373,7 +373,8 @@ def test_a_failed_load_keeps_the_message_for_later(backend) -> None:
         raise engine.ModelNotFoundError(f"model folder not found: {model}")
 
     run = drive("hello\r\x03/model\r", backend, factory=broken)
-    assert "error: no model loaded: model folder not found: tiny; /model ID loads one" in run.err
+    assert run.err.count("model folder not found: tiny") == 1  # said when the load failed, not again
+    assert "error: no model loaded; /model ID loads one" in run.err
     assert "(not sent: your message is back at the prompt)" in run.err
     assert run.messages == []
 
@@ -396,6 +397,18 @@ def test_without_a_terminal_a_failed_load_exits_4(backend) -> None:
     repl = Repl(Options(model="tiny"), engine_factory=broken, stdout=io.StringIO(), stderr=io.StringIO(),
                 stdin=io.StringIO("hello\nnever read\n"), colour=False)
     assert repl.run() == 4
+
+
+def test_without_a_terminal_a_failed_load_is_said_once(backend) -> None:
+    def broken(model, progress):
+        raise engine.CheckpointError("not a checkpoint XYZ")
+
+    err = io.StringIO()
+    repl = Repl(Options(model="tiny"), engine_factory=broken, stdout=io.StringIO(), stderr=err,
+                stdin=io.StringIO("hello\n"), colour=False)
+    assert repl.run() == 4
+    assert err.getvalue().count("not a checkpoint XYZ") == 1, err.getvalue()
+    assert "error: not a checkpoint XYZ\n" in err.getvalue()
 
 
 def test_colour_terminals_get_markdown_rendered(backend) -> None:
