@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.types import QUANTIZE_MODES
+
 QUESTIONS = [
     ("Describe this picture in detail.", True),
     ("What colours stand out the most?", False),
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--compile", action="store_true",
                         help="ours decodes with the compiled step (CUDA graphs) where it can; upstream's stays eager")
-    parser.add_argument("--quantize", default="none", choices=("none", "int8", "int4"),
+    parser.add_argument("--quantize", default="none", choices=QUANTIZE_MODES,
                         help="both ways run on the model with int8 or int4 language-model weights "
                              "(python -m dsvl_tui.bench.quantize compares the modes side by side)")
     parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the results")

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.types import QUANTIZE_MODES
+
 QUESTION = "Write a short poem about the sea."
-MODES = ("none", "int8", "int4")
 BANDWIDTH_MIB = 512
 
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--layers", type=int, help="a random 1.3B checkpoint with only N language-model layers")
     parser.add_argument("--new-tokens", type=int, default=8, help="forced answer length per mode")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: none,int8,int4)")
+    parser.add_argument("--modes", default=",".join(QUANTIZE_MODES), help="comma-separated modes (default: none,int8,int4)")
     parser.add_argument("--threads", type=int, help="torch threads for the decode and the bandwidth (default: torch's)")
     parser.add_argument("--skip-upstream", action="store_true", help="leave out upstream's way")
     parser.add_argument("--skip-rss", action="store_true", help="leave out the load-peak-RSS subprocesses")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dsvl_tui.web.launcher import free_port
 
 if TYPE_CHECKING:
     from engine.types import ChatBackend, ImageSource
@@ -52,12 +53,6 @@ QUESTIONS = [
 IMAGE_TURNS = {0: 1, 4: 2}  # turn index -> picture seed (the HTTP chat's pictures: seed + 100)
 TARGET_TTFT_MS = 50.0
 TARGET_DECODE_PCT = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ServerThread:
