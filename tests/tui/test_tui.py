@@ -868,6 +868,32 @@ async def test_resume_list_closes_with_escape_and_resume_n_still_opens():
 
 
 @run_async
+async def test_resume_reads_the_journal_off_the_event_loop(monkeypatch):
+    """Up to 20 journal files are read in a worker thread, not on the loop (Pilot runs it in the main thread)."""
+    from dsvl_tui.storage.journal import Journal
+
+    older, newer = _journal_two()
+    readers: list[threading.Thread] = []
+    recent = Journal.recent
+
+    def recording(self, limit=20):
+        readers.append(threading.current_thread())
+        return recent(self, limit)
+
+    monkeypatch.setattr(Journal, "recent", recording)
+    app = scripted_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/resume")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.main)
+        await type_line(pilot, "/resume 2")
+        await wait_for(pilot, lambda: app.active.conversation.id == older.id)
+    assert len(readers) == 2 and threading.main_thread() not in readers
+
+
+@run_async
 async def test_resume_entries_wrap_under_their_title_and_tab_titles_end_at_a_word(tmp_path):
     """A long /resume entry wraps in the text's column, with the first image's name; a long tab title
     ends at a word with an ellipsis (they were cut mid-word, wrapped to the left edge; issue 16)."""

@@ -180,7 +180,6 @@ def resume(session: Session, args: str) -> None:
     from dsvl_tui.storage.journal import Journal
 
     journal = Journal()
-    entries = journal.recent(RESUME_LIMIT)
 
     def open_entry(choice: RecentConversation) -> None:
         entry = choice.entry
@@ -191,16 +190,20 @@ def resume(session: Session, args: str) -> None:
 
         session.read_then(lambda: _read(entry.path, lambda: journal.open(entry)), opened)
 
-    now = time.time()
-    choices = [RecentConversation(entry, shorten(entry.title, TITLE_CHARS) or "untitled", _entry_detail(entry, now))
-               for entry in entries]
-    if not words:
-        if not entries:
-            session.info("no saved conversations yet")
+    def show(entries: list[JournalEntry]) -> None:
+        now = time.time()
+        choices = [RecentConversation(entry, shorten(entry.title, TITLE_CHARS) or "untitled",
+                                      _entry_detail(entry, now)) for entry in entries]
+        if not words:
+            if not entries:
+                session.info("no saved conversations yet")
+                return
+            session.choose_conversation(choices, open_entry)
             return
-        session.choose_conversation(choices, open_entry)
-        return
-    number = int(words[0])
-    if not 1 <= number <= len(entries):
-        raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
-    open_entry(choices[number - 1])
+        number = int(words[0])
+        if not 1 <= number <= len(entries):
+            raise CommandError(f"no conversation {number}; /resume lists {len(entries)}")
+        open_entry(choices[number - 1])
+
+    # Up to RESUME_LIMIT JSON files: read where it cannot freeze the TUI's event loop.
+    session.read_then(lambda: journal.recent(RESUME_LIMIT), show)
