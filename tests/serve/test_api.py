@@ -159,3 +159,32 @@ def test_the_remote_client_keeps_the_text_so_far_and_reports_the_servers_error_o
                 received.append(chunk)
         remote.close()
     assert len(received) == 2 and "out of memory" in str(failed.value) and "\n" not in str(failed.value)
+
+
+class _Keeping:
+    """The tiny engine, keeping the settings and the stream of each answer the server asks for."""
+
+    def __init__(self, eng: Any) -> None:
+        self._eng = eng
+        self.settings: list[GenerationSettings] = []
+        self.streams: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._eng, name)
+
+    def stream(self, messages: Any, settings: GenerationSettings, **kwargs: Any) -> Any:
+        self.settings.append(settings)
+        stream = self._eng.stream(messages, settings, **kwargs)
+        self.streams.append(stream)
+        return stream
+
+
+def test_the_requests_sampling_fields_reach_the_engine(tiny_engine: Any) -> None:
+    keeping = _Keeping(tiny_engine)
+    with TestClient(create_app(keeping, model_name="tiny")) as kept:
+        response = kept.post("/v1/chat/completions", json=body(temperature=0.7, top_p=0.5, seed=3, top_k=7,
+                                                               repetition_penalty=1.3, max_tokens=5))
+    assert response.status_code == 200
+    assert keeping.settings == [GenerationSettings(temperature=0.7, top_p=0.5, seed=3, top_k=7,
+                                                   repetition_penalty=1.3, max_new_tokens=5)]
+
