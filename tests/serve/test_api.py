@@ -188,3 +188,18 @@ def test_the_requests_sampling_fields_reach_the_engine(tiny_engine: Any) -> None
     assert keeping.settings == [GenerationSettings(temperature=0.7, top_p=0.5, seed=3, top_k=7,
                                                    repetition_penalty=1.3, max_new_tokens=5)]
 
+
+def test_a_second_turn_reuses_the_first_turns_context(tiny_engine: Any) -> None:
+    keeping = _Keeping(tiny_engine)
+    with TestClient(create_app(keeping, model_name="tiny")) as kept:
+        first = kept.post("/v1/chat/completions", json=body()).json()
+        answer = first["choices"][0]["message"]["content"]
+        turns = [{"role": "user", "content": "Describe the weather."}, {"role": "assistant", "content": answer},
+                 {"role": "user", "content": "And tomorrow?"}]
+        second = kept.post("/v1/chat/completions", json={**body(), "messages": turns})
+    assert second.status_code == 200
+    turn1, turn2 = (stream.stats for stream in keeping.streams)
+    assert turn2.reused_tokens > 0
+    # Turn 1's whole prompt (and some of its answer) is reused, not only the system prompt the two share;
+    # two positions of slack for a token the template's join may merge where the answer begins.
+    assert turn2.reused_tokens >= turn1.prompt_tokens - 2, (turn1, turn2)
