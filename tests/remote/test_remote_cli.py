@@ -73,6 +73,17 @@ def test_ask_answers_through_the_endpoint_and_the_key_is_never_saved(tmp_path: P
     assert json.loads(saved)["endpoint"] == server.url  # which server answered, without the user name
 
 
+def test_ask_answers_through_the_endpoint_named_by_dsvl_endpoint(capsys, monkeypatch) -> None:
+    with FakeOpenAI() as server:
+        monkeypatch.setenv("DSVL_ENDPOINT", server.url)  # no --endpoint on the command line
+        code, out, err = run_cli(["ask", "hi", "--json", "--temperature", "0"], capsys)
+        assert code == 0, err
+        assert server.requests[-1]["messages"][-1]["content"] == "hi"
+    assert err.splitlines()[0] == f"using the model server at {server.url}"
+    document = json.loads(out)
+    assert document["answer"] == "Hello there" and document["model"] == "fake-org/fake-vl-7b-chat"
+
+
 def test_transcripts_record_the_endpoint_and_still_read_ones_without(tmp_path: Path) -> None:
     from dsvl_tui.conversation import Conversation
     from dsvl_tui.storage.transcript import load_transcript, save_transcript
