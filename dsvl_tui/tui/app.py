@@ -333,12 +333,8 @@ class DsvlApp(App[int]):
     def _read_in_thread(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
         try:
             result = read()
-        except CommandError as exc:
-            problem = str(exc)
-            self.call_from_thread(self._read_done, lambda: self.session.error(problem))
-            return
         except Exception as exc:  # noqa: BLE001 - a bug in a read must not end the app
-            problem = f"reading failed: {error_line(exc)}"
+            problem = str(exc) if isinstance(exc, CommandError) else f"reading failed: {error_line(exc)}"
             self.call_from_thread(self._read_done, lambda: self.session.error(problem))
             return
         self.call_from_thread(self._read_done, lambda: then(result))
@@ -459,7 +455,7 @@ class DsvlApp(App[int]):
         note = message.engine.info.compile_note
         if note:
             await self.show_notice(f"compile: not used ({note}); decoding eagerly")
-        quantize_note = getattr(message.engine.info, "quantize_note", None)
+        quantize_note = message.engine.info.quantize_note
         if quantize_note:
             await self.show_notice(f"quantize: {quantize_note}")
 

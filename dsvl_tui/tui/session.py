@@ -103,7 +103,7 @@ class TuiSession:
         self.app.close_pane()
 
     def switch_pane(self, offset: int) -> None:
-        self.app.tabs.step(offset)
+        self.app.step_pane(offset)
 
     def change_model(self, model: str) -> None:
         self.app.load_model(model)
