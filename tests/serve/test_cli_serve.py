@@ -47,6 +47,22 @@ def test_serve_loads_the_model_and_serves_it_with_the_limits(tiny_siglip: Path, 
     assert served["limits"] == Limits(max_body_bytes=4 * MiB, max_images=2, queue_size=3)
 
 
+def test_the_default_limits_are_32_mib_8_images_and_16_queued() -> None:
+    assert Limits() == Limits(max_body_bytes=32 * MiB, max_images=8, queue_size=16)
+    assert (Limits().max_body_bytes, Limits().max_images, Limits().queue_size) == (33554432, 8, 16)
+
+
+def test_serve_without_limit_options_serves_with_the_default_limits(tiny_siglip: Path, monkeypatch: Any) -> None:
+    served: dict[str, Any] = {}
+    monkeypatch.delenv("DSVL_SERVE_API_KEY", raising=False)
+    monkeypatch.setattr(server, "serve", lambda backend, **kwargs: served.update(kwargs))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu"])
+    assert exit_info.value.code == 0
+    assert served["limits"] == Limits()
+    assert (served["host"], served["api_key"]) == ("127.0.0.1", None)
+
+
 def test_a_model_that_does_not_load_is_one_line_and_exit_4(tmp_path: Path, capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["serve", "--model", str(tmp_path / "missing"), "--device", "cpu"])
