@@ -64,7 +64,7 @@ def _split_last_word(args: str) -> tuple[str, str, str]:
     return args[:start], opening, partial
 
 
-def _quote(path: str, opening: str, *, final: bool = False) -> str:
+def quote_path(path: str, opening: str, *, final: bool = False) -> str:
     """``path`` as typed on the line: in the quote the user opened (closed once ``final``), else quoted
     if it needs it; a path still being completed (a folder, a common prefix) keeps its quote open."""
     if opening:
@@ -158,9 +158,9 @@ def complete(line: str, registry: CommandRegistry, frontend: str = "tui", *,
     common = os.path.commonprefix(matches)
     suggestion = common[len(partial):] if common.startswith(partial) else ""
     if len(matches) == 1 and not matches[0].endswith("/"):
-        new_line = head + _quote(matches[0], opening, final=True) + " "
+        new_line = head + quote_path(matches[0], opening, final=True) + " "
     else:
-        new_line = head + _quote(common, opening)
+        new_line = head + quote_path(common, opening)
     names = [m.rstrip("/").rsplit("/", 1)[-1] + ("/" if m.endswith("/") else "") for m in matches]
     hint = "  ".join(names[:8]) + (f"  (+{len(names) - 8})" if len(names) > 8 else "")
     return Completion(suggestion, new_line if new_line != line else None, matches, hint)

@@ -18,6 +18,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 from prompt_toolkit.key_binding import KeyBindings
 
+from dsvl_tui.commands.completion import quote_path
 from dsvl_tui.commands.completion import word_start as _word_start
 from dsvl_tui.commands.registry import registry
 from dsvl_tui.text import valid_text
@@ -72,8 +73,8 @@ class SlashCompleter(Completer):
                 yield Completion(found.text + ("" if is_dir else quote), display=found.display)
             elif shlex.quote(full) != full and not full.startswith("~"):
                 # a folder keeps its quote open, so the name inside it can be typed and completed next
-                typed = f"'{full}" if is_dir and "'" not in full else shlex.quote(full)
-                yield Completion(typed, start_position=-len(raw), display=found.display)
+                yield Completion(quote_path(full, "", final=not is_dir), start_position=-len(raw),
+                                 display=found.display)
             else:
                 yield Completion(found.text, display=found.display)
 
