@@ -15,6 +15,7 @@ Shared fixtures:
   both vision towers (random weights, seed ``TINY_SEED``), written once per
   run. They are shared by every module: copy one before changing it. A module
   that needs another seed, name or variant writes its own.
+- ``tiny_engine``: ``tiny_siglip`` loaded on the CPU, once per module.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +68,14 @@ def tiny_hybrid(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_checkpoints(tiny_siglip: Path, tiny_hybrid: Path) -> dict[str, Path]:
     """Both tiny checkpoints by tower name, for tests parametrized over ``("siglip", "hybrid")``."""
     return {"siglip": tiny_siglip, "hybrid": tiny_hybrid}
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_siglip: Path) -> Any:
+    """The tiny SigLIP checkpoint loaded on the CPU, once per module (the server's and its clients' tests)."""
+    import engine
+
+    return engine.load(str(tiny_siglip), device="cpu")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,14 +7,10 @@ Greedy answers through ``--endpoint`` equal the engine's own, in process:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,39 +29,11 @@ GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=12)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@contextlib.contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on a free loopback port in a thread; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_siglip: Path) -> Any:
-    import engine
-
-    return engine.load(str(tiny_siglip), device="cpu")
-
-
 @pytest.fixture(scope="module")
 def server(tiny_engine: Any) -> Iterator[str]:
     pytest.importorskip("fastapi")
     from dsvl_tui.serve.app import create_app
+    from tests.serve.conftest import running_server
 
     with running_server(create_app(tiny_engine, model_name="tiny", api_key="k3y")) as url:
         yield url

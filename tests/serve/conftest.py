@@ -1,4 +1,4 @@
-"""Fixtures for the server's tests: the tiny engine, the app in a TestClient, a real uvicorn on loopback."""
+"""Helpers for the server's tests: a real uvicorn on loopback, waits, ``/health`` (``tiny_engine`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_siglip: Path) -> Any:
-    import engine
-
-    return engine.load(str(tiny_siglip), device="cpu")
 
 
 def free_port() -> int:
