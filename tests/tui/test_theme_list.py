@@ -22,3 +22,14 @@ async def test_theme_alone_lists_the_themes_and_a_switch_is_confirmed():
         await type_line(pilot, "/theme dsvl-paper")
         await wait_for(pilot, lambda: any("theme: dsvl-paper" in text for text in notices(app, error=False)))
         assert app.theme == "dsvl-paper"
+
+
+@run_async
+async def test_help_theme_names_the_themes():
+    app = scripted_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/help theme")
+        await wait_for(pilot, lambda: any(text.startswith("/theme [NAME]") for text in notices(app, error=False)))
+        shown = next(text for text in notices(app, error=False) if text.startswith("/theme [NAME]"))
+        assert shown.splitlines()[-1] == f"themes: {', '.join(theme_names())}"

@@ -85,6 +85,10 @@ def help_command(session: Session, args: str) -> None:
         lines = [f"{cmd.usage}: {cmd.summary}{aliases}"]
         if cmd.handler.__doc__:  # its `code` marks are for the source, not the screen
             lines.append(" ".join(cmd.handler.__doc__.replace("`", "").split()))
+        if cmd.name == "theme":  # what NAME can be is only known here, from the themes folder
+            from themes import theme_names
+
+            lines.append(f"themes: {', '.join(theme_names())}")
         session.info("\n".join(lines))
         return
     rows = tuple((c.usage, c.summary) for c in registry.commands(session.frontend))
