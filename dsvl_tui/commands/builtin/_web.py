@@ -9,9 +9,7 @@ to use there instead. An upload goes through the very checks of ``/image``
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,28 +141,17 @@ def deliver_transcript(session: Session, conv: Conversation, saved: Path, *, emb
     web = web_side(session)
     if web is None:
         return ""
-    from dsvl_tui.storage.transcript import TranscriptError
+    from dsvl_tui.storage.transcript import TranscriptError, transcript_bytes
 
     pictures = any(message.images for message in conv.messages)
     try:
         if embedded or not pictures:
             web.deliver_file(saved, text=False)
         else:
-            web.deliver_bytes(_embedded_copy(conv, saved.name), saved.name, "application/json")
+            web.deliver_bytes(transcript_bytes(conv), saved.name, "application/json")
     except (OSError, TranscriptError) as exc:
         return f"; no download: {getattr(exc, 'strerror', None) or exc}"
     return f"; your browser downloads {saved.name}" + (" with its pictures inside" if pictures else "")
-
-
-def _embedded_copy(conv: Conversation, name: str) -> bytes:
-    """``conv`` as a transcript that holds its pictures (``/save --embed``), as bytes."""
-    from dsvl_tui.storage import transcript
-
-    with tempfile.TemporaryDirectory(prefix="dsvl-download-") as folder:
-        target = Path(folder) / name
-        # A copy: the conversation stays tied to the file it was saved to.
-        transcript.save_transcript(dataclasses.replace(conv), target, embed_images=True)
-        return target.read_bytes()
 
 
 def deliver_export(session: Session, written: Path) -> str:

@@ -33,8 +33,18 @@ from dsvl_tui.text import printable
 
 __all__ = [
     "FORMAT", "VERSION", "TranscriptError", "default_save_path", "export_markdown",
-    "load_transcript", "load_transcript_report", "missing_images", "save_transcript", "would_overwrite",
+    "load_transcript", "load_transcript_report", "missing_images", "save_transcript", "transcript_bytes",
+    "would_overwrite",
 ]
+
+
+def transcript_bytes(conv: Conversation) -> bytes:
+    """``conv`` as the bytes of a transcript that holds its pictures (what ``/save --embed`` writes), written
+    nowhere: for a copy handed elsewhere (a browser download); ``conv`` stays tied to its own file."""
+    try:
+        return encode(document(conv, ImageFolder(Path("."), "", embed=True).entry, updated=time.time()))
+    except (ValueError, OverflowError) as error:  # a time or number JSON cannot hold
+        raise TranscriptError(Path(conv.title or "transcript"), "", f"not made: {error}") from error
 
 
 def save_transcript(conv: Conversation, path: Path, *, embed_images: bool = False) -> Path:
