@@ -63,12 +63,22 @@ def common_prefix(a: Sequence[PositionKey], b: Sequence[PositionKey]) -> int:
     return n
 
 
+def keys_values(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """An allocated attention cache layer's keys and values.
+
+    transformers types ``Cache.layers`` as a union that includes linear-attention layers (no keys) and
+    gives ``keys`` as Optional (not yet allocated); this model's caches hold allocated attention layers.
+    """
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__} holds no allocated keys and values")
+    return keys, values
+
+
 def copy_cache(source: Any, length: int, into: Any) -> Any:
     """Fill the empty cache ``into`` with copies (never views) of ``source``'s first ``length`` positions."""
     for index, layer in enumerate(source.layers):
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
-            raise TypeError(f"{type(layer).__name__} holds no allocated keys and values")
+        keys, values = keys_values(layer)
         into.update(keys[:, :, :length].clone(), values[:, :, :length].clone(), index)
     return into
 

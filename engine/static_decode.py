@@ -38,7 +38,7 @@ import torch
 from .checkpoint import LoadProgress, ProgressCallback
 from .generate import OUT_OF_MEMORY, Worker
 from .kv_cache import new_cache
-from .reuse import LruStore, Match
+from .reuse import LruStore, Match, copy_cache, keys_values
 
 # torch.compile options for CUDA: CUDA graphs (reduce-overhead) need the whole step in one graph.
 CUDA_COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": True}
@@ -101,18 +101,6 @@ def _compile_unsupported(device: torch.device, cache_bytes: int) -> str | None:
             return (f"not enough free GPU memory for a static KV cache of {cache_bytes / 2**30:.2f} GiB "
                     f"({free / 2**30:.2f} GiB free)")
     return None
-
-
-def _keys_values(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """An allocated attention cache layer's keys and values.
-
-    transformers types ``Cache.layers`` as a union that includes linear-attention layers (no keys) and
-    gives ``keys`` as Optional (not yet allocated); this model's caches hold allocated attention layers.
-    """
-    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
-        raise TypeError(f"{type(layer).__name__} holds no allocated keys and values")
-    return keys, values
 
 
 def decode_one_token(model, cache, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -216,15 +204,11 @@ class StaticDecoder:
 
     def _copy_out(self, length: int):
         """A ``DynamicCache`` holding the first ``length`` positions (copies, never views of the static cache)."""
-        out = new_cache(self.model)
-        for index, layer in enumerate(self.cache.layers):
-            keys, values = _keys_values(layer)
-            out.update(keys[:, :, :length].clone(), values[:, :, :length].clone(), index)
-        return out
+        return copy_cache(self.cache, length, new_cache(self.model))
 
     def _copy_in(self, stored, length: int) -> None:
         for layer, source in zip(self.cache.layers, stored.layers, strict=True):
-            (keys, values), (source_keys, source_values) = _keys_values(layer), _keys_values(source)
+            (keys, values), (source_keys, source_values) = keys_values(layer), keys_values(source)
             keys[:, :, :length].copy_(source_keys[:, :, :length])
             values[:, :, :length].copy_(source_values[:, :, :length])
 
