@@ -330,14 +330,11 @@ def serve(
     queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running one.")] = 16,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models, GET /health)."""
-    from dsvl_tui.serve.server import is_loopback, run_serve
+    from dsvl_tui.serve.server import run_serve
 
-    if not is_loopback(host) and not api_key:
-        raise typer.BadParameter(f"--host {host} is reachable from other machines: give --api-key KEY "
-                                 "(or DSVL_SERVE_API_KEY), or keep the default 127.0.0.1")
-    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None,
-            "quantize": quantize}
-    values = {**{k: v for k, v in _given(ctx.obj or {}).items() if k in mine}, **_given(mine)}
+    _require_secret(host, api_key, "--api-key KEY", "DSVL_SERVE_API_KEY")
+    values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
+                            quantize=quantize)
     from dsvl_tui.serve.requests import Limits, MiB
 
     limits = Limits(max_body_bytes=max_body_mib * MiB, max_images=max_images, queue_size=queue_size)
@@ -364,18 +361,14 @@ def web(
 
     Prints the URL to open; Ctrl-C stops the server, the model and every tab's app.
     """
-    from dsvl_tui.serve.server import is_loopback
     from dsvl_tui.web.launcher import WebOptions, run_web
 
-    if not is_loopback(host) and not token:
-        raise typer.BadParameter(f"--host {host} is reachable from other machines: give --token TOKEN "
-                                 "(or DSVL_WEB_TOKEN), or keep the default 127.0.0.1")
+    _require_secret(host, token, "--token TOKEN", "DSVL_WEB_TOKEN")
     if token is not None and len(token) < 8:
         raise typer.BadParameter("--token is too short: use 8 characters or more")
-    mine = {"model": model, "device": device, "dtype": dtype, "revision": revision, "compile": compile or None,
-            "quantize": quantize}
+    values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
+                            quantize=quantize)
     before = _given(ctx.obj or {})
-    values = {**{k: v for k, v in before.items() if k in mine}, **_given(mine)}
     if before.get("endpoint"):
         raise typer.BadParameter("--endpoint: dsvl-chat web starts its own model server; leave it out")
     app_args = [f"--{name.replace('_', '-')}={before[name]}" for name in ("system", *user_settings()) if name in before]
@@ -384,6 +377,21 @@ def web(
     engine_args += ["--compile"] if values.get("compile") else []
     raise typer.Exit(run_web(WebOptions(host=host, port=port, token=token, engine_args=engine_args,
                                         app_args=app_args)))
+
+
+def _require_secret(host: str, secret: str | None, flag: str, env: str) -> None:
+    """A server reachable from other machines needs its secret (``serve``'s key, ``web``'s token)."""
+    from dsvl_tui.serve.server import is_loopback
+
+    if not is_loopback(host) and not secret:
+        raise typer.BadParameter(f"--host {host} is reachable from other machines: give {flag} "
+                                 f"(or {env}), or keep the default 127.0.0.1")
+
+
+def _engine_values(ctx: typer.Context, **mine: Any) -> dict[str, Any]:
+    """The engine options a server command loads with: its own, over those given before the command."""
+    mine["compile"] = mine["compile"] or None  # a flag left off is not a choice
+    return {**{k: v for k, v in _given(ctx.obj or {}).items() if k in mine}, **_given(mine)}
 
 
 def _typed(ctx: Any, name: str) -> Any:
