@@ -92,6 +92,22 @@ def test_greedy_answers_identical_with_and_without_prefix_reuse(tiny_siglip, mod
         if number:
             assert a.stats.reused_tokens > a.stats.prompt_tokens // 2 and b.stats.reused_tokens == 0
         history.append(engine.Message("assistant", a_text))
+    assert fast.vision_calls == 2  # each picture through the vision tower once: the feature cache holds too
+
+
+def test_cancel_under_quantization_stops_within_a_token_and_the_next_answer_is_whole(tiny_siglip):
+    import threading
+
+    eng = engine.load(str(tiny_siglip), device="cpu", quantize="int8")
+    long = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=200, ignore_eos=True)
+    cancel = threading.Event()
+    stream = eng.stream([engine.Message("user", "Tell me a long story.")], long, cancel=cancel, cache_key="c")
+    for _ in stream:
+        cancel.set()  # after the first chunk
+    assert stream.stats.stop_reason == "cancelled" and stream.stats.new_tokens <= 10
+    again = eng.stream([engine.Message("user", "Tell me a long story.")], GREEDY, cache_key="c")
+    text = "".join(again)
+    assert text and len(again.token_ids) == GREEDY.max_new_tokens and again.stats.stop_reason == "length"
 
 
 def test_bad_mode_is_one_line_value_error(tiny_siglip):
