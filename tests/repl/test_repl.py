@@ -104,6 +104,12 @@ def test_a_leading_double_slash_sends_a_slash(backend) -> None:
     assert run.messages[0].text == "/etc/hosts is a file"
 
 
+def test_new_starts_from_the_current_settings(backend) -> None:
+    run = drive("/set temperature 0.5\rhi\r/new\r", backend)
+    assert run.repl.conversation.messages == []  # a new conversation...
+    assert run.repl.conversation.settings.temperature == 0.5  # ...that keeps what /set chose
+
+
 def test_set_then_set_lists_and_reaches_the_engine(backend) -> None:
     run = drive("/set temperature 0\r/set\rhi\r/regenerate\r", backend)
     assert "temperature=0.0 (from the next answer, for this conversation; /new starts from it)" in run.err
