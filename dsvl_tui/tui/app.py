@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual import events, on, work
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.driver import Driver
 from textual.message import Message
 from textual.notifications import SeverityLevel
@@ -63,6 +66,31 @@ class Journaled(Message):
 
 # Signals that end the app the way Ctrl+Q does (the answer being generated is journaled as stopped).
 _END_SIGNALS = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+R = TypeVar("R")
+
+
+def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], Awaitable[None]]:
+    """For a handler of what a thread reports (load progress, an answer's chunks, a measured context).
+
+    Such a report can still be in the queue, or its handler part way through an ``await``, while the
+    app shuts down and its screens go: there is then nothing left to show it on, so it is dropped
+    instead of failing on the empty screen stack.
+    """
+    @functools.wraps(handler)
+    async def guarded(app: Any, message: Any) -> None:
+        if not app.screen_stack:
+            return
+        try:
+            result = handler(app, message)
+            if inspect.isawaitable(result):
+                await result
+        except (IndexError, NoMatches):  # the screen stack emptied, or a query on a screen gone
+            if app.screen_stack:
+                raise
+
+    return guarded
+
 
 STYLESHEET = Path(__file__).with_name("app.tcss")  # the app's layout; colours come from theme variables only
 
@@ -311,6 +339,7 @@ class DsvlApp(App[int]):
         self._journaling[pane] = job
         self.autosaver.save(conversation, then=lambda: self.post_message(Journaled(job)))
 
+    @reported_from_a_thread
     async def on_journaled(self, message: Journaled) -> None:
         job = message.job
         if self._journaling.get(job.pane) is job:
@@ -384,6 +413,7 @@ class DsvlApp(App[int]):
     def _generate(self, backend: ChatBackend, job: gen.Job) -> None:
         gen.generate_answer(backend, job, self.post_message, self.autosaver.save, PARTIAL_SAVE_SECONDS)
 
+    @reported_from_a_thread
     async def on_answer_chunk(self, message: gen.AnswerChunk) -> None:
         text = message.job.take()
         if text and message.job.widget is not None and message.job.widget.is_attached:
@@ -391,6 +421,7 @@ class DsvlApp(App[int]):
         if message.job.pane is self.active:
             self.refresh_status()  # the context meter grows with the answer
 
+    @reported_from_a_thread
     async def on_answer_done(self, message: gen.AnswerDone) -> None:
         job = message.job
         self.queue.finished(job)
@@ -438,11 +469,13 @@ class DsvlApp(App[int]):
         threading.Thread(target=gen.load_model, args=(load_id, model, self.options, self.post_message, self.loader),
                          name=f"dsvl-load-{load_id}", daemon=True).start()
 
+    @reported_from_a_thread
     def on_model_progress(self, message: gen.ModelProgress) -> None:
         if message.load_id == self._load_id:
             self.status.detail = message.text
             self.status.progress = message.done / message.total if message.total else None
 
+    @reported_from_a_thread
     async def on_model_loaded(self, message: gen.ModelLoaded) -> None:
         if message.load_id != self._load_id:
             return
@@ -459,6 +492,7 @@ class DsvlApp(App[int]):
         if quantize_note:
             await self.show_notice(f"quantize: {quantize_note}")
 
+    @reported_from_a_thread
     async def on_model_failed(self, message: gen.ModelFailed) -> None:
         if message.load_id != self._load_id:
             return
@@ -490,6 +524,7 @@ class DsvlApp(App[int]):
     def _measure(self, backend: PreparesPrompts, conversation: Conversation) -> None:
         gen.measure_context(backend, conversation, self.post_message)
 
+    @reported_from_a_thread
     def on_context_measured(self, message: gen.ContextMeasured) -> None:
         self._context_tokens[message.conversation.id] = message.tokens
         self.refresh_status()
@@ -502,6 +537,7 @@ class DsvlApp(App[int]):
         # Reads the shared history file, then appends each new prompt; post_message is thread-safe.
         self.prompt_history.run(lambda prompts: self.post_message(PromptsLoaded(prompts)))
 
+    @reported_from_a_thread
     def on_prompts_loaded(self, message: PromptsLoaded) -> None:
         self.prompt.add_earlier(message.prompts)
 
