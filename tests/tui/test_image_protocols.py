@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from textual.app import App
 from textual.geometry import Region
-from tui_support import Host, run_async
+from tui_support import Host, run_async, wait_for
 
 from dsvl_tui.conversation import Attachment
 from dsvl_tui.options import Options
@@ -196,11 +196,7 @@ def test_picture_fits_the_cells_and_is_never_enlarged():
 
 
 async def _shown(preview: ImagePreview, pilot) -> None:
-    for _ in range(100):
-        if preview.has_cells:
-            break
-        await pilot.pause(0.02)
-    await pilot.pause()
+    await wait_for(pilot, lambda: preview.has_cells, timeout=60)
     await pilot.pause()
     assert preview.has_cells
 

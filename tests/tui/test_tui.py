@@ -304,19 +304,17 @@ async def test_view_follows_the_stream_unless_the_user_scrolled_up():
         await type_line(pilot, "count")
         pane = app.active
         await wait_for(pilot, lambda: pane.pending_answer is not None and "line 29" in pane.pending_answer.text)
-        await pilot.pause(0.1)
-        assert pane.max_scroll_y > 0 and pane.scroll_y == pane.max_scroll_y  # following
+        await wait_for(pilot, lambda: pane.max_scroll_y > 0 and pane.scroll_y == pane.max_scroll_y)  # following
         await pilot.press("pageup")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: pane.scroll_y < pane.max_scroll_y)
+        await pilot.wait_for_scheduled_animations()
         held = pane.scroll_y
-        assert held < pane.max_scroll_y
         backend.gate.set()
         await answered(pilot)
-        await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
         assert pane.scroll_y == held < pane.max_scroll_y  # left where the user put it
         await pilot.press("ctrl+end")
-        await pilot.pause(0.1)
-        assert pane.scroll_y == pane.max_scroll_y
+        await wait_for(pilot, lambda: pane.scroll_y == pane.max_scroll_y)
 
 
 # --- commands ----------------------------------------------------------------------
@@ -744,6 +742,12 @@ async def test_escape_withdraws_a_waiting_answer():
         assert len(backend.calls) == 1
 
 
+def _first_choice(palette) -> str:
+    """The text of the palette's first choice ('' while it has none): what Enter runs once the search is done."""
+    options = palette.query_one("CommandList")
+    return str(options.get_option_at_index(0).prompt).strip() if options.option_count else ""
+
+
 @run_async
 async def test_palette_lists_every_command_and_runs_one():
     from textual.command import CommandPalette
@@ -759,13 +763,14 @@ async def test_palette_lists_every_command_and_runs_one():
         for command in registry.commands("tui")[:8]:  # the first screenful, in order
             assert command.usage in listed
         await pilot.press(*"new")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: _first_choice(palette).startswith("/new"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(app.tabs.panes) == 2)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        palette = app.screen
         await pilot.press(*"image")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: _first_choice(palette).startswith("/image"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.prompt.text == "/image ")
 
@@ -1044,7 +1049,7 @@ async def test_a_bug_in_a_handler_ends_the_app_with_code_1_one_line_and_the_cras
         async with app.run_test() as pilot:
             await ready(pilot)
             app.call_later(lambda: 1 / 0)
-            await pilot.pause(0.2)
+            await wait_for(pilot, lambda: app.return_code is not None)
     assert app.return_code == 1
     log = (tmp_path / "data" / "crash.log").read_text()
     assert "ZeroDivisionError" in log and "Traceback" in log

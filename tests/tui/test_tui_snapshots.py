@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tui_support import FIXED_INFO, ScriptedEngine, scripted_loader
+from tui_support import FIXED_INFO, ScriptedEngine, scripted_loader, wait_for
 
 from dsvl_tui.conversation import Attachment, ChatMessage, Conversation
 from dsvl_tui.options import Options
@@ -54,14 +54,15 @@ def _scene(tmp_path: Path) -> DsvlApp:
 async def _settle(pilot) -> None:
     app = pilot.app
     app.open_conversation(app.scene)
-    for _ in range(200):
+
+    def settled() -> bool:
         previews = app.query(ImagePreview)
-        if app.engine is not None and previews and all(p.has_cells for p in previews) and \
-                app.status.context_used is not None:
-            break
-        await pilot.pause(0.02)
+        return app.engine is not None and bool(previews) and all(p.has_cells for p in previews) and \
+            app.status.context_used is not None
+
+    await wait_for(pilot, settled, timeout=120)  # a busy machine takes its time; the picture must not differ
     app.prompt.cursor_blink = False
-    await pilot.pause(0.1)
+    await pilot.wait_for_scheduled_animations()
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
