@@ -27,6 +27,7 @@ class Completion:
     line: str | None = None  # the whole line after Tab (may quote a path); None: nothing to do
     candidates: list[str] = field(default_factory=list)  # for a hint: names or usages
     hint: str = ""  # one line describing the candidates
+    choices: list[str] = field(default_factory=list)  # the whole line for each candidate: what Tab cycles through
 
 
 def _scan(args: str) -> tuple[int, str]:
@@ -111,7 +112,8 @@ def _command_names(line: str, registry: CommandRegistry, frontend: str) -> Compl
         hint = f"{cmd.usage}  \u2014 {cmd.summary}" if cmd else ""
         return Completion(names[0][len(line):], names[0] + " ", names, hint)
     common = os.path.commonprefix(names)
-    return Completion(common[len(line):], common if len(common) > len(line) else None, names, "  ".join(names))
+    return Completion(common[len(line):], common if len(common) > len(line) else None, names, "  ".join(names),
+                      [name + " " for name in names])
 
 
 def _words_of(head: str, partial: str, words: list[str]) -> Completion:
@@ -121,7 +123,7 @@ def _words_of(head: str, partial: str, words: list[str]) -> Completion:
     common = os.path.commonprefix(matches)
     new_line = head + (matches[0] + " " if len(matches) == 1 else common)
     return Completion(common[len(partial):], new_line if new_line != head + partial else None, matches,
-                      "  ".join(matches[:12]))
+                      "  ".join(matches[:12]), [head + match + " " for match in matches])
 
 
 def complete(line: str, registry: CommandRegistry, frontend: str = "tui", *,
@@ -163,7 +165,9 @@ def complete(line: str, registry: CommandRegistry, frontend: str = "tui", *,
         new_line = head + quote_path(common, opening)
     names = [m.rstrip("/").rsplit("/", 1)[-1] + ("/" if m.endswith("/") else "") for m in matches]
     hint = "  ".join(names[:8]) + (f"  (+{len(names) - 8})" if len(names) > 8 else "")
-    return Completion(suggestion, new_line if new_line != line else None, matches, hint)
+    choices = [head + (quote_path(m, opening) if m.endswith("/") else quote_path(m, opening, final=True) + " ")
+               for m in matches]
+    return Completion(suggestion, new_line if new_line != line else None, matches, hint, choices)
 
 
 def dropped_paths(text: str) -> list[Path]:

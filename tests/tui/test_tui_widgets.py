@@ -269,6 +269,39 @@ async def test_prompt_completes_commands_with_tab():
         assert prompt.text == "/regenerate "
 
 
+@run_async
+async def test_tab_where_several_commands_fit_goes_through_them_and_keeps_the_focus():
+    """'/s' Tab moved the focus out of the input: what was typed next and Enter were lost (issue 26)."""
+    reg = CommandRegistry()
+    for name in ("save", "set", "stop"):
+        reg.command(name, name)(lambda s, a: None)
+    prompt = PromptInput(registry=reg)
+    async with Host(prompt).run_test() as pilot:
+        prompt.focus()
+        await pilot.press("/", "s", "tab")
+        assert pilot.app.focused is prompt and prompt.text == "/save "
+        assert str(prompt.border_subtitle).startswith("1/3")
+        await pilot.press("tab", "tab")
+        assert prompt.text == "/stop "
+        await pilot.press("tab")  # round again
+        assert prompt.text == "/save "
+        await pilot.press("shift+tab")
+        assert prompt.text == "/stop " and pilot.app.focused is prompt
+        await pilot.press("x", "enter")
+        assert prompt.prompts == ["/stop x"] and prompt.text == ""  # sent
+
+
+def test_path_completion_offers_each_match_as_a_whole_line(tmp_path):
+    _picture(tmp_path / "my photo.png")
+    _picture(tmp_path / "my other.png")
+    (tmp_path / "my dir").mkdir()
+    reg = CommandRegistry()
+    reg.command("image", "attach", "/image PATH...", completes_paths=True)(lambda s, a: None)
+    done = complete(f"/image {tmp_path}/my", reg)
+    assert done.choices == [f"/image '{tmp_path}/my dir/", f"/image '{tmp_path}/my other.png' ",
+                            f"/image '{tmp_path}/my photo.png' "]
+
+
 def test_path_completion_quotes_spaces(tmp_path):
     _picture(tmp_path / "my photo.png")
     (tmp_path / "notes.txt").write_text("x")

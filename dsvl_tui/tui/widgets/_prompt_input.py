@@ -39,6 +39,7 @@ class PromptInput(TextArea):
     | Ctrl+J (Shift+Enter, Alt+Enter where the terminal reports them) | new line |
     | Up / Down on the first / last line | earlier / later prompts |
     | Tab or Right at the end | take the completion shown |
+    | Tab again (Shift+Tab back) where several fit | go through them |
     | PageUp / PageDown, Ctrl+Home / Ctrl+End | scroll the conversation |
 
     (The help screen shows this table as it is; scrolling keys post ``ScrollRequest``.)
@@ -113,12 +114,19 @@ class PromptInput(TextArea):
         self._history_index: int | None = None  # None: editing the draft
         self._draft = ""
         self._completion = Completion()
+        self._cycle: list[str] = []  # the lines Tab goes through while several completions fit
+        self._cycle_at = 0
         self.border_title = "Enter send \u00b7 Ctrl+J new line"
 
     # -- keys ---------------------------------------------------------------
     async def _on_key(self, event: events.Key) -> None:
         handled = True
-        if event.key == "enter":
+        if event.key not in ("tab", "shift+tab"):
+            self._cycle = []
+        if event.key in ("tab", "shift+tab") and self.text.startswith("/"):
+            # A command line keeps the focus: Tab completes, or goes through the choices, never out of the input.
+            self.complete_or_cycle(-1 if event.key == "shift+tab" else +1)
+        elif event.key == "enter":
             self.action_submit()
         elif event.key in NEWLINE_KEYS:
             self.action_newline()
@@ -127,8 +135,6 @@ class PromptInput(TextArea):
         elif event.key == "down" and self.cursor_location[0] == self.document.line_count - 1 \
                 and self.selection.is_empty:
             handled = self.recall(+1)
-        elif event.key == "tab" and self._completion.line is not None:
-            self.load_text_at_end(self._completion.line)
         else:
             handled = False
         if handled:
@@ -200,8 +206,23 @@ class PromptInput(TextArea):
         else:
             self._completion = Completion()
         self.suggestion = printable(self._completion.suggestion)
-        hint = printable(self._completion.hint)[: max(self.size.width - 6, 10)]
+        hint = self._completion.hint
+        if self._cycle and self.text == self._cycle[self._cycle_at]:
+            hint = f"{self._cycle_at + 1}/{len(self._cycle)} \u00b7 Tab next \u00b7 Shift+Tab back"
+        hint = printable(hint)[: max(self.size.width - 6, 10)]
         self.border_subtitle = Content(hint) if hint else None
+
+    def complete_or_cycle(self, step: int) -> None:
+        """Tab: take the completion if one fits; where several do, show the next (``step`` +1) or previous one."""
+        if not self._cycle and self._completion.line is not None and step > 0:
+            self.load_text_at_end(self._completion.line)
+            return
+        if not self._cycle:
+            if len(self._completion.choices) < 2:
+                return
+            self._cycle, self._cycle_at = list(self._completion.choices), -1 if step > 0 else 0
+        self._cycle_at = (self._cycle_at + step) % len(self._cycle)
+        self.load_text_at_end(self._cycle[self._cycle_at])
 
     @property
     def completion(self) -> Completion:
