@@ -233,3 +233,26 @@ async def test_code_blocks_are_found_the_same_while_the_answer_streams_and_after
         await pilot.pause()
         y = _line_of(streamed, "make test")[1]
         assert streamed.code_block_at(y) == (2, "make test")
+
+
+@run_async
+async def test_after_selecting_and_copying_typed_keys_go_to_the_input() -> None:
+    """After a mouse selection and Ctrl+C, typing went nowhere until a click (issue 26, item 3)."""
+    app = scripted_app(ScriptedEngine())
+    async with app.run_test(size=(80, 40)) as pilot:
+        view = await _answered_app(pilot, ANSWER)
+        x0, y0 = _line_of(view, "the fix")
+        await pilot.click(view, offset=(x0, y0))  # a click on the conversation takes the focus from the input
+        await pilot.mouse_down(view, offset=(x0, y0))
+        await pilot.mouse_up(view, offset=(x0 + 6, y0))
+        await pilot.press("ctrl+c")
+        if app.focused is app.prompt:  # the click may leave the focus in the input; move it away as a user can
+            app.active.focus()
+            await pilot.pause()
+        assert app.focused is not app.prompt
+        app.prompt.load_text_at_end("draft ")
+        await pilot.press("n", "e", "x", "t")
+        assert app.focused is app.prompt and app.prompt.text == "draft next"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.active.query(AssistantMessage)) == 2)
+        assert app.active.conversation.messages[-2].text == "draft next"

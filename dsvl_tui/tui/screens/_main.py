@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Input, TextArea
 
 from dsvl_tui.commands import builtin as builtin_commands
 from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar
@@ -57,6 +58,17 @@ class MainScreen(Screen[None]):
         yield prompt
         yield StatusBar(id="status")
         yield Footer()
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key that nothing else took, pressed away from the input (the conversation has the
+        focus after a mouse selection, say), goes to the input instead of nowhere."""
+        if not event.is_printable or not event.character or isinstance(self.focused, (Input, TextArea)):
+            return
+        prompt = self.query_one("#prompt", PromptInput)
+        prompt.focus()
+        prompt.move_cursor(prompt.document.end)
+        prompt.insert(event.character)
+        event.stop()
 
     @property
     def chat(self) -> DsvlApp:
