@@ -200,6 +200,12 @@ async def type_line(pilot, text: str, submit: bool = True) -> None:
         await wait_for(pilot, lambda: not pilot.app.sending)  # a message is drawn once journaled
 
 
+def first_choice(palette) -> str:
+    """The text of the command palette's first choice ('' while it has none): what Enter runs once the search is done."""
+    options = palette.query_one("CommandList")
+    return str(options.get_option_at_index(0).prompt).strip() if options.option_count else ""
+
+
 def notices(app, error: bool | None = None) -> list[str]:
     from dsvl_tui.tui.widgets import Notice
 

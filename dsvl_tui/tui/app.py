@@ -583,6 +583,27 @@ class DsvlApp(App[int]):
         self.autosaver.stop()
         self.autosaver.join(timeout=10)
 
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """Ctrl+P → Screenshot. In a terminal the SVG goes into the data folder's ``screenshots/`` and a toast
+        says where (Textual's default, ``~/Downloads``, is often missing on a server: "Failed to save
+        screenshot"); in a browser it is a download, as Textual makes it."""
+        if self.is_web or path is not None:
+            return super().deliver_screenshot(filename, path, time_format)
+        from textual._files import generate_datetime_filename
+
+        from dsvl_tui.storage.paths import data_dir
+
+        target = data_dir() / "screenshots" / (filename or generate_datetime_filename(self.title, ".svg", time_format))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic.atomic_write_bytes(target, self.export_screenshot().encode())
+        except OSError as exc:
+            self.notify(f"screenshot not saved: {error_line(exc)}", title="Screenshot", severity="error")
+            return None
+        self.notify(f"saved to {target}", title="Screenshot")
+        return None
+
     @on(events.DeliveryFailed)
     def _download_failed(self, event: events.DeliveryFailed) -> None:
         """A /save or /export download that did not reach the browser: say so; the server's copy stays."""

@@ -18,6 +18,7 @@ from tui_support import (
     FIXED_INFO,
     GREEDY,
     ScriptedEngine,
+    first_choice,
     notices,
     ready,
     run_async,
@@ -742,12 +743,6 @@ async def test_escape_withdraws_a_waiting_answer():
         assert len(backend.calls) == 1
 
 
-def _first_choice(palette) -> str:
-    """The text of the palette's first choice ('' while it has none): what Enter runs once the search is done."""
-    options = palette.query_one("CommandList")
-    return str(options.get_option_at_index(0).prompt).strip() if options.option_count else ""
-
-
 @run_async
 async def test_palette_lists_every_command_and_runs_one():
     from textual.command import CommandPalette
@@ -763,14 +758,14 @@ async def test_palette_lists_every_command_and_runs_one():
         for command in registry.commands("tui")[:8]:  # the first screenful, in order
             assert command.usage in listed
         await pilot.press(*"new")
-        await wait_for(pilot, lambda: _first_choice(palette).startswith("/new"))
+        await wait_for(pilot, lambda: first_choice(palette).startswith("/new"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(app.tabs.panes) == 2)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
         palette = app.screen
         await pilot.press(*"image")
-        await wait_for(pilot, lambda: _first_choice(palette).startswith("/image"))
+        await wait_for(pilot, lambda: first_choice(palette).startswith("/image"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.prompt.text == "/image ")
 
