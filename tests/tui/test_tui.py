@@ -831,7 +831,7 @@ async def test_resume_opens_a_list_whose_preview_follows_and_enter_opens_a_tab()
         await type_line(pilot, "hello")
         await answered(pilot)  # the active tab is not empty: the resumed one opens in a new tab
         await type_line(pilot, "/resume")
-        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.previewed is not None)
         modal = app.screen
         titles = [c.title for c in modal.choices]
         assert titles.index("newer question") < titles.index("older question")  # newest first
@@ -894,9 +894,10 @@ async def test_resume_reads_the_journal_off_the_event_loop(monkeypatch):
 
 
 @run_async
-async def test_resume_entries_wrap_under_their_title_and_tab_titles_end_at_a_word(tmp_path):
-    """A long /resume entry wraps in the text's column, with the first image's name; a long tab title
-    ends at a word with an ellipsis (they were cut mid-word, wrapped to the left edge; issue 16)."""
+async def test_resume_entries_are_one_line_cut_at_a_word_and_tab_titles_end_at_a_word(tmp_path):
+    """A long /resume entry is one line (so eight fit at 80×24, issue 26): its title cut at a word, its
+    detail after it, the line ending in an ellipsis instead of wrapping; a long tab title ends at a word
+    with an ellipsis (they were cut mid-word; issue 16)."""
     from dsvl_tui.conversation import Attachment
     from dsvl_tui.storage.journal import Journal
 
@@ -912,14 +913,20 @@ async def test_resume_entries_wrap_under_their_title_and_tab_titles_end_at_a_wor
         await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.previewed is not None)
         rows = screen_text(app).splitlines()
         first = next(i for i, row in enumerate(rows) if "1. Please describe" in row)
-        number, column = rows[first].index("1."), rows[first].index("Please")
-        below = [row[number:].rstrip("│▊▎ ") for row in rows[first + 1:first + 4]]
-        assert below[0] == "   this picture of\u2026"  # cut at a word, and wrapped under the title
-        assert below[1].startswith("   2 messages, ") and all(row[:column - number] == "   " for row in below)
-        assert "image holiday.png" in " ".join(below)
+        assert "1. Please describe everything you can see\u2026 " in rows[first]
+        assert rows[first].rstrip("│▊▎ ").endswith("\u2026")  # the rest of the detail is cut, not wrapped
+        assert "messages" not in rows[first + 1] and "holiday" not in rows[first + 1]
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.active.conversation.id == conversation.id)
         assert app.tabs.title_of(app.active) == "1 Please describe\u2026"
+
+    wide = scripted_app()
+    async with wide.run_test(size=(140, 30)) as pilot:
+        await ready(pilot)
+        await type_line(pilot, "/resume")
+        await wait_for(pilot, lambda: isinstance(wide.screen, ResumeScreen) and wide.screen.previewed is not None)
+        row = next(row for row in screen_text(wide).splitlines() if "1. Please describe" in row)
+        assert "2 messages, " in row and "image holiday.png" in row  # with room, the whole detail
 
 
 @run_async

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.content import Content
 from textual.widgets import Label, Static
 
 from dsvl_tui.commands.session import HelpSection
+from dsvl_tui.text import printable
 from dsvl_tui.tui.screens._dialog import Dialog
 
 _KEY_WORDS = {"ctrl": "Ctrl", "alt": "Alt", "shift": "Shift", "escape": "Esc", "pageup": "PgUp",
@@ -62,6 +64,21 @@ def help_text(sections: Sequence[HelpSection], width: int = 34) -> str:
     return "\n\n".join(blocks)
 
 
+def help_table(sections: Sequence[HelpSection], width: int = 34) -> Table:
+    """The sections as a two-column grid: a description that wraps stays in its own column, never under the
+    keys (at 80×24 and narrower the descriptions wrap); a key column of at most ``width`` cells."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=False, max_width=width)
+    grid.add_column(ratio=1)
+    for number, section in enumerate(sections):
+        if number:
+            grid.add_row("", "")
+        grid.add_row(Text(printable(section.title), style="bold"), "")
+        for key, does in section.rows:
+            grid.add_row(Text("  " + printable(key)), Text(printable(does)))
+    return grid
+
+
 class HelpScreen(Dialog[None]):
     """The keys and the commands, over the main screen; Esc (or F1) closes it.
 
@@ -90,7 +107,7 @@ class HelpScreen(Dialog[None]):
         with Vertical():
             yield Label("Help (Esc closes)", classes="title")
             with VerticalScroll():
-                yield Static(Content(self.text), id="help-text")
+                yield Static(help_table(self.sections), id="help-text")
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()

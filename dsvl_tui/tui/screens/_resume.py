@@ -52,13 +52,20 @@ def preview_text(choice: RecentConversation) -> str:
     return "\n\n".join(parts)
 
 
+TITLE_CELLS = 40  # of the title in an entry's line: what is left of the line goes to the detail
+
+
 def choice_prompt(number: int, choice: RecentConversation) -> Table:
-    """One entry of the list: its number (as ``/resume N`` takes it), then its title and, under it, what
-    tells it apart (messages, time, first image); a line that wraps stays in the text's column."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(justify="right", no_wrap=True)
-    grid.add_column(ratio=1)
-    grid.add_row(f"{number}.", Text(printable(choice.title)).append("\n").append(printable(choice.detail), "dim"))
+    """One entry of the list, on one line so that eight or more fit at 80×24: its number (as ``/resume N``
+    takes it), its title (cut at a word before ``TITLE_CELLS``, with an ellipsis), then what tells it apart (messages,
+    time, first image); a line too long for the list ends in an ellipsis rather than wrapping."""
+    title = printable(choice.title)
+    if len(title) > TITLE_CELLS:  # cut at a word where there is one
+        cut = title[: TITLE_CELLS - 1]
+        title = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + "\u2026"
+    grid = Table.grid(expand=True)  # a one-column grid: the option list would wrap a bare Text
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_row(Text(f"{number:>2}. {title}  ").append(printable(choice.detail), "dim"))
     return grid
 
 
@@ -77,11 +84,11 @@ class ResumeScreen(Dialog["RecentConversation | None"]):
     DEFAULT_CSS = """
     ResumeScreen {
         & OptionList {
-            height: 1fr;
+            height: 2fr;
             min-height: 3;
         }
         & #preview {
-            height: 2fr;
+            height: 1fr;
             border-top: solid $primary 50%;
             color: $text-muted;
             overflow-y: auto;
