@@ -11,8 +11,12 @@ subclasses it and replaces ``_make_app``:
   this server only.
 - a middleware checks every request: the ``Host`` header (a loopback server
   answers only to loopback names, against DNS rebinding), the ``Origin`` of
-  websockets and posts (another site cannot drive a tab), and, with a token,
-  a session cookie that ``/?token=TOKEN`` sets (compared in constant time).
+  websockets and posts (another site cannot drive a tab), and the session
+  cookie that ``/?token=TOKEN`` sets (compared in constant time). There is
+  always a token (``WebServer`` refuses to be built without one): a loopback
+  port is open to every account of the machine, and a tab acts as its owner.
+  A request without the cookie gets 401 and a page that asks for the token;
+  it starts nothing.
 - ``/ws`` starts ``TabProcess``: the app as an argument list (no shell) with
   the environment the launcher gives, in the launcher's process group.
 - ``GET``/``POST /upload/{token}``: the upload page and its form, for a one-time
@@ -110,9 +114,12 @@ class WebServer(Server):
     """textual-serve's server with authentication, uploads and a self-contained page (module docstring)."""
 
     def __init__(self, *, host: str, port: int, public_url: str, app_argv: list[str], app_env: dict[str, str],
-                 uploads: Path, app_unset: tuple[str, ...] = (), token: str | None = None, group: int | None = None, loopback: bool = True) -> None:
+                 uploads: Path, token: str, app_unset: tuple[str, ...] = (), group: int | None = None,
+                 loopback: bool = True) -> None:
         import textual_serve
 
+        if not token:  # never open: another local account would drive the app as its owner
+            raise ValueError("the web server needs a token")
         static = Path(textual_serve.__file__).resolve().parent / "static"
         super().__init__(" ".join(app_argv), host=host, port=port, title="dsvl-chat", public_url=public_url,
                          statics_path=static)
@@ -154,8 +161,6 @@ class WebServer(Server):
         if origin is not None and (request.method != "GET" or request.path == "/ws") \
                 and origin not in (f"http://{request.host}", f"https://{request.host}"):
             return _page(403, "Refused", "A page of another site may not use this server.")
-        if self.token is None:
-            return await handler(request)
         given = request.query.get("token")
         if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
             response = web.HTTPFound(request.rel_url.with_query(
@@ -165,8 +170,8 @@ class WebServer(Server):
         cookie = request.cookies.get(COOKIE, "")
         if hmac.compare_digest(cookie.encode(), self.session.encode()):
             return await handler(request)
-        return _page(401, "Not signed in", "Open the address that <code>dsvl-chat web</code> printed, "
-                                           "the one that ends in <code>?token=...</code>, in this browser.")
+        wrong = "<p>That token is not the one.</p>" if given is not None else ""
+        return _page(401, "Not signed in", wrong + SIGN_IN, raw=True)
 
     # --- the app -----------------------------------------------------------------------------
 
@@ -353,6 +358,12 @@ button {{ padding: .6em 1.6em; background: #5e0ba7; color: #fff; border: none; f
 <body><main><h1>{title}</h1>
 {body}
 </main></body></html>
+"""
+
+SIGN_IN = """<p>Open the address that <code>dsvl-chat web</code> printed (it ends in <code>?token=...</code>),
+or give the token it was started with:</p>
+<form method="get" action="/"><input type="password" name="token" autocomplete="current-password" autofocus>
+<button type="submit">Open</button></form>
 """
 
 UPLOAD_FORM = """<form id="form" method="post" action="{action}" enctype="multipart/form-data">

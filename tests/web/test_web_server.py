@@ -29,13 +29,17 @@ HOST = f"127.0.0.1:{PORT}"
 Check = Callable[[TestClient[Any, Any], Path], Awaitable[None]]
 
 
-def run(check: Check, uploads: Path, *, token: str | None = None, loopback: bool = True) -> None:
+def run(check: Check, uploads: Path, *, token: str = "the-tests-token", loopback: bool = True,
+        signed_in: bool = True) -> None:
+    """``check`` with a client of a ``WebServer`` on ``token``; ``signed_in``: the client has opened ``/?token=``."""
     async def main() -> None:
         server = WebServer(host="127.0.0.1", port=PORT, public_url=f"http://{HOST}", app_argv=[sys.executable, "-c", ""],
                            app_env={}, uploads=uploads, token=token, loopback=loopback)
         client = TestClient(TestServer(await server._make_app()), headers={"Host": HOST})
         await client.start_server()
         try:
+            if signed_in:
+                assert (await client.get(f"/?token={token}")).status == 200  # redirected to /, with the cookie
             await check(client, uploads)
         finally:
             await client.close()
@@ -139,14 +143,15 @@ def test_a_request_over_the_size_limit_is_refused_and_leaves_nothing(uploads: Pa
     run(check, uploads)
 
 
-def test_with_a_token_every_route_needs_the_cookie_the_tokens_url_sets(uploads: Path) -> None:
+def test_every_route_needs_the_cookie_the_tokens_url_sets(uploads: Path) -> None:
     secret = "s3cret-token-value"
 
     async def check(client: TestClient[Any, Any], uploads: Path) -> None:
         upload = new_token(uploads)
-        for path in ("/", "/static/js/textual.js", f"/upload/{upload}", "/ws", "/download/abc"):
+        for path in ("/", "/static/js/textual.js", f"/upload/{upload}", "/ws", "/download/abc", "/nowhere"):
             answer = await client.get(path)
             assert answer.status == 401 and "?token=" in await answer.text(), path
+            assert 'type="password" name="token"' in await answer.text()  # the page asks for the token
         assert (await client.post(f"/upload/{upload}", data=files(("a.png", b"x")))).status == 401
         assert (await client.get("/?token=wrong")).status == 401
         signed = await client.get(f"/?token={secret}&fontsize=14", allow_redirects=False)
@@ -158,7 +163,15 @@ def test_with_a_token_every_route_needs_the_cookie_the_tokens_url_sets(uploads: 
         client.session.cookie_jar.clear()
         assert (await client.get("/")).status == 401
 
-    run(check, uploads, token=secret, loopback=False)
+    run(check, uploads, token=secret, loopback=False, signed_in=False)
+
+
+def test_there_is_no_server_without_a_token(uploads: Path) -> None:
+    """A loopback port is open to every account of the machine: an open server would let any of them drive the app."""
+    for token in (None, ""):
+        with pytest.raises((TypeError, ValueError)):
+            WebServer(host="127.0.0.1", port=PORT, public_url=f"http://{HOST}", app_argv=[sys.executable, "-c", ""],
+                      app_env={}, uploads=uploads, token=token)  # type: ignore[arg-type]
 
 
 def test_other_sites_and_other_host_names_are_refused(uploads: Path) -> None:
