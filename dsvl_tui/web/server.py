@@ -16,7 +16,8 @@ subclasses it and replaces ``_make_app``:
   always a token (``WebServer`` refuses to be built without one): a loopback
   port is open to every account of the machine, and a tab acts as its owner.
   A request without the cookie gets 401 and a page that asks for the token;
-  it starts nothing.
+  it starts nothing. Wrong tokens are answered one at a time, each after
+  ``GUESS_SECONDS``.
 - ``/ws`` starts ``TabProcess``: the app as an argument list (no shell) with
   the environment the launcher gives, in the launcher's process group.
 - ``GET``/``POST /upload/{token}``: the upload page and its form, for a one-time
@@ -57,6 +58,7 @@ MAX_FILES = 16  # files in one upload request
 MAX_TABS = 32  # app processes at once (browser tabs)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
 COOKIE = "dsvl_web_session"
+GUESS_SECONDS = 0.5  # a wrong token is answered this late, one at a time: at most 2 guesses a second in all
 NAME_LIMIT = 100  # characters of a stored file's name (after the number)
 _CHUNK = 64 * 1024
 
@@ -132,6 +134,7 @@ class WebServer(Server):
         self.loopback = loopback
         self.session = secrets.token_urlsafe(32)  # the cookie's value: never the token itself
         self.tabs = 0
+        self._guessing = asyncio.Lock()
         self._receiving: set[str] = set()
         self._hosts = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
         self._hosts.add(public_url.split("://", 1)[-1].rstrip("/"))
@@ -162,7 +165,13 @@ class WebServer(Server):
                 and origin not in (f"http://{request.host}", f"https://{request.host}"):
             return _page(403, "Refused", "A page of another site may not use this server.")
         given = request.query.get("token")
-        if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+        right = given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        if given is not None and not right:
+            # one wrong guess at a time, each answered after GUESS_SECONDS: a short token chosen by its owner
+            # cannot be tried at network speed by other accounts of the machine
+            async with self._guessing:
+                await asyncio.sleep(GUESS_SECONDS)
+        if right:
             response = web.HTTPFound(request.rel_url.with_query(
                 {key: value for key, value in request.query.items() if key != "token"}))
             response.set_cookie(COOKIE, self.session, httponly=True, samesite="Strict", path="/")
@@ -423,5 +432,5 @@ body.-closed .closed-dialog {{ opacity: 1; display: flex; }}
 </html>
 """
 
-__all__ = ["MAX_FILES", "UPLOAD_LIMIT", "TabProcess", "WebServer", "content_disposition", "receive_upload",
+__all__ = ["GUESS_SECONDS", "MAX_FILES", "UPLOAD_LIMIT", "TabProcess", "WebServer", "content_disposition", "receive_upload",
            "safe_name"]

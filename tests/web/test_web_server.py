@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,21 @@ def test_every_route_needs_the_cookie_the_tokens_url_sets(uploads: Path) -> None
         assert (await client.get("/")).status == 401
 
     run(check, uploads, token=secret, loopback=False, signed_in=False)
+
+
+def test_wrong_tokens_are_answered_one_at_a_time_and_late(uploads: Path) -> None:
+    """Other accounts of the machine cannot try a short token of the owner's at network speed."""
+    from dsvl_tui.web.server import GUESS_SECONDS
+
+    async def check(client: TestClient[Any, Any], uploads: Path) -> None:
+        start = time.monotonic()
+        answers = await asyncio.gather(*(client.get(f"/?token=guess-number-{n}") for n in range(4)))
+        assert [answer.status for answer in answers] == [401] * 4
+        assert time.monotonic() - start >= 4 * GUESS_SECONDS - 0.05  # one after the other, however many at once
+        assert "That token is not the one." in await answers[0].text()
+        assert (await client.get("/?token=the-tests-token")).status == 200  # the right one still works
+
+    run(check, uploads, signed_in=False)
 
 
 def test_there_is_no_server_without_a_token(uploads: Path) -> None:
