@@ -22,6 +22,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +198,9 @@ def test_the_url_holds_the_secret_only_when_it_was_generated(web: Web) -> None:
         assert len(base64.urlsafe_b64decode(web.token + "=" * (-len(web.token) % 4))) * 8 >= 128
     else:
         assert web.line == f"http://127.0.0.1:{web.port}/"  # the owner knows it: not repeated into a log
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{web.port}/", timeout=60)  # the bare address, without the cookie
+    assert refused.value.code == 401 and "?token=" in refused.value.read().decode()
 
 
 def test_another_user_gets_401_everywhere_and_starts_no_tab(web: Web) -> None:
