@@ -351,21 +351,40 @@ def web(
     compile: Compile = False,
     quantize: Quantize = None,
     host: Annotated[str, typer.Option(
-        help="Address to listen on; anything but loopback needs --token.")] = "127.0.0.1",
+        help="Address to listen on; anything but loopback needs a token of your own "
+             "(DSVL_WEB_TOKEN or --token-file).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     token: Annotated[str | None, typer.Option(
         "--token", "--password", envvar="DSVL_WEB_TOKEN", show_default=False,
-        help="Require this token: open the printed URL (it ends in ?token=...) once per browser.")] = None,
+        help="The token browsers must give (default: a random one, printed in the URL). On the command line "
+             "every user can read it: prefer DSVL_WEB_TOKEN or --token-file.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", metavar="PATH", show_default=False,
+        help="Read the token from this file (yours, mode 600).")] = None,
 ) -> None:
     """Serve the app to web browsers: the model loads once, every browser tab is a chat app of its own.
 
-    Prints the URL to open; Ctrl-C stops the server, the model and every tab's app.
+    Prints the URL to open (with a random token in it unless you give one); Ctrl-C stops the server, the
+    model and every tab's app.
     """
     from dsvl_tui.web.launcher import WebOptions, run_web
+    from dsvl_tui.web.secret import COMMAND_LINE_WARNING, SecretError, check_token, read_token_file
 
-    _require_secret(host, token, "--token TOKEN", "DSVL_WEB_TOKEN")
-    if token is not None and len(token) < 8:
-        raise typer.BadParameter("--token is too short: use 8 characters or more")
+    flag = "--token TOKEN"
+    try:
+        if token_file is not None:
+            if token is not None:
+                raise typer.BadParameter("--token-file and --token (or DSVL_WEB_TOKEN) both give the token: "
+                                         "give one")
+            token, flag = read_token_file(token_file), "--token-file PATH"
+        elif token is not None:
+            from_env = getattr(ctx.get_parameter_source("token"), "name", "") == "ENVIRONMENT"
+            token = check_token(token, "DSVL_WEB_TOKEN" if from_env else "--token")
+            if not from_env:
+                print(COMMAND_LINE_WARNING, file=sys.stderr)
+    except SecretError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _require_secret(host, token, flag, "DSVL_WEB_TOKEN")
     values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
                             quantize=quantize)
     before = _given(ctx.obj or {})
@@ -379,13 +398,21 @@ def web(
                                         app_args=app_args)))
 
 
+MIN_EXPOSED_SECRET = 16  # characters of a secret guarding a server other machines reach
+
+
 def _require_secret(host: str, secret: str | None, flag: str, env: str) -> None:
-    """A server reachable from other machines needs its secret (``serve``'s key, ``web``'s token)."""
+    """A server reachable from other machines needs its secret (``serve``'s key, ``web``'s token), and a long one."""
     from dsvl_tui.serve.server import is_loopback
 
-    if not is_loopback(host) and not secret:
+    if is_loopback(host):
+        return
+    if not secret:
         raise typer.BadParameter(f"--host {host} is reachable from other machines: give {flag} "
                                  f"(or {env}), or keep the default 127.0.0.1")
+    if len(secret) < MIN_EXPOSED_SECRET:
+        raise typer.BadParameter(f"{flag.split()[0]} is too short for --host {host}, which other machines reach: "
+                                 f"use {MIN_EXPOSED_SECRET} characters or more")
 
 
 def _engine_values(ctx: typer.Context, **mine: Any) -> dict[str, Any]:

@@ -6,7 +6,16 @@ variables in its environment (``WebMode.from_environ`` reads them):
 
 - ``DSVL_WEB=1``;
 - ``DSVL_WEB_URL``: the public base URL of the web server (``http://127.0.0.1:8080``);
-- ``DSVL_WEB_UPLOADS``: a private folder where the web server hands uploads over.
+- ``DSVL_WEB_UPLOADS``: a private folder where the web server hands uploads over;
+- ``DSVL_WEB_MAX_IMAGES``, ``DSVL_WEB_MAX_BODY_MIB``: what the model server
+  takes in one request (``ServerLimits``).
+
+The model API is stateless: every message sends the whole conversation with
+all its pictures, and the model server refuses a request over its limits
+(413). A picture that would take a conversation past them is refused when it
+is attached (``fit_to_server``, by ``/image`` and ``/upload``), with one line
+saying why: once attached, the app would put it back after each refusal and
+every later message would be refused too.
 
 An upload (``/upload``, ``/load`` alone): the app makes a one-time token,
 creates ``$DSVL_WEB_UPLOADS/<token>/`` (mode 0700) and opens
@@ -49,9 +58,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from textual.app import App
     from textual.timer import Timer
 
+    from dsvl_tui.conversation import Attachment, Conversation
+
 ENV_WEB = "DSVL_WEB"
 ENV_URL = "DSVL_WEB_URL"
 ENV_UPLOADS = "DSVL_WEB_UPLOADS"
+ENV_MAX_IMAGES = "DSVL_WEB_MAX_IMAGES"
+ENV_MAX_BODY = "DSVL_WEB_MAX_BODY_MIB"
 DONE = ".done"  # written by the web server after the last file of an upload
 POLL_SECONDS = 0.5
 WAIT_SECONDS = 600.0  # an upload page left open longer is given up
@@ -76,11 +89,85 @@ def is_web(environ: Mapping[str, str] | None = None) -> bool:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """What the model server takes in one request: pictures (over the whole conversation) and body bytes."""
+
+    max_images: int
+    max_body_bytes: int
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ServerLimits | None:
+        """The limits ``dsvl-chat web`` gave, or None (not given, or not whole numbers)."""
+        try:
+            images, body = int(environ.get(ENV_MAX_IMAGES, "")), int(environ.get(ENV_MAX_BODY, ""))
+        except ValueError:
+            return None
+        return cls(images, body << 20) if images >= 0 and body > 0 else None
+
+    def fit(self, conversation: Conversation, adding: list[Attachment]) -> tuple[list[Attachment], str | None]:
+        """The pictures of ``adding``, in order, that ``conversation`` can still take, and one line naming the
+        others (None if all fit).
+
+        Counted: every picture a message sends (the history's that are not missing, the pending ones). The
+        body is estimated from the pictures' sizes as base64, with a sixteenth of the limit left for the
+        text and JSON around them.
+        """
+        sent = [image for message in conversation.messages for image in message.images if not image.missing]
+        sent += conversation.pending
+        count = len(sent)
+        size = sum(_encoded_size(image) for image in sent)
+        budget = self.max_body_bytes - self.max_body_bytes // 16
+        fitting: list[Attachment] = []
+        over_count: list[str] = []
+        over_size: list[str] = []
+        for image in adding:
+            extra = _encoded_size(image)
+            if count + 1 > self.max_images:
+                over_count.append(image.label)
+            elif size + extra > budget:
+                over_size.append(image.label)
+            else:
+                fitting.append(image)
+                count, size = count + 1, size + extra
+        if not over_count and not over_size:
+            return fitting, None
+        if over_count:
+            why = (f"the model server takes at most {self.max_images} pictures per conversation (each message "
+                   f"sends them all) and this one has {count}")
+        else:
+            why = f"the model server takes at most {self.max_body_bytes >> 20} MiB per message, pictures included"
+        refused = ", ".join(shown_path(label) for label in over_count + over_size)
+        return fitting, f"not attached: {refused}: {why}; /new starts a conversation with room for them"
+
+
+def _encoded_size(image: Attachment) -> int:
+    """About the bytes ``image`` takes in a request: its file's size as base64 (0 when it cannot be known)."""
+    if image.data is not None:
+        size = len(image.data)
+    else:
+        try:
+            size = os.stat(image.usable_path() or "").st_size
+        except OSError:
+            return 0  # the send will say what is wrong with it
+    return (size + 2) // 3 * 4
+
+
+def fit_to_server(session: object, conversation: Conversation,
+                  adding: list[Attachment]) -> tuple[list[Attachment], str | None]:
+    """``ServerLimits.fit`` under ``dsvl-chat web`` (the session's ``web`` knows the model server's limits);
+    elsewhere every picture fits (no limits known)."""
+    web = getattr(session, "web", None)
+    limits = web.mode.limits if isinstance(web, WebClient) else None
+    return (adding, None) if limits is None else limits.fit(conversation, adding)
+
+
+@dataclass(frozen=True)
 class WebMode:
-    """Where the web server is and where it hands uploads over."""
+    """Where the web server is, where it hands uploads over, and what the model server takes."""
 
     url: str  # the public base URL, without a trailing slash
     uploads: Path
+    limits: ServerLimits | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> WebMode | None:
@@ -89,7 +176,7 @@ class WebMode:
         url, uploads = environ.get(ENV_URL, "").strip(), environ.get(ENV_UPLOADS, "").strip()
         if not is_web(environ) or not url or not uploads:
             return None
-        return cls(url.rstrip("/"), Path(uploads))
+        return cls(url.rstrip("/"), Path(uploads), ServerLimits.from_environ(environ))
 
     def new_upload(self, kind: str) -> Upload:
         """A fresh token and its private folder; ``UploadError`` if the folder cannot be made."""

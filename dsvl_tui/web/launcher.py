@@ -2,11 +2,15 @@
 
 ``run_web`` makes a private runtime folder (mode 0700, with ``uploads/``),
 starts ``dsvl-chat serve`` on a random loopback port with a generated API key
-in a new process group, waits until it answers ``/health``, then serves
-``WebServer`` in this process. Every browser tab's app runs
-``dsvl-chat`` with ``DSVL_ENDPOINT``/``DSVL_API_KEY`` (never on its command
-line), ``DSVL_WEB=1``, ``DSVL_WEB_URL`` and ``DSVL_WEB_UPLOADS`` in its
-environment, in the same process group. On Ctrl-C, SIGTERM, or when the model
+in its environment (every local user can reach a loopback port: without the
+key they get 401) in a new process group, waits until it answers ``/health``,
+then serves ``WebServer`` in this process, which always requires a token: the
+one given, else a generated one printed in the URL. Every browser tab's app
+runs ``dsvl-chat`` with ``DSVL_ENDPOINT``/``DSVL_API_KEY`` (never on its
+command line), ``DSVL_WEB=1``, ``DSVL_WEB_URL``, ``DSVL_WEB_UPLOADS`` and the
+model server's limits (``DSVL_WEB_MAX_IMAGES``, ``DSVL_WEB_MAX_BODY_MIB``) in
+its environment, in the same process group. No secret is ever on a child's
+command line, and the web token is in no child's environment. On Ctrl-C, SIGTERM, or when the model
 server dies, the whole group is sent SIGTERM, then SIGKILL if anything is left
 after ``GRACE_SECONDS``, and the runtime folder is removed.
 
@@ -34,10 +38,17 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
+from dsvl_tui.web.secret import generate
+
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL
 LOAD_TIMEOUT = 3600.0  # seconds the model may take to load (a first download from the hub)
 # The model server's settings: an app with --endpoint refuses the local engine's ones, so they are taken out.
 ENGINE_ONLY = ("DSVL_DEVICE", "DSVL_DTYPE", "DSVL_COMPILE", "DSVL_QUANTIZE", "DSVL_MODEL", "DSVL_SERVE_API_KEY")
+WEB_SECRETS = ("DSVL_WEB_TOKEN",)  # the browsers' secret: no child process needs it
+# What the model server takes in one request: given to it explicitly, and to every tab, which counts its
+# pictures against them before sending (web_client.ServerLimits), so a tab is not left with pictures it can never send.
+MAX_IMAGES = 8
+MAX_BODY_MIB = 32
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class WebOptions:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str | None = None
+    token: str | None = None  # None: a generated one, printed in the URL
     engine_args: list[str] = field(default_factory=list)
     app_args: list[str] = field(default_factory=list)
 
@@ -189,11 +200,14 @@ def run_web(options: WebOptions) -> int:
         return 1
     signal.signal(signal.SIGTERM, _interrupted)  # while the model loads, SIGTERM cleans up as Ctrl-C does
     key = secrets.token_urlsafe(32)
+    token = options.token or generate()
     model_port = free_port()
     endpoint = f"http://127.0.0.1:{model_port}"
     with runtime_folder() as runtime:
-        server_env = {**os.environ, "DSVL_SERVE_API_KEY": key}
-        argv = [*_python(), "serve", "--host", "127.0.0.1", "--port", str(model_port), *options.engine_args]
+        server_env = {name: value for name, value in os.environ.items() if name not in WEB_SECRETS}
+        server_env["DSVL_SERVE_API_KEY"] = key
+        argv = [*_python(), "serve", "--host", "127.0.0.1", "--port", str(model_port),
+                f"--max-images={MAX_IMAGES}", f"--max-body-mib={MAX_BODY_MIB}", *options.engine_args]
         model = subprocess.Popen(argv, env=server_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, **group_kwargs(0))
         assert model.stdout is not None
@@ -207,15 +221,15 @@ def run_web(options: WebOptions) -> int:
                 return 4
             url = public_url(options.host, options.port)
             app_env = {"DSVL_ENDPOINT": endpoint, "DSVL_API_KEY": key, "DSVL_WEB": "1", "DSVL_WEB_URL": url,
-                       "DSVL_WEB_UPLOADS": str(runtime / "uploads")}
+                       "DSVL_WEB_UPLOADS": str(runtime / "uploads"), "DSVL_WEB_MAX_IMAGES": str(MAX_IMAGES),
+                       "DSVL_WEB_MAX_BODY_MIB": str(MAX_BODY_MIB)}
             from dsvl_tui.web.server import WebServer
 
             server = WebServer(host=options.host, port=options.port, public_url=url,
                                app_argv=[*_python(), *options.app_args], app_env=app_env,
-                               app_unset=ENGINE_ONLY, uploads=runtime / "uploads", token=options.token, group=group,
-                               loopback=is_loopback(options.host))
-            shown = f"{url}/?token={options.token}" if options.token else f"{url}/"
-            return asyncio.run(_serve(server, shown, model))
+                               app_unset=ENGINE_ONLY + WEB_SECRETS, uploads=runtime / "uploads", token=token,
+                               group=group, loopback=is_loopback(options.host))
+            return asyncio.run(_serve(server, url, generated=options.token is None, model=model))
         except KeyboardInterrupt:
             return 130
         finally:
@@ -228,7 +242,7 @@ def run_web(options: WebOptions) -> int:
                     signal.signal(sig, handler)
 
 
-async def _serve(server: object, shown: str, model: subprocess.Popen[bytes]) -> int:
+async def _serve(server: object, url: str, *, generated: bool, model: subprocess.Popen[bytes]) -> int:
     from aiohttp import web
 
     from dsvl_tui.web.server import WebServer
@@ -248,7 +262,11 @@ async def _serve(server: object, shown: str, model: subprocess.Popen[bytes]) -> 
             print(f"error: cannot listen on {server.host}:{server.port} ({exc.strerror or exc}): "
                   "give another --port", file=sys.stderr)
             return 1
-        print(f"dsvl-chat is ready: open {shown} in a browser (Ctrl-C stops it)", file=sys.stderr, flush=True)
+        # A generated token is shown in the URL (the only way to learn it); a given one is not repeated into
+        # logs: its owner knows it, and the page asks for it.
+        shown = f"{url}/?token={server.token}" if generated else f"{url}/"
+        how = "" if generated else " and give your token (or add ?token=YOUR-TOKEN to the address)"
+        print(f"dsvl-chat is ready: open {shown} in a browser{how} (Ctrl-C stops it)", file=sys.stderr, flush=True)
         print(shown, flush=True)
         code = 0
         while not stop.is_set():
@@ -266,4 +284,4 @@ async def _serve(server: object, shown: str, model: subprocess.Popen[bytes]) -> 
         await runner.cleanup()
 
 
-__all__ = ["WebOptions", "free_port", "group_alive", "group_kwargs", "public_url", "run_web", "stop_group"]
+__all__ = ["MAX_BODY_MIB", "MAX_IMAGES", "WEB_SECRETS", "WebOptions", "free_port", "group_alive", "group_kwargs", "public_url", "run_web", "stop_group"]

@@ -11,8 +11,13 @@ subclasses it and replaces ``_make_app``:
   this server only.
 - a middleware checks every request: the ``Host`` header (a loopback server
   answers only to loopback names, against DNS rebinding), the ``Origin`` of
-  websockets and posts (another site cannot drive a tab), and, with a token,
-  a session cookie that ``/?token=TOKEN`` sets (compared in constant time).
+  websockets and posts (another site cannot drive a tab), and the session
+  cookie that ``/?token=TOKEN`` sets (compared in constant time). There is
+  always a token (``WebServer`` refuses to be built without one): a loopback
+  port is open to every account of the machine, and a tab acts as its owner.
+  A request without the cookie gets 401 and a page that asks for the token;
+  it starts nothing. Wrong tokens are answered one at a time, each after
+  ``GUESS_SECONDS``.
 - ``/ws`` starts ``TabProcess``: the app as an argument list (no shell) with
   the environment the launcher gives, in the launcher's process group.
 - ``GET``/``POST /upload/{token}``: the upload page and its form, for a one-time
@@ -43,6 +48,7 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from dsvl_tui.web.launcher import group_kwargs
+from dsvl_tui.web.pages import INDEX, PAGE, SIGN_IN, UPLOAD_FORM
 from dsvl_tui.web_client import DONE  # the marker the tab's app waits for: one name on both sides
 
 log = logging.getLogger("dsvl-chat.web")
@@ -53,6 +59,7 @@ MAX_FILES = 16  # files in one upload request
 MAX_TABS = 32  # app processes at once (browser tabs)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
 COOKIE = "dsvl_web_session"
+GUESS_SECONDS = 0.5  # a wrong token is answered this late, one at a time: at most 2 guesses a second in all
 NAME_LIMIT = 100  # characters of a stored file's name (after the number)
 _CHUNK = 64 * 1024
 
@@ -110,9 +117,12 @@ class WebServer(Server):
     """textual-serve's server with authentication, uploads and a self-contained page (module docstring)."""
 
     def __init__(self, *, host: str, port: int, public_url: str, app_argv: list[str], app_env: dict[str, str],
-                 uploads: Path, app_unset: tuple[str, ...] = (), token: str | None = None, group: int | None = None, loopback: bool = True) -> None:
+                 uploads: Path, token: str, app_unset: tuple[str, ...] = (), group: int | None = None,
+                 loopback: bool = True) -> None:
         import textual_serve
 
+        if not token:  # never open: another local account would drive the app as its owner
+            raise ValueError("the web server needs a token")
         static = Path(textual_serve.__file__).resolve().parent / "static"
         super().__init__(" ".join(app_argv), host=host, port=port, title="dsvl-chat", public_url=public_url,
                          statics_path=static)
@@ -125,6 +135,7 @@ class WebServer(Server):
         self.loopback = loopback
         self.session = secrets.token_urlsafe(32)  # the cookie's value: never the token itself
         self.tabs = 0
+        self._guessing = asyncio.Lock()
         self._receiving: set[str] = set()
         self._hosts = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
         self._hosts.add(public_url.split("://", 1)[-1].rstrip("/"))
@@ -154,10 +165,14 @@ class WebServer(Server):
         if origin is not None and (request.method != "GET" or request.path == "/ws") \
                 and origin not in (f"http://{request.host}", f"https://{request.host}"):
             return _page(403, "Refused", "A page of another site may not use this server.")
-        if self.token is None:
-            return await handler(request)
         given = request.query.get("token")
-        if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+        right = given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        if given is not None and not right:
+            # one wrong guess at a time, each answered after GUESS_SECONDS: a short token chosen by its owner
+            # cannot be tried at network speed by other accounts of the machine
+            async with self._guessing:
+                await asyncio.sleep(GUESS_SECONDS)
+        if right:
             response = web.HTTPFound(request.rel_url.with_query(
                 {key: value for key, value in request.query.items() if key != "token"}))
             response.set_cookie(COOKIE, self.session, httponly=True, samesite="Strict", path="/")
@@ -165,8 +180,8 @@ class WebServer(Server):
         cookie = request.cookies.get(COOKIE, "")
         if hmac.compare_digest(cookie.encode(), self.session.encode()):
             return await handler(request)
-        return _page(401, "Not signed in", "Open the address that <code>dsvl-chat web</code> printed, "
-                                           "the one that ends in <code>?token=...</code>, in this browser.")
+        wrong = "<p>That token is not the one.</p>" if given is not None else ""
+        return _page(401, "Not signed in", wrong + SIGN_IN, raw=True)
 
     # --- the app -----------------------------------------------------------------------------
 
@@ -338,79 +353,5 @@ def _page(status: int, title: str, body: str, *, raw: bool = False) -> web.Respo
                         headers={"Content-Security-Policy": csp})
 
 
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{title} - dsvl-chat</title>
-<style>
-body {{ background: #0c181f; color: #e8eef2; font: 16px/1.5 menlo, "DejaVu Sans Mono", monospace; margin: 0; }}
-main {{ max-width: 40em; margin: 10vh auto; padding: 1.5em 2em; background: #12232d; }}
-h1 {{ font-size: 1.3em; }}
-#drop {{ border: 2px dashed #5e7e91; padding: 2em 1em; text-align: center; margin: 1em 0; }}
-#drop.over {{ border-color: #ac5af4; background: #1b3140; }}
-button {{ padding: .6em 1.6em; background: #5e0ba7; color: #fff; border: none; font: inherit; cursor: pointer; }}
-.ok {{ color: #8fe388; }} code {{ color: #ffd27f; }}
-</style></head>
-<body><main><h1>{title}</h1>
-{body}
-</main></body></html>
-"""
-
-UPLOAD_FORM = """<form id="form" method="post" action="{action}" enctype="multipart/form-data">
-<div id="drop">Drop files here, or<br><br><input id="files" type="file" name="file" multiple></div>
-<p>Images are attached to the chat tab that opened this page, with the same checks as <code>/image</code>.
-Up to {limit} MiB in all.</p>
-<button type="submit">Send</button>
-</form>
-<script>
-const drop = document.getElementById("drop"), input = document.getElementById("files");
-for (const name of ["dragenter", "dragover"]) drop.addEventListener(name, e => {{
-  e.preventDefault(); drop.classList.add("over"); }});
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", e => {{
-  e.preventDefault(); input.files = e.dataTransfer.files; document.getElementById("form").submit(); }});
-</script>
-"""
-
-# textual-serve's page, less its web fonts (the same Roboto Mono comes from its own static folder) and
-# its start button and "ping" (used for hosted apps only).
-INDEX = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>dsvl-chat</title>
-<link rel="stylesheet" href="/static/css/xterm.css">
-<script src="/static/js/textual.js"></script>
-<style>
-@font-face {{ font-family: "Roboto Mono"; font-style: normal; font-weight: 100 700;
-  src: url("/static/fonts/RobotoMono-VariableFont_wght.ttf") format("truetype"); }}
-@font-face {{ font-family: "Roboto Mono"; font-style: italic; font-weight: 100 700;
-  src: url("/static/fonts/RobotoMono-Italic-VariableFont_wght.ttf") format("truetype"); }}
-body {{ background: #0c181f; }}
-.dialog-container {{ position: absolute; width: 100vw; height: 100vh; display: flex; align-items: center;
-  justify-content: center; z-index: 10; }}
-.shade {{ position: absolute; width: 100%; height: 100%; background: #0c181f; }}
-.intro {{ width: 640px; height: 240px; font-size: 16px; z-index: 20; font-family: "Roboto Mono", menlo, monospace;
-  text-align: center; color: rgba(255, 255, 255, 0.95); background-color: #12232d; display: flex;
-  flex-direction: column; align-items: center; justify-content: center; margin: 32px; }}
-body.-first-byte .intro-dialog, body.-first-byte .intro-dialog .shade {{ opacity: 0; display: none; }}
-body .textual-terminal {{ opacity: 0; transition: opacity 0.3s ease-out; }}
-body.-first-byte .textual-terminal {{ opacity: 1; transition: opacity 0.3s ease-out; }}
-button {{ padding: 16px 32px; background-color: #5e0ba7; color: rgba(255, 255, 255, 0.95); border: none;
-  font-family: "Roboto Mono", menlo, monospace; margin: 16px; cursor: pointer; }}
-.closed-dialog {{ opacity: 0; display: none; }}
-body.-closed .closed-dialog {{ opacity: 1; display: flex; }}
-</style>
-</head>
-<body>
-<div class="dialog-container intro-dialog"><div class="shade"></div>
-  <div class="intro">dsvl-chat: starting...</div></div>
-<div class="dialog-container closed-dialog"><div class="shade"></div>
-  <div class="intro"><div class="message">Session ended.</div>
-  <button type="button" onclick="window.location.reload()">Restart</button></div></div>
-<div id="terminal" class="textual-terminal" data-session-websocket-url="{ws}" data-font-size="{font_size}"></div>
-</body>
-</html>
-"""
-
-__all__ = ["MAX_FILES", "UPLOAD_LIMIT", "TabProcess", "WebServer", "content_disposition", "receive_upload",
+__all__ = ["GUESS_SECONDS", "MAX_FILES", "UPLOAD_LIMIT", "TabProcess", "WebServer", "content_disposition", "receive_upload",
            "safe_name"]

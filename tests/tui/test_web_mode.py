@@ -413,3 +413,78 @@ async def test_export_alone_in_a_browser_names_the_file_and_downloads_it(uploads
         assert written.parent.name == "exports" and written.name.startswith("why-is-the-sky-blue-")
         assert written.suffix == ".md" and b"Why is the sky blue?" in download["data"]
         assert notices(app)[-1].startswith(f"exported to {written}; your browser downloads {written.name}")
+
+
+# --- the model server's limits (issue 20) ----------------------------------------------------------
+
+
+class LimitedServer(ScriptedEngine):
+    """The model server as a tab sees it: a request with more than ``limit`` pictures in all is refused (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.refused = 0
+
+    def stream(self, messages, settings=None, *, system=None, cancel=None, cache_key="default"):
+        from dsvl_tui.remote import RemoteError
+
+        pictures = sum(len(message.images) for message in messages)
+        if pictures > self.limit:
+            self.refused += 1
+            raise RemoteError(f"http://127.0.0.1:9 refused the request (HTTP 413): the request has {pictures} "
+                              f"images; this server takes at most {self.limit} per request")
+        return super().stream(messages, settings, system=system, cancel=cancel, cache_key=cache_key)
+
+
+@run_async
+async def test_pictures_past_the_model_servers_limits_are_refused_when_attached_so_no_message_is_stuck(
+        uploads, tmp_path, monkeypatch, private_dirs):
+    monkeypatch.setenv("DSVL_WEB_MAX_IMAGES", "2")  # what `dsvl-chat web` tells its tabs
+    monkeypatch.setenv("DSVL_WEB_MAX_BODY_MIB", "1")
+    one, two, three, four = (picture(tmp_path / f"{name}.png", (n * 60, 0, 0))
+                             for n, name in enumerate(("one", "two", "three", "four")))
+    backend = LimitedServer(2)
+    app = scripted_app(backend)
+    browser = Browser(app)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await type_line(pilot, f"/image {one} {two} {three}")
+        await wait_for(pilot, lambda: errors(app) != [])
+        assert [a.name for a in app.active.conversation.pending] == ["one.png", "two.png"]
+        [line] = errors(app)
+        assert line == ("not attached: three.png: the model server takes at most 2 pictures per conversation "
+                        "(each message sends them all) and this one has 2; /new starts a conversation with room "
+                        "for them")
+        await type_line(pilot, "what are these?")
+        await wait_for(pilot, lambda: len(app.active.conversation.messages) == 2)
+
+        await type_line(pilot, "/upload")  # the history holds two already: an uploaded one is refused too
+        hand_over(upload_folder(uploads, browser), {"four.png": four})
+        await wait_for(pilot, lambda: len(errors(app)) == 2)
+        assert errors(app)[-1].startswith("not attached: four.png: the model server takes at most 2 pictures")
+        assert "this one has 2" in errors(app)[-1] and app.active.conversation.pending == []
+        for turns, question in enumerate(("and now?", "and then?"), start=2):  # every later message is answered
+            await type_line(pilot, question)
+            await wait_for(pilot, lambda turns=turns: len(app.active.conversation.messages) == 2 * turns)
+        assert backend.refused == 0 and len(backend.calls) == 3
+
+        await type_line(pilot, "/new")
+        await wait_for(pilot, lambda: app.active.conversation.messages == [])
+        noise = Image.frombytes("RGB", (520, 520), os.urandom(520 * 520 * 3))
+        noise.save(tmp_path / "noise.png")  # about 800 KB: over 1 MiB as base64
+        await type_line(pilot, f"/image {tmp_path / 'noise.png'} {one}")
+        await wait_for(pilot, lambda: errors(app) != [])
+        assert errors(app) == ["not attached: noise.png: the model server takes at most 1 MiB per message, pictures "
+                               "included; /new starts a conversation with room for them"]
+        assert [a.name for a in app.active.conversation.pending] == ["one.png"]
+
+
+def test_the_model_servers_limits_come_from_the_environment_dsvl_chat_web_sets():
+    environ = {"DSVL_WEB": "1", "DSVL_WEB_URL": BASE_URL, "DSVL_WEB_UPLOADS": "/x"}
+    mode = web_client.WebMode.from_environ({**environ, "DSVL_WEB_MAX_IMAGES": "8", "DSVL_WEB_MAX_BODY_MIB": "32"})
+    assert mode is not None and mode.limits == web_client.ServerLimits(8, 32 << 20)
+    for bad in ({}, {"DSVL_WEB_MAX_IMAGES": "x", "DSVL_WEB_MAX_BODY_MIB": "32"},
+                {"DSVL_WEB_MAX_IMAGES": "8", "DSVL_WEB_MAX_BODY_MIB": "0"}):
+        mode = web_client.WebMode.from_environ({**environ, **bad})
+        assert mode is not None and mode.limits is None  # unknown: nothing refused before the server says so

@@ -66,7 +66,8 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "", page
 @dataclass
 class Web:
     process: subprocess.Popen[str]
-    url: str
+    url: str  # the bare address
+    signin: str  # what it printed: the address with its generated token, which sets the session cookie
     data: Path
     browser: Browser
 
@@ -123,7 +124,8 @@ def open_tab(web: Web) -> Tab:
 
     page.route("**/*", route)
     page.on("websocket", on_socket)
-    page.goto(web.url)
+    page.goto(web.signin)  # each new_page is a new browser context: it signs in, and lands on the bare address
+    assert page.url == web.url
     wait_for(lambda: page.evaluate("document.body.classList.contains('-first-byte')"), what="the app's first screen")
     wait_for(lambda: "ready" in tab.text(), what="the model server's 'ready' in the status bar", page=page)
     return tab
@@ -145,11 +147,12 @@ def web(tiny_siglip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         assert process.stdout is not None
         line = process.stdout.readline().strip()  # the URL, once the model server answers
-        assert line == f"http://127.0.0.1:{port}/", (line, process.stderr.read() if process.poll() is not None else "")
+        assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/\?token=[A-Za-z0-9_-]{{43}}", line), \
+            (line, process.stderr.read() if process.poll() is not None else "")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             try:
-                yield Web(process, line, data, browser)
+                yield Web(process, f"http://127.0.0.1:{port}/", line, data, browser)
             finally:
                 browser.close()
     finally:
@@ -203,9 +206,11 @@ def test_two_tabs_chat_at_once_and_only_the_model_server_loads_torch(web: Web) -
     apps = [p for p in processes if p not in torch and p.pid != web.process.pid]
     assert len(apps) == 2, [p.cmdline() for p in processes]  # one app process per open browser tab
     key = psutil.Process(torch[0].pid).environ()["DSVL_SERVE_API_KEY"]
+    token = web.signin.rsplit("=", 1)[1]
     for app in apps:
         assert app.environ()["DSVL_API_KEY"] == key and app.environ()["DSVL_WEB"] == "1"
-        assert not any(key in arg for arg in app.cmdline())  # the key never on a command line
+        assert not any(key in arg or token in arg for arg in app.cmdline())  # no secret on a command line
+        assert token not in "".join(app.environ().values())  # nor the browsers' token in a tab's environment
     first.page.close()
     wait_for(lambda: len(web.processes()) == 3, timeout=20, what="the closed tab's app to end")
     second.page.close()

@@ -94,3 +94,88 @@ def test_the_model_servers_output_is_kept_bounded_in_memory() -> None:
     shown = tail.text(lines=50).splitlines()
     assert len(shown) == 50 and shown[-1] == "error: the last line"
     assert all(len(line) <= 100 for line in shown) and "request 4999" in shown
+
+
+# --- the secret (issue 20) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """``run_web`` replaced: the options it would have started with, and nothing started."""
+    import dsvl_tui.web.launcher as launcher
+
+    calls: list[object] = []
+    monkeypatch.delenv("DSVL_WEB_TOKEN", raising=False)
+    monkeypatch.setattr(launcher, "run_web", lambda options: calls.append(options) or 0)
+    return calls
+
+
+def web_runs(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    return capsys.readouterr().err
+
+
+def test_a_token_on_the_command_line_warns_and_one_from_the_environment_does_not(
+        started: list[object], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsvl_tui.web.secret import COMMAND_LINE_WARNING
+
+    err = web_runs(["web", "--token", "a-token-of-mine"], capsys)
+    assert err == COMMAND_LINE_WARNING + "\n"
+    assert "/proc/PID/cmdline" in err and "DSVL_WEB_TOKEN" in err and "--token-file" in err
+    monkeypatch.setenv("DSVL_WEB_TOKEN", "another-token-of-mine")
+    assert web_runs(["web"], capsys) == ""
+    assert [options.token for options in started] == ["a-token-of-mine", "another-token-of-mine"]  # type: ignore[attr-defined]
+    monkeypatch.delenv("DSVL_WEB_TOKEN")
+    assert web_runs(["web"], capsys) == ""
+    assert started[-1].token is None  # type: ignore[attr-defined]  # the launcher generates one
+
+
+def test_a_token_file_is_read_and_refused_when_others_can_read_it_or_it_is_not_a_token(
+        started: list[object], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  the-token-in-a-file\n")
+    token_file.chmod(0o600)
+    assert web_runs(["web", "--token-file", str(token_file)], capsys) == ""
+    assert started[-1].token == "the-token-in-a-file"  # type: ignore[attr-defined]
+
+    def refused(content: str | None, mode: int = 0o600, path: Path = token_file) -> str:
+        if content is not None:
+            path.write_text(content)
+            path.chmod(mode)
+        err = usage_error(["web", "--token-file", str(path)], capsys)
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+        return err
+
+    assert f"can be read or written by other users (mode 0644): chmod 600 {token_file}" in refused("a-long-token", 0o644)
+    assert "(mode 0620)" in refused("a-long-token", 0o620)
+    assert "is empty" in refused(" \n")
+    assert "too short: use 8 characters or more" in refused("short\n")
+    assert "spaces or control characters" in refused("two words\n")
+    assert "no such file" in refused(None, path=tmp_path / "missing")
+    assert "a folder, not a file" in refused(None, path=tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    assert "a named pipe (FIFO), not a file" in refused(None, path=fifo)  # and no wait for a writer
+    token_file.write_text("the-token-in-a-file")
+    token_file.chmod(0o600)
+    monkeypatch.setenv("DSVL_WEB_TOKEN", "and-one-in-the-environment")
+    assert "both give the token: give one" in usage_error(["web", "--token-file", str(token_file)], capsys)
+    assert len(started) == 1
+
+
+def test_a_secret_shorter_than_16_characters_is_refused_off_loopback(
+        started: list[object], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSVL_WEB_TOKEN", "15-characters-x")
+    err = usage_error(["web", "--host", "0.0.0.0"], capsys)
+    assert "--token is too short for --host 0.0.0.0, which other machines reach: use 16 characters or more" in err
+    assert err.count("\n") == 1
+    monkeypatch.setenv("DSVL_WEB_TOKEN", "16-characters-xx")
+    assert web_runs(["web", "--host", "0.0.0.0"], capsys) == ""
+    monkeypatch.setenv("DSVL_WEB_TOKEN", "short-ok")  # 8 characters: enough on loopback
+    assert web_runs(["web"], capsys) == ""
+    err = usage_error(["serve", "--host", "0.0.0.0", "--api-key", "15-characters-x"], capsys)
+    assert "--api-key is too short for --host 0.0.0.0, which other machines reach: use 16 characters or more" in err
+    assert len(started) == 2

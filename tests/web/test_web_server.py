@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,17 @@ HOST = f"127.0.0.1:{PORT}"
 Check = Callable[[TestClient[Any, Any], Path], Awaitable[None]]
 
 
-def run(check: Check, uploads: Path, *, token: str | None = None, loopback: bool = True) -> None:
+def run(check: Check, uploads: Path, *, token: str = "the-tests-token", loopback: bool = True,
+        signed_in: bool = True) -> None:
+    """``check`` with a client of a ``WebServer`` on ``token``; ``signed_in``: the client has opened ``/?token=``."""
     async def main() -> None:
         server = WebServer(host="127.0.0.1", port=PORT, public_url=f"http://{HOST}", app_argv=[sys.executable, "-c", ""],
                            app_env={}, uploads=uploads, token=token, loopback=loopback)
         client = TestClient(TestServer(await server._make_app()), headers={"Host": HOST})
         await client.start_server()
         try:
+            if signed_in:
+                assert (await client.get(f"/?token={token}")).status == 200  # redirected to /, with the cookie
             await check(client, uploads)
         finally:
             await client.close()
@@ -139,14 +144,15 @@ def test_a_request_over_the_size_limit_is_refused_and_leaves_nothing(uploads: Pa
     run(check, uploads)
 
 
-def test_with_a_token_every_route_needs_the_cookie_the_tokens_url_sets(uploads: Path) -> None:
+def test_every_route_needs_the_cookie_the_tokens_url_sets(uploads: Path) -> None:
     secret = "s3cret-token-value"
 
     async def check(client: TestClient[Any, Any], uploads: Path) -> None:
         upload = new_token(uploads)
-        for path in ("/", "/static/js/textual.js", f"/upload/{upload}", "/ws", "/download/abc"):
+        for path in ("/", "/static/js/textual.js", f"/upload/{upload}", "/ws", "/download/abc", "/nowhere"):
             answer = await client.get(path)
             assert answer.status == 401 and "?token=" in await answer.text(), path
+            assert 'type="password" name="token"' in await answer.text()  # the page asks for the token
         assert (await client.post(f"/upload/{upload}", data=files(("a.png", b"x")))).status == 401
         assert (await client.get("/?token=wrong")).status == 401
         signed = await client.get(f"/?token={secret}&fontsize=14", allow_redirects=False)
@@ -158,7 +164,30 @@ def test_with_a_token_every_route_needs_the_cookie_the_tokens_url_sets(uploads: 
         client.session.cookie_jar.clear()
         assert (await client.get("/")).status == 401
 
-    run(check, uploads, token=secret, loopback=False)
+    run(check, uploads, token=secret, loopback=False, signed_in=False)
+
+
+def test_wrong_tokens_are_answered_one_at_a_time_and_late(uploads: Path) -> None:
+    """Other accounts of the machine cannot try a short token of the owner's at network speed."""
+    from dsvl_tui.web.server import GUESS_SECONDS
+
+    async def check(client: TestClient[Any, Any], uploads: Path) -> None:
+        start = time.monotonic()
+        answers = await asyncio.gather(*(client.get(f"/?token=guess-number-{n}") for n in range(4)))
+        assert [answer.status for answer in answers] == [401] * 4
+        assert time.monotonic() - start >= 4 * GUESS_SECONDS - 0.05  # one after the other, however many at once
+        assert "That token is not the one." in await answers[0].text()
+        assert (await client.get("/?token=the-tests-token")).status == 200  # the right one still works
+
+    run(check, uploads, signed_in=False)
+
+
+def test_there_is_no_server_without_a_token(uploads: Path) -> None:
+    """A loopback port is open to every account of the machine: an open server would let any of them drive the app."""
+    for token in (None, ""):
+        with pytest.raises((TypeError, ValueError)):
+            WebServer(host="127.0.0.1", port=PORT, public_url=f"http://{HOST}", app_argv=[sys.executable, "-c", ""],
+                      app_env={}, uploads=uploads, token=token)  # type: ignore[arg-type]
 
 
 def test_other_sites_and_other_host_names_are_refused(uploads: Path) -> None:

@@ -97,6 +97,10 @@ def check_images(paths: Sequence[Path]) -> tuple[list[Attachment], list[str]]:
 def attach_checked(session: Session, conv: Conversation, result: tuple[list[Attachment], list[str]]) -> None:
     """Attach what ``check_images`` passed to ``conv``'s next message and say so; its problems as one error."""
     checked, problems = result
+    from dsvl_tui.web_client import fit_to_server
+
+    checked, refused = fit_to_server(session, conv, checked)  # dsvl-chat web: what its model server can take
+    problems = [*problems, refused] if refused else problems
     conv.pending.extend(checked)  # the conversation the command was typed in, even if the tab changed
     if checked:
         session.refresh()
