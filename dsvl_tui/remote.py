@@ -34,7 +34,18 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from dsvl_tui.image_urls import DataUrlCache
-from engine.errors import EngineError, GenerationError
+from dsvl_tui.remote_events import (
+    MAX_LINE_BYTES,
+    LineTooLong,
+    Notes,
+    RemoteStreamError,
+    bounded_lines,
+    error_message,
+    parse_event,
+)
+from dsvl_tui.stats import MAX_COUNT
+from dsvl_tui.text import error_line
+from engine.errors import EngineError
 from engine.types import EngineInfo, GenerationSettings, GenerationStats, Message, StopReason
 
 __all__ = ["RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]
@@ -42,15 +53,19 @@ __all__ = ["RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 READ_TIMEOUT = 300.0  # seconds the server may stay silent (a long queue, a slow first token)
 _POLL_SECONDS = 0.05  # how often a reader waiting for the server looks at ``cancel``
+# The most characters one token of any model's vocabulary decodes to (the longest are runs of spaces or
+# punctuation, a few dozen characters): an answer longer than max_new_tokens times this is cut there.
+MAX_CHARS_PER_TOKEN = 128
+_EXTRA_EVENTS = 16  # events beside one per token: the role, the finish reason, the usage
+_QUEUED_LINES = 64  # lines read ahead of the reader: a fast server cannot fill memory
+_ERROR_BYTES = 64 * 2**10  # of an error body: its message is shown cut to one line anyway
+_MODELS_BYTES = 4 * 2**20  # of /v1/models: a list of model names
+_MODEL_ID_CHARS = 256  # a model's name, stored in transcripts and shown in the status bar
 _FINISH: dict[str, StopReason] = {"stop": "eos", "length": "length", "cancelled": "cancelled", "abort": "cancelled"}
 
 
 class RemoteError(EngineError):
     """The server could not be reached, timed out or refused the request; ``str()`` is one line."""
-
-
-class RemoteStreamError(GenerationError):
-    """The answer's stream broke part way (the connection dropped, the server sent an error)."""
 
 
 def public_url(url: str) -> str:
@@ -104,8 +119,8 @@ class RemoteBackend:
 
     def refresh(self) -> EngineInfo:
         """Ask the server which model it serves (``GET /v1/models``); raises ``RemoteError``."""
-        body = self._json(self._request("GET", "/v1/models"))
-        models = [m for m in body.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)] \
+        body = self._json(self._request("GET", "/v1/models", _MODELS_BYTES))
+        models = [m for m in body.get("data", []) if isinstance(m, dict) and _model_id(m.get("id"))] \
             if isinstance(body, dict) and isinstance(body.get("data"), list) else []
         if not models:
             raise RemoteError(f"{self.endpoint} lists no models at /v1/models; is it an OpenAI-compatible server?")
@@ -115,7 +130,7 @@ class RemoteBackend:
         return self.info
 
     def _describe(self, model_id: str, entry: dict[str, Any]) -> EngineInfo:
-        window = next((entry[k] for k in ("context_length", "max_model_len") if isinstance(entry.get(k), int)), 0)
+        window = next((entry[k] for k in ("context_length", "max_model_len") if _count(entry.get(k))), 0)
         return EngineInfo(model_id=model_id, variant="chat", tower="remote", device=self.endpoint, dtype="",
                           parameters=0, context_length=window, path=self.endpoint)
 
@@ -135,8 +150,8 @@ class RemoteBackend:
             self.refresh()
         payload = self.payload(messages, settings, system=system)
         request = self._client.build_request("POST", "/v1/chat/completions", json=payload,
-                                             headers={"Accept": "text/event-stream"})
-        stream = RemoteStream(self, request, cancel, start)
+                                             headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"})
+        stream = RemoteStream(self, request, cancel, start, settings.max_new_tokens)
         stream.wait_open()
         return stream
 
@@ -168,11 +183,21 @@ class RemoteBackend:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str) -> httpx.Response:
-        response = self._send(self._client.build_request(method, path), stream=False)
-        if response.status_code >= 400:
-            raise RemoteError(self._http_error(response))
-        return response
+    def _request(self, method: str, path: str, limit: int) -> bytes:
+        """The body of a request's answer, at most ``limit`` bytes; raises ``RemoteError``."""
+        response = self._send(self._client.build_request(method, path), stream=True)
+        try:
+            if response.status_code >= 400:
+                raise RemoteError(self._http_error(response, _head(response, _ERROR_BYTES)))
+            body = _head(response, limit)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"request to {self.endpoint} failed: {_reason(exc)}") from None
+        finally:
+            response.close()
+        if len(body) > limit:
+            raise RemoteError(f"{self.endpoint} sent more than {limit >> 20} MiB for {path}; "
+                              "is it an OpenAI-compatible server?")
+        return body
 
     def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
@@ -186,15 +211,15 @@ class RemoteBackend:
         except httpx.HTTPError as exc:
             raise RemoteError(f"request to {self.endpoint} failed: {_reason(exc)}") from None
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, body: bytes) -> Any:
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(body)
+        except (ValueError, RecursionError):
             raise RemoteError(f"{self.endpoint} answered with something that is not JSON; "
                               "is it an OpenAI-compatible server?") from None
 
-    def _http_error(self, response: httpx.Response) -> str:
-        message = _error_message(response.content) or response.reason_phrase or "error"
+    def _http_error(self, response: httpx.Response, body: bytes) -> str:
+        message = _error_message(body) or error_line(response.reason_phrase) or "error"
         hint = "; check --api-key" if response.status_code == 401 else ""
         return f"{self.endpoint} refused the request (HTTP {response.status_code}): {message}{hint}"
 
@@ -202,48 +227,83 @@ class RemoteBackend:
 class RemoteStream:
     """The text of one answer as the server streams it; ``stats`` are final when iteration ends.
 
-    A thread reads the response and hands each line over through a queue, so
-    the reader waits on the queue, not on the socket: setting ``cancel`` ends
-    the iteration at once even while the server is silent (a request waiting
-    in its queue, a long prefill). The thread then closes the connection when
-    the server next writes, which tells the server to stop generating.
+    A thread reads the response and hands each line over through a small
+    queue, so the reader waits on the queue, not on the socket: setting
+    ``cancel`` ends the iteration at once even while the server is silent (a
+    request waiting in its queue, a long prefill). The thread then closes the
+    connection when the server next writes, which tells the server to stop
+    generating.
+
+    What the server sends is untrusted (see ``remote_events``): a line longer
+    than ``MAX_LINE_BYTES``, or anything at all going wrong in the thread
+    (``MemoryError`` included), ends the answer as a ``RemoteStreamError``
+    after the text so far; a field that is not valid is dropped and said once
+    in ``notes``. The answer stops at ``max_new_tokens``, counted by the
+    server's events (one per token) and by ``MAX_CHARS_PER_TOKEN``, whatever
+    the server does: the request is then cancelled, as by ``cancel``.
     """
 
-    def __init__(self, backend: RemoteBackend, request: httpx.Request, cancel: Any, start: float) -> None:
+    def __init__(self, backend: RemoteBackend, request: httpx.Request, cancel: Any, start: float,
+                 max_new_tokens: int) -> None:
         self._cancel = cancel
         self._start = start
         self._endpoint = backend.endpoint
-        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._max_tokens = max_new_tokens
+        self._events: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=_QUEUED_LINES)
         self._abandon = threading.Event()  # the reader is gone: the thread closes the response
         self._opened = False
         self.stats = GenerationStats()
+        self.notes: list[str] = []
+        """One line for each kind of thing the server sent that was dropped or cut (see ``remote_events``)."""
         self._thread = threading.Thread(target=self._pump, args=(backend, request), daemon=True,
                                         name="dsvl-remote-stream")
         self._thread.start()
 
+    def _put(self, event: tuple[str, str]) -> bool:
+        """Queue ``event`` for the reader, waiting while the queue is full; False once the reader is gone."""
+        while not self._abandon.is_set():
+            try:
+                self._events.put(event, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _pump(self, backend: RemoteBackend, request: httpx.Request) -> None:
-        """The thread: send the request, then put each line of the response on the queue."""
-        put = self._events.put
+        """The thread: send the request, then put each line of the response on the queue.
+
+        It always ends with one last event ("end", "refused" or "broken"), whatever it meets.
+        """
+        try:
+            self._read(backend, request)
+        except BaseException as exc:  # noqa: BLE001 - MemoryError, a bug: the answer ends, the text so far kept
+            try:
+                self._put(("broken", f"reading the answer from {self._endpoint} failed ({type(exc).__name__})"))
+            except BaseException:  # noqa: BLE001 - no memory even for that: the reader sees the thread gone
+                pass
+
+    def _read(self, backend: RemoteBackend, request: httpx.Request) -> None:
         try:
             response = backend._send(request, stream=True)
         except RemoteError as exc:
-            put(("refused", str(exc)))
+            self._put(("refused", str(exc)))
             return
         try:
             if response.status_code >= 400:
-                response.read()
-                put(("refused", backend._http_error(response)))
+                self._put(("refused", backend._http_error(response, _head(response, _ERROR_BYTES))))
                 return
-            put(("open", ""))
-            for line in response.iter_lines():
-                if self._abandon.is_set():
+            self._put(("open", ""))
+            for line in bounded_lines(response.iter_bytes(), MAX_LINE_BYTES):
+                if not self._put(("line", line)):
                     return
-                put(("line", line))
-            put(("end", ""))
+            self._put(("end", ""))
+        except LineTooLong:
+            self._put(("broken", f"{self._endpoint} sent a line longer than {MAX_LINE_BYTES >> 20} MiB; "
+                                 "is it an OpenAI-compatible server?"))
         except httpx.TimeoutException:
-            put(("broken", f"{self._endpoint} stopped sending the answer (timed out)"))
+            self._put(("broken", f"{self._endpoint} stopped sending the answer (timed out)"))
         except httpx.HTTPError as exc:
-            put(("broken", f"the connection to {self._endpoint} broke: {_reason(exc)}"))
+            self._put(("broken", f"the connection to {self._endpoint} broke: {_reason(exc)}"))
         finally:
             response.close()
 
@@ -253,7 +313,11 @@ class RemoteStream:
             try:
                 return self._events.get(timeout=_POLL_SECONDS)
             except queue.Empty:
-                continue
+                if not self._thread.is_alive():  # it ended without a last event (it ran out of memory)
+                    try:
+                        return self._events.get_nowait()
+                    except queue.Empty:
+                        return "broken", f"reading the answer from {self._endpoint} failed"
         return None
 
     def wait_open(self) -> None:
@@ -263,17 +327,20 @@ class RemoteStream:
             self._abandon.set()
             return
         kind, value = event
-        if kind == "refused":
+        if kind in ("refused", "broken"):
+            self._abandon.set()
             raise RemoteError(value)
         self._opened = True
 
     def __iter__(self) -> Iterator[str]:
-        stats = self.stats
+        stats, notes = self.stats, Notes()
         first: float | None = None
-        chunks = 0
-        usage: dict[str, Any] | None = None
+        chunks = events = chars = 0
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
         finish: str | None = None
-        done = False
+        done = overrun = False
+        max_chars = self._max_tokens * MAX_CHARS_PER_TOKEN
         try:
             while self._opened:
                 event = self._next()
@@ -291,65 +358,90 @@ class RemoteStream:
                 if data == "[DONE]":
                     done = True
                     break
-                event_body = _event(data)
-                if "error" in event_body:
-                    raise RemoteStreamError(f"{self._endpoint}: {_error_message(data.encode()) or 'error'}")
-                if isinstance(event_body.get("usage"), dict):
-                    usage = event_body["usage"]
-                for choice in event_body.get("choices") or []:
-                    if not isinstance(choice, dict):
-                        continue
-                    finish = choice.get("finish_reason") or finish
-                    text = (choice.get("delta") or {}).get("content")
-                    if isinstance(text, str) and text:
-                        if first is None:
-                            first = time.monotonic()
-                            stats.time_to_first_token = first - self._start
-                        chunks += 1
-                        yield text
-                        if self._cancelled():
-                            finish = "cancelled"
-                            return
-            if self._opened and not done and finish is None and not self._cancelled():
+                events += 1
+                if events > self._max_tokens + _EXTRA_EVENTS:  # an endless stream of events without text
+                    overrun = True
+                    break
+                parsed = parse_event(data, notes)
+                if parsed.error is not None:
+                    raise RemoteStreamError(f"{self._endpoint}: {parsed.error}")
+                prompt_tokens = parsed.prompt_tokens if parsed.prompt_tokens is not None else prompt_tokens
+                completion_tokens = parsed.completion_tokens if parsed.completion_tokens is not None \
+                    else completion_tokens
+                finish = parsed.finish or finish
+                for text in parsed.texts:
+                    room = max_chars - chars
+                    if chunks >= self._max_tokens or room <= 0:
+                        overrun = True
+                        break
+                    if len(text) > room:  # more characters than max_new_tokens of any tokenizer's tokens
+                        text, overrun = text[:room], True
+                    chars += len(text)
+                    if first is None:
+                        first = time.monotonic()
+                        stats.time_to_first_token = first - self._start
+                    chunks += 1
+                    yield text
+                    if self._cancelled():
+                        finish = "cancelled"
+                        return
+                    if overrun:
+                        break
+                if overrun:
+                    break
+            if overrun:
+                notes.add(f"{self._endpoint} went on past max_new_tokens ({self._max_tokens}); the answer stops there")
+                finish = "length"
+            elif self._opened and not done and finish is None and not self._cancelled():
                 raise RemoteStreamError(f"{self._endpoint} closed the stream before the answer ended")
         finally:
-            self._abandon.set()
+            self._abandon.set()  # the thread closes the connection: the server stops generating
             end = time.monotonic()
             stats.total_seconds = end - self._start
-            if usage is not None:
-                stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            counted = usage.get("completion_tokens") if usage is not None else None
-            stats.new_tokens = counted if isinstance(counted, int) and finish != "cancelled" else chunks
+            stats.prompt_tokens = prompt_tokens or 0
+            if completion_tokens is not None and completion_tokens > self._max_tokens:
+                notes.add(f"{self._endpoint} counted {completion_tokens} new tokens, more than max_new_tokens "
+                          f"({self._max_tokens}); its count was dropped")
+                completion_tokens = None
+            counted = completion_tokens is not None and finish != "cancelled" and not overrun
+            stats.new_tokens = completion_tokens if counted and completion_tokens is not None else chunks
             if first is not None and stats.new_tokens > 1 and end > first:
                 stats.tokens_per_second = (stats.new_tokens - 1) / (end - first)
             stats.stop_reason = _FINISH.get(finish or "", "eos" if finish is None else "stop_string")
             if self._cancelled():
                 stats.stop_reason = "cancelled"
+            self.notes[:] = notes.lines
 
     def _cancelled(self) -> bool:
         return self._cancel is not None and self._cancel.is_set()
 
 
-def _event(data: str) -> dict[str, Any]:
-    try:
-        event = json.loads(data)
-    except ValueError:
-        raise RemoteStreamError("the server sent an event that is not JSON; is it an OpenAI-compatible server?") from None
-    return event if isinstance(event, dict) else {}
+def _head(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a response's body (an error page, a model list): a server may send any amount."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) > limit:
+            break
+    return bytes(data)
 
 
 def _error_message(content: bytes) -> str:
-    """The message of an OpenAI error body (``{"error": {"message": ...}}``), FastAPI's ``detail``, or ''."""
+    """The one-line message of an error body, or '' (see ``remote_events.error_message``)."""
     try:
-        body = json.loads(content)
-    except ValueError:
+        return error_message(json.loads(content))
+    except (ValueError, RecursionError):
         return ""
-    if not isinstance(body, dict):
-        return ""
-    error = body.get("error", body.get("detail"))
-    if isinstance(error, dict):
-        error = error.get("message")
-    return " ".join(str(error).split()) if error else ""
+
+
+def _model_id(value: Any) -> bool:
+    """A model's name as a server lists it: short printable text (it is stored and shown)."""
+    return isinstance(value, str) and 0 < len(value) <= _MODEL_ID_CHARS and value.isprintable()
+
+
+def _count(value: Any) -> bool:
+    """A context length a server states: a positive integer, not a boolean or a number beyond any window."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_COUNT
 
 
 def _reason(exc: Exception) -> str:
