@@ -39,6 +39,13 @@ def text_limits() -> tuple[int, int]:
     return transcript_format.MAX_TEXT_CHARS, transcript_format.MAX_MESSAGES
 
 
+def image_bytes_limit() -> int:
+    """The most bytes one attached picture may have: what a transcript embeds (``/save --embed``)."""
+    from dsvl_tui.storage.transcript import format as transcript_format
+
+    return transcript_format.MAX_IMAGE_BYTES
+
+
 def text_problem(text: str | None, what: str) -> str | None:
     """Why ``text`` cannot be a message (or a system prompt: ``what``), or None when it can."""
     limit = text_limits()[0]
@@ -84,7 +91,15 @@ class Attachment:
 
     @classmethod
     def from_path(cls, path: str | Path) -> Attachment:
+        """The attachment for an image file; raises ``ImageError`` for one larger than a transcript can embed
+        (``/save --embed`` would write a file that could not be read back), ``OSError`` if unreadable."""
         resolved = Path(path).expanduser().resolve()
+        limit = image_bytes_limit()
+        if os.stat(resolved).st_size > limit:
+            from engine.errors import ImageError
+
+            raise ImageError(f"{resolved.name}: larger than the {limit >> 20} MB a transcript holds for one "
+                             "picture; scale it down or save it in a lighter format")
         return cls(path=str(resolved), sha256=file_sha256(resolved), name=resolved.name)
 
     def engine_source(self):
