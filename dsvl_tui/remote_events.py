@@ -24,14 +24,18 @@ from typing import Any
 
 from dsvl_tui.stats import MAX_COUNT
 from dsvl_tui.text import error_line
-from engine.errors import GenerationError
+from engine.errors import EngineError, GenerationError
 
-__all__ = ["MAX_LINE_BYTES", "Event", "LineTooLong", "Notes", "RemoteStreamError", "bounded_lines",
-           "error_message", "parse_event"]
+__all__ = ["MAX_LINE_BYTES", "Event", "LineTooLong", "Notes", "RemoteError", "RemoteStreamError", "bounded_lines",
+           "error_message", "parse_event", "reason"]
 
 MAX_LINE_BYTES = 2**20  # one line of the stream; an event of one token is some hundred bytes
 _FINISH_CHARS = 64  # a finish reason ("stop", "length", "content_filter") longer than this is not one
 _NEWLINE = re.compile(rb"\r\n|\r|\n")  # SSE ends a line with any of the three
+
+
+class RemoteError(EngineError):
+    """The server could not be reached, timed out or refused the request; ``str()`` is one line."""
 
 
 class RemoteStreamError(GenerationError):
@@ -189,3 +193,14 @@ def error_message(body: Any) -> str:
     if error is None or error == "":
         return ""
     return error_line(error if isinstance(error, str) else json.dumps(error)[:4096])
+
+
+def reason(exc: Exception) -> str:
+    """Why a connection failed, in a few words."""
+    text = str(exc).strip()
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered or "name resolution" in lowered:
+        return "unknown host"
+    return " ".join(text.split()) or type(exc).__name__

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from fake_openai import FakeOpenAI, Script
 
-from dsvl_tui import remote
+from dsvl_tui import remote, remote_stream
 from dsvl_tui.answers import stream_answer
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.remote import MAX_CHARS_PER_TOKEN, RemoteBackend, RemoteStreamError
-from dsvl_tui.remote_events import MAX_LINE_BYTES, bounded_lines
+from dsvl_tui.remote_events import MAX_LINE_BYTES, LineTooLong, bounded_lines
 from dsvl_tui.storage.transcript import format as transcript_format
 from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from engine.types import GenerationSettings
@@ -178,7 +178,7 @@ def test_lines_are_split_at_any_line_end_and_bounded() -> None:
     assert list(bounded_lines(chunks)) == ["data: a", "data: b", "data: c", "data: d", "tail"]
     assert list(bounded_lines([b"\xff\xfeok\n"])) == ["\ufffd\ufffdok"]
     assert list(bounded_lines([b"x" * 10 + b"\n"], limit=10)) == ["x" * 10]
-    with pytest.raises(remote.LineTooLong):
+    with pytest.raises(LineTooLong):
         list(bounded_lines([b"x" * 6, b"x" * 5], limit=10))
 
 
@@ -188,7 +188,7 @@ def test_an_error_in_the_reader_thread_ends_the_answer_with_the_text_kept(tmp_pa
         yield next(lines)
         raise MemoryError
 
-    monkeypatch.setattr(remote, "bounded_lines", failing)
+    monkeypatch.setattr(remote_stream, "bounded_lines", failing)
     with FakeOpenAI(Script(raw=[sse(delta("Hel")), sse(delta("lo", "stop")), DONE])) as server:
         loaded, _, _ = ask(server, tmp_path)
     answer = loaded.messages[-1]
@@ -197,14 +197,14 @@ def test_an_error_in_the_reader_thread_ends_the_answer_with_the_text_kept(tmp_pa
 
 
 def test_a_reader_thread_that_dies_without_a_word_ends_the_answer(tmp_path: Path, monkeypatch) -> None:
-    put = remote.RemoteStream._put
+    put = remote_stream.RemoteStream._put
 
     def no_memory(self, event: tuple[str, str]) -> bool:
         if event[0] in ("open", "line"):
             return put(self, event)
         raise MemoryError  # not even the last event can be queued
 
-    monkeypatch.setattr(remote.RemoteStream, "_put", no_memory)
+    monkeypatch.setattr(remote_stream.RemoteStream, "_put", no_memory)
     with FakeOpenAI(Script(raw=[sse(delta("Hel")), b"data: " + b"x" * 65536], forever=b"x" * 65536)) as server:
         loaded, _, _ = ask(server, tmp_path)
     answer = loaded.messages[-1]
