@@ -39,6 +39,9 @@ _POLL_SECONDS = 0.05  # how often a reader waiting for the server looks at ``can
 # punctuation, a few dozen characters): an answer longer than max_new_tokens times this is cut there.
 MAX_CHARS_PER_TOKEN = 128
 _EXTRA_EVENTS = 16  # events beside one per token: the role, the finish reason, the usage
+# Text events beside one per token: a server that holds text back while it might be a stop string sends the
+# held tail as one more (dsvl-chat serve does).
+_TAIL_DELTAS = 1
 _QUEUED_LINES = 64  # lines read ahead of the reader: a fast server cannot fill memory
 ERROR_BYTES = 64 * 2**10  # of an error body: its message is shown cut to one line anyway
 _FINISH: dict[str, StopReason] = {"stop": "eos", "length": "length", "cancelled": "cancelled", "abort": "cancelled"}
@@ -59,8 +62,10 @@ class RemoteStream:
     (``MemoryError`` included), ends the answer as a ``RemoteStreamError``
     after the text so far; a field that is not valid is dropped and said once
     in ``notes``. The answer stops at ``max_new_tokens``, counted by the
-    server's events (one per token) and by ``MAX_CHARS_PER_TOKEN``, whatever
-    the server does: the request is then cancelled, as by ``cancel``.
+    server's text events (one per token, and one more for a held-back tail),
+    by ``MAX_CHARS_PER_TOKEN`` characters a token and by its events of any
+    kind, whatever the server does: the request is then cancelled, as by
+    ``cancel``, and the answer's stop reason is ``length``.
     """
 
     def __init__(self, backend: RemoteBackend, request: httpx.Request, cancel: Any, start: float,
@@ -191,7 +196,7 @@ class RemoteStream:
                 finish = parsed.finish or finish
                 for text in parsed.texts:
                     room = max_chars - chars
-                    if chunks >= self._max_tokens or room <= 0:
+                    if chunks >= self._max_tokens + _TAIL_DELTAS or room <= 0:
                         overrun = True
                         break
                     if len(text) > room:  # more characters than max_new_tokens of any tokenizer's tokens
@@ -225,6 +230,8 @@ class RemoteStream:
                 completion_tokens = None
             counted = completion_tokens is not None and finish != "cancelled" and not overrun
             stats.new_tokens = completion_tokens if counted and completion_tokens is not None else chunks
+            if overrun:  # a held-back tail is not a token more than it was asked for
+                stats.new_tokens = min(stats.new_tokens, self._max_tokens)
             if first is not None and stats.new_tokens > 1 and end > first:
                 stats.tokens_per_second = (stats.new_tokens - 1) / (end - first)
             stats.stop_reason = _FINISH.get(finish or "", "eos" if finish is None else "stop_string")
