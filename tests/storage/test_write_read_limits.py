@@ -180,3 +180,46 @@ def test_a_picture_too_large_to_embed_is_refused_when_attached(tmp_path: Path, m
     monkeypatch.setattr(transcript_format, "MAX_IMAGE_BYTES", picture.stat().st_size - 1)
     with pytest.raises(ImageError):
         Attachment.from_path(picture)
+
+
+# --- the front ends say so, keep the text, and go on ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_the_repl_refuses_a_message_longer_than_a_transcript_holds_and_reads_on(monkeypatch) -> None:
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from dsvl_tui.options import Options
+    from dsvl_tui.repl.app import Repl
+
+    monkeypatch.setattr(transcript_format, "MAX_TEXT_CHARS", 50)
+    out, err = io.StringIO(), io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("x" * 51 + "\r/set temperature 0\r\x04")
+        repl = Repl(Options(endpoint="http://127.0.0.1:9"), input=pipe, output=DummyOutput(), stdout=out,
+                    stderr=err, colour=False)
+        repl.run()
+    assert "error: the message is 51 characters, more than the 50 a transcript may hold; shorten it" in err.getvalue()
+    assert repl.conversation.messages == []
+    assert repl.conversation.settings.temperature == 0  # the next line was read
+
+
+@pytest.mark.timeout(120)
+def test_the_app_refuses_a_message_longer_than_a_transcript_holds_and_keeps_it(monkeypatch) -> None:
+    from tui_support import notices, ready, run_async, scripted_app, type_line, wait_for
+
+    monkeypatch.setattr(transcript_format, "MAX_TEXT_CHARS", 50)
+
+    @run_async
+    async def drive() -> None:
+        app = scripted_app()
+        async with app.run_test(size=(100, 24)) as pilot:
+            await ready(pilot)
+            await type_line(pilot, "y" * 51)
+            await wait_for(pilot, lambda: notices(app, error=True))
+            assert notices(app, error=True)[-1].endswith("more than the 50 a transcript may hold; shorten it")
+            assert app.active.conversation.messages == []
+            assert app.prompt.text == "y" * 51  # kept, to shorten
+
+    drive()
