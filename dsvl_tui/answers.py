@@ -110,8 +110,12 @@ def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
 
 
 def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: threading.Event,
-                  on_chunk: Callable[[str], None]) -> ChatMessage:
-    """Answer the conversation's last user message; returns the answer it appended."""
+                  on_chunk: Callable[[str], None], on_note: Callable[[str], None] | None = None) -> ChatMessage:
+    """Answer the conversation's last user message; returns the answer it appended.
+
+    ``on_note`` gets, when the stream has ended, each line the backend has about what it dropped
+    or cut (a server's invalid fields, an answer past max_new_tokens: ``RemoteStream.notes``).
+    """
     stream = backend.stream(conversation.engine_messages(), conversation.settings, system=conversation.system,
                             cancel=cancel, cache_key=conversation.id)
     note_backend(conversation, backend)
@@ -130,6 +134,10 @@ def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: t
         raise
     finally:
         _close(chunks)
+        notes = getattr(stream, "notes", None)
+        if on_note is not None and isinstance(notes, list):
+            for note in notes:
+                on_note(note)
     stats = stream.stats
     return conversation.add_answer("".join(parts), stats, stopped=stats.stop_reason == "cancelled")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from dsvl_tui.text import printable, valid_text
 if TYPE_CHECKING:
     from dsvl_tui.conversation import ChatMessage, Conversation
     from engine.types import ChatBackend
+
+_C1 = re.compile(r"[\x7f-\x9f]")  # DEL and the C1 controls
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -89,12 +92,17 @@ class _Ask:
             self.err.flush()
 
     def run(self) -> int:
+        from dsvl_tui.conversation import LimitError
+
         question = self._question()
         conversation = self._conversation()
         self._attach(conversation)
+        try:
+            conversation.add_user(question)  # before the model loads: a question too long fails at once
+        except LimitError as exc:
+            raise AskFailure(EXIT_INPUT, str(exc)) from None
         backend = self._load(conversation.model)
         conversation.model = backend.info.model_id
-        conversation.add_user(question)
         answer, interrupted = self._generate(backend, conversation)
         self._save(conversation)
         if self.request.json:
@@ -124,7 +132,7 @@ class _Ask:
         return binary.read().decode(getattr(self.stdin, "encoding", None) or "utf-8", errors="replace")
 
     def _conversation(self):
-        from dsvl_tui.conversation import Conversation
+        from dsvl_tui.conversation import Conversation, text_problem
 
         request, options = self.request, self.request.options
         path = request.transcript
@@ -143,6 +151,9 @@ class _Ask:
                 options.quantize = conversation.quantize
         else:
             conversation = Conversation(system=options.system, settings=options.settings, model=options.model)
+        problem = text_problem(conversation.system, "the system prompt")
+        if problem:
+            raise AskFailure(EXIT_INPUT, problem)
         return conversation
 
     def _load_transcript(self, path: Path):
@@ -198,8 +209,9 @@ class _Ask:
         printer = PlainPrinter(self.out)
         feed = (lambda chunk: None) if self.request.json else printer.feed
         interrupted = False
+        notes: list[str] = []  # what the server sent that was dropped: said after the answer
         try:
-            answer = stream_answer(backend, conversation, cancel=threading.Event(), on_chunk=feed)
+            answer = stream_answer(backend, conversation, cancel=threading.Event(), on_chunk=feed, on_note=notes.append)
         except (ImageError, ContextOverflowError) as exc:
             raise AskFailure(EXIT_INPUT, str(exc)) from None
         except EngineError as exc:
@@ -209,6 +221,8 @@ class _Ask:
             answer = conversation.messages[-1]
         finally:
             printer.finish()
+        for note in notes:
+            self.note(note)
         line = stats_line(answer.stats)
         if line:
             self.note(line)
@@ -242,5 +256,8 @@ class _Ask:
             "images": [a.path for m in conversation.messages[-2:-1] for a in m.images],
             "transcript": str(self.request.transcript) if self.request.transcript else None,
         }
-        self.out.write(valid_text(json.dumps(document, ensure_ascii=False)) + "\n")  # paths may hold any bytes
+        # Paths may hold any bytes; json escapes C0 controls (ESC as \u001b) but not DEL or C1 ones, which
+        # a terminal takes as controls too (U+009B is CSI): escaped the same way.
+        text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", valid_text(json.dumps(document, ensure_ascii=False)))
+        self.out.write(text + "\n")
         self.out.flush()

@@ -14,12 +14,51 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from dsvl_tui.stats import valid_stats
 from dsvl_tui.text import shorten
 from engine.files import open_regular
 from engine.types import GenerationSettings, GenerationStats, Message
 
 Role = Literal["user", "assistant"]
 TITLE_CHARS = 60  # a conversation's title: its first message, cut at a word
+
+
+class LimitError(ValueError):
+    """A message the conversation cannot take: longer, or more of them, than a transcript may hold.
+
+    ``str()`` is one line saying what to do. The app never writes a transcript it would refuse to read,
+    so the limits are checked here, where messages are made, not when the file is written.
+    """
+
+
+def text_limits() -> tuple[int, int]:
+    """(characters one message may hold, messages one conversation may hold): the transcript format's
+    limits, read when used (a test lowers them there), so what is made here can always be read back."""
+    from dsvl_tui.storage.transcript import format as transcript_format
+
+    return transcript_format.MAX_TEXT_CHARS, transcript_format.MAX_MESSAGES
+
+
+def image_bytes_limit() -> int:
+    """The most bytes one attached picture may have: what a transcript embeds (``/save --embed``)."""
+    from dsvl_tui.storage.transcript import format as transcript_format
+
+    return transcript_format.MAX_IMAGE_BYTES
+
+
+def text_problem(text: str | None, what: str) -> str | None:
+    """Why ``text`` cannot be a message (or a system prompt: ``what``), or None when it can."""
+    limit = text_limits()[0]
+    if text is not None and len(text) > limit:
+        return f"{what} is {len(text):,} characters, more than the {limit:,} a transcript may hold; shorten it"
+    return None
+
+
+def cut_text(text: str, limit: int, marker: str) -> str:
+    """``text`` if it fits in ``limit`` characters, else its start and then ``marker``, in ``limit`` in all."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - len(marker), 0)] + marker[:limit]
 
 
 def file_sha256(path: Path) -> str:
@@ -52,7 +91,15 @@ class Attachment:
 
     @classmethod
     def from_path(cls, path: str | Path) -> Attachment:
+        """The attachment for an image file; raises ``ImageError`` for one larger than a transcript can embed
+        (``/save --embed`` would write a file that could not be read back), ``OSError`` if unreadable."""
         resolved = Path(path).expanduser().resolve()
+        limit = image_bytes_limit()
+        if os.stat(resolved).st_size > limit:
+            from engine.errors import ImageError
+
+            raise ImageError(f"{resolved.name}: larger than the {limit >> 20} MB a transcript holds for one "
+                             "picture; scale it down or save it in a lighter format")
         return cls(path=str(resolved), sha256=file_sha256(resolved), name=resolved.name)
 
     def engine_source(self):
@@ -123,7 +170,18 @@ class Conversation:
         return not self.messages and not self.pending
 
     def add_user(self, text: str) -> ChatMessage:
-        """Append the user's message with the pending images (which are then cleared)."""
+        """Append the user's message with the pending images (which are then cleared).
+
+        Raises ``LimitError`` (and changes nothing) for a text longer than a transcript's message, or
+        when the conversation has no room left for the message and its answer.
+        """
+        problem = text_problem(text, "the message")
+        if problem:
+            raise LimitError(problem)
+        most = text_limits()[1]
+        if len(self.messages) + 2 > most:
+            raise LimitError(f"this conversation holds {len(self.messages):,} messages, and a transcript at most "
+                             f"{most:,}; /new starts another")
         message = ChatMessage("user", text, images=list(self.pending))
         self.pending.clear()
         self.messages.append(message)
@@ -134,7 +192,16 @@ class Conversation:
 
     def add_answer(self, text: str, stats: GenerationStats | None = None, *, stopped: bool = False,
                    error: str | None = None) -> ChatMessage:
-        message = ChatMessage("assistant", text, stats=stats, stopped=stopped, error=error)
+        """Append an answer as a transcript can hold it, whatever the backend (a server) sent.
+
+        A text longer than a transcript's message is cut there and says so at its end (the start is kept
+        readable); the stats are made valid (``stats.valid_stats``); an error too long is cut the same way.
+        """
+        limit = text_limits()[0]
+        text = cut_text(text, limit, f"\n\n[answer cut at {limit:,} characters, the most a transcript holds]")
+        if error is not None:
+            error = cut_text(error, limit, " [cut]")
+        message = ChatMessage("assistant", text, stats=valid_stats(stats), stopped=stopped, error=error)
         self.messages.append(message)
         self.touch()
         return message

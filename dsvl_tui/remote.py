@@ -12,11 +12,14 @@ regular files, the same pixel limit). The system prompt is a system message;
 ``top_k`` and ``repetition_penalty`` travel as extra fields, which servers
 that do not know them ignore. Setting ``cancel`` ends the answer at once,
 even while the server is silent, and the connection is closed when the
-server next writes (within one chunk), which stops its generation. A server that cannot be reached, a timeout or an HTTP error is a
-one-line ``RemoteError`` raised by ``stream`` before anything is generated,
-so nothing is recorded and the next message simply tries again; a stream that
-breaks part way raises ``RemoteStreamError`` (a ``GenerationError``: the
-partial answer is kept with the error). The API key goes in the
+server next writes (within one chunk), which stops its generation. A server
+that cannot be reached, a timeout or an HTTP error is a one-line
+``RemoteError`` raised by ``stream`` before anything is generated, so nothing
+is recorded and the next message simply tries again; a stream that breaks part way raises ``RemoteStreamError`` (a ``GenerationError``: the
+partial answer is kept with the error). What the server sends is untrusted:
+the stream (``remote_stream.RemoteStream``) bounds and checks it (see
+``remote_events``), and what is read here (the model list, an error body) is
+read up to a bound and checked too. The API key goes in the
 ``Authorization: Bearer`` header and nowhere else; ``public_url`` is the
 endpoint as shown and stored, without credentials.
 """
@@ -24,33 +27,27 @@ endpoint as shown and stored, without credentials.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
 from dsvl_tui.image_urls import DataUrlCache
-from engine.errors import EngineError, GenerationError
-from engine.types import EngineInfo, GenerationSettings, GenerationStats, Message, StopReason
+from dsvl_tui.remote_events import RemoteError, RemoteStreamError, error_message, reason
+from dsvl_tui.remote_stream import ERROR_BYTES, MAX_CHARS_PER_TOKEN, RemoteStream, head
+from dsvl_tui.stats import MAX_COUNT
+from dsvl_tui.text import error_line
+from engine.types import EngineInfo, GenerationSettings, Message
 
-__all__ = ["RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]
+__all__ = ["MAX_CHARS_PER_TOKEN", "RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 READ_TIMEOUT = 300.0  # seconds the server may stay silent (a long queue, a slow first token)
-_POLL_SECONDS = 0.05  # how often a reader waiting for the server looks at ``cancel``
-_FINISH: dict[str, StopReason] = {"stop": "eos", "length": "length", "cancelled": "cancelled", "abort": "cancelled"}
-
-
-class RemoteError(EngineError):
-    """The server could not be reached, timed out or refused the request; ``str()`` is one line."""
-
-
-class RemoteStreamError(GenerationError):
-    """The answer's stream broke part way (the connection dropped, the server sent an error)."""
+_MODELS_BYTES = 4 * 2**20  # of /v1/models: a list of model names
+_MODEL_ID_CHARS = 256  # a model's name, stored in transcripts and shown in the status bar
 
 
 def public_url(url: str) -> str:
@@ -104,8 +101,8 @@ class RemoteBackend:
 
     def refresh(self) -> EngineInfo:
         """Ask the server which model it serves (``GET /v1/models``); raises ``RemoteError``."""
-        body = self._json(self._request("GET", "/v1/models"))
-        models = [m for m in body.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)] \
+        body = self._json(self._request("GET", "/v1/models", _MODELS_BYTES))
+        models = [m for m in body.get("data", []) if isinstance(m, dict) and _model_id(m.get("id"))] \
             if isinstance(body, dict) and isinstance(body.get("data"), list) else []
         if not models:
             raise RemoteError(f"{self.endpoint} lists no models at /v1/models; is it an OpenAI-compatible server?")
@@ -115,7 +112,7 @@ class RemoteBackend:
         return self.info
 
     def _describe(self, model_id: str, entry: dict[str, Any]) -> EngineInfo:
-        window = next((entry[k] for k in ("context_length", "max_model_len") if isinstance(entry.get(k), int)), 0)
+        window = next((entry[k] for k in ("context_length", "max_model_len") if _count(entry.get(k))), 0)
         return EngineInfo(model_id=model_id, variant="chat", tower="remote", device=self.endpoint, dtype="",
                           parameters=0, context_length=window, path=self.endpoint)
 
@@ -135,8 +132,8 @@ class RemoteBackend:
             self.refresh()
         payload = self.payload(messages, settings, system=system)
         request = self._client.build_request("POST", "/v1/chat/completions", json=payload,
-                                             headers={"Accept": "text/event-stream"})
-        stream = RemoteStream(self, request, cancel, start)
+                                             headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"})
+        stream = RemoteStream(self, request, cancel, start, settings.max_new_tokens)
         stream.wait_open()
         return stream
 
@@ -168,11 +165,21 @@ class RemoteBackend:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str) -> httpx.Response:
-        response = self._send(self._client.build_request(method, path), stream=False)
-        if response.status_code >= 400:
-            raise RemoteError(self._http_error(response))
-        return response
+    def _request(self, method: str, path: str, limit: int) -> bytes:
+        """The body of a request's answer, at most ``limit`` bytes; raises ``RemoteError``."""
+        response = self._send(self._client.build_request(method, path), stream=True)
+        try:
+            if response.status_code >= 400:
+                raise RemoteError(self._http_error(response, head(response, ERROR_BYTES)))
+            body = head(response, limit)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"request to {self.endpoint} failed: {reason(exc)}") from None
+        finally:
+            response.close()
+        if len(body) > limit:
+            raise RemoteError(f"{self.endpoint} sent more than {limit >> 20} MiB for {path}; "
+                              "is it an OpenAI-compatible server?")
+        return body
 
     def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
@@ -182,181 +189,36 @@ class RemoteBackend:
         except httpx.TimeoutException:
             raise RemoteError(f"{self.endpoint} did not answer in time; try again") from None
         except httpx.ConnectError as exc:
-            raise RemoteError(f"cannot reach {self.endpoint}: {_reason(exc)}; is the server running?") from None
+            raise RemoteError(f"cannot reach {self.endpoint}: {reason(exc)}; is the server running?") from None
         except httpx.HTTPError as exc:
-            raise RemoteError(f"request to {self.endpoint} failed: {_reason(exc)}") from None
+            raise RemoteError(f"request to {self.endpoint} failed: {reason(exc)}") from None
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, body: bytes) -> Any:
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(body)
+        except (ValueError, RecursionError):
             raise RemoteError(f"{self.endpoint} answered with something that is not JSON; "
                               "is it an OpenAI-compatible server?") from None
 
-    def _http_error(self, response: httpx.Response) -> str:
-        message = _error_message(response.content) or response.reason_phrase or "error"
+    def _http_error(self, response: httpx.Response, body: bytes) -> str:
+        message = _error_message(body) or error_line(response.reason_phrase) or "error"
         hint = "; check --api-key" if response.status_code == 401 else ""
         return f"{self.endpoint} refused the request (HTTP {response.status_code}): {message}{hint}"
 
 
-class RemoteStream:
-    """The text of one answer as the server streams it; ``stats`` are final when iteration ends.
-
-    A thread reads the response and hands each line over through a queue, so
-    the reader waits on the queue, not on the socket: setting ``cancel`` ends
-    the iteration at once even while the server is silent (a request waiting
-    in its queue, a long prefill). The thread then closes the connection when
-    the server next writes, which tells the server to stop generating.
-    """
-
-    def __init__(self, backend: RemoteBackend, request: httpx.Request, cancel: Any, start: float) -> None:
-        self._cancel = cancel
-        self._start = start
-        self._endpoint = backend.endpoint
-        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
-        self._abandon = threading.Event()  # the reader is gone: the thread closes the response
-        self._opened = False
-        self.stats = GenerationStats()
-        self._thread = threading.Thread(target=self._pump, args=(backend, request), daemon=True,
-                                        name="dsvl-remote-stream")
-        self._thread.start()
-
-    def _pump(self, backend: RemoteBackend, request: httpx.Request) -> None:
-        """The thread: send the request, then put each line of the response on the queue."""
-        put = self._events.put
-        try:
-            response = backend._send(request, stream=True)
-        except RemoteError as exc:
-            put(("refused", str(exc)))
-            return
-        try:
-            if response.status_code >= 400:
-                response.read()
-                put(("refused", backend._http_error(response)))
-                return
-            put(("open", ""))
-            for line in response.iter_lines():
-                if self._abandon.is_set():
-                    return
-                put(("line", line))
-            put(("end", ""))
-        except httpx.TimeoutException:
-            put(("broken", f"{self._endpoint} stopped sending the answer (timed out)"))
-        except httpx.HTTPError as exc:
-            put(("broken", f"the connection to {self._endpoint} broke: {_reason(exc)}"))
-        finally:
-            response.close()
-
-    def _next(self) -> tuple[str, str] | None:
-        """The thread's next event, or None as soon as ``cancel`` is set."""
-        while not self._cancelled():
-            try:
-                return self._events.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                continue
-        return None
-
-    def wait_open(self) -> None:
-        """Wait for the server to accept the request (or for ``cancel``); raises ``RemoteError`` if it does not."""
-        event = self._next()
-        if event is None:
-            self._abandon.set()
-            return
-        kind, value = event
-        if kind == "refused":
-            raise RemoteError(value)
-        self._opened = True
-
-    def __iter__(self) -> Iterator[str]:
-        stats = self.stats
-        first: float | None = None
-        chunks = 0
-        usage: dict[str, Any] | None = None
-        finish: str | None = None
-        done = False
-        try:
-            while self._opened:
-                event = self._next()
-                if event is None:
-                    finish = "cancelled"
-                    break
-                kind, line = event
-                if kind == "broken":
-                    raise RemoteStreamError(line)
-                if kind == "end":
-                    break
-                if not line.startswith("data:"):
-                    continue
-                data = line[len("data:"):].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                event_body = _event(data)
-                if "error" in event_body:
-                    raise RemoteStreamError(f"{self._endpoint}: {_error_message(data.encode()) or 'error'}")
-                if isinstance(event_body.get("usage"), dict):
-                    usage = event_body["usage"]
-                for choice in event_body.get("choices") or []:
-                    if not isinstance(choice, dict):
-                        continue
-                    finish = choice.get("finish_reason") or finish
-                    text = (choice.get("delta") or {}).get("content")
-                    if isinstance(text, str) and text:
-                        if first is None:
-                            first = time.monotonic()
-                            stats.time_to_first_token = first - self._start
-                        chunks += 1
-                        yield text
-                        if self._cancelled():
-                            finish = "cancelled"
-                            return
-            if self._opened and not done and finish is None and not self._cancelled():
-                raise RemoteStreamError(f"{self._endpoint} closed the stream before the answer ended")
-        finally:
-            self._abandon.set()
-            end = time.monotonic()
-            stats.total_seconds = end - self._start
-            if usage is not None:
-                stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            counted = usage.get("completion_tokens") if usage is not None else None
-            stats.new_tokens = counted if isinstance(counted, int) and finish != "cancelled" else chunks
-            if first is not None and stats.new_tokens > 1 and end > first:
-                stats.tokens_per_second = (stats.new_tokens - 1) / (end - first)
-            stats.stop_reason = _FINISH.get(finish or "", "eos" if finish is None else "stop_string")
-            if self._cancelled():
-                stats.stop_reason = "cancelled"
-
-    def _cancelled(self) -> bool:
-        return self._cancel is not None and self._cancel.is_set()
-
-
-def _event(data: str) -> dict[str, Any]:
-    try:
-        event = json.loads(data)
-    except ValueError:
-        raise RemoteStreamError("the server sent an event that is not JSON; is it an OpenAI-compatible server?") from None
-    return event if isinstance(event, dict) else {}
-
-
 def _error_message(content: bytes) -> str:
-    """The message of an OpenAI error body (``{"error": {"message": ...}}``), FastAPI's ``detail``, or ''."""
+    """The one-line message of an error body, or '' (see ``remote_events.error_message``)."""
     try:
-        body = json.loads(content)
-    except ValueError:
+        return error_message(json.loads(content))
+    except (ValueError, RecursionError):
         return ""
-    if not isinstance(body, dict):
-        return ""
-    error = body.get("error", body.get("detail"))
-    if isinstance(error, dict):
-        error = error.get("message")
-    return " ".join(str(error).split()) if error else ""
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "connection refused"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "name resolution" in lowered:
-        return "unknown host"
-    return " ".join(text.split()) or type(exc).__name__
+def _model_id(value: Any) -> bool:
+    """A model's name as a server lists it: short printable text (it is stored and shown)."""
+    return isinstance(value, str) and 0 < len(value) <= _MODEL_ID_CHARS and value.isprintable()
+
+
+def _count(value: Any) -> bool:
+    """A context length a server states: a positive integer, not a boolean or a number beyond any window."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_COUNT

@@ -7,9 +7,12 @@ the same parts and the same numbers, worded once here.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import fields, replace
+from numbers import Integral, Real
+from typing import Any, Literal, get_args
 
-from engine.types import GenerationStats
+from engine.types import GenerationStats, StopReason
 
 StatsStyle = Literal["log", "pane", "markdown"]
 
@@ -20,6 +23,53 @@ _ENDINGS = {
     "cancelled": "stopped",
     "error": "failed",
 }
+
+
+# Counts above this are no real generation's (a server's "10**400 tokens"): they are dropped to 0.
+MAX_COUNT = 2**31 - 1
+_STOP_REASONS = get_args(StopReason)
+
+
+def valid_stats(stats: GenerationStats | None) -> GenerationStats | None:
+    """``stats`` as a transcript stores and reads them: what is recorded with an answer.
+
+    Each count a non-negative ``int`` up to ``MAX_COUNT`` (else 0), each time a finite non-negative
+    ``float`` (else None, or 0.0 where None is not allowed), ``stop_reason`` one of ``StopReason`` (else
+    None), ``error`` text or None. A backend (a server, another engine) may report anything, and the
+    transcript reader refuses a negative or non-integer count: cleaned here, the writer never sees one.
+    """
+    if stats is None:
+        return None
+    values: dict[str, Any] = {}
+    for spec in fields(GenerationStats):
+        value = getattr(stats, spec.name)
+        kind = str(spec.type)
+        if kind == "int":
+            values[spec.name] = _count(value)
+        elif kind in ("float", "float | None"):
+            values[spec.name] = _seconds(value, None if "None" in kind else 0.0)
+        elif spec.name == "stop_reason":
+            values[spec.name] = value if isinstance(value, str) and value in _STOP_REASONS else None
+        elif kind == "str | None":
+            values[spec.name] = value if isinstance(value, str) else None
+    return replace(stats, **values)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        return 0
+    number = int(value)
+    return number if 0 <= number <= MAX_COUNT else 0
+
+
+def _seconds(value: Any, default: float | None) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return default
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return default
+    return number if math.isfinite(number) and number >= 0 else default
 
 
 def stats_line(stats: GenerationStats | None, style: StatsStyle = "log") -> str:

@@ -130,7 +130,13 @@ class Repl:
             self.exit_code = 1  # the lines after it still run, and the caller learns that one failed
 
     def send(self, text: str) -> None:
-        message = self._conversation.add_user(text)
+        from dsvl_tui.conversation import LimitError
+
+        try:
+            message = self._conversation.add_user(text)
+        except LimitError as exc:  # more than a transcript holds: not sent, nothing recorded
+            self._failed(str(exc))
+            return
         self._autosave()
         self._answer(message)
 
@@ -379,9 +385,11 @@ class Repl:
                     self._take_back(mine)
                     return
                 printer = self._printer()
+                notes: list[str] = []  # what the server sent that was dropped: said after the answer
                 try:
                     answer = stream_answer(backend, conversation, cancel=cancel,
-                                           on_chunk=self._journaled_as_it_streams(printer.feed, conversation))
+                                           on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
+                                           on_note=notes.append)
                 except EngineError as exc:  # input problems, raised before anything is generated
                     self._failed(str(exc))
                     self._take_back(mine)
@@ -390,6 +398,8 @@ class Repl:
                     printer.finish()
         finally:
             self._cancel = None
+        for note in notes:
+            self.info(note)
         if answer.error:
             self._failed(answer.error)
         self._show_stats(answer)

@@ -30,7 +30,7 @@ from textual.notifications import SeverityLevel
 import themes
 from dsvl_tui.commands import builtin as builtin_commands  # importing it fills the registry
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.conversation import Conversation, LimitError
 from dsvl_tui.options import Options
 from dsvl_tui.storage import atomic
 from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS, Autosaver
@@ -333,7 +333,12 @@ class DsvlApp(App[int]):
             self.session.set_input(text)
             self.session.error("this conversation is still waiting for an answer; press Esc to stop it first")
             return
-        asked = conversation.add_user(text)
+        try:
+            asked = conversation.add_user(text)
+        except LimitError as exc:  # more than a transcript holds: kept in the input, not sent
+            self.session.set_input(text)
+            self.session.error(str(exc))
+            return
         job = gen.Job(pane, conversation, asked)
         # Journal first, then draw: what the user sees sent is on disk (a large new image takes a while).
         self._journaling[pane] = job

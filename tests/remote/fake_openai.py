@@ -31,6 +31,8 @@ class Script:
     error: str = "something went wrong"
     wait: float = 0.0  # seconds before answering at all (a request waiting in the server's queue)
     truncate: bool = False  # hang up after the chunks, with no finish reason and no [DONE]
+    raw: list[bytes] | None = None  # written as they are instead of the chunks: any bytes a broken server sends
+    forever: bytes | None = None  # then written again and again until the client hangs up
 
 
 class FakeOpenAI:
@@ -84,6 +86,9 @@ class FakeOpenAI:
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 fake.sent = 0
+                if script.raw is not None:
+                    self._raw(script.raw, script.forever)
+                    return
                 base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": script.model}
                 try:
                     for i, text in enumerate(script.chunks):
@@ -102,6 +107,19 @@ class FakeOpenAI:
                                                                       "total_tokens": 21 + n}})
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.hung_up.set()
+
+            def _raw(self, parts: list[bytes], forever: bytes | None) -> None:
+                try:
+                    for part in parts:
+                        self.wfile.write(part)
+                        self.wfile.flush()
+                        fake.sent += 1
+                    while forever is not None:
+                        self.wfile.write(forever)
+                        self.wfile.flush()
+                        fake.sent += 1
                 except (BrokenPipeError, ConnectionResetError):
                     fake.hung_up.set()
 

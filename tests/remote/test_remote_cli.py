@@ -151,3 +151,68 @@ def test_the_app_says_so_in_one_line_when_the_server_is_down_and_keeps_the_messa
             assert app.prompt.text == "hello"
 
     drive()
+
+
+# --- a broken or hostile server (issue 20) ---------------------------------------------------------------------------
+
+HOSTILE = [
+    b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n',
+    b'data: {"choices": [{"delta": "s"}]}\n\n',  # a delta that is not an object
+    b'data: {"choices": [{"delta": {"content": "lo"}, "finish_reason": "stop"}]}\n\n',
+    b'data: {"choices": [], "usage": {"prompt_tokens": "abc", "completion_tokens": 1' + b"0" * 400 + b"}}\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+def test_ask_keeps_the_answer_of_a_hostile_server_and_its_transcript_reads_back(tmp_path: Path, capsys) -> None:
+    transcript = tmp_path / "chat.json"
+    with FakeOpenAI(Script(raw=HOSTILE)) as server:
+        for question in ("hi", "again"):  # the second ask reads the transcript the first wrote
+            code, out, err = run_cli(["ask", question, "--endpoint", server.url, "--transcript", str(transcript)],
+                                     capsys)
+            assert code == 0, err
+            assert out == "Hello\n"
+    notes = [line for line in err.splitlines() if "the server" in line]
+    assert notes == ["the server sent a delta that is not an object ('s'); ignored",
+                     "the server's usage.prompt_tokens ('abc') is not a token count; it was dropped",
+                     "the server's usage.completion_tokens (an integer of 401 digits) is not a token count; "
+                     "it was dropped"]
+    saved = json.loads(transcript.read_text())
+    assert [m["text"] for m in saved["messages"]] == ["hi", "Hello", "again", "Hello"]
+    assert saved["messages"][-1]["stats"]["prompt_tokens"] == 0 and saved["messages"][-1]["stats"]["new_tokens"] == 2
+
+
+def test_ask_json_escapes_c1_controls_as_it_escapes_esc(capsys) -> None:
+    answer = "a\x1b[31mred\x9b31m\x85\x7f\u00a0b"
+    with FakeOpenAI(Script(chunks=[answer])) as server:
+        code, out, err = run_cli(["ask", "hi", "--endpoint", server.url, "--json"], capsys)
+    assert code == 0, err
+    assert not any("\x7f" <= c <= "\x9f" or c == "\x1b" for c in out)
+    assert "\\u001b[31m" in out and "\\u009b31m" in out and "\\u0085" in out and "\\u007f" in out
+    assert "\u00a0" in out  # printable characters beyond ASCII are left as they are
+    assert json.loads(out)["answer"] == answer
+
+
+@pytest.mark.timeout(60)
+def test_the_repl_keeps_the_answer_of_a_hostile_server_and_reads_the_next_line() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with FakeOpenAI(Script(raw=HOSTILE)) as server, create_pipe_input() as pipe:
+        pipe.send_text("hello\r/set temperature 0\r\x04")
+        repl = Repl(Options(endpoint=server.url), input=pipe, output=DummyOutput(), stdout=out, stderr=err,
+                    colour=False)
+        assert repl.run() == 0, err.getvalue()
+    assert "Hello" in out.getvalue()
+    assert "the server sent a delta that is not an object ('s'); ignored" in err.getvalue()
+    assert [m.text for m in repl.conversation.messages] == ["hello", "Hello"]
+    assert repl.conversation.messages[-1].stats.prompt_tokens == 0
+    assert repl.conversation.settings.temperature == 0  # the line after it was read and run
+
+
+def test_ask_refuses_a_question_longer_than_a_transcript_holds_before_anything_loads(capsys) -> None:
+    from dsvl_tui.ask import AskRequest, run_ask
+
+    err = io.StringIO()
+    code = run_ask(AskRequest(Options(endpoint=refused_url()), "q" * (2**20 + 1)), stdout=io.StringIO(), stderr=err)
+    assert code == 3
+    assert err.getvalue() == ("error: the message is 1,048,577 characters, more than the 1,048,576 a transcript may "
+                              "hold; shorten it\n")

@@ -137,6 +137,11 @@ def system(session: Session, args: str) -> None:
     if not text:
         session.info(f"system prompt: {conv.system}" if conv.system is not None else _default_system())
         return
+    from dsvl_tui.conversation import text_problem
+
+    problem = text_problem(text, "the system prompt")  # more than a transcript holds: it could not be read back
+    if problem:
+        raise CommandError(problem)
     conv.system = None if text == "default" else text
     session.refresh()
     session.info(_default_system() if conv.system is None else "system prompt set (from the next answer)")
