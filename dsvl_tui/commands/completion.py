@@ -165,9 +165,9 @@ def complete(line: str, registry: CommandRegistry, frontend: str = "tui", *,
         new_line = head + quote_path(common, opening)
     names = [m.rstrip("/").rsplit("/", 1)[-1] + ("/" if m.endswith("/") else "") for m in matches]
     hint = "  ".join(names[:8]) + (f"  (+{len(names) - 8})" if len(names) > 8 else "")
-    choices = [head + (quote_path(m, opening) if m.endswith("/") else quote_path(m, opening, final=True) + " ")
-               for m in matches]
-    return Completion(suggestion, new_line if new_line != line else None, matches, hint, choices)
+    whole_lines = [head + (quote_path(m, opening) if m.endswith("/") else quote_path(m, opening, final=True) + " ")
+                   for m in matches]
+    return Completion(suggestion, new_line if new_line != line else None, matches, hint, whole_lines)
 
 
 def dropped_paths(text: str) -> list[Path]:
