@@ -339,6 +339,9 @@ def serve(
     if no_api_key and api_key:
         raise typer.BadParameter("--no-api-key and --api-key (or DSVL_SERVE_API_KEY) contradict each other; give one")
     _require_secret(host, api_key, "--api-key KEY", "DSVL_SERVE_API_KEY")
+    if _typed(ctx, "api_key"):
+        print("note: a key on the command line is visible to every account on this machine (ps); "
+              "set DSVL_SERVE_API_KEY instead", file=sys.stderr)
     values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
                             quantize=quantize)
     from dsvl_tui.serve.requests import Limits, MiB

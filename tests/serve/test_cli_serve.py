@@ -80,6 +80,17 @@ def test_serve_without_a_key_makes_one_even_on_loopback(tiny_siglip: Path, monke
     assert keys[-1] == ("my-own-key-of-16+", False)
 
 
+def test_a_key_on_the_command_line_is_one_note_and_from_the_environment_none(tiny_siglip: Path, capsys: Any,
+                                                                            monkeypatch: Any) -> None:
+    monkeypatch.setattr(server, "serve", lambda backend, **kwargs: None)
+    monkeypatch.setenv("DSVL_SERVE_API_KEY", "k" * 20)
+    for argv, notes in ([], 0), (["--api-key", "q" * 20], 1):
+        with pytest.raises(SystemExit):
+            cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu", *argv])
+        err = capsys.readouterr().err
+        assert err.count("visible to every account") == notes and "q" * 20 not in err
+
+
 def test_no_api_key_serves_open_on_loopback_only(tiny_siglip: Path, capsys: Any, monkeypatch: Any) -> None:
     served: dict[str, Any] = {}
     monkeypatch.delenv("DSVL_SERVE_API_KEY", raising=False)
