@@ -140,19 +140,22 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large
-    parts: list[bytes] = []
-    size = 0
+
+    async def whole() -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise too_large
+            parts.append(part)
+        return b"".join(parts)
+
     try:
-        async with asyncio.timeout(seconds):
-            async for part in request.stream():
-                size += len(part)
-                if size > limit:
-                    raise too_large
-                parts.append(part)
-    except TimeoutError:
+        return await asyncio.wait_for(whole(), seconds)
+    except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
         raise RequestError(408, f"the request body did not arrive within {seconds:g} s; send it at once",
                            code="request_timeout", headers={"Connection": "close"}) from None
-    return b"".join(parts)
 
 
 async def disconnected(request: Request) -> None:

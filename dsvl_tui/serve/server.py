@@ -42,7 +42,9 @@ def serve(backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 8000, ap
     if made_key and api_key:
         print(f"API key for this run: {api_key}  (clients send 'Authorization: Bearer KEY'; dsvl-chat takes "
               "DSVL_API_KEY; set DSVL_SERVE_API_KEY to choose your own)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    from dsvl_tui.serve.protocol import head_deadline
+
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5, http=head_deadline())
 
 
 def run_serve(options: Options, *, host: str, port: int, api_key: str | None, limits: Limits,

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -177,6 +178,36 @@ def test_a_body_that_trickles_in_is_answered_408_at_the_deadline_and_the_connect
     head, _, rest = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), received[:200]
     assert json.loads(rest)["error"]["code"] == "request_timeout"
+
+
+def test_a_head_that_trickles_in_closes_the_connection_at_the_deadline(tiny_engine: Any) -> None:
+    from dsvl_tui.serve.protocol import head_deadline
+
+    app = create_app(tiny_engine, model_name="tiny")
+    with running_server(app, http=head_deadline(1)) as url:
+        with httpx.Client(base_url=url, timeout=30) as kept_alive:  # answers as before, twice on one connection
+            assert [kept_alive.get("/health").status_code for _ in range(2)] == [200, 200]
+        sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=60)
+        with sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            closed = threading.Event()
+
+            def trickle() -> None:  # a header byte at a time: uvicorn's own timer restarts on each
+                try:
+                    while not closed.wait(0.05):
+                        sock.sendall(b"a")
+                except OSError:
+                    pass
+
+            sender = threading.Thread(target=trickle, daemon=True)
+            sender.start()
+            try:
+                assert sock.recv(65536) == b""  # closed by the server (or the 60 s timeout fails the test)
+            except ConnectionResetError:
+                pass
+            finally:
+                closed.set()
+                sender.join(10)
 
 
 # --- /health --------------------------------------------------------------------------------------
