@@ -209,6 +209,8 @@ class _Ask:
             answer = conversation.messages[-1]
         finally:
             printer.finish()
+            for notice in conversation.image_notices():  # a picture changed since --transcript was read
+                self.note(notice)
         line = stats_line(answer.stats)
         if line:
             self.note(line)

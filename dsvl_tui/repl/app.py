@@ -390,6 +390,8 @@ class Repl:
                     printer.finish()
         finally:
             self._cancel = None
+            for notice in conversation.image_notices():  # a picture changed since it was attached or loaded
+                self.info(notice)
         if answer.error:
             self._failed(answer.error)
         self._show_stats(answer)
