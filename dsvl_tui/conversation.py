@@ -17,7 +17,7 @@ from typing import Literal
 
 from dsvl_tui.text import shorten
 from engine.files import UnusableFileError, open_regular, read_regular, shown_path
-from engine.types import EncodedImage, GenerationSettings, GenerationStats, Message
+from engine.types import EncodedImage, GenerationSettings, GenerationStats, ImageSource, Message
 
 Role = Literal["user", "assistant"]
 TITLE_CHARS = 60  # a conversation's title: its first message, cut at a word
@@ -209,7 +209,7 @@ class Conversation:
         for m in self.messages:
             if m.role == "assistant" and m.error and not m.text:
                 continue
-            images = []
+            images: list[ImageSource] = []
             for attachment in m.images:
                 data = attachment.read_or_leave_out()
                 if data is not None:

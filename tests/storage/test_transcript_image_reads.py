@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tui_support import ScriptedEngine
+from tui_support import ScriptedEngine, notices, ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.conversation import Attachment, Conversation
 from dsvl_tui.options import Options
@@ -225,3 +225,30 @@ def test_saved_transcripts_with_pictures_still_round_trip(tmp_path):
     assert [a.data for a in embedded.messages[0].images] == [_png("red"), _png("green")]
     assert Journal().record(embedded) is None
     assert Journal().open(embedded.id).messages[0].images[0].missing is False
+
+
+@run_async
+async def test_the_tui_says_once_that_a_picture_changed_since_load(home):
+    picture = home / "chat.images" / "photo.png"
+    picture.write_bytes(_png("red"))
+    _transcript(home, "chat.images/photo.png")
+    backend = ScriptedEngine(["ok"])
+    app = scripted_app(backend)
+
+    def left_out() -> list[str]:
+        return [n for n in notices(app) if "left out" in n]
+
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        app.run_command("/load chat.json")
+        await wait_for(pilot, lambda: len(app.active.conversation.messages) == 2, timeout=60)
+        await type_line(pilot, "first")
+        await wait_for(pilot, lambda: len(backend.calls) == 1 and app.queue.for_pane(app.active) is None, timeout=60)
+        picture.write_bytes(_png("blue"))
+        await type_line(pilot, "second")
+        await wait_for(pilot, lambda: len(backend.calls) == 2 and left_out(), timeout=60)
+        await type_line(pilot, "third")
+        await wait_for(pilot, lambda: len(backend.calls) == 3 and app.queue.for_pane(app.active) is None, timeout=60)
+        assert _sent(backend) == [[_png("red")], [], []]
+        [notice] = left_out()
+        assert "photo.png" in notice and "changed since" in notice
