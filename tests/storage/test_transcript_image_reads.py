@@ -252,3 +252,25 @@ async def test_the_tui_says_once_that_a_picture_changed_since_load(home):
         assert _sent(backend) == [[_png("red")], [], []]
         [notice] = left_out()
         assert "photo.png" in notice and "changed since" in notice
+
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_a_link_swapped_in_between_the_check_and_the_open_is_not_followed(home, swap):
+    """The path is resolved and checked, then opened folder by folder through no link: a link put in
+    its place in between (a race) is refused, not followed to the key."""
+    from dsvl_tui.storage.transcript.read import Reader
+
+    (home / "chat.images" / "sub").mkdir()
+    (home / "chat.images" / "sub" / "photo.png").write_bytes(_png())
+    reader = Reader(str(home / "chat.json"), home)
+    place, problem = reader.locate("chat.images/sub/photo.png", "images[0].path", upstream=False, hashed=False)
+    assert place is not None and problem == ""
+    if swap == "file":
+        (home / "chat.images" / "sub" / "photo.png").unlink()
+        (home / "chat.images" / "sub" / "photo.png").symlink_to(home / ".ssh" / "id_rsa")
+    else:
+        (home / "chat.images" / "sub").rename(home / "chat.images" / "old")
+        (home / ".ssh" / "photo.png").symlink_to("id_rsa")
+        (home / "chat.images" / "sub").symlink_to(home / ".ssh", target_is_directory=True)
+    attachment, problem = reader.file(place, None, "photo.png")
+    assert attachment.missing and attachment.sha256 is None and "symbolic link" in problem
