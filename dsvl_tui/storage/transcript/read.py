@@ -20,12 +20,11 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
-from dsvl_tui.conversation import MAX_IMAGE_FILE_BYTES, TITLE_CHARS, Attachment, ChatMessage, Conversation
+from dsvl_tui.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation
 from dsvl_tui.storage.transcript import format as fmt
 from dsvl_tui.storage.transcript.format import (
     FORMAT,
@@ -37,8 +36,9 @@ from dsvl_tui.storage.transcript.format import (
     one_line,
     parse_time,
 )
+from dsvl_tui.storage.transcript.image_files import Place, attachment, locate
 from dsvl_tui.text import shorten, valid_text
-from engine.files import FileTooLargeError, UnusableFileError, open_beneath, open_regular
+from engine.files import open_regular
 from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
 
 _REQUIRED = object()
@@ -274,7 +274,7 @@ class Reader:
         source = self.take(obj, "source", where, ("string",), None)
         if att.missing and self.trusted and sha is not None and source and "\0" not in source \
                 and Path(source).is_absolute():
-            fallback, _ = self.file(_Place(Path(source)), sha, name)
+            fallback, _ = self.file(Place(Path(source)), sha, name)
             if not fallback.missing:
                 return fallback
         if problem:
@@ -290,76 +290,20 @@ class Reader:
         except (binascii.Error, ValueError):
             self.fail(where, "not valid base64")
 
-    def locate(self, text: str, where: str, *, upstream: bool, hashed: bool) -> tuple[_Place | None, str]:
-        """Where an image path from the file may be read, or (None, why it is refused).
-
-        A file the user loads may only refer to files in its own image folder:
-        for our format its ``NAME.images/`` (``chat.images/...`` for
-        ``chat.json``, the folder saving writes), for an upstream list the
-        list's folder and below. The path must be relative, without ``..``;
-        links are resolved first and one leading out of that folder is refused,
-        as is a ``NAME.images`` that is itself a link. Only the journal
-        (``trusted``) may use absolute paths and ``..``, and only for an image
-        with a recorded hash (its bytes are checked against it).
-        """
+    def locate(self, text: str, where: str, *, upstream: bool, hashed: bool) -> tuple[Place | None, str]:
+        """Where an image path from the file may be read, or (None, why it is refused): see
+        ``image_files.locate``. Only the journal (``trusted``) may use absolute paths and ``..``, and only
+        for an image with a recorded hash (its bytes are checked against it)."""
         if not text or "\0" in text:
             self.fail(where, f"not a usable file path: {text!r:.40}")
-        path = Path(text)
         if self.trusted and hashed:
-            return _Place(path if path.is_absolute() else self.base / path), ""
-        parts = PurePath(text.replace("\\", "/")).parts
-        if path.is_absolute() or text.startswith(("/", "\\")):
-            return None, f"absolute path {text!r:.60} refused; a transcript may only use images in its own folder"
-        if ".." in parts:
-            return None, f"path {text!r:.60} refused: '..' leaves the transcript's folder"
-        root = os.path.realpath(self.base)
-        if upstream:
-            folder = root
-        else:
-            own = f"{self.stem}.images"
-            if len(parts) < 2 or parts[0] != own:
-                return None, f"path {text!r:.60} refused: not in {own}/, the image folder of this transcript"
-            folder = os.path.join(root, own)
-            if os.path.islink(folder):
-                return None, f"path {text!r:.60} refused: {own} is a link; a transcript's image folder must be a folder"
-        real = os.path.realpath(os.path.join(root, *parts))
-        if real == folder or os.path.commonpath([folder, real]) != folder:
-            return None, f"path {text!r:.60} refused: a link out of the transcript's image folder"
-        return _Place(Path(real), root, PurePath(os.path.relpath(real, root)).parts), ""
+            path = Path(text)
+            return Place(path if path.is_absolute() else self.base / path), ""
+        return locate(text, self.base, self.stem, upstream=upstream)
 
-    def file(self, place: _Place, sha: str | None, name: str) -> tuple[Attachment, str]:
-        """An attachment for an image file, checked against ``sha``; marked missing (with why) if unusable.
-
-        A file from a loaded transcript (``place.beneath``) is opened through no
-        link (``open_beneath``), must be a regular file with no other hard link
-        (another name for it could be anywhere: a key, say) and is hashed as
-        read: with no hash in the transcript, that hash is recorded, and later
-        reads (sending, copying) use only bytes that have it
-        (``Attachment.checked_bytes``).
-        """
-        path = place.path
-        try:
-            handle = open_regular(path) if place.beneath is None else open_beneath(place.root, place.beneath)
-            with handle:
-                info = os.fstat(handle.fileno())
-                if place.beneath is not None and info.st_nlink > 1:
-                    raise UnusableFileError(path, f"has {info.st_nlink} hard links; a transcript's image must be "
-                                                  "a file of its own (copy it)")
-                digest = hashlib.sha256()
-                size = 0
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    size += len(block)
-                    if size > MAX_IMAGE_FILE_BYTES:
-                        raise FileTooLargeError(path, MAX_IMAGE_FILE_BYTES)
-                    digest.update(block)
-        except UnusableFileError as error:
-            return Attachment(path=str(path), sha256=sha, missing=True, name=name), str(error)
-        except (OSError, ValueError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            return Attachment(path=str(path), sha256=sha, missing=True, name=name), f"{reason}: {path}"
-        if sha is not None and digest.hexdigest() != sha:
-            return Attachment(path=str(path), sha256=sha, missing=True, name=name), f"hash does not match: {path}"
-        return Attachment(path=str(path), sha256=digest.hexdigest(), name=name), ""
+    def file(self, place: Place, sha: str | None, name: str) -> tuple[Attachment, str]:
+        """An attachment for an image file, checked against ``sha``; marked missing (with why) if unusable."""
+        return attachment(place, sha, name)
 
     # --- upstream DeepSeek-VL's list ---------------------------------------------
 
@@ -400,16 +344,6 @@ class Reader:
             conv.messages.append(ChatMessage(role.lower(), text, images=images, created=conv.created))
         conv.title = _title(conv.messages)
         return conv
-
-
-@dataclass(frozen=True)
-class _Place:
-    """Where an image file is: ``path``; for a file a loaded transcript names, also the folder ``root`` and the
-    link-free ``beneath`` parts under it that ``open_beneath`` opens (None: the journal's own, opened as is)."""
-
-    path: Path
-    root: str = ""
-    beneath: tuple[str, ...] | None = None
 
 
 def _title(messages: list[ChatMessage]) -> str:
