@@ -67,10 +67,6 @@ class Attachment:
         resolved = Path(path).expanduser().resolve()
         return cls(path=str(resolved), sha256=file_sha256(resolved), name=resolved.name)
 
-    def engine_source(self) -> EncodedImage:
-        """What ``engine.Message.images`` takes: the checked bytes (``checked_bytes``), never the path."""
-        return EncodedImage(self.checked_bytes(), name=self.label)
-
     def checked_bytes(self) -> bytes:
         """The picture's bytes, read once and checked against ``sha256``; the caller uses these, never the path.
 
