@@ -31,7 +31,14 @@ from dsvl_tui.options import Options
 from dsvl_tui.repl.app import Repl, default_engine_factory
 from dsvl_tui.storage.config import load_config
 from dsvl_tui.storage.journal import Journal
-from engine.files import FileTooLargeError, NotRegularFileError, UnusableFileError, open_regular, read_regular
+from engine.files import (
+    FileTooLargeError,
+    NotRegularFileError,
+    UnusableFileError,
+    open_beneath,
+    open_regular,
+    read_regular,
+)
 from engine.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +114,26 @@ def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None
     with pytest.raises(FileTooLargeError, match="larger than 3 bytes"):
         read_regular(tmp_path / "real", 3)
     assert read_regular(tmp_path / "real", 4) == b"data"
+
+
+def test_open_beneath_follows_no_link_below_its_root(tmp_path: Path) -> None:
+    """What a transcript's image folder is opened with: a link met on the way is refused, never followed."""
+    (tmp_path / "secret").write_bytes(b"key")
+    (tmp_path / "chat.images" / "sub").mkdir(parents=True)
+    (tmp_path / "chat.images" / "sub" / "a.png").write_bytes(b"png")
+    with open_beneath(tmp_path, ["chat.images", "sub", "a.png"]) as handle:
+        assert handle.read() == b"png"
+    (tmp_path / "chat.images" / "b.png").symlink_to(tmp_path / "secret")
+    (tmp_path / "chat.images" / "link").symlink_to(tmp_path / "chat.images" / "sub")  # even one that stays inside
+    (tmp_path / "linked.images").symlink_to(tmp_path / "chat.images")
+    for parts in (["chat.images", "b.png"], ["chat.images", "link", "a.png"], ["linked.images", "sub", "a.png"]):
+        with pytest.raises(UnusableFileError, match="symbolic link") as caught:
+            open_beneath(tmp_path, parts)
+        assert "\n" not in str(caught.value)
+    pipe = tmp_path / "chat.images" / "pipe.png"
+    os.mkfifo(pipe)
+    with rescued(pipe), quickly(), pytest.raises(UnusableFileError, match="named pipe"):
+        open_beneath(tmp_path, ["chat.images", "pipe.png"])
 
 
 def test_importing_the_helper_imports_no_torch() -> None:
