@@ -33,6 +33,8 @@ from rich.markdown import CodeBlock, Heading, Markdown
 from rich.segment import Segment
 from rich.theme import Theme
 
+from dsvl_tui import markdown_budget as budget
+from dsvl_tui.markdown_budget import line_end, plain_cut, render_plain, too_costly
 from dsvl_tui.text import printable
 
 _NEWLINE = re.compile("\n")
@@ -40,7 +42,9 @@ _NEWLINE = re.compile("\n")
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
-    return MarkdownIt().enable("strikethrough").enable("table")
+    # Blocks only: what is cut here needs no inline parse (rich does its own), and the inline
+    # rules are the dear part of markdown-it on text such as ``a*a*a*...`` (70x here).
+    return MarkdownIt().enable("strikethrough").enable("table").disable("inline")
 
 
 class Block(NamedTuple):
@@ -211,9 +215,12 @@ def _blank(line: list[Segment]) -> bool:
 
 def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segment]]:
     """``source`` drawn ``width`` cells wide as lines of segments, without blank lines around it
-    (rows of a code block's background stay)."""
+    (rows of a code block's background stay); as plain text if that would cost more than a
+    block's budget (``markdown_budget.too_costly``)."""
     console = Console(file=io.StringIO(), width=max(1, width), color_system="truecolor", force_terminal=True,
                       theme=look.theme, legacy_windows=False, emoji=False, highlight=False)
+    if too_costly(source):
+        return render_plain(source.lstrip("\n"), width, console)
     lines = console.render_lines(AnswerMarkdown(source, code_theme=look.code_theme),
                                  console.options.update_width(max(1, width)), pad=False)
     start, end = 0, len(lines)
@@ -222,7 +229,6 @@ def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segme
     while end > start and _blank(lines[end - 1]):
         end -= 1
     return lines[start:end]
-
 
 
 class DrawnMarkdown:
@@ -236,36 +242,70 @@ class DrawnMarkdown:
     would otherwise hold every line it ever drew, and every full garbage
     collection would walk them); others are drawn again when asked for,
     which only scrolling back does.
+
+    No drawing step grows with the text: ``draw`` hands the block parser at
+    most ``STEP_CHARS`` / ``STEP_LINES`` of it, and when more is waiting
+    (a whole saved answer, a burst of text, a new width) it draws that much
+    and says so (``pending``): the caller draws again on a later frame, and
+    keys are read in between. A block over its budget is drawn as plain
+    text (``render_block``); a block bigger than a whole step starts a
+    region shown plain, which runs to the next blank line outside a code
+    fence and is drawn in units of ``PLAIN_LINES`` lines.
     """
 
     KEEP_DRAWN = 64
 
     def __init__(self, source: str = "") -> None:
-        self.source = source
+        self._source = source
+        self._appended: list[str] = []  # text appended since ``source`` was last joined
         self.final = True  # a text given whole is finished; ``append`` says more may follow
+        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of the lines
+        self._look: MarkdownLook | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget every line drawn (a new width or look: all heights change)."""
         self._frozen_end = 0  # source[:_frozen_end] is in _blocks
         self._blocks: list[tuple[str, bool]] = []  # finished blocks: (source, joined to the one before)
+        self._plain: list[bool] = []  # whether each is a unit of a region shown plain
         self._tops: list[int] = []  # the line each finished block starts at (its blank line above included)
         self._gaps: list[bool] = []  # whether it has that blank line above
         self._starts: list[int] = []  # where each finished block starts in source (any width)
         self._finished_lines = 0
         self._kept: OrderedDict[int, list[list[Segment]]] = OrderedDict()  # block index -> its lines
         self._tail_joined = False  # the last block continues a list whose items are above it
+        self._in_plain = False  # source[_frozen_end:] continues a region shown plain
+        self._fence: str | None = None  # the code fence open there, if so
         self._tail: list[list[Segment]] = []
-        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of the lines
-        self._look: MarkdownLook | None = None
         self._dirty = True
         self.drawn_length = 0
         """How much of ``source`` the lines show."""
 
+    @property
+    def source(self) -> str:
+        """All the text so far."""
+        if self._appended:  # joined when read, not on each append: a string grown by += is copied whole each time
+            self._source += "".join(self._appended)
+            self._appended.clear()
+        return self._source
+
     def append(self, text: str) -> None:
         if text:
-            self.source += text
+            self._appended.append(text)
             self.final, self._dirty = False, True
 
     def finish(self) -> None:
         if not self.final:
             self.final, self._dirty = True, True
+
+    @property
+    def pending(self) -> bool:
+        """Whether text is waiting to be drawn (call ``draw`` again, on a later frame)."""
+        return self._dirty
+
+    def drawn_at(self, width: int, look: MarkdownLook) -> bool:
+        """Whether the lines were last drawn for ``width`` and ``look``."""
+        return self._drawn_for == (width, look.key)
 
     @property
     def line_count(self) -> int:
@@ -290,43 +330,95 @@ class DrawnMarkdown:
         start = self._starts[index]
         return start, start + len(self._blocks[index][0])
 
+    def plain_at(self, y: int) -> bool:
+        """Whether line ``y`` is drawn as plain text (its block was over budget)."""
+        unit = self.unit_at(y)
+        if unit is None:
+            return False
+        if y >= self._finished_lines:
+            plain = self._in_plain
+        else:
+            plain = self._plain[bisect.bisect_right(self._tops, y) - 1]
+        return plain or too_costly(self.source[unit[0]:unit[1]]) is not None
+
     def lines(self) -> list[list[Segment]]:
         """Every line as last drawn."""
         return [self.line(y) for y in range(self.line_count)]
 
     def draw(self, width: int, look: MarkdownLook) -> int:
-        """Bring the lines up to date for ``width`` and ``look``; returns how many there are."""
+        """Bring the lines up to date for ``width`` and ``look``, one step's worth (see ``pending``);
+        returns how many lines there are."""
         if self._drawn_for != (width, look.key):
-            self._drawn_for, self._look, self._dirty = (width, look.key), look, True
-            blocks_so_far = self._blocks
-            self._blocks, self._tops, self._gaps, self._finished_lines = [], [], [], 0
-            self._kept.clear()
-            for block, joined in blocks_so_far:  # heights change with the width: measure them all again
-                self._add_finished(block, joined)
+            self._drawn_for, self._look = (width, look.key), look
+            self._restart()
         if not self._dirty:
             return self.line_count
+        start, lines = self._frozen_end, self._finished_lines
+        more = self._advance()
+        while more and self._frozen_end - start < budget.STEP_CHARS and self._finished_lines - lines < 4 * budget.STEP_LINES:
+            more = self._advance()  # short units (a few plain lines each) go several to a step
         tail = self.source[self._frozen_end:]
-        done, used, rest_joined = finished_blocks(tail, final=self.final, joined=self._tail_joined)
-        for block, joined in done:
-            self._add_finished(block, joined)
-        if done:
-            start = self._frozen_end + used - sum(len(block) for block, _ in done)  # blank lines before are not in it
-            for block, _ in done:
-                self._starts.append(start)
-                start += len(block)
-            self._frozen_end += used
-            self._tail_joined = rest_joined
-            tail = tail[used:]
-        self._tail = render_block(tail, width, look) if tail.strip() else []
+        if more or not tail.strip():
+            self._tail = []
+        elif self._in_plain:
+            self._tail = render_plain(tail, width)
+        else:
+            self._tail = render_block(tail, width, look)
         if self._tail and self._finished_lines and not self._tail_joined:
             self._tail = [[]] + self._tail
-        self._dirty = False
-        self.drawn_length = len(self.source)
+        self._dirty = more
+        self.drawn_length = self._frozen_end if more else len(self.source)
         return self.line_count
 
-    def _add_finished(self, block: str, joined: bool) -> None:
+    def draw_all(self, width: int, look: MarkdownLook) -> int:
+        """``draw`` until nothing is pending (copying the whole text needs all of it)."""
+        count = self.draw(width, look)
+        while self.pending:
+            count = self.draw(width, look)
+        return count
+
+    def _advance(self) -> bool:
+        """Move the finished blocks a step's worth of text holds out of the tail; True if more
+        text than that is waiting."""
+        tail = self.source[self._frozen_end:]
+        if self._in_plain:
+            return self._advance_plain(tail)
+        cut = line_end(tail, budget.STEP_CHARS, budget.STEP_LINES)
+        whole = cut == len(tail)
+        done, used, rest_joined = finished_blocks(tail[:cut], final=self.final and whole, joined=self._tail_joined)
+        self._freeze(done, used, rest_joined, plain=False)
+        if whole:
+            return False
+        if not done:  # one block fills the whole step: far over any budget, shown plain from its start
+            start = len(tail) - len(tail.lstrip("\n"))
+            self._frozen_end += start
+            self._in_plain, self._fence = True, None
+            return self._advance_plain(tail[start:])
+        return True
+
+    def _advance_plain(self, tail: str) -> bool:
+        size, ended, fence = plain_cut(tail, self._fence, final=self.final)
+        if not size:
+            return False
+        self._freeze([(tail[:size], self._tail_joined)], size, not ended, plain=True)
+        self._in_plain, self._fence = not ended, fence
+        return size < len(tail)
+
+    def _freeze(self, done: list[tuple[str, bool]], used: int, rest_joined: bool, *, plain: bool) -> None:
+        if not done:
+            return
+        start = self._frozen_end + used - sum(len(block) for block, _ in done)  # blank lines before are not in it
+        for block, joined in done:
+            self._add_finished(block, joined, plain, start)
+            start += len(block)
+        self._frozen_end += used
+        self._tail_joined = rest_joined
+
+    def _add_finished(self, block: str, joined: bool, plain: bool, start: int) -> None:
         index = len(self._blocks)
         self._blocks.append((block, joined))
+        self._plain.append(plain)
+        self._starts.append(start)
         self._tops.append(self._finished_lines)
         self._gaps.append(bool(self._finished_lines) and not joined)
         lines = self._block_lines(index)
@@ -336,7 +428,8 @@ class DrawnMarkdown:
         lines = self._kept.get(index)
         if lines is None:
             assert self._drawn_for is not None and self._look is not None
-            drawn = render_block(self._blocks[index][0], self._drawn_for[0], self._look)
+            source, width = self._blocks[index][0], self._drawn_for[0]
+            drawn = render_plain(source, width) if self._plain[index] else render_block(source, width, self._look)
             lines = ([[]] if drawn and self._gaps[index] else []) + drawn
             self._kept[index] = lines
             if len(self._kept) > self.KEEP_DRAWN:
