@@ -31,6 +31,7 @@ from markdown_it import MarkdownIt
 from rich.console import Console
 from rich.markdown import CodeBlock, Heading, Markdown
 from rich.segment import Segment
+from rich.style import Style
 from rich.theme import Theme
 
 from dsvl_tui import markdown_budget as budget
@@ -38,6 +39,7 @@ from dsvl_tui.markdown_budget import line_end, plain_cut, render_plain, too_cost
 from dsvl_tui.text import printable
 
 _NEWLINE = re.compile("\n")
+_NOTE = Style(dim=True, italic=True)
 
 
 @lru_cache(maxsize=1)
@@ -250,7 +252,9 @@ class DrawnMarkdown:
     keys are read in between. A block over its budget is drawn as plain
     text (``render_block``); a block bigger than a whole step starts a
     region shown plain, which runs to the next blank line outside a code
-    fence and is drawn in units of ``PLAIN_LINES`` lines.
+    fence and is drawn in units of ``PLAIN_LINES`` lines. Past
+    ``SHOW_LINES`` lines, the rest of the text is not drawn but counted, in
+    a note after them.
     """
 
     KEEP_DRAWN = 64
@@ -279,7 +283,7 @@ class DrawnMarkdown:
         self._tail: list[list[Segment]] = []
         self._dirty = True
         self.drawn_length = 0
-        """How much of ``source`` the lines show."""
+        """How much of ``source`` the lines show (past ``SHOW_LINES``, with the note counting the rest)."""
 
     @property
     def source(self) -> str:
@@ -354,10 +358,16 @@ class DrawnMarkdown:
         if not self._dirty:
             return self.line_count
         start, lines = self._frozen_end, self._finished_lines
-        more = self._advance()
+        more = self._finished_lines < budget.SHOW_LINES and self._advance()
         while more and self._frozen_end - start < budget.STEP_CHARS and self._finished_lines - lines < 4 * budget.STEP_LINES:
-            more = self._advance()  # short units (a few plain lines each) go several to a step
+            more = self._finished_lines < budget.SHOW_LINES and self._advance()  # short units go several to a step
         tail = self.source[self._frozen_end:]
+        if self._finished_lines >= budget.SHOW_LINES:  # the rest is counted, not drawn
+            note = render_plain(budget.NOT_SHOWN.format(len(tail)), width) if tail else []
+            self._tail = [[]] + [[Segment(segment.text, _NOTE) for segment in line] for line in note] if note else []
+            self._dirty = False
+            self.drawn_length = len(self.source)
+            return self.line_count
         if more or not tail.strip():
             self._tail = []
         elif self._in_plain:

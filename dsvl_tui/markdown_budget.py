@@ -50,6 +50,12 @@ PLAIN_CHARS = 16_000
 """A unit of text shown plain: drawn once, and again only when scrolled back to."""
 PLAIN_LINES = 500
 
+SHOW_LINES = 10_000
+"""Lines of one text drawn; what follows is counted in a note instead. Textual files each widget
+under every 20-line square of the screen it covers, on every layout: an answer 200,000 lines
+tall made each frame take a second, whatever was drawn in it."""
+NOT_SHOWN = "\u2026 {:,} more characters not shown: /copy or /save has the whole answer"
+
 _DELIMITER = re.compile(r"[*_~`]")
 _NESTING = re.compile(r"^([ \t]*)((?:>[ \t]*|(?:[-+*]|\d{1,9}[.)])(?:[ \t]+|$))+)", re.MULTILINE)
 _MARKER = re.compile(r">|[-+*]|\d{1,9}[.)]")

@@ -283,6 +283,8 @@ def _draws(text: str, width: int = 40) -> tuple[DrawnMarkdown, int]:
 def test_no_drawing_step_parses_more_than_a_step(monkeypatch):
     from markdown_it import MarkdownIt
 
+    monkeypatch.setattr(budget, "SHOW_LINES", 100_000)
+
     sizes = []
     real_parse = MarkdownIt.parse
     monkeypatch.setattr(MarkdownIt, "parse", lambda self, src, env=None: sizes.append(len(src)) or real_parse(self, src, env))
@@ -324,3 +326,18 @@ def test_a_costly_text_in_any_pieces_draws_as_whole(fragments, data):
         drawn.finish()
         drawn.draw_all(40, LOOK)
         assert text_of(drawn.lines()) == expected
+
+
+def test_past_its_lines_a_text_is_counted_not_drawn(monkeypatch):
+    monkeypatch.setattr(budget, "SHOW_LINES", 300)
+    text = "x\n" * 2_000
+    drawn, steps = _draws(text)
+    lines = text_of(drawn.lines())
+    shown = lines.index("")  # the x lines, a blank line, the note
+    assert budget.SHOW_LINES <= shown < budget.SHOW_LINES + budget.PLAIN_LINES and lines[:shown] == ["x"] * shown
+    assert lines[shown + 1:] == [budget.NOT_SHOWN.format(len(text) - 2 * shown)[:40],
+                                 budget.NOT_SHOWN.format(len(text) - 2 * shown)[40:].strip()]
+    assert not drawn.pending and drawn.drawn_length == len(text)
+    drawn.append("more")
+    drawn.draw(40, LOOK)  # streaming on: only the count changes
+    assert str(f"{len(text) + 4 - 2 * shown:,}") in "".join(text_of(drawn.lines()[shown:]))

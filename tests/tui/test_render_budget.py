@@ -15,6 +15,7 @@ import pytest
 from markdown_it import MarkdownIt
 from tui_support import ScriptedEngine, ready, run_async, screen_text, scripted_app, type_line, wait_for
 
+from dsvl_tui import markdown_budget as budget
 from dsvl_tui.markdown_budget import STEP_CHARS
 from dsvl_tui.tui.widgets import AssistantMessage
 
@@ -80,6 +81,9 @@ async def test_a_costly_answer_is_shown_as_plain_text_and_keys_still_work(name, 
         await wait_for(pilot, lambda: app.queue.for_pane(app.active) is None, timeout=120)
         await wait_for(pilot, lambda: answer.markdown.drawn_length == len(text), timeout=120)
         assert plain in _shown_lines(app)
+        if len(text.splitlines()) > budget.SHOW_LINES:  # past its lines the rest is counted, not laid out
+            assert "more characters not shown: /copy or /save has the whole answer" in _shown_lines(app)
+            assert answer.markdown.size.height < budget.SHOW_LINES + budget.PLAIN_LINES
         assert parsed and max(parsed) <= STEP_CHARS  # no step of drawing parses more than its budget
         assert len(answer.query("*")) == 3  # one widget of lines, whatever the answer holds
         [stored] = [m for m in app.active.conversation.messages if m.role == "assistant"]
@@ -90,7 +94,8 @@ async def test_a_costly_answer_is_shown_as_plain_text_and_keys_still_work(name, 
 
 
 @run_async
-async def test_escape_stops_a_costly_answer_and_ctrl_q_quits_while_it_is_drawn(parsed):
+async def test_escape_stops_a_costly_answer_and_ctrl_q_quits_while_it_is_drawn(parsed, monkeypatch):
+    monkeypatch.setattr(budget, "SHOW_LINES", 10**7)  # every line drawn: hundreds of steps
     text, plain = ANSWERS["lines"]
     chunks = pieces(text, 20_000)
     backend = ScriptedEngine(chunks, hold_after=2)
