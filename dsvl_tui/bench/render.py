@@ -112,7 +112,7 @@ def _host(keys: _Keys, quit_at: list[float]):
 async def _run(text: str, pieces: int, timeout: float) -> dict[str, Any]:
     from textual import events
 
-    keys, quit_at = _Keys(), []
+    keys, quit_at = _Keys(), list[float]()
     app = _host(keys, quit_at)
     size = -(-len(text) // pieces)
     chunks = [text[start:start + size] for start in range(0, len(text), size)]
