@@ -361,13 +361,14 @@ class DrawnMarkdown:
         more = self._finished_lines < budget.SHOW_LINES and self._advance()
         while more and self._frozen_end - start < budget.STEP_CHARS and self._finished_lines - lines < 4 * budget.STEP_LINES:
             more = self._finished_lines < budget.SHOW_LINES and self._advance()  # short units go several to a step
-        tail = self.source[self._frozen_end:]
         if self._finished_lines >= budget.SHOW_LINES:  # the rest is counted, not drawn
-            note = render_plain(budget.NOT_SHOWN.format(len(tail)), width) if tail else []
+            hidden = len(self.source) - self._frozen_end
+            note = render_plain(budget.NOT_SHOWN.format(hidden), width) if hidden else []
             self._tail = [[]] + [[Segment(segment.text, _NOTE) for segment in line] for line in note] if note else []
             self._dirty = False
             self.drawn_length = len(self.source)
             return self.line_count
+        tail = self.source[self._frozen_end:]
         if more or not tail.strip():
             self._tail = []
         elif self._in_plain:
@@ -390,11 +391,14 @@ class DrawnMarkdown:
     def _advance(self) -> bool:
         """Move the finished blocks a step's worth of text holds out of the tail; True if more
         text than that is waiting."""
-        tail = self.source[self._frozen_end:]
+        source = self.source
+        window = self._frozen_end + budget.STEP_CHARS + budget.PLAIN_CHARS + 1  # all a step can look at
+        tail = source[self._frozen_end:window]  # not the whole rest: it may be megabytes
+        last = window >= len(source)
         if self._in_plain:
-            return self._advance_plain(tail)
+            return self._advance_plain(tail, last)
         cut = line_end(tail, budget.STEP_CHARS, budget.STEP_LINES)
-        whole = cut == len(tail)
+        whole = last and cut == len(tail)
         done, used, rest_joined = finished_blocks(tail[:cut], final=self.final and whole, joined=self._tail_joined)
         self._freeze(done, used, rest_joined, plain=False)
         if whole:
@@ -403,16 +407,16 @@ class DrawnMarkdown:
             start = len(tail) - len(tail.lstrip("\n"))
             self._frozen_end += start
             self._in_plain, self._fence = True, None
-            return self._advance_plain(tail[start:])
+            return self._advance_plain(tail[start:], last)
         return True
 
-    def _advance_plain(self, tail: str) -> bool:
-        size, ended, fence = plain_cut(tail, self._fence, final=self.final)
+    def _advance_plain(self, tail: str, last: bool) -> bool:
+        size, ended, fence = plain_cut(tail, self._fence, final=self.final and last)
         if not size:
             return False
         self._freeze([(tail[:size], self._tail_joined)], size, not ended, plain=True)
         self._in_plain, self._fence = not ended, fence
-        return size < len(tail)
+        return size < len(tail) or not last
 
     def _freeze(self, done: list[tuple[str, bool]], used: int, rest_joined: bool, *, plain: bool) -> None:
         if not done:
