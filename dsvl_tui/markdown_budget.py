@@ -59,6 +59,7 @@ NOT_SHOWN = "\u2026 {:,} more characters not shown: /copy or /save has the whole
 _DELIMITER = re.compile(r"[*_~`]")
 _NESTING = re.compile(r"^([ \t]*)((?:>[ \t]*|(?:[-+*]|\d{1,9}[.)])(?:[ \t]+|$))+)", re.MULTILINE)
 _MARKER = re.compile(r">|[-+*]|\d{1,9}[.)]")
+_FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 
 
 def too_costly(source: str) -> str | None:
@@ -84,6 +85,8 @@ def nesting(source: str) -> int:
     """How deep lists and quotes nest in ``source``, at most: on each line, the markers it starts
     with (``- - > 1. x``: 4) plus its indent in pairs of spaces (an item under an item)."""
     deepest = 0
+    if "```" in source or "~~~" in source:  # code is not nested, however far it is indented (YAML lists)
+        source = _FENCED.sub("", source)
     for match in _NESTING.finditer(source):
         indent = len(match.group(1).expandtabs(4)) // 2
         deepest = max(deepest, indent + len(_MARKER.findall(match.group(2))))

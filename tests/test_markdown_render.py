@@ -244,6 +244,8 @@ def test_each_budget_is_checked_before_parsing():
     assert "nested" in too_costly("- " * (budget.DEPTH + 1) + "x")
     assert nesting("- a\n  - b\n    1. c\n") == 3 and nesting("> - > x") == 3 and nesting("a - b\n\tcode") == 0
     assert nesting("".join("  " * i + "- x\n" for i in range(30))) == 30
+    yaml = "- config:\n  ```yaml\n" + "".join("  " * i + "- k: v\n" for i in range(20)) + "  ```\n- after\n  - b\n"
+    assert nesting(yaml) == 2 and too_costly(yaml) is None  # code is not nested, however far it is indented
 
 
 def test_a_realistic_answer_stays_within_every_budget():
