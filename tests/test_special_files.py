@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from tui_support import ScriptedEngine, notices, run_async, scripted_app, type_line, wait_for
@@ -138,7 +139,7 @@ def test_open_beneath_follows_no_link_below_its_root(tmp_path: Path) -> None:
 
 def test_importing_the_helper_imports_no_torch() -> None:
     code = "import engine.files, sys; assert 'torch' not in sys.modules and 'PIL' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=PROCESS_TIMEOUT)
 
 
 # --- images -----------------------------------------------------------------------------
@@ -169,7 +170,7 @@ def test_ask_with_a_fifo_image_exits_3_at_once(tmp_path: Path, good: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSVL_")}
     env.update(DSVL_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT), NO_COLOR="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", "--model", str(good), "--image", str(pipe),
-                           "What is this?"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+                           "What is this?"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=PROCESS_TIMEOUT)
     assert done.returncode == 3, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "named pipe" in errors[0] and "fifo.png" in errors[0], done.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 from markdown_it import MarkdownIt
+from process_support import PROCESS_TIMEOUT
 from tui_support import ScriptedEngine, ready, run_async, screen_text, scripted_app, type_line, wait_for
 
 from dsvl_tui import markdown_budget as budget
@@ -74,12 +75,12 @@ async def test_a_costly_answer_is_shown_as_plain_text_and_keys_still_work(name, 
         await wait_for(pilot, lambda: app.queue.running is not None and len(app.queue.running.streamed) == half)
         answer = _answer(app)
         await wait_for(pilot, lambda: answer.markdown.drawn_length == len("".join(chunks[:half])) == len(answer.text),
-                       timeout=120)
+                       timeout=PROCESS_TIMEOUT)
         await pilot.press("o", "k")  # typing reaches the input while the answer is on screen
         await wait_for(pilot, lambda: app.prompt.text == "ok")
         backend.gate.set()
-        await wait_for(pilot, lambda: app.queue.for_pane(app.active) is None, timeout=120)
-        await wait_for(pilot, lambda: answer.markdown.drawn_length == len(text), timeout=120)
+        await wait_for(pilot, lambda: app.queue.for_pane(app.active) is None, timeout=PROCESS_TIMEOUT)
+        await wait_for(pilot, lambda: answer.markdown.drawn_length == len(text), timeout=PROCESS_TIMEOUT)
         assert plain in _shown_lines(app)
         if len(text.splitlines()) > budget.SHOW_LINES:  # past its lines the rest is counted, not laid out
             assert "more characters not shown: /copy or /save has the whole answer" in _shown_lines(app)
