@@ -75,8 +75,8 @@ def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, A
     """For a handler of what a thread reports (load progress, an answer's chunks, a measured context).
 
     Such a report can still be in the queue, or its handler part way through an ``await``, while the
-    app shuts down and its screens go: there is then nothing left to show it on, so it is dropped
-    instead of failing on the empty screen stack.
+    app shuts down and its screens (or first their widgets) go: there is then nothing left to show it
+    on, so it is dropped instead of failing on the empty screen stack or a widget already removed.
     """
     @functools.wraps(handler)
     async def guarded(app: Any, message: Any) -> None:
@@ -87,7 +87,7 @@ def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, A
             if inspect.isawaitable(result):
                 await result
         except (IndexError, NoMatches):  # the screen stack emptied, or a query on a screen gone
-            if app.screen_stack:
+            if app.screen_stack and app.is_running:  # shutting down: the screen's widgets go before the screen
                 raise
 
     return guarded
