@@ -35,8 +35,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: str | None = None, lm_layers: int | None = None):
-    """transformers' config object for a converted checkpoint (tied head off, as DeepSeek-VL's own)."""
+def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: str | None = None, lm_layers: int | None = None,
+                     tie: bool = False):
+    """transformers' config object for a converted checkpoint (tied head off, as DeepSeek-VL's own, unless ``tie``)."""
     from transformers import DeepseekVLConfig, DeepseekVLHybridConfig
 
     full = size == "full"
@@ -48,7 +49,7 @@ def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: s
         {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4,
          "num_hidden_layers": 2, "vocab_size": 1024, "max_position_embeddings": 16384}
     )
-    text.update(model_type="llama", rms_norm_eps=1e-6, tie_word_embeddings=False)
+    text.update(model_type="llama", rms_norm_eps=1e-6, tie_word_embeddings=tie)
     if lm_layers is not None:
         text["num_hidden_layers"] = lm_layers
     siglip: dict[str, Any] = (
@@ -61,7 +62,7 @@ def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: s
     if hidden_act is not None:
         siglip["hidden_act"] = hidden_act
     if tower == "siglip":
-        return DeepseekVLConfig(text_config=text, vision_config=siglip, image_token_id=100015 if full else 915, tie_word_embeddings=False)
+        return DeepseekVLConfig(text_config=text, vision_config=siglip, image_token_id=100015 if full else 915, tie_word_embeddings=tie)
     sam: dict[str, Any] = (
         {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12, "num_attention_heads": 12, "image_size": 1024,
          "patch_size": 16, "window_size": 14, "global_attn_indexes": [2, 5, 8, 11], "mlp_dim": 3072}
@@ -71,7 +72,7 @@ def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: s
     )
     sam.update(model_type="sam_vision_model")
     return DeepseekVLHybridConfig(text_config=text, vision_config=siglip, high_res_vision_config=sam,
-                                  image_token_id=100015 if full else 915, tie_word_embeddings=False)
+                                  image_token_id=100015 if full else 915, tie_word_embeddings=tie)
 
 
 def write_processor(folder: Path, tower: str, size: str = "tiny") -> int:
@@ -116,14 +117,14 @@ def write_processor(folder: Path, tower: str, size: str = "tiny") -> int:
 
 def write_converted_checkpoint(
     folder: str | Path, *, tower: str = "siglip", size: str = "tiny", seed: int = 0, hidden_act: str | None = None,
-    lm_layers: int | None = None,
+    lm_layers: int | None = None, tie: bool = False,
 ) -> Path:
     """A complete converted-layout folder with random weights (the same recipe as ``fixtures.write_checkpoint``)."""
     from transformers import DeepseekVLForConditionalGeneration, DeepseekVLHybridForConditionalGeneration
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = converted_config(tower, size, hidden_act=hidden_act, lm_layers=lm_layers)
+    config = converted_config(tower, size, hidden_act=hidden_act, lm_layers=lm_layers, tie=tie)
     model_class = DeepseekVLForConditionalGeneration if tower == "siglip" else DeepseekVLHybridForConditionalGeneration
     model = model_class(config)
     gen = torch.Generator().manual_seed(seed)
@@ -133,7 +134,8 @@ def write_converted_checkpoint(
             mean, std = random_init("hd_alpha_downsamples" if name.endswith("high_res_vision_alpha") else name, tuple(param.shape))
             param.copy_(torch.full(param.shape, mean) if std == 0.0 else mean + std * torch.randn(param.shape, generator=gen))
         # As in fixtures.write_checkpoint: answers stay on real tokens.
-        model.lm_head.weight[trained:] = 0
+        if not tie:  # a tied head is the embedding matrix, which the prompt's tokens need whole
+            model.lm_head.weight[trained:] = 0
     model.save_pretrained(str(folder))
     return folder
 

@@ -20,6 +20,11 @@ KNOWN_MODELS = (
     "deepseek-ai/deepseek-vl-1.3b-base",
     "deepseek-ai/deepseek-vl-7b-chat",
     "deepseek-ai/deepseek-vl-7b-base",
+    # The same models in transformers' converted layout (engine.converted).
+    "deepseek-community/deepseek-vl-1.3b-chat",
+    "deepseek-community/deepseek-vl-1.3b-base",
+    "deepseek-community/deepseek-vl-7b-chat",
+    "deepseek-community/deepseek-vl-7b-base",
 )
 _CONFIG_FILES = ["*.json", "tokenizer*"]
 

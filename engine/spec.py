@@ -323,9 +323,10 @@ def _check_tower(tower: SiglipSpec | SamSpec, name: str, where: Path) -> None:
 
 def check_limits(spec: ModelSpec, where: Path) -> None:
     """Refuse a config whose sizes are beyond any real model's, before anything is built."""
+    section = "text_config" if spec.layout == "converted" else "language_config"
     for key, high in LANGUAGE_LIMITS.items():
         if key in spec.language:
-            _within(spec.language[key], f"language_config {key}", where, high)
+            _within(spec.language[key], f"{section} {key}", where, high)
     _check_tower(spec.vision.low, "vision tower", where)
     if spec.vision.high is not None:
         _check_tower(spec.vision.high, "high-resolution vision tower", where)
