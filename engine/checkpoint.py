@@ -314,7 +314,8 @@ def load_weights(
     unexpected = [mapped[k] for k in mapped if k not in expected]
     missing = [original_key(k) for k in expected if k not in mapped]
     if missing:
-        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}; re-download the model")
+        named = " (named as in the original layout)" if source.layout == "converted" else ""
+        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}{named}; re-download the model")
     if unexpected:
         shown = [source.disk_name(k) for k in unexpected]
         raise CheckpointError(f"{folder} has weights this architecture does not use: {_describe(shown)}; is config.json from the same model?")

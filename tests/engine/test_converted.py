@@ -272,6 +272,18 @@ def test_a_wrong_q_projection_shape_is_named_as_on_disk(converted_copy):
         engine.load(str(converted_copy), device="cpu")
 
 
+def test_a_missing_projection_is_refused_before_anything_is_read(converted_copy):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(converted_copy / "model.safetensors"))
+    del weights["model.vision_model.encoder.layers.1.self_attn.v_proj.bias"]
+    save_file(weights, str(converted_copy / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as info:
+        engine.load(str(converted_copy), device="cpu")
+    message = str(info.value)
+    assert "lacks weights the model needs: vision_model.vision_tower.blocks.1.attn.qkv.bias (named as in the original layout)" in message
+
+
 def test_a_folder_of_neither_layout_gets_one_line_naming_what_was_found(converted_copy):
     _edit_config(converted_copy, lambda c: c.__setitem__("model_type", "llava"))
     with pytest.raises(CheckpointError) as info:
