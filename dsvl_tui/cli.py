@@ -3,7 +3,8 @@
 ``dsvl-chat`` opens the full-screen app on a terminal, and the plain REPL
 with ``--plain``, when stdout or stdin is not a terminal, or when ``TERM`` is
 unset or ``dumb``. ``dsvl-chat ask "question"`` answers once and exits (see
-``ask`` for its exit codes). ``dsvl-chat bench`` runs the engine and UI
+``ask`` for its exit codes). ``dsvl-chat find WORDS`` searches every saved and
+autosaved conversation. ``dsvl-chat bench`` runs the engine and UI
 benchmarks.
 
 Only light modules are imported here so that ``--help`` and ``--version``
@@ -262,6 +263,24 @@ def ask(
         settings_given={key: values[key] for key in user_settings() if key in values},
     )
     raise typer.Exit(run_ask(request))
+
+
+@app.command(cls=_Command)
+def find(
+    words: Annotated[list[str], typer.Argument(show_default=False, metavar="WORDS...",
+                                               help="The words to find (all of them, in one message).")],
+    json_output: Annotated[bool, typer.Option(
+        "--json", metavar=FLAG, help="Print one JSON object (the results, best first) instead of the list.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most conversations listed.")] = 20,
+) -> None:
+    """Find words in every saved and autosaved conversation, best match first (as /find does in the app).
+
+    Any case and accents match; a word ending in * is a prefix. Exit codes: 0 found, 1 nothing found,
+    2 usage error (no word to find), 4 the search index cannot be read or made.
+    """
+    from dsvl_tui.commands.builtin._find import run_find  # sqlite3 and the index: no torch, no textual
+
+    raise typer.Exit(run_find(" ".join(words), json_output=json_output, limit=limit))
 
 
 @app.command(cls=_Command)

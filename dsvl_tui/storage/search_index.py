@@ -1,0 +1,429 @@
+"""Find a word in any conversation: a full-text index of the journal and of saved transcripts.
+
+SQLite FTS5 from Python's standard library, one file in the data folder
+(``search.sqlite3``). It is never the source of truth: the journal's files and
+the saved transcripts are, and the index is brought back in line with them
+(``sync``) before each search. What it holds:
+
+- every journal entry (autosave), updated by the autosave worker after each
+  journal write (``Journal.update_index``), never on the TUI's event loop;
+- every transcript this program saved (``/save``) or loaded (``/load``); the
+  app cannot know of transcripts it never touched, so it does not scan the disk.
+
+One row per message: its text and its pictures' names, folded by the
+``unicode61`` tokenizer (case, and diacritics: "creme" finds "Crème"). A
+search is words (each matched whole, or as a prefix when it ends in ``*``),
+all of them in one message; FTS5's own syntax is never passed through, so
+``"`` or ``AND (`` are words like any other. Results are ranked by bm25, one
+per conversation (its best message).
+
+Rebuilt when missing, unreadable (a corrupt file is deleted and made again)
+or stale: ``PRAGMA user_version`` holds the schema version, and each
+conversation row holds its file's stamp (inode, size, mtime), so a file
+changed behind the index's back (another program, a lost update) is read
+again at the next ``sync``. Writes go through SQLite's write-ahead log
+(``journal_mode=WAL``, ``synchronous=NORMAL``): a ``kill -9`` at any moment
+leaves the last committed state; a power cut may lose the last commits,
+which ``sync`` redoes from the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsvl_tui.storage.atomic import is_temp_file
+from dsvl_tui.storage.paths import data_dir
+from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, parse_time
+from dsvl_tui.text import printable, valid_text
+
+INDEX_FILE = "search.sqlite3"
+SCHEMA_VERSION = 1
+TOKENIZER = "unicode61 remove_diacritics 2"
+BUSY_SECONDS = 2.0  # another writer (a second dsvl-chat) holds the index at most about this long
+BATCH = 200  # conversations indexed per transaction while syncing: other writers get their turn between
+MAX_WORDS = 32
+MATCH_START, MATCH_END = "\x02", "\x03"  # snippet markers: controls, so never in the (printable) indexed text
+SNIPPET_TOKENS = 16
+
+_SCHEMA = (
+    "CREATE TABLE convs(id INTEGER PRIMARY KEY, key BLOB UNIQUE NOT NULL, kind TEXT NOT NULL, path BLOB NOT NULL,"
+    " saved BLOB, title TEXT NOT NULL, updated REAL NOT NULL, pictures INTEGER NOT NULL,"
+    " messages INTEGER NOT NULL, stamp TEXT NOT NULL)",
+    "CREATE TABLE msgs(rid INTEGER PRIMARY KEY, conv INTEGER NOT NULL, msg INTEGER NOT NULL, digest BLOB NOT NULL,"
+    " UNIQUE(conv, msg))",
+    f"CREATE VIRTUAL TABLE fts USING fts5(text, names, tokenize='{TOKENIZER}')",
+)
+
+
+class QueryError(ValueError):
+    """A search with nothing to look for; ``str()`` is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the index keeps of one conversation: its title, when it changed, and per message (text, picture names)."""
+
+    title: str
+    updated: float
+    messages: tuple[tuple[str, str], ...]
+    pictures: int
+    saved: str = ""  # a journal entry's /save file, if any
+
+    @classmethod
+    def of_conversation(cls, conv: Any) -> Record:
+        messages = tuple((m.text, ", ".join(a.label for a in m.images)) for m in conv.messages)
+        pictures = sum(len(m.images) for m in conv.messages)
+        saved = str(conv.path) if getattr(conv, "path", None) else ""
+        return cls(conv.title, conv.updated, messages, pictures, saved)
+
+    @classmethod
+    def of_document(cls, doc: Any) -> Record | None:
+        """From a transcript's JSON object (ours); None if it is not one. Types are checked, nothing else."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("messages"), list):
+            return None
+        messages, pictures = [], 0
+        for message in doc["messages"]:
+            if not isinstance(message, dict):
+                continue
+            text = message.get("text") if isinstance(message.get("text"), str) else ""
+            images = message.get("images") if isinstance(message.get("images"), list) else []
+            names = [i["name"] for i in images if isinstance(i, dict) and isinstance(i.get("name"), str)]
+            pictures += len(images)
+            messages.append((text, ", ".join(names)))
+        try:
+            updated = parse_time(doc["updated"]) if isinstance(doc.get("updated"), str) else 0.0
+        except (ValueError, OverflowError):
+            updated = 0.0
+        title = doc["title"] if isinstance(doc.get("title"), str) else ""
+        saved = doc["saved_path"] if isinstance(doc.get("saved_path"), str) else ""
+        return cls(title, updated, tuple(messages), pictures, saved)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One conversation found: where it is, and its best message with a snippet around the match."""
+
+    kind: str  # "journal" (autosaved; opened as /resume opens it) or "saved" (a transcript; as /load opens it)
+    path: Path  # the journal entry or the transcript
+    title: str  # printable
+    updated: float
+    pictures: int
+    messages: int
+    message: int  # the index of the best matching message
+    snippet: tuple[tuple[str, bool], ...]  # (text, matched) pieces, printable, on one line
+    score: float  # bm25: lower is better
+
+    @property
+    def snippet_text(self) -> str:
+        return "".join(text for text, _ in self.snippet)
+
+
+def match_query(text: str) -> str:
+    """The user's words as an FTS5 query: each a quoted phrase (a trailing ``*``: a prefix), all required.
+
+    Nothing of FTS5's syntax gets through: quotes are doubled inside the phrase, operators are words.
+    Raises ``QueryError`` when no word is left (only punctuation, or nothing).
+    """
+    words = []
+    for chunk in valid_text(text).split():
+        core = chunk.rstrip("*")
+        if not any(c.isalnum() for c in core):
+            continue
+        words.append('"' + core.replace('"', '""') + '"' + ("*" if core != chunk else ""))
+    if not words:
+        raise QueryError("nothing to find: give a word or more (/find WORDS)")
+    if len(words) > MAX_WORDS:
+        raise QueryError(f"too many words ({len(words)}); give at most {MAX_WORDS}")
+    return " ".join(words)
+
+
+def _stamp(info: os.stat_result) -> str:
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _digest(text: str, names: str) -> bytes:
+    return hashlib.blake2b(f"{text}\0{names}".encode("utf-8", "replace"), digest_size=8).digest()
+
+
+def _fs(path: Path | str) -> bytes:
+    """A path as bytes (a file name need not be UTF-8)."""
+    return os.fsencode(str(path))
+
+
+class SearchIndex:
+    """The index file and the journal folder it mirrors. Safe to share between threads (one lock)."""
+
+    def __init__(self, path: Path | None = None, journal_dir: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else data_dir() / INDEX_FILE
+        self.journal_dir = Path(journal_dir) if journal_dir is not None else data_dir() / "journal"
+        self._con: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        self._lock = threading.RLock()
+
+    # -- the connection ---------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        """The open index, made (or made again) when missing, of another schema version, or not a database."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError:
+            inode = None
+        if self._con is not None and inode == self._inode:
+            return self._con
+        self.close()  # deleted or replaced since (another program rebuilt it): open the one there now
+        try:
+            return self._open()
+        except sqlite3.DatabaseError:
+            self.delete()
+            return self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # conversations are private: the file (and its -wal, -shm) is the user's alone
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        con = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                tables = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if tables:  # another schema: start afresh (sync refills it from the files)
+                    raise sqlite3.DatabaseError(f"search index schema {version}, not {SCHEMA_VERSION}")
+                con.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    con.execute(statement)
+                con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                con.execute("COMMIT")
+            con.execute("SELECT count(*) FROM convs").fetchone()
+        except BaseException:
+            con.close()
+            raise
+        self._con, self._inode = con, os.stat(self.path).st_ino
+        return con
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def delete(self) -> None:
+        """Remove the index file (and SQLite's files beside it): the next use builds it again."""
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                pass
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _guarded(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` under the lock; a corrupt index is deleted and ``work`` tried once more on a new one."""
+        with self._lock:
+            try:
+                return work()
+            except sqlite3.DatabaseError as error:
+                if isinstance(error, sqlite3.OperationalError):  # busy, full disk, read-only: not corruption
+                    raise
+                self.delete()
+                return work()
+
+    # -- writing ---------------------------------------------------------------------------
+    def put_journal(self, entry: Path, record: Record, stamp: os.stat_result | None = None) -> None:
+        """Index journal entry ``entry`` (a ``<id>.json``) as ``record``; ``stamp``: its file's ``stat``."""
+        self._guarded(lambda: self._put_many([(b"j:" + _fs(entry.stem), "journal", entry, record, stamp)]))
+
+    def put_saved(self, path: Path, record: Record) -> None:
+        """Index a transcript this program saved or loaded."""
+        path = Path(path).absolute()
+        try:
+            stamp: os.stat_result | None = os.stat(path)
+        except OSError:
+            stamp = None
+        self._guarded(lambda: self._put_many([(b"s:" + _fs(path), "saved", path, record, stamp)]))
+
+    def remove_journal(self, entry: Path) -> None:
+        self._guarded(lambda: self._remove([b"j:" + _fs(entry.stem)]))
+
+    def _put_many(self, rows: Iterable[tuple[bytes, str, Path, Record, os.stat_result | None]]) -> None:
+        with self._writing() as con:
+            for key, kind, path, record, stamp in rows:
+                _put(con, key, kind, path, record, "" if stamp is None else _stamp(stamp))
+
+    def _remove(self, keys: Iterable[bytes]) -> None:
+        with self._writing() as con:
+            for key in keys:
+                row = con.execute("SELECT id FROM convs WHERE key=?", (key,)).fetchone()
+                if row is None:
+                    continue
+                rids = [r for (r,) in con.execute("SELECT rid FROM msgs WHERE conv=?", (row[0],))]
+                con.executemany("DELETE FROM fts WHERE rowid=?", [(r,) for r in rids])
+                con.execute("DELETE FROM msgs WHERE conv=?", (row[0],))
+                con.execute("DELETE FROM convs WHERE id=?", (row[0],))
+
+    # -- staying in line with the files ----------------------------------------------------------
+    def sync(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Index what changed on disk since: new, changed and deleted journal entries and saved transcripts.
+
+        Returns how many conversations were read again; ``progress(done, total)`` follows a long rebuild.
+        """
+        return int(self._guarded(lambda: self._sync(progress)))
+
+    def _sync(self, progress: Callable[[int, int], None] | None) -> int:
+        con = self._connection()
+        known = {bytes(key): stamp for key, stamp in con.execute("SELECT key, stamp FROM convs")}
+        changed: list[tuple[bytes, str, Path, os.stat_result]] = []
+        try:
+            entries = list(os.scandir(self.journal_dir))
+        except OSError:
+            entries = []
+        for entry in entries:
+            if not entry.name.endswith(".json") or is_temp_file(Path(entry.name)):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = b"j:" + _fs(entry.name[:-5])
+            if known.pop(key, None) != _stamp(info):
+                changed.append((key, "journal", Path(entry.path), info))
+        for key in [k for k in known if k.startswith(b"s:")]:
+            stamp = known.pop(key)
+            path = Path(os.fsdecode(key[2:]))
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue  # gone (or unreachable): removed below
+            if _stamp(info) != stamp:
+                changed.append((key, "saved", path, info))
+        self._remove(known)
+        for start in range(0, len(changed), BATCH):
+            batch = changed[start:start + BATCH]
+            records = [(key, kind, path, _read_record(path, kind), info) for key, kind, path, info in batch]
+            self._remove([key for key, _, _, record, _ in records if record is None])  # no longer a transcript
+            self._put_many([(key, kind, path, record, info) for key, kind, path, record, info in records
+                            if record is not None])
+            if progress is not None:
+                progress(start + len(batch), len(changed))
+        return len(changed)
+
+    # -- searching -----------------------------------------------------------------------------
+    def search(self, text: str, limit: int = 50, *, sync: bool = True) -> list[Hit]:
+        """The conversations with a message holding every word of ``text``, best first (bm25), at most ``limit``.
+
+        Raises ``QueryError`` for a search with no word in it, ``OSError``/``sqlite3.Error`` if the index
+        cannot be read or made.
+        """
+        query = match_query(text)
+        if sync:
+            self.sync()
+        return list(self._guarded(lambda: self._search(query, limit)))
+
+    def _search(self, query: str, limit: int) -> list[Hit]:
+        con = self._connection()
+        rows = con.execute(
+            "SELECT convs.id, convs.kind, convs.path, convs.saved, convs.title, convs.updated, convs.pictures,"
+            " convs.messages, msgs.msg, snippet(fts, -1, ?, ?, '\u2026', ?), bm25(fts) AS score"
+            " FROM fts JOIN msgs ON msgs.rid = fts.rowid JOIN convs ON convs.id = msgs.conv"
+            " WHERE fts MATCH ? ORDER BY score LIMIT ?",
+            (MATCH_START, MATCH_END, SNIPPET_TOKENS, query, max(1, limit) * 8)).fetchall()
+        best: dict[int, Hit] = {}
+        saved_of_journal = set()
+        for conv, kind, path, saved, title, updated, pictures, messages, msg, snippet, score in rows:
+            if conv in best:
+                continue
+            best[conv] = Hit(kind, Path(os.fsdecode(path)), printable(" ".join(title.split())), updated, pictures,
+                             messages, msg, _pieces(snippet), score)
+            if kind == "journal" and saved:
+                saved_of_journal.add(os.fsdecode(saved))
+        # A transcript that is also a journal entry's /save file is the same conversation: the entry stands for both.
+        hits = [h for h in best.values() if not (h.kind == "saved" and str(h.path) in saved_of_journal)]
+        return hits[:limit]
+
+
+def _put(con: sqlite3.Connection, key: bytes, kind: str, path: Path, record: Record, stamp: str) -> None:
+    """Write one conversation's rows: only the messages whose text or pictures changed are indexed again."""
+    try:
+        saved: bytes | None = _fs(record.saved) if record.saved else None
+    except UnicodeEncodeError:
+        saved = None
+    values = (kind, _fs(path), saved, printable(valid_text(record.title)), record.updated, record.pictures,
+              len(record.messages), stamp)
+    row = con.execute("SELECT id FROM convs WHERE key=?", (key,)).fetchone()
+    if row is None:
+        conv = con.execute("INSERT INTO convs(kind, path, saved, title, updated, pictures, messages, stamp, key)"
+                           " VALUES(?,?,?,?,?,?,?,?,?)", (*values, key)).lastrowid
+    else:
+        conv = row[0]
+        con.execute("UPDATE convs SET kind=?, path=?, saved=?, title=?, updated=?, pictures=?, messages=?, stamp=?"
+                    " WHERE id=?", (*values, conv))
+    old = {msg: (rid, bytes(digest)) for rid, msg, digest in
+           con.execute("SELECT rid, msg, digest FROM msgs WHERE conv=?", (conv,))}
+    for number, (text, names) in enumerate(record.messages):
+        digest = _digest(text, names)
+        had = old.pop(number, None)
+        if had is not None and had[1] == digest:
+            continue
+        if had is not None:
+            rid = had[0]
+            con.execute("DELETE FROM fts WHERE rowid=?", (rid,))
+            con.execute("UPDATE msgs SET digest=? WHERE rid=?", (digest, rid))
+        else:
+            rid = con.execute("INSERT INTO msgs(conv, msg, digest) VALUES(?,?,?)", (conv, number, digest)).lastrowid
+        # Stored printable: what a snippet shows needs no control characters (and so the markers stay unique).
+        con.execute("INSERT INTO fts(rowid, text, names) VALUES(?,?,?)",
+                    (rid, printable(valid_text(text)), printable(valid_text(names))))
+    for rid, _ in old.values():
+        con.execute("DELETE FROM fts WHERE rowid=?", (rid,))
+        con.execute("DELETE FROM msgs WHERE rid=?", (rid,))
+
+
+def _read_record(path: Path, kind: str) -> Record | None:
+    """A conversation file read again for the index; None if it cannot be read or is not a transcript."""
+    from engine.files import read_regular
+
+    if kind == "saved":  # anything /load opens (upstream's format too), through the validated reader
+        from dsvl_tui.storage.transcript.format import TranscriptError
+        from dsvl_tui.storage.transcript.read import read
+
+        try:
+            return Record.of_conversation(read(path)[0])
+        except (TranscriptError, OSError, ValueError):
+            return None
+    try:  # the journal's own files: read as JSON, only the fields the index keeps
+        return Record.of_document(json.loads(read_regular(path, MAX_FILE_BYTES)))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _pieces(snippet: str) -> tuple[tuple[str, bool], ...]:
+    """A snippet with its match markers as (text, matched) pieces, each made printable, all on one line."""
+    pieces: list[tuple[str, bool]] = []
+    for n, part in enumerate(" ".join(snippet.split()).split(MATCH_START)):
+        matched, _, rest = part.partition(MATCH_END) if n else ("", "", part)
+        for text, hit in ((matched, True), (rest, False)):
+            text = printable(text)
+            if text:
+                pieces.append((text, hit))
+    return tuple(pieces)
