@@ -134,7 +134,7 @@ def match_query(text: str) -> str:
     Raises ``QueryError`` when no word is left (only punctuation, or nothing).
     """
     words = []
-    for chunk in valid_text(text).split():
+    for chunk in printable(text).split():  # no controls: a NUL would end the query early
         core = chunk.rstrip("*")
         if not any(c.isalnum() for c in core):
             continue
