@@ -162,14 +162,16 @@ def started(monkeypatch: pytest.MonkeyPatch):
     return calls
 
 
-def test_options_come_from_flags_and_environment(started) -> None:
+def test_options_come_from_flags_and_environment(started, tmp_path) -> None:
+    folder = tmp_path / "models" / "dsvl"  # a local model must be there: the CLI checks before loading
+    folder.mkdir(parents=True)
     result = runner.invoke(app, ["--plain", "--temperature", "0", "--top-k", "5", "--seed", "3", "--resume"],
-                           env={"DSVL_MODEL": "/models/dsvl", "DSVL_SYSTEM": "Be brief.", "DSVL_DTYPE": "float32"})
+                           env={"DSVL_MODEL": str(folder), "DSVL_SYSTEM": "Be brief.", "DSVL_DTYPE": "float32"})
     assert result.exit_code == 0, result.output
     (kind, options), = started
     assert kind == "repl"
-    assert (options.model, options.dtype, options.device, options.system) == ("/models/dsvl", "float32", "auto",
-                                                                             "Be brief.")
+    assert (options.model, options.dtype, options.device, options.system) == (str(folder.resolve()), "float32",
+                                                                             "auto", "Be brief.")
     settings = options.settings
     assert (settings.temperature, settings.top_k, settings.seed, settings.top_p) == (0, 5, 3, 0.95)
     assert options.resume

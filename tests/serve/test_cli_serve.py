@@ -64,7 +64,8 @@ def test_serve_without_limit_options_serves_with_the_default_limits(tiny_siglip:
 
 
 def test_a_model_that_does_not_load_is_one_line_and_exit_4(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "not-a-model").mkdir()  # there, so the CLI passes it on (a missing folder is a usage error, 2)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["serve", "--model", str(tmp_path / "missing"), "--device", "cpu"])
+        cli.main(["serve", "--model", str(tmp_path / "not-a-model"), "--device", "cpu"])
     assert exit_info.value.code == 4
     assert capsys.readouterr().err.splitlines()[-1].startswith("error: ")
