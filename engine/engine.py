@@ -370,7 +370,7 @@ def load(
         model_id=str(model), variant=variant, tower=spec.vision.kind, device=str(chosen_device),
         dtype=str(chosen_dtype).replace("torch.", ""), parameters=net.parameter_count(),
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
-        quantize=quantizer.plan.mode, quantize_note=quantizer.note(),
+        quantize=quantizer.plan.mode, quantize_note=quantizer.note(), max_token_chars=prompt.max_token_chars,
     )
     eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)
     if compile:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from rich.console import Console
 
+    from dsvl_tui.remote import RemoteBackend
+    from dsvl_tui.remote_probe import Connection
     from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
     from dsvl_tui.storage.journal import Journal
     from engine.types import ChatBackend
@@ -109,6 +111,8 @@ class Repl:
         self._journaling = False  # a journal write is under way (a SIGTERM waits for it)
         self._end_after_journal = False
         self._console: Console | None = None
+        self._connection: Connection | None = None  # with --endpoint: whether the server has answered
+        self._watch_stop = threading.Event()  # ends the thread that tries an unreachable server again
         self.exit_code = 0
 
     # -- Session -------------------------------------------------------------------
@@ -137,7 +141,8 @@ class Repl:
         except LimitError as exc:  # more than a transcript holds: not sent, nothing recorded
             self._failed(str(exc))
             return
-        self._autosave()
+        # Journaled once the backend takes it (``_answer``): a message that could not be sent (no model, the
+        # server down) is not a conversation; it goes back to the prompt and stays in the prompt history.
         self._answer(message)
 
     def regenerate(self) -> None:
@@ -170,7 +175,7 @@ class Repl:
             self._write_err(f"… {earlier} earlier messages", _DIM)
         for message in shown:
             self._show_message(message)
-        loaded = self._slot.model
+        loaded = None if self.options.endpoint else self._slot.model  # a server's model is the server's choice
         if conversation.model and loaded and conversation.model != loaded:
             self.info(f"note: this conversation used {conversation.model}; /model {conversation.model} switches to it")
 
@@ -221,6 +226,19 @@ class Repl:
 
     def close_pane(self) -> None:
         raise CommandError("the REPL has a single conversation")
+
+    def model_server(self) -> RemoteBackend | None:
+        """The server that chooses the model (``--endpoint``), or None: models are loaded here."""
+        from dsvl_tui.remote import RemoteBackend
+
+        if not self.options.endpoint:
+            return None
+        cancel = threading.Event()
+        with interrupt_sets(cancel):  # the client is made at start, after one short try (remote_probe.PROBE_TIMEOUT)
+            backend = self._slot.wait(cancel, poll=self._flush_notes)
+        if not isinstance(backend, RemoteBackend):
+            raise CommandError("still setting up the connection to the model server; try again in a moment")
+        return backend
 
     def change_model(self, model: str) -> None:
         try:
@@ -295,6 +313,7 @@ class Repl:
                 self.handle(line)
         finally:
             restore_signals()
+        self._watch_stop.set()
         self._flush_notes()
         return self.exit_code
 
@@ -352,6 +371,8 @@ class Repl:
         parts = []
         if self._slot.loading is not None:
             parts.append("loading")
+        elif self._connection is not None and not self._connection.connected:
+            parts.append("not connected")
         if self._conversation.pending:
             count = len(self._conversation.pending)
             parts.append(f"{count} image{'s' if count > 1 else ''}")
@@ -389,7 +410,7 @@ class Repl:
                 try:
                     answer = stream_answer(backend, conversation, cancel=cancel,
                                            on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
-                                           on_note=notes.append)
+                                           on_note=notes.append, on_open=self._autosave)
                 except EngineError as exc:  # input problems, raised before anything is generated
                     self._failed(str(exc))
                     self._take_back(mine)
@@ -398,6 +419,8 @@ class Repl:
                     printer.finish()
         finally:
             self._cancel = None
+            for notice in conversation.image_notices():  # a picture changed since it was attached or loaded
+                self.info(notice)
         for note in notes:
             self.info(note)
         if answer.error:
@@ -542,6 +565,12 @@ class Repl:
     def _on_load_event(self, kind: str, message: str) -> None:
         """From the loading thread: queue the line; the prompt (or the main loop) shows it."""
         if kind == "ready":
+            from dsvl_tui.remote import RemoteBackend
+
+            backend = self._slot.backend
+            if isinstance(backend, RemoteBackend):
+                self._server_ready(backend)
+                return
             self._conversation.model = message
             if self._slot.announced:  # the engine's "... ready on cpu (float32)" line said it
                 return
@@ -552,6 +581,36 @@ class Repl:
         else:
             note = (message, _DIM)
         self._notes.put(note)
+        self._poke_prompt()
+
+    def _server_ready(self, backend: RemoteBackend) -> None:
+        """``--endpoint``: ready once the server has answered; until then "not connected", said once with the
+        reason and when it is tried again (``remote_probe.watch``, in a thread), then "connected" when it answers."""
+        from dsvl_tui.remote_probe import Connection, schedule_text, watch
+
+        def report(connection: Connection) -> None:
+            before, self._connection = self._connection, connection
+            if connection.connected:
+                self._connected(backend, after_failures=before is not None)
+            elif before is None:
+                self._notes.put((f"error: not connected: {connection.reason} (trying again {schedule_text()}; "
+                                 "a message sent meanwhile tries at once)", _RED))
+                self._poke_prompt()
+
+        self._watch_stop.set()
+        if backend.known:
+            self._connection = Connection(True)
+            self._connected(backend, after_failures=False)
+            return
+        self._connection, self._watch_stop = None, threading.Event()
+        threading.Thread(target=watch, args=(backend, report, self._watch_stop), name="dsvl-connect",
+                         daemon=True).start()
+
+    def _connected(self, backend: RemoteBackend, *, after_failures: bool) -> None:
+        model = backend.info.model_id
+        if not self._conversation.messages:
+            self._conversation.model = model
+        self._notes.put((f"{'connected: ' if after_failures else ''}{model} at {backend.where} is ready", _DIM))
         self._poke_prompt()
 
     def _poke_prompt(self) -> None:

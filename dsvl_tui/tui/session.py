@@ -88,11 +88,11 @@ class TuiSession:
         """A modal with the keys (from the bindings and the input box's key table), then ``sections``."""
         from textual.binding import Binding
 
-        from dsvl_tui.tui.screens import HelpScreen, MainScreen, binding_rows, docstring_keys
+        from dsvl_tui.tui.screens import HelpScreen, binding_rows, docstring_keys
         from dsvl_tui.tui.widgets import PromptInput
 
         palette = self.app.COMMAND_PALETTE_BINDING
-        keys = [*binding_rows(MainScreen.BINDINGS), *docstring_keys(PromptInput),
+        keys = [*binding_rows(self.app.main.key_bindings), *docstring_keys(PromptInput),
                 *binding_rows([Binding(palette, "command_palette", "command palette (every slash command)")])]
         self.app.push_screen(HelpScreen([HelpSection("Keys", tuple(keys)), *sections]))
 
@@ -104,6 +104,10 @@ class TuiSession:
 
     def switch_pane(self, offset: int) -> None:
         self.app.step_pane(offset)
+
+    def model_server(self) -> object | None:
+        """The server that chooses the model (``--endpoint``), or None (``DsvlApp.model_server``)."""
+        return self.app.model_server()
 
     def change_model(self, model: str) -> None:
         self.app.load_model(model)
