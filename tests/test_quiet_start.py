@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from process_support import PROCESS_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_LOG = re.compile(r"^[WEI]\d{4} |_pytree|Enum subclass|Warning:", re.MULTILINE)
@@ -27,7 +28,7 @@ def test_a_local_model_starts_without_library_warnings(tiny_siglip: Path, argv: 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSVL_MODEL", "DSVL_ENDPOINT", "TORCH_LOGS"))}
     run = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "--model", str(tiny_siglip), "--device", "cpu",
                           "--max-new-tokens", "2", *argv], input="hi\n", capture_output=True, text=True,
-                         env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+                         env={**env, "PYTHONPATH": str(ROOT)}, timeout=PROCESS_TIMEOUT)
     assert run.returncode == 0, run.stderr
     assert "ready on cpu" in run.stderr  # the load happened (its progress lines are on stderr)
     assert not LIBRARY_LOG.search(run.stderr), run.stderr

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from process_support import PROCESS_TIMEOUT
 
 from engine.errors import REINSTALL_TORCH, LibraryMismatchError, library_mismatch
 
@@ -37,7 +38,7 @@ sys.meta_path.insert(0, MismatchedTorchvision())
 def _run(code: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSVL_MODEL", "DSVL_DEVICE", "DSVL_ENDPOINT"))}
     return subprocess.run([sys.executable, "-c", BROKEN_TORCHVISION + code, *args], input=stdin, capture_output=True,
-                          text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+                          text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=PROCESS_TIMEOUT)
 
 
 def _is_the_line(line: str) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from process_support import PROCESS_TIMEOUT
 
 # A finder first in sys.meta_path that refuses the heavy imports: the CLI must decide without them.
 NO_HEAVY_IMPORTS = """
@@ -38,7 +39,7 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
         if name not in env:
             environ.pop(name, None)
     return subprocess.run([sys.executable, "-c", NO_HEAVY_IMPORTS, *args], capture_output=True, text=True,
-                          cwd=cwd, env=environ, stdin=subprocess.DEVNULL, timeout=120)
+                          cwd=cwd, env=environ, stdin=subprocess.DEVNULL, timeout=PROCESS_TIMEOUT)
 
 
 DEVICE = "error: Invalid value for '--device': unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"
