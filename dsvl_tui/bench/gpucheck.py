@@ -364,6 +364,18 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  {row['what']:<48} {shown:>10} {row['limit']:>9}  {row['verdict']}")
 
 
+def _result(dry_run: bool, device: str, outcomes: dict[str, dict[str, Any]], started: float, done: bool
+            ) -> dict[str, Any]:
+    import torch
+
+    figures: dict[str, Any] = {}
+    for outcome in outcomes.values():
+        figures.update(outcome.get("figures", {}))
+    return {"dry_run": dry_run, "machine": _device_name(device), "torch": torch.__version__,
+            "python": platform.python_version(), "parts": outcomes, "targets": judge(figures, dry_run),
+            "seconds": time.perf_counter() - started, "finished": done}
+
+
 # -- main --------------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and ("tests" in parts or "bench" in parts):
         from dsvl_tui.bench.engine import random_checkpoint
 
+        written = time.perf_counter()
         full = random_checkpoint(None)  # the full-size random 1.3B, written once (bf16, like upstream's files)
+        print(f"gpucheck: the full-size random 1.3B checkpoint ready in {time.perf_counter() - written:.0f} s",
+              file=sys.stderr)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
         "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
@@ -413,14 +428,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             outcomes[part] = {"ok": False, "error": error_line(exc)}
         outcomes[part]["seconds"] = time.perf_counter() - part_started
-    figures: dict[str, Any] = {}
-    for outcome in outcomes.values():
-        figures.update(outcome.get("figures", {}))
-    result = {"dry_run": args.dry_run, "machine": _device_name(device), "torch": torch.__version__,
-              "python": platform.python_version(), "parts": outcomes, "targets": judge(figures, args.dry_run),
-              "seconds": time.perf_counter() - started}
+        print(f"gpucheck: {part} {'ok' if outcomes[part]['ok'] else 'FAILED'} in {outcomes[part]['seconds']:.0f} s",
+              file=sys.stderr)
+        result = _result(args.dry_run, device, outcomes, started, done=part == parts[-1])
+        # Written after every part, so a run stopped at its time limit still leaves the parts it finished.
+        args.json.write_text(json.dumps(result, indent=2, default=str))
     print_table(result)
-    args.json.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0 if all(o.get("ok") for o in outcomes.values()) else 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +165,13 @@ def test_the_rehearsal_scripts_are_executable_and_named_by_ci():
     for name in ("gpu-wheels", "gpu-check", "gpu-rehearsal"):
         assert os.access(ROOT / "scripts" / name, os.X_OK), name
     assert "scripts/gpu-rehearsal" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_results_are_written_after_every_part(monkeypatch, tmp_path):
+    """A run stopped at the device's time limit still leaves the parts it finished (the JSON is under $OUT)."""
+    out, seen = tmp_path / "gpucheck.json", []
+    monkeypatch.setattr(gpucheck, "run_big", lambda *a, **k: {"ok": True, "figures": {"big_decode_tps": 1.0}})
+    monkeypatch.setattr(gpucheck, "run_quant", lambda *a, **k: seen.append(json.loads(out.read_text())) or {"ok": True})
+    assert gpucheck.main(["--dry-run", "--big", "--quant", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
+    assert seen[0]["parts"]["big"]["ok"] and "quant" not in seen[0]["parts"] and not seen[0]["finished"]
+    assert json.loads(out.read_text())["finished"]
