@@ -34,7 +34,8 @@ It runs four parts
   ("no torchao for this torch"), instead of failing.
 
 It prints one table (the targets with PASS/FAIL beside the measured
-figures) and writes JSON (``--json``, default ``gpucheck.json``). The exit
+figures) and writes JSON (``--json``, default ``gpucheck.json``; rewritten
+after every part, so a run stopped at a time limit keeps what it finished). The exit
 code is 1 if a part failed (a test failed, a step raised), else 0; a missed
 target is reported, not an error (it is a benchmark, not a timed test).
 
