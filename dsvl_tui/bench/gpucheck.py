@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "big": lambda: run_big(device, args.dry_run, args.work),
         "quant": lambda: run_quant(device, args.dry_run, args.work),
     }
+    from dsvl_tui.storage.atomic import atomic_write_bytes
     from dsvl_tui.text import error_line
 
     outcomes: dict[str, dict[str, Any]] = {}
@@ -432,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpucheck: {part} {'ok' if outcomes[part]['ok'] else 'FAILED'} in {outcomes[part]['seconds']:.0f} s",
               file=sys.stderr)
         result = _result(args.dry_run, device, outcomes, started, done=part == parts[-1])
-        # Written after every part, so a run stopped at its time limit still leaves the parts it finished.
-        args.json.write_text(json.dumps(result, indent=2, default=str))
+        # Written after every part (atomically: a kill mid-write leaves the last whole file), so a run stopped at its
+        # time limit still leaves the parts it finished.
+        atomic_write_bytes(args.json, json.dumps(result, indent=2, default=str).encode())
     print_table(result)
     print(f"wrote {args.json}", file=sys.stderr)
     return 0 if all(o.get("ok") for o in outcomes.values()) else 1
