@@ -56,13 +56,14 @@ class Attachment:
         return cls(path=str(resolved), sha256=file_sha256(resolved), name=resolved.name)
 
     def engine_source(self):
-        """What ``engine.Message.images`` takes: a path, or a PIL image for embedded bytes."""
+        """What ``engine.Message.images`` takes: a path, or an ``EncodedImage`` of the embedded bytes.
+
+        The bytes, not a PIL image: opening one here, for every picture of the history on every
+        turn, decoded an ICO's frame whatever its size; the engine opens them with its checks."""
         if self.data is not None:
-            import io
+            from engine.types import EncodedImage
 
-            from PIL import Image
-
-            return Image.open(io.BytesIO(self.data))
+            return EncodedImage(self.data, name=self.name or "embedded image")
         return self.usable_path()
 
     def usable_path(self) -> str | None:

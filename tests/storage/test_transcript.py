@@ -31,6 +31,7 @@ from dsvl_tui.storage.transcript import (
     would_overwrite,
 )
 from dsvl_tui.storage.transcript import format as transcript_format
+from engine.images import load_image
 from engine.types import GenerationSettings, GenerationStats
 
 
@@ -141,7 +142,7 @@ def test_embedded_images_make_one_self_contained_file(tmp_path):
     expected = _without_updated(moved)
     save_transcript(loaded, moved, embed_images=True)
     assert _without_updated(moved) == expected
-    first = loaded.engine_messages()[0].images[0]  # sent to the model as an image again
+    first = load_image(loaded.engine_messages()[0].images[0])  # sent to the model as an image again
     assert first.size == (4, 4) and first.getpixel((0, 0)) == (255, 0, 0)
 
 

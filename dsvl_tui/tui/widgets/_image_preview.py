@@ -12,6 +12,8 @@ downscaled in a thread worker; the widget shows its name until it is ready.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from dsvl_tui.conversation import Attachment
 from dsvl_tui.text import printable
 from dsvl_tui.tui import image_protocols, thumbnail
 from engine.files import open_regular
+from engine.image_limits import open_picture
+from engine.types import EncodedImage
 
 UPPER_HALF = "\u2580"
 
@@ -91,6 +95,7 @@ def _upright_rgb(image):
 
 @contextmanager
 def _open(attachment: Attachment) -> Iterator[Any]:
+    """The attachment's picture, opened (header read, nothing decoded) the engine's way: ``open_picture``."""
     from PIL import Image
 
     source = attachment.engine_source()
@@ -98,8 +103,11 @@ def _open(attachment: Attachment) -> Iterator[Any]:
         with source:
             yield source
         return
-    # Only a regular file: a FIFO or a device would block this worker (and the app's exit) for ever.
-    with open_regular(source) as handle, Image.open(handle) as image:
+    if isinstance(source, EncodedImage):  # a transcript's embedded picture
+        handle: Any = contextlib.nullcontext(io.BytesIO(source.data))
+    else:  # Only a regular file: a FIFO or a device would block this worker (and the app's exit) for ever.
+        handle = open_regular(source)
+    with handle as stream, open_picture(stream) as image:
         image.draft("RGB", (256, 256))  # JPEG: decode at a reduced size, much faster
         yield image
 
@@ -178,7 +186,7 @@ class ImagePreview(Widget):
                     picture, (columns, rows) = picture_for_cells(image, self.max_width, self.max_height, cell)
                     message = self.Downscaled(picture, columns, rows)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is shown, never raised
-            bomb = isinstance(exc, thumbnail.PictureTooLarge) or type(exc).__name__ == "DecompressionBombError"
+            bomb = isinstance(exc, thumbnail.PictureTooLarge) or type(exc).__name__.startswith("DecompressionBomb")
             self.post_message(self.Failed("too large" if bomb else "unreadable"))
         else:
             self.post_message(message)
