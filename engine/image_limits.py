@@ -51,10 +51,12 @@ def guard_pillow() -> Any:
     if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # never looser than ours (a stricter one set by the host stays)
     # First the error, then the ignore: the first filter that matches wins, and both match the bomb warning.
-    wanted = [("error", Image.DecompressionBombWarning, None), ("ignore", Warning, r"PIL(\.|$)")]
+    pillow = r"PIL(\.|$)"
+    wanted = [("error", Image.DecompressionBombWarning, None), ("ignore", Warning, pillow)]
     if [(f[0], f[2], getattr(f[3], "pattern", None)) for f in warnings.filters[:2]] != wanted:
-        for action, category, module in reversed(wanted):  # each goes to the front, replacing its old copy
-            warnings.filterwarnings(action, category=category, module=module or "")
+        # Each goes to the front, replacing its old copy: the ignore first, so the error ends up before it.
+        warnings.filterwarnings("ignore", category=Warning, module=pillow)
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
     return Image
 
 
