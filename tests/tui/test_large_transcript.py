@@ -85,3 +85,13 @@ async def test_a_short_conversation_is_mounted_whole(tmp_path):
         await type_line(pilot, f"/load {tmp_path / 'short.json'}")
         await wait_for(pilot, lambda: len(_mounted(app)) == 6)
         assert _mounted(app) == [m.text for m in conv.messages] and not app.active.query(EarlierMessages)
+
+
+def test_a_conversations_repr_is_short_whatever_it_holds():
+    """Textual names every worker by the repr of its arguments, on the event loop: the context meter's
+    worker took most of a second per turn to repr a 20 MB conversation."""
+    conv = Conversation(model="tiny")
+    for i in range(5000):
+        conv.add_user(f"question {i} " + "x" * 1000)
+        conv.add_answer(f"answer {i}")
+    assert len(repr(conv)) < 120 and "10000 messages" in repr(conv)
