@@ -10,8 +10,9 @@ what a missing index costs), then times
   after ``record(index=False)``: the journal write itself is not counted);
 - a query: rare, common and very common words, two words, a prefix and a
   picture's name, each answered from the index (``sync=False``), best 50;
-- the staleness check each search makes first (``sync``: a scan of the
-  journal folder), with nothing changed.
+- the staleness check each search makes first (``sync``), nothing changed:
+  with the journal folder scanned (as after a journal write) and with the
+  folder as the last scan left it (its modification time says so).
 
 Prints a table of median and 95th percentile against the targets (a query
 ≤ 50 ms, a message ≤ 5 ms) and writes ``findbench.json``. Exit code 1 if a
@@ -21,6 +22,7 @@ target is missed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -48,13 +50,13 @@ def _write_journal(folder: Path, count: int, rng: random.Random) -> list[str]:
     from dsvl_tui.storage.transcript.write import document, encode
 
     vocabulary = _vocabulary(rng, 20_000)
-    weights = [1.0 / (rank + 1) for rank in range(len(vocabulary))]  # Zipf: a few words everywhere, most rare
+    weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(vocabulary))))  # Zipf-like
     folder.mkdir(parents=True, exist_ok=True)
     ids = []
     for number in range(count):
         conv = Conversation(title=f"conversation {number}")
         for turn in range(rng.randint(4, 16)):
-            text = " ".join(rng.choices(vocabulary, weights, k=rng.randint(10, 60)))
+            text = " ".join(rng.choices(vocabulary, cum_weights=weights, k=rng.randint(10, 60)))
             message = conv.add_user(text) if turn % 2 == 0 else conv.add_answer(text)
             if turn == 0 and rng.random() < 0.2:
                 message.images.append(Attachment(name=f"photo_{rng.choice(vocabulary)}_{number}.jpg"))
@@ -131,7 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                 index.search(query, sync=False)
                 times.append(time.perf_counter() - started)
             rows.append((label, found, *_ms(times)))
-        syncs = []
+        syncs, scans = [], []
+        for _ in range(max(5, args.queries // 3)):
+            con.execute("DELETE FROM meta")  # as after a journal write: the folder is scanned
+            started = time.perf_counter()
+            index.sync()
+            scans.append(time.perf_counter() - started)
+        os.utime(journal.directory, ns=(time.time_ns() - 10**10,) * 2)  # settled: the scan is skipped
+        index.sync()
         for _ in range(max(5, args.queries // 3)):
             started = time.perf_counter()
             index.sync()
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         del journal_conv
 
     message_ms = _ms(per_message)
-    sync_ms = _ms(syncs)
+    sync_ms, scan_ms = _ms(syncs), _ms(scans)
     print(f"\n{args.conversations:,} conversations, {messages:,} messages; index {size / 2**20:.0f} MiB; "
           f"rebuild from the journal {rebuild:.1f} s")
     print(f"{'measure':<40} {'found':>6} {'median ms':>10} {'p95 ms':>8} {'target':>8}")
@@ -151,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     for label, found, median, p95 in rows:
         print(f"{'query: ' + label:<40} {found:>6} {median:>10.2f} {p95:>8.2f} {'≤ 50':>8}")
         missed |= p95 > QUERY_TARGET_MS
-    print(f"{'staleness check (sync, nothing changed)':<40} {'':>6} {sync_ms[0]:>10.2f} {sync_ms[1]:>8.2f} "
-          f"{'':>8}")
+    print(f"{'staleness check, journal folder scanned':<40} {'':>6} {scan_ms[0]:>10.2f} {scan_ms[1]:>8.2f} {'':>8}")
+    print(f"{'staleness check, folder unchanged':<40} {'':>6} {sync_ms[0]:>10.2f} {sync_ms[1]:>8.2f} {'':>8}")
     result = {"conversations": args.conversations, "messages": messages, "index_bytes": size,
               "rebuild_seconds": rebuild, "index_message_ms": {"median": message_ms[0], "p95": message_ms[1]},
               "queries": [{"query": label, "found": found, "median_ms": median, "p95_ms": p95}
                           for label, found, median, p95 in rows],
-              "sync_ms": {"median": sync_ms[0], "p95": sync_ms[1]}}
+              "sync_unchanged_ms": {"median": sync_ms[0], "p95": sync_ms[1]},
+              "sync_scan_ms": {"median": scan_ms[0], "p95": scan_ms[1]}}
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     return 1 if missed else 0
 

@@ -34,13 +34,13 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsvl_tui.storage.atomic import is_temp_file
 from dsvl_tui.storage.paths import data_dir
 from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, parse_time
 from dsvl_tui.text import printable, valid_text
@@ -53,6 +53,12 @@ BATCH = 200  # conversations indexed per transaction while syncing: other writer
 MAX_WORDS = 32
 MATCH_START, MATCH_END = "\x02", "\x03"  # snippet markers: controls, so never in the (printable) indexed text
 SNIPPET_TOKENS = 16
+# A search matching more messages than this is listed newest first instead of by bm25: ranking costs about a
+# microsecond a match, and a word in that many messages is one bm25 gives almost no weight anyway.
+RANKED_MATCHES = 10_000
+# A folder's modification time this recent may not yet show a write in the same clock tick (coarse file systems):
+# the scan it saves is then not skipped next time.
+SETTLED_NS = 2_000_000_000
 
 _SCHEMA = (
     "CREATE TABLE convs(id INTEGER PRIMARY KEY, key BLOB UNIQUE NOT NULL, kind TEXT NOT NULL, path BLOB NOT NULL,"
@@ -61,6 +67,7 @@ _SCHEMA = (
     "CREATE TABLE msgs(rid INTEGER PRIMARY KEY, conv INTEGER NOT NULL, msg INTEGER NOT NULL, digest BLOB NOT NULL,"
     " UNIQUE(conv, msg))",
     f"CREATE VIRTUAL TABLE fts USING fts5(text, names, tokenize='{TOKENIZER}')",
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 
@@ -181,7 +188,12 @@ class SearchIndex:
         self.close()  # deleted or replaced since (another program rebuilt it): open the one there now
         try:
             return self._open()
-        except sqlite3.DatabaseError:
+        except sqlite3.DatabaseError as error:
+            # A file that cannot even be opened as an index (a garbled header reads as a disk I/O error) is made
+            # again; only another program holding it is waited for, and reported.
+            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
             self.delete()
             return self._open()
 
@@ -203,7 +215,8 @@ class SearchIndex:
                     con.execute(statement)
                 con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 con.execute("COMMIT")
-            con.execute("SELECT count(*) FROM convs").fetchone()
+            for table in ("convs", "msgs", "fts", "meta"):  # all there (a file made by another version may lack one)
+                con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
         except BaseException:
             con.close()
             raise
@@ -242,7 +255,7 @@ class SearchIndex:
             try:
                 return work()
             except sqlite3.DatabaseError as error:
-                if isinstance(error, sqlite3.OperationalError):  # busy, full disk, read-only: not corruption
+                if not _damaged(error):  # busy, a full disk, read-only: the file is fine, the moment is not
                     raise
                 self.delete()
                 return work()
@@ -290,14 +303,24 @@ class SearchIndex:
 
     def _sync(self, progress: Callable[[int, int], None] | None) -> int:
         con = self._connection()
-        known = {bytes(key): stamp for key, stamp in con.execute("SELECT key, stamp FROM convs")}
+        # Every journal write renames a file into the folder, which changes the folder's modification time: when
+        # that is as the last full scan found it, only the saved transcripts (a few) need a look.
+        try:
+            folder = os.stat(self.journal_dir)
+            seen = f"{folder.st_ino}:{folder.st_mtime_ns}"
+        except OSError:
+            folder, seen = None, ""
+        row = con.execute("SELECT value FROM meta WHERE key='journal'").fetchone()
+        scan = folder is not None and (row is None or row[0] != seen)
+        query = "SELECT key, stamp FROM convs" if scan or folder is None else "SELECT key, stamp FROM convs WHERE kind='saved'"
+        known = {bytes(key): stamp for key, stamp in con.execute(query)}
         changed: list[tuple[bytes, str, Path, os.stat_result]] = []
         try:
-            entries = list(os.scandir(self.journal_dir))
+            entries = list(os.scandir(self.journal_dir)) if scan else []
         except OSError:
             entries = []
         for entry in entries:
-            if not entry.name.endswith(".json") or is_temp_file(Path(entry.name)):
+            if not entry.name.endswith(".json"):  # a temporary file (.NAME.RANDOM.tmp) never does
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False):
@@ -326,6 +349,9 @@ class SearchIndex:
                             if record is not None])
             if progress is not None:
                 progress(start + len(batch), len(changed))
+        if scan and folder is not None and time.time_ns() - folder.st_mtime_ns > SETTLED_NS:
+            with self._writing() as con:
+                con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('journal', ?)", (seen,))
         return len(changed)
 
     # -- searching -----------------------------------------------------------------------------
@@ -342,24 +368,57 @@ class SearchIndex:
 
     def _search(self, query: str, limit: int) -> list[Hit]:
         con = self._connection()
-        rows = con.execute(
-            "SELECT convs.id, convs.kind, convs.path, convs.saved, convs.title, convs.updated, convs.pictures,"
-            " convs.messages, msgs.msg, snippet(fts, -1, ?, ?, '\u2026', ?), bm25(fts) AS score"
-            " FROM fts JOIN msgs ON msgs.rid = fts.rowid JOIN convs ON convs.id = msgs.conv"
-            " WHERE fts MATCH ? ORDER BY score LIMIT ?",
-            (MATCH_START, MATCH_END, SNIPPET_TOKENS, query, max(1, limit) * 8)).fetchall()
-        best: dict[int, Hit] = {}
-        saved_of_journal = set()
-        for conv, kind, path, saved, title, updated, pictures, messages, msg, snippet, score in rows:
-            if conv in best:
+        matches = con.execute("SELECT count(*) FROM fts WHERE fts MATCH ?", (query,)).fetchone()[0]
+        if not matches:
+            return []
+        # The best messages by rank alone (FTS5 sorts them itself), then one per conversation; snippets only for
+        # those: made for every match, they would cost more than the search.
+        order = "rank" if matches <= RANKED_MATCHES else "rowid DESC"
+        # Enough messages for ``limit`` conversations even when each has several matches; rowid order costs nothing.
+        wanted = max(1, limit) * (8 if order == "rank" else 32)
+        best = [rid for (rid,) in con.execute(f"SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY {order} LIMIT ?",
+                                              (query, wanted))]
+        marks = ",".join("?" * len(best))
+        conv_of = dict(con.execute(f"SELECT rid, conv FROM msgs WHERE rid IN ({marks})", best).fetchall())
+        chosen: dict[int, int] = {}  # conversation -> its best message
+        for rid in best:
+            if rid in conv_of and conv_of[rid] not in chosen:
+                chosen[conv_of[rid]] = rid
+        marks = ",".join("?" * len(chosen))
+        about = {row[0]: row[1:] for row in con.execute(
+            f"SELECT id, kind, path, saved, title, updated, pictures, messages FROM convs WHERE id IN ({marks})",
+            list(chosen))}
+        number_of = dict(con.execute(f"SELECT rid, msg FROM msgs WHERE rid IN ({marks})", list(chosen.values())))
+        hits, saved_of_journal = [], set()
+        for conv, rid in chosen.items():
+            if sum(h.kind == "journal" for h in hits) >= limit:  # a saved one may yet prove a journal entry's
+                break
+            if conv not in about or rid not in number_of:
                 continue
-            best[conv] = Hit(kind, Path(os.fsdecode(path)), printable(" ".join(title.split())), updated, pictures,
-                             messages, msg, _pieces(snippet), score)
+            kind, path, saved, title, updated, pictures, messages = about[conv]
+            snippet = con.execute("SELECT snippet(fts, -1, ?, ?, '\u2026', ?), bm25(fts) FROM fts"
+                                  " WHERE fts MATCH ? AND rowid = ?",
+                                  (MATCH_START, MATCH_END, SNIPPET_TOKENS, query, rid)).fetchone()
+            if snippet is None:
+                continue
+            hit = Hit(kind, Path(os.fsdecode(path)), printable(" ".join(title.split())), updated, pictures, messages,
+                      number_of[rid], _pieces(snippet[0]), snippet[1])
             if kind == "journal" and saved:
                 saved_of_journal.add(os.fsdecode(saved))
+            hits.append(hit)
         # A transcript that is also a journal entry's /save file is the same conversation: the entry stands for both.
-        hits = [h for h in best.values() if not (h.kind == "saved" and str(h.path) in saved_of_journal)]
-        return hits[:limit]
+        found = [h for h in hits if not (h.kind == "saved" and str(h.path) in saved_of_journal)]
+        return found[:limit]
+
+
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether ``error`` says the file is not a usable index (corrupt, not a database, tables missing): then it
+    is made again; any other error (locked, busy, disk full) is not the file's fault and is left alone."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return not isinstance(error, sqlite3.OperationalError)  # ours: another schema version
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "no such table" in str(error) \
+        or "no such column" in str(error)
 
 
 def _put(con: sqlite3.Connection, key: bytes, kind: str, path: Path, record: Record, stamp: str) -> None:

@@ -235,3 +235,21 @@ def test_a_kill_9_while_indexing_leaves_a_usable_index():
     con.close()
     assert _titles("survivor's first words", sync=False) == ["survivor"]  # what was committed is there
     assert _titles("survivor's first words") == ["survivor"]
+
+
+def test_a_settled_journal_folder_is_not_scanned_again_until_a_file_lands_in_it(monkeypatch):
+    """Each journal write renames a file into the folder, changing its modification time: a folder as the last
+    scan left it is not listed again (the staleness check costs a stat), one written since is."""
+    _journal(_conversation("first entry about otters"))
+    folder = data_dir() / "journal"
+    os.utime(folder, ns=(time.time_ns() - 10**10,) * 2)  # settled: older than a coarse clock's tick
+    index = SearchIndex()
+    index.sync()  # scans, and remembers the folder
+    scans = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: scans.append(path) or scandir(path))
+    assert [h.title for h in index.search("otters")] == ["first entry about otters"] and scans == []
+    unindexed = Journal(folder)  # the same folder, written by a journal that keeps no index (another program)
+    assert unindexed.index is None and unindexed.record(_conversation("second entry about otters")) is None
+    assert sorted(h.title for h in index.search("otters")) == ["first entry about otters", "second entry about otters"]
+    assert scans == [folder]
