@@ -127,7 +127,7 @@ class Hit:
     messages: int
     message: int  # the index of the best matching message
     snippet: tuple[tuple[str, bool], ...]  # (text, matched) pieces, printable, on one line
-    score: float  # bm25: lower is better
+    score: float | None  # bm25: lower is better; None when listed newest first (see ``RANKED_MATCHES``)
 
     @property
     def snippet_text(self) -> str:
@@ -376,8 +376,9 @@ class SearchIndex:
         order = "rank" if matches <= RANKED_MATCHES else "rowid DESC"
         # Enough messages for ``limit`` conversations even when each has several matches; rowid order costs nothing.
         wanted = max(1, limit) * (8 if order == "rank" else 32)
-        best = [rid for (rid,) in con.execute(f"SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY {order} LIMIT ?",
-                                              (query, wanted))]
+        ranked = con.execute(f"SELECT rowid, {'rank' if order == 'rank' else 'NULL'} FROM fts WHERE fts MATCH ?"
+                             f" ORDER BY {order} LIMIT ?", (query, wanted)).fetchall()
+        best, score_of = [rid for rid, _ in ranked], dict(ranked)
         marks = ",".join("?" * len(best))
         conv_of = dict(con.execute(f"SELECT rid, conv FROM msgs WHERE rid IN ({marks})", best).fetchall())
         chosen: dict[int, int] = {}  # conversation -> its best message
@@ -396,13 +397,13 @@ class SearchIndex:
             if conv not in about or rid not in number_of:
                 continue
             kind, path, saved, title, updated, pictures, messages = about[conv]
-            snippet = con.execute("SELECT snippet(fts, -1, ?, ?, '\u2026', ?), bm25(fts) FROM fts"
-                                  " WHERE fts MATCH ? AND rowid = ?",
+            # No bm25() here: each statement would count the whole doclist again for its weights.
+            snippet = con.execute("SELECT snippet(fts, -1, ?, ?, '\u2026', ?) FROM fts WHERE fts MATCH ? AND rowid = ?",
                                   (MATCH_START, MATCH_END, SNIPPET_TOKENS, query, rid)).fetchone()
             if snippet is None:
                 continue
             hit = Hit(kind, Path(os.fsdecode(path)), printable(" ".join(title.split())), updated, pictures, messages,
-                      number_of[rid], _pieces(snippet[0]), snippet[1])
+                      number_of[rid], _pieces(snippet[0]), score_of[rid])
             if kind == "journal" and saved:
                 saved_of_journal.add(os.fsdecode(saved))
             hits.append(hit)
