@@ -9,7 +9,8 @@ what a missing index costs), then times
   its index is updated as the autosave worker does (``Journal.update_index``
   after ``record(index=False)``: the journal write itself is not counted);
 - a query: rare, common and very common words, two words, a prefix and a
-  picture's name, each answered from the index (``sync=False``), best 50;
+  picture's name, each answered from the index (``sync=False``), the best
+  20 conversations as /find lists them (``--limit``);
 - the staleness check each search makes first (``sync``), nothing changed:
   with the journal folder scanned (as after a journal write) and with the
   folder as the last scan left it (its modification time says so).
@@ -76,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=200, help="messages indexed one by one (default 200)")
     parser.add_argument("--queries", type=int, default=30, help="runs of each query (default 30)")
+    parser.add_argument("--limit", type=int, default=None, help="conversations listed (default: /find's, 20)")
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument("--output", default="findbench.json")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="findbench-") as temp:
         os.environ["DSVL_DATA_DIR"] = temp  # the index and journal go here, not into the user's data folder
+        from dsvl_tui.commands.builtin._find import FIND_LIMIT
         from dsvl_tui.conversation import Conversation
         from dsvl_tui.storage.journal import Journal
         from dsvl_tui.storage.search_index import SearchIndex
@@ -125,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             "no match": "zzzzqqq",
         }
         rows = []
+        limit = args.limit or FIND_LIMIT
         for label, query in queries.items():
-            found = len(index.search(query, sync=False))
+            found = len(index.search(query, limit, sync=False))
             times = []
             for _ in range(args.queries):
                 started = time.perf_counter()
-                index.search(query, sync=False)
+                index.search(query, limit, sync=False)
                 times.append(time.perf_counter() - started)
             rows.append((label, found, *_ms(times)))
         syncs, scans = [], []
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     message_ms = _ms(per_message)
     sync_ms, scan_ms = _ms(syncs), _ms(scans)
     print(f"\n{args.conversations:,} conversations, {messages:,} messages; index {size / 2**20:.0f} MiB; "
-          f"rebuild from the journal {rebuild:.1f} s")
+          f"rebuild from the journal {rebuild:.1f} s; queries list the best {limit}")
     print(f"{'measure':<40} {'found':>6} {'median ms':>10} {'p95 ms':>8} {'target':>8}")
     missed = False
     print(f"{'index one message':<40} {'':>6} {message_ms[0]:>10.2f} {message_ms[1]:>8.2f} {'≤ 5':>8}")
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         missed |= p95 > QUERY_TARGET_MS
     print(f"{'staleness check, journal folder scanned':<40} {'':>6} {scan_ms[0]:>10.2f} {scan_ms[1]:>8.2f} {'':>8}")
     print(f"{'staleness check, folder unchanged':<40} {'':>6} {sync_ms[0]:>10.2f} {sync_ms[1]:>8.2f} {'':>8}")
-    result = {"conversations": args.conversations, "messages": messages, "index_bytes": size,
+    result = {"conversations": args.conversations, "messages": messages, "limit": limit, "index_bytes": size,
               "rebuild_seconds": rebuild, "index_message_ms": {"median": message_ms[0], "p95": message_ms[1]},
               "queries": [{"query": label, "found": found, "median_ms": median, "p95_ms": p95}
                           for label, found, median, p95 in rows],

@@ -25,33 +25,43 @@ again at the next ``sync``. Writes go through SQLite's write-ahead log
 (``journal_mode=WAL``, ``synchronous=NORMAL``): a ``kill -9`` at any moment
 leaves the last committed state; a power cut may lose the last commits,
 which ``sync`` redoes from the files.
+
+What a row holds, the query and the snippet are ``search_text``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dsvl_tui.storage.paths import data_dir
-from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, parse_time
+from dsvl_tui.storage.search_text import (
+    MATCH_END,
+    MATCH_START,
+    Hit,
+    QueryError,
+    Record,
+    match_query,
+    read_record,
+    snippet_pieces,
+)
 from dsvl_tui.text import printable, valid_text
 
+__all__ = ["INDEX_FILE", "SCHEMA_VERSION", "Hit", "QueryError", "Record", "SearchIndex", "match_query"]
+
 INDEX_FILE = "search.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOKENIZER = "unicode61 remove_diacritics 2"
 BUSY_SECONDS = 2.0  # another writer (a second dsvl-chat) holds the index at most about this long
 BATCH = 200  # conversations indexed per transaction while syncing: other writers get their turn between
-MAX_WORDS = 32
-MATCH_START, MATCH_END = "\x02", "\x03"  # snippet markers: controls, so never in the (printable) indexed text
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26  # SQLite's result codes
 SNIPPET_TOKENS = 16
 # A search matching more messages than this is listed newest first instead of by bm25: ranking costs about a
 # microsecond a match, and a word in that many messages is one bm25 gives almost no weight anyway.
@@ -66,91 +76,10 @@ _SCHEMA = (
     " messages INTEGER NOT NULL, stamp TEXT NOT NULL)",
     "CREATE TABLE msgs(rid INTEGER PRIMARY KEY, conv INTEGER NOT NULL, msg INTEGER NOT NULL, digest BLOB NOT NULL,"
     " UNIQUE(conv, msg))",
-    f"CREATE VIRTUAL TABLE fts USING fts5(text, names, tokenize='{TOKENIZER}')",
+    # prefix: "ph*" and "pho*" read one list instead of merging every word that starts so.
+    f"CREATE VIRTUAL TABLE fts USING fts5(text, names, tokenize='{TOKENIZER}', prefix='2 3')",
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
-
-
-class QueryError(ValueError):
-    """A search with nothing to look for; ``str()`` is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """What the index keeps of one conversation: its title, when it changed, and per message (text, picture names)."""
-
-    title: str
-    updated: float
-    messages: tuple[tuple[str, str], ...]
-    pictures: int
-    saved: str = ""  # a journal entry's /save file, if any
-
-    @classmethod
-    def of_conversation(cls, conv: Any) -> Record:
-        messages = tuple((m.text, ", ".join(a.label for a in m.images)) for m in conv.messages)
-        pictures = sum(len(m.images) for m in conv.messages)
-        saved = str(conv.path) if getattr(conv, "path", None) else ""
-        return cls(conv.title, conv.updated, messages, pictures, saved)
-
-    @classmethod
-    def of_document(cls, doc: Any) -> Record | None:
-        """From a transcript's JSON object (ours); None if it is not one. Types are checked, nothing else."""
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("messages"), list):
-            return None
-        messages, pictures = [], 0
-        for message in doc["messages"]:
-            if not isinstance(message, dict):
-                continue
-            text = message.get("text") if isinstance(message.get("text"), str) else ""
-            images = message.get("images") if isinstance(message.get("images"), list) else []
-            names = [i["name"] for i in images if isinstance(i, dict) and isinstance(i.get("name"), str)]
-            pictures += len(images)
-            messages.append((text, ", ".join(names)))
-        try:
-            updated = parse_time(doc["updated"]) if isinstance(doc.get("updated"), str) else 0.0
-        except (ValueError, OverflowError):
-            updated = 0.0
-        title = doc["title"] if isinstance(doc.get("title"), str) else ""
-        saved = doc["saved_path"] if isinstance(doc.get("saved_path"), str) else ""
-        return cls(title, updated, tuple(messages), pictures, saved)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One conversation found: where it is, and its best message with a snippet around the match."""
-
-    kind: str  # "journal" (autosaved; opened as /resume opens it) or "saved" (a transcript; as /load opens it)
-    path: Path  # the journal entry or the transcript
-    title: str  # printable
-    updated: float
-    pictures: int
-    messages: int
-    message: int  # the index of the best matching message
-    snippet: tuple[tuple[str, bool], ...]  # (text, matched) pieces, printable, on one line
-    score: float | None  # bm25: lower is better; None when listed newest first (see ``RANKED_MATCHES``)
-
-    @property
-    def snippet_text(self) -> str:
-        return "".join(text for text, _ in self.snippet)
-
-
-def match_query(text: str) -> str:
-    """The user's words as an FTS5 query: each a quoted phrase (a trailing ``*``: a prefix), all required.
-
-    Nothing of FTS5's syntax gets through: quotes are doubled inside the phrase, operators are words.
-    Raises ``QueryError`` when no word is left (only punctuation, or nothing).
-    """
-    words = []
-    for chunk in printable(text).split():  # no controls: a NUL would end the query early
-        core = chunk.rstrip("*")
-        if not any(c.isalnum() for c in core):
-            continue
-        words.append('"' + core.replace('"', '""') + '"' + ("*" if core != chunk else ""))
-    if not words:
-        raise QueryError("nothing to find: give a word or more (/find WORDS)")
-    if len(words) > MAX_WORDS:
-        raise QueryError(f"too many words ({len(words)}); give at most {MAX_WORDS}")
-    return " ".join(words)
 
 
 def _stamp(info: os.stat_result) -> str:
@@ -192,7 +121,7 @@ class SearchIndex:
             # A file that cannot even be opened as an index (a garbled header reads as a disk I/O error) is made
             # again; only another program holding it is waited for, and reported.
             code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
                 raise
             self.delete()
             return self._open()
@@ -343,7 +272,7 @@ class SearchIndex:
         self._remove(known)
         for start in range(0, len(changed), BATCH):
             batch = changed[start:start + BATCH]
-            records = [(key, kind, path, _read_record(path, kind), info) for key, kind, path, info in batch]
+            records = [(key, kind, path, read_record(path, kind), info) for key, kind, path, info in batch]
             self._remove([key for key, _, _, record, _ in records if record is None])  # no longer a transcript
             self._put_many([(key, kind, path, record, info) for key, kind, path, record, info in records
                             if record is not None])
@@ -390,7 +319,8 @@ class SearchIndex:
             f"SELECT id, kind, path, saved, title, updated, pictures, messages FROM convs WHERE id IN ({marks})",
             list(chosen))}
         number_of = dict(con.execute(f"SELECT rid, msg FROM msgs WHERE rid IN ({marks})", list(chosen.values())))
-        hits, saved_of_journal = [], set()
+        hits: list[Hit] = []
+        saved_of_journal: set[str] = set()
         for conv, rid in chosen.items():
             if sum(h.kind == "journal" for h in hits) >= limit:  # a saved one may yet prove a journal entry's
                 break
@@ -403,7 +333,7 @@ class SearchIndex:
             if snippet is None:
                 continue
             hit = Hit(kind, Path(os.fsdecode(path)), printable(" ".join(title.split())), updated, pictures, messages,
-                      number_of[rid], _pieces(snippet[0]), score_of[rid])
+                      number_of[rid], snippet_pieces(snippet[0]), score_of[rid])
             if kind == "journal" and saved:
                 saved_of_journal.add(os.fsdecode(saved))
             hits.append(hit)
@@ -418,7 +348,7 @@ def _damaged(error: sqlite3.DatabaseError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     if code is None:
         return not isinstance(error, sqlite3.OperationalError)  # ours: another schema version
-    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "no such table" in str(error) \
+    return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "no such table" in str(error) \
         or "no such column" in str(error)
 
 
@@ -457,33 +387,3 @@ def _put(con: sqlite3.Connection, key: bytes, kind: str, path: Path, record: Rec
     for rid, _ in old.values():
         con.execute("DELETE FROM fts WHERE rowid=?", (rid,))
         con.execute("DELETE FROM msgs WHERE rid=?", (rid,))
-
-
-def _read_record(path: Path, kind: str) -> Record | None:
-    """A conversation file read again for the index; None if it cannot be read or is not a transcript."""
-    from engine.files import read_regular
-
-    if kind == "saved":  # anything /load opens (upstream's format too), through the validated reader
-        from dsvl_tui.storage.transcript.format import TranscriptError
-        from dsvl_tui.storage.transcript.read import read
-
-        try:
-            return Record.of_conversation(read(path)[0])
-        except (TranscriptError, OSError, ValueError):
-            return None
-    try:  # the journal's own files: read as JSON, only the fields the index keeps
-        return Record.of_document(json.loads(read_regular(path, MAX_FILE_BYTES)))
-    except (OSError, ValueError, RecursionError):
-        return None
-
-
-def _pieces(snippet: str) -> tuple[tuple[str, bool], ...]:
-    """A snippet with its match markers as (text, matched) pieces, each made printable, all on one line."""
-    pieces: list[tuple[str, bool]] = []
-    for n, part in enumerate(" ".join(snippet.split()).split(MATCH_START)):
-        matched, _, rest = part.partition(MATCH_END) if n else ("", "", part)
-        for text, hit in ((matched, True), (rest, False)):
-            text = printable(text)
-            if text:
-                pieces.append((text, hit))
-    return tuple(pieces)

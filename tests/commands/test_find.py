@@ -74,9 +74,13 @@ def test_find_lists_title_date_pictures_and_snippet_and_opens_at_the_message():
 
 def test_find_says_when_nothing_is_found_and_refuses_no_words():
     _journaled("weather", "is it raining?")
+    SearchIndex().delete()
     session = Finder()
     session.run("/find snow")
+    assert session.notices[0].startswith("building the search index")  # a rebuild may take seconds: said first
     assert session.notices[-1] == "nothing found for snow" and session.found == []
+    session.run("/find snow")
+    assert len(session.notices) == 3  # built once
     for line, problem in [("/find", "usage: /find WORDS"), ('/find "', "nothing to find"),
                           ("/find --open x rain", "usage: /find --open N WORDS"),
                           ("/find --open 3 raining", "no conversation 3; /find raining lists 1")]:

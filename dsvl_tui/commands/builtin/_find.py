@@ -16,7 +16,7 @@ from dsvl_tui.text import error_line, shorten
 if TYPE_CHECKING:
     from dsvl_tui.storage.search_index import Hit, Record
 
-FIND_LIMIT = 50
+FIND_LIMIT = 20  # as /resume lists: more than a screen holds, and each costs a snippet
 USAGE = "/find WORDS"
 
 
@@ -89,7 +89,28 @@ def find(session: Session, args: str) -> None:
             raise CommandError(f"no conversation {number}; /find {shorten(text, 40)} lists {len(choices)}")
         open_found(session, choices[number - 1])
 
+    _words_of(text)
+    if _first_build():
+        session.info("building the search index of your conversations (once: some seconds for thousands)")
     session.read_then(lambda: search(text), show)
+
+
+def _words_of(text: str) -> str:
+    """The FTS5 query for ``text``; a ``CommandError`` when it holds no word (said before anything is built)."""
+    from dsvl_tui.storage.search_index import QueryError, match_query
+
+    try:
+        return match_query(text)
+    except QueryError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _first_build() -> bool:
+    """Whether this search builds the index from scratch (a stat: fine on the event loop)."""
+    from dsvl_tui.storage.paths import data_dir
+    from dsvl_tui.storage.search_index import INDEX_FILE
+
+    return not (data_dir() / INDEX_FILE).exists()
 
 
 def open_found(session: Session, choice: FoundConversation) -> None:
@@ -115,7 +136,7 @@ def open_found(session: Session, choice: FoundConversation) -> None:
     session.read_then(lambda: _read(hit.path, lambda: transcript.load_transcript(hit.path)), opened)
 
 
-def run_find(text: str, *, json_output: bool = False, limit: int = 20) -> int:
+def run_find(text: str, *, json_output: bool = False, limit: int = FIND_LIMIT) -> int:
     """``dsvl-chat find``: the list (or ``--json``) on stdout, problems on stderr; returns the exit code."""
     import json
     import sys
@@ -123,10 +144,17 @@ def run_find(text: str, *, json_output: bool = False, limit: int = 20) -> int:
     from dsvl_tui.text import printable
 
     try:
+        _words_of(text)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if _first_build():
+        print("building the search index of your conversations (once: some seconds for thousands)", file=sys.stderr)
+    try:
         hits = search(text, limit)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if str(exc).startswith(("nothing to find", "too many words")) else 4
+        return 4
     if json_output:
         results = [{
             "title": hit.title, "updated": _iso(hit.updated), "kind": hit.kind, "path": printable(str(hit.path)),
