@@ -75,12 +75,18 @@ async def test_find_lists_the_matches_and_enter_opens_the_conversation_at_the_me
 
 @run_async
 async def test_find_list_closes_with_escape_and_says_when_nothing_is_found():
+    """At 80×24 a long title is cut so that the date and the picture count still show."""
     _long_conversation()
+    long = Conversation(title="a very long title about the narwhal and every other whale of the arctic seas")
+    long.add_user("narwhal tusks").images.extend([Attachment(name="tusk.png"), Attachment(name="pod.png")])
+    assert Journal().record(long) is None
     app = scripted_app()
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         await type_line(pilot, "/find narwhal")
         await wait_for(pilot, lambda: isinstance(app.screen, FindScreen))
+        shown = screen_text(app)
+        assert "a very long title about the\u2026  " in shown and ", 2 pictures" in shown and ", 1 picture" in shown
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is app.main)
         assert app.active.conversation.is_empty

@@ -17,7 +17,8 @@ from textual.widgets.option_list import Option
 from dsvl_tui.commands.session import FoundConversation
 from dsvl_tui.text import printable, shorten
 from dsvl_tui.tui.screens._dialog import Dialog
-from dsvl_tui.tui.screens._resume import TITLE_CELLS
+
+TITLE_CELLS = 30  # of the title: at 80×24 the date and the picture count fit after it
 
 
 def found_prompt(number: int, choice: FoundConversation) -> Table:
