@@ -145,8 +145,11 @@ class Repl:
         except LimitError as exc:  # more than a transcript holds: not sent, nothing recorded
             self._failed(str(exc))
             return
-        # Journaled once the backend takes it (``_answer``): a message that could not be sent (no model, the
-        # server down) is not a conversation; it goes back to the prompt and stays in the prompt history.
+        # A model here: journaled before any work, with copies of its pictures, so a crash loses nothing. A
+        # server: journaled once it takes the message (``_answer``); one it never got (down, refusing) is not a
+        # conversation: it goes back to the prompt and stays in the prompt history.
+        if not self.options.endpoint:
+            self._autosave()
         self._answer(message)
 
     def regenerate(self) -> None:
@@ -433,7 +436,8 @@ class Repl:
                 try:
                     answer = stream_answer(backend, conversation, cancel=cancel,
                                            on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
-                                           on_note=notes.append, on_open=self._autosave)
+                                           on_note=notes.append,
+                                           on_open=self._autosave if self.options.endpoint else None)
                 except EngineError as exc:  # input problems, raised before anything is generated
                     self._failed(str(exc))
                     self._take_back(mine)
