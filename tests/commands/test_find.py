@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from process_support import PROCESS_TIMEOUT
@@ -20,7 +21,8 @@ from dsvl_tui.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage import transcript
 from dsvl_tui.storage.journal import Journal
-from dsvl_tui.storage.search_index import SearchIndex
+from dsvl_tui.storage.paths import data_dir
+from dsvl_tui.storage.search_index import INDEX_FILE, SearchIndex
 
 
 class Finder(Recorder):
@@ -170,3 +172,13 @@ def test_the_cli_finds_with_json_and_imports_no_torch():
     nothing, usage = _cli("find", "parachute"), _cli("find", '"')
     assert json.loads(nothing.stderr.splitlines()[-1])["code"] == 1 and "nothing found" in nothing.stderr
     assert json.loads(usage.stderr.splitlines()[-1])["code"] == 2 and "error: nothing to find" in usage.stderr
+
+
+def test_an_index_that_cannot_be_made_never_stops_autosave_and_find_says_why_in_one_line():
+    (Path(data_dir()) / INDEX_FILE).mkdir(parents=True)  # a folder where the index file goes
+    conv = _journaled("kept anyway", "the journal still works")
+    assert Journal().path_for(conv.id).is_file()
+    session = Finder()
+    with pytest.raises(CommandError) as error:
+        session.run("/find journal")
+    assert str(error.value).startswith("cannot search (") and "\n" not in str(error.value)
