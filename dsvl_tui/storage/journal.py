@@ -240,12 +240,13 @@ class Journal:
 
     def _remove(self, path: Path) -> None:
         self._stored.pop(path.stem, None)
-        if self.index is not None:
-            self._unindexed[path] = None
         try:
             path.unlink()
         except FileNotFoundError:
-            pass
+            self._unindexed.pop(path, None)  # never written (an empty tab): nothing to take out of the index
+        else:
+            if self.index is not None:
+                self._unindexed[path] = None
         folder = path.with_suffix(".images")
         if folder.is_dir() and not self._referenced(folder):
             shutil.rmtree(folder, ignore_errors=True)

@@ -253,3 +253,9 @@ def test_a_settled_journal_folder_is_not_scanned_again_until_a_file_lands_in_it(
     assert unindexed.index is None and unindexed.record(_conversation("second entry about otters")) is None
     assert sorted(h.title for h in index.search("otters")) == ["first entry about otters", "second entry about otters"]
     assert scans == [folder]
+
+
+def test_an_empty_conversation_journaled_touches_no_index():
+    """A new, empty tab is journaled as nothing: the index is not even made for it."""
+    assert Journal().record(Conversation()) is None
+    assert not (data_dir() / INDEX_FILE).exists()
