@@ -93,13 +93,15 @@ def import_engine(progress: Callable[[Any], None] | None = None) -> Loader:
     import importlib
     import sys
 
+    from engine.errors import checked_imports
     from engine.types import LoadProgress
 
     for module, what in ENGINE_IMPORTS:
         if module not in sys.modules:
             if progress is not None:
                 progress(LoadProgress("import", 0, None, f"importing {what}"))
-            importlib.import_module(module)
+            with checked_imports():  # torch and torchvision of different builds: say so, and the fix
+                importlib.import_module(module)
     import engine
 
     return engine.load

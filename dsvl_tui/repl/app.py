@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.commands.session import HelpSection, RecentConversation
+from dsvl_tui.commands.session import FoundConversation, HelpSection, RecentConversation
 from dsvl_tui.conversation import ChatMessage, Conversation
 from dsvl_tui.loading import EngineFactory, ModelSlot
 from dsvl_tui.options import Options
@@ -60,6 +60,10 @@ KEY_HELP = (
     "Ctrl+C stops an answer, or clears the line · Ctrl+D on an empty line (or /quit) leaves"
 )
 _DIM, _RED, _RESET = "\x1b[2m", "\x1b[31m", "\x1b[0m"
+
+
+def _cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: max(1, width - 1)] + "\u2026"
 
 
 def default_engine_factory(options: Options) -> EngineFactory:
@@ -141,8 +145,11 @@ class Repl:
         except LimitError as exc:  # more than a transcript holds: not sent, nothing recorded
             self._failed(str(exc))
             return
-        # Journaled once the backend takes it (``_answer``): a message that could not be sent (no model, the
-        # server down) is not a conversation; it goes back to the prompt and stays in the prompt history.
+        # A model here: journaled before any work, with copies of its pictures, so a crash loses nothing. A
+        # server: journaled once it takes the message (``_answer``); one it never got (down, refusing) is not a
+        # conversation: it goes back to the prompt and stays in the prompt history.
+        if not self.options.endpoint:
+            self._autosave()
         self._answer(message)
 
     def regenerate(self) -> None:
@@ -191,6 +198,25 @@ class Repl:
                                    initial_indent=f"{number:>3}. ", subsequent_indent=" " * 5,
                                    break_long_words=True, break_on_hyphens=False)
         self.info("\n".join(lines))
+
+    def choose_found(self, found: Sequence[FoundConversation], open: Callable[[FoundConversation], None],
+                     query: str) -> None:
+        """Print what /find found, numbered: the title and date, then the text around the match (one line,
+        cut to the terminal); ``/find --open N WORDS`` opens one."""
+        width = self._width()
+        lines = [f"found in {len(found)} conversation{'s' if len(found) != 1 else ''} "
+                 f"(/find --open N {printable(' '.join(query.split()))} opens one):"]
+        for number, choice in enumerate(found, 1):
+            head = f"{number:>3}. {printable(choice.title)} ({printable(choice.detail)})"
+            snippet = "     " + " ".join(printable(choice.hit.snippet_text).split())
+            lines += [_cut(head, width), _cut(snippet, width)]
+        self.info("\n".join(lines))
+
+    def show_message(self, conversation: Conversation, index: int) -> None:
+        """Print the message found (``open_conversation`` printed the last ones)."""
+        if conversation is self._conversation and 0 <= index < len(conversation.messages):
+            self._write_err(f"message {index + 1} of {len(conversation.messages)}:", _DIM)
+            self._show_message(conversation.messages[index])
 
     def show_help(self, sections: Sequence[HelpSection]) -> None:
         """Print each section's rows aligned, then the REPL's keys, wrapped to the terminal at words:
@@ -410,7 +436,8 @@ class Repl:
                 try:
                     answer = stream_answer(backend, conversation, cancel=cancel,
                                            on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
-                                           on_note=notes.append, on_open=self._autosave)
+                                           on_note=notes.append,
+                                           on_open=self._autosave if self.options.endpoint else None)
                 except EngineError as exc:  # input problems, raised before anything is generated
                     self._failed(str(exc))
                     self._take_back(mine)

@@ -130,7 +130,8 @@ class DsvlApp(App[int]):
         self.prompt_history = PromptHistory(report=self._report_autosave)
         for theme in themes.load_themes():
             self.register_theme(theme)
-        self.theme = pick_theme(self.options.theme, set(self.available_themes))
+        self._config_notes: list[str] = []  # what the config file had that was ignored, shown once mounted
+        self.theme = pick_theme(self.options.theme, set(self.available_themes), note=self._config_notes.append)
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver; on Linux and macOS one whose input survives bytes that are not UTF-8 (``driver``)."""
@@ -161,6 +162,8 @@ class DsvlApp(App[int]):
         if self.options.theme:
             self._remember(theme=self.theme)
         self.prompt.focus()
+        for line in self._config_notes:
+            self.notify(line, severity="warning")
         self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
         self._catch_end_signals()
         self.run_worker(self._prompt_history_worker, thread=True, group="prompt-history", exit_on_error=False)
@@ -711,9 +714,9 @@ class DsvlApp(App[int]):
         heap.release()
 
 
-def pick_theme(requested: str | None, available: set[str]) -> str:
-    """The ``--theme`` asked for, else the remembered one, else the default."""
-    remembered = load_config().get("theme")
+def pick_theme(requested: str | None, available: set[str], note: Callable[[str], None] | None = None) -> str:
+    """The ``--theme`` asked for, else the remembered one, else the default (``note``: see ``load_config``)."""
+    remembered = load_config(note).get("theme")
     return requested or (remembered if remembered in available else themes.DEFAULT_THEME)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from dsvl_tui.commands.registry import CommandError
-from dsvl_tui.commands.session import HelpSection, RecentConversation
+from dsvl_tui.commands.session import FoundConversation, HelpSection, RecentConversation
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.web_client import WebClient
 
@@ -83,6 +83,36 @@ class TuiSession:
                 self.error(str(exc))
 
         self.app.push_screen(ResumeScreen(choices), chosen)
+
+    def choose_found(self, found: Sequence[FoundConversation], open: Callable[[FoundConversation], None],
+                     query: str) -> None:
+        """A modal list of what /find found, with the text around each match; Enter opens one."""
+        from dsvl_tui.tui.screens import FindScreen
+
+        def chosen(choice: FoundConversation | None) -> None:
+            if choice is None:
+                return
+            try:
+                open(choice)
+            except CommandError as exc:
+                self.error(str(exc))
+
+        self.app.push_screen(FindScreen(found, query), chosen)
+
+    def show_message(self, conversation: Conversation, index: int) -> None:
+        """Scroll the pane showing ``conversation`` to message ``index`` once it is drawn (after the redraw
+        ``open_conversation`` scheduled), its top at the top; the pane stops following the end."""
+        def scroll() -> None:
+            pane = next((p for p in self.app.tabs.panes if p.conversation is conversation), None)
+            if pane is None or not 0 <= index < len(conversation.messages):
+                return
+            message = conversation.messages[index]
+            widget = next((w for w in pane.children if getattr(w, "message", None) is message), None)
+            if widget is not None:
+                pane.release_anchor()
+                pane.scroll_to_widget(widget, animate=False, top=True)
+
+        self.app.call_later(lambda: self.app.call_after_refresh(scroll))
 
     def show_help(self, sections: Sequence[HelpSection]) -> None:
         """A modal with the keys (from the bindings and the input box's key table), then ``sections``."""

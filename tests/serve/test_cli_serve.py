@@ -128,7 +128,8 @@ def test_serve_help_says_who_can_reach_a_server_without_a_key() -> None:
 
 
 def test_a_model_that_does_not_load_is_one_line_and_exit_4(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "not-a-model").mkdir()  # there, so the CLI passes it on (a missing folder is a usage error, 2)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["serve", "--model", str(tmp_path / "missing"), "--device", "cpu"])
+        cli.main(["serve", "--model", str(tmp_path / "not-a-model"), "--device", "cpu"])
     assert exit_info.value.code == 4
     assert capsys.readouterr().err.splitlines()[-1].startswith("error: ")
