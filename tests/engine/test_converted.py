@@ -290,3 +290,21 @@ def test_a_folder_of_neither_layout_gets_one_line_naming_what_was_found(converte
         engine.load(str(converted_copy), device="cpu")
     message = str(info.value)
     assert "\n" not in message and "'llava'" in message and "text_config" in message and "deepseek_vl" in message
+
+
+def test_crafted_processor_and_sam_sizes_are_refused_in_one_line(from_original, tmp_path):
+    hybrid = tmp_path / "hybrid"
+    shutil.copytree(from_original["hybrid"][1], hybrid)
+    _edit_config(hybrid, lambda c: c["high_res_vision_config"].__setitem__("num_hidden_layers", 10 ** 6))
+    with pytest.raises(CheckpointError, match=r"high_res_vision_config num_hidden_layers is 1,000,000, outside 1\.\.256"):
+        engine.load(str(hybrid), device="cpu")
+
+    siglip = tmp_path / "siglip"
+    shutil.copytree(from_original["siglip"][1], siglip)
+    processor = json.loads((siglip / "processor_config.json").read_text())
+    processor["image_processor"]["size"] = {"height": 10 ** 6, "width": 10 ** 6}
+    processor["num_image_tokens"] = 10 ** 7
+    (siglip / "processor_config.json").write_text(json.dumps(processor))
+    with pytest.raises(CheckpointError) as info:
+        engine.load(str(siglip), device="cpu")
+    assert "image processor size is 1,000,000, outside 1..4,096" in str(info.value) and "\n" not in str(info.value)
