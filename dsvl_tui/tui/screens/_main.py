@@ -28,10 +28,12 @@ if TYPE_CHECKING:  # pragma: no cover
 WEB_KEYS = [
     Binding("alt+q", "app.quit", "Quit", priority=True, tooltip="quit (conversations are autosaved)"),
     Binding("escape", "stop", "Stop", tooltip="stop the answer (what was written stays, marked stopped)"),
-    Binding("alt+n", "new_pane", "New", tooltip="new tab"),
+    # Priority: a browser's terminal sends Alt+N as ESC n, which Textual reads as a printable "alt+n" (character
+    # "n") that the input box would take as a letter before a non-priority binding is looked at.
+    Binding("alt+n", "new_pane", "New", priority=True, tooltip="new tab"),
     Binding("alt+w", "close_pane", "Close", priority=True, tooltip="close the tab (it stays in /resume)"),
-    Binding("alt+right", "next_pane", "Next tab", show=False),
-    Binding("alt+left", "previous_pane", "Previous tab", show=False),
+    Binding("alt+right", "next_pane", "Next tab", show=False, priority=True),
+    Binding("alt+left", "previous_pane", "Previous tab", show=False, priority=True),
     Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
     Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
     Binding("f1", "slash('/help')", "Help", tooltip="this help"),
@@ -95,7 +97,8 @@ class MainScreen(Screen[None]):
     def on_key(self, event: events.Key) -> None:
         """A printable key that nothing else took, pressed away from the input (the conversation has the
         focus after a mouse selection, say), goes to the input instead of nowhere."""
-        if not event.is_printable or not event.character or isinstance(self.focused, (Input, TextArea)):
+        if not event.is_printable or not event.character or isinstance(self.focused, (Input, TextArea)) \
+                or event.key.startswith(("alt+", "ctrl+")):  # ESC n arrives as a printable "alt+n": not a letter
             return
         prompt = self.query_one("#prompt", PromptInput)
         prompt.focus()
