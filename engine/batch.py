@@ -129,9 +129,9 @@ class Scheduler:
             request.stream.end()
         if self._filling is not None and self._stream(self._filling).cancelled():
             filling, self._filling = self._filling, None
-            self._end(filling, None)  # its prefill never finished: nothing is kept
+            self._end(filling, None, cancelled=True)  # its prefill never finished: nothing is kept
         for row in sorted((row for row, r in enumerate(self._running) if self._stream(r).cancelled()), reverse=True):
-            self._leave(row)
+            self._leave(row, cancelled=True)
 
     def _prefill(self) -> None:
         request = self._filling
@@ -166,11 +166,13 @@ class Scheduler:
             if out_of_memory:  # out of the except block: the traceback no longer holds the failed tensors
                 release_cached_memory()
             return
+        steps = request.steps
+        assert steps is not None  # prefilled above
         if token is None:  # ended at its first token: keep the prefilled prompt for its next turn
-            self._end(request, request.steps.cache)
+            self._end(request, steps.cache)
             return
         request.pending = token
-        self._batch.add(request.steps.cache)
+        self._batch.add(steps.cache)
         request.steps = None  # the batch row holds it now
         self._running.append(request)
 
@@ -224,7 +226,7 @@ class Scheduler:
             self._leave(row)
 
     # -- leaving -------------------------------------------------------------------
-    def _leave(self, row: int) -> None:
+    def _leave(self, row: int, *, cancelled: bool = False) -> None:
         """``row``'s sequence leaves the batch now: its cache copied out to be kept, its stream ended."""
         request = self._running[row]
         kept = None
@@ -233,9 +235,9 @@ class Scheduler:
         self._batch.remove(row)
         self._running[row] = self._running[-1]
         self._running.pop()
-        self._end(request, kept)
+        self._end(request, kept, cancelled=cancelled)
 
-    def _end(self, request: Request, cache: Any) -> None:
+    def _end(self, request: Request, cache: Any, *, cancelled: bool = False) -> None:
         """End ``request``'s stream; keep ``cache`` (prompt + fed tokens) as its context unless it failed."""
         stream = self._stream(request)
         if request.error is not None:
@@ -243,6 +245,8 @@ class Scheduler:
             return
         answer = request.answer
         if answer is not None:
+            if cancelled:
+                answer.reason = "cancelled"
             answer.finish()
             if cache is not None and self.engine.prefix_cache and request.match is not None:
                 self.engine._keep(request.match, request.keys + answer.fed, cache, len(request.prepared.input_ids),

@@ -97,13 +97,12 @@ class BatchCache:
         new_rows = max(rows, min(self.max_rows, 2 * have_rows))
         new_positions = -(-max(positions, have_positions) // self.CHUNK) * self.CHUNK
         shape = (new_rows, like.shape[1], new_positions, like.shape[3])
+        rows_held, held = len(self.lengths), max(self.lengths, default=0)
         for store in (self._keys, self._values):
-            old = list(store) or [None] * layers
+            old = list(store)
             store[:] = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
-            for grown, was in zip(store, old, strict=True):
-                if was is not None and self.lengths:
-                    held = max(self.lengths)
-                    grown[: len(self.lengths), :, :held].copy_(was[: len(self.lengths), :, :held])
+            for grown, was in zip(store, old, strict=False):  # none were there before the first row
+                grown[:rows_held, :, :held].copy_(was[:rows_held, :, :held])
 
     def add(self, cache) -> int:
         """Copy a sequence's prefilled transformers cache in as a new last row; returns the row."""
