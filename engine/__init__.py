@@ -34,7 +34,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine, load
+    from .engine import Engine, default_max_batch, load
     from .generate import TextStream
 
 # transformers imports torchao (a dependency, for --quantize on CUDA) whenever it is installed, and torchao 0.18
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # start of every command. Only that logger, only below errors.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
-_LAZY = {"Engine": "engine", "load": "engine", "TextStream": "generate"}
+_LAZY = {"Engine": "engine", "load": "engine", "default_max_batch": "engine", "TextStream": "generate"}
 
 
 def __getattr__(name: str) -> Any:
@@ -56,5 +56,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ChatBackend", "CheckpointError", "ContextOverflowError", "EncodedImage", "Engine", "EngineError", "EngineInfo",
     "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LoadProgress", "Message",
-    "ModelNotFoundError", "Prepared", "TextStream", "load",
+    "ModelNotFoundError", "Prepared", "TextStream", "default_max_batch", "load",
 ]

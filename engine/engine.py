@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 DEFAULT_CONTEXT_LENGTH = 4096
 MAX_CACHED_CONTEXTS = 4  # contexts whose KV cache is kept for prefix reuse (least recently used dropped first)
 MAX_CACHED_IMAGES = 64
+# Answers decoded together by default, per device type (see default_max_batch); any other type: 1.
+DEFAULT_MAX_BATCH = {"cuda": 8, "cpu": 1}
 
 
 def _variant_of(model: str, folder: Path) -> Variant:
@@ -226,6 +228,16 @@ class Engine:
         generate = functools.partial(self._generate, prepared, settings, cache_key, static, started, stop)
         return TextStream(generate, cancel, self._lock, worker=static.worker if static is not None else None)
 
+    def set_max_batch(self, max_batch: int) -> None:
+        """Change how many answers decode together, for the streams started from now on (call it while idle)."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        with self._lock:
+            if self._scheduler is not None and self._scheduler.counts() != (0, 0):
+                raise RuntimeError("set_max_batch() while answers are running; wait for them to end")
+            self.max_batch, self._scheduler = max_batch, None
+            self.kept_contexts = self._contexts.max_entries = max(MAX_CACHED_CONTEXTS, max_batch)
+
     def batch_counts(self) -> tuple[int, int]:
         """(running, waiting) answers of the batched scheduler; (0, 0) before any ran or with ``max_batch`` 1."""
         return self._scheduler.counts() if self._scheduler is not None else (0, 0)
@@ -350,6 +362,17 @@ class Engine:
                 self._static.owner = None
 
 
+def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
+    """How many answers decode together when the caller does not say (``load(max_batch=None)``, the CLI's default).
+
+    8 where batching pays (see ``dsvl_tui.bench.batch``); 1 with ``compile``,
+    whose CUDA graphs are recorded for one sequence.
+    """
+    if compile:
+        return 1
+    return DEFAULT_MAX_BATCH.get(device.type, 1)
+
+
 def load(
     model: str,
     *,
@@ -362,7 +385,7 @@ def load(
     prefix_cache: bool = True,
     compile: bool = False,
     quantize: str = "none",
-    max_batch: int = 1,
+    max_batch: int | None = None,
 ) -> Engine:
     """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``.
 
@@ -378,9 +401,10 @@ def load(
 
     ``max_batch`` > 1 decodes up to that many answers together (see
     ``batch``); batches decode eagerly, so ``compile`` is then not used
-    (``info.compile_note`` says so).
+    (``info.compile_note`` says so). None: the device's default
+    (``default_max_batch``).
     """
-    if max_batch < 1:
+    if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, not {max_batch}")
     if context_length < 16:
         raise ValueError(f"context_length must be at least 16 tokens, not {context_length}")
@@ -423,6 +447,8 @@ def load(
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
         quantize=quantizer.plan.mode, quantize_note=quantizer.note(),
     )
+    if max_batch is None:
+        max_batch = default_max_batch(chosen_device, compile=compile)
     eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache, max_batch=max_batch)
     if compile and max_batch > 1:
         info.compile_note = f"batches decode eagerly (--max-batch {max_batch})"
