@@ -221,6 +221,8 @@ class _Ask:
             answer = conversation.messages[-1]
         finally:
             printer.finish()
+            for notice in conversation.image_notices():  # a picture changed since --transcript was read
+                self.note(notice)
         for note in notes:
             self.note(note)
         line = stats_line(answer.stats)

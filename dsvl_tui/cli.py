@@ -331,7 +331,11 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
         envvar="DSVL_SERVE_API_KEY", show_default=False,
-        help="Require this key from clients ('Authorization: Bearer KEY').")] = None,
+        help="Require this key from clients ('Authorization: Bearer KEY'). Without it a random key is made "
+             "and printed at start: on loopback too, since every account on this machine can reach it.")] = None,
+    no_api_key: Annotated[bool, typer.Option(
+        "--no-api-key", help="Serve without a key (loopback only): every account on this machine can then "
+        "use the model and, by timing answers, guess at others' prompts it keeps for reuse.")] = False,
     max_body_mib: Annotated[int, typer.Option(min=1, help="Largest request body, in MiB.")] = 32,
     max_images: Annotated[int, typer.Option(min=0, help="Most images in one request.")] = 8,
     queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running one.")] = 16,
@@ -339,13 +343,19 @@ def serve(
     """Serve the model over an OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models, GET /health)."""
     from dsvl_tui.serve.server import run_serve
 
+    if no_api_key and api_key:
+        raise typer.BadParameter("--no-api-key and --api-key (or DSVL_SERVE_API_KEY) contradict each other; give one")
     _require_secret(host, api_key, "--api-key KEY", "DSVL_SERVE_API_KEY")
+    if _typed(ctx, "api_key"):
+        print("note: a key on the command line is visible to every account on this machine (ps); "
+              "set DSVL_SERVE_API_KEY instead", file=sys.stderr)
     values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
                             quantize=quantize, max_batch=max_batch)
     from dsvl_tui.serve.requests import Limits, MiB
 
     limits = Limits(max_body_bytes=max_body_mib * MiB, max_images=max_images, queue_size=queue_size)
-    raise typer.Exit(run_serve(build_options(values), host=host, port=port, api_key=api_key, limits=limits))
+    raise typer.Exit(run_serve(build_options(values), host=host, port=port, api_key=api_key, limits=limits,
+                               make_key=not no_api_key))
 
 
 @app.command(cls=_Command)

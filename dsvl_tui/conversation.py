@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -16,11 +17,14 @@ from typing import Literal
 
 from dsvl_tui.stats import valid_stats
 from dsvl_tui.text import shorten
-from engine.files import open_regular
-from engine.types import GenerationSettings, GenerationStats, Message
+from engine.files import UnusableFileError, open_regular, read_regular, shown_path
+from engine.types import EncodedImage, GenerationSettings, GenerationStats, ImageSource, Message
 
 Role = Literal["user", "assistant"]
 TITLE_CHARS = 60  # a conversation's title: its first message, cut at a word
+# One picture read from a file: as much as a transcript may hold embedded, so whatever is sent can be saved.
+MAX_IMAGE_FILE_BYTES = 64 * 2**20
+_leaving_out = threading.Lock()  # the journal's thread and the answer's may find a changed picture at once
 
 
 class LimitError(ValueError):
@@ -80,6 +84,12 @@ class Attachment:
     the message keeps it (shown as missing) but it is not sent to the model.
     ``stored`` is a copy of the same bytes kept elsewhere (autosave's, in the
     journal): it stands in for ``path`` once the original file is deleted.
+
+    Every use of the picture's bytes (the model, a preview, the journal's copy,
+    a saved or embedded transcript) goes through ``checked_bytes``: bytes other
+    than the ones hashed when it was attached or loaded are never used.
+    ``refused`` says why a picture was left out since (``read_or_leave_out``);
+    ``told`` once the user has been told (``Conversation.image_notices``).
     """
 
     path: str | None = None
@@ -88,6 +98,8 @@ class Attachment:
     missing: bool = False
     name: str = ""
     stored: str | None = None
+    refused: str = ""
+    told: bool = False
 
     @classmethod
     def from_path(cls, path: str | Path) -> Attachment:
@@ -102,15 +114,50 @@ class Attachment:
                              "picture; scale it down or save it in a lighter format")
         return cls(path=str(resolved), sha256=file_sha256(resolved), name=resolved.name)
 
-    def engine_source(self):
-        """What ``engine.Message.images`` takes: a path, or a PIL image for embedded bytes."""
+    def checked_bytes(self) -> bytes:
+        """The picture's bytes, read once and checked against ``sha256``; the caller uses these, never the path.
+
+        The file (or, once it is deleted, the journal's ``stored`` copy) is read
+        whole and hashed: a file changed or swapped (for a link to a key, say)
+        since it was attached or loaded has another hash and is refused, so what
+        was checked is exactly what is sent or copied. Without a recorded hash
+        the first read records it. Raises ``OSError`` (``str()`` one line).
+        """
         if self.data is not None:
-            import io
+            return self.data
+        problem: OSError | None = None
+        for candidate in (self.path, self.stored):
+            if not candidate:
+                continue
+            try:
+                data = read_regular(candidate, MAX_IMAGE_FILE_BYTES)
+            except FileNotFoundError as error:  # deleted since: the stored copy stands in
+                problem = problem or error
+                continue
+            except ValueError:  # a NUL in the path
+                raise UnusableFileError(candidate.replace("\0", "?"), "not a usable file path") from None
+            digest = hashlib.sha256(data).hexdigest()
+            if self.sha256 is None:
+                self.sha256 = digest
+            if digest != self.sha256:
+                raise UnusableFileError(candidate, "changed since it was attached or loaded (its SHA-256 no longer "
+                                                   "matches)")
+            return data
+        raise problem or UnusableFileError(self.label, "has no file")
 
-            from PIL import Image
-
-            return Image.open(io.BytesIO(self.data))
-        return self.usable_path()
+    def read_or_leave_out(self) -> bytes | None:
+        """``checked_bytes``, or None once the picture cannot be used: it is then marked missing (not sent,
+        not copied, saved as a reference) and why is kept in ``refused`` for one notice."""
+        if self.missing:
+            return None
+        try:
+            return self.checked_bytes()
+        except OSError as error:
+            with _leaving_out:
+                if not self.missing:
+                    self.missing = True
+                    self.refused = _reason(error)
+            return None
 
     def usable_path(self) -> str | None:
         """``path``, or the stored copy when the original file has gone (deleted after attaching)."""
@@ -129,6 +176,14 @@ class Attachment:
     @property
     def label(self) -> str:
         return self.name or (Path(self.path).name if self.path else "image")
+
+
+def _reason(error: OSError) -> str:
+    """One line for why a picture could not be read: what went wrong, then the file."""
+    if isinstance(error, UnusableFileError):
+        return str(error)
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{reason}: {shown_path(error.filename)}" if error.filename else reason
 
 
 @dataclass
@@ -207,13 +262,35 @@ class Conversation:
         return message
 
     def engine_messages(self) -> list[Message]:
-        """The history as the engine takes it; missing images and failed empty answers left out."""
+        """The history as the engine takes it; missing images and failed empty answers left out.
+
+        Pictures go as their checked bytes (``Attachment.read_or_leave_out``): one
+        changed since it was attached or loaded is left out, and
+        ``image_notices`` then says so once.
+        """
         out = []
         for m in self.messages:
             if m.role == "assistant" and m.error and not m.text:
                 continue
-            out.append(Message(m.role, m.text, images=[a.engine_source() for a in m.images if not a.missing]))
+            images: list[ImageSource] = []
+            for attachment in m.images:
+                data = attachment.read_or_leave_out()
+                if data is not None:
+                    images.append(EncodedImage(data, name=attachment.label))
+            out.append(Message(m.role, m.text, images=images))
         return out
+
+    def image_notices(self) -> list[str]:
+        """One line per picture left out since it was attached or loaded, each returned once (to show)."""
+        lines = []
+        with _leaving_out:
+            for message in self.messages:
+                for attachment in message.images:
+                    if attachment.refused and not attachment.told:
+                        attachment.told = True
+                        lines.append(f"image {shown_path(attachment.label)} left out (not sent to the model, "
+                                     f"not copied): {attachment.refused}")
+        return lines
 
     def _last_user_index(self) -> int | None:
         for index in range(len(self.messages) - 1, -1, -1):

@@ -13,7 +13,9 @@ draws one, and ``DrawnMarkdown`` keeps the lines of a growing text that way
 prints each block as it is finished).
 
 Blocks are found by markdown-it-py, configured as rich's own ``Markdown``
-parses, so the cut and the rendering agree.
+parses, so the cut and the rendering agree. What a block may cost to draw,
+and the plain text drawn instead, is in ``markdown_budget``; how it looks,
+in ``markdown_look``.
 """
 
 from __future__ import annotations
@@ -22,25 +24,30 @@ import bisect
 import io
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
 from markdown_it import MarkdownIt
 from rich.console import Console
-from rich.markdown import CodeBlock, Heading, Markdown
 from rich.segment import Segment
-from rich.theme import Theme
+from rich.style import Style
 
-from dsvl_tui.text import printable
+from dsvl_tui import markdown_budget as budget
+from dsvl_tui.markdown_budget import line_end, plain_cut, render_plain, too_costly
+from dsvl_tui.markdown_look import AnswerMarkdown, MarkdownLook, look_for
+
+__all__ = ["AnswerMarkdown", "Block", "DrawnMarkdown", "MarkdownLook", "blocks", "code_blocks", "finished_blocks",
+           "is_code_block", "look_for", "render_block"]
 
 _NEWLINE = re.compile("\n")
+_NOTE = Style(dim=True, italic=True)
 
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
-    return MarkdownIt().enable("strikethrough").enable("table")
+    # Blocks only: what is cut here needs no inline parse (rich does its own), and the inline
+    # rules are the dear part of markdown-it on text such as ``a*a*a*...`` (70x here).
+    return MarkdownIt().enable("strikethrough").enable("table").disable("inline")
 
 
 class Block(NamedTuple):
@@ -102,106 +109,6 @@ def is_code_block(text: str) -> bool:
     return len(top) == 1 and top[0].type in ("fence", "code_block")
 
 
-# --- look ------------------------------------------------------------------------------------
-
-
-class _LeftHeading(Heading):
-    """Headings flush left, as in the rest of the app (rich centres ``#``)."""
-
-    LEVEL_ALIGN = {tag: "left" for tag in ("h1", "h2", "h3", "h4", "h5", "h6")}
-
-
-@lru_cache(maxsize=1)
-def _builtin_lexer_names() -> frozenset[str]:
-    from pygments.lexers import get_all_lexers
-
-    return frozenset(alias for _, aliases, _, _ in get_all_lexers(plugins=False) for alias in aliases)
-
-
-class _CodeBlock(CodeBlock):
-    """Code highlighted by pygments' own lexers; other names are shown as plain text.
-
-    A fence streams in one letter at a time (```` ```t ````, ```` ```ty ````, ...):
-    pygments looks a name it does not know up among installed plugins, which
-    loads every package's entry points (and, here, IPython's) for each one:
-    hundreds of milliseconds in the middle of an answer.
-    """
-
-    @classmethod
-    def create(cls, markdown: Markdown, token) -> CodeBlock:
-        block = super().create(markdown, token)
-        if block.lexer_name.lower() not in _builtin_lexer_names():
-            block.lexer_name = "text"
-        return block
-
-
-class AnswerMarkdown(Markdown):
-    """rich's Markdown with the app's headings; model text is shown, never obeyed
-    (links are shown with their address: a terminal hyperlink could hide where it goes)."""
-
-    elements = {**Markdown.elements, "heading_open": _LeftHeading, "fence": _CodeBlock, "code_block": _CodeBlock}
-
-    def __init__(self, text: str, *, code_theme: str) -> None:
-        super().__init__(printable(text), code_theme=code_theme, hyperlinks=False)
-
-
-@dataclass(frozen=True)
-class MarkdownLook:
-    """The styles blocks are drawn with: a rich theme and a code highlighting theme."""
-
-    theme: Theme
-    code_theme: str
-    key: tuple
-
-
-def _colour(variables: Mapping[str, str], name: str, fallback: str) -> str:
-    from textual.color import Color, ColorParseError
-
-    value = variables.get(name, fallback)
-    try:
-        colour = Color.parse(value)
-    except ColorParseError:  # "auto 60%" and the like: not a colour on its own
-        return fallback
-    if colour.a < 1:  # rich has no alpha: blend over the background, as the screen would
-        colour = Color.parse(variables.get("background", "#000000")).blend(colour.with_alpha(1), colour.a)
-    return colour.hex6
-
-
-def look_for(variables: Mapping[str, str], *, dark: bool) -> MarkdownLook:
-    """A ``MarkdownLook`` from a Textual theme's CSS variables (``App.get_css_variables()``)."""
-    return _look(tuple(sorted(variables.items())), dark)
-
-
-@lru_cache(maxsize=8)
-def _look(items: tuple, dark: bool) -> MarkdownLook:
-    variables = dict(items)
-    foreground = _colour(variables, "foreground", "#e0e0e0" if dark else "#202020")
-    background = _colour(variables, "background", "#121212" if dark else "#ffffff")
-    from textual.color import Color
-
-    muted = Color.parse(background).blend(Color.parse(foreground), 0.6).hex6
-    accent = _colour(variables, "accent", "#fea62b")
-    primary = _colour(variables, "primary", "#0178d4")
-    surface = _colour(variables, "surface", "#1e1e1e" if dark else "#f0f0f0")
-    styles = {
-        "markdown.code": f"bold {_colour(variables, 'text-accent', accent)} on {surface}",
-        "markdown.block_quote": muted,
-        "markdown.hr": muted,
-        "markdown.item.bullet": f"bold {accent}",
-        "markdown.item.number": f"bold {accent}",
-        "markdown.link": f"underline {_colour(variables, 'text-primary', primary)}",
-        "markdown.link_url": muted,
-        "markdown.table.border": muted,
-        "markdown.table.header": f"bold {foreground}",
-        "markdown.h1.border": primary,
-    }
-    for level in range(1, 7):
-        colour = _colour(variables, f"markdown-h{level}-color", primary if level < 4 else foreground)
-        text_style = variables.get(f"markdown-h{level}-text-style", "bold")
-        styles[f"markdown.h{level}"] = f"{text_style} {colour}".strip()
-    return MarkdownLook(Theme(styles), "monokai" if dark else "friendly", (items, dark))
-
-
 # --- drawing ---------------------------------------------------------------------------------
 
 
@@ -211,9 +118,12 @@ def _blank(line: list[Segment]) -> bool:
 
 def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segment]]:
     """``source`` drawn ``width`` cells wide as lines of segments, without blank lines around it
-    (rows of a code block's background stay)."""
+    (rows of a code block's background stay); as plain text if that would cost more than a
+    block's budget (``markdown_budget.too_costly``)."""
     console = Console(file=io.StringIO(), width=max(1, width), color_system="truecolor", force_terminal=True,
                       theme=look.theme, legacy_windows=False, emoji=False, highlight=False)
+    if too_costly(source):
+        return render_plain(source.lstrip("\n"), width, console)
     lines = console.render_lines(AnswerMarkdown(source, code_theme=look.code_theme),
                                  console.options.update_width(max(1, width)), pad=False)
     start, end = 0, len(lines)
@@ -222,7 +132,6 @@ def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segme
     while end > start and _blank(lines[end - 1]):
         end -= 1
     return lines[start:end]
-
 
 
 class DrawnMarkdown:
@@ -236,36 +145,72 @@ class DrawnMarkdown:
     would otherwise hold every line it ever drew, and every full garbage
     collection would walk them); others are drawn again when asked for,
     which only scrolling back does.
+
+    No drawing step grows with the text: ``draw`` hands the block parser at
+    most ``STEP_CHARS`` / ``STEP_LINES`` of it, and when more is waiting
+    (a whole saved answer, a burst of text, a new width) it draws that much
+    and says so (``pending``): the caller draws again on a later frame, and
+    keys are read in between. A block over its budget is drawn as plain
+    text (``render_block``); a block bigger than a whole step starts a
+    region shown plain, which runs to the next blank line outside a code
+    fence and is drawn in units of ``PLAIN_LINES`` lines. Past
+    ``SHOW_LINES`` lines, the rest of the text is not drawn but counted, in
+    a note after them.
     """
 
     KEEP_DRAWN = 64
 
     def __init__(self, source: str = "") -> None:
-        self.source = source
+        self._source = source
+        self._appended: list[str] = []  # text appended since ``source`` was last joined
         self.final = True  # a text given whole is finished; ``append`` says more may follow
+        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of the lines
+        self._look: MarkdownLook | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget every line drawn (a new width or look: all heights change)."""
         self._frozen_end = 0  # source[:_frozen_end] is in _blocks
         self._blocks: list[tuple[str, bool]] = []  # finished blocks: (source, joined to the one before)
+        self._plain: list[bool] = []  # whether each is a unit of a region shown plain
         self._tops: list[int] = []  # the line each finished block starts at (its blank line above included)
         self._gaps: list[bool] = []  # whether it has that blank line above
         self._starts: list[int] = []  # where each finished block starts in source (any width)
         self._finished_lines = 0
         self._kept: OrderedDict[int, list[list[Segment]]] = OrderedDict()  # block index -> its lines
         self._tail_joined = False  # the last block continues a list whose items are above it
+        self._in_plain = False  # source[_frozen_end:] continues a region shown plain
+        self._fence: str | None = None  # the code fence open there, if so
         self._tail: list[list[Segment]] = []
-        self._drawn_for: tuple[int, tuple] | None = None  # (width, look key) of the lines
-        self._look: MarkdownLook | None = None
         self._dirty = True
         self.drawn_length = 0
-        """How much of ``source`` the lines show."""
+        """How much of ``source`` the lines show (past ``SHOW_LINES``, with the note counting the rest)."""
+
+    @property
+    def source(self) -> str:
+        """All the text so far."""
+        if self._appended:  # joined when read, not on each append: a string grown by += is copied whole each time
+            self._source += "".join(self._appended)
+            self._appended.clear()
+        return self._source
 
     def append(self, text: str) -> None:
         if text:
-            self.source += text
+            self._appended.append(text)
             self.final, self._dirty = False, True
 
     def finish(self) -> None:
         if not self.final:
             self.final, self._dirty = True, True
+
+    @property
+    def pending(self) -> bool:
+        """Whether text is waiting to be drawn (call ``draw`` again, on a later frame)."""
+        return self._dirty
+
+    def drawn_at(self, width: int, look: MarkdownLook) -> bool:
+        """Whether the lines were last drawn for ``width`` and ``look``."""
+        return self._drawn_for == (width, look.key)
 
     @property
     def line_count(self) -> int:
@@ -290,43 +235,105 @@ class DrawnMarkdown:
         start = self._starts[index]
         return start, start + len(self._blocks[index][0])
 
+    def plain_at(self, y: int) -> bool:
+        """Whether line ``y`` is drawn as plain text (its block was over budget)."""
+        unit = self.unit_at(y)
+        if unit is None:
+            return False
+        if y >= self._finished_lines:
+            plain = self._in_plain
+        else:
+            plain = self._plain[bisect.bisect_right(self._tops, y) - 1]
+        return plain or too_costly(self.source[unit[0]:unit[1]]) is not None
+
     def lines(self) -> list[list[Segment]]:
         """Every line as last drawn."""
         return [self.line(y) for y in range(self.line_count)]
 
     def draw(self, width: int, look: MarkdownLook) -> int:
-        """Bring the lines up to date for ``width`` and ``look``; returns how many there are."""
+        """Bring the lines up to date for ``width`` and ``look``, one step's worth (see ``pending``);
+        returns how many lines there are."""
         if self._drawn_for != (width, look.key):
-            self._drawn_for, self._look, self._dirty = (width, look.key), look, True
-            blocks_so_far = self._blocks
-            self._blocks, self._tops, self._gaps, self._finished_lines = [], [], [], 0
-            self._kept.clear()
-            for block, joined in blocks_so_far:  # heights change with the width: measure them all again
-                self._add_finished(block, joined)
+            self._drawn_for, self._look = (width, look.key), look
+            self._restart()
         if not self._dirty:
             return self.line_count
+        start, lines = self._frozen_end, self._finished_lines
+        more = self._finished_lines < budget.SHOW_LINES and self._advance()
+        while more and self._frozen_end - start < budget.STEP_CHARS and self._finished_lines - lines < 4 * budget.STEP_LINES:
+            more = self._finished_lines < budget.SHOW_LINES and self._advance()  # short units go several to a step
+        if self._finished_lines >= budget.SHOW_LINES:  # the rest is counted, not drawn
+            hidden = len(self.source) - self._frozen_end
+            note = render_plain(budget.NOT_SHOWN.format(hidden), width) if hidden else []
+            self._tail = [[]] + [[Segment(segment.text, _NOTE) for segment in line] for line in note] if note else []
+            self._dirty = False
+            self.drawn_length = len(self.source)
+            return self.line_count
         tail = self.source[self._frozen_end:]
-        done, used, rest_joined = finished_blocks(tail, final=self.final, joined=self._tail_joined)
-        for block, joined in done:
-            self._add_finished(block, joined)
-        if done:
-            start = self._frozen_end + used - sum(len(block) for block, _ in done)  # blank lines before are not in it
-            for block, _ in done:
-                self._starts.append(start)
-                start += len(block)
-            self._frozen_end += used
-            self._tail_joined = rest_joined
-            tail = tail[used:]
-        self._tail = render_block(tail, width, look) if tail.strip() else []
+        if more or not tail.strip():
+            self._tail = []
+        elif self._in_plain:
+            self._tail = render_plain(tail, width)
+        else:
+            self._tail = render_block(tail, width, look)
         if self._tail and self._finished_lines and not self._tail_joined:
             self._tail = [[]] + self._tail
-        self._dirty = False
-        self.drawn_length = len(self.source)
+        self._dirty = more
+        self.drawn_length = self._frozen_end if more else len(self.source)
         return self.line_count
 
-    def _add_finished(self, block: str, joined: bool) -> None:
+    def draw_all(self, width: int, look: MarkdownLook) -> int:
+        """``draw`` until nothing is pending (copying the whole text needs all of it)."""
+        count = self.draw(width, look)
+        while self.pending:
+            count = self.draw(width, look)
+        return count
+
+    def _advance(self) -> bool:
+        """Move the finished blocks a step's worth of text holds out of the tail; True if more
+        text than that is waiting."""
+        source = self.source
+        window = self._frozen_end + budget.STEP_CHARS + budget.PLAIN_CHARS + 1  # all a step can look at
+        tail = source[self._frozen_end:window]  # not the whole rest: it may be megabytes
+        last = window >= len(source)
+        if self._in_plain:
+            return self._advance_plain(tail, last)
+        cut = line_end(tail, budget.STEP_CHARS, budget.STEP_LINES)
+        whole = last and cut == len(tail)
+        done, used, rest_joined = finished_blocks(tail[:cut], final=self.final and whole, joined=self._tail_joined)
+        self._freeze(done, used, rest_joined, plain=False)
+        if whole:
+            return False
+        if not done:  # one block fills the whole step: far over any budget, shown plain from its start
+            start = len(tail) - len(tail.lstrip("\n"))
+            self._frozen_end += start
+            self._in_plain, self._fence = True, None
+            return self._advance_plain(tail[start:], last)
+        return True
+
+    def _advance_plain(self, tail: str, last: bool) -> bool:
+        size, ended, fence = plain_cut(tail, self._fence, final=self.final and last)
+        if not size:
+            return False
+        self._freeze([(tail[:size], self._tail_joined)], size, not ended, plain=True)
+        self._in_plain, self._fence = not ended, fence
+        return size < len(tail) or not last
+
+    def _freeze(self, done: list[tuple[str, bool]], used: int, rest_joined: bool, *, plain: bool) -> None:
+        if not done:
+            return
+        start = self._frozen_end + used - sum(len(block) for block, _ in done)  # blank lines before are not in it
+        for block, joined in done:
+            self._add_finished(block, joined, plain, start)
+            start += len(block)
+        self._frozen_end += used
+        self._tail_joined = rest_joined
+
+    def _add_finished(self, block: str, joined: bool, plain: bool, start: int) -> None:
         index = len(self._blocks)
         self._blocks.append((block, joined))
+        self._plain.append(plain)
+        self._starts.append(start)
         self._tops.append(self._finished_lines)
         self._gaps.append(bool(self._finished_lines) and not joined)
         lines = self._block_lines(index)
@@ -336,7 +343,8 @@ class DrawnMarkdown:
         lines = self._kept.get(index)
         if lines is None:
             assert self._drawn_for is not None and self._look is not None
-            drawn = render_block(self._blocks[index][0], self._drawn_for[0], self._look)
+            source, width = self._blocks[index][0], self._drawn_for[0]
+            drawn = render_plain(source, width) if self._plain[index] else render_block(source, width, self._look)
             lines = ([[]] if drawn and self._gaps[index] else []) + drawn
             self._kept[index] = lines
             if len(self._kept) > self.KEEP_DRAWN:

@@ -445,7 +445,7 @@ def load(
         model_id=str(model), variant=variant, tower=spec.vision.kind, device=str(chosen_device),
         dtype=str(chosen_dtype).replace("torch.", ""), parameters=net.parameter_count(),
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
-        quantize=quantizer.plan.mode, quantize_note=quantizer.note(),
+        quantize=quantizer.plan.mode, quantize_note=quantizer.note(), max_token_chars=prompt.max_token_chars,
     )
     if max_batch is None:
         max_batch = default_max_batch(chosen_device, compile=compile)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from typing import BinaryIO
 
 _KINDS = (
@@ -85,20 +86,22 @@ def _refuse(path: str | os.PathLike[str], mode: int) -> None:
         raise NotRegularFileError(path, mode)
 
 
-def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True,
+                 dir_fd: int | None = None) -> BinaryIO:
     """Open ``path`` for reading in binary mode, refusing anything but a regular file.
 
     Never blocks on a FIFO or a device. With ``follow_symlinks=False`` a
-    symbolic link itself is refused (``O_NOFOLLOW``). Raises ``OSError``
+    symbolic link itself is refused (``O_NOFOLLOW``). ``dir_fd``: ``path`` is
+    relative to that open folder (as ``os.open`` takes it). Raises ``OSError``
     (``FileNotFoundError``, ``PermissionError``, ``NotRegularFileError``...).
     """
     # A stat first, so a device is refused without being opened at all.
-    _refuse(path, os.stat(path, follow_symlinks=follow_symlinks).st_mode)
+    _refuse(path, os.stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks).st_mode)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOCTTY", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags) if dir_fd is None else os.open(path, flags, dir_fd=dir_fd)
     except OSError as exc:
         if not follow_symlinks and exc.errno == errno.ELOOP:
             raise UnusableFileError(path, "is a symbolic link, which is not followed here", errno.ELOOP) from None
@@ -112,6 +115,41 @@ def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) 
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_beneath(root: str | os.PathLike[str], parts: Sequence[str]) -> BinaryIO:
+    """Open the regular file ``root/parts[0]/.../parts[-1]``, following no symbolic link below ``root``.
+
+    The caller resolves the path first (``os.path.realpath``) and checks where
+    it leads; this then opens each folder relative to the one before it
+    (``dir_fd``) with ``O_NOFOLLOW``, so a link swapped in after that check is
+    refused (``UnusableFileError``), never followed out of ``root``. Where the
+    platform has no ``dir_fd`` the joined path is opened with ``O_NOFOLLOW`` on
+    its last part only.
+    """
+    if not parts:
+        raise NotRegularFileError(root, stat.S_IFDIR)
+    joined = os.path.join(root, *parts)
+    if os.open not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY") or not hasattr(os, "O_NOFOLLOW"):
+        return open_regular(joined, follow_symlinks=False)
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a link (or a file) where a folder was
+                    raise UnusableFileError(joined, f"{shown_path(part)} on its way is not a folder "
+                                                    "(a symbolic link is not followed here)", errno.ELOOP) from None
+                raise
+            os.close(folder)
+            folder = inner
+        try:
+            return open_regular(parts[-1], follow_symlinks=False, dir_fd=folder)
+        except UnusableFileError as exc:
+            raise UnusableFileError(joined, exc.reason, exc.errno or errno.EINVAL) from None
+    finally:
+        os.close(folder)
 
 
 def read_regular(path: str | os.PathLike[str], limit: int, *, follow_symlinks: bool = True) -> bytes:
@@ -136,6 +174,6 @@ def fd_path(handle: BinaryIO, path: str | os.PathLike[str]) -> str:
 
 
 __all__ = [
-    "FileTooLargeError", "NotRegularFileError", "UnusableFileError", "fd_path", "kind_of", "open_regular",
+    "FileTooLargeError", "NotRegularFileError", "UnusableFileError", "fd_path", "kind_of", "open_beneath", "open_regular",
     "read_regular", "shown_path",
 ]

@@ -28,6 +28,7 @@ from pathlib import Path
 from .errors import CheckpointError
 from .files import UnusableFileError, read_regular
 from .spec import MAX_TOKENIZER_BYTES, ModelSpec
+from .token_chars import max_token_chars
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
@@ -72,6 +73,7 @@ class PromptFormat:
             raw = json.loads(text)
             raw["added_tokens"] = []
             self._plain = Tokenizer.from_str(json.dumps(raw))
+            self.max_token_chars = max_token_chars(raw)  # text longer than window * this cannot fit (None: unknown)
         except UnusableFileError as exc:
             raise CheckpointError(f"{exc}; re-download the model") from None
         except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions

@@ -149,6 +149,9 @@ class EngineInfo:
     compile_note: str | None = None  # why not, when compile was asked for: "needs CUDA", ...
     quantize: str = "none"  # language-model weights in effect: "none", "int8" or "int4"
     quantize_note: str | None = None  # why not (or not all layers), when a mode was asked for
+    # The most characters of text one token covers (engine.token_chars): text longer than
+    # context_length * this cannot fit, known without tokenizing; None when the tokenizer gives no such bound.
+    max_token_chars: int | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 
 import engine
 from dsvl_tui.ask import AskRequest, run_ask
@@ -59,7 +60,7 @@ def _ask(world, *args: str, stdin: str = "", env: dict[str, str] | None = None) 
     # surrogateescape: a lone surrogate in an argument or in stdin goes out as the byte it stands for.
     return subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", *args], input=stdin, capture_output=True,
                           text=True, errors="surrogateescape", env={**world.env, **(env or {})}, cwd=world.folder,
-                          timeout=120)
+                          timeout=PROCESS_TIMEOUT)
 
 
 def _interrupted(world) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -71,7 +72,7 @@ def _interrupted(world) -> tuple[subprocess.CompletedProcess[str], Path]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=world.env, cwd=world.folder)
     first = process.stdout.read(1)  # the answer has started
     process.send_signal(signal.SIGINT)
-    rest, err = process.communicate(timeout=120)
+    rest, err = process.communicate(timeout=PROCESS_TIMEOUT)
     done = subprocess.CompletedProcess(process.args, process.returncode, (first + rest).decode(errors="replace"),
                                        err.decode(errors="replace"))
     return done, transcript
@@ -175,7 +176,7 @@ def test_a_transcript_of_a_local_model_named_relatively_continues_from_another_f
     elsewhere.mkdir(exist_ok=True)
     again = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", "--max-new-tokens", "2", "--transcript",
                             str(transcript), "And?"], capture_output=True, text=True, env=world.env, cwd=elsewhere,
-                           timeout=120)
+                           timeout=PROCESS_TIMEOUT)
     assert again.returncode == 0, again.stderr
     assert [m.text for m in load_transcript(transcript).messages][::2] == ["hi", "And?"]
 

@@ -14,6 +14,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from process_support import PROCESS_TIMEOUT
 from typer.testing import CliRunner
 
 from dsvl_tui import __version__, cli
@@ -26,7 +27,7 @@ runner = CliRunner()
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
 
 
 # --- start-up stays light ---------------------------------------------------

@@ -21,7 +21,7 @@ def test_pending_images_go_with_the_next_message(tmp_path):
     conv.add_answer("A red square.")
     sent = conv.engine_messages()
     assert [(m.role, m.text) for m in sent] == [("user", "What is this?"), ("assistant", "A red square.")]
-    assert sent[0].images == [str((tmp_path / "a.png").resolve())]
+    assert [image.data for image in sent[0].images] == [(tmp_path / "a.png").read_bytes()]  # its checked bytes
 
 
 def test_missing_images_and_failed_answers_are_not_sent(tmp_path):

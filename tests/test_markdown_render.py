@@ -8,14 +8,18 @@ text after the last finished block.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 
+from dsvl_tui import markdown_budget as budget
 from dsvl_tui.markdown import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
+from dsvl_tui.markdown_budget import nesting, render_plain, too_costly
 
 LOOK = look_for({}, dark=True)
 
@@ -209,3 +213,133 @@ def test_a_language_name_being_typed_never_searches_plugin_lexers(monkeypatch):
     assert searched == []
     highlighted = render_block("```TypeScript\nconst x = 1;\n```", 40, LOOK)[1]
     assert len({segment.style.color for segment in highlighted if segment.text.strip()}) > 1
+
+
+# --- the budget (issue 20): a costly block is plain text, and no drawing step grows with the text --------------
+
+@contextlib.contextmanager
+def small_budgets():
+    """Budgets a few lines big, so that texts of a few hundred characters cross every one of them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"BLOCK_CHARS": 120, "BLOCK_LINES": 6, "DELIMITERS": 12, "TABLE_COLUMNS": 4,
+                            "TABLE_CELLS": 20, "DEPTH": 3, "STEP_CHARS": 200, "STEP_LINES": 12,
+                            "PLAIN_CHARS": 90, "PLAIN_LINES": 5}.items():
+            patch.setattr(budget, name, value)
+        yield
+
+
+def _table(columns: int, rows: int = 2) -> str:
+    return "|" + "|".join("h" for _ in range(columns)) + "|\n|" + "-|" * columns + "\n" + \
+        ("|" + "|".join("v" for _ in range(columns)) + "|\n") * rows
+
+
+def test_each_budget_is_checked_before_parsing():
+    assert too_costly("word " * 10) is None
+    assert "characters" in too_costly("w" * (budget.BLOCK_CHARS + 1))
+    assert "lines" in too_costly("x\n" * (budget.BLOCK_LINES + 1))
+    assert "emphasis" in too_costly("a*" * (budget.DELIMITERS + 1))
+    assert "columns" in too_costly(_table(budget.TABLE_COLUMNS + 1))
+    assert too_costly(_table(budget.TABLE_COLUMNS)) is None
+    assert "cells" in too_costly(_table(10, budget.TABLE_CELLS // 10))
+    assert "nested" in too_costly("- " * (budget.DEPTH + 1) + "x")
+    assert nesting("- a\n  - b\n    1. c\n") == 3 and nesting("> - > x") == 3 and nesting("a - b\n\tcode") == 0
+    assert nesting("".join("  " * i + "- x\n" for i in range(30))) == 30
+    yaml = "- config:\n  ```yaml\n" + "".join("  " * i + "- k: v\n" for i in range(20)) + "  ```\n- after\n  - b\n"
+    assert nesting(yaml) == 2 and too_costly(yaml) is None  # code is not nested, however far it is indented
+
+
+def test_a_realistic_answer_stays_within_every_budget():
+    from dsvl_tui.bench.ui import markdown_answer
+
+    text = "".join(markdown_answer())
+    found = blocks(text)
+    ends = [block.start for block in found[1:]] + [len(text)]
+    assert [text[b.start:end] for b, end in zip(found, ends, strict=True) if too_costly(text[b.start:end])] == []
+
+
+@pytest.mark.parametrize("source", ["a*" * 2_000, "x\n" * 1_000, _table(300), "- " * 3000 + "x"],
+                         ids=["emphasis", "lines", "wide table", "deep list"])
+def test_a_costly_block_is_drawn_as_it_is(source):
+    lines = text_of(render_block(source, 40, LOOK))
+    assert "".join(lines).replace(" ", "") == source.replace("\n", "").replace(" ", "")  # as it is, no markup
+    assert max(map(len, lines)) <= 40
+
+
+def test_plain_text_is_wrapped_by_cells_and_sanitised():
+    assert text_of(render_plain("ab" * 5 + "\n\ncd\n\n", 4)) == ["abab", "abab", "ab", "", "cd"]
+    wide = text_of(render_plain("界" * 5, 4))
+    assert wide == ["界界", "界界", "界"]  # two cells each
+    assert text_of(render_plain("evil \x1b[2J\x1b]0;title\x07 text", 40)) == ["evil  text"]
+
+
+def _draws(text: str, width: int = 40) -> tuple[DrawnMarkdown, int]:
+    drawn = DrawnMarkdown(text)
+    steps = 1
+    drawn.draw(width, LOOK)
+    while drawn.pending:
+        drawn.draw(width, LOOK)
+        steps += 1
+    return drawn, steps
+
+
+def test_no_drawing_step_parses_more_than_a_step(monkeypatch):
+    from markdown_it import MarkdownIt
+
+    monkeypatch.setattr(budget, "SHOW_LINES", 100_000)
+
+    sizes = []
+    real_parse = MarkdownIt.parse
+    monkeypatch.setattr(MarkdownIt, "parse", lambda self, src, env=None: sizes.append(len(src)) or real_parse(self, src, env))
+    text = ANSWER * 300 + "x\n" * 20_000 + "a*" * 20_000 + "\n\n" + ANSWER
+    drawn, steps = _draws(text)
+    assert max(sizes) <= budget.STEP_CHARS and steps > len(text) // budget.STEP_CHARS
+    assert drawn.drawn_length == len(text) and text_of(drawn.lines())[-1].endswith("The end.")
+    assert text_of(drawn.lines()).count("x") == 20_000  # plain: one line each (Markdown: one paragraph)
+
+
+def test_the_region_shown_plain_ends_at_a_blank_line_outside_a_fence():
+    big = "".join(f"line {i}\n" for i in range(40))
+    fenced = "```\n" + "code\n\n" * 30 + "```\n"
+    text = big + "\n**after**\n\n" + fenced + "\n# Head\n"
+    with small_budgets():
+        lines = text_of(_draws(text)[0].lines())
+    assert lines[:40] == [f"line {i}" for i in range(40)] and lines[40:42] == ["", "after"]  # bold again
+    assert lines[-1] == "Head" and "```" in lines and lines.count("code") == 30
+
+
+FRAGMENTS_COSTLY = st.sampled_from(["a*", "x\n", "\n\n", "| v ", "|\n", "- ", "> ", "```\n", "word ", "  ", "# "])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(FRAGMENTS_COSTLY, min_size=1, max_size=120), st.data())
+def test_a_costly_text_in_any_pieces_draws_as_whole(fragments, data):
+    text = "".join(fragments)
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=8))
+    draw_after = set(data.draw(st.lists(st.integers(0, 8), max_size=8)))
+    with small_budgets():
+        expected = text_of(_draws(text)[0].lines())
+        drawn = DrawnMarkdown()
+        previous = 0
+        for index, cut in enumerate(sorted(cuts) + [len(text)]):
+            drawn.append(text[previous:cut])
+            previous = cut
+            if index in draw_after:
+                drawn.draw(40, LOOK)
+        drawn.finish()
+        drawn.draw_all(40, LOOK)
+        assert text_of(drawn.lines()) == expected
+
+
+def test_past_its_lines_a_text_is_counted_not_drawn(monkeypatch):
+    monkeypatch.setattr(budget, "SHOW_LINES", 300)
+    text = "x\n" * 2_000
+    drawn, steps = _draws(text)
+    lines = text_of(drawn.lines())
+    shown = lines.index("")  # the x lines, a blank line, the note
+    assert budget.SHOW_LINES <= shown < budget.SHOW_LINES + budget.PLAIN_LINES and lines[:shown] == ["x"] * shown
+    assert lines[shown + 1:] == [budget.NOT_SHOWN.format(len(text) - 2 * shown)[:40],
+                                 budget.NOT_SHOWN.format(len(text) - 2 * shown)[40:].strip()]
+    assert not drawn.pending and drawn.drawn_length == len(text)
+    drawn.append("more")
+    drawn.draw(40, LOOK)  # streaming on: only the count changes
+    assert str(f"{len(text) + 4 - 2 * shown:,}") in "".join(text_of(drawn.lines()[shown:]))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from tui_support import ScriptedEngine, notices, run_async, scripted_app, type_line, wait_for
@@ -31,7 +32,14 @@ from dsvl_tui.options import Options
 from dsvl_tui.repl.app import Repl, default_engine_factory
 from dsvl_tui.storage.config import load_config
 from dsvl_tui.storage.journal import Journal
-from engine.files import FileTooLargeError, NotRegularFileError, UnusableFileError, open_regular, read_regular
+from engine.files import (
+    FileTooLargeError,
+    NotRegularFileError,
+    UnusableFileError,
+    open_beneath,
+    open_regular,
+    read_regular,
+)
 from engine.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,9 +117,29 @@ def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None
     assert read_regular(tmp_path / "real", 4) == b"data"
 
 
+def test_open_beneath_follows_no_link_below_its_root(tmp_path: Path) -> None:
+    """What a transcript's image folder is opened with: a link met on the way is refused, never followed."""
+    (tmp_path / "secret").write_bytes(b"key")
+    (tmp_path / "chat.images" / "sub").mkdir(parents=True)
+    (tmp_path / "chat.images" / "sub" / "a.png").write_bytes(b"png")
+    with open_beneath(tmp_path, ["chat.images", "sub", "a.png"]) as handle:
+        assert handle.read() == b"png"
+    (tmp_path / "chat.images" / "b.png").symlink_to(tmp_path / "secret")
+    (tmp_path / "chat.images" / "link").symlink_to(tmp_path / "chat.images" / "sub")  # even one that stays inside
+    (tmp_path / "linked.images").symlink_to(tmp_path / "chat.images")
+    for parts in (["chat.images", "b.png"], ["chat.images", "link", "a.png"], ["linked.images", "sub", "a.png"]):
+        with pytest.raises(UnusableFileError, match="symbolic link") as caught:
+            open_beneath(tmp_path, parts)
+        assert "\n" not in str(caught.value)
+    pipe = tmp_path / "chat.images" / "pipe.png"
+    os.mkfifo(pipe)
+    with rescued(pipe), quickly(), pytest.raises(UnusableFileError, match="named pipe"):
+        open_beneath(tmp_path, ["chat.images", "pipe.png"])
+
+
 def test_importing_the_helper_imports_no_torch() -> None:
     code = "import engine.files, sys; assert 'torch' not in sys.modules and 'PIL' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=PROCESS_TIMEOUT)
 
 
 # --- images -----------------------------------------------------------------------------
@@ -142,7 +170,7 @@ def test_ask_with_a_fifo_image_exits_3_at_once(tmp_path: Path, good: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSVL_")}
     env.update(DSVL_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT), NO_COLOR="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", "--model", str(good), "--image", str(pipe),
-                           "What is this?"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+                           "What is this?"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=PROCESS_TIMEOUT)
     assert done.returncode == 3, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "named pipe" in errors[0] and "fifo.png" in errors[0], done.stderr

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -64,6 +66,7 @@ class ServerThread:
         from dsvl_tui.serve.app import create_app
 
         self.port = free_port()
+        self.key: str | None = None  # an app made here, for this bench alone: no key
         config = uvicorn.Config(create_app(backend), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="bench-server", daemon=True)
@@ -87,6 +90,7 @@ class ServerProcess:
 
     def __init__(self, model: str, *, device: str, dtype: str) -> None:
         self.port = free_port()
+        self.key = secrets.token_urlsafe(32)  # serve would make one and print it; the bench gives its own
         self.command = [sys.executable, "-c", "from dsvl_tui.cli import main; main()", "serve", "--model", model,
                         "--device", device, "--dtype", dtype, "--port", str(self.port)]
         self.process: subprocess.Popen[bytes] | None = None
@@ -94,7 +98,8 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         import httpx
 
-        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                        env={**os.environ, "DSVL_SERVE_API_KEY": self.key})
         deadline = time.monotonic() + 600  # the full-size model loads in a minute or two on a CPU
         while True:
             if self.process.poll() is not None:
@@ -194,7 +199,8 @@ def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
     rows = []
     serving = ServerProcess(model, device=device, dtype=dtype) if server == "process" else ServerThread(eng)
     with serving:
-        backends: dict[str, ChatBackend] = {"local": eng, "http": RemoteBackend(f"http://127.0.0.1:{serving.port}")}
+        remote = RemoteBackend(f"http://127.0.0.1:{serving.port}", api_key=serving.key)
+        backends: dict[str, ChatBackend] = {"local": eng, "http": remote}
         for index in range(turns):
             row: dict[str, Any] = {"turn": index + 1}
             order = ["local", "http"] if index % 2 == 0 else ["http", "local"]

@@ -398,6 +398,8 @@ class Repl:
                     printer.finish()
         finally:
             self._cancel = None
+            for notice in conversation.image_notices():  # a picture changed since it was attached or loaded
+                self.info(notice)
         for note in notes:
             self.info(note)
         if answer.error:

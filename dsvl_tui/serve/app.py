@@ -2,7 +2,9 @@
 
 ``create_app(backend, api_key=..., model_name=..., limits=...)`` serves
 ``POST /v1/chat/completions`` (streamed as Server-Sent Events or whole),
-``GET /v1/models`` and ``GET /health``. Errors use OpenAI's error JSON.
+``GET /v1/models`` and ``GET /health`` (the one endpoint without the key: it
+says only that the server is ready and how busy, never which model or from
+where). Errors use OpenAI's error JSON.
 Requests are stateless: the engine is asked under one cache key and finds
 the context it can reuse itself.
 """
@@ -74,7 +76,9 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": name, "busy": queue.busy, "queued": queue.waiting}
+        # No key needed, so nothing that identifies the model: its name may be a local path (a user's
+        # home, a project's name). The server listens only once the model is loaded: up is ready.
+        return {"status": "ready", "busy": queue.busy, "queued": queue.waiting}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -84,12 +88,13 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         authorize(request)
-        body = await read_body(request, limits.max_body_bytes)
-        chat = parse_request(body)
+        body = await read_body(request, limits.max_body_bytes, limits.body_seconds)
+        chat = await run_in_threadpool(parse_request, body)  # 32 MiB of JSON takes a while: not on the loop
+        del body
         if chat.model != name:
             raise RequestError(404, f"unknown model {chat.model!r}: this server serves {name!r} (see GET /v1/models)",
                                code="model_not_found")
-        wanted = await run_in_threadpool(to_engine, chat, limits)
+        wanted = await run_in_threadpool(to_engine, chat, limits, backend.info)
         slot = await wait_for_engine(request, queue)
         cancel = threading.Event()
         try:
@@ -125,21 +130,32 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     return app
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 as soon as it is known to be over ``limit`` bytes."""
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request body, or 413 as soon as it is known to be over ``limit`` bytes, or 408 after ``seconds``.
+
+    The deadline is for the whole body: a client that sends a byte every few seconds never trips a
+    timeout between reads, and would hold its connection (and memory) for ever."""
     too_large = RequestError(413, f"the request body is over {limit // (1024 * 1024)} MiB, this server's limit; "
                              "send smaller or fewer images", code="request_too_large")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise too_large
-        parts.append(part)
-    return b"".join(parts)
+
+    async def whole() -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise too_large
+            parts.append(part)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(whole(), seconds)
+    except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
+        raise RequestError(408, f"the request body did not arrive within {seconds:g} s; send it at once",
+                           code="request_timeout", headers={"Connection": "close"}) from None
 
 
 async def disconnected(request: Request) -> None:

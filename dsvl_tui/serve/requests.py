@@ -6,6 +6,11 @@ makes the server read or write a file (or fetch a URL). Each image's header
 is checked against the engine's pixel limit here (a decompression bomb is
 refused before it is decoded); the engine decodes the pixels when the
 request's turn comes.
+
+Every input is bounded before work is done on it: the JSON's nesting, each
+sampling field's range (so no value reaches the engine that it cannot
+sample with), and the text's length against the context window (text that
+cannot fit is refused from its length, before anything is tokenized).
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from engine.image_limits import MAX_IMAGE_PIXELS, too_many_pixels
-from engine.types import EncodedImage, GenerationSettings, ImageSource, Message
+from engine.token_chars import cannot_fit
+from engine.types import EncodedImage, EngineInfo, GenerationSettings, ImageSource, Message
 
 MiB = 1024 * 1024
 
@@ -34,28 +40,47 @@ class Limits:
     max_body_bytes: int = 32 * MiB
     max_images: int = 8  # per request, over all its messages
     queue_size: int = 16  # requests waiting behind the running one
+    body_seconds: float = 30.0  # to receive a whole body, however it trickles in (then 408)
 
 
 class RequestError(Exception):
     """A request the server refuses: the HTTP status and OpenAI's error fields."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, param: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.code = code
         self.headers = headers or {}
+        self.param = param  # the request field at fault, as OpenAI names it
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 # --- the request's shape ------------------------------------------------------------------------
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields this server has no use for
+    # Extra fields: OpenAI clients send fields this server has no use for. No inf or NaN in any number.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+# The sampling fields' ranges. Outside them the engine cannot sample: a temperature or repetition
+# penalty of 1e-300 is 0 in float32 and the scaled logits become inf/NaN; torch takes a 64-bit seed.
+MIN_TEMPERATURE = 0.001  # a temperature is 0 (greedy) or from here to MAX_TEMPERATURE
+MAX_TEMPERATURE = 100.0
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 100.0
+MAX_SEED = 2**63 - 1
+MAX_COUNT = 2**31 - 1  # max_tokens, max_completion_tokens, top_k
+
+
+def _temperature(value: float | None) -> float | None:
+    if value is not None and value != 0 and not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        raise ValueError(f"must be 0 (greedy) or from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}, not {value!r}")
+    return value
 
 
 class TextPart(_Model):
@@ -90,16 +115,16 @@ class ChatRequest(_Model):
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0)
+    temperature: Annotated[float | None, AfterValidator(_temperature)] = None
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=1)
     # Not in OpenAI's API; accepted as extra fields, as vLLM and lmdeploy do.
-    top_k: int | None = Field(default=None, ge=0)
-    repetition_penalty: float | None = Field(default=None, gt=0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    repetition_penalty: float | None = Field(default=None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY)
     ignore_eos: bool | None = None  # vLLM's name: answer max_tokens whatever the model says (benchmarks)
 
 
@@ -107,19 +132,27 @@ class ChatRequest(_Model):
 
 def parse_request(body: bytes) -> ChatRequest:
     """The request in ``body``, or ``RequestError`` 400 naming the first problem."""
+    nested = RequestError(400, "the request body's JSON is nested too deeply; send a flat chat request",
+                          code="invalid_json")
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"the request body is not valid JSON ({exc}); send a JSON object",
                            code="invalid_json") from None
+    except RecursionError:  # the parser recurses once per level: [[[[... 100,000 deep
+        raise nested from None
     if not isinstance(data, dict):
         raise RequestError(400, "the request body must be a JSON object", code="invalid_json")
     try:
         return ChatRequest.model_validate(data)
+    except RecursionError:
+        raise nested from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise RequestError(400, f"invalid request: {where}: {first['msg']}", code="invalid_value") from None
+        problem = first["msg"].removeprefix("Value error, ")
+        raise RequestError(400, f"invalid request: {where}: {problem}", code="invalid_value",
+                           param=where) from None
 
 
 @dataclass
@@ -132,8 +165,10 @@ class EngineRequest:
     stop: list[str]
 
 
-def to_engine(request: ChatRequest, limits: Limits) -> EngineRequest:
-    """Messages, system prompt, settings and stop strings for the engine; ``RequestError`` if refused."""
+def to_engine(request: ChatRequest, limits: Limits, info: EngineInfo | None = None) -> EngineRequest:
+    """Messages, system prompt, settings and stop strings for the engine; ``RequestError`` if refused.
+
+    With the engine's ``info``, turns whose text cannot fit its window are dropped here (``by_length``)."""
     images = sum(isinstance(part, ImagePart) for m in request.messages if isinstance(m.content, list)
                  for part in m.content)
     if images > limits.max_images:
@@ -161,8 +196,38 @@ def to_engine(request: ChatRequest, limits: Limits) -> EngineRequest:
             messages.append(Message("user" if message.role == "user" else "assistant", text, pictures))
     if not messages or messages[-1].role != "user":
         raise RequestError(400, "the last message must be a user message (the one to answer)", code="invalid_value")
-    return EngineRequest(messages=messages, system="\n\n".join(system) if system else None,
-                         settings=settings_for(request), stop=stop_strings(request.stop))
+    prompt = "\n\n".join(system) if system else None
+    if info is not None:
+        messages = by_length(messages, prompt, info.context_length, info.max_token_chars)
+    return EngineRequest(messages=messages, system=prompt, settings=settings_for(request),
+                         stop=stop_strings(request.stop))
+
+
+def by_length(messages: list[Message], system: str | None, window: int, per_token: int | None) -> list[Message]:
+    """``messages`` without the oldest turns whose text cannot fit ``window`` tokens; 400 if the last one cannot.
+
+    Counted in characters, with no tokenizing (a 30 MB message once took minutes and gigabytes to
+    tokenize before the window refused it): one token covers at most ``per_token`` characters
+    (``EngineInfo.max_token_chars``). The engine keeps the newest turns that fit (a turn starts at
+    each user message) and always the last; a turn whose text, with everything after it and the
+    system prompt, is over ``window * per_token`` characters can never be kept, so dropping it here
+    changes nothing but the time. Template text and images are not counted: a request refused here
+    is over the window whatever they add.
+    """
+    chars = len(system.strip()) if system else 0
+    for index in range(len(messages) - 1, -1, -1):
+        chars += len(messages[index].text.strip())  # the engine strips each message's text
+        if cannot_fit(chars, window, per_token):
+            break
+    else:
+        return messages
+    starts = [i for i, m in enumerate(messages) if i > index and m.role == "user"]
+    if not starts:
+        what = "the last message is" if not system else "the last message and the system prompt are"
+        raise RequestError(400, f"{what} {chars:,} characters, more than the {window:,}-token context "
+                           f"window can hold (a token is at most {per_token} characters); shorten it",
+                           code="context_length_exceeded")
+    return messages[starts[0]:]
 
 
 def settings_for(request: ChatRequest) -> GenerationSettings:
@@ -222,4 +287,5 @@ def _too_large(number: int, size: tuple[int, int] | None) -> RequestError:
                         "scale it down", code="image_too_large")
 
 
-__all__ = ["ChatRequest", "EngineRequest", "Limits", "RequestError", "decode_image", "parse_request", "to_engine"]
+__all__ = ["ChatRequest", "EngineRequest", "Limits", "RequestError", "by_length", "decode_image", "parse_request",
+           "to_engine"]

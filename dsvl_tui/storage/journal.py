@@ -191,7 +191,7 @@ class Journal:
                         try:
                             os.link(att.path, target)  # never rewritten in place: sharing the file is safe
                         except OSError:
-                            atomic_write_bytes(target, Path(att.path).read_bytes())
+                            atomic_write_bytes(target, att.checked_bytes())  # only bytes with its hash
                     att.path = str(target)
                 except OSError:
                     continue  # kept where it is; the next record copies it if it can

@@ -443,6 +443,8 @@ class DsvlApp(App[int]):
                                          error=message.error)
             if message.stats is not None and message.stats.new_tokens:
                 self.last_stats = message.stats
+        for notice in job.conversation.image_notices():  # a picture changed since it was attached or loaded
+            self.session.info(notice)
         self.autosave(job.conversation)
         self._pump()
         self.measure_context(job.conversation)

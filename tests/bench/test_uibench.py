@@ -164,3 +164,31 @@ def test_bench_command_skips_and_ignores_the_environment(benches) -> None:
     assert runner.invoke(app, ["bench", "--skip-ui"], env={"DSVL_MODEL": "x/y"}).exit_code == 0
     assert runner.invoke(app, ["bench", "--skip-engine"]).exit_code == 0
     assert benches == [("engine", []), ("ui", [])]
+
+
+# --- dsvl_tui.bench.render: key latency while a costly answer is drawn (issue 20) ---------------------------
+
+
+def test_the_render_bench_has_the_four_answers_that_froze_the_tui() -> None:
+    from dsvl_tui.bench import render as renderbench
+
+    found = renderbench.answers()
+    assert found["a* x 50,000"] == "a*" * 50_000 and found["x\\n x 200,000"] == "x\n" * 200_000
+    assert found["table 3000 columns"].split("\n", 1)[0].count("|") == 3001
+    assert found["list nested 3000"].count("- ") == 3000
+    assert "list nested 3000 (9 MB)" in renderbench.answers(deep_stairs=True)
+
+
+def test_the_render_bench_measures_keys_while_an_answer_is_drawn() -> None:
+    from dsvl_tui.bench import render as renderbench
+
+    result = renderbench.run("a*" * 20_000 + "\n\n" + "x\n" * 3_000, pieces=40, timeout=60)
+    assert result["drawn_whole"] and result["chars"] == 46_002 and result["lines"] > 3_000
+    assert result["quit_ms"] is not None and result["quit_ms"] >= 0
+    assert result["max_frame_gap_ms"] > 0 and result["max_frame_cpu_ms"] >= 0
+    for kind in ("typing", "escape"):
+        keys = result[kind]
+        assert keys["keys"] >= 1 and keys["lost"] == 0
+        assert 0 <= keys["handled_median_ms"] <= keys["handled_max_ms"] <= keys["shown_max_ms"]
+    rows = renderbench.report({"x": result})
+    assert len(rows) == 3 and rows[1].startswith("x ") and ("PASS" in rows[1] or "FAIL" in rows[1])

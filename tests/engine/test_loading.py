@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from process_support import PROCESS_TIMEOUT
 from safetensors.torch import load_file, save_file
 
 import engine
@@ -486,7 +487,7 @@ def _read_result(proc: subprocess.Popen, stderr_path: Path) -> list[dict]:
     for line in proc.stdout:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    proc.wait(timeout=60)
+    proc.wait(timeout=PROCESS_TIMEOUT)
     pytest.fail(f"hub subprocess ended (rc={proc.returncode}): {stderr_path.read_text()[-3000:]}")
 
 
@@ -518,7 +519,7 @@ def hub_runs(checkpoint, tmp_path_factory):
         proc.stdin.write("go\n")
         proc.stdin.flush()
         cached = _read_result(proc, stderr_path)
-        assert proc.wait(timeout=60) == 0, stderr_path.read_text()[-3000:]
+        assert proc.wait(timeout=PROCESS_TIMEOUT) == 0, stderr_path.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
@@ -64,7 +65,7 @@ def test_ask_through_the_endpoint_equals_the_engines_answer(server: str, tiny_en
     done = subprocess.run(
         [sys.executable, "-m", "dsvl_tui.cli", "ask", "Describe the weather.", "--endpoint", server,
          "--temperature", "0", "--max-new-tokens", "12", "--quiet"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=PROCESS_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip("\n") == in_process(tiny_engine, [Message("user", "Describe the weather.")])
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
@@ -364,7 +365,7 @@ def test_a_message_sent_while_loading_waits_for_the_model(backend) -> None:
     err = Announce("waiting for tiny to load")
 
     def slow_load(model, progress):
-        assert err.seen.wait(30)  # the REPL said it is waiting before the model is there
+        assert err.seen.wait(PROCESS_TIMEOUT)  # the REPL said it is waiting before the model is there
         progress(type("P", (), {"stage": "load", "message": "loading weights 1/1"})())
         return backend
 

@@ -19,12 +19,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+def running_server(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` served by uvicorn (``config``: more of its options) on a free loopback port in a thread; yields its URL."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                           **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

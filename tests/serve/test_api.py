@@ -92,7 +92,7 @@ def test_stop_string_cuts_the_answer(client: Any, tiny_engine: Any) -> None:
 def test_models_and_health(client: Any) -> None:
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny"]
-    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/health").json()["status"] == "ready"
 
 
 def test_unknown_model_is_404_in_openais_error_shape(client: Any) -> None:

@@ -60,7 +60,71 @@ def test_serve_without_limit_options_serves_with_the_default_limits(tiny_siglip:
         cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu"])
     assert exit_info.value.code == 0
     assert served["limits"] == Limits()
-    assert (served["host"], served["api_key"]) == ("127.0.0.1", None)
+    assert served["host"] == "127.0.0.1"
+
+
+def test_serve_without_a_key_makes_one_even_on_loopback(tiny_siglip: Path, monkeypatch: Any) -> None:
+    """Every account on the machine can reach loopback: the server is never open unless asked to be."""
+    keys = []
+    monkeypatch.delenv("DSVL_SERVE_API_KEY", raising=False)
+    monkeypatch.setattr(server, "serve", lambda backend, **kwargs: keys.append((kwargs["api_key"], kwargs["made_key"])))
+    for _ in range(2):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu"])
+        assert exit_info.value.code == 0
+    assert all(made and len(key) >= 43 for key, made in keys)  # 32 random bytes, base64: 256 bits
+    assert keys[0][0] != keys[1][0]
+    monkeypatch.setenv("DSVL_SERVE_API_KEY", "my-own-key-of-16+")
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu"])
+    assert keys[-1] == ("my-own-key-of-16+", False)
+
+
+def test_a_key_on_the_command_line_is_one_note_and_from_the_environment_none(tiny_siglip: Path, capsys: Any,
+                                                                            monkeypatch: Any) -> None:
+    monkeypatch.setattr(server, "serve", lambda backend, **kwargs: None)
+    monkeypatch.setenv("DSVL_SERVE_API_KEY", "k" * 20)
+    for argv, notes in ([], 0), (["--api-key", "q" * 20], 1):
+        with pytest.raises(SystemExit):
+            cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu", *argv])
+        err = capsys.readouterr().err
+        assert err.count("visible to every account") == notes and "q" * 20 not in err
+
+
+def test_no_api_key_serves_open_on_loopback_only(tiny_siglip: Path, capsys: Any, monkeypatch: Any) -> None:
+    served: dict[str, Any] = {}
+    monkeypatch.delenv("DSVL_SERVE_API_KEY", raising=False)
+    monkeypatch.setattr(server, "serve", lambda backend, **kwargs: served.update(kwargs))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu", "--no-api-key"])
+    assert exit_info.value.code == 0 and (served["api_key"], served["made_key"]) == (None, False)
+    capsys.readouterr()
+    for argv in (["--host", "0.0.0.0"], ["--api-key", "k" * 20]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["serve", "--model", str(tiny_siglip), "--no-api-key", *argv])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_made_key_is_printed_once_and_an_open_server_says_so(tiny_engine: Any, capsys: Any,
+                                                             monkeypatch: Any) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    server.serve(tiny_engine, api_key="the-made-key", made_key=True)
+    err = capsys.readouterr().err
+    assert err.count("the-made-key") == 1 and "(API key required)" in err
+    server.serve(tiny_engine, api_key=None)
+    assert "every account on this machine can use it" in capsys.readouterr().err
+
+
+def test_serve_help_says_who_can_reach_a_server_without_a_key() -> None:
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--no-api-key" in text and "every account on this machine" in text
 
 
 def test_a_model_that_does_not_load_is_one_line_and_exit_4(tmp_path: Path, capsys: Any) -> None:

@@ -108,7 +108,7 @@ def test_a_deleted_original_image_is_sent_from_the_journal_copy(tmp_path):
         def stream(self, messages, settings=None, **kwargs):
             for message in messages:
                 for image in message.images:
-                    Image.open(image).load()  # what the engine does first: fails on a missing file
+                    Image.open(io.BytesIO(image.data)).load()  # the checked bytes the engine decodes
             picture.unlink(missing_ok=True)  # the user tidies up after the first answer
             return super().stream(messages, settings, **kwargs)
 

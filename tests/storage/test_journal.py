@@ -263,7 +263,7 @@ def test_a_second_program_gets_a_copy_and_the_lock_goes_with_kill_9(tmp_path):
         # The other program empties its conversation and its image folder goes: the copy keeps its image.
         shutil.rmtree(journal.directory / f"{conv.id}.images")
         (tmp_path / "hello.png").unlink()
-        assert not image.missing and Path(copy.engine_messages()[0].images[0]).is_file()
+        assert not image.missing and Path(image.path).is_file() and copy.engine_messages()[0].images[0].data
         copy.add_user("more")
         assert journal.record(copy) is None
         assert Journal().record(journal.open(conv.id)) is None  # still held: another copy, never the entry
@@ -302,12 +302,13 @@ def test_a_deleted_original_falls_back_to_the_journal_copy(tmp_path):
     conv = _conversation(tmp_path)
     journal.record(conv)
     original = tmp_path / "hello.png"
-    assert conv.engine_messages()[0].images == [str(original)]
+    picture = original.read_bytes()
+    assert [image.data for image in conv.engine_messages()[0].images] == [picture]
     original.unlink()
-    [sent] = conv.engine_messages()[0].images
-    assert Path(sent).parent == journal.directory / f"{conv.id}.images" and Path(sent).is_file()
+    assert [image.data for image in conv.engine_messages()[0].images] == [picture]
     att = conv.messages[0].images[0]
-    assert att.recover() and att.path == sent
+    assert Path(att.stored).parent == journal.directory / f"{conv.id}.images"
+    assert att.recover() and att.path == att.stored
 
 
 def test_stale_temp_files_of_ours_are_swept_from_the_data_folder_only(tmp_path):

@@ -141,8 +141,8 @@ def test_embedded_images_make_one_self_contained_file(tmp_path):
     expected = _without_updated(moved)
     save_transcript(loaded, moved, embed_images=True)
     assert _without_updated(moved) == expected
-    first = loaded.engine_messages()[0].images[0]  # sent to the model as an image again
-    assert first.size == (4, 4) and first.getpixel((0, 0)) == (255, 0, 0)
+    first = Image.open(io.BytesIO(loaded.engine_messages()[0].images[0].data))  # sent to the model again
+    assert first.size == (4, 4) and first.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_the_file_and_its_image_folder_can_be_moved_together(tmp_path):
@@ -153,9 +153,9 @@ def test_the_file_and_its_image_folder_can_be_moved_together(tmp_path):
     shutil.move(tmp_path / "a", tmp_path / "b")
     loaded = load_transcript(tmp_path / "b" / "chat.json")
     assert missing_images(loaded) == 0 and loaded.path == tmp_path / "b" / "chat.json"
+    assert [Path(a.path).parent for a in loaded.messages[0].images] == [tmp_path / "b" / "chat.images"] * 2
     sent = loaded.engine_messages()[0].images
-    assert [Path(p).parent for p in sent] == [tmp_path / "b" / "chat.images"] * 2
-    assert hashlib.sha256(Path(sent[0]).read_bytes()).hexdigest() == conv.messages[0].images[0].sha256
+    assert hashlib.sha256(sent[0].data).hexdigest() == conv.messages[0].images[0].sha256
 
 
 def test_a_saved_conversation_can_be_continued(tmp_path):
@@ -172,10 +172,10 @@ def test_a_saved_conversation_can_be_continued(tmp_path):
 
 
 def test_loading_writes_nothing_and_reads_images_in_place(tmp_path):
-    outside = _png(tmp_path / "t" / "old.images" / "pic.png")
+    outside = _png(tmp_path / "t" / "chat.images" / "pic.png")
     digest = hashlib.sha256(outside.read_bytes()).hexdigest()
     doc = {"format": "dsvl-chat.transcript", "version": 1, "messages": [
-        {"role": "user", "text": "hi", "images": [{"sha256": digest, "path": "old.images/pic.png"}]}]}
+        {"role": "user", "text": "hi", "images": [{"sha256": digest, "path": "chat.images/pic.png"}]}]}
     path = tmp_path / "t" / "chat.json"
     path.write_text(json.dumps(doc))
     before = _snapshot(tmp_path)
@@ -279,7 +279,8 @@ def test_upstream_conversation_lists_load(tmp_path):
     assert warnings == [] and conv.system is None and conv.path is None  # never saved over the prompt file
     assert [(m.role, m.text, len(m.images)) for m in conv.messages] == [
         ("user", "Compare these.", 2), ("assistant", "The first is red.", 0), ("user", "And this one?", 1)]
-    assert Path(conv.engine_messages()[0].images[1]).resolve() == (tmp_path / "images" / "b.png").resolve()
+    assert Path(conv.messages[0].images[1].path) == (tmp_path / "images" / "b.png").resolve()
+    assert conv.engine_messages()[0].images[1].data == (tmp_path / "images" / "b.png").read_bytes()
     assert conv.title == "Compare these."
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 from textual.app import App
 from textual.geometry import Region
 from tui_support import Host, run_async, wait_for
@@ -106,7 +107,7 @@ def test_headless_run_never_loads_textual_image():
         "print('textual_image' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
+                          stdin=subprocess.DEVNULL, timeout=PROCESS_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["halfblock", "False"]
 

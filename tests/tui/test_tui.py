@@ -80,9 +80,8 @@ async def test_first_screen_paints_before_the_model_and_a_message_waits_for_it()
     backend = ScriptedEngine(["Hi", " there"])
     app = scripted_app(backend, gate=gate)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: "downloading 50%" in str(app.status.render()))  # the loader's thread said it
         assert app.status.state == "loading" and app.engine is None
-        assert "downloading 50%" in str(app.status.render())
         assert app.focused is app.prompt
         await type_line(pilot, "are you there?")
         widget = app.active.pending_answer

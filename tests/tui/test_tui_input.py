@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_support import PROCESS_TIMEOUT
 from rich.text import Text
 from textual import events
 from textual.message import Message
@@ -125,14 +126,14 @@ def test_the_app_on_a_terminal_keeps_running_after_a_bad_byte_and_quits_with_0(t
         return text in screen
 
     try:
-        assert wait_for(b"no-model", 60), bytes(screen[-2000:])  # the first screen, with the failed load
+        assert wait_for(b"no-model", PROCESS_TIMEOUT), bytes(screen[-2000:])  # the first screen, with the failed load
         mark = len(screen)
         os.write(controller, b"ab\xffcd")
         assert wait_for("\ufffdcd".encode(), 20) and process.poll() is None, bytes(screen[mark:][-2000:])
         time.sleep(0.5)
         assert process.poll() is None, bytes(screen[mark:][-2000:])  # still running
         os.write(controller, b"\x11")  # Ctrl+Q
-        assert process.wait(30) == 0, bytes(screen[-2000:])
+        assert process.wait(PROCESS_TIMEOUT) == 0, bytes(screen[-2000:])
     finally:
         if process.poll() is None:
             process.kill()

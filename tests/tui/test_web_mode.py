@@ -121,7 +121,7 @@ async def test_upload_opens_a_page_for_a_fresh_token_and_attaches_what_arrives(u
         await type_line(pilot, "what is this?")
         await wait_for(pilot, lambda: len(backend.calls) == 1)
         [question] = backend.calls[0]
-        assert [Path(p).read_bytes() for p in question.images] == [(tmp_path / "cat.png").read_bytes()]
+        assert [p.data for p in question.images] == [(tmp_path / "cat.png").read_bytes()]  # its checked bytes
 
 
 @run_async

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from process_support import PROCESS_TIMEOUT
 
 from dsvl_tui.cli import main
 from dsvl_tui.web.launcher import free_port, public_url
@@ -42,7 +43,7 @@ def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}  # where its runtime folder goes
     done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(tmp_path / "missing"),
                            "--port", str(free_port())], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
     assert done.returncode == 4, done.stderr
     assert done.stdout == ""  # no URL printed
     assert done.stderr.rstrip().endswith("error: the model server did not start (its output is above)")

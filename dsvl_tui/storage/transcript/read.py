@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
-from dsvl_tui.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation, file_sha256
+from dsvl_tui.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation
 from dsvl_tui.storage.transcript import format as fmt
 from dsvl_tui.storage.transcript.format import (
     FORMAT,
@@ -36,6 +36,7 @@ from dsvl_tui.storage.transcript.format import (
     one_line,
     parse_time,
 )
+from dsvl_tui.storage.transcript.image_files import Place, attachment, locate
 from dsvl_tui.text import shorten, valid_text
 from engine.files import open_regular
 from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
@@ -97,20 +98,23 @@ class Reader:
     """Turns a decoded JSON value into a ``Conversation``, naming the field of any problem.
 
     ``base`` is the transcript's folder: relative image paths resolve against
-    it. ``warnings`` collects one line per image that could not be used (the
-    attachment is kept, marked missing).
+    it; ``stem`` its file name without the extension (``chat`` for
+    ``chat.json``), which names its image folder. ``warnings`` collects one
+    line per image that could not be used (the attachment is kept, marked
+    missing).
 
-    A file the user loads may only refer to image files inside its own folder
-    tree (see ``locate``). ``trusted`` is for the app's own autosave journal:
-    there an image with a recorded hash may also come from an absolute path,
-    through ``..`` or from its ``source``, since only bytes with that hash are
-    accepted.
+    A file the user loads may only refer to image files inside its own image
+    folder (see ``locate`` and ``file``). ``trusted`` is for the app's own
+    autosave journal: there an image with a recorded hash may also come from
+    an absolute path, through ``..`` or from its ``source``, since only bytes
+    with that hash are accepted.
     """
 
-    def __init__(self, source: str, base: Path, *, trusted: bool = False) -> None:
+    def __init__(self, source: str, base: Path, *, trusted: bool = False, stem: str | None = None) -> None:
         self.source = source
         self.base = base
         self.trusted = trusted
+        self.stem = PurePath(source).stem if stem is None else stem
         self.warnings: list[str] = []
 
     def fail(self, where: str, problem: str) -> NoReturn:
@@ -270,7 +274,7 @@ class Reader:
         source = self.take(obj, "source", where, ("string",), None)
         if att.missing and self.trusted and sha is not None and source and "\0" not in source \
                 and Path(source).is_absolute():
-            fallback, _ = self.file(Path(source), sha, name)
+            fallback, _ = self.file(Place(Path(source)), sha, name)
             if not fallback.missing:
                 return fallback
         if problem:
@@ -286,48 +290,20 @@ class Reader:
         except (binascii.Error, ValueError):
             self.fail(where, "not valid base64")
 
-    def locate(self, text: str, where: str, *, upstream: bool, hashed: bool) -> tuple[Path | None, str]:
-        """Where an image path from the file may be read, or (None, why it is refused).
-
-        A file the user loads may only refer to files in its own folder tree:
-        for our format inside an image folder beside it (``chat.images/...``),
-        for an upstream list in the list's folder or below. The path must be
-        relative, without ``..``, and links are resolved first, so a link
-        pointing out of the folder is refused too. Only the journal
-        (``trusted``) may use absolute paths and ``..``, and only for an image
-        with a recorded hash.
-        """
+    def locate(self, text: str, where: str, *, upstream: bool, hashed: bool) -> tuple[Place | None, str]:
+        """Where an image path from the file may be read, or (None, why it is refused): see
+        ``image_files.locate``. Only the journal (``trusted``) may use absolute paths and ``..``, and only
+        for an image with a recorded hash (its bytes are checked against it)."""
         if not text or "\0" in text:
             self.fail(where, f"not a usable file path: {text!r:.40}")
-        path = Path(text)
         if self.trusted and hashed:
-            return (path if path.is_absolute() else self.base / path), ""
-        parts = PurePath(text.replace("\\", "/")).parts
-        if path.is_absolute() or text.startswith(("/", "\\")):
-            return None, f"absolute path {text!r:.60} refused; a transcript may only use images in its own folder"
-        if ".." in parts:
-            return None, f"path {text!r:.60} refused: '..' leaves the transcript's folder"
-        if not upstream and (len(parts) < 2 or not parts[0].endswith(".images")):
-            return None, f"path {text!r:.60} refused: not in an image folder beside the transcript (NAME.images/)"
-        root = os.path.realpath(self.base)
-        real = os.path.realpath(os.path.join(root, *parts))
-        if os.path.commonpath([root, real]) != root:
-            return None, f"path {text!r:.60} refused: a link out of the transcript's folder"
-        return Path(real), ""
+            path = Path(text)
+            return Place(path if path.is_absolute() else self.base / path), ""
+        return locate(text, self.base, self.stem, upstream=upstream)
 
-    def file(self, path: Path, sha: str | None, name: str) -> tuple[Attachment, str]:
+    def file(self, place: Place, sha: str | None, name: str) -> tuple[Attachment, str]:
         """An attachment for an image file, checked against ``sha``; marked missing (with why) if unusable."""
-        try:
-            info = os.stat(path)
-            if not stat.S_ISREG(info.st_mode):
-                return Attachment(path=str(path), sha256=sha, missing=True, name=name), f"not a file: {path}"
-            digest = file_sha256(path)
-        except (OSError, ValueError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            return Attachment(path=str(path), sha256=sha, missing=True, name=name), f"{reason}: {path}"
-        if sha is not None and digest != sha:
-            return Attachment(path=str(path), sha256=sha, missing=True, name=name), f"hash does not match: {path}"
-        return Attachment(path=str(path), sha256=digest, name=name), ""
+        return attachment(place, sha, name)
 
     # --- upstream DeepSeek-VL's list ---------------------------------------------
 
@@ -382,12 +358,14 @@ def _title(messages: list[ChatMessage]) -> str:
     return shorten(" ".join(words), TITLE_CHARS) or "image"
 
 
-def parse(value: Any, source: str, base: Path, *, trusted: bool = False) -> tuple[Conversation, list[str]]:
+def parse(value: Any, source: str, base: Path, *, trusted: bool = False,
+          stem: str | None = None) -> tuple[Conversation, list[str]]:
     """A decoded JSON value (our object or upstream's list) to a conversation and image warnings.
 
-    ``trusted`` only for the app's own journal (see ``Reader``).
+    ``trusted`` only for the app's own journal (see ``Reader``); ``stem`` names the image folder
+    (``NAME.images``), by default the stem of ``source``.
     """
-    reader = Reader(source, base, trusted=trusted and isinstance(value, dict))
+    reader = Reader(source, base, trusted=trusted and isinstance(value, dict), stem=stem)
     if isinstance(value, list):
         conv = reader.upstream(value)
     elif isinstance(value, dict):
@@ -430,6 +408,6 @@ def read(path: Path, *, trusted: bool = False) -> tuple[Conversation, list[str],
         raise TranscriptError(source, "", f"larger than {fmt.MAX_FILE_BYTES >> 20} MB; not a transcript")
     value = decode(raw, source)
     absolute = Path(os.path.abspath(path))
-    conv, warnings = parse(value, source, absolute.parent, trusted=trusted)
+    conv, warnings = parse(value, source, absolute.parent, trusted=trusted, stem=absolute.stem)
     conv.path = absolute if isinstance(value, dict) else None
     return conv, warnings, value

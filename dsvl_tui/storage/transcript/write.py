@@ -19,7 +19,6 @@ from pathlib import Path, PurePath
 from dsvl_tui.conversation import Attachment, Conversation, file_sha256
 from dsvl_tui.storage.atomic import atomic_write_bytes
 from dsvl_tui.storage.transcript.format import FORMAT, STATS_FIELDS, VERSION, format_time
-from engine.files import open_regular
 from engine.types import GenerationStats
 
 ImageEntry = Callable[[Attachment], dict]  # an attachment -> its image object in the JSON
@@ -123,30 +122,18 @@ class ImageFolder:
                 return self._reference(att, att.sha256, self.known[att.sha256])
             if att.data is None and ext != ".img" and self._stored(att.sha256, f"{att.sha256}{ext}"):
                 return self._reference(att, att.sha256, f"{att.sha256}{ext}")
-        data = None
-        if not att.missing:
-            try:
-                if att.data is not None:
-                    data = att.data
-                elif att.path is not None:
-                    with open_regular(att.path) as handle:  # not a FIFO swapped in since it was attached
-                        data = handle.read()
-                else:
-                    self.unreadable.append(att)
-            except (OSError, TypeError, ValueError):
-                self.unreadable.append(att)
+        # The checked bytes (Attachment.checked_bytes): a file changed or swapped (for a link to a key, say)
+        # since it was attached or loaded is never copied; it is saved as a reference and marked missing.
+        was_missing = att.missing
+        data = att.read_or_leave_out()
         if data is None:
+            if not was_missing:
+                self.unreadable.append(att)
             if att.sha256:
                 filename = self.known.get(att.sha256) or f"{att.sha256}{ext}"
                 return {"name": att.label, "sha256": att.sha256, "path": self.prefix + filename}
             return {"name": att.label, "sha256": None, "path": att.path or att.label}
         sha = hashlib.sha256(data).hexdigest()
-        if att.data is None and att.sha256 and sha != att.sha256:
-            # The file changed (or was swapped for a link) since it was attached or loaded: never copy
-            # bytes other than the ones checked then; it is saved as a reference and marked missing.
-            self.unreadable.append(att)
-            filename = self.known.get(att.sha256) or f"{att.sha256}{ext}"
-            return {"name": att.label, "sha256": att.sha256, "path": self.prefix + filename}
         if self.embed:
             return {"name": att.label, "sha256": sha, "data": base64.b64encode(data).decode("ascii")}
         if sha in self.known:

@@ -12,6 +12,7 @@ downscaled in a thread worker; the widget shows its name until it is ready.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from textual.widget import Widget
 from dsvl_tui.conversation import Attachment
 from dsvl_tui.text import printable
 from dsvl_tui.tui import image_protocols, thumbnail
-from engine.files import open_regular
 
 UPPER_HALF = "\u2580"
 
@@ -93,13 +93,8 @@ def _upright_rgb(image):
 def _open(attachment: Attachment) -> Iterator[Any]:
     from PIL import Image
 
-    source = attachment.engine_source()
-    if isinstance(source, Image.Image):
-        with source:
-            yield source
-        return
-    # Only a regular file: a FIFO or a device would block this worker (and the app's exit) for ever.
-    with open_regular(source) as handle, Image.open(handle) as image:
+    # The checked bytes, as the model gets them: never a file changed or swapped since it was attached.
+    with Image.open(io.BytesIO(attachment.checked_bytes())) as image:
         image.draft("RGB", (256, 256))  # JPEG: decode at a reduced size, much faster
         yield image
 

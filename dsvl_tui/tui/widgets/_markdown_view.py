@@ -7,7 +7,9 @@ grows. ``MarkdownView`` is a single line-API widget instead, over a
 ``DrawnMarkdown`` (finished blocks drawn once, the last one again as text
 comes). It draws when Textual asks for its height during layout, so many
 chunks between two frames cost one drawing. A width or theme change
-redraws everything once.
+redraws everything, a step at a time (see ``DrawnMarkdown``): a text too
+big to draw in one frame is drawn over several, and keys are read between
+them.
 
 Each line it hands out carries its selection offsets (the character and
 line in each segment's style), so Textual's text selection works in it: a
@@ -90,11 +92,15 @@ class MarkdownView(Widget):
         return self._look_now
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return self._drawn.draw(width, self._look())
+        count = self._drawn.draw(width, self._look())
+        if self._drawn.pending:  # a step's worth drawn: the rest on the next frames, keys read in between
+            self.call_after_refresh(self.refresh, layout=True)
+        return count
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        self._drawn.draw(width, self._look())
+        if not self._drawn.drawn_at(width, self._look()):  # drawn during layout; only a stray call gets here first
+            self.get_content_height(self.size, self.size, width)
         line = self._drawn.line(y)
         selection = self.text_selection
         span = selection.get_span(y) if selection is not None else None
@@ -123,14 +129,14 @@ class MarkdownView(Widget):
 
     def get_selection(self, selection: Selection) -> tuple[str, str] | None:
         """The selected part of what is drawn, as text (each line without its trailing blanks)."""
-        self._drawn.draw(self.size.width, self._look())
+        self._drawn.draw_all(self.size.width, self._look())
         lines = ["".join(segment.text for segment in line).rstrip() for line in self._drawn.lines()]
         return "\n".join(_extract(lines, selection)), "\n"
 
     def code_block_at(self, y: int) -> tuple[int, str] | None:
         """The code block drawn on line ``y``: its number in the text (1 = first) and its code."""
         unit = self._drawn.unit_at(y) if self._drawn.line(y) else None  # the blank line between blocks: none
-        if unit is None:
+        if unit is None or self._drawn.plain_at(y):  # plain text has no code block to copy (nor a cheap parse)
             return None
         start, end = unit
         source = self._drawn.source
