@@ -338,7 +338,7 @@ def serve(
         "use the model and, by timing answers, guess at others' prompts it keeps for reuse.")] = False,
     max_body_mib: Annotated[int, typer.Option(min=1, help="Largest request body, in MiB.")] = 32,
     max_images: Annotated[int, typer.Option(min=0, help="Most images in one request.")] = 8,
-    queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running one.")] = 16,
+    queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running ones (--max-batch run at once).")] = 16,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models, GET /health)."""
     from dsvl_tui.serve.server import run_serve
