@@ -107,8 +107,11 @@ class Scheduler:
                 if not (self._waiting or self._running or self._filling):
                     self._thread = None
                     return
-            with self.engine._lock:
-                self._step()
+            try:
+                with self.engine._lock:
+                    self._step()
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive it, or every later request would hang
+                self._fail_all(failure_message(exc))
 
     def _step(self) -> None:
         self._drop_cancelled()
@@ -260,6 +263,14 @@ class Scheduler:
         self._batch = BatchCache(self.max_batch)
         for request in running:
             self._stream(request).end(message)
+
+    def _fail_all(self, message: str) -> None:
+        """After an unexpected failure of a step: end what was running (waiting requests go on)."""
+        filling, self._filling = self._filling, None
+        if filling is not None:
+            self._stream(filling).end(message)
+        self._fail_batch(message)
+        release_cached_memory()  # whatever the failed step left, out of its except block
 
     @staticmethod
     def _stream(request: Request) -> TextStream:

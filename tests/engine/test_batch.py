@@ -205,3 +205,21 @@ def test_the_default_batch_is_per_device_and_one_with_compile():
     assert engine.default_max_batch(torch.device("cuda"), compile=True) == 1  # its CUDA graphs are for one sequence
     assert engine.default_max_batch(torch.device("cpu")) == engine_module.DEFAULT_MAX_BATCH["cpu"]
     assert engine.default_max_batch(torch.device("mps")) == 1
+
+
+def test_an_unexpected_failure_in_a_step_ends_the_running_answers_and_the_next_request_runs(tiny_siglip, monkeypatch):
+    eng = engine.load(str(tiny_siglip), device="cpu", max_batch=2)
+
+    def broken(model):
+        raise RuntimeError("no cache today")
+
+    monkeypatch.setattr(batching, "new_cache", broken)  # keeping the finished answer's context fails
+    failed = Reader(eng.stream([engine.Message("user", "hi")], GREEDY))
+    failed.thread.join(WAIT)
+    assert not failed.thread.is_alive(), "the stream was left hanging"
+    assert isinstance(failed.error, engine.GenerationError)
+    assert str(failed.error) == "generation failed: RuntimeError: no cache today"
+    monkeypatch.undo()
+    again = eng.stream([engine.Message("user", "hi")], GREEDY)
+    list(again)
+    assert again.stats.new_tokens == GREEDY.max_new_tokens and eng.batch_counts() == (0, 0)
