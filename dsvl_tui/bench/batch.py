@@ -67,7 +67,8 @@ def _arrival_ttft(eng, settings, long_settings, tag: str) -> dict[str, float]:
     """TTFT of ARRIVING alone (idle engine), then while 4 long answers decode (they are cancelled after)."""
     import engine
 
-    alone = eng.stream([engine.Message("user", f"{ARRIVING} ({tag} alone)")], settings)
+    # Each its own words from the first one on: no kept context shares more than the system prompt with it.
+    alone = eng.stream([engine.Message("user", f"Alone, {tag}: {ARRIVING}")], settings)
     for _ in alone:
         pass
     running = [eng.stream([engine.Message("user", f"Keep talking {tag} {n}.")], long_settings) for n in range(4)]
@@ -82,14 +83,16 @@ def _arrival_ttft(eng, settings, long_settings, tag: str) -> dict[str, float]:
         thread.start()
     for event in flowing:
         event.wait()
-    late = eng.stream([engine.Message("user", f"{ARRIVING} ({tag} while 4 decode)")], settings)
+    late = eng.stream([engine.Message("user", f"Meanwhile, {tag}: {ARRIVING}")], settings)
     for _ in late:
         pass
     for stream in running:
         stream.cancel.set()
     for thread in threads:
         thread.join()
-    return {"alone_s": alone.stats.time_to_first_token or 0.0, "while_4_s": late.stats.time_to_first_token or 0.0}
+    return {"alone_s": alone.stats.time_to_first_token or 0.0, "while_4_s": late.stats.time_to_first_token or 0.0,
+            "prompt_tokens": late.stats.prompt_tokens, "reused_tokens": late.stats.reused_tokens,
+            "alone_reused_tokens": alone.stats.reused_tokens}
 
 
 def bench_mode(model: str, quantize: str, args) -> dict[str, Any]:
@@ -140,7 +143,9 @@ def table(result: dict[str, Any], max_batch: int) -> str:
                          f"{ours['aggregate_tok_s'] / max(one, 1e-9):>10.2f}x | {ours['per_stream_tok_s']:>10.2f} | "
                          f"{ours['per_stream_tok_s'] / max(alone_stream, 1e-9):>7.2f}x")
         ttft = mode["arrival_ttft"]
-        lines.append(f"TTFT of a request arriving while 4 decode: {ttft['while_4_s']:.2f} s; alone {ttft['alone_s']:.2f} s "
+        lines.append(f"TTFT of a {ttft['prompt_tokens']}-token prompt arriving while 4 decode: {ttft['while_4_s']:.2f} s "
+                     f"({ttft['reused_tokens']} positions reused); alone {ttft['alone_s']:.2f} s "
+                     f"({ttft['alone_reused_tokens']} reused) "
                      f"({ttft['while_4_s'] / max(ttft['alone_s'], 1e-9):.2f}x)")
         lines.append(f"peak RSS with {max(STREAMS)} streams: {mode['peak_rss_bytes'] / 2**30:.2f} GiB; "
                      f"KV bytes per token: {mode['kv_bytes_per_token']:,}")
