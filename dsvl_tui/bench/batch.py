@@ -97,6 +97,7 @@ def _arrival_ttft(eng, settings, long_settings, tag: str) -> dict[str, float]:
 
 def bench_mode(model: str, quantize: str, args) -> dict[str, Any]:
     import engine
+    from engine.static_decode import static_cache_bytes
 
     eng = engine.load(model, device=args.device, dtype="float32", quantize=quantize, max_batch=args.max_batch)
     settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=args.new_tokens,
@@ -121,8 +122,8 @@ def bench_mode(model: str, quantize: str, args) -> dict[str, Any]:
     eng.set_max_batch(args.max_batch)
     ttft = _arrival_ttft(eng, settings, long_settings, quantize)
     config = eng.model.language_model.config
-    item = 4  # float32 keys and values (int8 quantizes weights only)
-    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size // config.num_attention_heads) * item
+    # Keys and values of every layer for one position, in the activations' dtype (int8 quantizes weights only).
+    kv_per_token = static_cache_bytes(config, 1, eng.model.dtype)
     return {"quantize": eng.info.quantize, "streams": rows, "arrival_ttft": ttft, "peak_rss_bytes": peak,
             "kv_bytes_per_token": kv_per_token, "layers": config.num_hidden_layers}
 
