@@ -121,7 +121,10 @@ class Scheduler:
 
     def _drop_cancelled(self) -> None:
         with self._cond:
-            waiting = [r for r in self._waiting if r.stream is not None and r.stream.cancelled()]
+            waiting = list(self._waiting)
+        # Checked out of the lock: a caller's cancel event is theirs to make slow, not a block on submit().
+        waiting = [r for r in waiting if self._stream(r).cancelled()]
+        with self._cond:
             for request in waiting:
                 self._waiting.remove(request)
         for request in waiting:

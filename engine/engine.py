@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .batch import Request, Scheduler
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
 from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
@@ -35,7 +36,6 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .batch import Scheduler
     from .static_decode import StaticDecoder
 
 DEFAULT_CONTEXT_LENGTH = 4096
@@ -75,7 +75,8 @@ class Engine:
         # Each running conversation can keep its context for its next turn.
         self.kept_contexts = max(MAX_CACHED_CONTEXTS, max_batch)
         self._contexts = LruStore(self.kept_contexts)
-        self._scheduler: Scheduler | None = None  # made by the first batched stream
+        # Owns the running batch (no thread until a stream starts); None: one answer at a time, under the lock.
+        self._scheduler = Scheduler(self, max_batch) if max_batch > 1 else None
         self._stored = 0  # numbers the store keys of kept contexts
         self._features = LruStore(MAX_CACHED_IMAGES)
         self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) or file bytes' digest -> (key, pixels)
@@ -217,14 +218,10 @@ class Engine:
         prepared = self.prepare(messages, system=system, reserve=settings.max_new_tokens)
         stop = tuple(stop)
         static = self._static
-        if self.max_batch > 1 and static is None:
-            from .batch import Request, Scheduler
-
-            with self._lock:
-                if self._scheduler is None:
-                    self._scheduler = Scheduler(self, self.max_batch)
+        scheduler = self._scheduler
+        if scheduler is not None and static is None:
             request = Request(prepared, settings, cache_key, started, stop)
-            return TextStream(None, cancel, None, submit=functools.partial(self._scheduler.submit, request))
+            return TextStream(None, cancel, None, submit=functools.partial(scheduler.submit, request))
         generate = functools.partial(self._generate, prepared, settings, cache_key, static, started, stop)
         return TextStream(generate, cancel, self._lock, worker=static.worker if static is not None else None)
 
@@ -235,7 +232,8 @@ class Engine:
         with self._lock:
             if self._scheduler is not None and self._scheduler.counts() != (0, 0):
                 raise RuntimeError("set_max_batch() while answers are running; wait for them to end")
-            self.max_batch, self._scheduler = max_batch, None
+            self.max_batch = max_batch
+            self._scheduler = Scheduler(self, max_batch) if max_batch > 1 else None
             self.kept_contexts = self._contexts.max_entries = max(MAX_CACHED_CONTEXTS, max_batch)
 
     def batch_counts(self) -> tuple[int, int]:

@@ -24,8 +24,12 @@ from engine import engine as engine_module
 from engine.types import Prepared
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16, ignore_eos=True)
-# Largest top-1 margin under which batched and alone greedy decoding may pick different tokens (see the docstring).
-DELTA = {"none": 1e-3, "int8": 2e-2}
+# The top-1 margin under which batched and alone greedy decoding may pick different tokens (see the docstring),
+# from the best logit. float32: measured differences are at most 5e-6 (the tiny model 2e-6, the full-size 1.3B's
+# layers 5.2e-6), so 1e-3 leaves a wide berth. int8 runs its matmuls with bfloat16 activations and hands back
+# bfloat16-rounded logits: measured differences are one bfloat16 step of the logit (0.0156 on the full-size 1.3B
+# at logits near 2-4), so the margin is two steps at the top logit's size, |top| / 64.
+DELTA = {"none": lambda top: 1e-3, "int8": lambda top: max(1e-3, abs(top) / 64)}
 WAIT = 120.0  # seconds a condition may take on a busy machine
 
 
@@ -65,6 +69,15 @@ class Reader:
         return self.stream
 
 
+def _all_at_once(eng, start) -> list:
+    """``start()``'s streams, all waiting in the scheduler before its next step (so their batch does not hang on
+    how fast threads start): the scheduler steps under the engine lock, held here until every one was submitted."""
+    with eng._lock:
+        readers = start()
+        _wait_for(lambda: eng.batch_counts()[1] == len(readers), "every request to reach the scheduler")
+    return readers
+
+
 def _batch_sizes(eng) -> list[int]:
     """Records the batch size of every language-model forward (an observer: the model runs unchanged)."""
     sizes: list[int] = []
@@ -73,36 +86,37 @@ def _batch_sizes(eng) -> list[int]:
     return sizes
 
 
-def _margins(eng, messages, tokens: list[int]) -> list[float]:
-    """The alone engine's top-1 margin at each generated step (teacher-forced over prompt + answer)."""
+def _margins(eng, messages, tokens: list[int]) -> list[tuple[float, float]]:
+    """The alone engine's (best logit, top-1 margin) at each generated step (teacher-forced over prompt + answer)."""
     prepared = eng.prepare(messages)
     ids = torch.cat([prepared.input_ids, torch.tensor(tokens, dtype=torch.long)])
     logits = eng.logits(Prepared(ids, prepared.images, prepared.image_keys, prepared.prompt))
     steps = logits[len(prepared.input_ids) - 1 : len(ids) - 1]
     top = steps.topk(2, dim=-1).values
-    return (top[:, 0] - top[:, 1]).tolist()
+    return list(zip(top[:, 0].tolist(), (top[:, 0] - top[:, 1]).tolist(), strict=True))
 
 
-def _agree_within_bound(alone_eng, messages, alone: list[int], batched: list[int], delta: float) -> int:
+def _agree_within_bound(alone_eng, messages, alone: list[int], batched: list[int], delta) -> int:
     """Assert the bound for one answer; returns how many steps it compared."""
     margins = _margins(alone_eng, messages, alone)
     for step, (a, b) in enumerate(zip(alone, batched, strict=True)):
-        if margins[step] < delta:
+        best, margin = margins[step]
+        if margin < delta(best):
             return step  # from here on the two may diverge
-        assert a == b, f"step {step}: batched {b} != alone {a} although the top-1 margin is {margins[step]:.4g}"
+        assert a == b, f"step {step}: batched {b} != alone {a} although the top-1 margin is {margin:.4g}"
     return len(alone)
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_greedy_in_a_batch_agrees_with_alone_over_a_multi_turn_chat_with_images(tiny_siglip, quantize, monkeypatch):
-    monkeypatch.setattr(batching, "PREFILL_CHUNK", 24)  # several chunks per prompt: a newcomer's prefill interleaves
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 32)  # several chunks per prompt: a newcomer's prefill interleaves
     alone = engine.load(str(tiny_siglip), device="cpu", quantize=quantize)
     batched = engine.load(str(tiny_siglip), device="cpu", quantize=quantize, max_batch=4)
     sizes = _batch_sizes(batched)
     chats = [[engine.Message("user", f"Look at picture {n}. What is in it?", images=[_picture(n)])] for n in range(4)]
     compared = 0
     for turn in range(2):
-        readers = [Reader(batched.stream(chat, GREEDY)) for chat in chats]
+        readers = _all_at_once(batched, lambda: [Reader(batched.stream(chat, GREEDY)) for chat in chats])
         answers = [reader.join() for reader in readers]
         for chat, got in zip(chats, answers, strict=True):
             assert got.stats.stop_reason == "length" and got.stats.new_tokens == GREEDY.max_new_tokens
@@ -114,7 +128,7 @@ def test_greedy_in_a_batch_agrees_with_alone_over_a_multi_turn_chat_with_images(
         for chat, got in zip(chats, answers, strict=True):
             chat += [engine.Message("assistant", got.text), engine.Message("user", "And then? Say more.")]
     assert max(sizes) == 4  # all four decoded together
-    assert compared >= 64, f"only {compared} of 128 steps had a margin over {DELTA[quantize]}"
+    assert compared >= 64, f"only {compared} of 128 steps were compared"
 
 
 def test_concurrent_streams_all_produce_output_and_images_are_encoded_once(tiny_siglip):
@@ -122,12 +136,12 @@ def test_concurrent_streams_all_produce_output_and_images_are_encoded_once(tiny_
     sizes = _batch_sizes(eng)
     picture = _picture(5)
     chats = [[engine.Message("user", f"Question {n}", images=[picture])] for n in range(5)]
-    readers = [Reader(eng.stream(chat, GREEDY)) for chat in chats]
+    readers = _all_at_once(eng, lambda: [Reader(eng.stream(chat, GREEDY)) for chat in chats])
     for reader in readers:
         stream = reader.join()
         assert stream.text and stream.stats.new_tokens == GREEDY.max_new_tokens
         assert stream.stats.time_to_first_token is not None and stream.stats.tokens_per_second
-    assert max(sizes) <= 3 and max(sizes) >= 2
+    assert max(sizes) == 3
     assert eng.vision_calls == 1  # one picture, five requests: the image-feature cache holds across the batch
     assert eng.batch_counts() == (0, 0)
 

@@ -43,6 +43,8 @@ def test_max_batch_requests_run_the_rest_wait_and_beyond_the_queue_is_503(batchi
             results: list[Any] = []
             threads = [in_thread(lambda: post(url, request(max_tokens=8)), results) for _ in range(2)]
             wait_for(lambda: health(url)["running"] == 2, timeout=60)
+            # Both in the engine's scheduler, which waits at the gate: they will decode together.
+            wait_for(lambda: batching_engine.batch_counts() == (0, 2), timeout=60)
             assert health(url)["queued"] == 0 and health(url)["max_batch"] == 2
             threads.append(in_thread(lambda: post(url, request(max_tokens=8)), results))
             wait_for(lambda: health(url)["queued"] == 1, timeout=60)
