@@ -38,8 +38,9 @@ def loading_line(options: Options, model: str | None = None) -> str:
     """What a front end says it is starting: loading a local model, or answering through a server."""
     if options.endpoint:
         from dsvl_tui.remote import public_url
+        from dsvl_tui.web_client import is_web
 
-        return f"using the model server at {public_url(options.endpoint)}"
+        return "using the model server" if is_web() else f"using the model server at {public_url(options.endpoint)}"
     return f"loading {model or options.model}"
 
 
@@ -55,17 +56,23 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
     expected failures); each front end words it as it needs.
 
     With ``options.endpoint`` the backend is a ``remote.RemoteBackend``: it
-    asks the server for its model now, and should the server not answer, it
-    is returned all the same and asks again at the next message.
+    asks the server for its model now (within ``remote_probe.PROBE_TIMEOUT``),
+    and should the server not answer, it is returned all the same, not
+    ``known``, with the reason in ``problem``: the front ends say "not
+    connected" and try again (``remote_probe.watch``); the next message tries
+    too. Under ``dsvl-chat web`` the server is the launcher's own, on a port
+    of this run only: ``internal``, so its address is neither shown nor stored.
     """
     if options.endpoint:
         from dsvl_tui.remote import RemoteBackend, RemoteError
+        from dsvl_tui.remote_probe import PROBE_TIMEOUT
+        from dsvl_tui.web_client import is_web
 
-        remote = RemoteBackend(options.endpoint, api_key=options.api_key, model=model)
+        remote = RemoteBackend(options.endpoint, api_key=options.api_key, model=model, internal=is_web())
         try:
-            remote.refresh()
+            remote.refresh(timeout=PROBE_TIMEOUT)
         except RemoteError:
-            pass  # shown at the first message, which tries again
+            pass  # remote.problem says why; the front end tries again
         return remote
     if loader is None:
         loader = import_engine(progress)
@@ -88,39 +95,48 @@ def import_engine(progress: Callable[[Any], None] | None = None) -> Loader:
     import importlib
     import sys
 
+    from engine.errors import checked_imports
     from engine.types import LoadProgress
 
     for module, what in ENGINE_IMPORTS:
         if module not in sys.modules:
             if progress is not None:
                 progress(LoadProgress("import", 0, None, f"importing {what}"))
-            importlib.import_module(module)
+            with checked_imports():  # torch and torchvision of different builds: say so, and the fix
+                importlib.import_module(module)
     import engine
 
     return engine.load
 
 
 def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
-    """Record in ``conversation`` what answers it: the server (``RemoteBackend.endpoint``, no credentials) and
-    its model, or no endpoint for a local model and its quantization. Called once the backend has accepted the request."""
+    """Record in ``conversation`` what answers it: the server (``RemoteBackend.endpoint``, no credentials; none
+    for ``dsvl-chat web``'s internal one) and its model, or no endpoint for a local model and its quantization.
+    Called once the backend has accepted the request."""
+    remote = getattr(backend, "remote", False) is True
     endpoint = getattr(backend, "endpoint", "")
-    conversation.endpoint = endpoint if isinstance(endpoint, str) else ""
+    conversation.endpoint = endpoint if remote and isinstance(endpoint, str) else ""
     quantize = getattr(getattr(backend, "info", None), "quantize", "none")  # a stand-in backend may lack them
-    conversation.quantize = quantize if isinstance(quantize, str) and not conversation.endpoint else "none"
-    if conversation.endpoint:
+    conversation.quantize = quantize if isinstance(quantize, str) and not remote else "none"
+    if remote and backend.info.model_id:
         conversation.model = backend.info.model_id
 
 
 def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: threading.Event,
-                  on_chunk: Callable[[str], None], on_note: Callable[[str], None] | None = None) -> ChatMessage:
+                  on_chunk: Callable[[str], None], on_note: Callable[[str], None] | None = None,
+                  on_open: Callable[[], None] | None = None) -> ChatMessage:
     """Answer the conversation's last user message; returns the answer it appended.
 
-    ``on_note`` gets, when the stream has ended, each line the backend has about what it dropped
-    or cut (a server's invalid fields, an answer past max_new_tokens: ``RemoteStream.notes``).
+    ``on_open`` is called once the backend has accepted the request (the REPL journals the question
+    then: one the backend refused was never sent). ``on_note`` gets, when the stream has ended, each
+    line the backend has about what it dropped or cut (a server's invalid fields, an answer past
+    max_new_tokens: ``RemoteStream.notes``).
     """
     stream = backend.stream(conversation.engine_messages(), conversation.settings, system=conversation.system,
                             cancel=cancel, cache_key=conversation.id)
     note_backend(conversation, backend)
+    if on_open is not None:
+        on_open()
     parts: list[str] = []
     chunks = iter(stream)
     try:

@@ -6,7 +6,8 @@ stderr, so ``answer=$(dsvl-chat ask ...)`` holds only the answer. An error
 is one line, ``error: ...``, and the exit code says what kind it was:
 
     0    the answer is complete
-    2    usage error: an unknown option or a bad value (typer's own code)
+    2    usage error: an unknown option or a bad value (typer's own code), a device, dtype
+         or local model folder checked before torch is imported (``cli.check_engine_values``)
     3    bad input: an image or transcript that cannot be used, an empty question,
          a question too long for the context window
     4    the model failed: it could not be loaded, or generation failed part way

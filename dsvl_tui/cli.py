@@ -3,7 +3,8 @@
 ``dsvl-chat`` opens the full-screen app on a terminal, and the plain REPL
 with ``--plain``, when stdout or stdin is not a terminal, or when ``TERM`` is
 unset or ``dumb``. ``dsvl-chat ask "question"`` answers once and exits (see
-``ask`` for its exit codes). ``dsvl-chat bench`` runs the engine and UI
+``ask`` for its exit codes). ``dsvl-chat find WORDS`` searches every saved and
+autosaved conversation. ``dsvl-chat bench`` runs the engine and UI
 benchmarks.
 
 Only light modules are imported here so that ``--help`` and ``--version``
@@ -37,12 +38,35 @@ def _flag_help(option: Any) -> Any:
     return option
 
 
+def _one_line_paragraphs(text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line: typer keeps the line breaks of every paragraph after the
+    first, so help showed the source's wrapping (a break in mid-sentence) inside its own."""
+    if not text:
+        return text
+    import inspect
+
+    return "\n\n".join(" ".join(part.split()) for part in inspect.cleandoc(text).split("\n\n"))
+
+
 class _Group(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _one_line_paragraphs(self.help)
+
     def get_help_option(self, ctx: Any) -> Any:
         return _flag_help(super().get_help_option(ctx))
 
 
 class _Command(TyperCommand):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _one_line_paragraphs(self.help)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        # typer writes a required argument as {QUESTION}; the usual way (the README's) is QUESTION.
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
     def get_help_option(self, ctx: Any) -> Any:
         return _flag_help(super().get_help_option(ctx))
 
@@ -125,11 +149,15 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
 
     endpoint = values.get("endpoint") or None
     if endpoint:
-        local = [f"--{name}" for name in LOCAL_ONLY if values.get(name) and values.get(name) != "none"]
+        local = [name for name in LOCAL_ONLY if values.get(name) and values.get(name) != "none"]
         if local:
-            raise typer.BadParameter(f"{', '.join(local)} set the local engine; with --endpoint the server "
-                                     "chooses them: leave them out (DSVL_DEVICE, DSVL_DTYPE, DSVL_COMPILE, "
-                                     "DSVL_QUANTIZE, DSVL_MAX_BATCH too)")
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in local)
+            envs = ", ".join(f"DSVL_{name.upper()}" for name in local)
+            it = "it" if len(local) == 1 else "them"
+            raise typer.BadParameter(f"{flags} {'is' if len(local) == 1 else 'are'} for a model loaded here; with "
+                                     f"--endpoint the server chooses {it}: leave {it} out ({envs} too)")
+    else:
+        check_engine_values(values)
     from engine.types import parse_quantize
 
     try:
@@ -148,6 +176,23 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
         theme=theme, resume=resume,
         endpoint=endpoint, api_key=values.get("api_key") or None,
     )
+
+
+def check_engine_values(values: dict[str, Any]) -> None:
+    """A usage error (exit 2) for a device or dtype the engine does not know, or a model folder that is
+    not there, before torch is imported: that import takes seconds to a minute, and the engine would only
+    then say the same (it checks with these very functions)."""
+    from engine.types import check_device, check_dtype, local_model_problem
+
+    for name, check in (("device", check_device), ("dtype", check_dtype)):
+        if values.get(name):
+            try:
+                check(values[name])
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint=f"'--{name}'") from None
+    problem = local_model_problem(values["model"]) if values.get("model") else None
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="'--model'")
 
 
 def use_tui(plain: bool) -> bool:
@@ -222,7 +267,8 @@ def chat(
 @app.command(cls=_Command)
 def ask(
     ctx: typer.Context,
-    question: Annotated[str, typer.Argument(show_default=False, help="The question; - reads it from stdin.")],
+    question: Annotated[str, typer.Argument(
+        metavar="QUESTION", show_default=False, help="The question; - reads it from stdin.")],
     image: Annotated[list[Path] | None, typer.Option(
         "--image", "-i", metavar="<path>", show_default=False, help="An image to ask about (repeat for more).")] = None,
     model: Model = None,
@@ -271,6 +317,24 @@ def ask(
 
 
 @app.command(cls=_Command)
+def find(
+    words: Annotated[list[str], typer.Argument(show_default=False, metavar="WORDS...",
+                                               help="The words to find (all of them, in one message).")],
+    json_output: Annotated[bool, typer.Option(
+        "--json", metavar=FLAG, help="Print one JSON object (the results, best first) instead of the list.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most conversations listed.")] = 20,
+) -> None:
+    """Find words in every saved and autosaved conversation, best match first (as /find does in the app).
+
+    Any case and accents match; a word ending in * is a prefix. Exit codes: 0 found, 1 nothing found,
+    2 usage error (no word to find), 4 the search index cannot be read or made.
+    """
+    from dsvl_tui.commands.builtin._find import run_find  # sqlite3 and the index: no torch, no textual
+
+    raise typer.Exit(run_find(" ".join(words), json_output=json_output, limit=limit))
+
+
+@app.command(cls=_Command)
 def bench(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(
@@ -301,6 +365,8 @@ def bench(
     for name in ("model", "device", "dtype"):
         if values[name] is None:
             values[name] = _typed(ctx.parent, name)
+    # Its model is checked by the benchmark (a stand-in name may mean its random checkpoint).
+    check_engine_values({"device": values["device"], "dtype": values["dtype"]})
     code = 0
     if not skip_engine:
         from dsvl_tui.bench.engine import main as engine_bench

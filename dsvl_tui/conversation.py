@@ -220,6 +220,11 @@ class Conversation:
     def touch(self) -> None:
         self.updated = time.time()
 
+    def __repr__(self) -> str:
+        # Short whatever the conversation holds: Textual names each worker by the repr of its arguments, on
+        # the event loop, and a 20 MB transcript's full repr froze the app for most of a second per turn.
+        return f"Conversation(id={self.id!r}, {len(self.messages)} messages, {len(self.pending)} pending)"
+
     @property
     def is_empty(self) -> bool:
         return not self.messages and not self.pending

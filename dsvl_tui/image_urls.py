@@ -17,13 +17,14 @@ from typing import Any
 
 from engine.errors import ImageError
 from engine.files import FileTooLargeError, NotRegularFileError, read_regular
-from engine.image_limits import MAX_IMAGE_PIXELS, too_many_pixels
+from engine.image_limits import FORMAT_NAMES, MAX_IMAGE_PIXELS, open_picture, too_many_pixels
 from engine.types import EncodedImage, ImageSource
 
 __all__ = ["MAX_IMAGE_BYTES", "DataUrlCache", "image_data_url"]
 
 MAX_IMAGE_BYTES = 20 * 2**20  # one image file sent; as base64 it stays under a server's 32 MiB body limit
-_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
+_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
+            "BMP": "image/bmp", "TIFF": "image/tiff"}  # every one of image_limits.ALLOWED_FORMATS
 
 
 class DataUrlCache:
@@ -111,10 +112,12 @@ def _file_data_url(data: bytes, path: str) -> str:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:  # the header only: size and format
+        with open_picture(io.BytesIO(data)) as image:  # the header only (an ICO would decode here: refused)
             size, kind = image.size, image.format or ""
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise ImageError(f"not an image file: {path} — choose a PNG, JPEG, GIF, WebP or BMP file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image is too large: {path} ({exc}) — scale it down and attach it again") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError(f"not an image file: {path} — choose a {FORMAT_NAMES} file") from None
     if too_many_pixels(*size):
         raise ImageError(f"image is too large: {path} ({size[0]}x{size[1]} pixels is more than "
                          f"{MAX_IMAGE_PIXELS:,}) — scale it down and attach it again")

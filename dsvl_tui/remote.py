@@ -21,7 +21,14 @@ the stream (``remote_stream.RemoteStream``) bounds and checks it (see
 ``remote_events``), and what is read here (the model list, an error body) is
 read up to a bound and checked too. The API key goes in the
 ``Authorization: Bearer`` header and nowhere else; ``public_url`` is the
-endpoint as shown and stored, without credentials.
+endpoint as shown and stored, without credentials. An ``internal`` server
+(the one ``dsvl-chat web`` starts on a random loopback port for its tabs) is
+neither shown nor stored: its address means nothing outside this run, so
+messages call it "the model server" and transcripts record no endpoint.
+
+Until the server has answered ``/v1/models`` (``known``), the model is not
+known and ``info.model_id`` is empty; ``problem`` is why the last try failed
+(``remote_probe.watch`` tries again until it answers).
 """
 
 from __future__ import annotations
@@ -77,10 +84,15 @@ def _base_url(endpoint: str) -> str:
 class RemoteBackend:
     """A client of an OpenAI-compatible server, standing in for the local engine."""
 
+    remote = True  # answers through a server (``answers.note_backend`` records which)
+
     def __init__(self, endpoint: str, *, api_key: str | None = None, model: str | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+                 internal: bool = False) -> None:
         url = _base_url(endpoint)
-        self.endpoint = public_url(url)  # shown in the status bar and stored in transcripts
+        self.url = public_url(url)  # where requests go
+        self.endpoint = "" if internal else self.url  # shown in the status bar and stored in transcripts
+        self.where = self.endpoint or "the model server"  # how messages name the server
         parts = urlsplit(url)
         # A user name and password in the URL are HTTP Basic credentials, unless an API key is given.
         auth = (unquote(parts.username or ""), unquote(parts.password or "")) \
@@ -89,27 +101,48 @@ class RemoteBackend:
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.Client(base_url=self.endpoint, headers=headers, trust_env=False, auth=auth,
+        self._client = httpx.Client(base_url=self.url, headers=headers, trust_env=False, auth=auth,
                                     timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
-        self.info: EngineInfo = self._describe(model or "", {})
-        """The server's model, as far as it is known (``refresh`` asks the server)."""
+        self.info: EngineInfo = self._describe("", {})
+        """The server's model, as far as it is known (``refresh`` asks the server); no name until then."""
         self.known = False  # True once the server has said which model it serves
+        self.problem = ""  # why the last ``refresh`` failed ("" once it succeeded)
+        self.served: list[str] = []  # the names of the models the server listed last
+        self._entries: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._data_urls = DataUrlCache()
 
     # -- info ------------------------------------------------------------------------------
 
-    def refresh(self) -> EngineInfo:
-        """Ask the server which model it serves (``GET /v1/models``); raises ``RemoteError``."""
-        body = self._json(self._request("GET", "/v1/models", _MODELS_BYTES))
-        models = [m for m in body.get("data", []) if isinstance(m, dict) and _model_id(m.get("id"))] \
-            if isinstance(body, dict) and isinstance(body.get("data"), list) else []
-        if not models:
-            raise RemoteError(f"{self.endpoint} lists no models at /v1/models; is it an OpenAI-compatible server?")
-        chosen = next((m for m in models if m["id"] == self._wanted), models[0])
+    def refresh(self, timeout: float | None = None) -> EngineInfo:
+        """Ask the server which models it serves (``GET /v1/models``, within ``timeout`` seconds if given) and
+        take the one asked for, else its first; raises ``RemoteError`` (kept in ``problem``)."""
+        try:
+            body = self._json(self._request("GET", "/v1/models", _MODELS_BYTES, timeout))
+            models = [m for m in body.get("data", []) if isinstance(m, dict) and _model_id(m.get("id"))] \
+                if isinstance(body, dict) and isinstance(body.get("data"), list) else []
+            if not models:
+                raise RemoteError(f"{self.where} lists no models at /v1/models; is it an OpenAI-compatible server?")
+        except RemoteError as exc:
+            self.problem = str(exc)
+            raise
         with self._lock:
-            self.info, self.known = self._describe(chosen["id"], chosen), True
+            self._entries, self.served, self.problem = models, [m["id"] for m in models], ""
+            self._take(self._wanted)
         return self.info
+
+    def choose(self, model_id: str) -> bool:
+        """Answer with ``model_id`` from now on, if the server listed it at the last ``refresh``; False if not."""
+        with self._lock:
+            if model_id not in self.served:
+                return False
+            self._wanted = model_id
+            self._take(model_id)
+        return True
+
+    def _take(self, wanted: str | None) -> None:
+        chosen = next((m for m in self._entries if m["id"] == wanted), self._entries[0])
+        self.info, self.known = self._describe(chosen["id"], chosen), True
 
     def _describe(self, model_id: str, entry: dict[str, Any]) -> EngineInfo:
         window = next((entry[k] for k in ("context_length", "max_model_len") if _count(entry.get(k))), 0)
@@ -165,19 +198,21 @@ class RemoteBackend:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, limit: int) -> bytes:
+    def _request(self, method: str, path: str, limit: int, timeout: float | None = None) -> bytes:
         """The body of a request's answer, at most ``limit`` bytes; raises ``RemoteError``."""
-        response = self._send(self._client.build_request(method, path), stream=True)
+        request = self._client.build_request(method, path) if timeout is None else \
+            self._client.build_request(method, path, timeout=httpx.Timeout(timeout))
+        response = self._send(request, stream=True)
         try:
             if response.status_code >= 400:
                 raise RemoteError(self._http_error(response, head(response, ERROR_BYTES)))
             body = head(response, limit)
         except httpx.HTTPError as exc:
-            raise RemoteError(f"request to {self.endpoint} failed: {reason(exc)}") from None
+            raise RemoteError(f"request to {self.where} failed: {reason(exc)}") from None
         finally:
             response.close()
         if len(body) > limit:
-            raise RemoteError(f"{self.endpoint} sent more than {limit >> 20} MiB for {path}; "
+            raise RemoteError(f"{self.where} sent more than {limit >> 20} MiB for {path}; "
                               "is it an OpenAI-compatible server?")
         return body
 
@@ -185,25 +220,25 @@ class RemoteBackend:
         try:
             return self._client.send(request, stream=stream)
         except httpx.ConnectTimeout:
-            raise RemoteError(f"cannot reach {self.endpoint}: timed out connecting; is the server running?") from None
+            raise RemoteError(f"cannot reach {self.where}: timed out connecting; is the server running?") from None
         except httpx.TimeoutException:
-            raise RemoteError(f"{self.endpoint} did not answer in time; try again") from None
+            raise RemoteError(f"{self.where} did not answer in time; try again") from None
         except httpx.ConnectError as exc:
-            raise RemoteError(f"cannot reach {self.endpoint}: {reason(exc)}; is the server running?") from None
+            raise RemoteError(f"cannot reach {self.where}: {reason(exc)}; is the server running?") from None
         except httpx.HTTPError as exc:
-            raise RemoteError(f"request to {self.endpoint} failed: {reason(exc)}") from None
+            raise RemoteError(f"request to {self.where} failed: {reason(exc)}") from None
 
     def _json(self, body: bytes) -> Any:
         try:
             return json.loads(body)
         except (ValueError, RecursionError):
-            raise RemoteError(f"{self.endpoint} answered with something that is not JSON; "
+            raise RemoteError(f"{self.where} answered with something that is not JSON; "
                               "is it an OpenAI-compatible server?") from None
 
     def _http_error(self, response: httpx.Response, body: bytes) -> str:
         message = _error_message(body) or error_line(response.reason_phrase) or "error"
         hint = "; check --api-key" if response.status_code == 401 else ""
-        return f"{self.endpoint} refused the request (HTTP {response.status_code}): {message}{hint}"
+        return f"{self.where} refused the request (HTTP {response.status_code}): {message}{hint}"
 
 
 def _error_message(content: bytes) -> str:

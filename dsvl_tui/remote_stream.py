@@ -72,7 +72,7 @@ class RemoteStream:
                  max_new_tokens: int) -> None:
         self._cancel = cancel
         self._start = start
-        self._endpoint = backend.endpoint
+        self._endpoint = backend.where  # its address, or "the model server" (dsvl-chat web)
         self._max_tokens = max_new_tokens
         self._events: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=_QUEUED_LINES)
         self._abandon = threading.Event()  # the reader is gone: the thread closes the response

@@ -20,6 +20,7 @@ from .errors import (
     EngineError,
     GenerationError,
     ImageError,
+    LibraryMismatchError,
     ModelNotFoundError,
 )
 from .types import (
@@ -49,12 +50,16 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        from .errors import checked_imports
+
+        with checked_imports():  # the first import of timm and transformers, which import torchvision
+            module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 __all__ = [
     "ChatBackend", "CheckpointError", "ContextOverflowError", "EncodedImage", "Engine", "EngineError", "EngineInfo",
-    "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LoadProgress", "Message",
-    "ModelNotFoundError", "Prepared", "TextStream", "default_max_batch", "load",
+    "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LibraryMismatchError", "LoadProgress",
+    "Message", "ModelNotFoundError", "Prepared", "TextStream", "default_max_batch", "load",
 ]

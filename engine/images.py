@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .files import NotRegularFileError, open_regular, shown_path
-from .image_limits import MAX_IMAGE_PIXELS  # the limit itself lives where previews can import it cheaply
+from .image_limits import FORMAT_NAMES, MAX_IMAGE_PIXELS, guard_pillow, open_picture  # light: previews use them
 from .spec import MAX_IMAGE_SIZE
 from .types import EncodedImage
 
@@ -120,6 +119,7 @@ def load_image(source) -> Image.Image:
     EXIF orientation is applied, animated files give their first frame, and
     transparency is composited onto white. Bad input raises ``ImageError``.
     """
+    guard_pillow()  # Pillow's own limit is ours, and its warnings are errors or silent (see image_limits)
     if isinstance(source, Image.Image):
         return _from_pil(source)
     if isinstance(source, EncodedImage):
@@ -131,17 +131,12 @@ def load_image(source) -> Image.Image:
             raise ImageError(f"image path is a folder, not a file: {name} — choose an image file")
     else:
         raise TypeError(f"load_image expects a path, a PIL image or an EncodedImage, not {type(source).__name__}")
-    # PIL warns (rather than raises) for pictures a little over its own limit;
-    # make that warning an error too. catch_warnings restores the filters after
-    # (it is process-wide, not per thread, in Python 3.11; harmless here since
-    # our own MAX_IMAGE_PIXELS, below PIL's default, fires first).
     too_large = "image is too large: {} ({}) — scale it down and attach it again"
-    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with contextlib.ExitStack() as stack:
         try:
             # Only a regular file, opened without blocking: a FIFO or a device would hang the caller.
             handle = io.BytesIO(source.data) if path is None else stack.enter_context(open_regular(path))
-            img = Image.open(handle)  # reads the header only
+            img = open_picture(handle)  # reads the header only, in a format whose header gives the real size
         except NotRegularFileError as exc:
             raise ImageError(f"image path is {exc.kind}, not a regular file: {name} — choose an image file") from exc
         except FileNotFoundError as exc:
@@ -152,7 +147,7 @@ def load_image(source) -> Image.Image:
             raise ImageError(f"cannot read image (permission denied): {name} — check its permissions") from exc
         except UnidentifiedImageError as exc:
             raise ImageError(
-                f"not an image file (or a format Pillow cannot read): {name} — use a PNG, JPEG, GIF, WebP or BMP"
+                f"not an image file (or not a format this app reads): {name} — use a {FORMAT_NAMES}"
             ) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(too_large.format(name, _reason(exc))) from exc

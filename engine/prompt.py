@@ -146,11 +146,13 @@ class PromptFormat:
         at each special token and image slot and encodes the text runs between
         them independently, so a run that starts after a candidate's first
         special token or image is the same for every candidate: each is
-        encoded once, from the end. A candidate then costs one encoding of
-        its first run (the system prompt and its first turn, up to the first
-        end-of-sentence token), and none when the runs after it alone are
-        already over ``budget``. ``starts`` are ascending indexes into
-        ``messages``, all at or before the last message.
+        encoded once, from the end, and only until those runs alone are over
+        ``budget`` (so what is encoded is what is kept, plus one run). A
+        candidate then costs one encoding of its first run (the system prompt
+        and its first turn, up to the first end-of-sentence token), and none
+        when the runs after it alone are already over ``budget``. ``starts``
+        are ascending indexes into ``messages``, all at or before the last
+        message.
         """
         if not starts:
             raise ValueError("fit() needs at least one start")
@@ -164,9 +166,14 @@ class PromptFormat:
         size = len(flat)
         hard = [i for i, piece in enumerate(flat) if not isinstance(piece, str)]
         # after[i]: ids of flat[i:] as the end of a prompt, for i at a special token or image slot, or the end.
+        # Counted from the newest run back, and only until the window is full: after[] only grows going
+        # back, so no candidate that starts earlier can fit, and the runs before are never encoded (a
+        # 20 MB transcript took a minute to encode in full for a window of a few thousand tokens).
         after = {size: 0}
         end = size
         for index in reversed(hard):
+            if 1 + after[end] > budget:
+                break
             text = _text(flat[index + 1 : end])
             after[index] = self._hard_ids(flat[index]) + self._text_ids(text.rstrip() if end == size else text) \
                 + after[end]
@@ -175,8 +182,8 @@ class PromptFormat:
         for number, start in enumerate(starts):
             first = offsets[start]
             stop = hard[bisect.bisect_left(hard, first)] if hard and hard[-1] >= first else size
-            if 1 + after[stop] > budget:
-                continue  # the part after its first run is already too long
+            if stop < end or 1 + after[stop] > budget:
+                continue  # the part after its first run is already too long (stop < end: longer than after[end])
             text = (head_text + _text(flat[first:stop])).lstrip()
             if 1 + self._text_ids(text.rstrip() if stop == size else text) + after[stop] <= budget:
                 return number

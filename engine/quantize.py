@@ -48,6 +48,7 @@ loading never holds the whole unquantized language model.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -74,8 +75,14 @@ KERNELS: dict[str, dict[str, tuple[Kernel, ...]]] = {
 }
 
 
+# The torch releases torchao's compiled parts are built for (torchao's compatibility table and release notes):
+# up to 0.16 each release is built for one torch release, and a torchao built for another can abort the process as
+# it is imported; from 0.17 on they are ABI-stable from torch 2.11 on, and 0.18 needs torch 2.11 or later.
+TORCHAO_TORCH_ONLY = {(0, 13): (2, 8), (0, 14): (2, 9), (0, 15): (2, 9), (0, 16): (2, 10)}
+TORCHAO_TORCH_FROM = {(0, 17): (2, 11), (0, 18): (2, 11)}
+
 __all__ = ["Int4Linear", "Int8Linear", "LayerQuantizer", "Plan", "QuantizeMode", "decode_weight_bytes",
-           "plan", "quantize_linear", "quantized_parameter_count"]
+           "plan", "quantize_linear", "quantized_parameter_count", "torchao_mismatch"]
 
 
 # -- the layers ----------------------------------------------------------------
@@ -171,6 +178,33 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
 
 
+def _major_minor(version: str) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def torchao_mismatch(torch_version: str | None = None, torchao_version: str | None = None) -> str | None:
+    """Why the installed torchao is not built for this torch (one line), or None: it fits, is not installed, or is
+    a release not in the tables above (the probe in ``plan`` then decides). Reads torchao's version from its
+    distribution's metadata, without importing it (an unfit build can abort the process as it is imported)."""
+    if torchao_version is None:
+        try:
+            torchao_version = importlib.metadata.version("torchao")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    torch_version = torch_version or torch.__version__
+    ours, theirs = _major_minor(torchao_version), _major_minor(torch_version)
+    if ours is None or theirs is None:
+        return None
+    only = TORCHAO_TORCH_ONLY.get(ours)
+    if only is not None and theirs != only:
+        return f"torchao {torchao_version} is built for torch {only[0]}.{only[1]}; this is torch {torch_version}"
+    since = TORCHAO_TORCH_FROM.get(ours)
+    if since is not None and theirs < since:
+        return f"torchao {torchao_version} needs torch {since[0]}.{since[1]} or later; this is torch {torch_version}"
+    return None
+
+
 def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
     """Decide how ``asked`` runs on ``device``: a kernel, or the unquantized model and a one-line note.
 
@@ -182,6 +216,10 @@ def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
     kernels = KERNELS.get(device.type, {}).get(asked, ())
     note = f"{asked} weights have no kernel on {device.type} here; loading unquantized"
     for kernel in kernels:
+        mismatch = torchao_mismatch() if kernel == "torchao" else None
+        if mismatch:
+            note = f"{asked} on {device.type}: no torchao for this torch ({mismatch}); loading unquantized"
+            continue
         try:
             probe = nn.Linear(256, 64, bias=False, device=device, dtype=dtype)
             quantized = quantize_linear(probe, asked, kernel)

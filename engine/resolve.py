@@ -7,42 +7,25 @@ Hub ids go through huggingface_hub, so its cache, ``HF_HOME``,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import EngineError, ModelNotFoundError
+from .types import DTYPE_NAMES, KNOWN_MODELS, check_device, check_dtype, local_model_problem
 
-KNOWN_MODELS = (
-    "deepseek-ai/deepseek-vl-1.3b-chat",
-    "deepseek-ai/deepseek-vl-1.3b-base",
-    "deepseek-ai/deepseek-vl-7b-chat",
-    "deepseek-ai/deepseek-vl-7b-base",
-)
 _CONFIG_FILES = ["*.json", "tokenizer*"]
-
-
-def _looks_like_path(model: str) -> bool:
-    # Hub ids are exactly "owner/name"; anything else is meant as a folder.
-    return model.startswith((".", "/", "~")) or model.count("/") != 1 or os.sep == "\\" and "\\" in model
 
 
 def resolve_model(model: str, *, revision: str | None = None, progress: ProgressCallback | None = None) -> Path:
     """Return the local folder holding ``model``, downloading it from the hub if needed."""
-    try:
-        expanded = Path(model).expanduser()
-    except RuntimeError:  # "~someone" with no such user
-        raise ModelNotFoundError(f"model folder not found: {model}; check the path") from None
+    problem = local_model_problem(model)  # a folder that is not there, a file: the CLI checks the same before torch
+    if problem is not None:
+        raise ModelNotFoundError(problem)
+    expanded = Path(model).expanduser()
     if expanded.is_dir():
         return expanded.resolve()
-    if expanded.exists():
-        raise ModelNotFoundError(f"{model} is a file, not a model folder; pass the folder that holds config.json")
-    if _looks_like_path(model):
-        raise ModelNotFoundError(
-            f"model folder not found: {model}; check the path, or pass a hub id such as {KNOWN_MODELS[0]}"
-        )
     return _download(model, revision=revision, progress=progress)
 
 
@@ -113,11 +96,9 @@ def _progress_tqdm(progress: ProgressCallback):
 def pick_device(device: str = "auto") -> torch.device:
     if device != "auto":
         try:
-            chosen = torch.device(device)
-        except RuntimeError:
+            chosen = torch.device(check_device(device))
+        except (ValueError, RuntimeError):
             raise EngineError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
-        if chosen.type not in ("cpu", "cuda", "mps"):
-            raise EngineError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
         if chosen.type == "cuda":
             if not torch.cuda.is_available():
                 raise EngineError("CUDA was asked for but no CUDA GPU is available; use --device auto or cpu")
@@ -148,8 +129,7 @@ def _cuda_device(index: int | None, asked: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+_DTYPES = {name: getattr(torch, meaning) for name, meaning in DTYPE_NAMES.items()}
 
 
 def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -158,9 +138,10 @@ def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
             raise EngineError(f"unsupported dtype {dtype}; use bfloat16, float16 or float32")
         return dtype
     if dtype != "auto":
-        if dtype not in _DTYPES:
-            raise EngineError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
-        return _DTYPES[dtype]
+        try:
+            return _DTYPES[check_dtype(dtype)]
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
     if device.type == "cuda":
         return torch.bfloat16 if _native_bf16(device) else torch.float16
     if device.type == "mps":

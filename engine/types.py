@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -66,6 +67,60 @@ def parse_quantize(value: str | None) -> QuantizeMode:
         if mode == known:
             return known
     raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {value!r}")
+
+
+# --- device, dtype and model as a user gives them, checked without torch -------------------------------------
+# The CLI checks them before it imports torch (seconds to a minute), so a typo is a usage error at once;
+# engine.load checks them again with these very functions (resolve.py), so both say the same.
+
+KNOWN_MODELS = (
+    "deepseek-ai/deepseek-vl-1.3b-chat",
+    "deepseek-ai/deepseek-vl-1.3b-base",
+    "deepseek-ai/deepseek-vl-7b-chat",
+    "deepseek-ai/deepseek-vl-7b-base",
+)
+_DEVICE = re.compile(r"(?:cpu|cuda|mps)(?::\d+)?")
+# Every dtype name engine.load takes, and the torch dtype (its name in torch) each means.
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device the engine can use (auto, cpu, cuda, cuda:N, mps), else a one-line
+    ValueError. Only the name: whether this machine has that device is for ``engine.load`` to say."""
+    if device == "auto" or _DEVICE.fullmatch(device):
+        return device
+    raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if the engine takes the name (auto, bfloat16, float16, float32 and their short forms)."""
+    if dtype == "auto" or dtype in DTYPE_NAMES:
+        return dtype
+    raise ValueError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
+
+
+def looks_like_path(model: str) -> bool:
+    """Whether ``model`` is meant as a folder: hub ids are exactly "owner/name", anything else is a path."""
+    return model.startswith((".", "/", "~")) or model.count("/") != 1 or os.sep == "\\" and "\\" in model
+
+
+def local_model_problem(model: str) -> str | None:
+    """Why ``model`` cannot be loaded as given, when that shows without the hub: a folder that is not
+    there, or a file. None for an existing folder and for anything that may be a hub id."""
+    from pathlib import Path
+
+    try:
+        expanded = Path(model).expanduser()
+    except RuntimeError:  # "~someone" with no such user
+        return f"model folder not found: {model}; check the path"
+    if expanded.is_dir():
+        return None
+    if expanded.exists():
+        return f"{model} is a file, not a model folder; pass the folder that holds config.json"
+    if looks_like_path(model):
+        return f"model folder not found: {model}; check the path, or pass a hub id such as {KNOWN_MODELS[0]}"
+    return None
 
 
 @dataclass

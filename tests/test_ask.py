@@ -81,6 +81,7 @@ def _interrupted(world) -> tuple[subprocess.CompletedProcess[str], Path]:
 @pytest.fixture(scope="module")
 def runs(world):
     model = ("--model", str(world.checkpoint))
+    (world.folder / "not-a-model").mkdir(exist_ok=True)
     cases = {
         # The answering runs: each serves several tests.
         "text": dict(args=(*model, "--max-new-tokens", "12", "--transcript", "new.json", "-"),
@@ -88,7 +89,8 @@ def runs(world):
         "json": dict(args=(*model, "--max-new-tokens", "5", "--temperature", "0", "--json", "--image",
                            str(world.image), "--compile", "What is this?")),
         "continue": dict(args=("--max-new-tokens", "6", "--transcript", str(world.continued), "And then?")),
-        "missing_model": dict(args=("--model", str(world.folder / "no-such-model"), "hi")),
+        "missing_model": dict(args=("--model", str(world.folder / "no-such-model"), "hi")),  # a usage error
+        "unloadable_model": dict(args=("--model", str(world.folder / "not-a-model"), "hi")),
         "relative_model": dict(args=("--model", "tiny", "--max-new-tokens", "2", "--transcript", "relative.json",
                                      "hi")),  # run in world.folder, where tiny/ is
         # Bytes that are not UTF-8 (\udcff is the byte 0xFF), in the argument and on stdin (in a UTF-8 locale,
@@ -220,7 +222,8 @@ def test_ctrl_c_exits_130_with_the_partial_answer_kept(runs) -> None:
     ("missing_image", 3, "error: image not found: nowhere.png"),
     ("text_as_png", 3, "error: not an image file"),
     ("broken_transcript", 3, "broken.json"),
-    ("missing_model", 4, "no-such-model"),
+    ("missing_model", 2, "error: Invalid value for '--model': model folder not found:"),
+    ("unloadable_model", 4, "not-a-model"),
     ("bad_flag", 2, "error: Invalid value for '--temperature'"),
     ("empty_question", 3, "error: the question is empty"),
     ("empty_stdin", 3, "error: the question is empty"),

@@ -99,6 +99,27 @@ def test_help_shows_flags_as_taking_no_value(argv: list[str], flags: tuple[str, 
         assert "bench.json" in result.output and "uibench.json" in result.output
 
 
+def test_ask_help_names_its_argument_question() -> None:
+    """It read ``dsvl-chat ask [OPTIONS] {question}`` (issue 26, item 10)."""
+    result = runner.invoke(app, ["ask", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert "ask [OPTIONS] QUESTION " in result.output and "{" not in result.output
+    assert "error: Missing argument 'QUESTION'." in _python("-m", "dsvl_tui.cli", "ask").stderr
+
+
+@pytest.mark.parametrize("argv", [[], ["ask"], ["bench"], ["serve"], ["web"]])
+def test_help_paragraphs_are_not_broken_where_the_source_wraps(argv: list[str]) -> None:
+    """``bench --help`` broke a sentence after "bench.json (the engine's)," where its docstring did (issue 26)."""
+    import inspect
+
+    command = cli.app.registered_callback if not argv else next(
+        c for c in cli.app.registered_commands if c.callback is not None and c.callback.__name__ == argv[0])
+    assert command is not None and command.callback is not None
+    result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    lines = [line.strip() for line in result.output.splitlines()]
+    for paragraph in inspect.cleandoc(command.callback.__doc__ or "").split("\n\n"):
+        assert " ".join(paragraph.split()) in lines, paragraph
+
+
 def test_usage_errors_are_one_line_with_exit_code_2() -> None:
     proc = _python("-m", "dsvl_tui.cli", "--no-such-flag")
     assert proc.returncode == 2
@@ -163,14 +184,16 @@ def started(monkeypatch: pytest.MonkeyPatch):
     return calls
 
 
-def test_options_come_from_flags_and_environment(started) -> None:
+def test_options_come_from_flags_and_environment(started, tmp_path) -> None:
+    folder = tmp_path / "models" / "dsvl"  # a local model must be there: the CLI checks before loading
+    folder.mkdir(parents=True)
     result = runner.invoke(app, ["--plain", "--temperature", "0", "--top-k", "5", "--seed", "3", "--resume"],
-                           env={"DSVL_MODEL": "/models/dsvl", "DSVL_SYSTEM": "Be brief.", "DSVL_DTYPE": "float32"})
+                           env={"DSVL_MODEL": str(folder), "DSVL_SYSTEM": "Be brief.", "DSVL_DTYPE": "float32"})
     assert result.exit_code == 0, result.output
     (kind, options), = started
     assert kind == "repl"
-    assert (options.model, options.dtype, options.device, options.system) == ("/models/dsvl", "float32", "auto",
-                                                                             "Be brief.")
+    assert (options.model, options.dtype, options.device, options.system) == (str(folder.resolve()), "float32",
+                                                                             "auto", "Be brief.")
     settings = options.settings
     assert (settings.temperature, settings.top_k, settings.seed, settings.top_p) == (0, 5, 3, 0.95)
     assert options.resume

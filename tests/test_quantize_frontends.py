@@ -43,7 +43,7 @@ def test_ask_json_and_transcript_keep_the_mode_and_a_continued_transcript_reload
 
 @pytest.mark.parametrize(("args", "problem"), [
     (["--quantize", "int3"], "quantize must be one of none, int8, int4, not 'int3'"),
-    (["--quantize", "int8", "--endpoint", "http://127.0.0.1:9/v1"], "--quantize set the local engine"),
+    (["--quantize", "int8", "--endpoint", "http://127.0.0.1:9/v1"], "--quantize is for a model loaded here"),
 ])
 def test_bad_or_remote_quantize_is_a_usage_error(args, problem):
     result = runner.invoke(app, ["ask", *args, "hi"], env={"DSVL_QUANTIZE": None, "COLUMNS": "300"})
@@ -93,12 +93,13 @@ async def test_a_mode_that_cannot_run_is_a_notice_and_the_app_answers(tiny_sigli
         await wait_for(pilot, lambda: any(m.role == "assistant" for m in tui.active.conversation.messages))
 
 
-def test_serve_passes_the_mode_to_the_engine(monkeypatch):
+def test_serve_passes_the_mode_to_the_engine(monkeypatch, tiny_siglip):
     import dsvl_tui.serve.server as server
 
     seen: list[Options] = []
     monkeypatch.setattr(server, "run_serve", lambda options, **kw: seen.append(options) or 0)
-    result = runner.invoke(app, ["serve", "--model", "m", "--quantize", "INT4"], env={"DSVL_QUANTIZE": None})
+    result = runner.invoke(app, ["serve", "--model", str(tiny_siglip), "--quantize", "INT4"],
+                           env={"DSVL_QUANTIZE": None})
     assert result.exit_code == 0, result.output
     assert seen[0].quantize == "int4"
 

@@ -1,12 +1,16 @@
 """The prepared GPU check, one command: ``python -m dsvl_tui.bench.gpucheck``.
 
-On a machine lent with one CUDA GPU (it comes with a copy of this working
-tree and a bare Python; torch is already there or comes from its registry),
-from the repository root, run exactly:
+A GPU box lent to this project reaches no package registry, so the project
+is not installed there: ``scripts/gpu-wheels`` (where pip works) puts the
+few wheels it lacks in ``.whl/``, and on the box, from the repository root,
 
-    python -m pip install -q -e ".[dev]" && python -m dsvl_tui.bench.gpucheck
+    scripts/gpu-check [OPTIONS]
 
-It takes at most about 6 minutes with the install, and runs four parts
+installs them into a folder of its own and runs this module with the
+repository on the path (docs/benchmarks.md, "GPU check", has the time plan).
+Nothing here needs the project's installed metadata or console script.
+
+It runs four parts
 (each behind a flag, so a rerun can take only what failed: ``--tests``,
 ``--bench``, ``--big``, ``--quant``; none named means all four):
 
@@ -26,9 +30,12 @@ It takes at most about 6 minutes with the install, and runs four parts
   weight-only configs; each layer quantized as soon as its random weights
   are made, as ``engine.load`` does while reading them): peak GPU memory and
   decode tok/s of the same two turns, against the 8-12 GB cards bf16 shuts out.
+  Without a torchao built for this torch the part is skipped and says so
+  ("no torchao for this torch"), instead of failing.
 
 It prints one table (the targets with PASS/FAIL beside the measured
-figures) and writes JSON (``--json``, default ``gpucheck.json``). The exit
+figures) and writes JSON (``--json``, default ``gpucheck.json``; rewritten
+after every part, so a run stopped at a time limit keeps what it finished). The exit
 code is 1 if a part failed (a test failed, a step raised), else 0; a missed
 target is reported, not an error (it is a benchmark, not a timed test).
 
@@ -252,10 +259,41 @@ def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> d
             "figures": figures}
 
 
+def torchao_state() -> dict[str, Any]:
+    """torchao as this check finds it: its version and folder, or the problem that keeps it from this torch.
+
+    Installed and fitting but failing to import raises (a real failure: the wheels did not install right).
+    """
+    import importlib.util
+
+    from engine.quantize import torchao_mismatch
+
+    if importlib.util.find_spec("torchao") is None:
+        return {"version": None, "problem": "torchao is not installed; scripts/gpu-wheels brings it"}
+    mismatch = torchao_mismatch()
+    if mismatch:
+        return {"version": None, "problem": mismatch}
+    import torchao
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig  # noqa: F401 - what CUDA's modes use
+
+    return {"version": torchao.__version__, "folder": str(Path(torchao.__file__).parent), "problem": None}
+
+
 def run_quant(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
-    """``run_big`` with the 7B's language model in int8, then int4; ok only if both modes ran quantized."""
+    """``run_big`` with the 7B's language model in int8, then int4; ok only if both modes ran quantized.
+
+    Skipped, not failed, where the device's kernels come from torchao and no torchao fits this torch.
+    """
+    import torch
+
+    from engine.quantize import KERNELS
+
+    torchao = torchao_state()
+    if "torchao" in KERNELS.get(torch.device(device).type, {}).get("int8", ()) and torchao["problem"]:
+        return {"ok": True, "skipped": True, "summary": f"skipped: no torchao for this torch ({torchao['problem']})",
+                "figures": {"torchao": torchao}}
     runs = {mode: run_big(device, dry_run, work, quantize=mode) for mode in ("int8", "int4")}
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"torchao": torchao}
     for outcome in runs.values():
         figures.update(outcome["figures"])
     quantized = all(figures[f"big_{mode}_effective"] == mode for mode in runs)
@@ -291,7 +329,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"gpucheck{' --dry-run (CPU, tiny checkpoints: figures mean nothing)' if dry else ''} | {result['machine']} | "
           f"torch {result['torch']} | {result['seconds']:.0f} s")
     for part, outcome in result["parts"].items():
-        state = "ok" if outcome.get("ok") else "FAILED"
+        state = ("skipped" if outcome.get("skipped") else "ok") if outcome.get("ok") else "FAILED"
         extra = outcome.get("summary") or outcome.get("error") or ""
         print(f"  part {part:<6} {state:<6} {outcome.get('seconds', 0):6.1f} s  {extra}")
     bench = result["parts"].get("bench", {})
@@ -313,6 +351,10 @@ def print_table(result: dict[str, Any]) -> None:
     if any(tps is not None for _, tps, _ in by_mode):
         print("  7B decode tok/s (peak GPU GiB): " + ", ".join(
             f"{label} {tps:.1f}" + (f" ({peak:.2f})" if peak is not None else "") for label, tps, peak in by_mode if tps is not None))
+    torchao = seven_b.get("torchao")
+    if torchao:
+        print(f"  torchao: {torchao['version']} from {torchao['folder']}" if torchao["version"] else
+              f"  torchao: none for this torch ({torchao['problem']})")
     tests = result["parts"].get("tests", {}).get("figures", {})
     for key, value in tests.items():
         print(f"  test figure {key}: {json.dumps(value)}")
@@ -321,6 +363,18 @@ def print_table(result: dict[str, Any]) -> None:
         value = row["measured"]
         shown = "-" if value is None else f"{value:.2f}"
         print(f"  {row['what']:<48} {shown:>10} {row['limit']:>9}  {row['verdict']}")
+
+
+def _result(dry_run: bool, device: str, outcomes: dict[str, dict[str, Any]], started: float, done: bool
+            ) -> dict[str, Any]:
+    import torch
+
+    figures: dict[str, Any] = {}
+    for outcome in outcomes.values():
+        figures.update(outcome.get("figures", {}))
+    return {"dry_run": dry_run, "machine": _device_name(device), "torch": torch.__version__,
+            "python": platform.python_version(), "parts": outcomes, "targets": judge(figures, dry_run),
+            "seconds": time.perf_counter() - started, "finished": done}
 
 
 # -- main --------------------------------------------------------------------------------------------------------
@@ -353,13 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and ("tests" in parts or "bench" in parts):
         from dsvl_tui.bench.engine import random_checkpoint
 
+        written = time.perf_counter()
         full = random_checkpoint(None)  # the full-size random 1.3B, written once (bf16, like upstream's files)
+        print(f"gpucheck: the full-size random 1.3B checkpoint ready in {time.perf_counter() - written:.0f} s",
+              file=sys.stderr)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
         "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
         "big": lambda: run_big(device, args.dry_run, args.work),
         "quant": lambda: run_quant(device, args.dry_run, args.work),
     }
+    from dsvl_tui.storage.atomic import atomic_write_bytes
     from dsvl_tui.text import error_line
 
     outcomes: dict[str, dict[str, Any]] = {}
@@ -372,14 +430,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             outcomes[part] = {"ok": False, "error": error_line(exc)}
         outcomes[part]["seconds"] = time.perf_counter() - part_started
-    figures: dict[str, Any] = {}
-    for outcome in outcomes.values():
-        figures.update(outcome.get("figures", {}))
-    result = {"dry_run": args.dry_run, "machine": _device_name(device), "torch": torch.__version__,
-              "python": platform.python_version(), "parts": outcomes, "targets": judge(figures, args.dry_run),
-              "seconds": time.perf_counter() - started}
+        print(f"gpucheck: {part} {'ok' if outcomes[part]['ok'] else 'FAILED'} in {outcomes[part]['seconds']:.0f} s",
+              file=sys.stderr)
+        result = _result(args.dry_run, device, outcomes, started, done=part == parts[-1])
+        # Written after every part (atomically: a kill mid-write leaves the last whole file), so a run stopped at its
+        # time limit still leaves the parts it finished.
+        atomic_write_bytes(args.json, json.dumps(result, indent=2, default=str).encode())
     print_table(result)
-    args.json.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0 if all(o.get("ok") for o in outcomes.values()) else 1
 

@@ -70,7 +70,7 @@ Start-up: the median of 5 wall times of ``dsvl-chat --help``
 (``python -m dsvl_tui.cli --help``), and of 5 launches of the real app in a
 pseudo-terminal (80x24 cells of 10x20 pixels, ``TERM=xterm-256color``,
 answering Device Attributes queries as a terminal without Sixel does; a
-model folder that does not exist; the app's data and config in a temporary
+hub id not in the cache, offline; the app's data and config in a temporary
 folder): from just before the process is spawned to the moment the first
 frame's bytes (the welcome text, after the switch to the alternate screen)
 are read from the terminal. The process runs ``dsvl-chat`` (``cli.main``) from
@@ -513,7 +513,7 @@ TERMINAL_ANSWERS = {b"\x1b[c": b"\x1b[?62;22c", b"\x1b[16t": b"\x1b[6;20;10t"}
 
 
 def first_frame(timeout: float = 30.0) -> dict[str, Any]:
-    """Launch the app in a pseudo-terminal with a missing model; time its alternate screen and first frame.
+    """Launch the app in a pseudo-terminal with a model it cannot get; time its alternate screen and first frame.
 
     Returns seconds from spawn to: the alternate screen (``alt_screen``), the first frame
     (``first_frame``: the welcome text read after it) and the start of the model load (``load_start``,
@@ -541,7 +541,7 @@ def first_frame(timeout: float = 30.0) -> dict[str, Any]:
         answered = dict.fromkeys(TERMINAL_ANSWERS, 0)
         started = time.monotonic()
         command = [sys.executable, "-m", "dsvl_tui.bench.ui", "--startup-child", str(trace),
-                   "--model", str(folder / "no-such-model")]
+                   "--model", "nobody/no-such-model"]  # a missing folder would be a usage error: no app
         proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
         os.close(slave)
         output = bytearray()

@@ -20,6 +20,24 @@ from dsvl_tui.commands.session import Session
 
 Handler = Callable[[Session, str], None]
 
+# How alike a typed word and a known one must be (difflib's ratio) to be offered as "did you mean": at 0.5,
+# /frobnicate got /regenerate (its letters e, n, r, a, t, e in order). 0.7 keeps one slip of a short name
+# (/sav, /hlep, /resme) and swapped letters of a long one (/regenrate, temprature).
+SUGGEST_CUTOFF = 0.7
+
+
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The known name ``word`` was most likely meant to be, or None when none is close.
+
+    A name that alone starts with ``word`` (two letters or more: /regen) counts as close.
+    """
+    names = list(known)
+    starting = [name for name in names if name.startswith(word)] if len(word) >= 2 else []
+    if len(starting) == 1:
+        return starting[0]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=SUGGEST_CUTOFF)
+    return close[0] if close else None
+
 
 class CommandError(Exception):
     """A command line that cannot run; ``str()`` is a one-line message for the user."""
@@ -72,8 +90,8 @@ class CommandRegistry:
         cmd = self.get(name)
         if cmd is None:
             known = [n for n, target in self._names.items() if frontend in self._commands[target].frontends]
-            close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
-            hint = f"; did you mean /{close[0]}?" if close else "; type /help for the list"
+            close = closest(name.lower(), known)
+            hint = f"; did you mean /{close}?" if close else "; type /help for the list"
             raise CommandError(f"unknown command /{name}{hint}")
         if frontend not in cmd.frontends:
             raise CommandError(f"/{cmd.name} is not available here; type /help for the list")

@@ -15,6 +15,7 @@ from dsvl_tui.conversation import Conversation
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.storage.journal import JournalEntry
+    from dsvl_tui.storage.search_index import Hit
 
 T = TypeVar("T")
 
@@ -26,6 +27,16 @@ class RecentConversation:
     entry: JournalEntry
     title: str
     detail: str  # "4 messages, 2 hours ago"
+
+
+@dataclass(frozen=True)
+class FoundConversation:
+    """One conversation ``/find`` found: its title, "2026-05-01 14:03, 2 pictures", and the snippet around the
+    match (``hit.snippet``: printable (text, matched) pieces)."""
+
+    hit: Hit
+    title: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,15 @@ class Session(Protocol):
                             open: Callable[[RecentConversation], None]) -> None:
         """Offer ``choices`` (newest first) to pick from; ``open(choice)`` opens the one picked. The TUI
         shows a list with a preview; the REPL prints them numbered, for ``/resume N``."""
+
+    def choose_found(self, found: Sequence[FoundConversation], open: Callable[[FoundConversation], None],
+                     query: str) -> None:
+        """Offer what ``/find query`` found (best first); ``open(choice)`` opens the one picked. The TUI shows
+        a list with the snippets, Enter opens; the REPL prints them numbered, for ``/find --open N query``."""
+
+    def show_message(self, conversation: Conversation, index: int) -> None:
+        """Bring message ``index`` of ``conversation`` (just opened) into view: the TUI scrolls its pane to it,
+        the REPL prints it."""
 
     def show_help(self, sections: Sequence[HelpSection]) -> None:
         """Show ``sections`` (the commands) with the front end's own keys."""

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.commands.session import HelpSection, RecentConversation
+from dsvl_tui.commands.session import FoundConversation, HelpSection, RecentConversation
 from dsvl_tui.conversation import ChatMessage, Conversation
 from dsvl_tui.loading import EngineFactory, ModelSlot
 from dsvl_tui.options import Options
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from rich.console import Console
 
+    from dsvl_tui.remote import RemoteBackend
+    from dsvl_tui.remote_probe import Connection
     from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
     from dsvl_tui.storage.journal import Journal
     from engine.types import ChatBackend
@@ -58,6 +60,10 @@ KEY_HELP = (
     "Ctrl+C stops an answer, or clears the line · Ctrl+D on an empty line (or /quit) leaves"
 )
 _DIM, _RED, _RESET = "\x1b[2m", "\x1b[31m", "\x1b[0m"
+
+
+def _cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: max(1, width - 1)] + "\u2026"
 
 
 def default_engine_factory(options: Options) -> EngineFactory:
@@ -109,6 +115,8 @@ class Repl:
         self._journaling = False  # a journal write is under way (a SIGTERM waits for it)
         self._end_after_journal = False
         self._console: Console | None = None
+        self._connection: Connection | None = None  # with --endpoint: whether the server has answered
+        self._watch_stop = threading.Event()  # ends the thread that tries an unreachable server again
         self.exit_code = 0
 
     # -- Session -------------------------------------------------------------------
@@ -137,7 +145,11 @@ class Repl:
         except LimitError as exc:  # more than a transcript holds: not sent, nothing recorded
             self._failed(str(exc))
             return
-        self._autosave()
+        # A model here: journaled before any work, with copies of its pictures, so a crash loses nothing. A
+        # server: journaled once it takes the message (``_answer``); one it never got (down, refusing) is not a
+        # conversation: it goes back to the prompt and stays in the prompt history.
+        if not self.options.endpoint:
+            self._autosave()
         self._answer(message)
 
     def regenerate(self) -> None:
@@ -170,7 +182,7 @@ class Repl:
             self._write_err(f"… {earlier} earlier messages", _DIM)
         for message in shown:
             self._show_message(message)
-        loaded = self._slot.model
+        loaded = None if self.options.endpoint else self._slot.model  # a server's model is the server's choice
         if conversation.model and loaded and conversation.model != loaded:
             self.info(f"note: this conversation used {conversation.model}; /model {conversation.model} switches to it")
 
@@ -186,6 +198,25 @@ class Repl:
                                    initial_indent=f"{number:>3}. ", subsequent_indent=" " * 5,
                                    break_long_words=True, break_on_hyphens=False)
         self.info("\n".join(lines))
+
+    def choose_found(self, found: Sequence[FoundConversation], open: Callable[[FoundConversation], None],
+                     query: str) -> None:
+        """Print what /find found, numbered: the title and date, then the text around the match (one line,
+        cut to the terminal); ``/find --open N WORDS`` opens one."""
+        width = self._width()
+        lines = [f"found in {len(found)} conversation{'s' if len(found) != 1 else ''} "
+                 f"(/find --open N {printable(' '.join(query.split()))} opens one):"]
+        for number, choice in enumerate(found, 1):
+            head = f"{number:>3}. {printable(choice.title)} ({printable(choice.detail)})"
+            snippet = "     " + " ".join(printable(choice.hit.snippet_text).split())
+            lines += [_cut(head, width), _cut(snippet, width)]
+        self.info("\n".join(lines))
+
+    def show_message(self, conversation: Conversation, index: int) -> None:
+        """Print the message found (``open_conversation`` printed the last ones)."""
+        if conversation is self._conversation and 0 <= index < len(conversation.messages):
+            self._write_err(f"message {index + 1} of {len(conversation.messages)}:", _DIM)
+            self._show_message(conversation.messages[index])
 
     def show_help(self, sections: Sequence[HelpSection]) -> None:
         """Print each section's rows aligned, then the REPL's keys, wrapped to the terminal at words:
@@ -221,6 +252,19 @@ class Repl:
 
     def close_pane(self) -> None:
         raise CommandError("the REPL has a single conversation")
+
+    def model_server(self) -> RemoteBackend | None:
+        """The server that chooses the model (``--endpoint``), or None: models are loaded here."""
+        from dsvl_tui.remote import RemoteBackend
+
+        if not self.options.endpoint:
+            return None
+        cancel = threading.Event()
+        with interrupt_sets(cancel):  # the client is made at start, after one short try (remote_probe.PROBE_TIMEOUT)
+            backend = self._slot.wait(cancel, poll=self._flush_notes)
+        if not isinstance(backend, RemoteBackend):
+            raise CommandError("still setting up the connection to the model server; try again in a moment")
+        return backend
 
     def change_model(self, model: str) -> None:
         try:
@@ -295,6 +339,7 @@ class Repl:
                 self.handle(line)
         finally:
             restore_signals()
+        self._watch_stop.set()
         self._flush_notes()
         return self.exit_code
 
@@ -352,6 +397,8 @@ class Repl:
         parts = []
         if self._slot.loading is not None:
             parts.append("loading")
+        elif self._connection is not None and not self._connection.connected:
+            parts.append("not connected")
         if self._conversation.pending:
             count = len(self._conversation.pending)
             parts.append(f"{count} image{'s' if count > 1 else ''}")
@@ -389,7 +436,8 @@ class Repl:
                 try:
                     answer = stream_answer(backend, conversation, cancel=cancel,
                                            on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
-                                           on_note=notes.append)
+                                           on_note=notes.append,
+                                           on_open=self._autosave if self.options.endpoint else None)
                 except EngineError as exc:  # input problems, raised before anything is generated
                     self._failed(str(exc))
                     self._take_back(mine)
@@ -544,6 +592,12 @@ class Repl:
     def _on_load_event(self, kind: str, message: str) -> None:
         """From the loading thread: queue the line; the prompt (or the main loop) shows it."""
         if kind == "ready":
+            from dsvl_tui.remote import RemoteBackend
+
+            backend = self._slot.backend
+            if isinstance(backend, RemoteBackend):
+                self._server_ready(backend)
+                return
             self._conversation.model = message
             if self._slot.announced:  # the engine's "... ready on cpu (float32)" line said it
                 return
@@ -554,6 +608,36 @@ class Repl:
         else:
             note = (message, _DIM)
         self._notes.put(note)
+        self._poke_prompt()
+
+    def _server_ready(self, backend: RemoteBackend) -> None:
+        """``--endpoint``: ready once the server has answered; until then "not connected", said once with the
+        reason and when it is tried again (``remote_probe.watch``, in a thread), then "connected" when it answers."""
+        from dsvl_tui.remote_probe import Connection, schedule_text, watch
+
+        def report(connection: Connection) -> None:
+            before, self._connection = self._connection, connection
+            if connection.connected:
+                self._connected(backend, after_failures=before is not None)
+            elif before is None:
+                self._notes.put((f"error: not connected: {connection.reason} (trying again {schedule_text()}; "
+                                 "a message sent meanwhile tries at once)", _RED))
+                self._poke_prompt()
+
+        self._watch_stop.set()
+        if backend.known:
+            self._connection = Connection(True)
+            self._connected(backend, after_failures=False)
+            return
+        self._connection, self._watch_stop = None, threading.Event()
+        threading.Thread(target=watch, args=(backend, report, self._watch_stop), name="dsvl-connect",
+                         daemon=True).start()
+
+    def _connected(self, backend: RemoteBackend, *, after_failures: bool) -> None:
+        model = backend.info.model_id
+        if not self._conversation.messages:
+            self._conversation.model = model
+        self._notes.put((f"{'connected: ' if after_failures else ''}{model} at {backend.where} is ready", _DIM))
         self._poke_prompt()
 
     def _poke_prompt(self) -> None:

@@ -19,14 +19,13 @@ import base64
 import binascii
 import io
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from engine.image_limits import MAX_IMAGE_PIXELS, too_many_pixels
+from engine.image_limits import FORMAT_NAMES, MAX_IMAGE_PIXELS, open_picture, too_many_pixels
 from engine.token_chars import cannot_fit
 from engine.types import EncodedImage, EngineInfo, GenerationSettings, ImageSource, Message
 
@@ -267,15 +266,13 @@ def decode_image(url: str, number: int) -> EncodedImage:
     except (binascii.Error, ValueError):
         raise RequestError(400, f"image {number}: the data URL is not valid base64", code="invalid_image") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:  # the header only
-                size = image.size
+        with open_picture(io.BytesIO(data)) as image:  # the header only, in a format whose header is the truth
+            size = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_large(number, None) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise RequestError(400, f"image {number}: not an image (or a format Pillow cannot read); "
-                           "send a PNG, JPEG, GIF, WebP or BMP", code="invalid_image") from None
+        raise RequestError(400, f"image {number}: not an image in a format this server reads; "
+                           f"send a {FORMAT_NAMES}", code="invalid_image") from None
     if too_many_pixels(*size):
         raise _too_large(number, size)
     return EncodedImage(data, name=f"image {number}")

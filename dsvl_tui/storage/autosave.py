@@ -9,6 +9,10 @@ that snapshot is on disk, or failed to be: the app draws a new message only
 then, so what is on screen is already journaled. ``stop()`` lets the worker
 finish what is queued and end; ``join()`` waits for that.
 
+The search index (``/find``) is updated by the same worker, after ``then``:
+the app's answer never waits for it, and a burst of snapshots (an answer
+streaming) is indexed once, when the queue is empty.
+
 Before the first snapshot the worker sweeps the temporary files a killed
 writer left in the data folder (``journal.sweep_temp_files``).
 """
@@ -51,12 +55,15 @@ class Autosaver:
             sweep_temp_files()  # the data folder's, whatever the journal's folder
             while (item := self._queue.get()) is not None:
                 conversation, then = item
-                problem = self.journal.record(conversation)
+                problem = self.journal.record(conversation, index=False)
                 if problem and problem != self._last_problem and self.report is not None:
                     _call(self.report, problem)
                 self._last_problem = problem
                 if then is not None:
                     _call(then)
+                if self._queue.empty():
+                    self.journal.update_index()
+            self.journal.update_index()
         finally:
             self._ended.set()
 

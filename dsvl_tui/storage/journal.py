@@ -13,6 +13,12 @@ hash, into ``<id>.images/`` beside it (and their original paths kept as
         print(entry.title, entry.message_count)
     conv = journal.open(entry)             # same id: recording it again updates the entry
 
+Each write also updates the search index (``search_index.SearchIndex``, for
+``/find``): at once, or with ``record(conv, index=False)`` later, when the
+caller calls ``update_index()`` (the autosave worker, once the app has its
+answer). An index that cannot be written is left behind: the next search
+brings it back in line with the files.
+
 One running dsvl-chat at a time journals a conversation: the first to open or
 record it takes an OS lock on ``<id>.lock`` beside the entry (``flock``;
 ``msvcrt.locking`` on Windows), held while the program runs and released by
@@ -38,6 +44,7 @@ from pathlib import Path
 from dsvl_tui.conversation import Attachment, Conversation
 from dsvl_tui.storage.atomic import atomic_write_bytes, is_temp_file
 from dsvl_tui.storage.paths import data_dir
+from dsvl_tui.storage.search_index import Record, SearchIndex
 from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, TranscriptError, one_line, parse_time
 from dsvl_tui.storage.transcript.read import read
 from dsvl_tui.storage.transcript.write import ImageFolder, document, encode
@@ -73,24 +80,31 @@ class JournalEntry:
 
 
 class Journal:
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, index: SearchIndex | None = None) -> None:
+        """``index``: the search index to keep up to date; by default the data folder's, for the default
+        ``directory`` (a journal elsewhere, as tests make, has none unless given one)."""
         self.directory = Path(directory) if directory is not None else data_dir() / "journal"
+        self.index = index if index is not None or directory is not None else SearchIndex(journal_dir=self.directory)
         self._stored: dict[str, dict[str, str]] = {}  # file id -> {sha256: image file already copied}
         self._lock = threading.Lock()
+        self._unindexed: dict[Path, tuple[Record, os.stat_result] | None] = {}  # written (None: removed) since
 
     def path_for(self, conv_id: str) -> Path:
         return self.directory / f"{_file_id(conv_id)}.json"
 
-    def record(self, conv: Conversation) -> str | None:
+    def record(self, conv: Conversation, *, index: bool = True) -> str | None:
         """Journal ``conv`` now; return None, or a one-line message if the disk refused.
 
         A conversation with no messages has its entry removed. ``conv`` itself
         is never changed, except that its attachments learn where their copy is
         kept (``Attachment.stored``), which stands in for a deleted original.
+        ``index=False`` leaves the search index to a later ``update_index()``.
         """
         try:
             with self._lock:
                 self._record(conv)
+            if index:
+                self.update_index()
         except EntryLocked:
             return ("autosave paused: this conversation is open in another dsvl-chat; "
                     "/save FILE keeps this one, or close the other")
@@ -127,6 +141,26 @@ class Journal:
         atomic_write_bytes(path, encode(doc))
         for att, copy in stored:  # only once the entry that keeps the copy is written
             att.stored = copy
+        if self.index is not None:
+            record = Record.of_document(doc)
+            if record is not None:
+                self._unindexed[path] = (Record(record.title, conv.updated, record.messages, record.pictures,
+                                                record.saved), os.stat(path))
+
+    def update_index(self) -> None:
+        """Bring the search index in line with what was written since (best effort: see the module)."""
+        with self._lock:
+            pending, self._unindexed = self._unindexed, {}
+        if self.index is None:
+            return
+        for path, written in pending.items():
+            try:
+                if written is None:
+                    self.index.remove_journal(path)
+                else:
+                    self.index.put_journal(path, *written)
+            except Exception:  # noqa: BLE001 - the index is never the source of truth: sync repairs it
+                continue
 
     def _lock_path(self, key: str) -> Path:
         return self.directory / f"{key}.lock"
@@ -202,13 +236,17 @@ class Journal:
         path = conv_id.path if isinstance(conv_id, JournalEntry) else self.path_for(str(conv_id))
         with self._lock:
             self._remove(path)
+        self.update_index()
 
     def _remove(self, path: Path) -> None:
         self._stored.pop(path.stem, None)
         try:
             path.unlink()
         except FileNotFoundError:
-            pass
+            self._unindexed.pop(path, None)  # never written (an empty tab): nothing to take out of the index
+        else:
+            if self.index is not None:
+                self._unindexed[path] = None
         folder = path.with_suffix(".images")
         if folder.is_dir() and not self._referenced(folder):
             shutil.rmtree(folder, ignore_errors=True)

@@ -47,6 +47,7 @@ from dsvl_tui.tui.widgets import ChatPane, ConversationTabs, PromptInput, Status
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from dsvl_tui.remote_probe import Connection
     from engine.types import ChatBackend, GenerationStats, PreparesPrompts
 
 
@@ -74,8 +75,8 @@ def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, A
     """For a handler of what a thread reports (load progress, an answer's chunks, a measured context).
 
     Such a report can still be in the queue, or its handler part way through an ``await``, while the
-    app shuts down and its screens go: there is then nothing left to show it on, so it is dropped
-    instead of failing on the empty screen stack.
+    app shuts down and its screens (or first their widgets) go: there is then nothing left to show it
+    on, so it is dropped instead of failing on the empty screen stack or a widget already removed.
     """
     @functools.wraps(handler)
     async def guarded(app: Any, message: Any) -> None:
@@ -86,7 +87,7 @@ def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, A
             if inspect.isawaitable(result):
                 await result
         except (IndexError, NoMatches):  # the screen stack emptied, or a query on a screen gone
-            if app.screen_stack:
+            if app.screen_stack and app.is_running:  # shutting down: the screen's widgets go before the screen
                 raise
 
     return guarded
@@ -115,7 +116,9 @@ class DsvlApp(App[int]):
         self.engine: ChatBackend | None = None
         self.model_error: str | None = None
         self.loading = False
-        self.last_stats: GenerationStats | None = None
+        self.stats: dict[str, GenerationStats] = {}  # the last answer's, by conversation id: each tab shows its own
+        self.connection: Connection | None = None  # with --endpoint: whether the model server answered
+        self._watch_stop = threading.Event()  # ends the thread that tries an unreachable server again
         self._load_id = 0
         self._context_tokens: dict[str, int | None] = {}
         self.autosaver = Autosaver(report=self._report_autosave)
@@ -127,7 +130,8 @@ class DsvlApp(App[int]):
         self.prompt_history = PromptHistory(report=self._report_autosave)
         for theme in themes.load_themes():
             self.register_theme(theme)
-        self.theme = pick_theme(self.options.theme, set(self.available_themes))
+        self._config_notes: list[str] = []  # what the config file had that was ignored, shown once mounted
+        self.theme = pick_theme(self.options.theme, set(self.available_themes), note=self._config_notes.append)
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver; on Linux and macOS one whose input survives bytes that are not UTF-8 (``driver``)."""
@@ -158,6 +162,8 @@ class DsvlApp(App[int]):
         if self.options.theme:
             self._remember(theme=self.theme)
         self.prompt.focus()
+        for line in self._config_notes:
+            self.notify(line, severity="warning")
         self.run_worker(self.autosaver.run, thread=True, group="autosave", exit_on_error=False)
         self._catch_end_signals()
         self.run_worker(self._prompt_history_worker, thread=True, group="prompt-history", exit_on_error=False)
@@ -174,6 +180,12 @@ class DsvlApp(App[int]):
         if command == "theme":
             return sorted(self.available_themes)
         return builtin_commands.argument_choices(command, "tui")
+
+    @property
+    def in_browser(self) -> bool:
+        """Served to a browser (``dsvl-chat web``, or textual-serve's web driver): keys the browser keeps
+        (Ctrl+N, Ctrl+W, Ctrl+Q) never arrive, so the main screen offers others (``screens.WEB_KEYS``)."""
+        return self.is_web or self.session.web is not None
 
     @property
     def main(self) -> MainScreen:
@@ -205,7 +217,7 @@ class DsvlApp(App[int]):
         for pane in self.tabs.panes:
             job = self.queue.for_pane(pane)
             mark = "" if job is None else "\u25cf " if job.started else "\u2026 "
-            self.tabs.set_label(pane, mark + self.tabs.title_of(pane))
+            self.tabs.set_mark(pane, mark)
 
     def on_conversation_tabs_active_pane_changed(self, event: ConversationTabs.ActivePaneChanged) -> None:
         self.refresh_status()
@@ -442,7 +454,14 @@ class DsvlApp(App[int]):
             await job.pane.finish_answer(job.asked, message.text, message.stats, stopped=message.stopped,
                                          error=message.error)
             if message.stats is not None and message.stats.new_tokens:
-                self.last_stats = message.stats
+                self.stats[job.conversation.id] = message.stats
+            if self.connection is not None and not self.connection.connected and \
+                    getattr(self.engine, "known", False):  # the server answered this message: it is up
+                from dsvl_tui.remote_probe import Connection
+
+                self._watch_stop.set()
+                self.connection = Connection(True)
+                self._use_model_name()
         for notice in job.conversation.image_notices():  # a picture changed since it was attached or loaded
             self.session.info(notice)
         self.autosave(job.conversation)
@@ -466,8 +485,15 @@ class DsvlApp(App[int]):
         """Load ``model`` in the background; the loaded one (if any) serves until it is ready."""
         self._load_id += 1
         self.loading, self.model_error = True, None
+        self._watch_stop.set()
         self.refresh_status()
-        self.status.model, self.status.detail, self.status.progress = model, "starting", None
+        if self.options.endpoint:  # which model is the server's to say: none is named until it has answered
+            from dsvl_tui.answers import loading_line
+
+            self.status.model, self.status.detail = "", loading_line(self.options).replace("using", "asking", 1)
+        else:
+            self.status.model, self.status.detail = model, "starting"
+        self.status.progress = None
         self._load(self._load_id, model)
 
     def _load(self, load_id: int, model: str) -> None:
@@ -487,9 +513,13 @@ class DsvlApp(App[int]):
         if message.load_id != self._load_id:
             return
         self.engine, self.model_error, self.loading = message.engine, None, False
-        self.options.model = message.engine.info.model_id
-        for pane in self.tabs.panes:
-            pane.conversation.model = self.options.model
+        self._use_model_name()
+        if getattr(message.engine, "remote", False) is True:
+            from dsvl_tui.remote_probe import Connection
+
+            self.connection = Connection(True) if getattr(message.engine, "known", False) else None
+            if self.connection is None:
+                self._watch_server(message.load_id, message.engine)
         self._pump()
         self.measure_context(self.active.conversation)
         note = message.engine.info.compile_note
@@ -498,6 +528,51 @@ class DsvlApp(App[int]):
         quantize_note = message.engine.info.quantize_note
         if quantize_note:
             await self.show_notice(f"quantize: {quantize_note}")
+
+    def model_server(self) -> Any:
+        """The ``RemoteBackend`` that chooses the model (``--endpoint``), or None: models are loaded here."""
+        if not self.options.endpoint:
+            return None
+        if getattr(self.engine, "remote", False) is not True:
+            raise CommandError("still setting up the connection to the model server; try again in a moment")
+        return self.engine
+
+    def _use_model_name(self) -> None:
+        """The model's name for the tabs (a server's is known once it has answered)."""
+        if self.engine is not None and self.engine.info.model_id:
+            self.options.model = self.engine.info.model_id
+            for pane in self.tabs.panes:
+                pane.conversation.model = self.options.model
+
+    def _watch_server(self, load_id: int, backend: Any) -> None:
+        """Try the server again in a thread until it answers (``remote_probe.watch``), reporting each try."""
+        from dsvl_tui.remote_probe import watch
+
+        self._watch_stop = stop = threading.Event()
+        report = functools.partial(self._post_connection, load_id)
+        threading.Thread(target=watch, args=(backend, report, stop), name=f"dsvl-connect-{load_id}",
+                         daemon=True).start()
+
+    def _post_connection(self, load_id: int, connection: Connection) -> None:
+        self.post_message(gen.ConnectionChanged(load_id, connection))
+
+    @reported_from_a_thread
+    async def on_connection_changed(self, message: gen.ConnectionChanged) -> None:
+        if message.load_id != self._load_id or self.engine is None:
+            return
+        before, self.connection = self.connection, message.connection
+        where = getattr(self.engine, "where", "the model server")
+        if message.connection.connected:
+            self._use_model_name()
+            if before is not None and not before.connected:
+                await self.show_notice(f"connected to {where}: it serves {self.engine.info.model_id}")
+        elif before is None:  # the first failure: say it once, with when the next tries come
+            from dsvl_tui.remote_probe import schedule_text
+
+            await self.show_notice(f"not connected: {message.connection.reason} (trying again {schedule_text()}; "
+                                   "a message sent meanwhile tries at once)", True)
+        self.refresh_status()
+        self.measure_context(self.active.conversation)
 
     @reported_from_a_thread
     async def on_model_failed(self, message: gen.ModelFailed) -> None:
@@ -509,17 +584,22 @@ class DsvlApp(App[int]):
 
     def refresh_status(self) -> None:
         info, conversation = self.engine.info if self.engine is not None else None, self.active.conversation
+        connection = self.connection
         if self.loading:
             state, detail = "loading", None
         elif info is None and self.model_error is not None:
             state, detail = "error", self.model_error
+        elif getattr(self.engine, "remote", False) is True and (connection is None or not connection.connected):
+            state = "not connected" if connection is not None else "connecting"
+            detail = "" if connection is None else connection.reason + (
+                f" · next try in {connection.retry_in:g} s" if connection.retry_in is not None else "")
         else:
             state, detail = "generating" if self.queue.running is not None else "ready", ""
         used = self._context_tokens.get(conversation.id)
         job = self.queue.running
         if used is not None and job is not None and job.conversation is conversation:
             used += job.generated()  # the prompt was measured; the answer streaming into it is counted
-        self.status.show(state=state, detail=detail, info=info, stats=self.last_stats,
+        self.status.show(state=state, detail=detail, info=info, stats=self.stats.get(conversation.id),
                          context_used=used,
                          pending_images=len(conversation.pending), waiting=len(self.queue.waiting))
 
@@ -621,6 +701,7 @@ class DsvlApp(App[int]):
                                "the file is still saved on the server: run the command again to retry")
 
     def on_unmount(self) -> None:
+        self._watch_stop.set()
         self._save_partial_answers()
         with contextlib.suppress(RuntimeError, ValueError):
             loop = asyncio.get_running_loop()
@@ -633,9 +714,9 @@ class DsvlApp(App[int]):
         heap.release()
 
 
-def pick_theme(requested: str | None, available: set[str]) -> str:
-    """The ``--theme`` asked for, else the remembered one, else the default."""
-    remembered = load_config().get("theme")
+def pick_theme(requested: str | None, available: set[str], note: Callable[[str], None] | None = None) -> str:
+    """The ``--theme`` asked for, else the remembered one, else the default (``note``: see ``load_config``)."""
+    remembered = load_config(note).get("theme")
     return requested or (remembered if remembered in available else themes.DEFAULT_THEME)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from dsvl_tui.commands.registry import CommandError
-from dsvl_tui.commands.session import HelpSection, RecentConversation
+from dsvl_tui.commands.session import FoundConversation, HelpSection, RecentConversation
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.web_client import WebClient
 
@@ -84,15 +84,45 @@ class TuiSession:
 
         self.app.push_screen(ResumeScreen(choices), chosen)
 
+    def choose_found(self, found: Sequence[FoundConversation], open: Callable[[FoundConversation], None],
+                     query: str) -> None:
+        """A modal list of what /find found, with the text around each match; Enter opens one."""
+        from dsvl_tui.tui.screens import FindScreen
+
+        def chosen(choice: FoundConversation | None) -> None:
+            if choice is None:
+                return
+            try:
+                open(choice)
+            except CommandError as exc:
+                self.error(str(exc))
+
+        self.app.push_screen(FindScreen(found, query), chosen)
+
+    def show_message(self, conversation: Conversation, index: int) -> None:
+        """Scroll the pane showing ``conversation`` to message ``index`` once it is drawn (after the redraw
+        ``open_conversation`` scheduled), its top at the top; the pane stops following the end."""
+        def scroll() -> None:
+            pane = next((p for p in self.app.tabs.panes if p.conversation is conversation), None)
+            if pane is None or not 0 <= index < len(conversation.messages):
+                return
+            message = conversation.messages[index]
+            widget = next((w for w in pane.children if getattr(w, "message", None) is message), None)
+            if widget is not None:
+                pane.release_anchor()
+                pane.scroll_to_widget(widget, animate=False, top=True)
+
+        self.app.call_later(lambda: self.app.call_after_refresh(scroll))
+
     def show_help(self, sections: Sequence[HelpSection]) -> None:
         """A modal with the keys (from the bindings and the input box's key table), then ``sections``."""
         from textual.binding import Binding
 
-        from dsvl_tui.tui.screens import HelpScreen, MainScreen, binding_rows, docstring_keys
+        from dsvl_tui.tui.screens import HelpScreen, binding_rows, docstring_keys
         from dsvl_tui.tui.widgets import PromptInput
 
         palette = self.app.COMMAND_PALETTE_BINDING
-        keys = [*binding_rows(MainScreen.BINDINGS), *docstring_keys(PromptInput),
+        keys = [*binding_rows(self.app.main.key_bindings), *docstring_keys(PromptInput),
                 *binding_rows([Binding(palette, "command_palette", "command palette (every slash command)")])]
         self.app.push_screen(HelpScreen([HelpSection("Keys", tuple(keys)), *sections]))
 
@@ -104,6 +134,10 @@ class TuiSession:
 
     def switch_pane(self, offset: int) -> None:
         self.app.step_pane(offset)
+
+    def model_server(self) -> object | None:
+        """The server that chooses the model (``--endpoint``), or None (``DsvlApp.model_server``)."""
+        return self.app.model_server()
 
     def change_model(self, model: str) -> None:
         self.app.load_model(model)

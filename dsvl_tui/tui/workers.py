@@ -24,6 +24,7 @@ from dsvl_tui.text import error_line
 
 if TYPE_CHECKING:
     from dsvl_tui.options import Options
+    from dsvl_tui.remote_probe import Connection
     from dsvl_tui.tui.widgets import AssistantMessage, ChatPane
     from engine.types import ChatBackend, GenerationStats, PreparesPrompts
 
@@ -148,6 +149,14 @@ class ModelLoaded(Message):
 class ModelFailed(Message):
     load_id: int
     error: str
+
+
+@dataclass
+class ConnectionChanged(Message):
+    """``remote_probe.watch`` tried the model server of load ``load_id`` again (``--endpoint``)."""
+
+    load_id: int
+    connection: Connection
 
 
 @dataclass

@@ -40,7 +40,8 @@ drop.addEventListener("drop", e => {{
 """
 
 # textual-serve's page, less its web fonts (the same Roboto Mono comes from its own static folder) and
-# its start button and "ping" (used for hosted apps only).
+# its start button and "ping" (used for hosted apps only), plus a script that gives the terminal the
+# keyboard focus on load (textual-serve's page waits for a click).
 INDEX = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -76,6 +77,19 @@ body.-closed .closed-dialog {{ opacity: 1; display: flex; }}
   <div class="intro"><div class="message">Session ended.</div>
   <button type="button" onclick="window.location.reload()">Restart</button></div></div>
 <div id="terminal" class="textual-terminal" data-session-websocket-url="{ws}" data-font-size="{font_size}"></div>
+<script>
+// Typing works before any click: the terminal's input (xterm.js's textarea, made by textual.js in its
+// window.onload) takes the keyboard focus once the page has loaded, and again when the app first draws.
+function focusTerminal() {{
+  const input = document.querySelector("#terminal .xterm-helper-textarea");
+  if (input && document.activeElement !== input) input.focus();
+}}
+window.addEventListener("load", focusTerminal);
+const firstDraw = new MutationObserver(() => {{
+  if (document.body.classList.contains("-first-byte")) {{ firstDraw.disconnect(); focusTerminal(); }}
+}});
+firstDraw.observe(document.body, {{attributes: true, attributeFilter: ["class"]}});
+</script>
 </body>
 </html>
 """

@@ -201,3 +201,39 @@ def test_a_long_history_fits_in_linear_time(folder):
         fmt._plain = plain
     assert prepared.dropped_turns > 400 and len(prepared.input_ids) + 64 <= eng.context_length
     assert sum(calls) < 3 * total
+
+
+def test_fit_encodes_only_the_turns_it_keeps_and_one_more(folder):
+    """A long history in a small window: fitting walks back from the newest turn and stops once the
+    window is full; the older turns are never tokenized (a 20 MB transcript took a minute before)."""
+    import re
+
+    eng = engine.load(str(folder))
+    fmt = eng.prompt_format
+    encoded: list[str] = []
+    plain = fmt._plain
+
+    class Counting:
+        def encode(self, text, **kwargs):
+            encoded.append(text)
+            return plain.encode(text, **kwargs)
+
+    history = []
+    for i in range(2000):
+        history.append(engine.Message("user", f"Question q{i}q " + "about the weather " * 10))
+        history.append(engine.Message("assistant", f"Answer a{i}a " + "it is sunny " * 20))
+    history.append(engine.Message("user", "final?"))
+    starts = [0] + [i for i, m in enumerate(history) if m.role == "user" and i > 0]
+    fmt._plain = Counting()
+    try:
+        dropped = fmt.fit(history, None, starts, eng.context_length - 64)
+    finally:
+        fmt._plain = plain
+    first_kept = dropped  # turn numbers: turn i starts at starts[i]
+    assert 1900 < first_kept < 2000
+    turns = {int(n) for text in encoded for n in re.findall(r"[qa](\d+)[qa]", text)}
+    assert turns and min(turns) >= first_kept - 1  # the kept turns, and the one that did not fit
+    assert len(encoded) <= 2 * (2000 - first_kept) + 4
+    kept = history[starts[dropped]:]
+    assert len(fmt.encode(fmt.pieces(kept, None))) <= eng.context_length - 64
+    assert len(fmt.encode(fmt.pieces(history[starts[dropped - 1]:], None))) > eng.context_length - 64

@@ -22,6 +22,7 @@ class Script:
     """What the server answers."""
 
     model: str = "fake-org/fake-vl-7b-chat"
+    others: list[str] = field(default_factory=list)  # more models /v1/models lists after ``model``
     chunks: list[str] = field(default_factory=lambda: ["Hel", "lo", " there"])
     finish: str = "stop"
     usage: bool = True  # a last event with usage, when the client asks for it
@@ -36,7 +37,7 @@ class Script:
 
 
 class FakeOpenAI:
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, port: int = 0) -> None:
         self.script = script or Script()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -67,7 +68,8 @@ class FakeOpenAI:
                 if not self._authorized():
                     return
                 if self.path == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": fake.script.model, "object": "model"}]})
+                    names = [fake.script.model, *fake.script.others]
+                    self._json(200, {"object": "list", "data": [{"id": name, "object": "model"} for name in names]})
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
@@ -127,7 +129,7 @@ class FakeOpenAI:
                 self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -39,11 +39,11 @@ def test_serve_loads_the_model_and_serves_it_with_the_limits(tiny_siglip: Path, 
 
     monkeypatch.setattr(server, "serve", fake_serve)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu", "--host", "0.0.0.0", "--api-key", "k",
+        cli.main(["serve", "--model", str(tiny_siglip), "--device", "cpu", "--host", "0.0.0.0", "--api-key", "k" * 16,
                   "--port", "8123", "--max-images", "2", "--queue-size", "3", "--max-body-mib", "4"])
     assert exit_info.value.code == 0
     assert served["backend"].info.device == "cpu"
-    assert (served["host"], served["port"], served["api_key"]) == ("0.0.0.0", 8123, "k")
+    assert (served["host"], served["port"], served["api_key"]) == ("0.0.0.0", 8123, "k" * 16)
     assert served["limits"] == Limits(max_body_bytes=4 * MiB, max_images=2, queue_size=3)
 
 
@@ -128,7 +128,8 @@ def test_serve_help_says_who_can_reach_a_server_without_a_key() -> None:
 
 
 def test_a_model_that_does_not_load_is_one_line_and_exit_4(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "not-a-model").mkdir()  # there, so the CLI passes it on (a missing folder is a usage error, 2)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["serve", "--model", str(tmp_path / "missing"), "--device", "cpu"])
+        cli.main(["serve", "--model", str(tmp_path / "not-a-model"), "--device", "cpu"])
     assert exit_info.value.code == 4
     assert capsys.readouterr().err.splitlines()[-1].startswith("error: ")

@@ -31,6 +31,7 @@ from dsvl_tui.storage.transcript import (
     would_overwrite,
 )
 from dsvl_tui.storage.transcript import format as transcript_format
+from engine.images import load_image
 from engine.types import GenerationSettings, GenerationStats
 
 
@@ -141,8 +142,8 @@ def test_embedded_images_make_one_self_contained_file(tmp_path):
     expected = _without_updated(moved)
     save_transcript(loaded, moved, embed_images=True)
     assert _without_updated(moved) == expected
-    first = Image.open(io.BytesIO(loaded.engine_messages()[0].images[0].data))  # sent to the model again
-    assert first.size == (4, 4) and first.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    first = load_image(loaded.engine_messages()[0].images[0])  # sent to the model as an image again
+    assert first.size == (4, 4) and first.getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_the_file_and_its_image_folder_can_be_moved_together(tmp_path):

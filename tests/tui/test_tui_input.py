@@ -97,9 +97,10 @@ def test_the_app_on_a_terminal_keeps_running_after_a_bad_byte_and_quits_with_0(t
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSVL_", "TEXTUAL"))}
     env.update(TERM="xterm-256color", DSVL_DATA_DIR=str(tmp_path / "data"), DSVL_CONFIG_DIR=str(tmp_path / "config"),
-               PYTHONPATH=str(ROOT), COLUMNS="100", LINES="30")
+               PYTHONPATH=str(ROOT), COLUMNS="100", LINES="30", HF_HUB_OFFLINE="1")
+    # A hub id not in the cache, offline: the load fails in the app (a folder that is not there is a usage error).
     process = subprocess.Popen(
-        [sys.executable, "-m", "dsvl_tui.cli", "--model", str(tmp_path / "no-model")],
+        [sys.executable, "-m", "dsvl_tui.cli", "--model", "nobody/no-model"],
         stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd=tmp_path, start_new_session=True)
     os.close(terminal)
     screen = bytearray()

@@ -35,3 +35,25 @@ async def test_reports_arriving_after_exit_are_dropped():
     handlers = [app.on_model_progress, app.on_model_loaded, app.on_model_failed, app.on_context_measured]
     for handler, report in zip(handlers, reports, strict=True):
         await handler(report)  # raised IndexError (screen_stack[0]) before
+
+
+@run_async
+async def test_reports_arriving_while_the_app_shuts_down_are_dropped():
+    """Shutting down, Textual removes the screen's widgets before the screen: a report handled then finds no
+    status bar (seen in the suite: ``NoMatches: '#status'`` from a model loaded as a test's app ended)."""
+    from textual.css.query import NoMatches
+
+    from dsvl_tui.remote_probe import Connection
+
+    app = scripted_app(ScriptedEngine())
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await app.status.remove()
+        with pytest.raises(NoMatches):  # while the app runs, a missing widget is a bug and not hidden
+            await app.on_model_loaded(gen.ModelLoaded(app._load_id, ScriptedEngine()))
+        app._running = False  # what App._shutdown sets first
+        try:
+            await app.on_model_loaded(gen.ModelLoaded(app._load_id, ScriptedEngine()))
+            await app.on_connection_changed(gen.ConnectionChanged(app._load_id, Connection(True)))
+        finally:
+            app._running = True

@@ -46,7 +46,7 @@ def _scene(tmp_path: Path) -> DsvlApp:
         ChatMessage("assistant", ANSWER, stats=stats),
     ])
     app = DsvlApp(Options(model=FIXED_INFO.model_id), loader=scripted_loader(ScriptedEngine()))
-    app.last_stats = stats
+    app.stats[conversation.id] = stats  # the last answer of this conversation
     app.scene = conversation
     return app
 

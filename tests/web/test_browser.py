@@ -191,6 +191,22 @@ def test_the_page_shows_the_app_and_a_question_gets_its_answer_streamed(web: Web
     tab.page.close()
 
 
+def test_typing_before_any_click_reaches_the_app_and_the_keys_shown_reach_it_too(web: Web) -> None:
+    """Issue 26, item 7: the page focuses the terminal on load; the status bar names the model, not the internal
+    model server's address; the footer offers keys a browser lets through (Alt+N, Alt+W), not Ctrl+N/W/Q."""
+    tab = open_tab(web)
+    screen = tab.text()
+    assert not re.search(r"http://127\.0\.0\.1:\d+", screen), "the model server's address is shown"
+    assert "^n" not in screen and "^w" not in screen and "^q" not in screen
+    assert "alt+n" in screen.lower() or "\u2325n" in screen.lower()
+    before = len(tab.frames)
+    tab.page.keyboard.type("typed before a click")  # no click anywhere
+    wait_for(lambda: "typed before a click" in tab.text(before), what="the typed text in the input", page=tab.page)
+    tab.page.keyboard.press("Alt+n")
+    wait_for(lambda: "2 new chat" in tab.text(before), what="a second tab from Alt+N", page=tab.page)
+    tab.page.close()
+
+
 def test_two_tabs_chat_at_once_and_only_the_model_server_loads_torch(web: Web) -> None:
     first, second = open_tab(web), open_tab(web)
     done = len(answers(web))

@@ -41,6 +41,7 @@ def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}  # where its runtime folder goes
+    (tmp_path / "missing").mkdir()  # a folder with no model in it (one not there at all is a usage error, 2)
     done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(tmp_path / "missing"),
                            "--port", str(free_port())], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=PROCESS_TIMEOUT)

@@ -224,6 +224,22 @@ def test_the_page_loads_nothing_from_elsewhere(uploads: Path) -> None:
     run(check, uploads)
 
 
+def test_the_page_gives_the_terminal_the_keyboard_focus_on_load(uploads: Path) -> None:
+    """Typing before the first click reaches the app (issue 26, item 7): the page focuses xterm.js's input
+    once loaded (test_browser.py types without a click in a real browser)."""
+    async def check(client: TestClient[Any, Any], uploads: Path) -> None:
+        page = await client.get("/")
+        text = await page.text()
+        script = text.split("<script>")[-1]
+        assert 'window.addEventListener("load", focusTerminal)' in script
+        assert 'querySelector("#terminal .xterm-helper-textarea")' in script and "input.focus()" in script
+        assert "'unsafe-inline'" in page.headers["Content-Security-Policy"].split("script-src")[1].split(";")[0]
+        terminal = await (await client.get("/static/js/textual.js")).text()  # the input the script looks for
+        assert "xterm-helper-textarea" in terminal and "window.onload" in terminal
+
+    run(check, uploads)
+
+
 def test_safe_name_and_content_disposition() -> None:
     assert safe_name("a/b/../c.png") == "c.png"
     assert safe_name("...") == "file"

@@ -8,12 +8,12 @@ what it reports goes through ``session.info``. A handler's docstring is its
 ``/help COMMAND`` text.
 
 Lists go out through one call, so a front end shows them together: ``/set``
-as one multi-line ``session.info``; ``/help`` and ``/resume`` through
-``session.show_help`` and ``session.choose_conversation``, which the TUI
+as one multi-line ``session.info``; ``/help``, ``/resume`` and ``/find`` through
+``session.show_help``, ``session.choose_conversation`` and ``session.choose_found``, which the TUI
 shows as modal screens and the REPL as numbered lists.
 
 The commands live by what they act on: ``_conversation`` (images, turns, the
-system prompt, settings), ``_files`` (transcripts), ``_web`` (uploads from and
+system prompt, settings), ``_files`` (transcripts), ``_find`` (searching them all), ``_web`` (uploads from and
 downloads to the browser in ``dsvl-chat web``) and ``_app`` (panes, the model,
 theme, help, quit); ``_completion`` says what their arguments complete to.
 """
@@ -36,13 +36,14 @@ from dsvl_tui.commands.builtin._conversation import (
     undo,
 )
 from dsvl_tui.commands.builtin._files import RESUME_LIMIT, export, load, resume, save
+from dsvl_tui.commands.builtin._find import FIND_LIMIT, find, found_detail, open_found
 from dsvl_tui.commands.builtin._web import upload
 from dsvl_tui.commands.completion import IMAGE_SUFFIXES
 
 __all__ = [
-    "IMAGE_SUFFIXES", "PATH_SUFFIXES", "RESUME_LIMIT", "SETTING_TYPES", "argument_choices", "settings_text",
+    "FIND_LIMIT", "IMAGE_SUFFIXES", "PATH_SUFFIXES", "RESUME_LIMIT", "found_detail", "open_found", "SETTING_TYPES", "argument_choices", "settings_text",
     # the handlers, each registered by its module
-    "close", "copy", "edit", "export", "help_command", "image", "load", "model", "new", "next_pane",
+    "close", "copy", "edit", "export", "find", "help_command", "image", "load", "model", "new", "next_pane",
     "prev_pane", "quit_command", "regenerate", "reset", "resume", "save", "set_setting", "stop", "system",
     "theme", "undo", "upload",
 ]

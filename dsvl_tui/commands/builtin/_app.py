@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dsvl_tui.commands.builtin._shared import _words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import HelpSection, Session
 from dsvl_tui.options import resolvable_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dsvl_tui.remote import RemoteBackend
 
 
 @registry.command("new", "Start a new conversation", "/new")
@@ -43,17 +47,52 @@ def prev_pane(session: Session, args: str) -> None:
 @registry.command("model", "Show the model, or load another", "/model [ID | PATH]", completes_paths=True)
 def model(session: Session, args: str) -> None:
     """ID is a Hugging Face Hub id (deepseek-ai/deepseek-vl-7b-chat), PATH a local checkpoint
-    folder. It loads in the background; the current model answers until it is ready."""
+    folder. It loads in the background; the current model answers until it is ready. With
+    --endpoint the server chooses the model: /model lists the ones it serves and picks one of those."""
     words = _words(args)
+    if len(words) > 1:
+        raise CommandError("usage: /model ID | PATH")
+    find_server = getattr(session, "model_server", None)
+    server = find_server() if find_server is not None else None
+    if server is not None:
+        _server_model(session, server, words[0] if words else None)
+        return
     if not words:
         session.info(f"model: {session.conversation.model or 'none loaded'}")
         return
-    if len(words) > 1:
-        raise CommandError("usage: /model ID | PATH")
     target = words[0]
     chosen = resolvable_model(str(Path(target).expanduser()) if target.startswith("~") else target)
     session.change_model(chosen)
     session.info(f"loading {chosen} in the background; the current model answers until it is ready")
+
+
+def _server_model(session: Session, server: RemoteBackend, wanted: str | None) -> None:
+    """``/model`` with ``--endpoint``: nothing loads here. The server's list (asked off the UI's thread) is shown,
+    and a model it lists is the one the next message asks for; any other name is refused, saying which it serves."""
+    from dsvl_tui.remote import RemoteError
+    from dsvl_tui.remote_probe import PROBE_TIMEOUT
+
+    def ask() -> list[str]:
+        try:
+            server.refresh(timeout=PROBE_TIMEOUT)
+        except RemoteError as exc:
+            raise CommandError(f"model: not known ({exc})") from None
+        return list(server.served)
+
+    def answer(served: list[str]) -> None:
+        listed = ", ".join(served)
+        if wanted is None:
+            others = f"; it serves {listed} (/model NAME picks one)" if len(served) > 1 else ""
+            session.info(f"model: {server.info.model_id}, served by {server.where}, which chooses it{others}")
+        elif server.choose(wanted):
+            session.conversation.model = wanted
+            session.info(f"model: {wanted} (served by {server.where}); the next message asks it")
+        else:
+            raise CommandError(f"{server.where} chooses the model and serves only {listed}: "
+                               "/model NAME picks one of those; to load another, start it there (or run "
+                               "dsvl-chat without --endpoint)")
+
+    session.read_then(ask, answer)
 
 
 @registry.command("theme", "Switch the colour theme, or list them", "/theme [NAME]", frontends=("tui",))

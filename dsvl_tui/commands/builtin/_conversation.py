@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import time
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsvl_tui.commands.builtin._shared import _plural, _require_idle, _words
-from dsvl_tui.commands.registry import CommandError, registry
+from dsvl_tui.commands.registry import CommandError, closest, registry
 from dsvl_tui.commands.session import Session
 from dsvl_tui.options import user_settings
 
@@ -167,8 +166,8 @@ def set_setting(session: Session, args: str) -> None:
         return
     key = words[0].replace("-", "_").lower()
     if key not in SETTING_TYPES:
-        close = difflib.get_close_matches(key, list(SETTING_TYPES), n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]}?" if close else f"one of {', '.join(SETTING_TYPES)}"
+        close = closest(key, SETTING_TYPES)
+        hint = f"did you mean {close}?" if close else f"one of {', '.join(SETTING_TYPES)}"
         raise CommandError(f"unknown setting {words[0]}; {hint}")
     if len(words) == 1:
         session.info(setting_text(conv.settings, key))

@@ -106,6 +106,7 @@ def save(session: Session, args: str) -> None:
     except OSError as exc:
         raise CommandError(f"cannot save {target}: {exc.strerror or exc}") from None
     conv.path_stamp = atomic.last_written(saved)
+    _index_saved_later(session, saved, conv)
     session.refresh()
     session.info(f"saved to {saved}{deliver_transcript(session, conv, saved, embedded='--embed' in flags)}")
 
@@ -121,8 +122,29 @@ def load(session: Session, args: str) -> None:
     if len(words) != 1:
         raise CommandError("usage: /load FILE (quote names with spaces)")
     path = Path(words[0]).expanduser()
-    session.read_then(lambda: _read(path, lambda: transcript.load_transcript(path)),
-                      lambda conv: _open(session, conv, f"opened {conv.path or path}"))
+    def read() -> Conversation:
+        conv = _read(path, lambda: transcript.load_transcript(path))
+        _index_saved(conv.path or path, conv)
+        return conv
+
+    session.read_then(read, lambda conv: _open(session, conv, f"opened {conv.path or path}"))
+
+
+def _index_saved(path: Path, conv: Conversation) -> None:
+    """For /find: a transcript saved or loaded here is indexed (it cannot know of any other)."""
+    from dsvl_tui.commands.builtin._find import index_saved
+    from dsvl_tui.storage.search_index import Record
+
+    index_saved(path, Record.of_conversation(conv))
+
+
+def _index_saved_later(session: Session, path: Path, conv: Conversation) -> None:
+    """``_index_saved`` off the event loop, for what the conversation holds now."""
+    from dsvl_tui.commands.builtin._find import index_saved
+    from dsvl_tui.storage.search_index import Record
+
+    record = Record.of_conversation(conv)
+    session.read_then(lambda: index_saved(path, record), lambda _: None)
 
 
 def _read(path: Path, load: Callable[[], Conversation]) -> Conversation:
@@ -170,6 +192,19 @@ def export(session: Session, args: str) -> None:
     session.info(f"exported to {written}{deliver_export(session, written)}")
 
 
+def open_journaled(session: Session, journal: Any, path: Path, title: str,
+                   then: Callable[[Conversation], None] | None = None) -> None:
+    """Open a journal entry as /resume does (read off the event loop, a copy if another dsvl-chat has it
+    open), say so, then ``then(conv)``."""
+    def opened(conv: Conversation) -> None:
+        copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != path.stem else ""
+        _open(session, conv, f"resumed {title}{copy}")
+        if then is not None:
+            then(conv)
+
+    session.read_then(lambda: _read(path, lambda: journal.open(path.stem)), opened)
+
+
 @registry.command("resume", "List recent conversations, or open one", "/resume [N]")
 def resume(session: Session, args: str) -> None:
     """Every conversation is saved as you go; `/resume` lists the most recent ones (in the
@@ -182,13 +217,7 @@ def resume(session: Session, args: str) -> None:
     journal = Journal()
 
     def open_entry(choice: RecentConversation) -> None:
-        entry = choice.entry
-
-        def opened(conv: Any) -> None:
-            copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != entry.id else ""
-            _open(session, conv, f"resumed {choice.title}{copy}")
-
-        session.read_then(lambda: _read(entry.path, lambda: journal.open(entry)), opened)
+        open_journaled(session, journal, choice.entry.path, choice.title)
 
     def show(entries: list[JournalEntry]) -> None:
         now = time.time()

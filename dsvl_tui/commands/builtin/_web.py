@@ -32,7 +32,9 @@ def web_side(session: Session) -> WebClient | None:
     return web if isinstance(web, WebClient) else None
 
 
-@registry.command("upload", "Attach pictures from your computer (dsvl-chat web)", "/upload [transcript]")
+# The app's only (the browser shows the app, never the REPL): /help and Tab in the REPL do not offer it.
+@registry.command("upload", "Attach pictures from your computer (dsvl-chat web)", "/upload [transcript]",
+                  frontends=("tui",))
 def upload(session: Session, args: str) -> None:
     """In the app that `dsvl-chat web` serves: opens a page in a new browser tab to pick or drop
     pictures from your computer; they attach to this tab's next message, checked as /image checks

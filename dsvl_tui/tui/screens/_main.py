@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingsMap
 from textual.screen import Screen
 from textual.widgets import Footer, Input, TextArea
 
@@ -20,6 +20,26 @@ from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp
+
+
+# What a browser lets through: it keeps Ctrl+N, Ctrl+W and Ctrl+Q (and Ctrl+PgUp/PgDn, its tabs) before a page
+# sees them, so the same actions get Alt keys there. The Ctrl keys stay bound (a kiosk browser may pass them on)
+# but are not offered.
+WEB_KEYS = [
+    Binding("alt+q", "app.quit", "Quit", priority=True, tooltip="quit (conversations are autosaved)"),
+    Binding("escape", "stop", "Stop", tooltip="stop the answer (what was written stays, marked stopped)"),
+    Binding("alt+n", "new_pane", "New", tooltip="new tab"),
+    Binding("alt+w", "close_pane", "Close", priority=True, tooltip="close the tab (it stays in /resume)"),
+    Binding("alt+right", "next_pane", "Next tab", show=False),
+    Binding("alt+left", "previous_pane", "Previous tab", show=False),
+    Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
+    Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
+    Binding("f1", "slash('/help')", "Help", tooltip="this help"),
+    Binding("ctrl+n", "new_pane", show=False),  # no description: not listed by F1 either
+    Binding("ctrl+w", "close_pane", show=False, priority=True),
+    Binding("ctrl+pagedown", "next_pane", show=False),
+    Binding("ctrl+pageup", "previous_pane", show=False),
+]
 
 
 class MainScreen(Screen[None]):
@@ -34,6 +54,9 @@ class MainScreen(Screen[None]):
     | Ctrl+R | regenerate the last answer |
     | F1 | help |
     | Ctrl+Q | quit |
+
+    In a browser (``dsvl-chat web``) the keys are ``WEB_KEYS``: Alt+N, Alt+W and Alt+Q stand in for
+    Ctrl+N, Ctrl+W and Ctrl+Q, which the browser keeps for itself (new window, close tab, quit).
     """
 
     BINDINGS = [
@@ -48,6 +71,16 @@ class MainScreen(Screen[None]):
         Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
         Binding("f1", "slash('/help')", "Help", tooltip="this help"),
     ]
+
+    def on_mount(self) -> None:
+        if self.chat.in_browser:  # the footer offers, and help lists, keys that reach the app
+            self._bindings = BindingsMap(WEB_KEYS)
+            self.refresh_bindings()
+
+    @property
+    def key_bindings(self) -> list[Binding]:
+        """The keys this screen has where it runs: ``BINDINGS`` in a terminal, ``WEB_KEYS`` in a browser."""
+        return WEB_KEYS if self.chat.in_browser else list(self.BINDINGS)  # type: ignore[arg-type]
 
     def compose(self) -> ComposeResult:
         chat = self.chat

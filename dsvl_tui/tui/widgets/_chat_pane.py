@@ -8,6 +8,13 @@ the answer to the last one), whatever was drawn meanwhile; they are not part
 of the conversation and a rebuild drops them. The column is anchored, so it follows
 a streaming answer until the user scrolls up, and again once they scroll
 back to the end.
+
+Only the newest messages are mounted (``BATCH_MESSAGES``, at most about
+``BATCH_CHARS`` of text); the older ones wait behind one "earlier messages"
+line and are mounted a batch at a time when the user scrolls to the top (or
+presses Home there, or clicks the line). Every widget is styled, laid out and
+its text wrapped on the event loop: mounting all of a 10,000-message
+transcript froze the app for about a minute.
 """
 
 from __future__ import annotations
@@ -26,11 +33,31 @@ from dsvl_tui.tui.widgets._notice import Notice
 from dsvl_tui.tui.widgets._user_message import UserMessage
 from engine.types import GenerationStats
 
+BATCH_MESSAGES = 50  # messages mounted at once: the newest when a conversation is shown, then per batch
+BATCH_CHARS = 200_000  # ... and about this much of their text (at least one message)
+
 WELCOME = (
     "Type a message and press Enter to send (Ctrl+J for a new line).\n"
     "Attach images with /image PATH, or paste or drop a file path.\n"
     "/help lists the commands; Ctrl+P opens the command palette."
 )
+
+
+class EarlierMessages(Static):
+    """The line standing for the messages not mounted yet; a click mounts the next batch."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(self.text(count), classes="earlier")
+
+    @staticmethod
+    def text(count: int) -> Content:
+        noun = "message" if count == 1 else "messages"
+        return Content(f"{count:,} earlier {noun}: scroll up (or Home) to show them")
+
+    async def on_click(self) -> None:
+        pane = self.parent
+        if isinstance(pane, ChatPane):
+            await pane.show_earlier()
 
 
 class ChatPane(VerticalScroll):
@@ -46,6 +73,10 @@ class ChatPane(VerticalScroll):
             color: $text-muted;
             padding: 1 1;
         }
+        & > .earlier {
+            color: $text-muted;
+            padding: 0 1;
+        }
     }
     """
 
@@ -55,6 +86,8 @@ class ChatPane(VerticalScroll):
         self.conversation = conversation
         self.pending_answer: AssistantMessage | None = None
         self._shown: list[ChatMessage] = []
+        self._hidden = 0  # the first this many of _shown are not mounted (behind EarlierMessages)
+        self._showing = False  # show_earlier is mounting a batch
         self._early_notices: list[Notice] = []
 
     def compose(self) -> ComposeResult:
@@ -69,10 +102,49 @@ class ChatPane(VerticalScroll):
     def _message_widgets(self) -> Iterator[Widget]:
         """Widgets for the conversation's messages (not the answer in progress)."""
         self._shown = list(self.conversation.messages)
+        self._hidden = self._batch_start(len(self._shown))
         if not self._shown and self.pending_answer is None:
             yield Static(Content(WELCOME), classes="welcome")
-        for message in self._shown:
-            yield UserMessage(message) if message.role == "user" else AssistantMessage(message)
+        if self._hidden:
+            yield EarlierMessages(self._hidden)
+        for message in self._shown[self._hidden:]:
+            yield _widget(message)
+
+    def _batch_start(self, end: int) -> int:
+        """Where the batch of messages that ends before ``end`` starts (newest first, within the batch limits)."""
+        start, chars = end, 0
+        while start > 0 and end - start < BATCH_MESSAGES:
+            chars += len(self._shown[start - 1].text)
+            if chars > BATCH_CHARS and start < end:
+                break
+            start -= 1
+        return start
+
+    async def show_earlier(self) -> None:
+        """Mount the next batch of the messages not shown yet, above those shown, keeping the view where it is."""
+        if not self._hidden or self._showing:
+            return
+        self._showing = True
+        try:
+            marker = self.query(EarlierMessages).first()
+            start = self._batch_start(self._hidden)
+            widgets = [_widget(message) for message in self._shown[start:self._hidden]]
+            was_first = next((child for child in self.children if getattr(child, "message", None) is not None), None)
+            await self.mount_all(widgets, after=marker)
+            self._hidden = start
+            if start:
+                marker.update(EarlierMessages.text(start))
+            else:
+                await marker.remove()
+            if was_first is not None:
+                self.scroll_to_widget(was_first, top=True, animate=False, immediate=True)
+        finally:
+            self._showing = False
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value <= 0 < old_value and self._hidden:  # scrolled to the top: the next batch
+            self.call_later(self.show_earlier)
 
     async def rebuild(self) -> None:
         """Show the conversation afresh (after a command changed it); keeps an answer in progress."""
@@ -89,7 +161,7 @@ class ChatPane(VerticalScroll):
         if len(current) >= len(shown) and all(a is b for a, b in zip(shown, current, strict=False)):
             for message in current[len(shown):]:
                 await self._remove_welcome()
-                widget = UserMessage(message) if message.role == "user" else AssistantMessage(message)
+                widget = _widget(message)
                 await self.mount(widget, before=self._place(self._key(widget)))
                 self._shown.append(message)
         else:
@@ -134,6 +206,8 @@ class ChatPane(VerticalScroll):
         """Scroll for the keyboard: ``page_up``, ``page_down``, ``home``, or ``end`` (follow again)."""
         if where == "end":
             self.anchor()
+        elif where == "home" and self.scroll_y <= 0 and self._hidden:
+            self.call_later(self.show_earlier)
         else:
             {"page_up": self.scroll_page_up, "page_down": self.scroll_page_down, "home": self.scroll_home}[where]()
 
@@ -182,3 +256,7 @@ class ChatPane(VerticalScroll):
                 break
             before = child
         return before
+
+
+def _widget(message: ChatMessage) -> Widget:
+    return UserMessage(message) if message.role == "user" else AssistantMessage(message)

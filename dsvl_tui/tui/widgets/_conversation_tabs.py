@@ -20,7 +20,10 @@ from dsvl_tui.conversation import Conversation
 from dsvl_tui.text import printable, shorten
 from dsvl_tui.tui.widgets._chat_pane import ChatPane
 
-TAB_TITLE_CHARS = 16  # of a tab's title (the conversation's), cut at a word
+TAB_TITLE_CHARS = 16  # the least of a tab's title (the conversation's) shown, cut at a word
+TAB_TITLE_MAX = 60  # the most, however wide the terminal
+TAB_SHARE = 3  # the width is shared as if there were at least this many tabs
+TAB_CHROME = 6  # cells of a tab that are not its title: padding, its number, a mark (● or …)
 
 
 def tab_id(pane: ChatPane) -> str:
@@ -54,6 +57,7 @@ class ConversationTabs(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self.panes: list[ChatPane] = [self._make(first)]
         self.active: ChatPane = self.panes[0]
+        self._marks: dict[ChatPane, str] = {}  # what goes before a tab's title (an answer running or waiting)
 
     def compose(self) -> ComposeResult:
         with TabbedContent():
@@ -64,8 +68,20 @@ class ConversationTabs(Widget):
         return ChatPane(conversation, id=f"chat-{conversation.id[:12]}")
 
     def title_of(self, pane: ChatPane) -> str:
-        title = shorten(printable(pane.conversation.title), TAB_TITLE_CHARS) or "new chat"
+        title = shorten(printable(pane.conversation.title), self.title_chars()) or "new chat"
         return f"{self.panes.index(pane) + 1} {title}"
+
+    def title_chars(self) -> int:
+        """How much of a title each tab shows: the tabs share the width (as if there were at least
+        ``TAB_SHARE`` of them, so that a new tab does not cut the others much), each gets at least
+        ``TAB_TITLE_CHARS`` (they scroll when they do not fit) and at most ``TAB_TITLE_MAX``."""
+        width = self.size.width or (self.app.size.width if self.is_attached else 0)
+        share = width // max(TAB_SHARE, len(self.panes)) - TAB_CHROME
+        return max(TAB_TITLE_CHARS, min(TAB_TITLE_MAX, share))
+
+    def on_resize(self) -> None:
+        for pane in self.panes:
+            self.set_mark(pane, self._marks.get(pane, ""))
 
     @property
     def _tabbed(self) -> TabbedContent:
@@ -88,6 +104,7 @@ class ConversationTabs(Widget):
         """Close ``pane``; the tab after it (or before) becomes active. None if it was the last."""
         index = self.panes.index(pane)
         self.panes.remove(pane)
+        self._marks.pop(pane, None)
         self.app.call_later(self._remove_pane, pane)
         if not self.panes:
             return None
@@ -113,9 +130,11 @@ class ConversationTabs(Widget):
         if changed:  # _tab_activated will find it already active: tell the app here (/next, /prev)
             self.post_message(self.ActivePaneChanged(pane))
 
-    def set_label(self, pane: ChatPane, label: str) -> None:
+    def set_mark(self, pane: ChatPane, mark: str) -> None:
+        """Label ``pane``'s tab: ``mark`` and its title, as long as the width allows (again on a resize)."""
+        self._marks[pane] = mark
         if pane.is_mounted:
-            self._tabbed.get_tab(tab_id(pane)).label = Content(printable(label))
+            self._tabbed.get_tab(tab_id(pane)).label = Content(printable(mark + self.title_of(pane)))
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:

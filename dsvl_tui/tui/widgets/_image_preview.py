@@ -30,6 +30,7 @@ from textual.widget import Widget
 from dsvl_tui.conversation import Attachment
 from dsvl_tui.text import printable
 from dsvl_tui.tui import image_protocols, thumbnail
+from engine.image_limits import open_picture
 
 UPPER_HALF = "\u2580"
 
@@ -91,10 +92,9 @@ def _upright_rgb(image):
 
 @contextmanager
 def _open(attachment: Attachment) -> Iterator[Any]:
-    from PIL import Image
-
+    """The attachment's picture, opened (header read, nothing decoded) the engine's way: ``open_picture``."""
     # The checked bytes, as the model gets them: never a file changed or swapped since it was attached.
-    with Image.open(io.BytesIO(attachment.checked_bytes())) as image:
+    with open_picture(io.BytesIO(attachment.checked_bytes())) as image:
         image.draft("RGB", (256, 256))  # JPEG: decode at a reduced size, much faster
         yield image
 
@@ -173,7 +173,7 @@ class ImagePreview(Widget):
                     picture, (columns, rows) = picture_for_cells(image, self.max_width, self.max_height, cell)
                     message = self.Downscaled(picture, columns, rows)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is shown, never raised
-            bomb = isinstance(exc, thumbnail.PictureTooLarge) or type(exc).__name__ == "DecompressionBombError"
+            bomb = isinstance(exc, thumbnail.PictureTooLarge) or type(exc).__name__.startswith("DecompressionBomb")
             self.post_message(self.Failed("too large" if bomb else "unreadable"))
         else:
             self.post_message(message)

@@ -1,8 +1,10 @@
 """The status bar: model, device and dtype, state, speed, context meter, pending images.
 
 One line. When the terminal is too narrow for every part, the least useful
-parts are dropped first (device, then speed, then the model name), so the
-state, the context meter and the pending images stay visible at 80 columns.
+are shortened or dropped first: the time to first token, then the context
+meter's bar (its numbers stay), the speed, the device, the model name, and
+last the context; the state and the pending images always stay. At 80
+columns the device (``cpu fp32``) stays beside ``+N images``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ STATE_STYLE = {
     "ready": "bold $text-success",
     "generating": "bold $text-accent",
     "error": "bold $text-error",
+    "connecting": "bold $text-warning",  # --endpoint: the server has not answered yet
+    "not connected": "bold $text-error",  # ... and the last try failed (the detail says why)
 }
+# How soon each step is taken when the line is too long: the highest first (see ``_parts``).
+DROP_TTFT, SHORT_METER, DROP_SPEED, DROP_DEVICE, DROP_MODEL, DROP_CONTEXT, DROP_EXTRA = 9, 8, 7, 6, 3, 2, 1
+KEEP = 0
 
 
 def meter(fraction: float, width: int = METER_WIDTH) -> tuple[str, str]:
@@ -59,7 +66,7 @@ class StatusBar(Widget):
     device: reactive[str] = reactive("")
     """Device and dtype, then int8 or int4 when the weights are quantized, e.g. ``cuda:0 bfloat16 int4``."""
     state: reactive[str] = reactive("loading")
-    """loading, ready, generating or error."""
+    """loading, ready, generating, error, or (``--endpoint``) connecting and not connected."""
     detail: reactive[str] = reactive("")
     """Load progress or the one-line error, shown after the state."""
     progress: reactive[float | None] = reactive(None)
@@ -100,51 +107,59 @@ class StatusBar(Widget):
         self.time_to_first_token = getattr(stats, "time_to_first_token", None)
         self.pending_images, self.waiting = pending_images, waiting
 
-    def _parts(self) -> list[tuple[int, Content]]:
-        """(priority, piece) in display order; a higher priority number is dropped first."""
-        parts: list[tuple[int, Content]] = []
+    def _parts(self) -> list[tuple[list[int], list[Content]]]:
+        """The pieces in display order, each as (steps, forms): ``forms`` from the longest to the shortest,
+        and ``steps[i]`` how soon form ``i`` gives way to the next (the last: to nothing; ``KEEP``: never)."""
+        parts: list[tuple[list[int], list[Content]]] = []
         state = Content.assemble((self.state, STATE_STYLE.get(self.state, "bold")))
         if self.detail:
             state = Content.assemble(state, " ", (printable(self.detail), "$text-muted"))
-        parts.append((0, state))
+        parts.append(([KEEP], [state]))
         if self.state == "loading" and self.progress is not None:
             bar, _ = meter(self.progress)
-            parts.append((1, Content.assemble((bar, "$primary"), f" {self.progress:4.0%}")))
+            parts.append(([DROP_EXTRA], [Content.assemble((bar, "$primary"), f" {self.progress:4.0%}")]))
         if self.model:
             name = printable(self.model.rstrip("/").rsplit("/", 1)[-1])
-            parts.append((3, Content.assemble((name, "$primary"))))
+            parts.append(([DROP_MODEL], [Content.assemble((name, "$primary"))]))
         if self.device:
-            parts.append((5, Content(printable(self.device))))
-        speed = []
+            parts.append(([DROP_DEVICE], [Content(printable(self.device))]))
         if self.tokens_per_second:
-            speed.append(f"{self.tokens_per_second:.1f} tok/s")
-        if self.time_to_first_token is not None:
-            speed.append(f"ttft {self.time_to_first_token:.2f}s")
-        if speed:
-            parts.append((4, Content(" ".join(speed))))
+            speed = f"{self.tokens_per_second:.1f} tok/s"
+            if self.time_to_first_token is not None:
+                parts.append(([DROP_TTFT, DROP_SPEED],
+                              [Content(f"{speed} ttft {self.time_to_first_token:.2f}s"), Content(speed)]))
+            else:
+                parts.append(([DROP_SPEED], [Content(speed)]))
+        elif self.time_to_first_token is not None:
+            parts.append(([DROP_TTFT], [Content(f"ttft {self.time_to_first_token:.2f}s")]))
         if self.context_window:
             used = self.context_used
             bar, style = meter((used or 0) / self.context_window)
-            label = f" {short_count(used) if used is not None else '?'}/{short_count(self.context_window)}"
-            parts.append((2, Content.assemble("ctx ", (bar, style), label)))
+            label = f"{short_count(used) if used is not None else '?'}/{short_count(self.context_window)}"
+            parts.append(([SHORT_METER, DROP_CONTEXT],
+                          [Content.assemble("ctx ", (bar, style), " ", label), Content(f"ctx {label}")]))
         if self.waiting:
-            parts.append((1, Content.assemble((f"{self.waiting} waiting", "$text-warning"))))
+            parts.append(([DROP_EXTRA], [Content.assemble((f"{self.waiting} waiting", "$text-warning"))]))
         if self.pending_images:
             noun = "image" if self.pending_images == 1 else "images"
-            parts.append((0, Content.assemble((f"+{self.pending_images} {noun}", "bold $text-accent"))))
+            parts.append(([KEEP], [Content.assemble((f"+{self.pending_images} {noun}", "bold $text-accent"))]))
         return parts
 
     def render(self) -> Content:
         parts = self._parts()
         width = self.content_region.width or self.size.width
-        while len(parts) > 1 and self._length(parts) > width:
-            worst = max(range(len(parts)), key=lambda i: (parts[i][0], i))
-            if parts[worst][0] == 0:
+        while width and self._length([forms[0] for _, forms in parts]) > width:
+            worst = max(range(len(parts)), key=lambda i: (parts[i][0][0], i))
+            steps, forms = parts[worst]
+            if steps[0] == KEEP:
                 break
-            del parts[worst]
-        line = Content(SEPARATOR).join(piece for _, piece in parts)
+            if len(forms) > 1:
+                parts[worst] = (steps[1:], forms[1:])
+            else:
+                del parts[worst]
+        line = Content(SEPARATOR).join(forms[0] for _, forms in parts)
         return line.truncate(width, ellipsis=True) if width else line
 
     @staticmethod
-    def _length(parts: list[tuple[int, Content]]) -> int:
-        return sum(piece.cell_length for _, piece in parts) + len(SEPARATOR) * (len(parts) - 1)
+    def _length(pieces: list[Content]) -> int:
+        return sum(piece.cell_length for piece in pieces) + len(SEPARATOR) * (len(pieces) - 1)
