@@ -90,3 +90,12 @@ def test_max_batch_below_one_is_a_usage_error(capsys: Any) -> None:
         cli.main(["serve", "--max-batch", "0"])
     assert exit_info.value.code == 2
     assert "--max-batch" in capsys.readouterr().err
+
+
+def test_max_batch_with_an_endpoint_is_a_usage_error() -> None:
+    import typer
+
+    with pytest.raises(typer.BadParameter, match=r"--max-batch is for a model loaded here.*DSVL_MAX_BATCH"):
+        cli.build_options({"max_batch": 2, "endpoint": "http://127.0.0.1:9/v1"})
+    assert cli.build_options({"max_batch": 2}).max_batch == 2
+    assert cli.build_options({}).max_batch is None  # the engine's default for its device
