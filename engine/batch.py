@@ -7,13 +7,13 @@ lock:
 1. Sequences whose caller cancelled (or stopped iterating) leave: a cancel
    frees its place within one step, and keeps what was produced.
 2. Prefill, one newcomer at a time: while fewer than ``max_batch`` run,
-   the oldest waiting request is admitted (its kept-context match, see
-   ``reuse``, and its prompt's embeddings, new images run through the
-   vision tower once) and each step prefills at most ``PREFILL_CHUNK`` of
-   its prompt positions. When the prompt is in, its first token is sampled
-   and it joins the batch. So a running answer's next token waits, per
-   step, for at most one chunk of one prompt (plus, on the newcomer's
-   first step, encoding its new images).
+   the oldest waiting request is taken in. Each step does one piece of its
+   work: one of its images not in the feature cache through the vision
+   tower, or (once all are encoded, and its kept-context match is made,
+   see ``reuse``) at most ``PREFILL_CHUNK`` of its prompt positions. When
+   the prompt is in, its first token is sampled and it joins the batch.
+   So a running answer's next token waits, per step, for at most one
+   image's encoding or one chunk of one prompt.
 3. One batched decode forward for every running sequence
    (``kv_cache.BatchCache``: rows right-padded under an attention mask),
    then each sequence samples its own next token with its own settings,
@@ -152,6 +152,8 @@ class Scheduler:
         try:
             with torch.inference_mode():
                 if request.steps is None:
+                    if self._encode_one_image(request):
+                        return  # one image per step; the prompt's prefill starts once all are encoded
                     self._admit(request)
                 assert request.steps is not None and request.embeds is not None and request.answer is not None
                 chunk, request.embeds = request.embeds[:, :PREFILL_CHUNK], request.embeds[:, PREFILL_CHUNK:]
@@ -181,6 +183,20 @@ class Scheduler:
         self._batch.add(steps.cache)
         request.steps = None  # the batch row holds it now
         self._running.append(request)
+
+    def _encode_one_image(self, request: Request) -> bool:
+        """Run one of the newcomer's images not yet in the feature cache through the vision tower; False if none.
+
+        Without the cache (``prefix_cache=False``) its images are encoded together when it is admitted.
+        """
+        engine = self.engine
+        if not engine.prefix_cache:
+            return False
+        for index, key in enumerate(request.prepared.image_keys):
+            if engine._features.peek(key) is None:
+                engine._image_features(request.prepared, [index])
+                return True
+        return False
 
     def _admit(self, request: Request) -> None:
         """Match a kept context, embed the positions it lacks, set up the answer."""

@@ -237,3 +237,20 @@ def test_an_unexpected_failure_in_a_step_ends_the_running_answers_and_the_next_r
     again = eng.stream([engine.Message("user", "hi")], GREEDY)
     list(again)
     assert again.stats.new_tokens == GREEDY.max_new_tokens and eng.batch_counts() == (0, 0)
+
+
+def test_a_newcomers_images_are_encoded_one_per_step_between_the_running_answers_steps(tiny_siglip):
+    eng = engine.load(str(tiny_siglip), device="cpu", max_batch=2)
+    log: list[tuple[str, int]] = []
+    eng.model.vision_model.register_forward_pre_hook(lambda module, args: log.append(("vision", args[0].shape[0])))
+    eng.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: log.append(("language", kwargs["inputs_embeds"].shape[0])), with_kwargs=True)
+    long = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=3000, ignore_eos=True)
+    running = Reader(eng.stream([engine.Message("user", "Keep going")], long))
+    _wait_for(lambda: running.chunks, "the running answer to stream")
+    newcomer = Reader(eng.stream([engine.Message("user", "Two pictures", images=[_picture(7), _picture(8)])], GREEDY))
+    assert newcomer.join().stats.new_tokens == GREEDY.max_new_tokens
+    running.stream.close()
+    vision = [at for at, (kind, _) in enumerate(log) if kind == "vision"]
+    assert [log[at][1] for at in vision] == [1, 1]  # one image each
+    assert any(log[at] == ("language", 1) for at in range(vision[0] + 1, vision[1]))  # the running one decoded between
