@@ -71,6 +71,7 @@ class Request:
     answer: Answer | None = None
     pending: int = 0  # the sampled token the next batch step feeds
     error: str | None = None  # why it failed, once it has
+    images_seen: int = 0  # its images looked up in the feature cache (each encoded at most once before admission)
 
 
 class Scheduler:
@@ -192,8 +193,12 @@ class Scheduler:
         engine = self.engine
         if not engine.prefix_cache:
             return False
-        for index, key in enumerate(request.prepared.image_keys):
-            if engine._features.peek(key) is None:
+        keys = request.prepared.image_keys
+        # Each image once: with more images than the cache holds, one encoded here may be dropped again.
+        while request.images_seen < len(keys):
+            index = request.images_seen
+            request.images_seen += 1
+            if engine._features.peek(keys[index]) is None:
                 engine._image_features(request.prepared, [index])
                 return True
         return False

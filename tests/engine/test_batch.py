@@ -254,3 +254,11 @@ def test_a_newcomers_images_are_encoded_one_per_step_between_the_running_answers
     vision = [at for at, (kind, _) in enumerate(log) if kind == "vision"]
     assert [log[at][1] for at in vision] == [1, 1]  # one image each
     assert any(log[at] == ("language", 1) for at in range(vision[0] + 1, vision[1]))  # the running one decoded between
+
+
+def test_a_prompt_with_more_images_than_the_feature_cache_holds_is_answered(tiny_siglip):
+    eng = engine.load(str(tiny_siglip), device="cpu", max_batch=2)
+    eng._features.max_entries = 1  # each image encoded evicts the one before
+    pictures = [_picture(n) for n in range(20, 23)]
+    reader = Reader(eng.stream([engine.Message("user", "Three pictures", images=pictures)], GREEDY))
+    assert reader.join().stats.new_tokens == GREEDY.max_new_tokens
