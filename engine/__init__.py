@@ -35,7 +35,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine, default_max_batch, load
+    from .batch import default_max_batch
+    from .engine import Engine, load
     from .generate import TextStream
 
 # transformers imports torchao (a dependency, for --quantize on CUDA) whenever it is installed, and torchao 0.18
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # start of every command. Only that logger, only below errors.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
-_LAZY = {"Engine": "engine", "load": "engine", "default_max_batch": "engine", "TextStream": "generate"}
+_LAZY = {"Engine": "engine", "load": "engine", "default_max_batch": "batch", "TextStream": "generate"}
 
 
 def __getattr__(name: str) -> Any:

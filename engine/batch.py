@@ -49,6 +49,8 @@ from .types import GenerationSettings, Prepared
 if TYPE_CHECKING:
     from .engine import Engine
 
+# Answers decoded together by default, per device type (see default_max_batch); any other type: 1.
+DEFAULT_MAX_BATCH = {"cuda": 8, "cpu": 1}
 # Prompt positions prefilled per step: bounds how long a newcomer delays the running answers' next token.
 PREFILL_CHUNK = 256
 
@@ -301,3 +303,16 @@ class Scheduler:
         assert request.stream is not None  # set by submit
         return request.stream
 
+
+def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
+    """How many answers decode together when the caller does not say (``load(max_batch=None)``, the CLI's default).
+
+    8 on CUDA, where one decode step reads every weight once for the whole
+    batch; 1 on the CPU, where ``dsvl_tui.bench.batch`` measured (2 shared
+    cores) 1.7-2.6x the throughput for 4-8 streams but each stream at
+    0.25-0.56x its speed alone, nothing gained for one user; and 1 with
+    ``compile``, whose CUDA graphs are recorded for one sequence.
+    """
+    if compile:
+        return 1
+    return DEFAULT_MAX_BATCH.get(device.type, 1)

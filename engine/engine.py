@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .batch import Request, Scheduler
+from .batch import Request, Scheduler, default_max_batch
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
 from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 DEFAULT_CONTEXT_LENGTH = 4096
 MAX_CACHED_CONTEXTS = 4  # contexts whose KV cache is kept for prefix reuse (least recently used dropped first)
 MAX_CACHED_IMAGES = 64
-# Answers decoded together by default, per device type (see default_max_batch); any other type: 1.
-DEFAULT_MAX_BATCH = {"cuda": 8, "cpu": 1}
 
 
 def _variant_of(model: str, folder: Path) -> Variant:
@@ -358,17 +356,6 @@ class Engine:
                 self._contexts.pop(key)
             if self._static is not None and self._static.owner in dropped:
                 self._static.owner = None
-
-
-def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
-    """How many answers decode together when the caller does not say (``load(max_batch=None)``, the CLI's default).
-
-    8 where batching pays (see ``dsvl_tui.bench.batch``); 1 with ``compile``,
-    whose CUDA graphs are recorded for one sequence.
-    """
-    if compile:
-        return 1
-    return DEFAULT_MAX_BATCH.get(device.type, 1)
 
 
 def load(

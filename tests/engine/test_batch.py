@@ -20,7 +20,6 @@ from PIL import Image
 
 import engine
 from engine import batch as batching
-from engine import engine as engine_module
 from engine.types import Prepared
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16, ignore_eos=True)
@@ -217,7 +216,7 @@ def test_max_batch_is_checked_and_compile_is_left_out_of_batches(tiny_siglip):
 def test_the_default_batch_is_per_device_and_one_with_compile():
     assert engine.default_max_batch(torch.device("cuda")) == 8
     assert engine.default_max_batch(torch.device("cuda"), compile=True) == 1  # its CUDA graphs are for one sequence
-    assert engine.default_max_batch(torch.device("cpu")) == engine_module.DEFAULT_MAX_BATCH["cpu"]
+    assert engine.default_max_batch(torch.device("cpu")) == batching.DEFAULT_MAX_BATCH["cpu"]
     assert engine.default_max_batch(torch.device("mps")) == 1
 
 
