@@ -309,8 +309,9 @@ def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
 
     8 on CUDA, where one decode step reads every weight once for the whole
     batch; 1 on the CPU, where ``dsvl_tui.bench.batch`` measured (2 shared
-    cores) 1.7-2.6x the throughput for 4-8 streams but each stream at
-    0.25-0.56x its speed alone, nothing gained for one user; and 1 with
+    cores) 2.1-2.9x the throughput of one stream for 4-8 streams but each
+    stream at 0.4-0.6x its speed alone, and nothing gained for one user
+    (a server for several can ask for ``--max-batch 4``); and 1 with
     ``compile``, whose CUDA graphs are recorded for one sequence.
     """
     if compile:
