@@ -1,4 +1,8 @@
-"""Weights of an original DeepSeek-VL checkpoint: find them, check them, load them.
+"""Weights of a DeepSeek-VL checkpoint: find them, check them, load them.
+
+A checkpoint in transformers' converted layout is presented under the
+original names and shapes (``converted.ConvertedNames``), so every check
+below holds for it unchanged.
 
 Tensors go one at a time from the file straight to the target device and
 dtype and are assigned into a model built on the ``meta`` device, so no full
@@ -18,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .converted import ConvertedNames, is_converted
 from .errors import CheckpointError
 from .files import UnusableFileError, fd_path, open_regular, read_regular
-from .spec import MAX_JSON_BYTES, ModelSpec
+from .spec import MAX_JSON_BYTES, ModelSpec, read_json
 from .types import LoadProgress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +72,17 @@ class WeightSource:
         self.files = self._find_files(folder)
         self.format = "safetensors" if self.files[0].suffix == ".safetensors" else "bin"
         self._bin_cache: dict[Path, dict] = {}
+        config = read_json(folder / "config.json", required=False)
+        self._converted_config = config if is_converted(config) else None
+        self._names: ConvertedNames | None = None
+
+    @property
+    def layout(self) -> str:
+        return "original" if self._converted_config is None else "converted"
+
+    def disk_name(self, original: str) -> str:
+        """The name(s) an original-layout tensor has in the files, for messages."""
+        return self._names.disk_name(original) if self._names is not None else original
 
     @staticmethod
     def _find_files(folder: Path) -> list[Path]:
@@ -98,6 +114,14 @@ class WeightSource:
         )
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], Path]]:
+        """Every tensor's shape and file from the headers, under the original layout's names."""
+        out = self._disk_shapes()
+        if self._converted_config is None:
+            return out
+        self._names = ConvertedNames(self._converted_config, out)
+        return dict(self._names.shapes)
+
+    def _disk_shapes(self) -> dict[str, tuple[tuple[int, ...], Path]]:
         out: dict[str, tuple[tuple[int, ...], Path]] = {}
         for path in self.files:
             if self.format == "safetensors":
@@ -124,6 +148,34 @@ class WeightSource:
         return self._bin_cache[path]
 
     def tensors(self, names_by_file: dict[Path, list[str]], device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(original name, tensor)`` for the names asked, read file by file."""
+        if self._converted_config is None:
+            yield from self._read(names_by_file, device)
+            return
+        if self._names is None:
+            self.shapes()
+        assert self._names is not None
+        entries = self._names.entries
+        wanted: dict[str, list[str]] = {}  # file name -> the originals it is part of
+        by_file: dict[Path, list[str]] = {}
+        disk = self._names.disk_files
+        for original in (name for names in names_by_file.values() for name in names):
+            for part in entries[original].parts:
+                if part not in wanted:
+                    by_file.setdefault(disk[part], []).append(part)
+                wanted.setdefault(part, []).append(original)
+        # A fused qkv waits for its three parts (which may lie in different shards).
+        pending: dict[str, dict[str, torch.Tensor]] = {}
+        for part, tensor in self._read(by_file, device):
+            for original in wanted[part]:
+                entry = entries[original]
+                got = pending.setdefault(original, {})
+                got[part] = tensor
+                if len(got) == len(entry.parts):
+                    del pending[original]
+                    yield original, entry.build([got[p] for p in entry.parts])
+
+    def _read(self, names_by_file: dict[Path, list[str]], device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
         for path, names in names_by_file.items():
             if self.format == "safetensors":
                 from safetensors import safe_open
@@ -262,13 +314,17 @@ def load_weights(
     unexpected = [mapped[k] for k in mapped if k not in expected]
     missing = [original_key(k) for k in expected if k not in mapped]
     if missing:
-        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}; re-download the model")
+        named = " (named as in the original layout)" if source.layout == "converted" else ""
+        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}{named}; re-download the model")
     if unexpected:
-        raise CheckpointError(f"{folder} has weights this architecture does not use: {_describe(unexpected)}; is config.json from the same model?")
+        shown = [source.disk_name(k) for k in unexpected]
+        raise CheckpointError(f"{folder} has weights this architecture does not use: {_describe(shown)}; is config.json from the same model?")
     for name, shape in expected.items():
         found = on_file[mapped[name]][0]
         if found != shape:
-            raise CheckpointError(f"{folder}: weight {mapped[name]} has shape {list(found)}, the config implies {list(shape)}; re-download the model")
+            # A converted checkpoint's fused or reshaped tensor is named as on disk, shapes as the model holds them.
+            raise CheckpointError(f"{folder}: weight {source.disk_name(mapped[name])} has shape {list(found)}, "
+                                  f"the config implies {list(shape)}; re-download the model")
 
     names_by_file: dict[Path, list[str]] = {}
     for name in expected:

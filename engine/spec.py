@@ -31,6 +31,8 @@ SAM_PRESETS: dict[str, dict[str, Any]] = {
 }
 PROJECTOR_TYPES = ("identity", "linear", "mlp_gelu", "low_high_hybrid_split_mlp_gelu")
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json")
+# The converted layout keeps its image processor in preprocessor_config.json or processor_config.json (engine.converted).
+CONVERTED_REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 # The most read from a checkpoint's JSON files (upstream's are a few kB; the
 # tokenizer a few MB), so a crafted file cannot exhaust memory being read.
 MAX_JSON_BYTES = 16 << 20
@@ -113,6 +115,7 @@ class ModelSpec:
     preprocessor: dict[str, Any] = field(default_factory=dict)
     tokenizer_config: dict[str, Any] = field(default_factory=dict)
     special_tokens_map: dict[str, Any] = field(default_factory=dict)
+    layout: str = "original"  # or "converted": transformers' deepseek_vl / deepseek_vl_hybrid (engine.converted)
 
 
 def read_json(path: Path, *, required: bool = True, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
@@ -186,12 +189,21 @@ def _part(config: dict[str, Any], key: str, folder: Path) -> tuple[str, dict[str
 
 def read_spec(folder: Path) -> ModelSpec:
     """Parse and check the JSON files of a checkpoint folder (no weights are read)."""
+    from .converted import CONVERTED_TYPES, converted_spec, is_converted
+
     config = read_json(folder / "config.json")
+    if is_converted(config):
+        for name in CONVERTED_REQUIRED_FILES:
+            if not (folder / name).exists():
+                raise CheckpointError(f"{folder} is missing {name}; re-download the model or point --model at a complete DeepSeek-VL folder")
+        return _checked(converted_spec(folder, config), folder)
     if config.get("model_type") != "multi_modality":
         found = config.get("model_type", "none")
+        sections = ", ".join(sorted(k for k in config if k.endswith("_config"))) or "no *_config sections"
         raise CheckpointError(
-            f"{folder} is not a DeepSeek-VL checkpoint (config.json model_type is {found!r}, expected 'multi_modality'); "
-            "pass a deepseek-ai/deepseek-vl-* model or its downloaded folder"
+            f"{folder} is not a DeepSeek-VL checkpoint (config.json has model_type {str(found)[:60]!r} and {sections[:120]}; "
+            f"expected 'multi_modality' with language_config/vision_config/aligner_config, or {' / '.join(CONVERTED_TYPES)} "
+            "with text_config/vision_config); pass a deepseek-ai/deepseek-vl-* or deepseek-community/deepseek-vl-* model"
         )
     for name in REQUIRED_FILES:
         if not (folder / name).exists():
@@ -238,10 +250,15 @@ def read_spec(folder: Path) -> ModelSpec:
         tokenizer_config=read_json(folder / "tokenizer_config.json"),
         special_tokens_map=read_json(folder / "special_tokens_map.json", required=False),
     )
-    check_limits(spec, where)
-    if spec.num_image_tokens != vision.num_tokens:
+    return _checked(spec, folder)
+
+
+def _checked(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """The checks every layout's spec passes before anything is built."""
+    check_limits(spec, folder / "config.json")
+    if spec.num_image_tokens != spec.vision.num_tokens:
         raise CheckpointError(
-            f"{folder}: processor_config.json says {spec.num_image_tokens} image tokens but the vision tower makes {vision.num_tokens}; re-download the model"
+            f"{folder}: processor_config.json says {spec.num_image_tokens} image tokens but the vision tower makes {spec.vision.num_tokens}; re-download the model"
         )
     return spec
 
@@ -306,9 +323,10 @@ def _check_tower(tower: SiglipSpec | SamSpec, name: str, where: Path) -> None:
 
 def check_limits(spec: ModelSpec, where: Path) -> None:
     """Refuse a config whose sizes are beyond any real model's, before anything is built."""
+    section = "text_config" if spec.layout == "converted" else "language_config"
     for key, high in LANGUAGE_LIMITS.items():
         if key in spec.language:
-            _within(spec.language[key], f"language_config {key}", where, high)
+            _within(spec.language[key], f"{section} {key}", where, high)
     _check_tower(spec.vision.low, "vision tower", where)
     if spec.vision.high is not None:
         _check_tower(spec.vision.high, "high-resolution vision tower", where)

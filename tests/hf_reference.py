@@ -179,3 +179,15 @@ def load_reference(folder: Path, image_token_id: int):
     assert not result.unexpected_keys, result.unexpected_keys
     assert not [k for k in result.missing_keys if "rotary" not in k], result.missing_keys
     return model.float().eval(), hybrid
+
+
+def write_converted_from_original(original: Path, folder: Path) -> Path:
+    """``original``'s weights in the converted layout, renamed by transformers' conversion rules (``convert_state_dict``),
+    saved by transformers' own classes with the matching processor: a deepseek-community/* style folder."""
+    from engine.converted_fixtures import write_processor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model, hybrid = load_reference(original, image_token_id=915)
+    model.save_pretrained(str(folder))
+    write_processor(folder, "hybrid" if hybrid else "siglip")
+    return folder
