@@ -94,6 +94,10 @@ Quantize = Annotated[str | None, typer.Option(
     envvar="DSVL_QUANTIZE", show_default=False, metavar="none|int8|int4",
     help="Store the language model's weights in 8 or 4 bits: faster decoding on a CPU, less GPU memory "
          "(default: none); where a mode cannot run, it loads unquantized and says why.")]
+MaxBatch = Annotated[int | None, typer.Option(
+    envvar="DSVL_MAX_BATCH", show_default=False, min=1,
+    help="Most answers decoded together, one forward for all (requests from tabs, browser tabs or HTTP "
+         "clients); the rest wait (default: 8 on CUDA without --compile, else 1).")]
 System = Annotated[str | None, typer.Option(
     envvar="DSVL_SYSTEM", show_default=False, help="System prompt (default: the model's own).")]
 Temperature = Annotated[float | None, typer.Option(
@@ -114,7 +118,7 @@ Endpoint = Annotated[str | None, typer.Option(
          "instead of loading one here.")]
 ApiKey = Annotated[str | None, typer.Option(
     envvar="DSVL_API_KEY", show_default=False, help="API key for --endpoint (sent as a Bearer token, never saved).")]
-LOCAL_ONLY = ("device", "dtype", "compile", "quantize")  # options of a local engine: a usage error with --endpoint
+LOCAL_ONLY = ("device", "dtype", "compile", "quantize", "max_batch")  # options of a local engine: a usage error with --endpoint
 
 
 def _version(value: bool) -> None:
@@ -147,7 +151,7 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     if endpoint:
         local = [name for name in LOCAL_ONLY if values.get(name) and values.get(name) != "none"]
         if local:
-            flags = ", ".join(f"--{name}" for name in local)
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in local)
             envs = ", ".join(f"DSVL_{name.upper()}" for name in local)
             it = "it" if len(local) == 1 else "them"
             raise typer.BadParameter(f"{flags} {'is' if len(local) == 1 else 'are'} for a model loaded here; with "
@@ -168,7 +172,8 @@ def build_options(values: dict[str, Any], *, theme: str | None = None, resume: b
     return Options(
         model=resolvable_model(values.get("model") or DEFAULT_MODEL), device=values.get("device") or "auto",
         dtype=values.get("dtype") or "auto", revision=values.get("revision"), system=_text(values.get("system")),
-        compile=bool(values.get("compile")), quantize=quantize, settings=generation, theme=theme, resume=resume,
+        compile=bool(values.get("compile")), quantize=quantize, max_batch=values.get("max_batch"), settings=generation,
+        theme=theme, resume=resume,
         endpoint=endpoint, api_key=values.get("api_key") or None,
     )
 
@@ -220,6 +225,7 @@ def chat(
     revision: Revision = None,
     compile: Compile = False,
     quantize: Quantize = None,
+    max_batch: MaxBatch = None,
     system: System = None,
     temperature: Temperature = None,
     top_p: TopP = None,
@@ -244,8 +250,8 @@ def chat(
     given = locals()
     values: dict[str, Any] = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
-        "compile": compile or None, "quantize": quantize, "endpoint": endpoint, "api_key": api_key,
-        **{name: given[name] for name in user_settings()},
+        "compile": compile or None, "quantize": quantize, "max_batch": max_batch, "endpoint": endpoint,
+        "api_key": api_key, **{name: given[name] for name in user_settings()},
     }
     ctx.obj = values
     if ctx.invoked_subcommand is not None:
@@ -385,6 +391,7 @@ def serve(
     revision: Revision = None,
     compile: Compile = False,
     quantize: Quantize = None,
+    max_batch: MaxBatch = None,
     host: Annotated[str, typer.Option(
         help="Address to listen on; anything but loopback needs --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
@@ -397,7 +404,7 @@ def serve(
         "use the model and, by timing answers, guess at others' prompts it keeps for reuse.")] = False,
     max_body_mib: Annotated[int, typer.Option(min=1, help="Largest request body, in MiB.")] = 32,
     max_images: Annotated[int, typer.Option(min=0, help="Most images in one request.")] = 8,
-    queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running one.")] = 16,
+    queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running ones (--max-batch run at once).")] = 16,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models, GET /health)."""
     from dsvl_tui.serve.server import run_serve
@@ -409,7 +416,7 @@ def serve(
         print("note: a key on the command line is visible to every account on this machine (ps); "
               "set DSVL_SERVE_API_KEY instead", file=sys.stderr)
     values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
-                            quantize=quantize)
+                            quantize=quantize, max_batch=max_batch)
     from dsvl_tui.serve.requests import Limits, MiB
 
     limits = Limits(max_body_bytes=max_body_mib * MiB, max_images=max_images, queue_size=queue_size)
@@ -426,6 +433,7 @@ def web(
     revision: Revision = None,
     compile: Compile = False,
     quantize: Quantize = None,
+    max_batch: MaxBatch = None,
     host: Annotated[str, typer.Option(
         help="Address to listen on; anything but loopback needs a token of your own "
              "(DSVL_WEB_TOKEN or --token-file).")] = "127.0.0.1",
@@ -462,13 +470,13 @@ def web(
         raise typer.BadParameter(str(exc)) from None
     _require_secret(host, token, flag, "DSVL_WEB_TOKEN")
     values = _engine_values(ctx, model=model, device=device, dtype=dtype, revision=revision, compile=compile,
-                            quantize=quantize)
+                            quantize=quantize, max_batch=max_batch)
     before = _given(ctx.obj or {})
     if before.get("endpoint"):
         raise typer.BadParameter("--endpoint: dsvl-chat web starts its own model server; leave it out")
     app_args = [f"--{name.replace('_', '-')}={before[name]}" for name in ("system", *user_settings()) if name in before]
     build_options({**before, **values})  # a bad value is a usage error here, before anything starts
-    engine_args = [f"--{name}={value}" for name, value in values.items() if name != "compile"]
+    engine_args = [f"--{name.replace('_', '-')}={value}" for name, value in values.items() if name != "compile"]
     engine_args += ["--compile"] if values.get("compile") else []
     raise typer.Exit(run_web(WebOptions(host=host, port=port, token=token, engine_args=engine_args,
                                         app_args=app_args)))

@@ -69,6 +69,7 @@ class Options:
     revision: str | None = None
     compile: bool = False  # compiled decode on CUDA (the engine falls back to eager, with a note, elsewhere)
     quantize: str = "none"  # none, int8 or int4 language-model weights (the engine falls back, with a note)
+    max_batch: int | None = None  # answers decoded together (None: the engine's default for the device)
     system: str | None = None  # None: the model's default system prompt
     settings: GenerationSettings = field(default_factory=_default_settings)
     theme: str | None = None  # None: the remembered one, else the default

@@ -35,6 +35,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch import default_max_batch
     from .engine import Engine, load
     from .generate import TextStream
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # start of every command. Only that logger, only below errors.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
-_LAZY = {"Engine": "engine", "load": "engine", "TextStream": "generate"}
+_LAZY = {"Engine": "engine", "load": "engine", "default_max_batch": "batch", "TextStream": "generate"}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,5 +62,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ChatBackend", "CheckpointError", "ContextOverflowError", "EncodedImage", "Engine", "EngineError", "EngineInfo",
     "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LibraryMismatchError", "LoadProgress",
-    "Message", "ModelNotFoundError", "Prepared", "TextStream", "load",
+    "Message", "ModelNotFoundError", "Prepared", "TextStream", "default_max_batch", "load",
 ]

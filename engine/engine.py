@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .batch import Request, Scheduler, default_max_batch
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
 from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
@@ -23,7 +24,16 @@ from .prompt import ImageSlot, PromptFormat
 from .resolve import pick_device, pick_dtype, resolve_model
 from .reuse import CachedContext, LruStore, Match, best_match, copy_cache, crop_cache, position_keys
 from .spec import read_spec
-from .types import EncodedImage, EngineInfo, GenerationSettings, Message, Prepared, Variant, parse_quantize
+from .types import (
+    EncodedImage,
+    EngineInfo,
+    GenerationSettings,
+    GenerationStats,
+    Message,
+    Prepared,
+    Variant,
+    parse_quantize,
+)
 
 if TYPE_CHECKING:
     from .static_decode import StaticDecoder
@@ -42,12 +52,16 @@ def _variant_of(model: str, folder: Path) -> Variant:
 class Engine:
     """A loaded DeepSeek-VL model. Use ``engine.load()`` to make one.
 
-    One generation runs at a time; ``stream`` calls made while another runs
-    wait for it.
+    With ``max_batch`` 1 one generation runs at a time: ``stream`` calls
+    made while another runs wait for it. With more, up to ``max_batch``
+    answers decode together, one forward per token for all of them (see
+    ``batch``), and the rest wait their turn.
     """
 
     def __init__(self, model: DeepSeekVLModel, prompt: PromptFormat, preprocess: ImagePreprocessor,
-                 info: EngineInfo, context_length: int, *, prefix_cache: bool = True):
+                 info: EngineInfo, context_length: int, *, prefix_cache: bool = True, max_batch: int = 1):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self.model = model
         self.prompt_format = prompt
         self.preprocess = preprocess
@@ -55,7 +69,12 @@ class Engine:
         self.context_length = context_length
         self.prefix_cache = prefix_cache
         self._lock = threading.Lock()
-        self._contexts = LruStore(MAX_CACHED_CONTEXTS)
+        self.max_batch = max_batch
+        # Each running conversation can keep its context for its next turn.
+        self.kept_contexts = max(MAX_CACHED_CONTEXTS, max_batch)
+        self._contexts = LruStore(self.kept_contexts)
+        # Owns the running batch (no thread until a stream starts); None: one answer at a time, under the lock.
+        self._scheduler = Scheduler(self, max_batch) if max_batch > 1 else None
         self._stored = 0  # numbers the store keys of kept contexts
         self._features = LruStore(MAX_CACHED_IMAGES)
         self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) or file bytes' digest -> (key, pixels)
@@ -178,6 +197,7 @@ class Engine:
         system: str | None = None,
         cancel: threading.Event | None = None,
         cache_key: str | None = None,
+        stop: Sequence[str] = (),
     ) -> TextStream:
         """Start generating the answer to ``messages``; iterate the result for text chunks.
 
@@ -188,17 +208,59 @@ class Engine:
         context shares the longest prefix with it (see ``reuse``), so only
         what changed is prefilled; no key is needed. The optional
         ``cache_key`` (a pane id) labels the context this turn leaves, so
-        ``forget(cache_key)`` can drop it.
+        ``forget(cache_key)`` can drop it. ``stop``: more strings that end
+        the answer (never shown), besides the prompt format's own.
         """
         settings = settings or GenerationSettings()
         started = time.perf_counter()
         prepared = self.prepare(messages, system=system, reserve=settings.max_new_tokens)
+        stop = tuple(stop)
         static = self._static
-        generate = functools.partial(self._generate, prepared, settings, cache_key, static, started)
+        scheduler = self._scheduler
+        if scheduler is not None and static is None:
+            request = Request(prepared, settings, cache_key, started, stop)
+            return TextStream(None, cancel, None, submit=functools.partial(scheduler.submit, request))
+        generate = functools.partial(self._generate, prepared, settings, cache_key, static, started, stop)
         return TextStream(generate, cancel, self._lock, worker=static.worker if static is not None else None)
 
+    def set_max_batch(self, max_batch: int) -> None:
+        """Change how many answers decode together, for the streams started from now on (call it while idle)."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        with self._lock:
+            if self._scheduler is not None and self._scheduler.counts() != (0, 0):
+                raise RuntimeError("set_max_batch() while answers are running; wait for them to end")
+            self.max_batch = max_batch
+            self._scheduler = Scheduler(self, max_batch) if max_batch > 1 else None
+            self.kept_contexts = self._contexts.max_entries = max(MAX_CACHED_CONTEXTS, max_batch)
+
+    def batch_counts(self) -> tuple[int, int]:
+        """(running, waiting) answers of the batched scheduler; (0, 0) before any ran or with ``max_batch`` 1."""
+        return self._scheduler.counts() if self._scheduler is not None else (0, 0)
+
+    def _decode_job(self, prepared: Prepared, settings: GenerationSettings, embeds: torch.Tensor, steps,
+                    stop: tuple[str, ...]) -> DecodeJob:
+        fmt = self.prompt_format
+        prompt_tokens = len(prepared.input_ids)
+        return DecodeJob(
+            embeds=embeds,  # [1, T - reused, D]
+            steps=steps,
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
+            eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
+            stop_strings=(*(() if settings.ignore_eos else fmt.stop_strings), *(s for s in stop if s)),
+            decode=fmt.decode,
+            settings=settings,
+        )
+
+    def _keep(self, match: Match, keys: list, cache: object, prompt_tokens: int, cache_key: str | None,
+              stats: GenerationStats) -> None:
+        """Keep a finished answer's context (prompt and answer fed back) for prefix reuse."""
+        context = CachedContext(keys, cache, prompt_length=prompt_tokens, label=cache_key)
+        stats.evicted_contexts = len(self._contexts.put(match.target, context))
+
     def _generate(self, prepared: Prepared, settings: GenerationSettings, cache_key: str | None,
-                  static: StaticDecoder | None, started: float, stream: TextStream) -> None:
+                  static: StaticDecoder | None, started: float, stop: tuple[str, ...], stream: TextStream) -> None:
         """One answer, on the generation thread (engine lock held), from the prepared prompt to its last token.
 
         Take the kept KV cache sharing the longest prefix with this prompt
@@ -214,22 +276,12 @@ class Engine:
         keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
         match, steps = self._take_cache(keys, static)
         reused = stats.reused_tokens = match.reused
-        job = DecodeJob(
-            embeds=self._embeddings(prepared, reused),  # [1, T - reused, D]
-            steps=steps,
-            prompt_tokens=prompt_tokens,
-            max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
-            eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
-            stop_strings=() if settings.ignore_eos else fmt.stop_strings,
-            decode=fmt.decode,
-            settings=settings,
-        )
+        job = self._decode_job(prepared, settings, self._embeddings(prepared, reused), steps, stop)
         fed = run_decode(self.model, job, stream, started)  # prefill, then one token per step
         if static is not None and static.note and self.info.compiled:
             self.info.compiled, self.info.compile_note = False, static.note
         if self.prefix_cache:
-            context = CachedContext(keys + fed, steps.cache, prompt_length=prompt_tokens, label=cache_key)
-            stats.evicted_contexts = len(self._contexts.put(match.target, context))
+            self._keep(match, keys + fed, steps.cache, prompt_tokens, cache_key, stats)
             if static is not None:
                 static.owner = match.target
 
@@ -318,6 +370,7 @@ def load(
     prefix_cache: bool = True,
     compile: bool = False,
     quantize: str = "none",
+    max_batch: int | None = None,
 ) -> Engine:
     """Load a DeepSeek-VL checkpoint (hub id or local folder) and return an ``Engine``.
 
@@ -330,7 +383,14 @@ def load(
     (CUDA graphs), compiled and warmed up here. Where that cannot run (not
     CUDA, an old GPU, no triton, a compiler error) the engine decodes
     eagerly and ``info.compile_note`` says why; it never raises for that.
+
+    ``max_batch`` > 1 decodes up to that many answers together (see
+    ``batch``); batches decode eagerly, so ``compile`` is then not used
+    (``info.compile_note`` says so). None: the device's default
+    (``default_max_batch``).
     """
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, not {max_batch}")
     if context_length < 16:
         raise ValueError(f"context_length must be at least 16 tokens, not {context_length}")
     from . import quantize as quantizing
@@ -372,8 +432,12 @@ def load(
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
         quantize=quantizer.plan.mode, quantize_note=quantizer.note(), max_token_chars=prompt.max_token_chars,
     )
-    eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache)
-    if compile:
+    if max_batch is None:
+        max_batch = default_max_batch(chosen_device, compile=compile)
+    eng = Engine(net, prompt, preprocess, info, context_length, prefix_cache=prefix_cache, max_batch=max_batch)
+    if compile and max_batch > 1:
+        info.compile_note = f"batches decode eagerly (--max-batch {max_batch})"
+    elif compile:
         from . import static_decode
 
         # The one decision (device, capability, dynamo, triton, free memory); it returns a note, never raises.

@@ -55,6 +55,15 @@ def release_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def failure_message(exc: BaseException) -> str:
+    """The one line a stream ends with when generating raised ``exc``."""
+    if isinstance(exc, EngineError):
+        return str(exc)
+    if isinstance(exc, OUT_OF_MEMORY):
+        return "out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model"
+    return f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
 @dataclass
 class DecodeJob:
     """Everything one generation needs, prepared before the thread starts."""
@@ -147,8 +156,9 @@ class TextStream:
     calling ``close()`` cancels the generation.
     """
 
-    def __init__(self, run: Callable[[TextStream], None], cancel: threading.Event | None, lock: threading.Lock,
-                 *, worker: Worker | None = None):
+    def __init__(self, run: Callable[[TextStream], None] | None, cancel: threading.Event | None,
+                 lock: threading.Lock | None, *, worker: Worker | None = None,
+                 submit: Callable[[TextStream], None] | None = None):
         self.stats = GenerationStats()
         self._chunks: list[str] = []
         self.token_ids: list[int] = []  # generated ids, EOS excluded
@@ -158,35 +168,42 @@ class TextStream:
         self._lock = lock
         self._run = run
         self._worker = worker  # None: a thread of its own
+        self._submit = submit  # set: the scheduler (``batch``) runs it, and ends it with ``end``
         self._finished = threading.Event()
         self._started = False
 
     def _start(self) -> None:
         self._started = True
-        if self._worker is not None:
+        if self._submit is not None:
+            self._submit(self)
+        elif self._worker is not None:
             self._worker.submit(self._work)
         else:
             threading.Thread(target=self._work, name="dsvl-generate", daemon=True).start()
 
     def _work(self) -> None:
+        assert self._run is not None and self._lock is not None  # a stream of its own thread
         try:
             with self._lock:
                 out_of_memory = False
                 try:
                     self._run(self)
-                except EngineError as exc:
-                    self._fail(str(exc))
-                except OUT_OF_MEMORY:
-                    out_of_memory = True
-                    self._fail("out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model")
                 except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
-                    self._fail(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+                    out_of_memory = isinstance(exc, OUT_OF_MEMORY)
+                    self._fail(failure_message(exc))
                 finally:
                     if out_of_memory:  # here the traceback, and with it the failed turn's tensors, is gone
                         release_cached_memory()
                     self._queue.put(_DONE)
         finally:
             self._finished.set()  # after the lock is released: a caller that waited may start the next one
+
+    def end(self, error: str | None = None) -> None:
+        """The scheduler's end of a stream it ran: ``error`` set fails it, else ``stats`` are final."""
+        if error is not None:
+            self._fail(error)
+        self._queue.put(_DONE)
+        self._finished.set()
 
     def _fail(self, message: str) -> None:
         self.stats.stop_reason = "error"
@@ -227,57 +244,84 @@ class TextStream:
             self._finished.wait()
 
 
+class Answer:
+    """One answer being decoded: sample each next token, stream its text, decide when it ends.
+
+    The same object serves a decode loop of its own (``run_decode``) and a
+    sequence in the scheduler's running batch (``batch``): the caller runs
+    the model and hands each step's logits to ``take``; the caller appends
+    to ``fed`` the tokens its cache has been fed, so the kept context is
+    ``prompt + fed`` whichever way the answer ends.
+    """
+
+    def __init__(self, job: DecodeJob, stream: TextStream, started: float, device: torch.device):
+        self.job = job
+        self.stream = stream
+        self.started = started
+        self.sampler = Sampler(job.settings, device)
+        self.decoder = IncrementalDecoder(job.decode)
+        self.stops = StopStringFilter(job.stop_strings)
+        self.generated = torch.empty((1, 0), dtype=torch.long, device=device)
+        self.fed: list[int] = []
+        self.first_token_at: float | None = None
+        self.reason: StopReason = "length"
+        stream.stats.prompt_tokens = job.prompt_tokens
+
+    def take(self, logits: torch.Tensor) -> int | None:
+        """The next token to feed back, from this step's logits [1, V]; None when the answer has ended."""
+        stats = self.stream.stats
+        if self.stream.cancelled():
+            self.reason = "cancelled"
+            return None
+        if stats.new_tokens >= self.job.max_new_tokens:
+            return None  # "length"
+        token = self.sampler(logits.float(), self.generated)
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+            stats.time_to_first_token = self.first_token_at - self.started
+        if token in self.job.eos_ids:
+            self.reason = "eos"
+            return None
+        self.generated = torch.cat([self.generated, torch.tensor([[token]], device=self.generated.device)], dim=1)
+        self.stream.token_ids.append(token)
+        stats.new_tokens += 1
+        self.stream.emit(self.stops.push(self.decoder.push(token)))
+        if self.stops.stopped:
+            self.reason = "stop_string"
+            return None
+        if stats.new_tokens == self.job.max_new_tokens:
+            return None
+        return token
+
+    def finish(self) -> None:
+        """Flush held-back text and make the stats final."""
+        stats = self.stream.stats
+        if self.reason != "stop_string":
+            self.stream.emit(self.stops.push(self.decoder.flush()))
+            self.stream.emit(self.stops.flush())
+            if self.stops.stopped:
+                self.reason = "stop_string"
+        ended = time.perf_counter()
+        stats.total_seconds = ended - self.started
+        if self.first_token_at is not None and stats.new_tokens > 1:
+            stats.tokens_per_second = (stats.new_tokens - 1) / max(ended - self.first_token_at, 1e-9)
+        stats.stop_reason = self.reason
+
+
 def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> list[int]:
     """Prefill then decode one token at a time, streaming text into ``stream``.
 
     Returns the generated ids that were fed back through ``job.steps`` (so
     its cache then holds the prompt plus these).
     """
-    stats = stream.stats
-    stats.prompt_tokens = job.prompt_tokens
-    sampler = Sampler(job.settings, model.device)
-    decoder = IncrementalDecoder(job.decode)
-    stops = StopStringFilter(job.stop_strings)
-    generated = torch.empty((1, 0), dtype=torch.long, device=model.device)
-    fed: list[int] = []
-    first_token_at = None
-    reason: StopReason = "length"
-
+    answer = Answer(job, stream, started, model.device)
     with torch.inference_mode():
         logits = job.steps.prefill(job.embeds)
-        for _ in range(job.max_new_tokens):
-            if stream.cancelled():
-                reason = "cancelled"
-                break
-            token = sampler(logits.float(), generated)
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-                stats.time_to_first_token = first_token_at - started
-            if token in job.eos_ids:
-                reason = "eos"
-                break
-            generated = torch.cat([generated, torch.tensor([[token]], device=model.device)], dim=1)
-            stream.token_ids.append(token)
-            stats.new_tokens += 1
-            stream.emit(stops.push(decoder.push(token)))
-            if stops.stopped:
-                reason = "stop_string"
-                break
-            if stats.new_tokens == job.max_new_tokens:
-                break
+        while (token := answer.take(logits)) is not None:
             logits = job.steps.next(token)
-            fed.append(token)
-    if reason != "stop_string":
-        stream.emit(stops.push(decoder.flush()))
-        stream.emit(stops.flush())
-        if stops.stopped:
-            reason = "stop_string"
-    ended = time.perf_counter()
-    stats.total_seconds = ended - started
-    if first_token_at is not None and stats.new_tokens > 1:
-        stats.tokens_per_second = (stats.new_tokens - 1) / max(ended - first_token_at, 1e-9)
-    stats.stop_reason = reason
-    return fed
+            answer.fed.append(token)
+    answer.finish()
+    return answer.fed
 
 
 class Worker:

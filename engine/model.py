@@ -73,13 +73,17 @@ class DeepSeekVLModel(nn.Module):
         return embeds.unsqueeze(0)
 
     def forward_embeds(self, embeds: torch.Tensor, cache=None, logits_to_keep: int = 0,
-                       positions: torch.Tensor | None = None):
-        """Run the language model on [1, T, D] embeddings; returns (logits [1, T', V], cache).
+                       positions: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        """Run the language model on [B, T, D] embeddings; returns (logits [B, T', V], cache).
 
-        ``positions`` ([1, T] absolute positions) is for a static cache, whose
-        length is not its size; a growing cache counts positions itself.
+        ``positions`` ([B, T] absolute positions) is for a static or batch
+        cache, whose length is not its size; a growing cache counts positions
+        itself. ``mask`` is a prepared 4-D attention mask (the batch's
+        padding, see ``kv_cache.BatchCache``), which transformers uses as is.
         """
         kwargs = {_CACHE_KWARG: cache, "use_cache": cache is not None, "logits_to_keep": logits_to_keep}
+        if mask is not None:
+            kwargs["attention_mask"] = mask
         if positions is not None:
             kwargs["position_ids"] = positions
             if _TAKES_CACHE_POSITION:

@@ -41,7 +41,9 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     """The server's application around ``backend``; ``api_key`` (if any) is required as a Bearer token."""
     limits = limits or Limits()
     name = model_name or backend.info.model_id
-    queue = GenerationQueue(limits.queue_size)
+    # As many requests run as the engine decodes together (its --max-batch); a stand-in backend: one.
+    places = getattr(backend, "max_batch", 1)
+    queue = GenerationQueue(limits.queue_size, places if isinstance(places, int) and places >= 1 else 1)
     created = int(time.time())
     app = FastAPI(title="dsvl-chat", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.queue = queue
@@ -78,7 +80,8 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     async def health() -> dict[str, Any]:
         # No key needed, so nothing that identifies the model: its name may be a local path (a user's
         # home, a project's name). The server listens only once the model is loaded: up is ready.
-        return {"status": "ready", "busy": queue.busy, "queued": queue.waiting}
+        return {"status": "ready", "busy": queue.busy, "running": queue.running, "queued": queue.waiting,
+                "max_batch": queue.places}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

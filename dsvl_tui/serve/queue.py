@@ -1,8 +1,10 @@
-"""One generation at a time: a bounded first-come-first-served queue in front of the engine.
+"""Admission control: a bounded first-come-first-served queue in front of the engine.
 
-``GenerationQueue.acquire`` gives the caller the engine (a ``Slot``) when
-every earlier request is done, or raises ``QueueFull`` at once when
-``size`` requests are already waiting. A waiter that is cancelled (its
+The engine decodes up to ``max_batch`` answers together (``Engine.max_batch``;
+1 is one at a time). ``GenerationQueue.acquire`` gives the caller one of
+those places (a ``Slot``) when one is free and every earlier request has
+had one, or raises ``QueueFull`` at once when ``size`` requests are already
+waiting (the server answers 503 with Retry-After). A waiter that is cancelled (its
 client left) leaves the queue. ``Pump`` runs one answer's ``TextStream`` on
 a thread and hands its chunks to the event loop; the slot is released when
 the engine has really finished (so a cancelled answer frees the engine
@@ -25,22 +27,29 @@ class QueueFull(Exception):
 
 
 class GenerationQueue:
-    """FIFO access to one engine; at most ``size`` requests wait behind the running one."""
+    """FIFO access to one engine: ``places`` requests run at once, at most ``size`` wait behind them."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, places: int = 1):
+        if places < 1:
+            raise ValueError(f"places must be at least 1, not {places}")
         self.size = size
-        self.busy = False
+        self.places = places
+        self.running = 0  # places taken
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0
 
     @property
     def waiting(self) -> int:
         return sum(not future.done() for future in self._waiters)
 
     async def acquire(self) -> Slot:
-        """The engine, once every request that came before is done; ``QueueFull`` if no place is free."""
+        """A place on the engine, once one is free for it in arrival order; ``QueueFull`` if none can wait."""
         loop = asyncio.get_running_loop()
-        if not self.busy and not self._waiters:
-            self.busy = True
+        if self.running < self.places and not self.waiting:
+            self.running += 1
             return Slot(self, loop)
         if self.waiting >= self.size:
             raise QueueFull
@@ -57,17 +66,17 @@ class GenerationQueue:
         return Slot(self, loop)
 
     def _next(self) -> None:
-        """Hand the engine to the first waiter still waiting, or mark it free (on the loop's thread)."""
+        """Hand a freed place to the first waiter still waiting, or mark it free (on the loop's thread)."""
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
                 future.set_result(None)
                 return
-        self.busy = False
+        self.running -= 1
 
 
 class Slot:
-    """The engine, held by one request until ``release`` (from any thread; only the first call counts)."""
+    """A place on the engine, held by one request until ``release`` (from any thread; only the first call counts)."""
 
     def __init__(self, queue: GenerationQueue, loop: asyncio.AbstractEventLoop):
         self._queue = queue

@@ -217,6 +217,6 @@ def test_health_says_ready_and_nothing_of_the_model_or_its_path(tiny_engine: Any
     with TestClient(create_app(tiny_engine, api_key="k" * 32)) as test_client:
         response = test_client.get("/health")
         assert response.status_code == 200
-        assert response.json() == {"status": "ready", "busy": False, "queued": 0}
+        assert response.json() == {"status": "ready", "busy": False, "running": 0, "queued": 0, "max_batch": 1}
         assert path.rsplit("/", 1)[-1] not in response.text
         assert test_client.get("/v1/models").status_code == 401

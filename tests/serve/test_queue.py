@@ -90,7 +90,7 @@ def test_full_queue_is_503_with_retry_after_then_everyone_is_answered(tiny_engin
         first.join(30)
         second.join(30)
         assert [r.status_code for r in results] == [200, 200]
-        assert health(url) == {"status": "ready", "busy": False, "queued": 0}
+        assert health(url) == {"status": "ready", "busy": False, "running": 0, "queued": 0, "max_batch": 1}
 
 
 class Recording(Paced):
