@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from dsvl_tui.conversation import Conversation
 from dsvl_tui.storage.journal import Journal, sweep_temp_files
+from dsvl_tui.text import error_line
 
 # While an answer streams it is journaled (as a stopped answer) at most this often, so even
 # kill -9 keeps most of it; Esc, a quit and SIGTERM/SIGHUP journal it at once.
@@ -55,7 +56,10 @@ class Autosaver:
             sweep_temp_files()  # the data folder's, whatever the journal's folder
             while (item := self._queue.get()) is not None:
                 conversation, then = item
-                problem = self.journal.record(conversation, index=False)
+                try:
+                    problem = self.journal.record(conversation, index=False)
+                except Exception as exc:  # noqa: BLE001 - a bug in one write must not stop every later one
+                    problem = f"autosave failed: {error_line(exc)}"
                 if problem and problem != self._last_problem and self.report is not None:
                     _call(self.report, problem)
                 self._last_problem = problem

@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from process_support import PROCESS_TIMEOUT
 from tui_support import ScriptedEngine
 
 from dsvl_tui.options import Options
@@ -182,3 +184,36 @@ def test_the_answer_so_far_is_journaled_when_the_repl_is_killed(tmp_path, how):
     question, answer = conv.messages
     assert question.text == "tell me everything" and answer.stopped
     assert answer.text.startswith("token1 token2 ") and len(answer.text.split()) > 10
+
+
+def test_a_bug_in_one_journal_write_is_reported_and_the_worker_goes_on(tmp_path):
+    """A write that raised something other than OSError ended the worker: every later message waited for
+    its journal write for ever, never drawn (seen when a test's stand-in took the wrong arguments)."""
+    from dsvl_tui.conversation import Conversation
+    from dsvl_tui.storage.autosave import Autosaver
+    from dsvl_tui.storage.journal import Journal
+
+    class Failing(Journal):
+        calls = 0
+
+        def record(self, conv, **options):
+            Failing.calls += 1
+            if Failing.calls == 1:
+                raise RuntimeError("a bug")
+            return super().record(conv, **options)
+
+    reported: list[str] = []
+    done = threading.Event()
+    saver = Autosaver(Failing(), report=reported.append)
+    worker = threading.Thread(target=saver.run)
+    worker.start()
+    conversation = Conversation()
+    conversation.add_user("first")
+    saver.save(conversation, then=lambda: None)
+    conversation.add_user("second")
+    saver.save(conversation, then=done.set)
+    assert done.wait(PROCESS_TIMEOUT)  # the second write's callback ran: the worker lived on
+    saver.stop()
+    worker.join(PROCESS_TIMEOUT)
+    assert len(reported) == 1 and reported[0].startswith("autosave failed:") and "a bug" in reported[0]
+    assert Failing.calls == 2

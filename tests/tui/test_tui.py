@@ -964,9 +964,9 @@ async def test_a_sent_message_is_journaled_before_it_is_drawn(tmp_path, monkeypa
 
     record = Journal.record
 
-    def slow_record(self, conv):  # a large new image takes this long to copy
+    def slow_record(self, conv, **options):  # a large new image takes this long to copy
         clock.sleep(0.3)
-        return record(self, conv)
+        return record(self, conv, **options)
 
     monkeypatch.setattr(Journal, "record", slow_record)
     app = scripted_app()
@@ -974,7 +974,9 @@ async def test_a_sent_message_is_journaled_before_it_is_drawn(tmp_path, monkeypa
         await ready(pilot)
         app.prompt.load_text_at_end("keep me")
         await pilot.press("enter")
-        while not app.active.query(UserMessage):
+        deadline = clock.monotonic() + 60
+        while not app.active.query(UserMessage):  # read the journal the moment the message is drawn
+            assert clock.monotonic() < deadline, "the message was never drawn"
             await pilot.pause(0.01)
         [entry] = _journaled(tmp_path)
         assert [m["text"] for m in entry["messages"]] == ["keep me"]
