@@ -78,6 +78,11 @@ KNOWN_MODELS = (
     "deepseek-ai/deepseek-vl-1.3b-base",
     "deepseek-ai/deepseek-vl-7b-chat",
     "deepseek-ai/deepseek-vl-7b-base",
+    # The same models in transformers' converted layout (deepseek_vl, deepseek_vl_hybrid), as its docs use them.
+    "deepseek-community/deepseek-vl-1.3b-chat",
+    "deepseek-community/deepseek-vl-1.3b-base",
+    "deepseek-community/deepseek-vl-7b-chat",
+    "deepseek-community/deepseek-vl-7b-base",
 )
 _DEVICE = re.compile(r"(?:cpu|cuda|mps)(?::\d+)?")
 # Every dtype name engine.load takes, and the torch dtype (its name in torch) each means.
