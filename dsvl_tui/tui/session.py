@@ -74,22 +74,18 @@ class TuiSession:
         """A modal list of ``choices`` with a preview of the highlighted one; Enter opens it."""
         from dsvl_tui.tui.screens import ResumeScreen
 
-        def chosen(choice: RecentConversation | None) -> None:
-            if choice is None:
-                return
-            try:
-                open(choice)
-            except CommandError as exc:
-                self.error(str(exc))
-
-        self.app.push_screen(ResumeScreen(choices), chosen)
+        self.app.push_screen(ResumeScreen(choices), self._opening(open))
 
     def choose_found(self, found: Sequence[FoundConversation], open: Callable[[FoundConversation], None],
                      query: str) -> None:
         """A modal list of what /find found, with the text around each match; Enter opens one."""
         from dsvl_tui.tui.screens import FindScreen
 
-        def chosen(choice: FoundConversation | None) -> None:
+        self.app.push_screen(FindScreen(found, query), self._opening(open))
+
+    def _opening(self, open: Callable[[T], None]) -> Callable[[T | None], None]:
+        """What a list screen calls with its choice: ``open`` it (nothing if it was closed), a refusal in one line."""
+        def chosen(choice: T | None) -> None:
             if choice is None:
                 return
             try:
@@ -97,7 +93,7 @@ class TuiSession:
             except CommandError as exc:
                 self.error(str(exc))
 
-        self.app.push_screen(FindScreen(found, query), chosen)
+        return chosen
 
     def show_message(self, conversation: Conversation, index: int) -> None:
         """Scroll the pane showing ``conversation`` to message ``index`` once it is drawn (after the redraw
