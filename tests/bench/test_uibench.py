@@ -189,6 +189,10 @@ def test_the_render_bench_measures_keys_while_an_answer_is_drawn() -> None:
     for kind in ("typing", "escape"):
         keys = result[kind]
         assert keys["keys"] >= 1 and keys["lost"] == 0
-        assert 0 <= keys["handled_median_ms"] <= keys["handled_max_ms"] <= keys["shown_max_ms"]
+        assert 0 <= keys["handled_median_ms"] <= keys["handled_max_ms"]
+        # A letter changes the input, so a frame shows it; an Esc with nothing to stop may change nothing on
+        # screen, and on an idle machine no frame follows it once the answer is drawn.
+        shown = keys["shown_max_ms"]
+        assert (shown is None and kind == "escape") or keys["handled_max_ms"] <= shown
     rows = renderbench.report({"x": result})
     assert len(rows) == 3 and rows[1].startswith("x ") and ("PASS" in rows[1] or "FAIL" in rows[1])
