@@ -90,3 +90,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                    "`python -m dsvl_tui.bench.gpucheck` runs these on one")
     for item in cuda_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def web_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment ``dsvl-chat web`` gives each tab's app."""
+    folder = tmp_path / "web-uploads"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("DSVL_WEB", "1")
+    monkeypatch.setenv("DSVL_WEB_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("DSVL_WEB_UPLOADS", str(folder))

@@ -115,12 +115,17 @@ class ServerProcess:
             time.sleep(0.5)
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """End a server the bench started: terminate, then kill after 30 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def timed(stream: Iterable[str], started: float) -> tuple[str, float, float]:

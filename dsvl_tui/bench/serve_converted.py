@@ -34,6 +34,7 @@ from dsvl_tui.web.launcher import free_port
 
 from .converted import converted_checkpoint
 from .engine import random_picture
+from .serve import stop_process
 
 QUESTIONS = ["Describe this picture.", "What colours stand out?", "Write a short poem about it.", "Give it a title."]
 
@@ -68,12 +69,7 @@ class Server:
         raise RuntimeError("the server did not start in 15 minutes")
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
 
 def stream_turn(server: Server, model: str, messages: list, new_tokens: int) -> tuple[str, dict]:

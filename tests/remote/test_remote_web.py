@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
-import pytest
 from fake_openai import FakeOpenAI
 from tui_support import notices, run_async, screen_text, type_line, wait_for
 
 from dsvl_tui.options import Options
 from dsvl_tui.tui.app import DsvlApp
-
-
-@pytest.fixture
-def web_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "web-uploads"
-    folder.mkdir(mode=0o700)
-    monkeypatch.setenv("DSVL_WEB", "1")
-    monkeypatch.setenv("DSVL_WEB_URL", "http://127.0.0.1:8080")
-    monkeypatch.setenv("DSVL_WEB_UPLOADS", str(folder))
 
 
 def test_the_status_bar_and_the_saved_conversation_name_the_model_not_the_internal_server(web_mode, tmp_path):

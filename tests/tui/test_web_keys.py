@@ -3,22 +3,9 @@ that a browser lets through; Ctrl+N, Ctrl+W and Ctrl+Q, which it keeps for itsel
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from tui_support import ready, run_async, scripted_app, wait_for
 
 from dsvl_tui.tui.screens import HelpScreen
-
-
-@pytest.fixture
-def web_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment ``dsvl-chat web`` gives each tab's app."""
-    folder = tmp_path / "web-uploads"
-    folder.mkdir(mode=0o700)
-    monkeypatch.setenv("DSVL_WEB", "1")
-    monkeypatch.setenv("DSVL_WEB_URL", "http://127.0.0.1:8080")
-    monkeypatch.setenv("DSVL_WEB_UPLOADS", str(folder))
 
 
 def offered(app) -> set[str]:
