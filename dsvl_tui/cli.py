@@ -24,10 +24,14 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from dsvl_tui import __version__
-from dsvl_tui.options import DEFAULT_MODEL, resolvable_model, user_settings  # light: no engine imported until called
+from dsvl_tui.core.options import (  # light: no engine imported until called
+    DEFAULT_MODEL,
+    resolvable_model,
+    user_settings,
+)
 
 if TYPE_CHECKING:
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
 
 
 
@@ -137,14 +141,14 @@ def _text(value: str | None) -> str | None:
     Paths are left alone (the OS takes them back byte for byte); the question and the system prompt
     are text for the model.
     """
-    from dsvl_tui.text import valid_text
+    from dsvl_tui.core.text import valid_text
 
     return None if value is None else valid_text(value)
 
 
 def build_options(values: dict[str, Any], *, theme: str | None = None, resume: bool = False) -> Options:
     """``Options`` from the given (non-None) values; a bad setting is a usage error (exit 2)."""
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
     from engine.types import GenerationSettings
 
     endpoint = values.get("endpoint") or None
@@ -298,7 +302,7 @@ def ask(
     Exit codes: 0 done, 2 usage error, 3 bad input (image, transcript, empty question), 4 model or generation failure, 130 interrupted.
     """
     given = locals()
-    from dsvl_tui.ask import AskRequest, run_ask
+    from dsvl_tui.repl.ask import AskRequest, run_ask
 
     mine = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
@@ -518,7 +522,7 @@ def report_crash(exc: BaseException) -> int:
 
     Returns exit code 1. Should the log be unwritable, the traceback goes to stderr after the line.
     """
-    from dsvl_tui.crash import record
+    from dsvl_tui.core.crash import record
 
     line, details = record(exc)
     print(line, file=sys.stderr)
@@ -537,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         from typer._click import exceptions as click_errors  # typer 0.26+ ships its own copy of click
     except ImportError:  # older typer: click itself
         from click import exceptions as click_errors  # type: ignore[no-redef]
-    from dsvl_tui.text import error_line
+    from dsvl_tui.core.text import error_line
 
     try:
         code = app(args=argv, prog_name="dsvl-chat", standalone_mode=False)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from dsvl_tui.answers import load_backend
-from dsvl_tui.options import Options
-from dsvl_tui.stats import stats_line
-from dsvl_tui.text import error_line
+from dsvl_tui.backends.choose import load_backend
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.stats import stats_line
+from dsvl_tui.core.text import error_line
 from engine.errors import CheckpointError
 from engine.types import GenerationStats
 

@@ -24,11 +24,11 @@ from PIL import Image
 from process_support import PROCESS_TIMEOUT
 
 import engine
-from dsvl_tui.ask import AskRequest, run_ask
-from dsvl_tui.conversation import Conversation
-from dsvl_tui.options import Options, resolvable_model
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.options import Options, resolvable_model
+from dsvl_tui.core.text import printable
+from dsvl_tui.repl.ask import AskRequest, run_ask
 from dsvl_tui.storage.transcript import load_transcript, save_transcript
-from dsvl_tui.text import printable
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from dsvl_tui import __version__, cli
 from dsvl_tui.cli import DEFAULT_MODEL, app
-from dsvl_tui.crash import CRASH_LOG
-from dsvl_tui.text import printable
+from dsvl_tui.core.crash import CRASH_LOG
+from dsvl_tui.core.text import printable
 
 HEAVY = ("torch", "transformers", "textual", "engine")
 runner = CliRunner()
@@ -173,12 +173,12 @@ def test_printable_keeps_text_without_controls(text: str) -> None:
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch):
     """Replace both front ends and ``ask`` with recorders; returns what each was given."""
-    import dsvl_tui.ask
     import dsvl_tui.repl.app
+    import dsvl_tui.repl.ask
 
     calls: list[tuple[str, object]] = []
     monkeypatch.setattr(dsvl_tui.repl.app, "run_repl", lambda options: calls.append(("repl", options)) or 0)
-    monkeypatch.setattr(dsvl_tui.ask, "run_ask", lambda request: calls.append(("ask", request)) or 0)
+    monkeypatch.setattr(dsvl_tui.repl.ask, "run_ask", lambda request: calls.append(("ask", request)) or 0)
     for name in ("DSVL_MODEL", "DSVL_DEVICE", "DSVL_DTYPE", "DSVL_SYSTEM", "DSVL_THEME", "DSVL_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     return calls
@@ -208,7 +208,7 @@ def test_defaults(started) -> None:
 def test_every_setting_of_the_engine_is_an_option_of_the_chat_and_of_ask(started) -> None:
     import dataclasses
 
-    from dsvl_tui.options import user_settings
+    from dsvl_tui.core.options import user_settings
     from engine.types import GenerationSettings
 
     names = [f.name for f in dataclasses.fields(GenerationSettings) if f.name != "ignore_eos"]

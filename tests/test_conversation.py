@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 
 
 def _png(path, colour="red"):
@@ -67,7 +67,7 @@ def test_an_answer_longer_than_a_transcript_message_is_cut_there_and_says_so():
 def test_a_message_longer_than_a_transcript_holds_is_refused_and_nothing_changes(tmp_path):
     import pytest
 
-    from dsvl_tui.conversation import LimitError
+    from dsvl_tui.core.conversation import LimitError
     from dsvl_tui.storage.transcript import format as transcript_format
 
     conv = Conversation()
@@ -82,7 +82,7 @@ def test_a_message_longer_than_a_transcript_holds_is_refused_and_nothing_changes
 def test_a_conversation_takes_no_message_it_has_no_room_to_answer(monkeypatch):
     import pytest
 
-    from dsvl_tui.conversation import LimitError
+    from dsvl_tui.core.conversation import LimitError
     from dsvl_tui.storage.transcript import format as transcript_format
 
     monkeypatch.setattr(transcript_format, "MAX_MESSAGES", 5)

@@ -20,8 +20,8 @@ from PIL import Image
 from tui_support import FIXED_INFO, ScriptedEngine, run_async, scripted_loader, wait_for
 
 from dsvl_tui.commands.completion import path_matches
-from dsvl_tui.conversation import Attachment, ChatMessage, Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment, ChatMessage, Conversation
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.tui.app import DsvlApp
 from dsvl_tui.tui.widgets import AssistantMessage, PromptInput

@@ -1,4 +1,4 @@
-"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown``).
+"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown.render``).
 
 The property that matters: a text drawn while it streams in, in any pieces
 and with any number of drawings in between, ends up exactly as the same text
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 
-from dsvl_tui import markdown_budget as budget
-from dsvl_tui.markdown import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
-from dsvl_tui.markdown_budget import nesting, render_plain, too_costly
+from dsvl_tui.markdown import budget
+from dsvl_tui.markdown.budget import nesting, render_plain, too_costly
+from dsvl_tui.markdown.render import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
 
 LOOK = look_for({}, dark=True)
 

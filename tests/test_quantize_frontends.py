@@ -9,8 +9,8 @@ from tui_support import GREEDY, notices, ready, run_async, type_line, wait_for
 from typer.testing import CliRunner
 
 from dsvl_tui.cli import app
-from dsvl_tui.conversation import Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.options import Options
 from dsvl_tui.storage.transcript import TranscriptError, load_transcript, save_transcript
 from dsvl_tui.tui.app import DsvlApp
 
@@ -116,7 +116,7 @@ def test_status_bar_reads_no_mode_from_a_backend_without_one():
 
 
 def test_load_backend_passes_the_mode_to_the_loader_only_when_one_is_set():
-    from dsvl_tui.answers import load_backend
+    from dsvl_tui.backends.choose import load_backend
 
     calls: list[dict] = []
 

@@ -26,10 +26,10 @@ from prompt_toolkit.output import DummyOutput
 from tui_support import ScriptedEngine, notices, run_async, scripted_app, type_line, wait_for
 
 import engine
-from dsvl_tui.conversation import Attachment
-from dsvl_tui.loading import ModelSlot
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl, default_engine_factory
+from dsvl_tui.repl.load_progress import ModelSlot
 from dsvl_tui.storage.config import load_config
 from dsvl_tui.storage.journal import Journal
 from engine.files import (

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dsvl_tui.text import printable, shorten
+from dsvl_tui.core.text import printable, shorten
 
 ESC, BEL, ST = "\x1b", "\x07", "\x1b\\"
 

@@ -67,8 +67,8 @@ except engine.LibraryMismatchError as exc:
 
 def test_load_backend_says_the_builds_differ(tmp_path: Path) -> None:
     code = """
-from dsvl_tui.answers import load_backend
-from dsvl_tui.options import Options
+from dsvl_tui.backends.choose import load_backend
+from dsvl_tui.core.options import Options
 import engine
 try:
     load_backend(Options(model=sys.argv[1], device="cpu"))

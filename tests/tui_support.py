@@ -177,7 +177,7 @@ GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_token
 
 def scripted_app(backend=None, **loader_options):
     """The full app on a ``ScriptedEngine`` (no model)."""
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
     from dsvl_tui.tui.app import DsvlApp
 
     backend = backend or ScriptedEngine()

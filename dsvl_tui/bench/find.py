@@ -47,7 +47,7 @@ def _vocabulary(rng: random.Random, size: int) -> list[str]:
 
 def _write_journal(folder: Path, count: int, rng: random.Random) -> list[str]:
     """``count`` journal entries written straight to ``folder`` (no fsync: this is set-up, not measured)."""
-    from dsvl_tui.conversation import Attachment, Conversation
+    from dsvl_tui.core.conversation import Attachment, Conversation
     from dsvl_tui.storage.transcript.write import document, encode
 
     vocabulary = _vocabulary(rng, 20_000)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="findbench-") as temp:
         os.environ["DSVL_DATA_DIR"] = temp  # the index and journal go here, not into the user's data folder
         from dsvl_tui.commands.builtin._find import FIND_LIMIT
-        from dsvl_tui.conversation import Conversation
+        from dsvl_tui.core.conversation import Conversation
         from dsvl_tui.storage.journal import Journal
         from dsvl_tui.storage.search_index import SearchIndex
 

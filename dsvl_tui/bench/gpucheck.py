@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         "big": lambda: run_big(device, args.dry_run, args.work),
         "quant": lambda: run_quant(device, args.dry_run, args.work),
     }
+    from dsvl_tui.core.text import error_line
     from dsvl_tui.storage.atomic import atomic_write_bytes
-    from dsvl_tui.text import error_line
 
     outcomes: dict[str, dict[str, Any]] = {}
     for part in parts:

@@ -82,7 +82,7 @@ def _host(keys: _Keys, quit_at: list[float]):
     from textual.binding import Binding
     from textual.widgets import Input
 
-    from dsvl_tui.conversation import Conversation
+    from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.tui.app import STYLESHEET
     from dsvl_tui.tui.widgets import ChatPane
 

@@ -187,7 +187,7 @@ def first_token_timing(result: dict[str, Any], held: int) -> None:
 def run(model: str, *, device: str, dtype: str, turns: int, new_tokens: int,
         server: str = "process") -> dict[str, Any]:
     import engine
-    from dsvl_tui.remote import RemoteBackend
+    from dsvl_tui.backends.remote import RemoteBackend
 
     eng = engine.load(model, device=device, dtype=dtype)
     pictures = Path(tempfile.mkdtemp(prefix="dsvl-bench-serve-"))  # files, as /image attaches them

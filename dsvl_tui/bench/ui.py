@@ -319,7 +319,7 @@ def _host(probe: Probe):
     from textual._compositor import CompositorUpdate
     from textual.app import App, ComposeResult
 
-    from dsvl_tui.conversation import Conversation
+    from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.tui.app import STYLESHEET
     from dsvl_tui.tui.widgets import ChatPane
 

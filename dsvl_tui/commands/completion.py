@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsvl_tui.commands.registry import CommandRegistry
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.core.conversation import Conversation
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.storage.journal import JournalEntry

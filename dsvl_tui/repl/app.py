@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import FoundConversation, HelpSection, RecentConversation
-from dsvl_tui.conversation import ChatMessage, Conversation
-from dsvl_tui.loading import EngineFactory, ModelSlot
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import ChatMessage, Conversation
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.text import error_line, printable, valid_text
 from dsvl_tui.repl.input import SlashCompleter, key_bindings
+from dsvl_tui.repl.load_progress import EngineFactory, ModelSlot
 from dsvl_tui.repl.terminal import colour_terminal, interrupt_sets, isatty, keys_not_echoed, wrap_items
-from dsvl_tui.text import error_line, printable, valid_text
 
 T = TypeVar("T")
 
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from rich.console import Console
 
-    from dsvl_tui.remote import RemoteBackend
-    from dsvl_tui.remote_probe import Connection
+    from dsvl_tui.backends.remote import RemoteBackend
+    from dsvl_tui.backends.remote_probe import Connection
     from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
     from dsvl_tui.storage.journal import Journal
     from engine.types import ChatBackend
@@ -69,7 +69,7 @@ def _cut(line: str, width: int) -> str:
 def default_engine_factory(options: Options) -> EngineFactory:
     """The REPL's ``ModelSlot`` loads through ``answers.load_backend``, as every front end does."""
     def load(model: str, progress: Callable[[Any], None]) -> ChatBackend:
-        from dsvl_tui.answers import load_backend
+        from dsvl_tui.backends.choose import load_backend
 
         return load_backend(options, model, progress)
 
@@ -138,7 +138,7 @@ class Repl:
             self.exit_code = 1  # the lines after it still run, and the caller learns that one failed
 
     def send(self, text: str) -> None:
-        from dsvl_tui.conversation import LimitError
+        from dsvl_tui.core.conversation import LimitError
 
         try:
             message = self._conversation.add_user(text)
@@ -255,7 +255,7 @@ class Repl:
 
     def model_server(self) -> RemoteBackend | None:
         """The server that chooses the model (``--endpoint``), or None: models are loaded here."""
-        from dsvl_tui.remote import RemoteBackend
+        from dsvl_tui.backends.remote import RemoteBackend
 
         if not self.options.endpoint:
             return None
@@ -320,7 +320,7 @@ class Repl:
         self._slot.load(self.options.model)
         if self._interactive:
             self._prompt = self._make_prompt()
-            from dsvl_tui.answers import loading_line
+            from dsvl_tui.backends.choose import loading_line
 
             self.info(f"dsvl-chat: {loading_line(self.options)}; /help lists the commands, Ctrl+D leaves")
         restore_signals = self._catch_end_signals()
@@ -419,7 +419,7 @@ class Repl:
         ``mine`` is the message just sent: if no answer can start (no model, a
         bad image), it is taken back out and its text returned to the prompt.
         """
-        from dsvl_tui.answers import stream_answer
+        from dsvl_tui.backends.choose import stream_answer
         from engine.errors import EngineError
 
         conversation = self._conversation
@@ -510,7 +510,7 @@ class Repl:
         return MarkdownPrinter(self._console)
 
     def _show_stats(self, answer: ChatMessage) -> None:
-        from dsvl_tui.answers import stats_line
+        from dsvl_tui.backends.choose import stats_line
 
         line = stats_line(answer.stats)
         if line:
@@ -592,7 +592,7 @@ class Repl:
     def _on_load_event(self, kind: str, message: str) -> None:
         """From the loading thread: queue the line; the prompt (or the main loop) shows it."""
         if kind == "ready":
-            from dsvl_tui.remote import RemoteBackend
+            from dsvl_tui.backends.remote import RemoteBackend
 
             backend = self._slot.backend
             if isinstance(backend, RemoteBackend):
@@ -613,7 +613,7 @@ class Repl:
     def _server_ready(self, backend: RemoteBackend) -> None:
         """``--endpoint``: ready once the server has answered; until then "not connected", said once with the
         reason and when it is tried again (``remote_probe.watch``, in a thread), then "connected" when it answers."""
-        from dsvl_tui.remote_probe import Connection, schedule_text, watch
+        from dsvl_tui.backends.remote_probe import Connection, schedule_text, watch
 
         def report(connection: Connection) -> None:
             before, self._connection = self._connection, connection

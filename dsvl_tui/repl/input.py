@@ -21,7 +21,7 @@ from prompt_toolkit.key_binding import KeyBindings
 from dsvl_tui.commands.completion import quote_path
 from dsvl_tui.commands.completion import word_start as _word_start
 from dsvl_tui.commands.registry import registry
-from dsvl_tui.text import valid_text
+from dsvl_tui.core.text import valid_text
 
 
 class SlashCompleter(Completer):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from dsvl_tui.markdown import finished_blocks, look_for, render_block
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
+from dsvl_tui.markdown.render import finished_blocks, look_for, render_block
 
 
 class PlainPrinter:

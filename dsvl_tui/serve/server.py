@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # this module stays light: the CLI asks is_loopback before anything loads
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
     from dsvl_tui.serve.requests import Limits
     from engine.types import ChatBackend
 
@@ -54,8 +54,8 @@ def run_serve(options: Options, *, host: str, port: int, api_key: str | None, li
     Without ``api_key`` a random one is made (unless ``make_key`` is False): on a shared machine every
     account can reach loopback, so an open server lends the model, and the prompts it keeps for reuse
     (their prefill time tells), to all of them."""
-    from dsvl_tui.answers import load_backend
-    from dsvl_tui.text import error_line
+    from dsvl_tui.backends.choose import load_backend
+    from dsvl_tui.core.text import error_line
     from engine.errors import EngineError
 
     print(f"loading {options.model} ...", file=sys.stderr)

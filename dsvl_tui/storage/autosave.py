@@ -23,9 +23,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.text import error_line
 from dsvl_tui.storage.journal import Journal, sweep_temp_files
-from dsvl_tui.text import error_line
 
 # While an answer streams it is journaled (as a stopped answer) at most this often, so even
 # kill -9 keeps most of it; Esc, a quit and SIGTERM/SIGHUP journal it at once.

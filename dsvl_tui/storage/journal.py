@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage.atomic import atomic_write_bytes, is_temp_file
 from dsvl_tui.storage.paths import data_dir
 from dsvl_tui.storage.search_index import Record, SearchIndex

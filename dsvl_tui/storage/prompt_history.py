@@ -18,7 +18,7 @@ from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 from engine.files import NotRegularFileError
 
 LIMIT = 1000  # the most prompts read back at start

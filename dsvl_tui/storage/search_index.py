@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dsvl_tui.core.text import printable, valid_text
 from dsvl_tui.storage.paths import data_dir
 from dsvl_tui.storage.search_text import (
     MATCH_END,
@@ -52,7 +53,6 @@ from dsvl_tui.storage.search_text import (
     read_record,
     snippet_pieces,
 )
-from dsvl_tui.text import printable, valid_text
 
 __all__ = ["INDEX_FILE", "SCHEMA_VERSION", "Hit", "QueryError", "Record", "SearchIndex", "match_query"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsvl_tui.core.text import printable
 from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, parse_time
-from dsvl_tui.text import printable
 
 MAX_WORDS = 32
 MATCH_START, MATCH_END = "\x02", "\x03"  # snippet markers: controls, so never in the (printable) indexed text

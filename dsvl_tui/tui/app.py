@@ -30,13 +30,13 @@ from textual.notifications import SeverityLevel
 import themes
 from dsvl_tui.commands import builtin as builtin_commands  # importing it fills the registry
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.conversation import Conversation, LimitError
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Conversation, LimitError
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.text import error_line, printable
 from dsvl_tui.storage import atomic
 from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS, Autosaver
 from dsvl_tui.storage.config import load_config, save_config
 from dsvl_tui.storage.prompt_history import PromptHistory
-from dsvl_tui.text import error_line, printable
 from dsvl_tui.tui import clipboard, heap, image_protocols
 from dsvl_tui.tui import workers as gen
 from dsvl_tui.tui.palette import SlashCommands
@@ -47,7 +47,7 @@ from dsvl_tui.tui.widgets import ChatPane, ConversationTabs, PromptInput, Status
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from dsvl_tui.remote_probe import Connection
+    from dsvl_tui.backends.remote_probe import Connection
     from engine.types import ChatBackend, GenerationStats, PreparesPrompts
 
 
@@ -148,7 +148,7 @@ class DsvlApp(App[int]):
         Textual would print a page of traceback with local variables over the
         user's terminal (and, in tests, re-raise it: kept, through ``_exception``).
         """
-        from dsvl_tui.crash import record
+        from dsvl_tui.core.crash import record
 
         line, details = record(error)
         self._return_code = 1
@@ -457,7 +457,7 @@ class DsvlApp(App[int]):
                 self.stats[job.conversation.id] = message.stats
             if self.connection is not None and not self.connection.connected and \
                     getattr(self.engine, "known", False):  # the server answered this message: it is up
-                from dsvl_tui.remote_probe import Connection
+                from dsvl_tui.backends.remote_probe import Connection
 
                 self._watch_stop.set()
                 self.connection = Connection(True)
@@ -488,7 +488,7 @@ class DsvlApp(App[int]):
         self._watch_stop.set()
         self.refresh_status()
         if self.options.endpoint:  # which model is the server's to say: none is named until it has answered
-            from dsvl_tui.answers import loading_line
+            from dsvl_tui.backends.choose import loading_line
 
             self.status.model, self.status.detail = "", loading_line(self.options).replace("using", "asking", 1)
         else:
@@ -515,7 +515,7 @@ class DsvlApp(App[int]):
         self.engine, self.model_error, self.loading = message.engine, None, False
         self._use_model_name()
         if getattr(message.engine, "remote", False) is True:
-            from dsvl_tui.remote_probe import Connection
+            from dsvl_tui.backends.remote_probe import Connection
 
             self.connection = Connection(True) if getattr(message.engine, "known", False) else None
             if self.connection is None:
@@ -546,7 +546,7 @@ class DsvlApp(App[int]):
 
     def _watch_server(self, load_id: int, backend: Any) -> None:
         """Try the server again in a thread until it answers (``remote_probe.watch``), reporting each try."""
-        from dsvl_tui.remote_probe import watch
+        from dsvl_tui.backends.remote_probe import watch
 
         self._watch_stop = stop = threading.Event()
         report = functools.partial(self._post_connection, load_id)
@@ -567,7 +567,7 @@ class DsvlApp(App[int]):
             if before is not None and not before.connected:
                 await self.show_notice(f"connected to {where}: it serves {self.engine.info.model_id}")
         elif before is None:  # the first failure: say it once, with when the next tries come
-            from dsvl_tui.remote_probe import schedule_text
+            from dsvl_tui.backends.remote_probe import schedule_text
 
             await self.show_notice(f"not connected: {message.connection.reason} (trying again {schedule_text()}; "
                                    "a message sent meanwhile tries at once)", True)
@@ -694,7 +694,7 @@ class DsvlApp(App[int]):
     @on(events.DeliveryFailed)
     def _download_failed(self, event: events.DeliveryFailed) -> None:
         """A /save or /export download that did not reach the browser: say so; the server's copy stays."""
-        from dsvl_tui.web_client import DOWNLOAD_NAME
+        from dsvl_tui.web.client import DOWNLOAD_NAME
 
         if event.name == DOWNLOAD_NAME:
             self.session.error(f"the download did not reach your browser ({error_line(str(event.exception))}); "

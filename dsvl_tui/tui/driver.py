@@ -29,7 +29,7 @@ class InputDriver(LinuxDriver):
         try:
             self.run_input_thread()
         except BaseException as exc:  # noqa: BLE001 - the thread's last stop: the app must learn of it
-            from dsvl_tui.crash import record
+            from dsvl_tui.core.crash import record
 
             line, details = record(exc)
             message = Text(line if details is None else f"{line}\n{details}")  # Text: no markup in it

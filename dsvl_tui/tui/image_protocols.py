@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.web_client import is_web
+from dsvl_tui.web.client import is_web
 
 if TYPE_CHECKING:
     from textual.widget import Widget

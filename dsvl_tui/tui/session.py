@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from dsvl_tui.commands.registry import CommandError
 from dsvl_tui.commands.session import FoundConversation, HelpSection, RecentConversation
-from dsvl_tui.conversation import Conversation
-from dsvl_tui.web_client import WebClient
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.web.client import WebClient
 
 T = TypeVar("T")
 

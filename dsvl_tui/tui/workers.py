@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from dsvl_tui.conversation import ChatMessage, Conversation
-from dsvl_tui.text import error_line
+from dsvl_tui.core.conversation import ChatMessage, Conversation
+from dsvl_tui.core.text import error_line
 
 if TYPE_CHECKING:
-    from dsvl_tui.options import Options
-    from dsvl_tui.remote_probe import Connection
+    from dsvl_tui.backends.remote_probe import Connection
+    from dsvl_tui.core.options import Options
     from dsvl_tui.tui.widgets import AssistantMessage, ChatPane
     from engine.types import ChatBackend, GenerationStats, PreparesPrompts
 
@@ -189,7 +189,7 @@ class ContextMeasured(Message):
 def load_model(load_id: int, model: str, options: Options, post: Post,
                loader: Callable[..., ChatBackend] | None = None) -> None:
     """Load ``model`` and post its progress, then ``ModelLoaded`` or ``ModelFailed``."""
-    from dsvl_tui.answers import load_backend
+    from dsvl_tui.backends.choose import load_backend
 
     def progress(event: Any) -> None:
         post(ModelProgress(load_id, getattr(event, "stage", ""), getattr(event, "done", 0),
@@ -221,7 +221,7 @@ def generate_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Call
     except Exception as exc:  # noqa: BLE001 - raised before any compute: the input is at fault
         post(AnswerDone(job, "", None, False, error_line(exc), rejected=True))
         return
-    from dsvl_tui.answers import note_backend
+    from dsvl_tui.backends.choose import note_backend
 
     note_backend(conversation, backend)  # which server and model answer (--endpoint), for the transcript
     job.stream = stream

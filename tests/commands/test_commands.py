@@ -13,10 +13,10 @@ from PIL import Image
 import engine
 from dsvl_tui.commands import builtin as builtin_commands  # noqa: F401 - fills the registry
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment, Conversation
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.text import printable
 from dsvl_tui.repl.app import Repl
-from dsvl_tui.text import printable
 from dsvl_tui.tui.clipboard import ClipboardError, osc52
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats

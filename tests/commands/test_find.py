@@ -16,8 +16,8 @@ from prompt_toolkit.output import DummyOutput
 from test_commands import Recorder
 
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment, Conversation
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage import transcript
 from dsvl_tui.storage.journal import Journal

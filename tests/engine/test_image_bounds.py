@@ -65,8 +65,8 @@ WAYS = {
 }
 SCRIPT = """
 import base64, json, sys
-from dsvl_tui.conversation import Attachment
-from dsvl_tui.image_urls import image_data_url
+from dsvl_tui.core.conversation import Attachment
+from dsvl_tui.backends.image_urls import image_data_url
 from dsvl_tui.serve.requests import decode_image
 from dsvl_tui.tui import thumbnail
 from dsvl_tui.tui.widgets._image_preview import _open

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import dsvl_tui.image_urls as image_urls
-from dsvl_tui.image_urls import DataUrlCache, image_data_url
+import dsvl_tui.backends.image_urls as image_urls
+from dsvl_tui.backends.image_urls import DataUrlCache, image_data_url
 from engine.errors import ImageError
 from engine.types import EncodedImage
 

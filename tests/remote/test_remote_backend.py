@@ -12,9 +12,9 @@ import pytest
 from fake_openai import FakeOpenAI, Script
 from PIL import Image
 
-from dsvl_tui.answers import load_backend
-from dsvl_tui.options import Options
-from dsvl_tui.remote import RemoteBackend, RemoteError, public_url
+from dsvl_tui.backends.choose import load_backend
+from dsvl_tui.backends.remote import RemoteBackend, RemoteError, public_url
+from dsvl_tui.core.options import Options
 from engine.errors import EngineError, ImageError
 from engine.types import ChatBackend, GenerationSettings, Message
 

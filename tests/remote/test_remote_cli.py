@@ -13,7 +13,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from dsvl_tui.cli import main
-from dsvl_tui.options import Options
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 
 
@@ -85,7 +85,7 @@ def test_ask_answers_through_the_endpoint_named_by_dsvl_endpoint(capsys, monkeyp
 
 
 def test_transcripts_record_the_endpoint_and_still_read_ones_without(tmp_path: Path) -> None:
-    from dsvl_tui.conversation import Conversation
+    from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.storage.transcript import load_transcript, save_transcript
     from engine.types import GenerationStats
 
@@ -209,7 +209,7 @@ def test_the_repl_keeps_the_answer_of_a_hostile_server_and_reads_the_next_line()
 
 
 def test_ask_refuses_a_question_longer_than_a_transcript_holds_before_anything_loads(capsys) -> None:
-    from dsvl_tui.ask import AskRequest, run_ask
+    from dsvl_tui.repl.ask import AskRequest, run_ask
 
     err = io.StringIO()
     code = run_ask(AskRequest(Options(endpoint=refused_url()), "q" * (2**20 + 1)), stdout=io.StringIO(), stderr=err)

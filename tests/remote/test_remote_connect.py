@@ -19,10 +19,10 @@ from fake_openai import FakeOpenAI, Script
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from dsvl_tui import remote_probe
-from dsvl_tui.options import Options
-from dsvl_tui.remote import RemoteBackend
-from dsvl_tui.remote_events import RemoteError
+from dsvl_tui.backends import remote_probe
+from dsvl_tui.backends.remote import RemoteBackend
+from dsvl_tui.backends.remote_events import RemoteError
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 
 

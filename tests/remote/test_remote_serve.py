@@ -21,8 +21,8 @@ from process_support import PROCESS_TIMEOUT
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from dsvl_tui.options import Options
-from dsvl_tui.remote import RemoteBackend
+from dsvl_tui.backends.remote import RemoteBackend
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from engine.types import GenerationSettings, Message
 

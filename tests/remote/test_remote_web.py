@@ -10,7 +10,7 @@ import socket
 from fake_openai import FakeOpenAI
 from tui_support import notices, run_async, screen_text, type_line, wait_for
 
-from dsvl_tui.options import Options
+from dsvl_tui.core.options import Options
 from dsvl_tui.tui.app import DsvlApp
 
 

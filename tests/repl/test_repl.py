@@ -24,11 +24,11 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 import engine
-from dsvl_tui.options import Options
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.text import printable
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.repl.input import SlashCompleter
 from dsvl_tui.repl.printers import MarkdownPrinter
-from dsvl_tui.text import printable
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings
 
@@ -468,7 +468,7 @@ def test_completes_fixed_arguments() -> None:
 
 
 def test_markdown_printer_prints_what_the_tui_draws() -> None:
-    from dsvl_tui.markdown import DrawnMarkdown, look_for
+    from dsvl_tui.markdown.render import DrawnMarkdown, look_for
 
     text = ("Intro line.\n\n1. one\n2. two\n\n```python\nx = 1\n\ny = 2\n```\n\n- a\n\n- b\n\n"
             "| k | v |\n|---|---|\n| 1 | 2 |\n\nThe end.")

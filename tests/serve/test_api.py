@@ -147,7 +147,7 @@ def test_an_answer_that_fails_part_way_ends_with_openais_error_event_and_the_ser
 
 
 def test_the_remote_client_keeps_the_text_so_far_and_reports_the_servers_error_on_one_line(tiny_engine: Any) -> None:
-    from dsvl_tui.remote import RemoteBackend, RemoteStreamError
+    from dsvl_tui.backends.remote import RemoteBackend, RemoteStreamError
     from tests.serve.conftest import running_server
 
     with running_server(create_app(_BreaksMidAnswer(tiny_engine), model_name="tiny")) as url:

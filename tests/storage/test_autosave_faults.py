@@ -17,7 +17,7 @@ from PIL import Image
 from process_support import PROCESS_TIMEOUT
 from tui_support import ScriptedEngine
 
-from dsvl_tui.options import Options
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage.journal import Journal
 
@@ -130,7 +130,7 @@ STREAMING_CHILD = """
 import sys, time
 from dsvl_tui.storage import autosave
 autosave.PARTIAL_SAVE_SECONDS = 0.2
-from dsvl_tui.options import Options
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from engine.types import GenerationStats
 
@@ -189,7 +189,7 @@ def test_the_answer_so_far_is_journaled_when_the_repl_is_killed(tmp_path, how):
 def test_a_bug_in_one_journal_write_is_reported_and_the_worker_goes_on(tmp_path):
     """A write that raised something other than OSError ended the worker: every later message waited for
     its journal write for ever, never drawn (seen when a test's stand-in took the wrong arguments)."""
-    from dsvl_tui.conversation import Conversation
+    from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.storage.autosave import Autosaver
     from dsvl_tui.storage.journal import Journal
 

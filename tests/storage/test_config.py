@@ -41,7 +41,7 @@ def test_no_config_file_is_no_problem():
 @run_async
 async def test_the_app_starts_with_a_bad_theme_in_the_config_and_says_so_once():
     import themes
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
     from dsvl_tui.tui.app import DsvlApp
 
     config.config_path().parent.mkdir(parents=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage import atomic
 from dsvl_tui.storage.journal import Journal, JournalEntry
 from dsvl_tui.storage.transcript import TranscriptError, save_transcript
@@ -165,7 +165,7 @@ def test_disk_errors_are_returned_not_raised(tmp_path, monkeypatch):
 CHILD = """
 import sys
 from pathlib import Path
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage.journal import Journal
 from engine.types import GenerationStats
 

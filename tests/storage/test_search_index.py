@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from process_support import PROCESS_TIMEOUT
 
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage.autosave import Autosaver
 from dsvl_tui.storage.journal import Journal
 from dsvl_tui.storage.paths import data_dir
@@ -202,7 +202,7 @@ def test_a_journal_elsewhere_keeps_no_index_unless_given_one(tmp_path):
 
 _KILLED_WRITER = """
 import sys
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.core.conversation import Conversation
 from dsvl_tui.storage.journal import Journal
 journal = Journal()
 conv = Conversation(title="survivor")

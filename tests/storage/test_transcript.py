@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage import atomic
 from dsvl_tui.storage.atomic import atomic_write_bytes
 from dsvl_tui.storage.transcript import (

@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 from tui_support import ScriptedEngine, notices, ready, run_async, scripted_app, type_line, wait_for
 
-from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment, Conversation
+from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage.journal import Journal
 from dsvl_tui.storage.transcript import load_transcript, load_transcript_report, missing_images, save_transcript

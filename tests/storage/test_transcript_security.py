@@ -154,7 +154,7 @@ def test_images_inside_the_folder_tree_still_load(tmp_path):
 
 def test_the_journal_still_finds_a_hashed_image_by_its_absolute_source(tmp_path):
     """The app's own journal keeps working after its image copy is gone (hash-checked)."""
-    from dsvl_tui.conversation import Attachment, Conversation
+    from dsvl_tui.core.conversation import Attachment, Conversation
 
     picture = tmp_path / "pics" / "a.png"
     picture.parent.mkdir()

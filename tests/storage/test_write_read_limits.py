@@ -27,7 +27,7 @@ from PIL import Image
 
 from dsvl_tui.commands import builtin as builtin_commands  # noqa: F401 - fills the registry
 from dsvl_tui.commands.registry import CommandError, registry
-from dsvl_tui.conversation import Attachment, Conversation, LimitError
+from dsvl_tui.core.conversation import Attachment, Conversation, LimitError
 from dsvl_tui.storage.journal import Journal
 from dsvl_tui.storage.transcript import format as transcript_format
 from dsvl_tui.storage.transcript import load_transcript, save_transcript, transcript_bytes
@@ -190,7 +190,7 @@ def test_the_repl_refuses_a_message_longer_than_a_transcript_holds_and_reads_on(
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
     from dsvl_tui.repl.app import Repl
 
     monkeypatch.setattr(transcript_format, "MAX_TEXT_CHARS", 50)

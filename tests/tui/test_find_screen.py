@@ -8,7 +8,7 @@ import threading
 import pytest
 from tui_support import ready, run_async, screen_text, scripted_app, type_line, wait_for
 
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage.journal import Journal
 from dsvl_tui.storage.search_index import SearchIndex
 from dsvl_tui.tui.screens import FindScreen

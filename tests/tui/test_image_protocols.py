@@ -24,8 +24,8 @@ from textual.app import App
 from textual.geometry import Region
 from tui_support import Host, run_async, wait_for
 
-from dsvl_tui.conversation import Attachment
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment
+from dsvl_tui.core.options import Options
 from dsvl_tui.tui import app as app_module
 from dsvl_tui.tui import image_protocols
 from dsvl_tui.tui.widgets import ImagePreview

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tui_support import ready, run_async, scripted_app, type_line, wait_for
 
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.core.conversation import Conversation
 from dsvl_tui.storage import transcript
 from dsvl_tui.tui.widgets import AssistantMessage, UserMessage
 from dsvl_tui.tui.widgets._chat_pane import BATCH_CHARS, BATCH_MESSAGES, EarlierMessages

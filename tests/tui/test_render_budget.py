@@ -16,8 +16,8 @@ from markdown_it import MarkdownIt
 from process_support import PROCESS_TIMEOUT
 from tui_support import ScriptedEngine, ready, run_async, screen_text, scripted_app, type_line, wait_for
 
-from dsvl_tui import markdown_budget as budget
-from dsvl_tui.markdown_budget import STEP_CHARS
+from dsvl_tui.markdown import budget
+from dsvl_tui.markdown.budget import STEP_CHARS
 from dsvl_tui.tui.widgets import AssistantMessage
 
 

@@ -11,7 +11,7 @@ import re
 import pytest
 from tui_support import ready, run_async, screen_text, scripted_app, type_line, wait_for
 
-from dsvl_tui.conversation import Conversation
+from dsvl_tui.core.conversation import Conversation
 from dsvl_tui.tui.screens import HelpScreen, ResumeScreen
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from tui_support import Host, ready, run_async, scripted_app, type_line, wait_for
 
-from dsvl_tui.conversation import Conversation
-from dsvl_tui.text import shorten
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.text import shorten
 from dsvl_tui.tui.widgets import StatusBar
 from dsvl_tui.tui.widgets._conversation_tabs import TAB_TITLE_CHARS, TAB_TITLE_MAX
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from tui_support import Host, run_async, wait_for
 
-from dsvl_tui.conversation import Attachment
+from dsvl_tui.core.conversation import Attachment
 from dsvl_tui.tui import thumbnail
 from dsvl_tui.tui.widgets import ImagePreview
 from dsvl_tui.tui.widgets._image_preview import half_block_rows
@@ -93,7 +93,7 @@ def test_preview_peak_memory_is_one_decoded_copy(tmp_path):
 import asyncio, json, sys
 sys.path.insert(0, "tests")
 from tui_support import Host, wait_for
-from dsvl_tui.conversation import Attachment
+from dsvl_tui.core.conversation import Attachment
 from dsvl_tui.tui.widgets import ImagePreview
 
 def peak_mb():  # this process's own high-water mark (ru_maxrss would start at the parent's size)

@@ -31,11 +31,11 @@ from tui_support import (
 
 import engine
 from dsvl_tui.commands.registry import registry
-from dsvl_tui.conversation import Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.text import printable
 from dsvl_tui.storage.paths import history_file
 from dsvl_tui.storage.prompt_history import PromptHistory
-from dsvl_tui.text import printable
 from dsvl_tui.tui.app import DsvlApp, run_tui
 from dsvl_tui.tui.screens import HelpScreen, MainScreen, ResumeScreen, key_names
 from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, UserMessage
@@ -260,7 +260,7 @@ async def test_errors_in_the_worker_show_in_the_pane_and_the_app_goes_on():
 
 @run_async
 async def test_a_bad_image_is_refused_and_the_message_given_back(tiny, tmp_path):
-    from dsvl_tui.conversation import Attachment
+    from dsvl_tui.core.conversation import Attachment
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
@@ -897,7 +897,7 @@ async def test_resume_entries_are_one_line_cut_at_a_word_and_tab_titles_end_at_a
     """A long /resume entry is one line (so eight fit at 80×24, issue 26): its title cut at a word, its
     detail after it, the line ending in an ellipsis instead of wrapping; a long tab title ends at a word
     with an ellipsis (they were cut mid-word; issue 16)."""
-    from dsvl_tui.conversation import Attachment
+    from dsvl_tui.core.conversation import Attachment
     from dsvl_tui.storage.journal import Journal
 
     conversation = Conversation()

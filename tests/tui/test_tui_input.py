@@ -26,7 +26,7 @@ from rich.text import Text
 from textual import events
 from textual.message import Message
 
-from dsvl_tui.crash import CRASH_LOG
+from dsvl_tui.core.crash import CRASH_LOG
 from dsvl_tui.tui.driver import InputDriver
 
 ROOT = Path(__file__).resolve().parents[2]

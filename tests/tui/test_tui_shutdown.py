@@ -43,7 +43,7 @@ async def test_reports_arriving_while_the_app_shuts_down_are_dropped():
     status bar (seen in the suite: ``NoMatches: '#status'`` from a model loaded as a test's app ended)."""
     from textual.css.query import NoMatches
 
-    from dsvl_tui.remote_probe import Connection
+    from dsvl_tui.backends.remote_probe import Connection
 
     app = scripted_app(ScriptedEngine())
     async with app.run_test() as pilot:

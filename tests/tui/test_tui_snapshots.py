@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from tui_support import FIXED_INFO, ScriptedEngine, scripted_loader, wait_for
 
-from dsvl_tui.conversation import Attachment, ChatMessage, Conversation
-from dsvl_tui.options import Options
+from dsvl_tui.core.conversation import Attachment, ChatMessage, Conversation
+from dsvl_tui.core.options import Options
 from dsvl_tui.tui.app import DsvlApp
 from dsvl_tui.tui.widgets import ImagePreview
 from engine.types import GenerationStats

@@ -17,7 +17,7 @@ from tui_support import Host, run_async, screen_text, wait_for
 import themes
 from dsvl_tui.commands.completion import complete, dropped_paths, path_matches
 from dsvl_tui.commands.registry import CommandRegistry, registry
-from dsvl_tui.conversation import Attachment, ChatMessage
+from dsvl_tui.core.conversation import Attachment, ChatMessage
 from dsvl_tui.storage import config
 from dsvl_tui.tui.palette import needs_argument
 from dsvl_tui.tui.widgets import AssistantMessage, ImagePreview, PromptInput, StatusBar

@@ -23,11 +23,11 @@ from PIL import Image
 from textual.command import CommandPalette
 from tui_support import ScriptedEngine, notices, ready, run_async, scripted_app, type_line, wait_for
 
-from dsvl_tui import web_client
-from dsvl_tui.conversation import Attachment, Conversation
+from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage import transcript
 from dsvl_tui.tui import image_protocols
 from dsvl_tui.tui.app import DsvlApp
+from dsvl_tui.web import client as web_client
 
 BASE_URL = "http://127.0.0.1:8080"
 
@@ -376,7 +376,7 @@ def test_an_upload_error_is_one_line(tmp_path):
 async def test_a_download_that_fails_in_the_browser_is_one_line_and_the_app_goes_on(uploads, tmp_path):
     from textual import events
 
-    from dsvl_tui.web_client import DOWNLOAD_NAME
+    from dsvl_tui.web.client import DOWNLOAD_NAME
 
     app = scripted_app()
     Browser(app)
@@ -427,7 +427,7 @@ class LimitedServer(ScriptedEngine):
         self.refused = 0
 
     def stream(self, messages, settings=None, *, system=None, cancel=None, cache_key="default"):
-        from dsvl_tui.remote import RemoteError
+        from dsvl_tui.backends.remote import RemoteError
 
         pictures = sum(len(message.images) for message in messages)
         if pictures > self.limit:

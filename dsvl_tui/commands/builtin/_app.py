@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from dsvl_tui.commands.builtin._shared import _words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import HelpSection, Session
-from dsvl_tui.options import resolvable_model
+from dsvl_tui.core.options import resolvable_model
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dsvl_tui.remote import RemoteBackend
+    from dsvl_tui.backends.remote import RemoteBackend
 
 
 @registry.command("new", "Start a new conversation", "/new")
@@ -69,8 +69,8 @@ def model(session: Session, args: str) -> None:
 def _server_model(session: Session, server: RemoteBackend, wanted: str | None) -> None:
     """``/model`` with ``--endpoint``: nothing loads here. The server's list (asked off the UI's thread) is shown,
     and a model it lists is the one the next message asks for; any other name is refused, saying which it serves."""
-    from dsvl_tui.remote import RemoteError
-    from dsvl_tui.remote_probe import PROBE_TIMEOUT
+    from dsvl_tui.backends.remote import RemoteError
+    from dsvl_tui.backends.remote_probe import PROBE_TIMEOUT
 
     def ask() -> list[str]:
         try:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from dsvl_tui.commands.builtin._shared import _plural, _require_idle, _words
 from dsvl_tui.commands.registry import CommandError, closest, registry
 from dsvl_tui.commands.session import Session
-from dsvl_tui.options import user_settings
+from dsvl_tui.core.options import user_settings
 
 if TYPE_CHECKING:
-    from dsvl_tui.conversation import Attachment, Conversation
+    from dsvl_tui.core.conversation import Attachment, Conversation
 
 #: Settings ``/set`` changes, with how their values are read: the engine's (``options.user_settings``).
 SETTING_TYPES: dict[str, type] = user_settings()
@@ -76,7 +76,7 @@ def check_images(paths: Sequence[Path]) -> tuple[list[Attachment], list[str]]:
     so a bad one is named at once; the good ones, and one line per bad one. File work: call it through
     ``session.read_then``."""
     # Decoding a large picture takes seconds: read_then keeps it off the TUI's event loop.
-    from dsvl_tui.conversation import Attachment
+    from dsvl_tui.core.conversation import Attachment
     from engine.errors import EngineError
     from engine.images import load_image
 
@@ -96,7 +96,7 @@ def check_images(paths: Sequence[Path]) -> tuple[list[Attachment], list[str]]:
 def attach_checked(session: Session, conv: Conversation, result: tuple[list[Attachment], list[str]]) -> None:
     """Attach what ``check_images`` passed to ``conv``'s next message and say so; its problems as one error."""
     checked, problems = result
-    from dsvl_tui.web_client import fit_to_server
+    from dsvl_tui.web.client import fit_to_server
 
     checked, refused = fit_to_server(session, conv, checked)  # dsvl-chat web: what its model server can take
     problems = [*problems, refused] if refused else problems
@@ -136,7 +136,7 @@ def system(session: Session, args: str) -> None:
     if not text:
         session.info(f"system prompt: {conv.system}" if conv.system is not None else _default_system())
         return
-    from dsvl_tui.conversation import text_problem
+    from dsvl_tui.core.conversation import text_problem
 
     problem = text_problem(text, "the system prompt")  # more than a transcript holds: it could not be read back
     if problem:
@@ -148,7 +148,7 @@ def system(session: Session, args: str) -> None:
 
 def _default_system() -> str:
     """What a conversation without a system prompt of its own uses, shortened."""
-    from dsvl_tui.text import shorten
+    from dsvl_tui.core.text import shorten
     from engine.prompt import DEFAULT_SYSTEM_PROMPT
 
     return f'system prompt: the model\'s default, "{shorten(DEFAULT_SYSTEM_PROMPT, 90)}" (base models use none)'
@@ -240,7 +240,7 @@ def copy(session: Session, args: str) -> None:
     answer, `/copy code N` its N-th (numbered the same way). In the full-screen app you can also
     drag over an answer to select text and press Ctrl+C, or click on a code block to copy it.
     Copies go through the terminal (OSC 52), which works over SSH; inside tmux, through tmux."""
-    from dsvl_tui.markdown import code_blocks
+    from dsvl_tui.markdown.render import code_blocks
 
     words = _words(args)
     answers = [m for m in session.conversation.messages if m.role == "assistant"]

@@ -19,9 +19,9 @@ from dsvl_tui.commands.builtin._web import (
 )
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
-from dsvl_tui.conversation import TITLE_CHARS, Conversation
+from dsvl_tui.core.conversation import TITLE_CHARS, Conversation
+from dsvl_tui.core.text import shorten
 from dsvl_tui.storage import atomic, transcript
-from dsvl_tui.text import shorten
 
 if TYPE_CHECKING:
     from dsvl_tui.storage.journal import JournalEntry

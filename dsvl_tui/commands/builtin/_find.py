@@ -10,8 +10,8 @@ from dsvl_tui.commands.builtin._files import _open, _read, open_journaled
 from dsvl_tui.commands.builtin._shared import _plural
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import FoundConversation, Session
-from dsvl_tui.conversation import TITLE_CHARS, Conversation
-from dsvl_tui.text import error_line, shorten
+from dsvl_tui.core.conversation import TITLE_CHARS, Conversation
+from dsvl_tui.core.text import error_line, shorten
 
 if TYPE_CHECKING:
     from dsvl_tui.storage.search_index import Hit, Record
@@ -141,7 +141,7 @@ def run_find(text: str, *, json_output: bool = False, limit: int = FIND_LIMIT) -
     import json
     import sys
 
-    from dsvl_tui.text import printable
+    from dsvl_tui.core.text import printable
 
     try:
         _words_of(text)

@@ -1,7 +1,7 @@
 """The browser's side of files in ``dsvl-chat web``: /upload, ``/load`` alone, and the downloads of /save and /export.
 
 A front end served by ``dsvl-chat web`` has a ``web`` attribute
-(``dsvl_tui.web_client.WebClient``) that opens upload pages and hands files
+(``dsvl_tui.web.client.WebClient``) that opens upload pages and hands files
 to the browser; any other front end has none, and these commands say what
 to use there instead. An upload goes through the very checks of ``/image``
 (``check_images``) or ``/load`` (the transcript reader), off the event loop.
@@ -20,10 +20,10 @@ from dsvl_tui.commands.builtin._shared import _words
 from dsvl_tui.commands.completion import IMAGE_SUFFIXES
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import Session
-from dsvl_tui.web_client import MAX_UPLOAD_BYTES, NOT_WEB, WAIT_SECONDS, Upload, UploadError, WebClient, keep_image
+from dsvl_tui.web.client import MAX_UPLOAD_BYTES, NOT_WEB, WAIT_SECONDS, Upload, UploadError, WebClient, keep_image
 
 if TYPE_CHECKING:
-    from dsvl_tui.conversation import Attachment, Conversation
+    from dsvl_tui.core.conversation import Attachment, Conversation
 
 
 def web_side(session: Session) -> WebClient | None:

@@ -22,14 +22,14 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from dsvl_tui.conversation import Attachment, Conversation
-from dsvl_tui.stats import stats_line
+from dsvl_tui.core.conversation import Attachment, Conversation
+from dsvl_tui.core.stats import stats_line
+from dsvl_tui.core.text import printable
 from dsvl_tui.storage.atomic import atomic_write_bytes, is_temp_file
 from dsvl_tui.storage.paths import data_dir
 from dsvl_tui.storage.transcript.format import FORMAT, VERSION, TranscriptError
 from dsvl_tui.storage.transcript.read import read
 from dsvl_tui.storage.transcript.write import ImageFolder, document, encode
-from dsvl_tui.text import printable
 
 __all__ = [
     "FORMAT", "VERSION", "TranscriptError", "default_save_path", "export_markdown",

@@ -44,7 +44,7 @@ class TranscriptError(Exception):
 
 def one_line(text: str) -> str:
     """``text`` on one line, every run of whitespace or unprintable characters one space (file names
-    in a transcript error may hold anything); errors elsewhere use ``dsvl_tui.text.error_line``."""
+    in a transcript error may hold anything); errors elsewhere use ``dsvl_tui.core.text.error_line``."""
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 

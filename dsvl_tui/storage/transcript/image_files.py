@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from dsvl_tui.conversation import MAX_IMAGE_FILE_BYTES, Attachment
+from dsvl_tui.core.conversation import MAX_IMAGE_FILE_BYTES, Attachment
 from engine.files import FileTooLargeError, UnusableFileError, open_beneath, open_regular
 
 

@@ -24,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
-from dsvl_tui.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation
+from dsvl_tui.core.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation
+from dsvl_tui.core.text import shorten, valid_text
 from dsvl_tui.storage.transcript import format as fmt
 from dsvl_tui.storage.transcript.format import (
     FORMAT,
@@ -37,7 +38,6 @@ from dsvl_tui.storage.transcript.format import (
     parse_time,
 )
 from dsvl_tui.storage.transcript.image_files import Place, attachment, locate
-from dsvl_tui.text import shorten, valid_text
 from engine.files import open_regular
 from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path, PurePath
 
-from dsvl_tui.conversation import Attachment, Conversation, file_sha256
+from dsvl_tui.core.conversation import Attachment, Conversation, file_sha256
 from dsvl_tui.storage.atomic import atomic_write_bytes
 from dsvl_tui.storage.transcript.format import FORMAT, STATS_FIELDS, VERSION, format_time
 from engine.types import GenerationStats

@@ -15,7 +15,7 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from dsvl_tui.commands.session import FoundConversation
-from dsvl_tui.text import printable, shorten
+from dsvl_tui.core.text import printable, shorten
 from dsvl_tui.tui.screens._dialog import Dialog
 
 TITLE_CELLS = 30  # of the title: at 80×24 the date and the picture count fit after it

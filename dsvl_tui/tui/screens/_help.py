@@ -18,7 +18,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
 from dsvl_tui.commands.session import HelpSection
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 from dsvl_tui.tui.screens._dialog import Dialog
 
 _KEY_WORDS = {"ctrl": "Ctrl", "alt": "Alt", "shift": "Shift", "escape": "Esc", "pageup": "PgUp",

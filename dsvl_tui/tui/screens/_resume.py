@@ -20,7 +20,7 @@ from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from dsvl_tui.commands.session import RecentConversation
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 from dsvl_tui.tui.screens._dialog import Dialog
 
 PREVIEW_CHARS = 400  # of each message shown

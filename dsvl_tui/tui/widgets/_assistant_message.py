@@ -14,9 +14,9 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Label
 
-from dsvl_tui.conversation import ChatMessage
-from dsvl_tui.stats import stats_line
-from dsvl_tui.text import printable
+from dsvl_tui.core.conversation import ChatMessage
+from dsvl_tui.core.stats import stats_line
+from dsvl_tui.core.text import printable
 from dsvl_tui.tui.widgets._markdown_view import MarkdownView
 from engine.types import GenerationStats
 

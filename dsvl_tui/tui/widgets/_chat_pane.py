@@ -27,7 +27,7 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Static
 
-from dsvl_tui.conversation import ChatMessage, Conversation
+from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
 from dsvl_tui.tui.widgets._notice import Notice
 from dsvl_tui.tui.widgets._user_message import UserMessage

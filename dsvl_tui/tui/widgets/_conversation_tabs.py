@@ -16,8 +16,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane
 
-from dsvl_tui.conversation import Conversation
-from dsvl_tui.text import printable, shorten
+from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.text import printable, shorten
 from dsvl_tui.tui.widgets._chat_pane import ChatPane
 
 TAB_TITLE_CHARS = 16  # the least of a tab's title (the conversation's) shown, cut at a word

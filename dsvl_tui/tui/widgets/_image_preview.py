@@ -27,8 +27,8 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from dsvl_tui.conversation import Attachment
-from dsvl_tui.text import printable
+from dsvl_tui.core.conversation import Attachment
+from dsvl_tui.core.text import printable
 from dsvl_tui.tui import image_protocols, thumbnail
 from engine.image_limits import open_picture
 

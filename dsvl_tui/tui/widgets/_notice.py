@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widgets import Static
 
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 
 
 class Notice(Static):

@@ -25,7 +25,7 @@ from textual.widgets import TextArea
 from dsvl_tui.commands.completion import Completion, complete, dropped_paths
 from dsvl_tui.commands.registry import CommandRegistry
 from dsvl_tui.commands.registry import registry as default_registry
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 
 NEWLINE_KEYS = frozenset({"ctrl+j", "shift+enter", "alt+enter", "shift+\r"})
 

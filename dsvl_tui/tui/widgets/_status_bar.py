@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 
 if TYPE_CHECKING:
     from engine.types import EngineInfo, GenerationStats

@@ -7,8 +7,8 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Label, Static
 
-from dsvl_tui.conversation import ChatMessage
-from dsvl_tui.text import printable
+from dsvl_tui.core.conversation import ChatMessage
+from dsvl_tui.core.text import printable
 from dsvl_tui.tui.widgets._image_preview import ImagePreview
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dsvl_tui.text import error_line
+from dsvl_tui.core.text import error_line
 from engine.errors import EngineError
 from engine.types import ChatBackend
 

@@ -42,11 +42,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from dsvl_tui.image_urls import DataUrlCache
-from dsvl_tui.remote_events import RemoteError, RemoteStreamError, error_message, reason
-from dsvl_tui.remote_stream import ERROR_BYTES, MAX_CHARS_PER_TOKEN, RemoteStream, head
-from dsvl_tui.stats import MAX_COUNT
-from dsvl_tui.text import error_line
+from dsvl_tui.backends.image_urls import DataUrlCache
+from dsvl_tui.backends.remote_events import RemoteError, RemoteStreamError, error_message, reason
+from dsvl_tui.backends.remote_stream import ERROR_BYTES, MAX_CHARS_PER_TOKEN, RemoteStream, head
+from dsvl_tui.core.stats import MAX_COUNT
+from dsvl_tui.core.text import error_line
 from engine.types import EngineInfo, GenerationSettings, Message
 
 __all__ = ["MAX_CHARS_PER_TOKEN", "RemoteBackend", "RemoteError", "RemoteStreamError", "public_url"]

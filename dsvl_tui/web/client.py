@@ -51,14 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.image_urls import MAX_IMAGE_BYTES
+from dsvl_tui.backends.image_urls import MAX_IMAGE_BYTES
 from engine.files import FileTooLargeError, kind_of, read_regular, shown_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from textual.app import App
     from textual.timer import Timer
 
-    from dsvl_tui.conversation import Attachment, Conversation
+    from dsvl_tui.core.conversation import Attachment, Conversation
 
 ENV_WEB = "DSVL_WEB"
 ENV_URL = "DSVL_WEB_URL"

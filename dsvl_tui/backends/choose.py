@@ -1,7 +1,7 @@
 """The backend every front end answers with, and answers start to end.
 
 ``load_backend`` is the one way the app, the REPL and ``ask`` get the model
-they answer with. ``stats_line`` (from ``dsvl_tui.stats``) is re-exported
+they answer with. ``stats_line`` (from ``dsvl_tui.core.stats``) is re-exported
 for the line-based front ends.
 
 ``stream_answer`` (the REPL and ``ask``; the app posts its answers to the
@@ -19,14 +19,14 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.conversation import ChatMessage, Conversation
-from dsvl_tui.options import resolvable_model
-from dsvl_tui.stats import stats_line
+from dsvl_tui.core.conversation import ChatMessage, Conversation
+from dsvl_tui.core.options import resolvable_model
+from dsvl_tui.core.stats import stats_line
 from engine.errors import GenerationError
 from engine.types import ChatBackend
 
 if TYPE_CHECKING:
-    from dsvl_tui.options import Options
+    from dsvl_tui.core.options import Options
 
 __all__ = ["Loader", "load_backend", "note_backend", "stats_line", "stream_answer"]
 
@@ -37,8 +37,8 @@ Loader = Callable[..., ChatBackend]
 def loading_line(options: Options, model: str | None = None) -> str:
     """What a front end says it is starting: loading a local model, or answering through a server."""
     if options.endpoint:
-        from dsvl_tui.remote import public_url
-        from dsvl_tui.web_client import is_web
+        from dsvl_tui.backends.remote import public_url
+        from dsvl_tui.web.client import is_web
 
         return "using the model server" if is_web() else f"using the model server at {public_url(options.endpoint)}"
     return f"loading {model or options.model}"
@@ -64,9 +64,9 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
     of this run only: ``internal``, so its address is neither shown nor stored.
     """
     if options.endpoint:
-        from dsvl_tui.remote import RemoteBackend, RemoteError
-        from dsvl_tui.remote_probe import PROBE_TIMEOUT
-        from dsvl_tui.web_client import is_web
+        from dsvl_tui.backends.remote import RemoteBackend, RemoteError
+        from dsvl_tui.backends.remote_probe import PROBE_TIMEOUT
+        from dsvl_tui.web.client import is_web
 
         remote = RemoteBackend(options.endpoint, api_key=options.api_key, model=model, internal=is_web())
         try:

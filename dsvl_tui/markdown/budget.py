@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.text import Text
 
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 
 BLOCK_CHARS = 8_000
 """A block longer than this is plain (rich draws prose at ~1 µs a character, code at ~10)."""

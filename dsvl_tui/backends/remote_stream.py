@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dsvl_tui.remote_events import (
+from dsvl_tui.backends.remote_events import (
     MAX_LINE_BYTES,
     LineTooLong,
     Notes,
@@ -30,7 +30,7 @@ from dsvl_tui.remote_events import (
 from engine.types import GenerationStats, StopReason
 
 if TYPE_CHECKING:
-    from dsvl_tui.remote import RemoteBackend
+    from dsvl_tui.backends.remote import RemoteBackend
 
 __all__ = ["ERROR_BYTES", "MAX_CHARS_PER_TOKEN", "RemoteStream", "head"]
 

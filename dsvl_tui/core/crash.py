@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 
 from dsvl_tui import __version__
+from dsvl_tui.core.text import error_line, printable
 from dsvl_tui.storage.paths import data_dir
-from dsvl_tui.text import error_line, printable
 
 CRASH_LOG = "crash.log"
 MAX_LOG_BYTES = 1_000_000  # a log this big is started over rather than grown

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dsvl_tui.stats import MAX_COUNT
-from dsvl_tui.text import error_line
+from dsvl_tui.core.stats import MAX_COUNT
+from dsvl_tui.core.text import error_line
 from engine.errors import EngineError, GenerationError
 
 __all__ = ["MAX_LINE_BYTES", "Event", "LineTooLong", "Notes", "RemoteError", "RemoteStreamError", "bounded_lines",

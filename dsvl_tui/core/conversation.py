@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from dsvl_tui.stats import valid_stats
-from dsvl_tui.text import shorten
+from dsvl_tui.core.stats import valid_stats
+from dsvl_tui.core.text import shorten
 from engine.files import UnusableFileError, open_regular, read_regular, shown_path
 from engine.types import EncodedImage, GenerationSettings, GenerationStats, ImageSource, Message
 

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dsvl_tui.remote import RemoteBackend
-from dsvl_tui.remote_events import RemoteError
+from dsvl_tui.backends.remote import RemoteBackend
+from dsvl_tui.backends.remote_events import RemoteError
 
 __all__ = ["PROBE_TIMEOUT", "RETRY_SECONDS", "Connection", "schedule_text", "watch"]
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dsvl_tui.options import Options
-from dsvl_tui.text import printable, valid_text
+from dsvl_tui.core.options import Options
+from dsvl_tui.core.text import printable, valid_text
 
 if TYPE_CHECKING:
-    from dsvl_tui.conversation import ChatMessage, Conversation
+    from dsvl_tui.core.conversation import ChatMessage, Conversation
     from engine.types import ChatBackend
 
 _C1 = re.compile(r"[\x7f-\x9f]")  # DEL and the C1 controls
@@ -93,7 +93,7 @@ class _Ask:
             self.err.flush()
 
     def run(self) -> int:
-        from dsvl_tui.conversation import LimitError
+        from dsvl_tui.core.conversation import LimitError
 
         question = self._question()
         conversation = self._conversation()
@@ -133,7 +133,7 @@ class _Ask:
         return binary.read().decode(getattr(self.stdin, "encoding", None) or "utf-8", errors="replace")
 
     def _conversation(self):
-        from dsvl_tui.conversation import Conversation, text_problem
+        from dsvl_tui.core.conversation import Conversation, text_problem
 
         request, options = self.request, self.request.options
         path = request.transcript
@@ -174,7 +174,7 @@ class _Ask:
         return conversation
 
     def _attach(self, conversation) -> None:
-        from dsvl_tui.conversation import Attachment
+        from dsvl_tui.core.conversation import Attachment
         from engine.errors import ImageError
         from engine.images import load_image
 
@@ -190,8 +190,8 @@ class _Ask:
     # -- the model -------------------------------------------------------------------------
 
     def _load(self, model: str) -> ChatBackend:
-        from dsvl_tui.answers import load_backend, loading_line
-        from dsvl_tui.loading import ProgressLines, describe_failure
+        from dsvl_tui.backends.choose import load_backend, loading_line
+        from dsvl_tui.repl.load_progress import ProgressLines, describe_failure
 
         self.note(loading_line(self.request.options, model))
         progress = None if self.request.quiet else ProgressLines(self.note)
@@ -203,7 +203,7 @@ class _Ask:
             raise AskFailure(EXIT_ENGINE, describe_failure(exc)) from None
 
     def _generate(self, backend: ChatBackend, conversation: Conversation) -> tuple[ChatMessage, bool]:
-        from dsvl_tui.answers import stats_line, stream_answer
+        from dsvl_tui.backends.choose import stats_line, stream_answer
         from dsvl_tui.repl.printers import PlainPrinter
         from engine.errors import ContextOverflowError, EngineError, ImageError
 

@@ -1,5 +1,5 @@
 """How answers look: rich's Markdown with the app's headings and code blocks, styled from a
-Textual theme (``look_for``). ``dsvl_tui.markdown`` draws with it."""
+Textual theme (``look_for``). ``dsvl_tui.markdown.render`` draws with it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from functools import lru_cache
 from rich.markdown import CodeBlock, Heading, Markdown
 from rich.theme import Theme
 
-from dsvl_tui.text import printable
+from dsvl_tui.core.text import printable
 
 
 class _LeftHeading(Heading):
