@@ -255,7 +255,7 @@ class Conversation:
         self.make_room(2)
         message = ChatMessage("user", text, images=list(self.pending))
         self.pending.clear()
-        self.messages.append(message)
+        self._append(message)
         if not self.title:
             self.title = shorten(text, TITLE_CHARS) or "image"
         self.touch()
@@ -285,9 +285,17 @@ class Conversation:
         if error is not None:
             error = cut_text(error, limit, " [cut]")
         message = ChatMessage("assistant", text, stats=valid_stats(stats), stopped=stopped, error=error)
-        self.messages.append(message)
+        self._append(message)
         self.touch()
         return message
+
+    def _append(self, message: ChatMessage) -> None:
+        """Add ``message`` to the path. Where the path forks (``core.branches``) it is made at least 2 ms after
+        its siblings: they are ordered by ``created``, which a transcript keeps to the millisecond."""
+        kept = self.alternatives.get(self.messages[-1].id if self.messages else "")
+        if kept:
+            message.created = max(message.created, max(sibling.created for sibling in kept) + 0.002)
+        self.messages.append(message)
 
     def engine_messages(self) -> list[Message]:
         """The history as the engine takes it; missing images and failed empty answers left out.

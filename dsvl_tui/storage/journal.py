@@ -41,6 +41,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsvl_tui.core.branches import all_messages
 from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage.atomic import atomic_write_bytes, is_temp_file
 from dsvl_tui.storage.paths import data_dir
@@ -214,7 +215,7 @@ class Journal:
         ``folder``, which the other program may delete), and journal it."""
         conv.id = uuid.uuid4().hex
         own = self.directory / f"{conv.id}.images"
-        for message in conv.messages:
+        for message in all_messages(conv):  # the branches' pictures too
             for att in message.images:
                 if att.path is None or att.missing or Path(att.path).parent != folder:
                     continue
