@@ -22,6 +22,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp
 
 
+# Versions of a message (/edit, /regenerate keep the old one as a branch): up and down, as a browser and a
+# terminal both pass Alt+Up/Down on (Alt+Left/Right are the tabs'; Ctrl+Left/Right move by words in the input).
+BRANCH_KEYS = [
+    Binding("alt+up", "slash('/branch prev')", "Previous version", show=False,
+            tooltip="the previous version of the last message with versions (/branch prev)"),
+    Binding("alt+down", "slash('/branch next')", "Next version", show=False,
+            tooltip="the next version of the last message with versions (/branch next)"),
+]
+
 # What a browser lets through: it keeps Ctrl+N, Ctrl+W and Ctrl+Q (and Ctrl+PgUp/PgDn, its tabs) before a page
 # sees them, so the same actions get Alt keys there. The Ctrl keys stay bound (a kiosk browser may pass them on)
 # but are not offered.
@@ -36,6 +45,7 @@ WEB_KEYS = [
     Binding("alt+left", "previous_pane", "Previous tab", show=False, priority=True),
     Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
     Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
+    *BRANCH_KEYS,
     Binding("f1", "slash('/help')", "Help", tooltip="this help"),
     Binding("ctrl+n", "new_pane", show=False),  # no description: not listed by F1 either
     Binding("ctrl+w", "close_pane", show=False, priority=True),
@@ -54,6 +64,7 @@ class MainScreen(Screen[None]):
     | Alt+Right / Alt+Left (Ctrl+PgDn / Ctrl+PgUp) | next / previous tab |
     | Ctrl+O | start `/image ` |
     | Ctrl+R | regenerate the last answer |
+    | Alt+Up / Alt+Down | previous / next version of a message (``/branch prev``, ``/branch next``) |
     | F1 | help |
     | Ctrl+Q | quit |
 
@@ -71,6 +82,7 @@ class MainScreen(Screen[None]):
         Binding("ctrl+pageup,alt+left", "previous_pane", "Previous tab", show=False),
         Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
         Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
+        *BRANCH_KEYS,
         Binding("f1", "slash('/help')", "Help", tooltip="this help"),
     ]
 

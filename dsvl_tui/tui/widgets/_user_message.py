@@ -12,6 +12,12 @@ from dsvl_tui.core.text import printable
 from dsvl_tui.tui.widgets._image_preview import ImagePreview
 
 
+def role_line(role: str, versions: tuple[int, int]) -> str:
+    """A message's header: who wrote it and, when /edit or /regenerate made others, which version it is."""
+    k, n = versions
+    return f"{role}  \u2039 {k}/{n} \u203a" if n > 1 else role
+
+
 class UserMessage(Vertical):
     """One message the user sent."""
 
@@ -36,13 +42,14 @@ class UserMessage(Vertical):
     }
     """
 
-    def __init__(self, message: ChatMessage, *, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(self, message: ChatMessage, *, versions: tuple[int, int] = (1, 1), name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.message = message
+        self.versions = versions  # (k, n): the message is version k of n (core.branches)
 
     def compose(self) -> ComposeResult:
-        yield Label("You", classes="role")
+        yield Label(role_line("You", self.versions), classes="role")
         if self.message.images:
             with Horizontal(classes="images"):
                 for attachment in self.message.images:
