@@ -183,3 +183,13 @@ def test_the_journal_keeps_the_tree_and_the_branches_pictures(tmp_path):
     assert texts(reopened) == ["q1", "a1", "q2", "a2"]
     picture = reopened.messages[2].images[0]
     assert not picture.missing and reopened.engine_messages()[2].images[0].data
+
+
+def test_the_documented_example_is_a_version_2_transcript_that_loads(tmp_path):
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "transcripts.md").read_text("utf-8")
+    example = docs.split("## A complete example", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "chat.json"
+    path.write_text(example, "utf-8")
+    conv = load_transcript(path)  # its picture is not there: it loads marked missing
+    assert json.loads(example)["version"] == transcript_format.VERSION
+    assert [m.id for m in conv.messages] == [m["id"] for m in json.loads(example)["messages"]]
