@@ -98,7 +98,7 @@ class Tree:
 
     def path_to(self, message_id: str) -> list[ChatMessage]:
         """The messages from the root to ``message_id``, that one included."""
-        path = []
+        path: list[ChatMessage] = []
         while message_id != ROOT and len(path) <= len(self.by_id):
             path.append(self.by_id[message_id])
             message_id = self.parent[message_id]

@@ -5,7 +5,7 @@ the tree."""
 from __future__ import annotations
 
 from textual.widgets import Label
-from tui_support import GREEDY, notices, ready, run_async, type_line, wait_for
+from tui_support import GREEDY, notices, ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.core import branches
 from dsvl_tui.core.options import Options
@@ -99,3 +99,30 @@ async def test_the_branch_keys_without_branches_say_so_in_one_line(tiny_siglip):
         await pilot.press("alt+down")
         await wait_for(pilot, lambda: notices(app, error=True))
         assert notices(app, error=True) == ["no message here has another version: /edit N and /regenerate make them"]
+
+
+@run_async
+async def test_in_a_browser_alt_up_as_xterm_js_sends_it_steps_from_the_input(web_mode):
+    """xterm.js sends Alt+Up as ESC [1;3A: a key the input box does not take, so the screen's binding steps."""
+    from textual._xterm_parser import XTermParser
+
+    app = scripted_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        assert app.in_browser
+        conv = app.active.conversation
+        await type_line(pilot, "a question")
+        await settled(pilot, 2)
+        old = conv.messages[1]
+        await type_line(pilot, "/regenerate")
+        await settled(pilot, 2)
+        assert conv.messages[1] is not old
+        app.prompt.focus()
+        app.prompt.load_text_at_end("draft")
+        parser = XTermParser()
+        [key] = [*parser.feed("\x1b[1;3A"), *parser.feed("")]
+        assert key.key == "alt+up"
+        app.post_message(key)
+        await wait_for(pilot, lambda: conv.messages[1] is old)
+        await settled(pilot, 2)
+        assert headers(app, AssistantMessage) == ["DeepSeek-VL  \u2039 1/2 \u203a"] and app.prompt.text == "draft"
