@@ -202,6 +202,15 @@ def fork_index(conv: Conversation) -> int | None:
     return None
 
 
+def focus_on(conv: Conversation, message: ChatMessage) -> bool:
+    """Make the branch keys step through the versions of ``message`` (on the current path); False if it is not."""
+    for index, shown in enumerate(conv.messages):
+        if shown is message:
+            conv.branch_focus = parent_of(conv, index)
+            return True
+    return False
+
+
 def step(conv: Conversation, delta: int) -> tuple[int, int] | None:
     """Show the next (``delta`` 1) or previous (-1) sibling at ``fork_index``, and below it the path
     written last; returns its (k, n), or None when the conversation has no branches."""

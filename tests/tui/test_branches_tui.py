@@ -126,3 +126,37 @@ async def test_in_a_browser_alt_up_as_xterm_js_sends_it_steps_from_the_input(web
         await wait_for(pilot, lambda: conv.messages[1] is old)
         await settled(pilot, 2)
         assert headers(app, AssistantMessage) == ["DeepSeek-VL  \u2039 1/2 \u203a"] and app.prompt.text == "draft"
+
+
+@run_async
+async def test_a_click_on_k_of_n_steps_that_message_and_the_keys_then_step_it_too():
+    app = scripted_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        conv = app.active.conversation
+        await type_line(pilot, "question")
+        await settled(pilot, 2)
+        await type_line(pilot, "/regenerate")
+        await settled(pilot, 2)
+        await type_line(pilot, "/edit")
+        await wait_for(pilot, lambda: app.prompt.text == "question")
+        app.prompt.load_text_at_end("question, edited")
+        await pilot.press("enter")
+        await settled(pilot, 2)
+        assert (headers(app, UserMessage), headers(app, AssistantMessage)) == (["You  \u2039 2/2 \u203a"], ["DeepSeek-VL"])
+
+        await pilot.press("alt+up")  # the last fork made: the edited message's
+        await wait_for(pilot, lambda: conv.messages[0].text == "question")
+        await settled(pilot, 2)
+        # Below it, the branch written last: the regenerated answer.
+        assert headers(app, AssistantMessage) == ["DeepSeek-VL  \u2039 2/2 \u203a"]
+
+        label = app.active.query_one(AssistantMessage).query_one(".role", Label)
+        await pilot.click(label, offset=(str(label.render()).index("\u2039"), 0))  # the answer's previous version
+        await wait_for(pilot, lambda: headers(app, AssistantMessage) == ["DeepSeek-VL  \u2039 1/2 \u203a"])
+        await pilot.press("alt+down")  # the keys now step the answer clicked, not the message above it
+        await wait_for(pilot, lambda: headers(app, AssistantMessage) == ["DeepSeek-VL  \u2039 2/2 \u203a"])
+        assert conv.messages[0].text == "question"
+        label = app.active.query_one(UserMessage).query_one(".role", Label)
+        await pilot.click(label, offset=(len(str(label.render())) - 1, 0))  # the message's next version
+        await wait_for(pilot, lambda: conv.messages[0].text == "question, edited")

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Input, TextArea
 
 from dsvl_tui.commands import builtin as builtin_commands
 from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar
+from dsvl_tui.tui.widgets._user_message import VersionClicked  # a message, not a widget: not in widgets.__all__
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp
@@ -64,7 +65,7 @@ class MainScreen(Screen[None]):
     | Alt+Right / Alt+Left (Ctrl+PgDn / Ctrl+PgUp) | next / previous tab |
     | Ctrl+O | start `/image ` |
     | Ctrl+R | regenerate the last answer |
-    | Alt+Up / Alt+Down | previous / next version of a message (``/branch prev``, ``/branch next``) |
+    | Alt+Up / Alt+Down | previous / next version of a message (`/branch prev`, `/branch next`) |
     | F1 | help |
     | Ctrl+Q | quit |
 
@@ -142,3 +143,10 @@ class MainScreen(Screen[None]):
 
     def action_slash(self, line: str) -> None:
         self.chat.run_command(line)
+
+    def on_version_clicked(self, event: VersionClicked) -> None:
+        """A click on a message's "‹ k/n ›": its previous or next version, as Alt+Up / Alt+Down would."""
+        from dsvl_tui.core.branches import focus_on
+
+        if focus_on(self.chat.active.conversation, event.message):
+            self.chat.run_command("/branch next" if event.step > 0 else "/branch prev")

@@ -8,6 +8,7 @@ length of the answer. ``finish()`` marks the last block final.
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
@@ -18,7 +19,7 @@ from dsvl_tui.core.conversation import ChatMessage
 from dsvl_tui.core.stats import stats_line
 from dsvl_tui.core.text import printable
 from dsvl_tui.tui.widgets._markdown_view import MarkdownView
-from dsvl_tui.tui.widgets._user_message import role_line
+from dsvl_tui.tui.widgets._user_message import clicked_version, role_line
 from engine.types import GenerationStats
 
 
@@ -77,6 +78,9 @@ class AssistantMessage(Vertical):
 
     def on_mount(self) -> None:
         self._apply_state()
+
+    def on_click(self, event: events.Click) -> None:
+        clicked_version(self, self.message, self.versions, event)
 
     def watch_state(self) -> None:
         if self.is_mounted:
