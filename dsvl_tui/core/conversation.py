@@ -241,7 +241,7 @@ class Conversation:
 
     @property
     def is_empty(self) -> bool:
-        return not self.messages and not self.pending
+        return not self.messages and not self.pending and not self.alternatives  # after /edit 1: only branches
 
     def add_user(self, text: str) -> ChatMessage:
         """Append the user's message with the pending images (which are then cleared).

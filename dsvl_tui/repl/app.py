@@ -248,7 +248,7 @@ class Repl:
         self._require_idle("start a new conversation")
         old = self._conversation
         self._conversation = Conversation(system=old.system, settings=old.settings, model=old.model)
-        self.info("new conversation" + (" (the previous one stays in /resume)" if old.messages else ""))
+        self.info("new conversation" + (" (the previous one stays in /resume)" if old.message_count() else ""))
 
     def close_pane(self) -> None:
         raise CommandError("the REPL has a single conversation")

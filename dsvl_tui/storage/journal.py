@@ -96,7 +96,7 @@ class Journal:
     def record(self, conv: Conversation, *, index: bool = True) -> str | None:
         """Journal ``conv`` now; return None, or a one-line message if the disk refused.
 
-        A conversation with no messages has its entry removed. ``conv`` itself
+        A conversation with no messages (on no branch) has its entry removed. ``conv`` itself
         is never changed, except that its attachments learn where their copy is
         kept (``Attachment.stored``), which stands in for a deleted original.
         ``index=False`` leaves the search index to a later ``update_index()``.
@@ -119,7 +119,7 @@ class Journal:
 
     def _record(self, conv: Conversation) -> None:
         path = self.path_for(conv.id)
-        if not conv.messages:
+        if not conv.messages and not conv.alternatives:  # /edit of the first message leaves branches only
             self._remove(path)
             return
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -193,3 +193,20 @@ def test_the_documented_example_is_a_version_2_transcript_that_loads(tmp_path):
     conv = load_transcript(path)  # its picture is not there: it loads marked missing
     assert json.loads(example)["version"] == transcript_format.VERSION
     assert [m.id for m in conv.messages] == [m["id"] for m in json.loads(example)["messages"]]
+
+
+def test_after_editing_the_first_message_the_journal_and_save_keep_the_branches(tmp_path):
+    """/edit 1 empties the current path until the new version is sent: the conversation is not empty (a kill
+    then, or /load into its pane, must not lose it)."""
+    conv = Conversation()
+    conv.add_user("only question")
+    conv.add_answer("only answer")
+    journal = Journal(tmp_path / "journal")
+    assert journal.record(conv) is None
+    branches.detach(conv, 0)
+    assert conv.messages == [] and not conv.is_empty
+    assert journal.record(conv) is None
+    reopened = journal.open(conv.id)
+    assert reopened.messages == [] and [[m.text for m in b.messages] for b in branches.branches(reopened)] == [
+        ["only question", "only answer"]]
+    assert load_transcript(save_transcript(conv, tmp_path / "c.json")).message_count() == 2
