@@ -36,8 +36,9 @@ def branch(session: Session, args: str) -> None:
     (* marks the one shown), `/branch N` switches to number N. `/branch next` and `/branch prev`
     step through the versions of one message (its siblings: a regenerated answer, an edited
     message): the last one made or stepped, else the last message with versions. In the
-    full-screen app a message with versions shows "2/3" in its header, and Alt+Up / Alt+Down
-    step. Below the message switched to, the branch written last is shown."""
+    full-screen app a message with versions shows "‹ 2/3 ›" in its header (a click on ‹ or ›
+    steps it), and Alt+Up / Alt+Down step. Below the message switched to, the branch written
+    last is shown. Saved transcripts and autosave keep every branch; /export writes the one shown."""
     conv = session.conversation
     words = _words(args)
     if not words:

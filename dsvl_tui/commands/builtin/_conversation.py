@@ -227,7 +227,8 @@ def edit(session: Session, args: str) -> None:
 
 @registry.command("undo", "Remove the last turn", "/undo")
 def undo(session: Session, args: str) -> None:
-    """Removes your last message and the answer to it."""
+    """Removes your last message and the answer to it (not kept as a branch, nor what
+    branched from them: /edit keeps the old version)."""
     _require_idle(session, "undo")
     conv = session.conversation
     if not conv.messages:
