@@ -48,6 +48,47 @@ def test_switching_back_to_a_branch_reuses_its_cached_prefix(tiny_engine):
     assert back.reused_tokens >= asked_second.prompt_tokens > edited.reused_tokens
 
 
+def test_random_edits_regenerations_and_switches_keep_one_consistent_tree():
+    """Whatever mix of /edit N, /regenerate, sends, /undo, steps and switches: every message stays in the tree once,
+    the path is a root-to-message path of it, and /branch's one-pass listing matches a walk up from each leaf."""
+    import random
+
+    rng = random.Random(25)
+    conv = Conversation()
+    made = 0
+    for _ in range(400):
+        action = rng.choice(["send", "send", "regenerate", "edit", "step", "switch", "undo"])
+        users = [i for i, m in enumerate(conv.messages) if m.role == "user"]
+        if action == "send" or not users:
+            made += 1
+            conv.add_user(f"q{made}")
+            conv.add_answer(f"a{made}")
+        elif action == "regenerate":
+            conv.for_regenerate()
+            conv.add_answer(f"r{made}")
+        elif action == "edit":
+            branches.detach(conv, rng.choice(users))
+        elif action == "step":
+            branches.step(conv, rng.choice([1, -1]))
+        elif action == "switch":
+            branches.switch_to(conv, rng.randint(1, len(branches.branches(conv))))
+        else:
+            conv.undo()
+        everything = list(branches.all_messages(conv))
+        assert len({m.id for m in everything}) == len(everything) == conv.message_count()
+        tree = branches.Tree(conv)
+        assert len(tree.reachable()) == len(everything)  # no orphans: /undo took what hung from what it dropped
+        if conv.messages:
+            assert tree.path_to(conv.messages[-1].id) == conv.messages
+        for branch in branches.branches(conv):
+            path = tree.path_to(branch.last.id)
+            shared = next((i for i, (a, b) in enumerate(zip(path, conv.messages, strict=False)) if a is not b),
+                          min(len(path), len(conv.messages)))
+            assert (branch.length, branch.shared) == (len(path), shared)
+            assert branch.current == (path == conv.messages)
+            assert branch.parted is (None if branch.current else path[shared])
+
+
 def _env(tmp_path: Path) -> dict:
     return {**os.environ, "DSVL_DATA_DIR": str(tmp_path / "data"), "DSVL_CONFIG_DIR": str(tmp_path / "config"),
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

@@ -14,7 +14,7 @@ child whose part of the tree was written last: where the user left that branch.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dsvl_tui.core.conversation import ChatMessage, Conversation
 
@@ -152,26 +152,43 @@ def prune(conv: Conversation) -> None:
 
 @dataclass(frozen=True)
 class Branch:
-    """One branch as ``/branch`` lists it: its messages, where it leaves the current path, whether it is it."""
+    """One branch as ``/branch`` lists it: its last message, its length, where it leaves the current path."""
 
     number: int  # 1 = the first
-    messages: list[ChatMessage]
+    last: ChatMessage
+    length: int  # messages on it
     shared: int  # how many of its first messages the current path has too
-    current: bool
+    parted: ChatMessage | None  # its first message not on the current path (None: it is the current path)
+    tree: Tree = field(repr=False, compare=False)
+
+    @property
+    def current(self) -> bool:
+        return self.parted is None
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        """Its messages, root first (a walk up the tree: call it for one branch, not for every one)."""
+        return self.tree.path_to(self.last.id)
 
 
 def branches(conv: Conversation) -> list[Branch]:
-    """Every branch of the conversation, numbered depth first; a conversation without any has one."""
+    """Every branch of the conversation, numbered depth first; one pass over the tree, however many."""
     tree = Tree(conv)
+    depth: dict[str, int] = {ROOT: 0}
+    parted: dict[str, ChatMessage | None] = {ROOT: None}
+    path = conv.messages
     out = []
-    for number, leaf in enumerate(tree.leaves(), 1):
-        path = tree.path_to(leaf.id)
-        shared = 0
-        for mine, theirs in zip(conv.messages, path, strict=False):
-            if mine is not theirs:
-                break
-            shared += 1
-        out.append(Branch(number, path, shared, shared == len(path) == len(conv.messages)))
+    for message in tree.reachable():  # parents first
+        parent = tree.parent[message.id]
+        at = depth[parent]
+        depth[message.id] = at + 1
+        before = parted[parent]
+        on_path = before is None and at < len(path) and path[at] is message
+        parted[message.id] = before if before is not None or on_path else message
+        if message.id not in tree.children:
+            mine = parted[message.id]
+            shared = at + 1 if mine is None else depth[tree.parent[mine.id]]
+            out.append(Branch(len(out) + 1, message, at + 1, shared, mine, tree))
     return out
 
 
@@ -181,7 +198,7 @@ def switch_to(conv: Conversation, number: int) -> Branch:
     if not 1 <= number <= len(found):
         raise IndexError(number)
     chosen = found[number - 1]
-    set_path(conv, chosen.messages)
+    set_path(conv, chosen.messages, chosen.tree)
     conv.branch_focus = None
     return chosen
 

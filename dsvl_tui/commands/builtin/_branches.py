@@ -21,12 +21,11 @@ def branch_lines(found: list[branches.Branch]) -> list[str]:
     """One line per branch: its number, its length, and where it leaves the current path (or that it is it)."""
     lines = []
     for branch in found:
-        size = _plural(len(branch.messages), "message")
-        if branch.current:
+        size = _plural(branch.length, "message")
+        if branch.parted is None:
             lines.append(f"* {branch.number}. {size} (this one)")
         else:
-            first = branch.messages[branch.shared]
-            lines.append(f"  {branch.number}. {size}, from message {branch.shared + 1}: {_quote(first.text)}")
+            lines.append(f"  {branch.number}. {size}, from message {branch.shared + 1}: {_quote(branch.parted.text)}")
     return lines
 
 
