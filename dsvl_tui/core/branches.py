@@ -177,7 +177,7 @@ def branches(conv: Conversation) -> list[Branch]:
     depth: dict[str, int] = {ROOT: 0}
     parted: dict[str, ChatMessage | None] = {ROOT: None}
     path = conv.messages
-    out = []
+    out: list[Branch] = []
     for message in tree.reachable():  # parents first
         parent = tree.parent[message.id]
         at = depth[parent]
