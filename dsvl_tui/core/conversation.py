@@ -219,6 +219,7 @@ class Conversation:
     model: str = ""
     endpoint: str = ""  # the server that answered last (--endpoint, without credentials); "" for a local model
     quantize: str = "none"  # the local model's weights when it answered last: none, int8 or int4 (--quantize)
+    layout: str = ""  # the local model's checkpoint layout when it answered last (engine.types.LAYOUTS); "" unknown
     title: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)

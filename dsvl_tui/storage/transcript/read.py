@@ -41,7 +41,7 @@ from dsvl_tui.storage.transcript.format import (
 )
 from dsvl_tui.storage.transcript.image_files import Place, attachment, locate
 from engine.files import open_regular
-from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
+from engine.types import LAYOUTS, QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
 
 _REQUIRED = object()
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -197,6 +197,7 @@ class Reader:
             model=self.take(doc, "model", "", ("string",), ""),
             endpoint=self.take(doc, "endpoint", "", ("string",), ""),
             quantize=self.quantize(doc),
+            layout=self.layout(doc),
             created=created,
             updated=self.time(doc, "updated", "", created),
         )
@@ -229,6 +230,12 @@ class Reader:
         value = self.take(doc, "quantize", "", ("string",), "none")
         if value not in QUANTIZE_MODES:
             self.fail("quantize", f"expected one of {', '.join(QUANTIZE_MODES)}, got {repr(value)[:40]}")
+        return value
+
+    def layout(self, doc: dict) -> str:
+        value = self.take(doc, "layout", "", ("string",), "")
+        if value and value not in LAYOUTS:
+            self.fail("layout", f"expected one of {', '.join(LAYOUTS)}, got {repr(value)[:40]}")
         return value
 
     def settings(self, doc: dict) -> GenerationSettings:

@@ -48,6 +48,7 @@ def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> 
         "model": conv.model,
         **({"endpoint": conv.endpoint} if conv.endpoint else {}),  # optional: older readers ignore it
         **({"quantize": conv.quantize} if conv.quantize != "none" else {}),  # optional, as endpoint
+        **({"layout": conv.layout} if conv.layout else {}),  # optional, as endpoint
         "system": conv.system,
         "settings": asdict(conv.settings),
         "messages": messages,
