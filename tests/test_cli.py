@@ -274,7 +274,7 @@ def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkey
     import dsvl_tui.tui.app
 
     monkeypatch.setattr(cli, "use_tui", lambda plain: True)
-    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options: started.append(("tui", options)) or 0)
+    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options, loader=None: started.append(("tui", options)) or 0)
     options = cli.build_options({})
     assert cli.run_chat(options, plain=False) == 0
     monkeypatch.setitem(sys.modules, "dsvl_tui.tui.app", None)  # as if the app were missing

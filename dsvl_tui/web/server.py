@@ -48,8 +48,8 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from dsvl_tui.web.client import DONE  # the marker the tab's app waits for: one name on both sides
-from dsvl_tui.web.launcher import group_kwargs
 from dsvl_tui.web.pages import INDEX, PAGE, SIGN_IN, UPLOAD_FORM
+from dsvl_tui.web.process_group import group_kwargs
 
 log = logging.getLogger("dsvl-chat.web")
 

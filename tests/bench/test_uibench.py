@@ -132,7 +132,7 @@ def test_start_up_timings() -> None:
 
 
 def test_the_shipping_code_has_no_benchmark_hook() -> None:
-    # The start of the model load is recorded by the bench's own loader (startup_child), not by the app.
+    # The start of the model load is recorded by the bench's own loader (bench.startup_child), not by the app.
     package = Path(uibench.__file__).parents[1]
     hooked = [path for path in package.rglob("*.py")
               if "bench" not in path.relative_to(package).parts and "DSVL_TRACE" in path.read_text()]
