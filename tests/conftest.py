@@ -1,6 +1,6 @@
 """Shared pytest set-up.
 
-``cuda``-marked tests (``tests/test_cuda_*.py``) need a CUDA GPU: without
+``cuda``-marked tests (``tests/engine/test_cuda_*.py``) need a CUDA GPU: without
 one they are skipped with the reason. ``python -m dsvl_tui.bench.gpucheck`` runs
 them on a GPU; its ``--dry-run`` sets ``DSVL_CUDA_TESTS_ON_CPU=1`` so they
 run on the CPU against the tiny checkpoint instead, which shows they work

@@ -84,7 +84,7 @@ def _base_url(endpoint: str) -> str:
 class RemoteBackend:
     """A client of an OpenAI-compatible server, standing in for the local engine."""
 
-    remote = True  # answers through a server (``answers.note_backend`` records which)
+    remote = True  # answers through a server (``choose.note_backend`` records which)
 
     def __init__(self, endpoint: str, *, api_key: str | None = None, model: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,

@@ -46,7 +46,7 @@ LOAD_TIMEOUT = 3600.0  # seconds the model may take to load (a first download fr
 ENGINE_ONLY = ("DSVL_DEVICE", "DSVL_DTYPE", "DSVL_COMPILE", "DSVL_QUANTIZE", "DSVL_MODEL", "DSVL_SERVE_API_KEY")
 WEB_SECRETS = ("DSVL_WEB_TOKEN",)  # the browsers' secret: no child process needs it
 # What the model server takes in one request: given to it explicitly, and to every tab, which counts its
-# pictures against them before sending (web_client.ServerLimits), so a tab is not left with pictures it can never send.
+# pictures against them before sending (web.client.ServerLimits), so a tab is not left with pictures it can never send.
 MAX_IMAGES = 8
 MAX_BODY_MIB = 32
 
