@@ -14,8 +14,8 @@ prints each block as it is finished).
 
 Blocks are found by markdown-it-py, configured as rich's own ``Markdown``
 parses, so the cut and the rendering agree. What a block may cost to draw,
-and the plain text drawn instead, is in ``markdown_budget``; how it looks,
-in ``markdown_look``.
+and the plain text drawn instead, is in ``markdown.budget``; how it looks,
+in ``markdown.look``.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _blank(line: list[Segment]) -> bool:
 def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segment]]:
     """``source`` drawn ``width`` cells wide as lines of segments, without blank lines around it
     (rows of a code block's background stay); as plain text if that would cost more than a
-    block's budget (``markdown_budget.too_costly``)."""
+    block's budget (``budget.too_costly``)."""
     console = Console(file=io.StringIO(), width=max(1, width), color_system="truecolor", force_terminal=True,
                       theme=look.theme, legacy_windows=False, emoji=False, highlight=False)
     if too_costly(source):
