@@ -16,6 +16,11 @@ Shared fixtures:
   run. They are shared by every module: copy one before changing it. A module
   that needs another seed, name or variant writes its own.
 - ``tiny_engine``: ``tiny_siglip`` loaded on the CPU, once per module.
+- ``web_mode``: the environment ``dsvl-chat web`` gives each tab's app.
+
+Tests marked ``slow`` (they start another Python, or take over ~5 s on an
+idle machine) run by default; ``pytest -m "not slow"`` leaves them out for
+a quick inner loop (CONTRIBUTING.md).
 """
 
 from __future__ import annotations

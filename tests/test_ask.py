@@ -169,6 +169,7 @@ def test_transcript_is_continued_and_appended(runs, world) -> None:
     assert (saved.settings.temperature, saved.settings.top_k, saved.settings.max_new_tokens) == (0.7, 9, 6)
 
 
+@pytest.mark.slow
 def test_a_transcript_of_a_local_model_named_relatively_continues_from_another_folder(runs, world) -> None:
     done = _result(runs, "relative_model")
     assert done.returncode == 0, done.stderr
@@ -242,6 +243,7 @@ def test_input_is_checked_before_the_model_loads(runs) -> None:
         assert "loading" not in _result(runs, case).stderr
 
 
+@pytest.mark.slow
 def test_a_generation_failure_exits_4_after_the_partial_answer(tmp_path, monkeypatch, world) -> None:
     """In process: the real engine, made to fail part way as a worker crash would."""
     real = engine.load(str(world.checkpoint))

@@ -289,7 +289,8 @@ def test_no_drawing_step_parses_more_than_a_step(monkeypatch):
 
     sizes = []
     real_parse = MarkdownIt.parse
-    monkeypatch.setattr(MarkdownIt, "parse", lambda self, src, env=None: sizes.append(len(src)) or real_parse(self, src, env))
+    monkeypatch.setattr(MarkdownIt, "parse",
+                        lambda self, src, env=None: sizes.append(len(src)) or real_parse(self, src, env))
     text = ANSWER * 300 + "x\n" * 20_000 + "a*" * 20_000 + "\n\n" + ANSWER
     drawn, steps = _draws(text)
     assert max(sizes) <= budget.STEP_CHARS and steps > len(text) // budget.STEP_CHARS

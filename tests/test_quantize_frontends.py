@@ -1,4 +1,5 @@
-"""``--quantize`` through the front ends: the CLI and its env var, ``ask --json``, transcripts, the app's /model and status bar."""
+"""``--quantize`` through the front ends: the CLI and its env var, ``ask --json``, transcripts, the app's /model
+and status bar."""
 
 from __future__ import annotations
 

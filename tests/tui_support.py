@@ -170,7 +170,7 @@ class Host(App):
         yield self.widget
 
 
-# --- driving the whole app (tests/tui/test_answering.py and its siblings, and the cross-cutting tests) -----------------
+# --- driving the whole app (tests/tui/test_answering.py and its siblings, and the cross-cutting tests) ---
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
 

@@ -94,7 +94,8 @@ def finished_blocks(text: str, *, final: bool, joined: bool = False) -> tuple[li
     rest = found[len(done)] if len(found) > len(done) else None
     used = rest.start if rest is not None else len(text) if done else 0
     ends = [block.start for block in found[1:]] + [len(text)]
-    return [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)], used, bool(rest and rest.joined)
+    pieces = [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)]
+    return pieces, used, bool(rest and rest.joined)
 
 
 def code_blocks(text: str) -> list[str]:
@@ -260,7 +261,8 @@ class DrawnMarkdown:
             return self.line_count
         start, lines = self._frozen_end, self._finished_lines
         more = self._finished_lines < budget.SHOW_LINES and self._advance()
-        while more and self._frozen_end - start < budget.STEP_CHARS and self._finished_lines - lines < 4 * budget.STEP_LINES:
+        while (more and self._frozen_end - start < budget.STEP_CHARS
+               and self._finished_lines - lines < 4 * budget.STEP_LINES):
             more = self._finished_lines < budget.SHOW_LINES and self._advance()  # short units go several to a step
         if self._finished_lines >= budget.SHOW_LINES:  # the rest is counted, not drawn
             hidden = len(self.source) - self._frozen_end

@@ -44,7 +44,7 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(remote_probe, "RETRY_SECONDS", (0.05, 0.1))
 
 
-# --- the probe ---------------------------------------------------------------------------------------------------------
+# --- the probe --------------------------------------------------------------------------------------------------------
 
 
 def test_the_schedule_is_said_in_words() -> None:
@@ -79,7 +79,7 @@ def test_watch_ends_when_told(fast_retries) -> None:
     assert remote_probe.watch(backend, lambda c: None, stop) is False
 
 
-# --- the app -----------------------------------------------------------------------------------------------------------
+# --- the app ----------------------------------------------------------------------------------------------------------
 
 
 def test_the_app_says_not_connected_with_the_reason_then_ready_when_the_server_comes_up(fast_retries) -> None:
@@ -128,7 +128,7 @@ def test_the_app_is_ready_at_once_when_the_server_answers() -> None:
     drive()
 
 
-# --- the REPL ----------------------------------------------------------------------------------------------------------
+# --- the REPL ---------------------------------------------------------------------------------------------------------
 
 
 def test_the_repl_says_not_connected_then_ready_with_the_servers_model(fast_retries) -> None:

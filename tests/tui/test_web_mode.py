@@ -238,7 +238,8 @@ async def test_load_alone_uploads_a_transcript_that_opens_in_a_tab(uploads, tmp_
         folder = upload_folder(uploads, browser)
         assert "transcript" in notices(app)[-1]
         hand_over(folder, {"home.json": tmp_path / "home.json"})
-        await wait_for(pilot, lambda: [m.text for m in app.active.conversation.messages][:1] == ["a question from home"])
+        await wait_for(pilot, lambda: [m.text for m in app.active.conversation.messages][:1]
+                       == ["a question from home"])
         assert app.active.conversation.path is None  # its file went with the upload: /save makes a new one
         await wait_for(pilot, lambda: not folder.exists())
         assert notices(app)[-1] == "opened from my laptop (2 messages)"
@@ -348,6 +349,7 @@ THIN_CLIENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_app_of_dsvl_chat_web_checks_an_upload_without_importing_torch(uploads):
     """Every browser tab is an app process: a thin client of the one model server, which alone loads torch."""
     proc = subprocess.run([sys.executable, "-c", THIN_CLIENT], capture_output=True, text=True, timeout=120,

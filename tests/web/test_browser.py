@@ -35,6 +35,8 @@ from playwright.sync_api import Browser, Download, Page, WebSocket, sync_playwri
 
 from dsvl_tui.web.process_group import group_alive  # noqa: E402
 
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
+
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]

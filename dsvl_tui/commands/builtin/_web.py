@@ -104,8 +104,10 @@ def take_images(upload: Upload) -> tuple[list[Attachment], list[str]]:
 def upload_transcript(session: Session, web: WebClient) -> None:
     """``/upload transcript``, and ``/load`` alone in ``dsvl-chat web``."""
     def received(upload: Upload) -> None:
-        session.read_then(lambda: take_transcript(upload),
-                          lambda conv: open_with_notice(session, conv, f"opened {conv.title or 'the uploaded transcript'}"))
+        def opened(conv: Conversation) -> None:
+            open_with_notice(session, conv, f"opened {conv.title or 'the uploaded transcript'}")
+
+        session.read_then(lambda: take_transcript(upload), opened)
 
     _start(session, web, "transcript", received)
 
