@@ -1,7 +1,8 @@
 """The TUI's widgets, one per private module."""
 
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
-from dsvl_tui.tui.widgets._chat_pane import WELCOME, ChatPane
+from dsvl_tui.tui.widgets._chat_pane import WELCOME as WELCOME  # the first text; not a widget, so not in __all__
+from dsvl_tui.tui.widgets._chat_pane import ChatPane
 from dsvl_tui.tui.widgets._conversation_tabs import ConversationTabs
 from dsvl_tui.tui.widgets._image_preview import ImagePreview
 from dsvl_tui.tui.widgets._notice import Notice
@@ -18,5 +19,4 @@ __all__ = [
     "PromptInput",
     "StatusBar",
     "UserMessage",
-    "WELCOME",
 ]
