@@ -122,6 +122,7 @@ def _result(runs, name: str) -> subprocess.CompletedProcess[str]:
 # --- answers -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_text_answer_on_stdout_progress_on_stderr(runs, world) -> None:
     done = _result(runs, "text")
     assert done.returncode == 0, done.stderr
@@ -139,6 +140,7 @@ def test_question_from_stdin_into_a_new_transcript(runs, world) -> None:
     assert answer.stats.new_tokens == 12 and answer.stats.stop_reason == "length"
 
 
+@pytest.mark.slow
 def test_json_with_an_image(runs, world) -> None:
     done = _result(runs, "json")
     assert done.returncode == 0, done.stderr
@@ -192,6 +194,7 @@ def test_resolvable_model_makes_folders_absolute_and_leaves_hub_ids(tmp_path, mo
     assert resolvable_model("no-such-folder") == "no-such-folder"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case", "saved", "question"), [
     ("bad_byte_argument", "bad_arg.json", "caf\ufffd \ufffd?"),
     ("bad_byte_stdin", "bad_stdin.json", "caf\ufffd\n\ufffd?"),

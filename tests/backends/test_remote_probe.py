@@ -82,6 +82,7 @@ def test_watch_ends_when_told(fast_retries) -> None:
 # --- the app ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_app_says_not_connected_with_the_reason_then_ready_when_the_server_comes_up(fast_retries) -> None:
     from tui_support import notices, run_async, wait_for
 
@@ -111,6 +112,7 @@ def test_the_app_says_not_connected_with_the_reason_then_ready_when_the_server_c
     drive()
 
 
+@pytest.mark.slow
 def test_the_app_is_ready_at_once_when_the_server_answers() -> None:
     from tui_support import notices, run_async, wait_for
 
@@ -205,6 +207,7 @@ def test_model_with_a_server_that_is_down_is_one_line() -> None:
     assert line == f"error: model: not known (cannot reach {url}: connection refused; is the server running?)"
 
 
+@pytest.mark.slow
 def test_model_in_the_app_with_a_server_loads_nothing() -> None:
     from tui_support import notices, run_async, type_line, wait_for
 

@@ -84,6 +84,7 @@ def test_the_repl_through_the_endpoint_equals_the_engines_answer(server: str, ti
     assert (repl.conversation.model, repl.conversation.endpoint) == ("tiny", server)
 
 
+@pytest.mark.slow
 def test_the_app_through_the_endpoint_shows_the_server_and_gives_the_engines_answer(server: str,
                                                                                      tiny_engine: Any) -> None:
     from tui_support import ready, run_async, screen_text, type_line, wait_for

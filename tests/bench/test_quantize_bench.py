@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dsvl_tui.bench import quantize as bench
 
 
+@pytest.mark.slow
 def test_quantize_bench_writes_every_mode_side_by_side(tiny_siglip, tmp_path, capsys):
     out = tmp_path / "quantbench.json"
     assert bench.main(["--model", str(tiny_siglip), "--device", "cpu", "--new-tokens", "3", "--skip-rss",
@@ -24,11 +27,13 @@ def test_quantize_bench_writes_every_mode_side_by_side(tiny_siglip, tmp_path, ca
     assert "quant | GB/token" in table and " int4 |" in table and "upstream's way" in table
 
 
+@pytest.mark.slow
 def test_load_peak_rss_is_measured_in_a_subprocess(tiny_siglip):
     peak = bench.load_peak_rss(str(tiny_siglip), "cpu", "auto", "int8")
     assert 50 * 2**20 < peak < 8 * 2**30  # torch alone takes more than 50 MiB
 
 
+@pytest.mark.slow
 def test_engine_bench_runs_both_ways_on_the_quantized_model(tiny_siglip, tmp_path, capsys):
     from dsvl_tui.bench import engine as engine_bench
 

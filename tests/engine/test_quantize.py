@@ -209,6 +209,7 @@ def test_int8_reads_a_quarter_of_the_float_weights(tiny_siglip):
     assert sizes[0] / 4.6 < sizes[1] < sizes[0] / 3 and sizes[2] < sizes[1] * 0.75
 
 
+@pytest.mark.slow
 def test_torchao_int8_path_loads_and_stays_close(reference, monkeypatch):
     """CUDA's kernel choice (torchao's weight-only int8), run on the CPU where it works, slowly: the same plumbing."""
     pytest.importorskip("torchao")

@@ -159,6 +159,7 @@ def test_a_queued_client_that_leaves_leaves_the_queue(tiny_engine: Any) -> None:
         assert len(backend.streams) == 2  # the one that left never reached the engine
 
 
+@pytest.mark.slow
 def test_load_20_clients_3_streamed_requests_each_all_answered_or_refused_memory_flat(tiny_engine: Any) -> None:
     outcomes: list[Any] = []
     lock = threading.Lock()

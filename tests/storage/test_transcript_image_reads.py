@@ -228,6 +228,7 @@ def test_saved_transcripts_with_pictures_still_round_trip(tmp_path):
     assert Journal().open(embedded.id).messages[0].images[0].missing is False
 
 
+@pytest.mark.slow
 @run_async
 async def test_the_tui_says_once_that_a_picture_changed_since_load(home):
     picture = home / "chat.images" / "photo.png"

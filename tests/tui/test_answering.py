@@ -31,6 +31,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp")  # tests/tui/conftest.py: the cur
 # --- start-up, streaming, stopping --------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_first_screen_paints_before_the_model_and_a_message_waits_for_it():
     gate = threading.Event()
@@ -62,6 +63,7 @@ async def test_long_lived_objects_are_set_aside_while_the_app_runs_and_handed_ba
     assert gc.get_freeze_count() == 0  # and nothing stays exempt once the app has ended
 
 
+@pytest.mark.slow
 @run_async
 async def test_streaming_answer_through_the_real_engine(tiny):
     app = real_app(tiny)
@@ -89,6 +91,7 @@ async def test_streaming_answer_through_the_real_engine(tiny):
         assert [m.role for m in conversation.messages] == ["user", "assistant", "user", "assistant"]
 
 
+@pytest.mark.slow
 @run_async
 async def test_escape_stops_the_real_answer_and_keeps_what_was_produced(tiny):
     app = real_app(tiny, settings=engine.GenerationSettings(temperature=0, max_new_tokens=3000))
@@ -107,6 +110,7 @@ async def test_escape_stops_the_real_answer_and_keeps_what_was_produced(tiny):
         assert app.status.state == "ready"
 
 
+@pytest.mark.slow
 @run_async
 async def test_compile_where_it_cannot_run_is_a_notice_and_the_app_answers(tiny):
     app = real_app(tiny, compile=True)
@@ -120,6 +124,7 @@ async def test_compile_where_it_cannot_run_is_a_notice_and_the_app_answers(tiny)
         assert answers(app.active)[0].text
 
 
+@pytest.mark.slow
 @run_async
 async def test_failed_load_shows_the_error_and_the_app_stays_usable(tiny, tmp_path):
     app = real_app(tmp_path / "no-such-model")
@@ -135,6 +140,7 @@ async def test_failed_load_shows_the_error_and_the_app_stays_usable(tiny, tmp_pa
         assert app.status.state == "ready" and app.engine.info.model_id == str(tiny)
 
 
+@pytest.mark.slow
 @run_async
 async def test_context_meter_grows_with_the_answer_and_follows_the_tab():
     backend = ScriptedEngine(["a", "b", "c", "d"], hold_after=2)  # the scripted prepare(): words + 5 a message
@@ -155,6 +161,7 @@ async def test_context_meter_grows_with_the_answer_and_follows_the_tab():
         await wait_for(pilot, lambda: app.active is not first and app.status.context_used == 0)
 
 
+@pytest.mark.slow
 @run_async
 async def test_one_generation_at_a_time_across_panes():
     backend = ScriptedEngine(["one", " two", " three"], hold_after=1)
@@ -181,6 +188,7 @@ async def test_one_generation_at_a_time_across_panes():
         assert answers(second)[0].text == "one two three"
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_second_message_in_a_busy_pane_is_refused_and_kept():
     backend = ScriptedEngine(["slow"], hold_after=0)
@@ -196,6 +204,7 @@ async def test_a_second_message_in_a_busy_pane_is_refused_and_kept():
         await answered(pilot)
 
 
+@pytest.mark.slow
 @run_async
 async def test_errors_in_the_worker_show_in_the_pane_and_the_app_goes_on():
     backend = ScriptedEngine(["partial"], stream_error=engine.GenerationError("out of GPU memory while generating"))
@@ -215,6 +224,7 @@ async def test_errors_in_the_worker_show_in_the_pane_and_the_app_goes_on():
         assert answers(app.active)[-1].text == "fine"
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_bad_image_is_refused_and_the_message_given_back(tiny, tmp_path):
     from dsvl_tui.core.conversation import Attachment
@@ -236,6 +246,7 @@ async def test_a_bad_image_is_refused_and_the_message_given_back(tiny, tmp_path)
         await answered(pilot)  # the model is still usable
 
 
+@pytest.mark.slow
 @run_async
 async def test_control_sequences_from_the_model_never_reach_the_screen():
     nasty = ["\x1b]0;pwned\x07Title ", "\x1b[2J\x1b[31mred\x1b[0m", " \x1b]52;c;SGk=\x07done\x9b1m"]
@@ -251,6 +262,7 @@ async def test_control_sequences_from_the_model_never_reach_the_screen():
             assert bad not in shown
 
 
+@pytest.mark.slow
 @run_async
 async def test_view_follows_the_stream_unless_the_user_scrolled_up():
     lines = [f"line {i}\n\n" for i in range(60)]

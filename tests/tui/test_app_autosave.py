@@ -30,6 +30,7 @@ def _journaled(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "data" / "journal").glob("*.json"))]
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_sent_message_is_journaled_before_it_is_drawn(tmp_path, monkeypatch):
     import time as clock

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp")  # tests/tui/conftest.py: the cur
 # --- commands ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_image_command_with_a_quoted_path_then_send(tiny, tmp_path):
     photo = picture(tmp_path / "my photo.png")
@@ -105,6 +106,7 @@ def _column(pane: ChatPane) -> list[str]:
     return [shown[type(child)](child) for child in pane.children if type(child) in shown]
 
 
+@pytest.mark.slow
 @run_async
 async def test_type_ahead_shows_notices_in_the_order_typed(tmp_path):
     """Commands typed before a question: their notices come before it (they landed between the question
@@ -127,6 +129,7 @@ async def test_type_ahead_shows_notices_in_the_order_typed(tmp_path):
         assert [a.name for a in app.active.conversation.messages[2].images] == ["red.png"]
 
 
+@pytest.mark.slow
 @run_async
 async def test_save_load_and_export(tiny, tmp_path):
     app = real_app(tiny)
@@ -144,6 +147,7 @@ async def test_save_load_and_export(tiny, tmp_path):
         assert len(app.active.query(UserMessage)) == 1 and len(app.active.query(AssistantMessage)) == 1
 
 
+@pytest.mark.slow
 @run_async
 async def test_reset_undo_edit_regenerate(tiny):
     app = real_app(tiny)
@@ -171,6 +175,7 @@ async def test_reset_undo_edit_regenerate(tiny):
         assert app.active.conversation.messages == [] and app.active.query(".welcome")
 
 
+@pytest.mark.slow
 @run_async
 async def test_new_close_next_prev_commands():
     app = scripted_app()
@@ -209,6 +214,7 @@ async def test_new_close_next_prev_commands():
         assert len(app.tabs.panes) == 1 and app.active is not first and app.active.is_mounted
 
 
+@pytest.mark.slow
 @run_async
 async def test_system_set_model_help_copy_stop_resume(tiny, tmp_path):
     other = write_checkpoint(tmp_path / "other-vl-chat", seed=5)
@@ -243,6 +249,7 @@ async def test_system_set_model_help_copy_stop_resume(tiny, tmp_path):
         assert app.status.model == str(other) and conversation.model == str(other)
 
 
+@pytest.mark.slow
 @run_async
 async def test_theme_command_switches_and_remembers():
     from dsvl_tui.storage.config import load_config
@@ -272,6 +279,7 @@ def test_theme_option_and_an_unknown_one(capsys):
     assert "did you mean dsvl-paper?" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @run_async
 async def test_theme_option_is_applied_and_remembered():
     from dsvl_tui.storage.config import load_config
@@ -282,6 +290,7 @@ async def test_theme_option_is_applied_and_remembered():
         await wait_for(pilot, lambda: load_config().get("theme") == "dsvl-paper")
 
 
+@pytest.mark.slow
 @run_async
 async def test_quit_command():
     app = scripted_app()
@@ -294,6 +303,7 @@ async def test_quit_command():
 
 
 
+@pytest.mark.slow
 @run_async
 async def test_load_reads_the_transcript_off_the_event_loop(tmp_path, monkeypatch):
     """A transcript at the format's limits takes seconds to read: never on the thread that draws the screen."""
@@ -321,6 +331,7 @@ async def test_load_reads_the_transcript_off_the_event_loop(tmp_path, monkeypatc
         assert "missing.json" in notices(app, error=True)[-1]
 
 
+@pytest.mark.slow
 @run_async
 async def test_image_decodes_the_picture_off_the_event_loop(tmp_path, monkeypatch):
     """A large picture takes seconds to decode and check: /image never does it on the thread that draws."""

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp")  # tests/tui/conftest.py: the cur
 # --- keys ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_tab_keys_new_close_next_previous():
     app = scripted_app()
@@ -58,6 +59,7 @@ async def test_tab_keys_new_close_next_previous():
         assert app.focused is app.prompt
 
 
+@pytest.mark.slow
 @run_async
 async def test_keys_attach_regenerate_help_quit(tiny):
     app = real_app(tiny)
@@ -80,6 +82,7 @@ async def test_keys_attach_regenerate_help_quit(tiny):
     assert app.return_code == 0
 
 
+@pytest.mark.slow
 @run_async
 async def test_input_keys_enter_newline_history_and_completion(tmp_path):
     photo = picture(tmp_path / "scene.png")
@@ -107,6 +110,7 @@ async def test_input_keys_enter_newline_history_and_completion(tmp_path):
         assert [a.name for a in app.active.conversation.pending] == [photo.name]
 
 
+@pytest.mark.slow
 @run_async
 async def test_prompts_are_recalled_in_the_next_run_and_shared_with_the_repl():
     from prompt_toolkit.history import FileHistory
@@ -136,6 +140,7 @@ async def test_prompts_are_recalled_in_the_next_run_and_shared_with_the_repl():
         assert app.prompt.text == "first question"
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_corrupt_or_unreadable_history_file_does_not_stop_the_app():
     import random
@@ -177,6 +182,7 @@ def test_prompt_history_keeps_the_most_recent_prompts(tmp_path):
     assert history.load() == ["b", "c", "d"]
 
 
+@pytest.mark.slow
 @run_async
 async def test_escape_withdraws_a_waiting_answer():
     backend = ScriptedEngine(["a", "b"], hold_after=1)
@@ -198,6 +204,7 @@ async def test_escape_withdraws_a_waiting_answer():
         assert len(backend.calls) == 1
 
 
+@pytest.mark.slow
 @run_async
 async def test_palette_lists_every_command_and_runs_one():
     from textual.command import CommandPalette

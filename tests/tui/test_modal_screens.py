@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp")  # tests/tui/conftest.py: the cur
 # --- modal screens: help and /resume ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_f1_help_lists_every_binding_and_command_and_the_main_keys_wait_under_it():
     from dsvl_tui.tui.widgets import PromptInput
@@ -77,6 +78,7 @@ def _journal_two() -> list[Conversation]:
     return made
 
 
+@pytest.mark.slow
 @run_async
 async def test_resume_opens_a_list_whose_preview_follows_and_enter_opens_a_tab():
     older, newer = _journal_two()
@@ -107,6 +109,7 @@ async def test_resume_opens_a_list_whose_preview_follows_and_enter_opens_a_tab()
         assert any("resumed older question" in n for n in notices(app))
 
 
+@pytest.mark.slow
 @run_async
 async def test_resume_list_closes_with_escape_and_resume_n_still_opens():
     older, newer = _journal_two()
@@ -122,6 +125,7 @@ async def test_resume_list_closes_with_escape_and_resume_n_still_opens():
         await wait_for(pilot, lambda: app.active.conversation.id == newer.id)
 
 
+@pytest.mark.slow
 @run_async
 async def test_resume_reads_the_journal_off_the_event_loop(monkeypatch):
     """Up to 20 journal files are read in a worker thread, not on the loop (Pilot runs it in the main thread)."""
@@ -148,6 +152,7 @@ async def test_resume_reads_the_journal_off_the_event_loop(monkeypatch):
     assert len(readers) == 2 and threading.main_thread() not in readers
 
 
+@pytest.mark.slow
 @run_async
 async def test_resume_entries_are_one_line_cut_at_a_word_and_tab_titles_end_at_a_word(tmp_path):
     """A long /resume entry is one line (so eight fit at 80×24, issue 26): its title cut at a word, its
@@ -184,6 +189,7 @@ async def test_resume_entries_are_one_line_cut_at_a_word_and_tab_titles_end_at_a
         assert "2 messages, " in row and "image holiday" in row  # with room, the detail with the first picture
 
 
+@pytest.mark.slow
 @run_async
 async def test_every_rule_of_the_app_stylesheet_matches_a_widget():
     from textual.css.stylesheet import Stylesheet
@@ -205,6 +211,7 @@ async def test_every_rule_of_the_app_stylesheet_matches_a_widget():
 
 
 
+@pytest.mark.slow
 @run_async
 async def test_the_modal_screens_share_the_dialog_frame():
     app = scripted_app()
