@@ -18,8 +18,8 @@ Shared fixtures:
 - ``tiny_engine``: ``tiny_siglip`` loaded on the CPU, once per module.
 - ``web_mode``: the environment ``dsvl-chat web`` gives each tab's app.
 
-Tests marked ``slow`` (they start another Python, or take over ~5 s on an
-idle machine) run by default; ``pytest -m "not slow"`` leaves them out for
+Tests marked ``slow`` (they start another Python, or drive the whole app or
+a bench for seconds) run by default; ``pytest -m "not slow"`` leaves them out for
 a quick inner loop (CONTRIBUTING.md).
 """
 

@@ -32,6 +32,8 @@ from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -122,7 +124,6 @@ def _result(runs, name: str) -> subprocess.CompletedProcess[str]:
 # --- answers -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_text_answer_on_stdout_progress_on_stderr(runs, world) -> None:
     done = _result(runs, "text")
     assert done.returncode == 0, done.stderr
@@ -140,7 +141,6 @@ def test_question_from_stdin_into_a_new_transcript(runs, world) -> None:
     assert answer.stats.new_tokens == 12 and answer.stats.stop_reason == "length"
 
 
-@pytest.mark.slow
 def test_json_with_an_image(runs, world) -> None:
     done = _result(runs, "json")
     assert done.returncode == 0, done.stderr
@@ -171,7 +171,6 @@ def test_transcript_is_continued_and_appended(runs, world) -> None:
     assert (saved.settings.temperature, saved.settings.top_k, saved.settings.max_new_tokens) == (0.7, 9, 6)
 
 
-@pytest.mark.slow
 def test_a_transcript_of_a_local_model_named_relatively_continues_from_another_folder(runs, world) -> None:
     done = _result(runs, "relative_model")
     assert done.returncode == 0, done.stderr
@@ -194,7 +193,6 @@ def test_resolvable_model_makes_folders_absolute_and_leaves_hub_ids(tmp_path, mo
     assert resolvable_model("no-such-folder") == "no-such-folder"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("case", "saved", "question"), [
     ("bad_byte_argument", "bad_arg.json", "caf\ufffd \ufffd?"),
     ("bad_byte_stdin", "bad_stdin.json", "caf\ufffd\n\ufffd?"),
@@ -246,7 +244,6 @@ def test_input_is_checked_before_the_model_loads(runs) -> None:
         assert "loading" not in _result(runs, case).stderr
 
 
-@pytest.mark.slow
 def test_a_generation_failure_exits_4_after_the_partial_answer(tmp_path, monkeypatch, world) -> None:
     """In process: the real engine, made to fail part way as a worker crash would."""
     real = engine.load(str(world.checkpoint))
