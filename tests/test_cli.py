@@ -288,6 +288,24 @@ def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkey
     assert "full-screen app is not available" in capsys.readouterr().err
 
 
+def test_main_hands_its_loader_to_the_app_and_the_app_gets_none_otherwise(monkeypatch, started) -> None:
+    """The UI bench's start-up child records the load's start with its own loader: an argument, not a patch."""
+    import dsvl_tui.tui.app
+
+    loaders: list[object] = []
+    monkeypatch.setattr(cli, "use_tui", lambda plain: True)
+    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options, loader=None: loaders.append(loader) or 0)
+
+    def recording_loader(*args: object, **kwargs: object) -> object:
+        raise AssertionError("not called: run_tui is a recorder here")
+
+    for handed in (recording_loader, None):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["--model", "some/model"], loader=handed)
+        assert exited.value.code == 0
+    assert loaders == [recording_loader, None]
+
+
 # --- unexpected errors and undecodable arguments ---------------------------------------------
 
 
