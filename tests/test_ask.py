@@ -29,7 +29,7 @@ from dsvl_tui.conversation import Conversation
 from dsvl_tui.options import Options, resolvable_model
 from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from dsvl_tui.text import printable
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
 ROOT = Path(__file__).resolve().parents[1]

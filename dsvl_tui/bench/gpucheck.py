@@ -150,72 +150,6 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
             "load_seconds": {"eager": eager["load_seconds"], "compiled": compiled["load_seconds"]}}
 
 
-def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: str, seed: int = 0,
-                  quantize: str = "none"):
-    """An ``Engine`` for a full-size (or tiny) architecture with random weights made in place on ``device``.
-
-    Only the configs and the tokenizer are written to ``folder``; the
-    weights never touch the disk (the 7B's 14 GB would not fit the time).
-    Tensors are made one at a time, and with ``quantize`` each language-model
-    layer is quantized as soon as its weights are made (as ``engine.load``
-    does while reading them), so the unquantized model never sits in memory.
-    """
-    import torch
-
-    from engine.checkpoint import _assign
-    from engine.engine import DEFAULT_CONTEXT_LENGTH, Engine
-    from engine.fixtures import _configs, write_tokenizer
-    from engine.images import ImagePreprocessor
-    from engine.model import DeepSeekVLModel, _materialise_derived_buffers
-    from engine.prompt import PromptFormat
-    from engine.quantize import LayerQuantizer
-    from engine.resolve import pick_device, pick_dtype
-    from engine.spec import read_spec
-    from engine.types import EngineInfo
-
-    folder.mkdir(parents=True, exist_ok=True)
-    configs = _configs(tower, size)
-    for name, key in (("config.json", "config"), ("preprocessor_config.json", "preprocessor"),
-                      ("processor_config.json", "processor")):
-        (folder / name).write_text(json.dumps(configs[key], indent=2))
-    trained = write_tokenizer(folder, base_vocab=100000 if size == "full" else 900)["<trained>"]
-    spec = read_spec(folder)
-    chosen_device, chosen_dtype = pick_device(device), pick_dtype(dtype, pick_device(device))
-    with torch.device("meta"):
-        model = DeepSeekVLModel(spec, chosen_dtype)
-    quantizer = LayerQuantizer.for_load(quantize, spec, chosen_device, chosen_dtype)
-    generator = torch.Generator(device=chosen_device).manual_seed(seed)
-    with torch.no_grad():
-        for name, meta in [*model.named_parameters(), *model.named_buffers()]:
-            tensor = torch.empty(meta.shape, dtype=meta.dtype, device=chosen_device)
-            if tensor.is_floating_point():
-                _randomise(name, tensor, generator)
-            if name == "language_model.lm_head.weight":
-                tensor[trained:] = 0  # answers stay within real tokens, as in fixtures
-            _assign(model, name, tensor)
-            del tensor
-            quantizer.assigned(model, name)
-    _materialise_derived_buffers(model, chosen_device)
-    model.eval()
-    info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind, device=str(chosen_device),
-                      dtype=str(chosen_dtype).replace("torch.", ""), parameters=model.parameter_count(),
-                      context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder),
-                      quantize=quantizer.plan.mode, quantize_note=quantizer.note())
-    return Engine(model, PromptFormat(folder, spec, variant="chat"), ImagePreprocessor.from_config(spec.preprocessor),
-                  info, DEFAULT_CONTEXT_LENGTH)
-
-
-def _randomise(name: str, tensor, generator) -> None:
-    """Fill in place with the same distributions as ``fixtures.write_checkpoint``'s random weights."""
-    from engine.fixtures import random_init
-
-    mean, std = random_init(name, tuple(tensor.shape))
-    if std == 0.0:
-        tensor.fill_(mean)
-    else:
-        tensor.normal_(mean, std, generator=generator)
-
-
 def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> dict[str, Any]:
     """The 7B (hybrid) architecture in bf16 with random weights: two turns with an image, peak GPU memory.
 
@@ -226,6 +160,7 @@ def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> d
 
     import engine
     from dsvl_tui.bench.engine import peak_memory, reset_peak_memory
+    from engine.testing.random_checkpoints import random_engine
 
     size = "tiny" if dry_run else "full"
     reset_peak_memory(device)
@@ -398,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     device = "cpu" if args.dry_run else "cuda"
     args.work.mkdir(parents=True, exist_ok=True)
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     tiny = args.work / "tiny-siglip"
     if not (tiny / "model.safetensors").exists():

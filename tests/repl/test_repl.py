@@ -29,7 +29,7 @@ from dsvl_tui.repl.app import Repl
 from dsvl_tui.repl.input import SlashCompleter
 from dsvl_tui.repl.printers import MarkdownPrinter
 from dsvl_tui.text import printable
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings
 
 SHORT = GenerationSettings(max_new_tokens=8)

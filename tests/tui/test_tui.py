@@ -39,7 +39,7 @@ from dsvl_tui.text import printable
 from dsvl_tui.tui.app import DsvlApp, run_tui
 from dsvl_tui.tui.screens import HelpScreen, MainScreen, ResumeScreen, key_names
 from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, UserMessage
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 
 
 @pytest.fixture(autouse=True)
