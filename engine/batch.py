@@ -18,7 +18,7 @@ step, under the engine lock:
    the oldest waiting request is taken in. Each step does one piece of its
    work: one of its images not in the feature cache through the vision
    tower, or (once all are encoded, and its kept-context match is made,
-   see ``reuse``) at most ``PREFILL_CHUNK`` of its prompt positions. When
+   see ``caches.reuse``) at most ``PREFILL_CHUNK`` of its prompt positions. When
    the prompt is in, its first token is sampled and it joins the batch.
    So a running answer's next token waits, per step, for at most one
    image's encoding or one chunk of one prompt.

@@ -175,7 +175,7 @@ class Engine:
         here, before any compute; failures during generation end the
         iteration with ``GenerationError``. ``stats`` is final when the
         iteration ends. The prompt reuses the KV cache of whichever kept
-        context shares the longest prefix with it (see ``reuse``), so only
+        context shares the longest prefix with it (see ``caches.reuse``), so only
         what changed is prefilled; no key is needed. The optional
         ``cache_key`` (a pane id) labels the context this turn leaves, so
         ``forget(cache_key)`` can drop it. ``stop``: more strings that end
