@@ -79,7 +79,7 @@ class DeepSeekVLModel(nn.Module):
         ``positions`` ([B, T] absolute positions) is for a static or batch
         cache, whose length is not its size; a growing cache counts positions
         itself. ``mask`` is a prepared 4-D attention mask (the batch's
-        padding, see ``kv_cache.BatchCache``), which transformers uses as is.
+        padding, see ``caches.kv.BatchCache``), which transformers uses as is.
         """
         kwargs = {_CACHE_KWARG: cache, "use_cache": cache is not None, "logits_to_keep": logits_to_keep}
         if mask is not None:

@@ -40,7 +40,7 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
         RevisionNotFoundError,
     )
 
-    tqdm_class = _progress_tqdm(progress) if progress is not None else None
+    tqdm_class = progress_tqdm(progress) if progress is not None else None
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, tqdm_class=tqdm_class,
                                         allow_patterns=_CONFIG_FILES + ["*.safetensors"]))
@@ -70,7 +70,7 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
     return folder
 
 
-def _progress_tqdm(progress: ProgressCallback):
+def progress_tqdm(progress: ProgressCallback):
     """A tqdm class that forwards byte counts to ``progress`` instead of drawing bars."""
     from tqdm.auto import tqdm
 

@@ -10,7 +10,7 @@ and prompts of any length then replay the same graphs. Prefill stays eager
 (its length changes every turn) and writes into the same cache at the
 positions after the reused prefix.
 
-How this meets prefix reuse (``reuse.py``): there is ONE static cache, not
+How this meets prefix reuse (``caches.reuse``): there is ONE static cache, not
 one per conversation, because each is as large as the whole context window
 (0.8 GB for the 1.3B model at 4096 tokens, 2 GB for the 7B) and mostly
 empty. The context that generated last stays *resident*: its stored
@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
+from .caches.kv import new_cache
+from .caches.reuse import LruStore, Match, copy_cache, keys_values
 from .checkpoint import LoadProgress, ProgressCallback
-from .generate import OUT_OF_MEMORY, Worker
-from .kv_cache import new_cache
-from .reuse import LruStore, Match, copy_cache, keys_values
+from .stream import OUT_OF_MEMORY, Worker
 
 # torch.compile options for CUDA: CUDA graphs (reduce-overhead) need the whole step in one graph.
 CUDA_COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": True}
@@ -113,8 +113,8 @@ def decode_one_token(model, cache, token: torch.Tensor, position: torch.Tensor) 
 class StaticDecoder:
     """The static KV cache, the decode step on it, and which kept context it holds.
 
-    It implements ``generate.Steps`` for the conversation set up by ``take``.
-    Every call runs on ``worker`` (see ``generate.Worker`` for why).
+    It implements ``decode.Steps`` for the conversation set up by ``take``.
+    Every call runs on ``worker`` (see ``stream.Worker`` for why).
     """
 
     def __init__(self, model, max_len: int, compile_options: dict[str, Any] | None = None):
@@ -221,7 +221,7 @@ class StaticDecoder:
             if isinstance(counter, torch.Tensor):
                 counter.fill_(length)
 
-    # -- generate.Steps ---------------------------------------------------------
+    # -- decode.Steps -----------------------------------------------------------
     def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
         """[1, T, D] embeddings of the positions after ``length`` -> logits [1, V] of the last one (eager)."""
         count = embeds.shape[1]

@@ -184,7 +184,7 @@ def load_reference(folder: Path, image_token_id: int):
 def write_converted_from_original(original: Path, folder: Path) -> Path:
     """``original``'s weights in the converted layout, renamed by transformers' conversion rules (``convert_state_dict``),
     saved by transformers' own classes with the matching processor: a deepseek-community/* style folder."""
-    from engine.converted_fixtures import write_processor
+    from engine.testing.converted_checkpoints import write_processor
 
     folder.mkdir(parents=True, exist_ok=True)
     model, hybrid = load_reference(original, image_token_id=915)

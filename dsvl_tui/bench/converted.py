@@ -29,7 +29,7 @@ from .engine import CACHE, QUESTIONS, ours_turn, random_picture
 def converted_checkpoint(layers: int | None) -> Path:
     import torch
 
-    from engine.converted_fixtures import write_converted_checkpoint
+    from engine.testing.converted_checkpoints import write_converted_checkpoint
 
     name = "deepseek-vl-1.3b-converted-random" + ("" if layers is None else f"-{layers}layers")
     folder = CACHE / name

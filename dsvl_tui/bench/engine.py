@@ -122,7 +122,7 @@ def ours_turn(eng, history, new_tokens: int) -> tuple[dict, str]:
 
 
 def _sync(eng) -> None:
-    from engine.generate import synchronize
+    from engine.decode import synchronize
 
     synchronize(eng.info.device)
 
@@ -161,7 +161,7 @@ class CompileClock:
 def random_checkpoint(layers: int | None) -> Path:
     import torch
 
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     folder = CACHE / ("deepseek-vl-1.3b-random" if layers is None else f"deepseek-vl-1.3b-random-{layers}layers")
     if not (folder / "model.safetensors").exists():

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None and not (folder / "model.safetensors").exists():
         import torch
 
-        from engine.fixtures import write_checkpoint
+        from engine.testing.random_checkpoints import write_checkpoint
 
         print(f"writing the full-size random 1.3B checkpoint to {folder} (once)...", file=sys.stderr)
         write_checkpoint(folder, tower="siglip", size="full", dtype=torch.bfloat16)

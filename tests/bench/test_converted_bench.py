@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dsvl_tui.bench import converted
-from engine.converted_fixtures import write_converted_checkpoint
+from engine.testing.converted_checkpoints import write_converted_checkpoint
 
 
 def test_engine_and_transformers_side_by_side(tmp_path, capsys) -> None:

@@ -178,3 +178,19 @@ def test_results_are_written_after_every_part(monkeypatch, tmp_path):
     assert gpucheck.main(["--dry-run", "--big", "--quant", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
     assert seen[0]["parts"]["big"]["ok"] and "quant" not in seen[0]["parts"] and not seen[0]["finished"]
     assert json.loads(out.read_text())["finished"]
+
+
+def test_the_batch_part_prints_aggregate_decode_at_1_4_16_and_32_streams(tmp_path, capsys):
+    """The batch part in a dry run: the tiny 1.3B layout on the CPU, real streams through the batching scheduler."""
+    out = tmp_path / "gpucheck.json"
+    assert gpucheck.main(["--dry-run", "--batch", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
+    printed = capsys.readouterr().out
+    assert "1.3B bf16 batched decode" in printed
+    rows = [line.split("|") for line in printed.splitlines() if line.count("|") == 2 and line.split("|")[0].strip().isdigit()]
+    assert [int(row[0]) for row in rows] == [1, 4, 16, 32]
+    assert "(target >= 8x)" in rows[2][2]
+    result = json.loads(out.read_text())
+    batch = result["parts"]["batch"]
+    assert batch["ok"] and [row["streams"] for row in batch["rows"]] == [1, 4, 16, 32]
+    assert all(row["aggregate_tok_s"] > 0 for row in batch["rows"]) and batch["rows"][0]["over_1"] == 1.0
+    assert [t for t in result["targets"] if t["target"] == "batch_16_over_1"][0]["verdict"] == "-"  # not judged dry

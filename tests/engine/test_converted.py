@@ -1,7 +1,7 @@
 """Checkpoints in transformers' converted layout (deepseek-community/*) load into the same engine.
 
 Two kinds of converted folders: written by transformers' own classes with
-random weights (``engine.converted_fixtures``), and the project's original
+random weights (``engine.testing.converted_checkpoints``), and the project's original
 fixtures renamed by transformers' conversion rules (``hf_reference``).
 """
 
@@ -19,8 +19,8 @@ from hf_reference import write_converted_from_original
 from PIL import Image
 
 import engine
-from engine.converted_fixtures import write_converted_checkpoint
 from engine.errors import CheckpointError
+from engine.testing.converted_checkpoints import write_converted_checkpoint
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
 

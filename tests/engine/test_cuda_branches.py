@@ -18,8 +18,8 @@ import torch
 
 import engine
 import engine.static_decode as static_decode
+from engine.decode import run_decode as fresh_run_decode
 from engine.errors import EngineError
-from engine.generate import run_decode as fresh_run_decode
 from engine.resolve import pick_device, pick_dtype
 
 GIB = 2**30
@@ -237,7 +237,7 @@ def _answer(eng, history, key="pane"):
 def test_out_of_memory_while_generating_frees_the_turn_then_the_next_one_works(folder, monkeypatch):
     import weakref
 
-    import engine.engine as engine_module
+    import engine.batch as batch_module
 
     eng, fresh = engine.load(str(folder), context_length=256), engine.load(str(folder), context_length=256)
     history = [engine.Message("user", "Hello there?")]
@@ -255,13 +255,13 @@ def test_out_of_memory_while_generating_frees_the_turn_then_the_next_one_works(f
 
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(held[0]() is None))
-    monkeypatch.setattr(engine_module, "run_decode", exhausted)
+    monkeypatch.setattr(batch_module, "run_decode", exhausted)
     with pytest.raises(engine.GenerationError) as error:
         _answer(eng, history)
     assert str(error.value) == ("out of GPU memory while generating; start a new conversation, shorten it, "
                                 "or load a smaller model")
     assert emptied == [True]  # torch's cache emptied once, after the failed turn's tensors were freed
-    monkeypatch.setattr(engine_module, "run_decode", fresh_run_decode)
+    monkeypatch.setattr(batch_module, "run_decode", fresh_run_decode)
     _, ids, stats = _answer(eng, history)
     assert stats.stop_reason == "length" and stats.reused_tokens == 0  # the failed turn's context was dropped
     assert ids == _answer(fresh, history)[1]
@@ -312,7 +312,7 @@ def test_out_of_memory_in_the_compiled_step_is_not_taken_for_a_compiler_failure(
 # -- 2. timings, the CUDA-graph thread rule ----------------------------------------------------------------------
 
 def test_synchronize_waits_for_the_engines_gpu_not_the_current_one(cuda):
-    from engine.generate import synchronize
+    from engine.decode import synchronize
 
     synchronize("cuda:1")
     synchronize(torch.device("cpu"))

@@ -2,7 +2,7 @@
 
 Nothing here is stubbed: every test writes (or copies and damages) a complete
 checkpoint folder in the original DeepSeek-VL layout with
-``engine.fixtures.write_checkpoint`` and goes through the real resolver, spec
+``engine.testing.random_checkpoints.write_checkpoint`` and goes through the real resolver, spec
 reader and weight loader. Hub ids are resolved offline from a Hugging Face
 cache built by hand; those cases run in a subprocess because huggingface_hub
 reads ``HF_HOME`` and ``HF_HUB_OFFLINE`` when it is imported.
@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 
 import engine
 from engine.checkpoint import IGNORED_KEYS, LoadProgress, original_key
-from engine.fixtures import write_checkpoint
 from engine.spec import read_spec
+from engine.testing.random_checkpoints import write_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_ID = "deepseek-ai/deepseek-vl-1.3b-chat"

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import engine
-from engine.fixtures import BOS, EOS, IMAGE_TAG, SYSTEM_PROMPT
+from engine.testing.random_checkpoints import BOS, EOS, IMAGE_TAG, SYSTEM_PROMPT
 
 RED = Image.new("RGB", (40, 20), "red")
 BLUE = Image.new("RGB", (20, 40), "blue")

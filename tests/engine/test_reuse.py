@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import engine
+from engine.caches.reuse import CachedContext, LruStore, Match, best_match, common_prefix
 from engine.engine import MAX_CACHED_CONTEXTS
-from engine.reuse import CachedContext, LruStore, Match, best_match, common_prefix
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
 
@@ -108,12 +108,12 @@ def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
     fast.forget()
     history = [engine.Message("user", "Hello?")]
     _turn(fast, history)
-    import engine.engine as engine_module
+    import engine.batch as batch_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine_module, "run_decode", broken)
+    monkeypatch.setattr(batch_module, "run_decode", broken)
     with pytest.raises(engine.GenerationError):
         _turn(fast, history)
     monkeypatch.undo()
@@ -124,11 +124,11 @@ def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
 @pytest.fixture
 def decoded(monkeypatch) -> list:
     """The image sources the engine decodes (``load_image`` calls), in order."""
-    import engine.engine as engine_module
+    import engine.caches.features as features_module
 
     calls: list = []
-    real = engine_module.load_image
-    monkeypatch.setattr(engine_module, "load_image", lambda source: calls.append(source) or real(source))
+    real = features_module.load_image
+    monkeypatch.setattr(features_module, "load_image", lambda source: calls.append(source) or real(source))
     return calls
 
 

@@ -29,7 +29,7 @@ from dsvl_tui.core.text import printable
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.repl.input import SlashCompleter
 from dsvl_tui.repl.printers import MarkdownPrinter
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings
 
 SHORT = GenerationSettings(max_new_tokens=8)
@@ -468,7 +468,7 @@ def test_completes_fixed_arguments() -> None:
 
 
 def test_markdown_printer_prints_what_the_tui_draws() -> None:
-    from dsvl_tui.markdown.render import DrawnMarkdown, look_for
+    from dsvl_tui.markdown.render.render.render.render import DrawnMarkdown, look_for
 
     text = ("Intro line.\n\n1. one\n2. two\n\n```python\nx = 1\n\ny = 2\n```\n\n- a\n\n- b\n\n"
             "| k | v |\n|---|---|\n| 1 | 2 |\n\nThe end.")

@@ -42,7 +42,7 @@ def main(out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     from dsvl_tui.web.launcher import free_port
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)

@@ -3,9 +3,9 @@
 The folders are written by transformers' own classes
 (``DeepseekVL[Hybrid]ForConditionalGeneration(config).save_pretrained`` and
 the processor's ``save_pretrained``), as a deepseek-community/* repository
-is, with the same locally built tokenizer as ``fixtures.write_checkpoint``
+is, with the same locally built tokenizer as ``random_checkpoints.write_checkpoint``
 and the repositories' chat template. ``size="tiny"`` matches the sizes of
-``fixtures.write_checkpoint``'s tiny checkpoints; ``size="full"`` is the
+``random_checkpoints.write_checkpoint``'s tiny checkpoints; ``size="full"`` is the
 1.3B chat model's config (benchmarks).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .fixtures import BOS, CLIP_MEAN, CLIP_STD, EOS, HALF, IMAGE_TAG, random_init, write_tokenizer
+from .random_checkpoints import BOS, CLIP_MEAN, CLIP_STD, EOS, HALF, IMAGE_TAG, random_init, write_tokenizer
 
 # deepseek-community's chat template, as transformers' DeepseekVLProcessor tests carry it.
 CHAT_TEMPLATE = (
@@ -78,7 +78,7 @@ def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: s
 def write_processor(folder: Path, tower: str, size: str = "tiny") -> int:
     """The tokenizer (built locally), image processor and chat template, saved by transformers' processor.
 
-    Returns how many vocabulary entries are real BPE tokens (``fixtures.write_tokenizer``).
+    Returns how many vocabulary entries are real BPE tokens (``random_checkpoints.write_tokenizer``).
     """
     from transformers import (
         DeepseekVLHybridImageProcessor,
@@ -119,7 +119,7 @@ def write_converted_checkpoint(
     folder: str | Path, *, tower: str = "siglip", size: str = "tiny", seed: int = 0, hidden_act: str | None = None,
     lm_layers: int | None = None, tie: bool = False,
 ) -> Path:
-    """A complete converted-layout folder with random weights (the same recipe as ``fixtures.write_checkpoint``)."""
+    """A complete converted-layout folder with random weights (the same recipe as ``random_checkpoints.write_checkpoint``)."""
     from transformers import DeepseekVLForConditionalGeneration, DeepseekVLHybridForConditionalGeneration
 
     folder = Path(folder)
@@ -133,7 +133,7 @@ def write_converted_checkpoint(
         for name, param in sorted(model.named_parameters()):
             mean, std = random_init("hd_alpha_downsamples" if name.endswith("high_res_vision_alpha") else name, tuple(param.shape))
             param.copy_(torch.full(param.shape, mean) if std == 0.0 else mean + std * torch.randn(param.shape, generator=gen))
-        # As in fixtures.write_checkpoint: answers stay on real tokens.
+        # As in random_checkpoints.write_checkpoint: answers stay on real tokens.
         if not tie:  # a tied head is the embedding matrix, which the prompt's tokens need whole
             model.lm_head.weight[trained:] = 0
     model.save_pretrained(str(folder))
