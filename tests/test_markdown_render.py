@@ -1,4 +1,4 @@
-"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown.render.render``).
+"""Markdown cut into blocks and drawn block by block (``dsvl_tui.markdown.render``).
 
 The property that matters: a text drawn while it streams in, in any pieces
 and with any number of drawings in between, ends up exactly as the same text
@@ -12,14 +12,14 @@ import contextlib
 import random
 
 import pytest
-from dsvl_tui.markdown.render.budget import nesting, render_plain, too_costly
-from dsvl_tui.markdown.render.render import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 
-from dsvl_tui.markdown.render import budget
+from dsvl_tui.markdown import budget
+from dsvl_tui.markdown.budget import nesting, render_plain, too_costly
+from dsvl_tui.markdown.render import Block, DrawnMarkdown, blocks, finished_blocks, look_for, render_block
 
 LOOK = look_for({}, dark=True)
 

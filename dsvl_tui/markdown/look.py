@@ -1,5 +1,5 @@
 """How answers look: rich's Markdown with the app's headings and code blocks, styled from a
-Textual theme (``look_for``). ``dsvl_tui.markdown.render.render`` draws with it."""
+Textual theme (``look_for``). ``dsvl_tui.markdown.render`` draws with it."""
 
 from __future__ import annotations
 

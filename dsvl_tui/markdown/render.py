@@ -32,9 +32,9 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 
-from dsvl_tui.markdown.render import budget
-from dsvl_tui.markdown.render.budget import line_end, plain_cut, render_plain, too_costly
-from dsvl_tui.markdown.render.look import AnswerMarkdown, MarkdownLook, look_for
+from dsvl_tui.markdown import budget
+from dsvl_tui.markdown.budget import line_end, plain_cut, render_plain, too_costly
+from dsvl_tui.markdown.look import AnswerMarkdown, MarkdownLook, look_for
 
 __all__ = ["AnswerMarkdown", "Block", "DrawnMarkdown", "MarkdownLook", "blocks", "code_blocks", "finished_blocks",
            "is_code_block", "look_for", "render_block"]

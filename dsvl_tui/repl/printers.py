@@ -20,7 +20,7 @@ import time
 from typing import TextIO
 
 from dsvl_tui.core.text import printable
-from dsvl_tui.markdown.render.render import finished_blocks, look_for, render_block
+from dsvl_tui.markdown.render import finished_blocks, look_for, render_block
 
 
 class PlainPrinter:

@@ -468,7 +468,7 @@ def test_completes_fixed_arguments() -> None:
 
 
 def test_markdown_printer_prints_what_the_tui_draws() -> None:
-    from dsvl_tui.markdown.render.render.render.render import DrawnMarkdown, look_for
+    from dsvl_tui.markdown.render import DrawnMarkdown, look_for
 
     text = ("Intro line.\n\n1. one\n2. two\n\n```python\nx = 1\n\ny = 2\n```\n\n- a\n\n- b\n\n"
             "| k | v |\n|---|---|\n| 1 | 2 |\n\nThe end.")

@@ -12,12 +12,12 @@ streams and after. The timings are in ``python -m dsvl_tui.bench.render``.
 from __future__ import annotations
 
 import pytest
-from dsvl_tui.markdown.render.budget import STEP_CHARS
 from markdown_it import MarkdownIt
 from process_support import PROCESS_TIMEOUT
 from tui_support import ScriptedEngine, ready, run_async, screen_text, scripted_app, type_line, wait_for
 
-from dsvl_tui.markdown.render import budget
+from dsvl_tui.markdown import budget
+from dsvl_tui.markdown.budget import STEP_CHARS
 from dsvl_tui.tui.widgets import AssistantMessage
 
 

@@ -258,7 +258,7 @@ def copy(session: Session, args: str) -> None:
     answer, `/copy code N` its N-th (numbered the same way). In the full-screen app you can also
     drag over an answer to select text and press Ctrl+C, or click on a code block to copy it.
     Copies go through the terminal (OSC 52), which works over SSH; inside tmux, through tmux."""
-    from dsvl_tui.markdown.render.render import code_blocks
+    from dsvl_tui.markdown.render import code_blocks
 
     words = shell_words(args)
     answers = [m for m in session.conversation.messages if m.role == "assistant"]

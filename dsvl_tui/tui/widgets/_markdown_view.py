@@ -30,7 +30,7 @@ from textual.selection import Selection
 from textual.strip import Strip
 from textual.widget import Widget
 
-from dsvl_tui.markdown.render.render import DrawnMarkdown, MarkdownLook, code_blocks, is_code_block, look_for
+from dsvl_tui.markdown.render import DrawnMarkdown, MarkdownLook, code_blocks, is_code_block, look_for
 
 
 class MarkdownView(Widget):
