@@ -183,7 +183,15 @@ class Scheduler:
             self._end(request, steps.cache)
             return
         request.pending = token
-        self._batch.add(steps.cache)
+        try:
+            # In inference mode: once a decode step has grown the batch's buffers they are inference
+            # tensors, which may not be written outside it (the newcomer failed the whole batch).
+            with torch.inference_mode():
+                self._batch.add(steps.cache)
+        except Exception as exc:  # noqa: BLE001 - not joined: this request ends (its stream too), the batch goes on
+            request.error, request.steps = failure_message(exc), None
+            self._end(request, None)
+            return
         request.steps = None  # the batch row holds it now
         self._running.append(request)
 
