@@ -33,6 +33,7 @@ from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.core.conversation import Conversation, LimitError
 from dsvl_tui.core.options import Options
 from dsvl_tui.core.text import error_line, printable
+from dsvl_tui.core.turn import Done, Failed
 from dsvl_tui.storage import atomic
 from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS, Autosaver
 from dsvl_tui.storage.config import load_config, save_config
@@ -351,7 +352,7 @@ class DsvlApp(App[int]):
             self.session.set_input(text)
             self.session.error(str(exc))
             return
-        job = gen.Job(pane, conversation, asked)
+        job = gen.Job(pane, conversation, asked, checkpoint=self.autosaver.save, every=PARTIAL_SAVE_SECONDS)
         # Journal first, then draw: what the user sees sent is on disk (a large new image takes a while).
         self._journaling[pane] = job
         self.autosaver.save(conversation, then=lambda: self.post_message(Journaled(job)))
@@ -400,7 +401,8 @@ class DsvlApp(App[int]):
         conversation = self.active.conversation
         asked = next((m for m in reversed(conversation.messages) if m.role == "user"), None)
         if self.queue.for_pane(self.active) is None and self.active not in self._journaling and asked is not None:
-            self.call_later(self._start_answer, gen.Job(self.active, conversation, asked))
+            self.call_later(self._start_answer, gen.Job(self.active, conversation, asked,
+                                                        checkpoint=self.autosaver.save, every=PARTIAL_SAVE_SECONDS))
 
     async def _start_answer(self, job: gen.Job) -> None:
         await self.sync_pane(job.pane)
@@ -409,8 +411,8 @@ class DsvlApp(App[int]):
         self._pump()
 
     def _pump(self) -> None:
-        """Start the next answer if the model is free; tell the waiting ones why they wait."""
-        if self.engine is not None and (job := self.queue.next()) is not None:
+        """Start answers while the model has room (``AnswerQueue.places``); tell the waiting ones why they wait."""
+        while self.engine is not None and (job := self.queue.next()) is not None:
             if job.widget is not None:
                 job.widget.state = "streaming"
                 job.widget.set_marker("")
@@ -428,7 +430,7 @@ class DsvlApp(App[int]):
 
     @work(thread=True, group="generate", exit_on_error=False)
     def _generate(self, backend: ChatBackend, job: gen.Job) -> None:
-        gen.generate_answer(backend, job, self.post_message, self.autosaver.save, PARTIAL_SAVE_SECONDS)
+        gen.generate_answer(backend, job, self.post_message)
 
     @reported_from_a_thread
     async def on_answer_chunk(self, message: gen.AnswerChunk) -> None:
@@ -444,17 +446,19 @@ class DsvlApp(App[int]):
         self.queue.finished(job)
         if (used := self._context_tokens.get(job.conversation.id)) is not None:
             self._context_tokens[job.conversation.id] = used + job.generated()  # until it is measured again
-        if message.rejected:  # nothing generated: the message goes back to the input to edit
+        if message.refused is not None:  # nothing generated: the message goes back to the input to edit
             if not self.prompt.text:
                 self.session.set_input(job.asked.text)
-            await job.pane.give_back(job.asked, message.error or "refused")
+            await job.pane.give_back(job.asked, message.refused)
         else:
             if job.widget is not None and job.widget.is_attached:
                 await job.widget.write(job.take())
-            await job.pane.finish_answer(job.asked, message.text, message.stats, stopped=message.stopped,
-                                         error=message.error)
-            if message.stats is not None and message.stats.new_tokens:
-                self.stats[job.conversation.id] = message.stats
+            ending = message.ending  # None: withdrawn before it started, an empty stopped answer
+            stats = ending.stats if ending is not None else None
+            await job.pane.finish_answer(job.turn.record(), stats, stopped=not isinstance(ending, Done | Failed),
+                                         error=ending.error if isinstance(ending, Failed) else None)
+            if stats is not None and stats.new_tokens:
+                self.stats[job.conversation.id] = stats
             if self.connection is not None and not self.connection.connected and \
                     getattr(self.engine, "known", False):  # the server answered this message: it is up
                 from dsvl_tui.backends.remote_probe import Connection
@@ -474,7 +478,8 @@ class DsvlApp(App[int]):
         if job is not None and job.started:
             job.cancel.set()
         elif job is not None and self.queue.withdraw(job):
-            self.post_message(gen.AnswerDone(job, "", None, True, None))
+            job.cancel.set()
+            self.post_message(gen.AnswerDone(job))
 
     def stop(self) -> None:
         """Stop the active pane's answer (Esc, ``/stop``)."""
@@ -513,6 +518,7 @@ class DsvlApp(App[int]):
         if message.load_id != self._load_id:
             return
         self.engine, self.model_error, self.loading = message.engine, None, False
+        self.queue.places = gen.answer_places(message.engine)  # answers decoded together (--max-batch)
         self._use_model_name()
         if getattr(message.engine, "remote", False) is True:
             from dsvl_tui.backends.remote_probe import Connection
@@ -594,10 +600,11 @@ class DsvlApp(App[int]):
             detail = "" if connection is None else connection.reason + (
                 f" · next try in {connection.retry_in:g} s" if connection.retry_in is not None else "")
         else:
-            state, detail = "generating" if self.queue.running is not None else "ready", ""
+            running = len(self.queue.started)
+            state, detail = "generating" if running else "ready", f"{running} answers" if running > 1 else ""
         used = self._context_tokens.get(conversation.id)
-        job = self.queue.running
-        if used is not None and job is not None and job.conversation is conversation:
+        job = self.queue.for_pane(self.active)
+        if used is not None and job is not None and job.started and job.conversation is conversation:
             used += job.generated()  # the prompt was measured; the answer streaming into it is counted
         self.status.show(state=state, detail=detail, info=info, stats=self.stats.get(conversation.id),
                          context_used=used,
@@ -661,12 +668,11 @@ class DsvlApp(App[int]):
         if self._partials_saved:
             return
         self._partials_saved = True
-        for job in [self.queue.running, *self.queue.waiting]:
-            if job is not None:
-                job.cancel.set()
-        running = self.queue.running
-        if running is not None and (snapshot := running.partial()) is not None:
-            self.autosaver.save(snapshot)
+        for job in [*self.queue.started, *self.queue.waiting]:
+            job.cancel.set()
+        for job in self.queue.started:
+            if (snapshot := job.partial()) is not None:
+                self.autosaver.save(snapshot)
         self.autosaver.stop()
         self.autosaver.join(timeout=10)
 
