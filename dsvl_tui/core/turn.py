@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -143,7 +143,7 @@ class Turn:
             raise
         note_backend(conversation, backend)  # which server and model answer (--endpoint), for the transcript
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Generator[Event, None, None]:
         """The answer's text as it comes (``Delta``s), then how it ended (``self.ending``)."""
         stream = self.stream
         if stream is None:
@@ -246,11 +246,13 @@ def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: t
     turn.open(backend)
     if on_open is not None:
         on_open()
+    events = turn.events()
     try:
-        for event in turn.events():
+        for event in events:
             if isinstance(event, Delta):
                 on_chunk(event.text)
     finally:
+        events.close()  # Ctrl+C in ``on_chunk`` stops the turn too (its stream closed: the stats final)
         answer = turn.record()
         if on_note is not None:
             for note in turn.notes:
