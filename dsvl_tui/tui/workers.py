@@ -11,13 +11,16 @@ the others wait their turn, visibly.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from textual.css.query import NoMatches
 from textual.message import Message
 
 from dsvl_tui.core.conversation import ChatMessage, Conversation
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from engine.types import ChatBackend, PreparesPrompts
 
 Post = Callable[[Message], Any]
+R = TypeVar("R")
 _job_ids = itertools.count(1)
 
 
@@ -152,6 +156,29 @@ class AnswerQueue:
 
 
 # -- messages posted by the thread workers ------------------------------------
+
+
+def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], Awaitable[None]]:
+    """For a handler of what a thread reports (load progress, an answer's chunks, a measured context).
+
+    Such a report can still be in the queue, or its handler part way through an ``await``, while the
+    app shuts down and its screens (or first their widgets) go: there is then nothing left to show it
+    on, so it is dropped instead of failing on the empty screen stack or a widget already removed.
+    """
+    @functools.wraps(handler)
+    async def guarded(app: Any, message: Any) -> None:
+        if not app.screen_stack:
+            return
+        try:
+            result = handler(app, message)
+            if inspect.isawaitable(result):
+                await result
+        except (IndexError, NoMatches):  # the screen stack emptied, or a query on a screen gone
+            if app.screen_stack and app.is_running:  # shutting down: the screen's widgets go before the screen
+                raise
+
+    return guarded
+
 
 
 @dataclass
