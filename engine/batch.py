@@ -111,7 +111,10 @@ class Scheduler:
                     self._thread = None
                     return
             try:
-                with self.engine._lock:
+                # All of a step in inference mode: the batch's buffers, grown in a decode step, are inference
+                # tensors, which may not be written outside it (a newcomer joining after the running answers had
+                # passed a chunk of the cache failed them all, and was itself left waiting for ever).
+                with self.engine._lock, torch.inference_mode():
                     self._step()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive it, or every later request would hang
                 self._fail_all(failure_message(exc))
@@ -184,11 +187,8 @@ class Scheduler:
             return
         request.pending = token
         try:
-            # In inference mode: once a decode step has grown the batch's buffers they are inference
-            # tensors, which may not be written outside it (the newcomer failed the whole batch).
-            with torch.inference_mode():
-                self._batch.add(steps.cache)
-        except Exception as exc:  # noqa: BLE001 - not joined: this request ends (its stream too), the batch goes on
+            self._batch.add(steps.cache)
+        except Exception as exc:  # noqa: BLE001 - not joined (out of memory): this request ends, its stream too
             request.error, request.steps = failure_message(exc), None
             self._end(request, None)
             return
