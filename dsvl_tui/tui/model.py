@@ -129,6 +129,8 @@ class AppModel:
         where = getattr(app.engine, "where", "the model server")
         if message.connection.connected:
             self.use_model_name()
+            app.answers.queue.places = gen.answer_places(app.engine)  # the server has said how many it decodes
+            app.answers.pump()
             if before is not None and not before.connected:
                 await app.show_notice(f"connected to {where}: it serves {app.engine.info.model_id}")
         elif before is None:  # the first failure: say it once, with when the next tries come
