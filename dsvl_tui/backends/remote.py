@@ -145,7 +145,7 @@ class RemoteBackend:
         except RemoteError:
             return 1
         places = body.get("max_batch") if isinstance(body, dict) else None
-        return min(places, MAX_PLACES) if _count(places) else 1
+        return min(places, MAX_PLACES) if isinstance(places, int) and _count(places) else 1
 
     def choose(self, model_id: str) -> bool:
         """Answer with ``model_id`` from now on, if the server listed it at the last ``refresh``; False if not."""
