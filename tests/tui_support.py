@@ -83,7 +83,8 @@ class ScriptedEngine:
 
 
 class _Counting:
-    """Counts generations running at once (there must never be more than one)."""
+    """Counts generations running at once (never more than the backend decodes together: one, unless it has a
+    ``max_batch``)."""
 
     def __init__(self, owner: ScriptedEngine, stream: ScriptedStream) -> None:
         self.owner, self.inner = owner, stream
