@@ -202,7 +202,10 @@ class Scheduler:
                     self._thread = None
                     return
             try:
-                with self.engine._lock:
+                # All of a step in inference mode: the batch's buffers, grown in a decode step, are inference
+                # tensors, which may not be written outside it (a newcomer joining after the running answers had
+                # passed a chunk of the cache failed them all, and was itself left waiting for ever).
+                with self.engine._lock, torch.inference_mode():
                     self._step()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive it, or every later request would hang
                 self._fail_all(failure_message(exc))
@@ -274,7 +277,12 @@ class Scheduler:
             self._end(request, steps.cache)
             return
         request.pending = token
-        self._batch.add(steps.cache)
+        try:
+            self._batch.add(steps.cache)
+        except Exception as exc:  # noqa: BLE001 - not joined (out of memory): this request ends, its stream too
+            request.error, request.steps = failure_message(exc), None
+            self._end(request, None)
+            return
         request.steps = None  # the batch row holds it now
         self._running.append(request)
 

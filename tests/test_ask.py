@@ -256,6 +256,8 @@ def test_a_generation_failure_exits_4_after_the_partial_answer(tmp_path, monkeyp
 
             class Stream:
                 stats = inner.stats
+                token_ids = inner.token_ids
+                close = inner.close
 
                 def __iter__(self):
                     for index, chunk in enumerate(inner):

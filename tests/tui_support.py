@@ -83,14 +83,20 @@ class ScriptedEngine:
 
 
 class _Counting:
-    """Counts generations running at once (there must never be more than one)."""
+    """Counts generations running at once (never more than the backend decodes together: one, unless it has a
+    ``max_batch``)."""
 
     def __init__(self, owner: ScriptedEngine, stream: ScriptedStream) -> None:
         self.owner, self.inner = owner, stream
 
+    token_ids: tuple[int, ...] = ()  # a stand-in streams text only (engine.types.AnswerStream)
+
     @property
     def stats(self):
         return self.inner.stats
+
+    def close(self) -> None:
+        pass  # the iteration has ended, or was left (its generator closed): nothing runs on
 
     def __iter__(self):
         with self.owner.lock:

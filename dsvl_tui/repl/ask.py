@@ -203,7 +203,8 @@ class _Ask:
             raise AskFailure(EXIT_ENGINE, describe_failure(exc)) from None
 
     def _generate(self, backend: ChatBackend, conversation: Conversation) -> tuple[ChatMessage, bool]:
-        from dsvl_tui.backends.choose import stats_line, stream_answer
+        from dsvl_tui.backends.choose import stats_line
+        from dsvl_tui.core.turn import stream_answer
         from dsvl_tui.repl.printers import PlainPrinter
         from engine.errors import ContextOverflowError, EngineError, ImageError
 

@@ -249,6 +249,8 @@ class StopAfter:
 
         class Stream:
             stats = inner.stats
+            token_ids = inner.token_ids
+            close = inner.close
 
             def __iter__(self):
                 for index, chunk in enumerate(inner, 1):
