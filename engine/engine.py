@@ -307,7 +307,8 @@ def load(
 
         raise CheckpointError(f"{folder / 'preprocessor_config.json'}: {exc}") from None
     if progress is not None:
-        progress(LoadProgress("load", 0, None, f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
+        progress(LoadProgress("load", 0, None,
+                              f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
     quantizer = quantizing.LayerQuantizer.for_load(asked_quantize, spec, chosen_device, chosen_dtype)
     out_of_memory = False
     try:
@@ -321,7 +322,8 @@ def load(
 
         release_cached_memory()
         where = "GPU memory" if chosen_device.type == "cuda" else "memory"
-        raise EngineError(f"not enough {where} to load {model} on {chosen_device} in {str(chosen_dtype).replace('torch.', '')}; "
+        raise EngineError(f"not enough {where} to load {model} on {chosen_device} in "
+                          f"{str(chosen_dtype).replace('torch.', '')}; "
                           "free the GPU, pick a smaller model, or use --device cpu")
     info = EngineInfo(
         model_id=str(model), variant=variant, tower=spec.vision.kind, device=str(chosen_device),
@@ -348,7 +350,8 @@ def load(
     if progress is not None:
         how = ""
         if compile:
-            how = "; compiled decode" if info.compiled else f"; compile: not used ({info.compile_note}), decoding eagerly"
+            how = ("; compiled decode" if info.compiled
+                   else f"; compile: not used ({info.compile_note}), decoding eagerly")
         if info.quantize != "none":
             how = f"; {info.quantize} weights{how}"
         if info.quantize_note:

@@ -72,13 +72,15 @@ class PromptFormat:
             self.tokenizer = Tokenizer.from_str(text)
             raw = json.loads(text)
             raw["added_tokens"] = []
-            # The same without added tokens: text runs never turn into special tokens (specials are pieces of their own).
+            # The same without added tokens: text runs never turn into special tokens (specials are pieces of their
+            # own).
             self.text_tokenizer = Tokenizer.from_str(json.dumps(raw))
             self.max_token_chars = max_token_chars(raw)  # text longer than window * this cannot fit (None: unknown)
         except UnusableFileError as exc:
             raise CheckpointError(f"{exc}; re-download the model") from None
         except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
-            raise CheckpointError(f"{path} cannot be read as a tokenizer ({' '.join(str(exc).split())[:120]}); re-download the model") from None
+            raise CheckpointError(f"{path} cannot be read as a tokenizer ({' '.join(str(exc).split())[:120]}); "
+                                  "re-download the model") from None
         self.variant = variant
         self.image_tag = spec.image_tag
         self.num_image_tokens = spec.num_image_tokens
@@ -86,7 +88,8 @@ class PromptFormat:
         self.eos_id, self.eos_text = self._special(spec, "eos_token")
         image_id = self.tokenizer.token_to_id(spec.image_tag)
         if image_id is None:
-            raise CheckpointError(f"{path} has no {spec.image_tag!r} token; this tokenizer is not from a DeepSeek-VL checkpoint")
+            raise CheckpointError(f"{path} has no {spec.image_tag!r} token; "
+                                  "this tokenizer is not from a DeepSeek-VL checkpoint")
         self.image_id = image_id
 
     def _special(self, spec: ModelSpec, name: str) -> tuple[int, str]:

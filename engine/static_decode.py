@@ -72,7 +72,8 @@ def compile_unsupported(device: torch.device, cache_bytes: int = 0) -> str | Non
     try:
         return _compile_unsupported(device, cache_bytes)
     except Exception as exc:  # noqa: BLE001 - a failing probe must not stop the model from loading
-        return f"could not check for CUDA/torch.compile support ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        return ("could not check for CUDA/torch.compile support "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
 
 
 def _compile_unsupported(device: torch.device, cache_bytes: int) -> str | None:
@@ -251,7 +252,8 @@ class StaticDecoder:
                 if not fall_back:
                     raise
                 self._step, self.compiled, self._cuda_graphs = decode_one_token, False, False
-                self.note = f"torch.compile failed while decoding ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+                self.note = ("torch.compile failed while decoding "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
                 # Counters a half-run step moved go back; the position it wrote is written again.
                 self._set_length(self.length)
                 logits = self._step(self.model, self.cache, self._token, self._position)

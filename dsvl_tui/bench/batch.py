@@ -144,7 +144,8 @@ def table(result: dict[str, Any], max_batch: int) -> str:
                          f"{ours['aggregate_tok_s'] / max(one, 1e-9):>10.2f}x | {ours['per_stream_tok_s']:>10.2f} | "
                          f"{ours['per_stream_tok_s'] / max(alone_stream, 1e-9):>7.2f}x")
         ttft = mode["arrival_ttft"]
-        lines.append(f"TTFT of a {ttft['prompt_tokens']}-token prompt arriving while 4 decode: {ttft['while_4_s']:.2f} s "
+        lines.append(f"TTFT of a {ttft['prompt_tokens']}-token prompt arriving while 4 decode: "
+                     f"{ttft['while_4_s']:.2f} s "
                      f"({ttft['reused_tokens']} positions reused); alone {ttft['alone_s']:.2f} s "
                      f"({ttft['alone_reused_tokens']} reused) "
                      f"({ttft['while_4_s'] / max(ttft['alone_s'], 1e-9):.2f}x)")

@@ -111,8 +111,8 @@ def run_tests(tiny: Path, full: Path | None, dry_run: bool, work: Path) -> dict[
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     output = done.stdout + done.stderr
     print(output.rstrip(), file=sys.stderr)
-    summary = next((line for line in reversed(output.splitlines()) if " in " in line and ("passed" in line or "failed" in line
-                                                                                               or "error" in line)), "")
+    summary = next((line for line in reversed(output.splitlines())
+                    if " in " in line and ("passed" in line or "failed" in line or "error" in line)), "")
     figures = json.loads(report.read_text()) if report.exists() else {}
     return {"ok": done.returncode == 0, "returncode": done.returncode, "summary": summary.strip("= "),
             "figures": figures, "output_tail": output[-4000:]}
@@ -137,7 +137,8 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
     turns = []
     for up, ours, comp in zip(eager["turns"], eager["turns"], compiled["turns"], strict=True):
         turns.append({"turn": up["turn"], "prompt_tokens": ours["ours"]["prompt_tokens"],
-                      "ttft": {"upstream": up["upstream"]["ttft"], "eager": ours["ours"]["ttft"], "compiled": comp["ours"]["ttft"]},
+                      "ttft": {"upstream": up["upstream"]["ttft"], "eager": ours["ours"]["ttft"],
+                               "compiled": comp["ours"]["ttft"]},
                       "decode_tps": {"upstream": up["upstream"]["decode_tps"], "eager": ours["ours"]["decode_tps"],
                                      "compiled": comp["ours"]["decode_tps"]},
                       "same_answer_eager_compiled": ours["ours"].get("token_ids") == comp["ours"].get("token_ids")})
@@ -146,7 +147,8 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
         "decode_tps_median": decode,
         "decode_compiled_over_upstream": decode["compiled"] / decode["upstream"],
         "decode_compiled_tps": decode["compiled"],
-        "ttft_last_over_turn2": turns[-1]["ttft"]["compiled"] / turns[1]["ttft"]["compiled"] if len(turns) > 1 else None,
+        "ttft_last_over_turn2": (turns[-1]["ttft"]["compiled"] / turns[1]["ttft"]["compiled"]
+                                 if len(turns) > 1 else None),
         "compile_warm_up_s": compiled["compile"]["warm_up_seconds"],
         "compile_used": compiled["compile"]["used"], "compile_note": compiled["compile"]["note"],
         "peak_gib": {"upstream": eager["summary"]["peak_memory_gib"]["upstream"],
@@ -185,7 +187,8 @@ def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> d
         history.append(engine.Message("assistant", "".join(stream)))
         stats = stream.stats
         turns.append({"prompt_tokens": stats.prompt_tokens, "reused_tokens": stats.reused_tokens,
-                      "ttft": stats.time_to_first_token, "decode_tps": stats.tokens_per_second, "new_tokens": stats.new_tokens})
+                      "ttft": stats.time_to_first_token, "decode_tps": stats.tokens_per_second,
+                      "new_tokens": stats.new_tokens})
         if question:
             history.append(engine.Message("user", question))
     peak = peak_memory(eng.info.device)
@@ -301,8 +304,8 @@ def judge(figures: dict[str, Any], dry_run: bool) -> list[dict[str, Any]]:
 
 def print_table(result: dict[str, Any]) -> None:
     dry = result["dry_run"]
-    print(f"gpucheck{' --dry-run (CPU, tiny checkpoints: figures mean nothing)' if dry else ''} | {result['machine']} | "
-          f"torch {result['torch']} | {result['seconds']:.0f} s")
+    print(f"gpucheck{' --dry-run (CPU, tiny checkpoints: figures mean nothing)' if dry else ''} "
+          f"| {result['machine']} | torch {result['torch']} | {result['seconds']:.0f} s")
     for part, outcome in result["parts"].items():
         state = ("skipped" if outcome.get("skipped") else "ok") if outcome.get("ok") else "FAILED"
         extra = outcome.get("summary") or outcome.get("error") or ""
@@ -320,12 +323,14 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  peak GPU GiB: upstream {f['peak_gib']['upstream']:.2f}, eager {f['peak_gib']['eager']:.2f}, "
               f"compiled {f['peak_gib']['compiled']:.2f} | compile used: {f['compile_used']}"
               + (f" ({f['compile_note']})" if f["compile_note"] else ""))
-    seven_b = {**result["parts"].get("big", {}).get("figures", {}), **result["parts"].get("quant", {}).get("figures", {})}
+    seven_b = {**result["parts"].get("big", {}).get("figures", {}),
+               **result["parts"].get("quant", {}).get("figures", {})}
     by_mode = [(label, seven_b.get(f"{prefix}_decode_tps"), seven_b.get(f"{prefix}_peak_gib"))
              for label, prefix in (("bf16", "big"), ("int8", "big_int8"), ("int4", "big_int4"))]
     if any(tps is not None for _, tps, _ in by_mode):
         print("  7B decode tok/s (peak GPU GiB): " + ", ".join(
-            f"{label} {tps:.1f}" + (f" ({peak:.2f})" if peak is not None else "") for label, tps, peak in by_mode if tps is not None))
+            f"{label} {tps:.1f}" + (f" ({peak:.2f})" if peak is not None else "")
+            for label, tps, peak in by_mode if tps is not None))
     torchao = seven_b.get("torchao")
     if torchao:
         print(f"  torchao: {torchao['version']} from {torchao['folder']}" if torchao["version"] else
@@ -396,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
-        "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
+        "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run,
+                                   args.work),
         "big": lambda: run_big(device, args.dry_run, args.work),
         "quant": lambda: run_quant(device, args.dry_run, args.work),
         "batch": lambda: run_batch(device, args.dry_run, args.work),

@@ -100,7 +100,8 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "dsvl-chat"}]}
+        return {"object": "list",
+                "data": [{"id": name, "object": "model", "created": created, "owned_by": "dsvl-chat"}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -104,13 +104,15 @@ def checkpoint_configs(tower: str, size: str) -> dict[str, Any]:
         if not full:
             vision_params.update(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4)
         vision = {"cls": "CLIPVisionTower", "model_type": "vision", "params": vision_params}
-        aligner_params = {"depth": 2, "input_dim": 1024 if full else 32, "n_embed": 2048 if full else 64, "projector_type": "mlp_gelu"}
+        aligner_params = {"depth": 2, "input_dim": 1024 if full else 32, "n_embed": 2048 if full else 64,
+                          "projector_type": "mlp_gelu"}
         language = {
             "hidden_size": 2048, "intermediate_size": 5632, "max_position_embeddings": 16384, "model_type": "llama",
             "num_attention_heads": 16, "num_hidden_layers": 24, "num_key_value_heads": 16, "torch_dtype": "bfloat16",
             "vocab_size": 102400,
         }
-        preprocessor: dict[str, Any] = {"image_size": 384 if full else 32, "do_normalize": True, "image_mean": HALF, "image_std": HALF}
+        preprocessor: dict[str, Any] = {"image_size": 384 if full else 32, "do_normalize": True, "image_mean": HALF,
+                                        "image_std": HALF}
         image_tokens = 576 if full else 16
     else:
         high = {
@@ -123,7 +125,8 @@ def checkpoint_configs(tower: str, size: str) -> dict[str, Any]:
         }
         if not full:
             high.update(image_size=64, patch_size=8, width=32, layers=2, heads=2, window_size=4,
-                        global_attn_indexes=[1], out_chans=16, downsample_channels=[32, 64], resample_size=16, output_dim=64)
+                        global_attn_indexes=[1], out_chans=16, downsample_channels=[32, 64], resample_size=16,
+                        output_dim=64)
             low.update(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp_ratio=4, output_dim=64)
         vision = {"cls": "HybridVisionTower", "model_type": "vision", "params": {
             "concat_type": "tuple", "freeze_high": True, "freeze_low": True, "high_res_cfg": high, "low_res_cfg": low,
@@ -132,11 +135,13 @@ def checkpoint_configs(tower: str, size: str) -> dict[str, Any]:
                           "projector_type": "low_high_hybrid_split_mlp_gelu"}
         language = {"max_position_embeddings": 16384, "model_type": "llama", "num_hidden_layers": 30,
                     "torch_dtype": "float16", "vocab_size": 102400}
-        preprocessor = {"image_size": 1024 if full else 64, "do_normalize": False, "image_mean": CLIP_MEAN, "image_std": CLIP_STD}
+        preprocessor = {"image_size": 1024 if full else 64, "do_normalize": False, "image_mean": CLIP_MEAN,
+                        "image_std": CLIP_STD}
         image_tokens = 576 if full else 16
     if not full:
-        language = {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 16384, "model_type": "llama",
-                    "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 4, "vocab_size": 1024}
+        language = {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 16384,
+                    "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 4,
+                    "vocab_size": 1024}
     preprocessor.update({
         "background_color": [127, 127, 127], "image_processor_type": "VLMImageProcessor", "min_size": 14,
         "processor_class": "VLChatProcessor", "rescale_factor": 0.00392156862745098,
@@ -155,7 +160,8 @@ def checkpoint_configs(tower: str, size: str) -> dict[str, Any]:
 
 def _unused_heads(spec, shapes: dict[str, tuple[int, ...]]) -> None:
     """The tensors upstream checkpoints carry but never use (see checkpoint.IGNORED_KEYS)."""
-    towers = ["vision_model.vision_tower_low.vision_tower."] if spec.vision.kind == "hybrid" else ["vision_model.vision_tower."]
+    towers = (["vision_model.vision_tower_low.vision_tower."] if spec.vision.kind == "hybrid"
+              else ["vision_model.vision_tower."])
     width = spec.vision.low.width
     hidden = int(width * spec.vision.low.mlp_ratio)
     for prefix in towers:
@@ -308,7 +314,8 @@ def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: st
             quantizer.assigned(model, name)
     _materialise_derived_buffers(model, chosen_device)
     model.eval()
-    info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind, device=str(chosen_device),
+    info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind,
+                      device=str(chosen_device),
                       dtype=str(chosen_dtype).replace("torch.", ""), parameters=model.parameter_count(),
                       context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder),
                       quantize=quantizer.plan.mode, quantize_note=quantizer.note())

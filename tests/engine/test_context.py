@@ -41,7 +41,8 @@ def test_oldest_whole_turns_are_dropped_with_their_images(folder):
     assert prepared.dropped_turns >= 1
     assert len(prepared.input_ids) <= limit
     first_kept = prepared.dropped_turns
-    assert f"User: Question number {first_kept} " in prepared.prompt or f"Question number {first_kept} " in prepared.prompt
+    assert (f"User: Question number {first_kept} " in prepared.prompt
+            or f"Question number {first_kept} " in prepared.prompt)
     assert f"Question number {first_kept - 1} " not in prepared.prompt
     assert "Final question?" in prepared.prompt and prepared.prompt.startswith("You are a helpful")
     kept_images = sum(1 for i in range(first_kept, 6) if i % 2 == 0)
@@ -70,7 +71,8 @@ def test_a_single_turn_too_long_is_an_error_before_any_compute(folder):
 
 def test_answer_is_capped_by_the_window(folder):
     eng = engine.load(str(folder), context_length=60)
-    stream = eng.stream([engine.Message("user", "hi")], engine.GenerationSettings(temperature=0, max_new_tokens=500), system="")
+    stream = eng.stream([engine.Message("user", "hi")], engine.GenerationSettings(temperature=0, max_new_tokens=500),
+                        system="")
     "".join(stream)
     assert stream.stats.prompt_tokens + stream.stats.new_tokens <= 60
     assert stream.stats.stop_reason == "length"

@@ -1,4 +1,5 @@
-"""Every input is bounded before work is done on it (issue 20): sampling ranges, the window by length, the body's time."""
+"""Every input is bounded before work is done on it (issue 20): sampling ranges, the window by length, the body's
+time."""
 
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ def main(out: Path) -> None:
         env = {**os.environ, "DSVL_DATA_DIR": str(home / "data"), "DSVL_CONFIG_DIR": str(home / "config"),
                "PYTHONPATH": str(ROOT)}
         port = free_port()
-        web = subprocess.Popen([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(model), "--port", str(port)],
+        web = subprocess.Popen([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(model),
+                                "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         try:
             assert web.stdout is not None
