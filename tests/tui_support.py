@@ -207,7 +207,8 @@ async def type_line(pilot, text: str, submit: bool = True) -> None:
 
 
 def first_choice(palette) -> str:
-    """The text of the command palette's first choice ('' while it has none): what Enter runs once the search is done."""
+    """The text of the command palette's first choice ('' while it has none): what Enter runs once the search
+    is done."""
     options = palette.query_one("CommandList")
     return str(options.get_option_at_index(0).prompt).strip() if options.option_count else ""
 

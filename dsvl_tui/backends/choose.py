@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Loader", "load_backend", "stats_line"]
 
-# engine.load's signature: (model, *, device, dtype, revision, progress, compile[, quantize, max_batch: passed when set])
+# engine.load's signature: (model, *, device, dtype, revision, progress, compile[, quantize, max_batch:
+# passed when set])
 Loader = Callable[..., ChatBackend]
 
 
@@ -69,7 +70,8 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
     quantize: dict[str, Any] = {"quantize": options.quantize} if options.quantize != "none" else {}
     if options.max_batch is not None:  # else the engine's default for its device (engine.default_max_batch)
         quantize["max_batch"] = options.max_batch
-    return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype, revision=options.revision,
+    return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype,
+                  revision=options.revision,
                   progress=progress, compile=options.compile, **quantize)
 
 
