@@ -214,11 +214,15 @@ def decode_step(model, batch: BatchCache, tokens: Sequence[int]) -> torch.Tensor
     """One forward for the whole running batch: row ``r`` is fed ``tokens[r]``; returns the logits [n, V].
 
     Each row attends to its own positions only (``BatchCache.step_inputs``
-    masks the others' padding) and then holds one more position.
+    masks the others' padding) and then holds one more position. Its
+    linear layers run on oneDNN on the CPU (``model.rows_batched``).
     """
+    from .model import rows_batched
+
     ids = torch.tensor([[token] for token in tokens], device=model.device)
     embeds = model.language_model.get_input_embeddings()(ids)  # [n, 1, D]
     positions, mask = batch.step_inputs(embeds.dtype)
-    logits, _ = model.forward_embeds(embeds, batch, logits_to_keep=1, positions=positions, mask=mask)
+    with rows_batched():
+        logits, _ = model.forward_embeds(embeds, batch, logits_to_keep=1, positions=positions, mask=mask)
     batch.advance()
     return logits[:, -1]
