@@ -52,6 +52,7 @@ import torch
 from .caches.kv import BatchCache, new_cache
 from .caches.reuse import Match, position_keys
 from .decode import Answer, CacheSteps, DecodeJob, Steps, decode_step, run_decode
+from .model import rows_batched
 from .stream import OUT_OF_MEMORY, TextStream, failure_message, release_cached_memory
 from .types import GenerationSettings, Prepared
 
@@ -254,7 +255,8 @@ class Scheduler:
                     self._admit(request)
                 assert request.steps is not None and request.embeds is not None and request.answer is not None
                 chunk, request.embeds = request.embeds[:, :PREFILL_CHUNK], request.embeds[:, PREFILL_CHUNK:]
-                logits = request.steps.prefill(chunk)
+                with rows_batched():  # oneDNN's linears on the CPU, as in the decode step (see model.FewRowsLinear)
+                    logits = request.steps.prefill(chunk)
                 if request.embeds.shape[1]:
                     return  # more of the prompt next step
                 self._filling = None

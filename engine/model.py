@@ -50,9 +50,11 @@ class FewRowsLinear(nn.Linear):
     small-M GEMM re-packs the whole weight each call and threads badly),
     so 8 streams decoded together gained only 1.2-1.3x over one. oneDNN's
     linear on the same dense weights costs 1.3-2.5x one row for 2-16 rows.
-    Only inside ``rows_batched`` (the batch's decode step, ``decode.decode_step``)
-    and for more than one row: one stream alone, prefill and every other
-    forward keep MKL's results bit for bit.
+    (oneDNN is faster from 2 rows to at least 256.) Only inside ``rows_batched``
+    (the batch's decode step, ``decode.decode_step``, and its newcomers'
+    prefill, ``batch.Scheduler``) and for more than one row: one stream
+    alone (``max_batch`` 1) and every other forward keep MKL's results bit
+    for bit; the batch keeps to its δ bound (tests/engine/test_batch.py).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -75,18 +75,18 @@ def _on() -> bool:
     return bool(getattr(model._ROWS, "on", False))
 
 
-def _head_calls(eng) -> list[tuple[int, bool]]:
-    """(rows, inside rows_batched) of every call of the output head (an observer: the model runs unchanged)."""
-    calls: list[tuple[int, bool]] = []
-    eng.model.language_model.lm_head.register_forward_pre_hook(
-        lambda module, args: calls.append((args[0].numel() // args[0].shape[-1], _on())))
+def _calls(eng) -> list[tuple[int, int, bool]]:
+    """(sequences, positions, inside rows_batched) of every call of the first query projection (an observer)."""
+    calls: list[tuple[int, int, bool]] = []
+    eng.model.language_model.model.layers[0].self_attn.q_proj.register_forward_pre_hook(
+        lambda module, args: calls.append((args[0].shape[0], args[0].shape[1], _on())))
     return calls
 
 
-def test_the_batched_decode_step_runs_inside_rows_batched_and_one_stream_alone_does_not(tiny_siglip):
+def test_the_batch_decodes_and_prefills_inside_rows_batched_and_one_stream_alone_does_not(tiny_siglip):
     batched = engine.load(str(tiny_siglip), device="cpu", max_batch=4)
     alone = engine.load(str(tiny_siglip), device="cpu")
-    in_batch, by_itself = _head_calls(batched), _head_calls(alone)
+    in_batch, by_itself = _calls(batched), _calls(alone)
     chats = [[engine.Message("user", f"Question {n}: say something.")] for n in range(3)]
     streams = [batched.stream(chat, GREEDY) for chat in chats]
     readers = [threading.Thread(target=list, args=(stream,), daemon=True) for stream in streams]
@@ -101,5 +101,6 @@ def test_the_batched_decode_step_runs_inside_rows_batched_and_one_stream_alone_d
         reader.join(WAIT)
         assert not reader.is_alive(), "a stream did not end"
     list(alone.stream(chats[0], GREEDY))
-    assert any(rows > 1 and on for rows, on in in_batch)  # several rows, on oneDNN (see the test above)
-    assert by_itself and not any(on for _, on in by_itself)
+    assert any(sequences > 1 and on for sequences, _, on in in_batch)  # decode steps of several sequences
+    assert any(sequences == 1 and positions > 1 and on for sequences, positions, on in in_batch)  # prefill
+    assert by_itself and not any(on for _, _, on in by_itself)
