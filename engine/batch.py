@@ -391,12 +391,13 @@ def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
     8 on CUDA, where one decode step reads every weight once for the whole
     batch; 1 on the CPU, where ``dsvl_tui.bench.batch`` measured (2 shared
     cores) 2.1-2.9x the throughput of one stream for 4-8 streams with 4
-    layers, but only 1.2-1.6x with the full-size 1.3B in fp32 (a [n, D]
-    float32 matmul costs 2-3x the time of a [1, D] one there: the weights'
-    reads are not shared as on a GPU), each stream at 0.2-0.6x its speed
-    alone, and nothing gained for one user (a server for several can ask
-    for ``--max-batch 4``); and 1 with ``compile``, whose CUDA graphs are
-    recorded for one sequence.
+    layers, but only 1.2-1.6x with the full-size 1.3B in fp32 (MKL's
+    few-row float32 matmul; on oneDNN, ``model.FewRowsLinear``, a step of
+    4 or 8 rows costs 1.6x or 2.1x one row, but the end-to-end gain with
+    newcomers' prefill and a busy machine was 1.1-1.9x), each stream at
+    0.3-0.7x its speed alone, and nothing gained for one user (a server for
+    several can ask for ``--max-batch 4``); and 1 with ``compile``, whose
+    CUDA graphs are recorded for one sequence.
     """
     if compile:
         return 1

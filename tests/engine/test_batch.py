@@ -24,10 +24,11 @@ from engine.types import Prepared
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=16, ignore_eos=True)
 # The top-1 margin under which batched and alone greedy decoding may pick different tokens (see the docstring),
-# from the best logit. float32: measured differences are at most 5e-6 (the tiny model 2e-6, the full-size 1.3B's
-# layers 5.2e-6), so 1e-3 leaves a wide berth. int8 runs its matmuls with bfloat16 activations and hands back
-# bfloat16-rounded logits: measured differences are one bfloat16 step of the logit (0.0156 on the full-size 1.3B
-# at logits near 2-4), so the margin is two steps at the top logit's size, |top| / 64.
+# from the best logit. float32: measured differences are at most 1.1e-5 (the tiny model 2e-6, the full-size 1.3B's
+# layers 5.2e-6, its 8-row step on oneDNN's linears 1.1e-5 against MKL's 8.7e-6), so 1e-3 leaves a wide berth.
+# int8 runs its matmuls with bfloat16 activations and hands back bfloat16-rounded logits: measured differences are
+# one bfloat16 step of the logit (0.0156 on the full-size 1.3B at logits near 2-4), so the margin is two steps at the
+# top logit's size, |top| / 64.
 DELTA = {"none": lambda top: 1e-3, "int8": lambda top: max(1e-3, abs(top) / 64)}
 WAIT = 120.0  # seconds a condition may take on a busy machine
 
