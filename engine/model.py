@@ -28,7 +28,7 @@ _CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward)
 _TAKES_CACHE_POSITION = "cache_position" in inspect.signature(LlamaForCausalLM.forward).parameters
 
 
-_ROWS = threading.local()  # ``rows_batched``'s flag, per thread: only the scheduler's decode step sets it
+_ROWS = threading.local()  # ``rows_batched``'s flag, per thread: only the scheduler's steps set it
 
 
 @contextlib.contextmanager
@@ -47,8 +47,8 @@ class FewRowsLinear(nn.Linear):
 
     Measured on the CPU (AMD EPYC, 2 shared cores, PyTorch's MKL): a float32
     ``F.linear`` of 2-16 rows takes 3-10 times as long as one row (MKL's
-    small-M GEMM re-packs the whole weight each call and threads badly),
-    so 8 streams decoded together gained only 1.2-1.3x over one. oneDNN's
+    small-M GEMM; worst with 2 threads on a loaded machine: 1 thread gave
+    3.6x), so 8 streams decoded together gained only 1.2-1.3x over one. oneDNN's
     linear on the same dense weights costs 1.3-2.5x one row for 2-16 rows.
     (oneDNN is faster from 2 rows to at least 256.) Only inside ``rows_batched``
     (the batch's decode step, ``decode.decode_step``, and its newcomers'
@@ -58,7 +58,9 @@ class FewRowsLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(_ROWS, "on", False) and x.numel() > x.shape[-1]:
+        # The weights' device and dtype are checked again here: a module moved after loading takes nn.Linear's way.
+        if getattr(_ROWS, "on", False) and x.numel() > x.shape[-1] and self.weight.device.type == "cpu" \
+                and self.weight.dtype == x.dtype == torch.float32:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return super().forward(x)
 
