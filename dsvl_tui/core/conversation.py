@@ -187,6 +187,21 @@ def _reason(error: OSError) -> str:
 
 
 @dataclass
+class ComparedAnswer:
+    """The second model's answer to the same message (``/compare``, ``ask --compare``): who answered, with
+    which settings, and how it went. Its side of the conversation sees these answers, not the main ones."""
+
+    model: str
+    text: str
+    endpoint: str = ""  # the server that answered (no credentials); "" for a model loaded here
+    quantize: str = "none"  # a local model's weights: none, int8 or int4
+    settings: GenerationSettings | None = None  # what it answered with; None: the conversation's
+    stats: GenerationStats | None = None
+    stopped: bool = False
+    error: str | None = None
+
+
+@dataclass
 class ChatMessage:
     role: Role
     text: str
@@ -195,6 +210,7 @@ class ChatMessage:
     stats: GenerationStats | None = None  # answers only
     stopped: bool = False  # the user stopped this answer
     error: str | None = None  # the answer failed with this error
+    compared: ComparedAnswer | None = None  # answers only: the compared model's answer (/compare)
 
 
 @dataclass
@@ -266,8 +282,11 @@ class Conversation:
         self.touch()
         return message
 
-    def engine_messages(self) -> list[Message]:
+    def engine_messages(self, *, compared: bool = False) -> list[Message]:
         """The history as the engine takes it; missing images and failed empty answers left out.
+
+        ``compared``: the history as the compared model (``/compare``) sees it: its own answers where it
+        gave one, so each side of a compared conversation continues its own.
 
         Pictures go as their checked bytes (``Attachment.read_or_leave_out``): one
         changed since it was attached or loaded is left out, and
@@ -275,14 +294,17 @@ class Conversation:
         """
         out = []
         for m in self.messages:
-            if m.role == "assistant" and m.error and not m.text:
+            text, error = m.text, m.error
+            if compared and m.compared is not None:
+                text, error = m.compared.text, m.compared.error
+            if m.role == "assistant" and error and not text:
                 continue
             images: list[ImageSource] = []
             for attachment in m.images:
                 data = attachment.read_or_leave_out()
                 if data is not None:
                     images.append(EncodedImage(data, name=attachment.label))
-            out.append(Message(m.role, m.text, images=images))
+            out.append(Message(m.role, text, images=images))
         return out
 
     def image_notices(self) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path, PurePath
 
-from dsvl_tui.core.conversation import Attachment, Conversation, file_sha256
+from dsvl_tui.core.conversation import Attachment, ComparedAnswer, Conversation, file_sha256
 from dsvl_tui.storage.atomic import atomic_write_bytes
 from dsvl_tui.storage.transcript.format import FORMAT, STATS_FIELDS, VERSION, format_time
 from engine.types import GenerationStats
@@ -36,6 +36,7 @@ def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> 
             "stats": _stats_document(message.stats),
             "stopped": message.stopped,
             "error": message.error,
+            **({"compared": _compared_document(message.compared)} if message.compared is not None else {}),
         })
     return {
         "format": FORMAT,
@@ -49,6 +50,20 @@ def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> 
         "system": conv.system,
         "settings": asdict(conv.settings),
         "messages": messages,
+    }
+
+
+def _compared_document(compared: ComparedAnswer) -> dict:
+    """The compared model's answer (``/compare``): optional, so a reader that does not know it reads the rest."""
+    return {
+        "model": compared.model,
+        "text": compared.text,
+        **({"endpoint": compared.endpoint} if compared.endpoint else {}),
+        **({"quantize": compared.quantize} if compared.quantize != "none" else {}),
+        "settings": asdict(compared.settings) if compared.settings is not None else None,
+        "stats": _stats_document(compared.stats),
+        "stopped": compared.stopped,
+        "error": compared.error,
     }
 
 
