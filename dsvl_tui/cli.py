@@ -296,6 +296,10 @@ def ask(
         show_default=False, help="Continue this saved conversation and append the answer to it "
                                  "(a new file is created).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress or stats on stderr.")] = False,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", metavar="MODEL", show_default=False,
+        help="Answer with this model too and print both answers, labelled (quote more words as /compare takes "
+             "them: \"MODEL --quantize int4\", \"--temperature 1.0\", \"--endpoint URL\").")] = None,
 ) -> None:
     """Answer one question and exit; the answer goes to stdout, everything else to stderr.
 
@@ -316,6 +320,7 @@ def ask(
         transcript=transcript, quiet=quiet, model_given="model" in values, system_given="system" in values,
         quantize_given="quantize" in values,
         settings_given={key: values[key] for key in user_settings() if key in values},
+        compare=_text(compare),
     )
     raise typer.Exit(run_ask(request))
 
