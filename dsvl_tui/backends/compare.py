@@ -370,3 +370,30 @@ class ComparedTurn:
         return ComparedAnswer(side.model, text, endpoint=side.endpoint, quantize=side.quantize, settings=settings,
                               stats=valid_stats(stats), stopped=stopped,
                               error=None if error is None else cut_text(error, limit, " [cut]"))
+
+
+class ComparedThread:
+    """The compared answer generated on its own thread while the main one streams (the REPL, ``ask``)."""
+
+    def __init__(self, side: CompareSide, conversation: Conversation) -> None:
+        self.turn = ComparedTurn.of(side, conversation)  # its history now, before the main answer is added
+        self.result: list[ComparedAnswer] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(self.turn.run()), daemon=True,
+                                       name="compared-answer")
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop it and wait for it (the main answer was refused: no turn is recorded)."""
+        self.turn.cancel.set()
+        self.thread.join()
+
+    def finish(self, interrupted: bool) -> ComparedAnswer:
+        """The compared answer once it is complete (stopped where, and as soon as, Ctrl+C stopped the main one)."""
+        if interrupted:
+            self.turn.cancel.set()
+        while self.thread.is_alive():
+            try:
+                self.thread.join()
+            except KeyboardInterrupt:  # Ctrl+C while it finishes: it stops too, and is kept
+                self.turn.cancel.set()
+        return self.result[0]

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from rich.console import Console
 
+    from dsvl_tui.backends.compare import ComparedThread, CompareRequest, CompareSide
     from dsvl_tui.backends.remote import RemoteBackend
     from dsvl_tui.backends.remote_probe import Connection
     from dsvl_tui.repl.printers import MarkdownPrinter, PlainPrinter
@@ -117,6 +118,7 @@ class Repl:
         self._console: Console | None = None
         self._connection: Connection | None = None  # with --endpoint: whether the server has answered
         self._watch_stop = threading.Event()  # ends the thread that tries an unreachable server again
+        self._compared: CompareSide | None = None  # /compare: the second side each message also goes to
         self.exit_code = 0
 
     # -- Session -------------------------------------------------------------------
@@ -407,6 +409,57 @@ class Repl:
     def _continuation(self, width: int, line_number: int, wrap_count: int) -> str:
         return ".".rjust(width - 1) + " "
 
+    # -- /compare (commands.builtin._compare.CompareHost) ---------------------------------
+
+    def compare_host(self) -> Repl:
+        return self
+
+    def compared_side(self) -> CompareSide | None:
+        return self._compared
+
+    def load_compared(self, request: CompareRequest) -> CompareSide:
+        from dsvl_tui.backends.compare import load_side
+        from dsvl_tui.repl.load_progress import ProgressLines, describe_failure
+
+        cancel = threading.Event()
+        with interrupt_sets(cancel):
+            main = self._slot.wait(cancel, poll=self._flush_notes)
+            if main is None:
+                raise CommandError("no model loaded to compare with; /model ID loads one")
+            try:
+                return load_side(self.options, request, main, say=self.info, progress=ProgressLines(self.info))
+            except (CommandError, ValueError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any load failure is one line; the REPL goes on
+                raise CommandError(f"the compared model: {describe_failure(exc)}") from None
+
+    def set_compared(self, side: CompareSide | None) -> None:
+        self._compared = side
+
+    def _compare_begin(self, conversation: Conversation) -> ComparedThread | None:
+        """The compared answer, started with the main one (``/compare``); its label first."""
+        if self._compared is None:
+            return None
+        from dsvl_tui.backends.compare import ComparedThread, side_label
+
+        self._write_err(f"== {side_label(conversation.model)} ==", _DIM)
+        return ComparedThread(self._compared, conversation)
+
+    def _compare_end(self, compared: ComparedThread, answer: ChatMessage, cancel: threading.Event) -> None:
+        """Wait for the compared answer, keep it on ``answer``, print it under its label with its stats."""
+        from dsvl_tui.backends.choose import stats_line
+
+        answer.compared = compared.finish(cancel.is_set())
+        self._write_err(f"== {compared.turn.side.label} ==", _DIM)
+        printer = self._printer()
+        printer.feed(answer.compared.text)
+        printer.finish()
+        if answer.compared.error:
+            self._failed(f"the compared model: {answer.compared.error}")
+        line = stats_line(answer.compared.stats)
+        if line:
+            self._write_err(f"{compared.turn.side.label}: {line}", _DIM)
+
     def _on_empty_interrupt(self) -> None:
         self._notes.put(("(Ctrl+D or /quit leaves)", ""))
         self._poke_prompt()
@@ -433,17 +486,23 @@ class Repl:
                     return
                 printer = self._printer()
                 notes: list[str] = []  # what the server sent that was dropped: said after the answer
+                compared = self._compare_begin(conversation)
                 try:
                     answer = stream_answer(backend, conversation, cancel=cancel,
                                            on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
                                            on_note=notes.append,
                                            on_open=self._autosave if self.options.endpoint else None)
                 except EngineError as exc:  # input problems, raised before anything is generated
+                    if compared is not None:
+                        compared.stop()
                     self._failed(str(exc))
                     self._take_back(mine)
                     return
                 finally:
                     printer.finish()
+                if compared is not None:
+                    self._show_stats(answer, conversation.model)
+                    self._compare_end(compared, answer, cancel)
         finally:
             self._cancel = None
             for notice in conversation.image_notices():  # a picture changed since it was attached or loaded
@@ -452,7 +511,8 @@ class Repl:
             self.info(note)
         if answer.error:
             self._failed(answer.error)
-        self._show_stats(answer)
+        if answer.compared is None:
+            self._show_stats(answer)
         self._autosave()
 
     def _journaled_as_it_streams(self, feed: Callable[[str], None],
@@ -509,12 +569,14 @@ class Repl:
             self._console = Console(file=self._out, force_terminal=True, highlight=False)
         return MarkdownPrinter(self._console)
 
-    def _show_stats(self, answer: ChatMessage) -> None:
+    def _show_stats(self, answer: ChatMessage, model: str | None = None) -> None:
+        """The answer's stats line; with ``model`` (a comparison), labelled with it."""
         from dsvl_tui.backends.choose import stats_line
+        from dsvl_tui.backends.compare import side_label
 
         line = stats_line(answer.stats)
         if line:
-            self._write_err(line, _DIM)
+            self._write_err(f"{side_label(model)}: {line}" if model is not None else line, _DIM)
 
     def _show_message(self, message: ChatMessage) -> None:
         images = "".join(f"[image: {a.label}{' (missing)' if a.missing else ''}] " for a in message.images)

@@ -242,7 +242,7 @@ class _Ask:
     def _generate(self, backend: ChatBackend, conversation: Conversation,
                   side: CompareSide | None = None) -> tuple[ChatMessage, bool]:
         from dsvl_tui.backends.choose import stats_line, stream_answer
-        from dsvl_tui.backends.compare import side_label
+        from dsvl_tui.backends.compare import ComparedThread, side_label
         from dsvl_tui.repl.printers import PlainPrinter
         from engine.errors import ContextOverflowError, EngineError, ImageError
 
@@ -250,7 +250,7 @@ class _Ask:
         feed = (lambda chunk: None) if self.request.json else printer.feed
         interrupted = False
         notes: list[str] = []  # what the server sent that was dropped: said after the answer
-        compared = _Compared(side, conversation) if side is not None else None  # both answers generate at once
+        compared = ComparedThread(side, conversation) if side is not None else None  # both answers generate at once
         main_label = side_label(conversation.model)
         if compared is not None and not self.request.json:
             self._label(main_label)
@@ -338,30 +338,3 @@ def _compared_json(compared: ComparedAnswer) -> dict[str, Any]:
         "settings": dataclasses.asdict(compared.settings) if compared.settings else None,
     }
 
-
-class _Compared:
-    """The compared answer, generated on its own thread while the main one streams to stdout."""
-
-    def __init__(self, side: CompareSide, conversation: Conversation) -> None:
-        from dsvl_tui.backends.compare import ComparedTurn
-
-        self.turn = ComparedTurn.of(side, conversation)  # its history now, before the main answer is added
-        self.result: list[ComparedAnswer] = []
-        self.thread = threading.Thread(target=lambda: self.result.append(self.turn.run()), daemon=True,
-                                       name="ask-compared")
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.turn.cancel.set()
-        self.thread.join()
-
-    def finish(self, interrupted: bool) -> ComparedAnswer:
-        """The compared answer once it is complete (stopped where, and as soon as, Ctrl+C stopped the main one)."""
-        if interrupted:
-            self.turn.cancel.set()
-        while self.thread.is_alive():
-            try:
-                self.thread.join()
-            except KeyboardInterrupt:  # a second Ctrl+C while it finishes: stop it too
-                self.turn.cancel.set()
-        return self.result[0]
