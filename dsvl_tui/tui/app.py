@@ -39,6 +39,7 @@ from dsvl_tui.storage.config import load_config, save_config
 from dsvl_tui.storage.prompt_history import PromptHistory
 from dsvl_tui.tui import clipboard, heap, image_protocols
 from dsvl_tui.tui import workers as gen
+from dsvl_tui.tui.compare import TuiCompare
 from dsvl_tui.tui.palette import SlashCommands
 from dsvl_tui.tui.screens import MainScreen
 from dsvl_tui.tui.session import TuiSession
@@ -113,6 +114,7 @@ class DsvlApp(App[int]):
         self.image_renderer = self.options.images  # read by every ImagePreview
         self.session = TuiSession(self)
         self.queue = gen.AnswerQueue()
+        self.comparing = TuiCompare(self)  # /compare: tabs answered by a second model too, side by side
         self.engine: ChatBackend | None = None
         self.model_error: str | None = None
         self.loading = False
@@ -405,6 +407,7 @@ class DsvlApp(App[int]):
     async def _start_answer(self, job: gen.Job) -> None:
         await self.sync_pane(job.pane)
         job.widget = await job.pane.start_answer()
+        job.widget = await self.comparing.split(job)  # type: ignore[assignment]  # a ComparedPair stands for it
         self.queue.add(job)
         self._pump()
 
@@ -470,6 +473,7 @@ class DsvlApp(App[int]):
 
     def _withdraw(self, pane: ChatPane) -> None:
         """Stop ``pane``'s answer: cancel it if it runs, take it out of the line if it waits."""
+        self.comparing.stop(pane)
         job = self.queue.for_pane(pane)
         if job is not None and job.started:
             job.cancel.set()

@@ -29,6 +29,7 @@ from textual.widgets import Static
 
 from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
+from dsvl_tui.tui.widgets._compared import answer_widget
 from dsvl_tui.tui.widgets._notice import Notice
 from dsvl_tui.tui.widgets._user_message import UserMessage
 from engine.types import GenerationStats
@@ -259,4 +260,4 @@ class ChatPane(VerticalScroll):
 
 
 def _widget(message: ChatMessage) -> Widget:
-    return UserMessage(message) if message.role == "user" else AssistantMessage(message)
+    return UserMessage(message) if message.role == "user" else answer_widget(message)  # side by side if compared
