@@ -208,3 +208,36 @@ def test_a_compared_side_that_fails_keeps_the_main_answer(two) -> None:
     compared = ComparedTurn.of(side, conversation).run()
     assert compared.error is not None and "\n" not in compared.error and compared.text == ""
     assert compared.settings is not None and compared.settings.temperature == 1.0
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+def test_a_server_gets_no_key_of_the_main_one_and_serves_the_compared_answers(monkeypatch) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "remote"))
+    from fake_openai import FakeOpenAI, Script
+
+    with FakeOpenAI(Script(model="main-model", api_key="main-key")) as main_server, \
+            FakeOpenAI(Script(model="other-model", others=["third"])) as other_server:
+        options = Options(endpoint=main_server.url, api_key="main-key")
+        main = load_backend(options)
+        side = load_side(options, parse_request(["--endpoint", other_server.url]), main)
+        assert (side.model, side.endpoint, side.shared) == ("other-model", other_server.url, False)
+        conversation = Conversation(settings=SHORT)
+        conversation.add_user("hi")
+        compared = ComparedTurn.of(side, conversation).run()
+        assert compared.text == "Hello there" and compared.endpoint == other_server.url
+        assert all("main-key" not in str(headers) for headers in other_server.headers)  # never sent elsewhere
+        monkeypatch.setenv("DSVL_COMPARE_API_KEY", "its-own-key")
+        keyed = load_side(options, parse_request(["--endpoint", other_server.url]), main)
+        ComparedTurn.of(keyed, conversation).run()
+        assert "Bearer its-own-key" in str(other_server.headers[-1])
+        # The same server: another model it serves; one it does not serve is refused (not its first instead).
+        with pytest.raises(CompareError, match="the model server does not serve nothing-like-it; it serves main-model"):
+            load_side(options, parse_request(["nothing-like-it"]), main)
+        with pytest.raises(CompareError, match="--quantize is for a model loaded here"):
+            load_side(options, parse_request(["--quantize", "int4"]), main)
+        same = load_side(options, parse_request(["--top-k", "3"]), main)
+        assert same.shared and same.backend is main

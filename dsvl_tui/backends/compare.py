@@ -291,6 +291,10 @@ def load_side(options: Options, request: CompareRequest, main: ChatBackend | Non
             _something_differs(request)
             return CompareSide(main, model, getattr(main, "endpoint", ""), settings=dict(request.settings), shared=True)
         backend = load_backend(options, model, progress)
+        served = getattr(backend, "served", None)
+        if isinstance(served, list) and served and model not in served:  # else it would answer with its first
+            raise CompareError(f"the model server does not serve {model}; it serves {', '.join(served)[:200]}: "
+                               "compare with other settings (/compare --temperature 1.0)")
         return CompareSide(backend, backend.info.model_id or model, getattr(backend, "endpoint", ""),
                            settings=dict(request.settings))
     model = resolvable_model(str(Path(request.model).expanduser()) if request.model else main_model)
