@@ -241,3 +241,27 @@ def test_a_server_gets_no_key_of_the_main_one_and_serves_the_compared_answers(mo
             load_side(options, parse_request(["--quantize", "int4"]), main)
         same = load_side(options, parse_request(["--top-k", "3"]), main)
         assert same.shared and same.backend is main
+
+
+def test_with_batching_both_answers_decode_together_on_the_one_engine(two) -> None:
+    from dsvl_tui.backends.compare import ComparedThread
+
+    options = Options(model=str(two.first), device="cpu", max_batch=2)
+    main = load_backend(options)
+    said: list[str] = []
+    side = load_side(options, parse_request(["--temperature", "0.9"]), main, say=said.append)
+    assert said == ["comparing on the one engine already loaded (tiny-a): both answers decode together"]
+    conversation = Conversation(settings=GenerationSettings(max_new_tokens=300, temperature=0.0, ignore_eos=True))
+    conversation.add_user("Tell a long story.")
+    compared = ComparedThread(side, conversation)
+    answering = threading.Thread(target=lambda: stream_answer(main, conversation, cancel=threading.Event(),
+                                                              on_chunk=lambda chunk: None))
+    answering.start()
+    most = 0
+    while answering.is_alive() or compared.thread.is_alive():
+        most = max(most, main.batch_counts()[0])
+    answering.join()
+    answer = conversation.messages[-1]
+    answer.compared = compared.finish(False)
+    assert most == 2  # one forward for both
+    assert answer.stats.new_tokens == answer.compared.stats.new_tokens == 300
