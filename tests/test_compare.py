@@ -265,3 +265,11 @@ def test_with_batching_both_answers_decode_together_on_the_one_engine(two) -> No
     answer.compared = compared.finish(False)
     assert most == 2  # one forward for both
     assert answer.stats.new_tokens == answer.compared.stats.new_tokens == 300
+
+
+def test_the_markdown_export_shows_the_compared_answer(tmp_path: Path) -> None:
+    from dsvl_tui.storage.transcript import export_markdown
+
+    text = export_markdown(_compared_conversation(), tmp_path / "both.md").read_text()
+    assert text.index("Red is a colour.") < text.index("### Compared: `tiny-b` (int8)") < text.index("A colour, red.") \
+        < text.index("And blue?")
