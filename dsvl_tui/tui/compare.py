@@ -17,6 +17,7 @@ from dsvl_tui.commands.registry import CommandError
 
 if TYPE_CHECKING:
     from dsvl_tui.backends.compare import CompareRequest, CompareSide
+    from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.tui.app import DsvlApp
     from dsvl_tui.tui.widgets import AssistantMessage
     from dsvl_tui.tui.widgets._compared import ComparedJob, ComparedPair
@@ -75,6 +76,7 @@ class TuiCompare:
         from dsvl_tui.tui.widgets._compared import ComparedJob, ComparedPair, SideAnswer
 
         pane, conversation = job.pane, job.conversation
+        self._end_previous(pane, conversation, job)
         main_model = conversation.model or (self.app.engine.info.model_id if self.app.engine is not None else "")
         pair = ComparedPair(SideAnswer(side_label(main_model)), SideAnswer(side.label),
                             ended=lambda message: self.app.autosave(conversation))
@@ -85,6 +87,19 @@ class TuiCompare:
         self.running[pane] = compared
         compared.start()
         return pair
+
+    def _end_previous(self, pane: object, conversation: Conversation, job: Job) -> None:
+        """A message sent while the last compared answer still streams: that one stops, and what it said so far
+        is its answer (kept now, so this turn's compared history holds it)."""
+        previous = self.running.get(pane)
+        if previous is None or previous.result is not None:
+            return
+        previous.turn.cancel.set()
+        messages = conversation.messages
+        index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is job.asked), 0)
+        answered = messages[index - 1] if index else None
+        if answered is not None and answered.role == "assistant" and answered.compared is None:
+            answered.compared = previous.turn.answer(getattr(previous.turn.stream, "stats", None), stopped=True)
 
     def stop(self, pane: object) -> None:
         """Esc: stop ``pane``'s compared answer too (it may outlast the main one)."""

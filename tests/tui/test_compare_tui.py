@@ -112,3 +112,25 @@ async def test_escape_stops_a_compared_answer_that_outlasts_the_main_one(two):
         await wait_for(pilot, lambda: conversation.messages[1].compared is not None)
         assert conversation.messages[1].compared.stopped and conversation.messages[1].compared.text == "Slow"
         assert pair.other.state == "stopped"
+
+
+@run_async
+async def test_a_message_sent_while_the_compared_answer_streams_stops_it_and_keeps_what_it_said(two):
+    _, second = two
+    held = ScriptedEngine(["Slow", " one"], hold_after=1)
+    app = scripted_app(ScriptedEngine(["Quick."]))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        app.loader = lambda model, **options: held
+        await type_line(pilot, f"/compare {second}")
+        await wait_for(pilot, lambda: app.comparing.compared_side() is not None)
+        await type_line(pilot, "first")
+        conversation = app.active.conversation
+        first_pair = app.active.query_one(ComparedPair)
+        await wait_for(pilot, lambda: len(conversation.messages) == 2 and first_pair.other.text == "Slow")
+        held.chunks = ["Next."]  # one chunk: the next compared answer does not wait at the gate
+        await type_line(pilot, "second")
+        await wait_for(pilot, lambda: len(conversation.messages) == 4 and conversation.messages[3].compared is not None)
+        first = conversation.messages[1].compared
+        assert first is not None and first.stopped and first.text == "Slow"
+        assert [m.text for m in held.calls[1]] == ["first", first.text, "second"]  # its own answer, as far as it got
