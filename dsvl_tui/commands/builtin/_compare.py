@@ -17,7 +17,7 @@ from dsvl_tui.commands.session import Session
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.backends.compare import CompareRequest, CompareSide
 
-USAGE = "/compare MODEL | --endpoint URL [--quantize MODE] [--temperature T]... | /compare off"
+USAGE = "/compare [MODEL | off] [--OPTION VALUE]..."
 
 
 class CompareHost(Protocol):
@@ -36,7 +36,9 @@ class CompareHost(Protocol):
 
 @registry.command("compare", "Answer each message with a second model too, side by side", USAGE)
 def compare(session: Session, args: str) -> None:
-    """MODEL is a hub id or a local folder, loaded here only if memory allows (what it needs and what
+    """Options: --endpoint URL, --quantize none|int8|int4, and settings for the compared side only
+    (--temperature, --top-p, --top-k, --repetition-penalty, --max-new-tokens, --seed).
+    MODEL is a hub id or a local folder, loaded here only if memory allows (what it needs and what
     is free is said first); the same model with other settings (`/compare --temperature 1.0`) answers
     on the one engine already loaded. `--endpoint URL` asks another server (not in dsvl-chat web,
     where the compared model is the same server with other settings). Each message then goes to both;
