@@ -57,8 +57,19 @@ def is_converted(config: dict[str, Any]) -> bool:
 
 
 def tied_head(config: dict[str, Any]) -> bool:
-    """Whether transformers ties the output head to the input embeddings (its config default: yes)."""
+    """Whether the config asks for the output head tied to the input embeddings.
+
+    transformers' DeepseekVLConfig defaults to yes (its Llama text config to no), but ties only a head the
+    files lack: with ``lm_head.weight`` on file it keeps that (``head_on_file``), as the engine does.
+    """
     return bool(config.get("tie_word_embeddings", True))
+
+
+def head_on_file(folder: Path) -> bool:
+    """Whether the weight files hold ``lm_head.weight`` (from their headers or index; no tensor is read)."""
+    from .checkpoint import WeightSource
+
+    return "lm_head.weight" in WeightSource(folder)._disk_shapes()
 
 
 # -- config -> ModelSpec ----------------------------------------------------------
@@ -67,7 +78,9 @@ def tied_head(config: dict[str, Any]) -> bool:
 def _section(config: dict[str, Any], key: str, model_type: str, where: Path) -> dict[str, Any]:
     part = config.get(key)
     if not isinstance(part, dict):
-        raise CheckpointError(f"{where} has no valid {key!r} section; re-download the model")
+        found = ", ".join(sorted(k for k in config if k.endswith("_config") and k.isprintable()))[:120] or "no *_config sections"
+        raise CheckpointError(f"{where} has model_type {config.get('model_type')!r} but no valid {key!r} section (it has {found}); "
+                              "re-download the model")
     found = part.get("model_type", model_type)
     if found != model_type:
         raise CheckpointError(f"{where}: {key} has model_type {found!r}, expected {model_type!r}; this is not a DeepSeek-VL checkpoint")
@@ -150,7 +163,8 @@ def converted_spec(folder: Path, config: dict[str, Any]) -> ModelSpec:
     where = folder / "config.json"
     hybrid = config.get("model_type") == "deepseek_vl_hybrid"
     language = dict(_section(config, "text_config", "llama", where))
-    language["tie_word_embeddings"] = tied_head(config)
+    # A config without the key ties (transformers' default), yet an untied model (DeepSeek-VL's own are) stores its head.
+    language["tie_word_embeddings"] = tied_head(config) and not head_on_file(folder)
     low = _siglip(_section(config, "vision_config", "siglip_vision_model", where), where)
     high = _sam(_section(config, "high_res_vision_config", "sam_vision_model", where), low, where) if hybrid else None
 
@@ -295,8 +309,9 @@ class ConvertedNames:
                 raise CheckpointError(f"the q/k/v projections differ in shape ({shown}); re-download the model")
             shape = next(iter(shapes))
             self._add(original, Entry(names, "fuse"), (3 * shape[0], *shape[1:]), on_disk[names[0]][1])
-        if tied_head(config) and "language_model.model.embed_tokens.weight" in self.entries:
-            # A tied head is the embedding matrix itself (transformers stores it once).
+        if tied_head(config) and "language_model.model.embed_tokens.weight" in self.entries \
+                and "language_model.lm_head.weight" not in self.entries:
+            # A tied head is the embedding matrix itself (transformers stores it once); a head on file is the head.
             embed = self.entries["language_model.model.embed_tokens.weight"]
             self.entries["language_model.lm_head.weight"] = embed
             self.shapes["language_model.lm_head.weight"] = self.shapes["language_model.model.embed_tokens.weight"]
@@ -310,4 +325,5 @@ class ConvertedNames:
         return entry.describe() if entry is not None else original
 
 
-__all__ = ["CONVERTED_TYPES", "ConvertedNames", "Entry", "converted_spec", "image_processor_config", "is_converted", "tied_head"]
+__all__ = ["CONVERTED_TYPES", "ConvertedNames", "Entry", "converted_spec", "head_on_file", "image_processor_config", "is_converted",
+           "tied_head"]

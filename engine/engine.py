@@ -431,6 +431,7 @@ def load(
         dtype=str(chosen_dtype).replace("torch.", ""), parameters=net.parameter_count(),
         context_length=context_length, path=str(folder), load_seconds=time.perf_counter() - started,
         quantize=quantizer.plan.mode, quantize_note=quantizer.note(), max_token_chars=prompt.max_token_chars,
+        layout="transformers" if spec.layout == "converted" else "original",
     )
     if max_batch is None:
         max_batch = default_max_batch(chosen_device, compile=compile)

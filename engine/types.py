@@ -58,6 +58,8 @@ StopReason = Literal["eos", "stop_string", "length", "cancelled", "error"]
 Variant = Literal["chat", "base"]  # a chat model (with its template) or a base one (plain text)
 QuantizeMode = Literal["none", "int8", "int4"]  # the language model's weights: as loaded, or 8 or 4 bits (``quantize``)
 QUANTIZE_MODES: tuple[QuantizeMode, ...] = ("none", "int8", "int4")
+# A checkpoint's layout on disk: "original" (deepseek-ai/*) or "transformers" (deepseek_vl*, deepseek-community/*).
+LAYOUTS = ("original", "transformers")
 
 
 def parse_quantize(value: str | None) -> QuantizeMode:
@@ -212,6 +214,7 @@ class EngineInfo:
     # The most characters of text one token covers (engine.token_chars): text longer than
     # context_length * this cannot fit, known without tokenizing; None when the tokenizer gives no such bound.
     max_token_chars: int | None = None
+    layout: str = "original"  # the checkpoint's layout (LAYOUTS): deepseek-ai's own, or transformers' converted one
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.core.options import resolvable_model
 from dsvl_tui.core.stats import stats_line
 from engine.errors import GenerationError
-from engine.types import ChatBackend
+from engine.types import LAYOUTS, ChatBackend
 
 if TYPE_CHECKING:
     from dsvl_tui.core.options import Options
@@ -111,13 +111,15 @@ def import_engine(progress: Callable[[Any], None] | None = None) -> Loader:
 
 def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
     """Record in ``conversation`` what answers it: the server (``RemoteBackend.endpoint``, no credentials; none
-    for ``dsvl-chat web``'s internal one) and its model, or no endpoint for a local model and its quantization.
-    Called once the backend has accepted the request."""
+    for ``dsvl-chat web``'s internal one) and its model, or no endpoint for a local model, its quantization and
+    its checkpoint layout. Called once the backend has accepted the request."""
     remote = getattr(backend, "remote", False) is True
     endpoint = getattr(backend, "endpoint", "")
     conversation.endpoint = endpoint if remote and isinstance(endpoint, str) else ""
     quantize = getattr(getattr(backend, "info", None), "quantize", "none")  # a stand-in backend may lack them
     conversation.quantize = quantize if isinstance(quantize, str) and not remote else "none"
+    layout = getattr(getattr(backend, "info", None), "layout", "")  # a server's is not known
+    conversation.layout = layout if isinstance(layout, str) and layout in LAYOUTS and not remote else ""
     if remote and backend.info.model_id:
         conversation.model = backend.info.model_id
 

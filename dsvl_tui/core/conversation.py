@@ -186,6 +186,11 @@ def _reason(error: OSError) -> str:
     return f"{reason}: {shown_path(error.filename)}" if error.filename else reason
 
 
+def new_message_id() -> str:
+    """A message's id: unique within its conversation (branches refer to the message they follow by it)."""
+    return os.urandom(8).hex()
+
+
 @dataclass
 class ComparedAnswer:
     """The second model's answer to the same message (``/compare``, ``ask --compare``): who answered, with
@@ -210,19 +215,27 @@ class ChatMessage:
     stats: GenerationStats | None = None  # answers only
     stopped: bool = False  # the user stopped this answer
     error: str | None = None  # the answer failed with this error
+    id: str = field(default_factory=new_message_id)
     compared: ComparedAnswer | None = None  # answers only: the compared model's answer (/compare)
 
 
 @dataclass
 class Conversation:
-    """One pane's conversation: messages, system prompt, settings, pending images."""
+    """One pane's conversation: messages, system prompt, settings, pending images.
+
+    ``messages`` is the current path: what is shown, sent to the model and exported. /edit and /regenerate
+    keep what they replace as a branch: ``alternatives`` holds every message off the current path under the
+    id of the message it follows (``""``: a first message). ``core.branches`` lists and switches them.
+    """
 
     messages: list[ChatMessage] = field(default_factory=list)
+    alternatives: dict[str, list[ChatMessage]] = field(default_factory=dict)
     system: str | None = None  # None: the model's default system prompt
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     model: str = ""
     endpoint: str = ""  # the server that answered last (--endpoint, without credentials); "" for a local model
     quantize: str = "none"  # the local model's weights when it answered last: none, int8 or int4 (--quantize)
+    layout: str = ""  # the local model's checkpoint layout when it answered last (engine.types.LAYOUTS); "" unknown
     title: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
@@ -232,6 +245,8 @@ class Conversation:
     # a file someone else changed since.
     path_stamp: tuple[int, int, int] | None = None
     pending: list[Attachment] = field(default_factory=list)  # images for the next message
+    # The id of the message whose siblings the branch keys step through: the last one made or stepped to.
+    branch_focus: str | None = field(default=None, repr=False, compare=False)
 
     def touch(self) -> None:
         self.updated = time.time()
@@ -243,7 +258,7 @@ class Conversation:
 
     @property
     def is_empty(self) -> bool:
-        return not self.messages and not self.pending
+        return not self.messages and not self.pending and not self.alternatives  # after /edit 1: only branches
 
     def add_user(self, text: str) -> ChatMessage:
         """Append the user's message with the pending images (which are then cleared).
@@ -254,17 +269,26 @@ class Conversation:
         problem = text_problem(text, "the message")
         if problem:
             raise LimitError(problem)
-        most = text_limits()[1]
-        if len(self.messages) + 2 > most:
-            raise LimitError(f"this conversation holds {len(self.messages):,} messages, and a transcript at most "
-                             f"{most:,}; /new starts another")
+        self.make_room(2)
         message = ChatMessage("user", text, images=list(self.pending))
         self.pending.clear()
-        self.messages.append(message)
+        self._append(message)
         if not self.title:
             self.title = shorten(text, TITLE_CHARS) or "image"
         self.touch()
         return message
+
+    def message_count(self) -> int:
+        """Every message a transcript of this conversation holds: the current path and its branches."""
+        return len(self.messages) + sum(len(kept) for kept in self.alternatives.values())
+
+    def make_room(self, count: int) -> None:
+        """Raise ``LimitError`` unless ``count`` more messages fit in a transcript (branches count too)."""
+        most, held = text_limits()[1], self.message_count()
+        if held + count > most:
+            counted = " (its branches included)" if self.alternatives else ""
+            raise LimitError(f"this conversation holds {held:,} messages{counted}, and a transcript at most "
+                             f"{most:,}; /new starts another")
 
     def add_answer(self, text: str, stats: GenerationStats | None = None, *, stopped: bool = False,
                    error: str | None = None) -> ChatMessage:
@@ -278,9 +302,17 @@ class Conversation:
         if error is not None:
             error = cut_text(error, limit, " [cut]")
         message = ChatMessage("assistant", text, stats=valid_stats(stats), stopped=stopped, error=error)
-        self.messages.append(message)
+        self._append(message)
         self.touch()
         return message
+
+    def _append(self, message: ChatMessage) -> None:
+        """Add ``message`` to the path. Where the path forks (``core.branches``) it is made at least 2 ms after
+        its siblings: they are ordered by ``created``, which a transcript keeps to the millisecond."""
+        kept = self.alternatives.get(self.messages[-1].id if self.messages else "")
+        if kept:
+            message.created = max(message.created, max(sibling.created for sibling in kept) + 0.002)
+        self.messages.append(message)
 
     def engine_messages(self, *, compared: bool = False) -> list[Message]:
         """The history as the engine takes it; missing images and failed empty answers left out.
@@ -326,31 +358,49 @@ class Conversation:
         return None
 
     def undo(self) -> list[ChatMessage]:
-        """Drop the last turn (the last user message and what follows it); returns what was dropped."""
+        """Drop the last turn (the last user message and what follows it); returns what was dropped.
+
+        Branches that followed a dropped message go with it; the dropped turn is not kept as one."""
+        from dsvl_tui.core.branches import prune
+
         index = self._last_user_index()
         if index is None:
             dropped, self.messages = self.messages, []
         else:
             dropped, self.messages = self.messages[index:], self.messages[:index]
+        prune(self)
         self.touch()
         return dropped
 
     def for_regenerate(self) -> bool:
-        """Drop the answer(s) after the last user message so it can be answered again."""
+        """Set the answer(s) after the last user message aside, kept as a branch, so it can be answered again.
+
+        An answer that failed without a word is dropped instead. Raises ``LimitError`` when a transcript
+        has no room for another answer."""
+        from dsvl_tui.core.branches import detach
+
         index = self._last_user_index()
         if index is None:
             return False
-        del self.messages[index + 1 :]
+        tail = self.messages[index + 1:]
+        failed = len(tail) == 1 and bool(tail[0].error) and not tail[0].text
+        self.make_room(0 if failed else 1)
+        if failed:
+            del self.messages[index + 1:]
+        detach(self, index + 1)
         self.touch()
         return True
 
     def reset(self) -> None:
         self.messages.clear()
+        self.alternatives.clear()
         self.pending.clear()
         self.touch()
 
     def copy(self) -> Conversation:
-        return replace(self, messages=list(self.messages), pending=list(self.pending))
+        """A snapshot (for the journal's thread): its own lists, the same messages."""
+        return replace(self, messages=list(self.messages), pending=list(self.pending),
+                       alternatives={parent: list(kept) for parent, kept in self.alternatives.items()})
 
     def with_partial_answer(self, text: str) -> Conversation:
         """A copy with ``text`` appended as a stopped answer: what to journal while an answer streams,

@@ -250,7 +250,7 @@ class Repl:
         self._require_idle("start a new conversation")
         old = self._conversation
         self._conversation = Conversation(system=old.system, settings=old.settings, model=old.model)
-        self.info("new conversation" + (" (the previous one stays in /resume)" if old.messages else ""))
+        self.info("new conversation" + (" (the previous one stays in /resume)" if old.message_count() else ""))
 
     def close_pane(self) -> None:
         raise CommandError("the REPL has a single conversation")
@@ -284,7 +284,7 @@ class Repl:
     def set_input(self, text: str) -> None:
         self._next_input = text
         if not self._interactive:
-            self.info("(no prompt to edit in: the message was removed)")
+            self.info("(no prompt to edit in: send the new version as the next line; the old one stays as a branch)")
 
     def copy_text(self, text: str) -> None:
         """The app's one clipboard path (OSC 52, through tmux inside it), written to this terminal."""

@@ -41,6 +41,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsvl_tui.core.branches import all_messages
 from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.storage.atomic import atomic_write_bytes, is_temp_file
 from dsvl_tui.storage.paths import data_dir
@@ -95,7 +96,7 @@ class Journal:
     def record(self, conv: Conversation, *, index: bool = True) -> str | None:
         """Journal ``conv`` now; return None, or a one-line message if the disk refused.
 
-        A conversation with no messages has its entry removed. ``conv`` itself
+        A conversation with no messages (on no branch) has its entry removed. ``conv`` itself
         is never changed, except that its attachments learn where their copy is
         kept (``Attachment.stored``), which stands in for a deleted original.
         ``index=False`` leaves the search index to a later ``update_index()``.
@@ -118,7 +119,7 @@ class Journal:
 
     def _record(self, conv: Conversation) -> None:
         path = self.path_for(conv.id)
-        if not conv.messages:
+        if not conv.messages and not conv.alternatives:  # /edit of the first message leaves branches only
             self._remove(path)
             return
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -214,7 +215,7 @@ class Journal:
         ``folder``, which the other program may delete), and journal it."""
         conv.id = uuid.uuid4().hex
         own = self.directory / f"{conv.id}.images"
-        for message in conv.messages:
+        for message in all_messages(conv):  # the branches' pictures too
             for att in message.images:
                 if att.path is None or att.missing or Path(att.path).parent != folder:
                     continue

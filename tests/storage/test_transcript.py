@@ -121,7 +121,7 @@ def test_round_trip_is_identical_apart_from_the_update_time(tmp_path):
 def test_the_stored_json_uses_the_documented_shape(tmp_path):
     path = save_transcript(_full_conversation(tmp_path), tmp_path / "chat.json")
     doc = json.loads(path.read_text("utf-8"))
-    assert (doc["format"], doc["version"]) == ("dsvl-chat.transcript", 1)
+    assert (doc["format"], doc["version"]) == ("dsvl-chat.transcript", 2)
     assert doc["created"] == "2024-05-01T12:00:00.500Z" and doc["updated"].endswith("Z")
     assert doc["settings"]["seed"] == 1234 and doc["system"] == "Answer in French."
     image = doc["messages"][0]["images"][0]
@@ -329,7 +329,7 @@ _DELETE = object()
 BROKEN = [
     (_set("format", "something.else"), "format: expected 'dsvl-chat.transcript'"),
     (_set("format", _DELETE), "format: missing"),
-    (_set("version", 2), "version: version 2 is newer"),
+    (_set("version", 3), "version: version 3 is newer"),
     (_set("version", 0), "version: unknown version 0"),
     (_set("version", "1"), "version: expected an integer, got string '1'"),
     (_set("version", True), "version: expected an integer, got boolean"),

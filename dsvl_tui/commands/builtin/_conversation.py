@@ -186,31 +186,49 @@ def set_setting(session: Session, args: str) -> None:
 
 @registry.command("regenerate", "Answer your last message again", "/regenerate", aliases=("retry",))
 def regenerate(session: Session, args: str) -> None:
-    """Drops the last answer and generates a new one (with the current settings)."""
+    """Generates a new answer (with the current settings); the one it replaces is kept as a
+    branch (/branch lists them; an answer that failed without a word is dropped)."""
+    from dsvl_tui.core.conversation import LimitError
+
     _require_idle(session, "regenerate")
-    if not session.conversation.for_regenerate():
+    try:
+        ready = session.conversation.for_regenerate()
+    except LimitError as exc:
+        raise CommandError(str(exc)) from None
+    if not ready:
         raise CommandError("nothing to regenerate: send a message first")
     session.regenerate()
 
 
-@registry.command("edit", "Put your last message back in the input", "/edit")
+@registry.command("edit", "Put one of your messages back in the input", "/edit [N]")
 def edit(session: Session, args: str) -> None:
-    """Removes your last message and its answer and puts the text (and its images) back, to
-    change and send again."""
+    """Puts your last message (`/edit N`: your N-th, 1 = the first, -1 = the last) back in the
+    input with its images, to change and send again. What followed it is kept as a branch:
+    /branch lists the branches and switches back."""
+    from dsvl_tui.core.branches import detach
+
     _require_idle(session, "edit")
     conv = session.conversation
-    if not any(m.role == "user" for m in conv.messages):
+    words = _words(args)
+    if len(words) > 1:
+        raise CommandError("usage: /edit [N]")
+    mine = [index for index, message in enumerate(conv.messages) if message.role == "user"]
+    if not mine:
         raise CommandError("no message to edit yet")
-    dropped = conv.undo()
-    mine = dropped[0]
-    conv.pending[:0] = mine.images
-    session.set_input(mine.text)
+    index = mine[_pick(len(mine), words[0], "message", "/edit") if words else -1]
+    message = detach(conv, index)[0]
+    conv.touch()
+    conv.pending[:0] = message.images
+    session.set_input(message.text)
     session.refresh()
+    session.info(f"editing your message {mine.index(index) + 1} of {len(mine)}: send it to start a new branch; the "
+                 "old version stays as a branch (/branch lists them)")
 
 
 @registry.command("undo", "Remove the last turn", "/undo")
 def undo(session: Session, args: str) -> None:
-    """Removes your last message and the answer to it."""
+    """Removes your last message and the answer to it (not kept as a branch, nor what
+    branched from them: /edit keeps the old version)."""
     _require_idle(session, "undo")
     conv = session.conversation
     if not conv.messages:

@@ -19,6 +19,7 @@ from dsvl_tui.commands.builtin._web import (
 )
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
+from dsvl_tui.core.branches import all_messages
 from dsvl_tui.core.conversation import TITLE_CHARS, Conversation
 from dsvl_tui.core.text import shorten
 from dsvl_tui.storage import atomic, transcript
@@ -86,7 +87,7 @@ def save(session: Session, args: str) -> None:
     if len(files) > 1:
         raise CommandError(f"/save takes one file name (quote names with spaces); usage: {usage}")
     conv = session.conversation
-    if not conv.messages:
+    if not conv.message_count():  # after /edit 1 the path is empty, and its branches are worth saving
         raise CommandError("nothing to save yet")
     if files:
         target = _target(files[0], ".json")
@@ -96,7 +97,7 @@ def save(session: Session, args: str) -> None:
         target = conv.path or transcript.default_save_path(conv)
     if not flags & {"--force", "-f"}:
         _refuse_changed(conv, target)
-    for message in conv.messages:  # an original deleted since it was attached: autosave's copy stands in
+    for message in all_messages(conv):  # an original deleted since it was attached: autosave's copy stands in
         for att in message.images:
             att.recover()
     try:

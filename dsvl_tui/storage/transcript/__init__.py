@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from dsvl_tui.core.branches import all_messages
 from dsvl_tui.core.conversation import Attachment, Conversation
 from dsvl_tui.core.stats import stats_line
 from dsvl_tui.core.text import printable
@@ -86,7 +87,8 @@ def load_transcript_report(path: Path) -> tuple[Conversation, list[str]]:
 
 
 def missing_images(conv: Conversation) -> int:
-    return sum(att.missing for message in conv.messages for att in message.images)
+    """Pictures marked missing, in every message: the branches' too (``core.branches``)."""
+    return sum(att.missing for message in all_messages(conv) for att in message.images)
 
 
 def would_overwrite(conv: Conversation, path: Path) -> bool:

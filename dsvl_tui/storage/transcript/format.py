@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from engine.types import GenerationSettings, GenerationStats
 
 FORMAT = "dsvl-chat.transcript"
-VERSION = 1
+VERSION = 2  # what this dsvl-chat writes; 2 added message ids and branches (docs/transcripts.md)
+READABLE_VERSIONS = (1, 2)  # what it reads: a version-1 file is a conversation without branches
 # Limits a real chat never meets; past them a file is refused with a one-line error (docs/transcripts.md).
 MAX_FILE_BYTES = 512 * 2**20  # a transcript file larger than this is refused before it is read
 MAX_IMAGE_BYTES = 64 * 2**20  # one embedded (base64) image, decoded

@@ -24,11 +24,20 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
-from dsvl_tui.core.conversation import TITLE_CHARS, Attachment, ChatMessage, ComparedAnswer, Conversation
+from dsvl_tui.core.branches import ROOT, Tree
+from dsvl_tui.core.conversation import (
+    TITLE_CHARS,
+    Attachment,
+    ChatMessage,
+    ComparedAnswer,
+    Conversation,
+    new_message_id,
+)
 from dsvl_tui.core.text import shorten, valid_text
 from dsvl_tui.storage.transcript import format as fmt
 from dsvl_tui.storage.transcript.format import (
     FORMAT,
+    READABLE_VERSIONS,
     SETTINGS_FIELDS,
     STATS_FIELDS,
     UPSTREAM_TAG,
@@ -39,10 +48,11 @@ from dsvl_tui.storage.transcript.format import (
 )
 from dsvl_tui.storage.transcript.image_files import Place, attachment, locate
 from engine.files import open_regular
-from engine.types import QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
+from engine.types import LAYOUTS, QUANTIZE_MODES, GenerationSettings, GenerationStats, StopReason
 
 _REQUIRED = object()
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STOP_REASONS = get_args(StopReason)
 
 
@@ -116,6 +126,8 @@ class Reader:
         self.trusted = trusted
         self.stem = PurePath(source).stem if stem is None else stem
         self.warnings: list[str] = []
+        self.version: int = 0  # the file's format version, once read (``transcript``); 0 for upstream's lists
+        self.ids: set[str] = set()  # the message ids read so far
 
     def fail(self, where: str, problem: str) -> NoReturn:
         raise TranscriptError(self.source, where, problem)
@@ -169,17 +181,22 @@ class Reader:
     # --- our format -----------------------------------------------------------
 
     def transcript(self, doc: dict) -> Conversation:
-        fmt = self.take(doc, "format", "", ("string",))
-        if fmt != FORMAT:
-            self.fail("format", f"expected {FORMAT!r}, got {_got(fmt)}; this is not a dsvl-chat transcript")
-        version = self.take(doc, "version", "", ("integer",))
-        if version > VERSION:
-            self.fail("version", f"version {version} is newer than this dsvl-chat reads ({VERSION}); "
+        kind = self.take(doc, "format", "", ("string",))
+        if kind != FORMAT:
+            self.fail("format", f"expected {FORMAT!r}, got {_got(kind)}; this is not a dsvl-chat transcript")
+        self.version = self.take(doc, "version", "", ("integer",))
+        if self.version > VERSION:
+            self.fail("version", f"version {self.version} is newer than this dsvl-chat reads ({VERSION}); "
                                  "update dsvl-chat to open it")
-        if version != VERSION:
-            self.fail("version", f"unknown version {version}; this dsvl-chat reads version {VERSION}")
+        if self.version not in READABLE_VERSIONS:
+            self.fail("version", f"unknown version {self.version}; this dsvl-chat reads versions "
+                                 f"{', '.join(map(str, READABLE_VERSIONS))}")
         items = self.take(doc, "messages", "", ("array",))
         self.count(items, "messages")
+        kept = self.take(doc, "branches", "", ("array",), []) if self.version >= 2 else []
+        if len(items) + len(kept) > fmt.MAX_MESSAGES:
+            self.fail("branches", f"{len(items) + len(kept):,} messages with the branches is more than the "
+                                  f"{fmt.MAX_MESSAGES:,} a transcript may hold; split the conversation")
         created = self.time(doc, "created", "", datetime.now(timezone.utc).timestamp())
         conv = Conversation(
             system=self.text(doc, "system", "", ("string", "null"), None),
@@ -187,18 +204,45 @@ class Reader:
             model=self.take(doc, "model", "", ("string",), ""),
             endpoint=self.take(doc, "endpoint", "", ("string",), ""),
             quantize=self.quantize(doc),
+            layout=self.layout(doc),
             created=created,
             updated=self.time(doc, "updated", "", created),
         )
         conv.messages = [self.message(item, f"messages[{i}]", created) for i, item in enumerate(items)]
+        self.branches(conv, kept, created)
         title = self.text(doc, "title", "", ("string",), None)
         conv.title = title if title is not None else _title(conv.messages)
         return conv
+
+    def branches(self, conv: Conversation, items: list, created: float) -> None:
+        """Version 2's ``branches``: messages off the current path, each under the message it follows."""
+        if not items:
+            return
+        parents = []
+        for i, item in enumerate(items):
+            where = f"branches[{i}]"
+            message = self.message(item, where, created)
+            parent = self.take(item, "parent", where, ("string", "null"))
+            parents.append((message, ROOT if parent is None else parent, f"{where}.parent"))
+        for message, parent, where in parents:
+            if parent != ROOT and parent not in self.ids:
+                self.fail(where, f"no message has the id {parent!r:.40}")
+            conv.alternatives.setdefault(parent, []).append(message)
+        reached = {message.id for message in Tree(conv).reachable()}
+        for message, _, where in parents:
+            if message.id not in reached:
+                self.fail(where, "its parents lead back to itself, never to the conversation's start")
 
     def quantize(self, doc: dict) -> str:
         value = self.take(doc, "quantize", "", ("string",), "none")
         if value not in QUANTIZE_MODES:
             self.fail("quantize", f"expected one of {', '.join(QUANTIZE_MODES)}, got {repr(value)[:40]}")
+        return value
+
+    def layout(self, doc: dict) -> str:
+        value = self.take(doc, "layout", "", ("string",), "")
+        if value and value not in LAYOUTS:
+            self.fail("layout", f"expected one of {', '.join(LAYOUTS)}, got {repr(value)[:40]}")
         return value
 
     def settings(self, doc: dict, where: str = "") -> GenerationSettings:
@@ -226,6 +270,7 @@ class Reader:
         images = self.take(obj, "images", where, ("array",), [])
         stats = self.take(obj, "stats", where, ("object", "null"), None)
         return ChatMessage(
+            id=self.message_id(obj, where),
             role=role,
             text=text,
             images=[self.image(item, f"{where}.images[{i}]") for i, item in enumerate(images)],
@@ -258,6 +303,22 @@ class Reader:
             stopped=self.take(value, "stopped", where, ("boolean",), False),
             error=self.text(value, "error", where, ("string", "null"), None),
         )
+
+    def message_id(self, obj: dict, where: str) -> str:
+        """Version 2's ``id``: unique in the file (branches name the message they follow by it); a new one
+        for a message without (version 1, upstream's lists)."""
+        if self.version < 2 or "id" not in obj:
+            message_id = new_message_id()
+        else:
+            found = obj["id"]  # not through take: it costs a tenth of reading a message
+            message_id = found if isinstance(found, str) else str(self.take(obj, "id", where, ("string",)))
+            if not _ID.fullmatch(message_id):
+                self.fail(f"{where}.id", f"expected 1 to 64 letters, digits, '-' or '_', got {_got(message_id)}")
+            if message_id in self.ids:
+                self.fail(f"{where}.id", f"{message_id!r:.40} is the id of an earlier message too; each message "
+                                         "needs its own")
+        self.ids.add(message_id)
+        return message_id
 
     def stats(self, obj: dict, where: str) -> GenerationStats:
         values = {}

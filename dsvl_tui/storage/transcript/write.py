@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path, PurePath
 
-from dsvl_tui.core.conversation import Attachment, ComparedAnswer, Conversation, file_sha256
+from dsvl_tui.core.branches import Tree
+from dsvl_tui.core.conversation import Attachment, ChatMessage, ComparedAnswer, Conversation, file_sha256
 from dsvl_tui.storage.atomic import atomic_write_bytes
 from dsvl_tui.storage.transcript.format import FORMAT, STATS_FIELDS, VERSION, format_time
 from engine.types import GenerationStats
@@ -25,19 +26,19 @@ ImageEntry = Callable[[Attachment], dict]  # an attachment -> its image object i
 
 
 def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> dict:
-    """The transcript object for ``conv``; ``image_entry`` turns each attachment into its JSON object."""
-    messages = []
-    for message in conv.messages:
-        messages.append({
-            "role": message.role,
-            "text": message.text,
-            "created": format_time(message.created),
-            "images": [image_entry(a) for a in message.images],
-            "stats": _stats_document(message.stats),
-            "stopped": message.stopped,
-            "error": message.error,
-            **({"compared": _compared_document(message.compared)} if message.compared is not None else {}),
-        })
+    """The transcript object for ``conv``; ``image_entry`` turns each attachment into its JSON object.
+
+    ``messages`` is the current path; ``branches`` the messages off it (``core.branches``), parents first,
+    each with the id of the message it follows."""
+    messages = [_message_document(message, image_entry) for message in conv.messages]
+    kept = []
+    if conv.alternatives:
+        tree = Tree(conv)
+        on = {message.id for message in conv.messages}
+        for message in tree.reachable():
+            if message.id not in on:
+                parent = tree.parent[message.id]
+                kept.append({**_message_document(message, image_entry), "parent": parent or None})
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -47,9 +48,25 @@ def document(conv: Conversation, image_entry: ImageEntry, *, updated: float) -> 
         "model": conv.model,
         **({"endpoint": conv.endpoint} if conv.endpoint else {}),  # optional: older readers ignore it
         **({"quantize": conv.quantize} if conv.quantize != "none" else {}),  # optional, as endpoint
+        **({"layout": conv.layout} if conv.layout else {}),  # optional, as endpoint
         "system": conv.system,
         "settings": asdict(conv.settings),
         "messages": messages,
+        "branches": kept,
+    }
+
+
+def _message_document(message: ChatMessage, image_entry: ImageEntry) -> dict:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "text": message.text,
+        "created": format_time(message.created),
+        "images": [image_entry(a) for a in message.images],
+        "stats": _stats_document(message.stats),
+        "stopped": message.stopped,
+        "error": message.error,
+        **({"compared": _compared_document(message.compared)} if message.compared is not None else {}),
     }
 
 

@@ -17,10 +17,20 @@ from textual.widgets import Footer, Input, TextArea
 
 from dsvl_tui.commands import builtin as builtin_commands
 from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar
+from dsvl_tui.tui.widgets._user_message import VersionClicked  # a message, not a widget: not in widgets.__all__
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp
 
+
+# Versions of a message (/edit, /regenerate keep the old one as a branch): up and down, as a browser and a
+# terminal both pass Alt+Up/Down on (Alt+Left/Right are the tabs'; Ctrl+Left/Right move by words in the input).
+BRANCH_KEYS = [
+    Binding("alt+up", "slash('/branch prev')", "Previous version", show=False,
+            tooltip="the previous version of the last message with versions (/branch prev)"),
+    Binding("alt+down", "slash('/branch next')", "Next version", show=False,
+            tooltip="the next version of the last message with versions (/branch next)"),
+]
 
 # What a browser lets through: it keeps Ctrl+N, Ctrl+W and Ctrl+Q (and Ctrl+PgUp/PgDn, its tabs) before a page
 # sees them, so the same actions get Alt keys there. The Ctrl keys stay bound (a kiosk browser may pass them on)
@@ -36,6 +46,7 @@ WEB_KEYS = [
     Binding("alt+left", "previous_pane", "Previous tab", show=False, priority=True),
     Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
     Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
+    *BRANCH_KEYS,
     Binding("f1", "slash('/help')", "Help", tooltip="this help"),
     Binding("ctrl+n", "new_pane", show=False),  # no description: not listed by F1 either
     Binding("ctrl+w", "close_pane", show=False, priority=True),
@@ -54,6 +65,7 @@ class MainScreen(Screen[None]):
     | Alt+Right / Alt+Left (Ctrl+PgDn / Ctrl+PgUp) | next / previous tab |
     | Ctrl+O | start `/image ` |
     | Ctrl+R | regenerate the last answer |
+    | Alt+Up / Alt+Down | previous / next version of a message (`/branch prev`, `/branch next`) |
     | F1 | help |
     | Ctrl+Q | quit |
 
@@ -71,6 +83,7 @@ class MainScreen(Screen[None]):
         Binding("ctrl+pageup,alt+left", "previous_pane", "Previous tab", show=False),
         Binding("ctrl+o", "attach", "Image", tooltip="start /image to attach a picture"),
         Binding("ctrl+r", "slash('/regenerate')", "Regenerate", show=False, tooltip="regenerate the last answer"),
+        *BRANCH_KEYS,
         Binding("f1", "slash('/help')", "Help", tooltip="this help"),
     ]
 
@@ -130,3 +143,10 @@ class MainScreen(Screen[None]):
 
     def action_slash(self, line: str) -> None:
         self.chat.run_command(line)
+
+    def on_version_clicked(self, event: VersionClicked) -> None:
+        """A click on a message's "‹ k/n ›": its previous or next version, as Alt+Up / Alt+Down would."""
+        from dsvl_tui.core.branches import focus_on
+
+        if focus_on(self.chat.active.conversation, event.message):
+            self.chat.run_command("/branch next" if event.step > 0 else "/branch prev")

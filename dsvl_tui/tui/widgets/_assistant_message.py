@@ -8,6 +8,7 @@ length of the answer. ``finish()`` marks the last block final.
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
@@ -18,6 +19,7 @@ from dsvl_tui.core.conversation import ChatMessage
 from dsvl_tui.core.stats import stats_line
 from dsvl_tui.core.text import printable
 from dsvl_tui.tui.widgets._markdown_view import MarkdownView
+from dsvl_tui.tui.widgets._user_message import clicked_version, role_line
 from engine.types import GenerationStats
 
 
@@ -55,10 +57,11 @@ class AssistantMessage(Vertical):
     state: reactive[str] = reactive("waiting")
     """waiting, streaming, done, stopped or error."""
 
-    def __init__(self, message: ChatMessage | None = None, *, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(self, message: ChatMessage | None = None, *, versions: tuple[int, int] = (1, 1),
+                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.message = message
+        self.versions = versions  # (k, n): the answer is version k of n (core.branches)
         self._parts: list[str] = []
         self._marker = "waiting for its turn"
         if message is not None:
@@ -69,12 +72,15 @@ class AssistantMessage(Vertical):
         self._view = MarkdownView("".join(self._parts))
 
     def compose(self) -> ComposeResult:
-        yield Label("DeepSeek-VL", classes="role")
+        yield Label(role_line("DeepSeek-VL", self.versions), classes="role")
         yield self._view
         yield Label(Content(self._marker), classes="marker")
 
     def on_mount(self) -> None:
         self._apply_state()
+
+    def on_click(self, event: events.Click) -> None:
+        clicked_version(self, self.message, self.versions, event)
 
     def watch_state(self) -> None:
         if self.is_mounted:

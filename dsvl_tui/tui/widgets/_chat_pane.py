@@ -27,6 +27,7 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Static
 
+from dsvl_tui.core import branches
 from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
 from dsvl_tui.tui.widgets._compared import answer_widget
@@ -108,8 +109,8 @@ class ChatPane(VerticalScroll):
             yield Static(Content(WELCOME), classes="welcome")
         if self._hidden:
             yield EarlierMessages(self._hidden)
-        for message in self._shown[self._hidden:]:
-            yield _widget(message)
+        for index in range(self._hidden, len(self._shown)):
+            yield self._widget(index)
 
     def _batch_start(self, end: int) -> int:
         """Where the batch of messages that ends before ``end`` starts (newest first, within the batch limits)."""
@@ -129,7 +130,7 @@ class ChatPane(VerticalScroll):
         try:
             marker = self.query(EarlierMessages).first()
             start = self._batch_start(self._hidden)
-            widgets = [_widget(message) for message in self._shown[start:self._hidden]]
+            widgets = [self._widget(index) for index in range(start, self._hidden)]
             was_first = next((child for child in self.children if getattr(child, "message", None) is not None), None)
             await self.mount_all(widgets, after=marker)
             self._hidden = start
@@ -160,9 +161,10 @@ class ChatPane(VerticalScroll):
         """Show messages added to the conversation since the last call (rebuild if it changed otherwise)."""
         shown, current = self._shown, self.conversation.messages
         if len(current) >= len(shown) and all(a is b for a, b in zip(shown, current, strict=False)):
-            for message in current[len(shown):]:
+            for index in range(len(shown), len(current)):
+                message = current[index]
                 await self._remove_welcome()
-                widget = _widget(message)
+                widget = self._widget(index)
                 await self.mount(widget, before=self._place(self._key(widget)))
                 self._shown.append(message)
         else:
@@ -174,7 +176,7 @@ class ChatPane(VerticalScroll):
     async def start_answer(self) -> AssistantMessage:
         """Mount the widget an answer streams into (it waits until its generation starts)."""
         await self._remove_welcome()
-        self.pending_answer = AssistantMessage()
+        self.pending_answer = AssistantMessage(versions=branches.next_position(self.conversation))
         await self.mount(self.pending_answer, before=self._place(self._key(self.pending_answer)))
         self.anchor()
         return self.pending_answer
@@ -259,5 +261,8 @@ class ChatPane(VerticalScroll):
         return before
 
 
-def _widget(message: ChatMessage) -> Widget:
-    return UserMessage(message) if message.role == "user" else answer_widget(message)  # side by side if compared
+    def _widget(self, index: int) -> Widget:
+        """The widget for message ``index`` of the conversation's path, with its "k/n" among its versions."""
+        message, versions = self.conversation.messages[index], branches.position(self.conversation, index)
+        return UserMessage(message, versions=versions) if message.role == "user" else \
+            answer_widget(message, versions=versions)  # side by side when it carries a compared answer

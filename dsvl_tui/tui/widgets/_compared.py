@@ -24,6 +24,7 @@ from textual.widgets import Label
 from dsvl_tui.core.conversation import ChatMessage, ComparedAnswer
 from dsvl_tui.core.text import printable
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
+from dsvl_tui.tui.widgets._user_message import role_line
 
 if TYPE_CHECKING:
     from dsvl_tui.backends.compare import ComparedTurn
@@ -41,13 +42,13 @@ class SideAnswer(AssistantMessage):
     }
     """
 
-    def __init__(self, label: str, message: ChatMessage | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, label: str, message: ChatMessage | None = None, *, versions: tuple[int, int] = (1, 1)) -> None:
+        super().__init__(message, versions=versions)
         self.label = label
         self.job: ComparedJob | None = None  # the compared side while it streams
 
     def compose(self) -> ComposeResult:
-        yield Label(Content(printable(self.label)), classes="role")
+        yield Label(Content(printable(role_line(self.label, self.versions))), classes="role")
         yield self._view
         yield Label(Content(self._marker), classes="marker")
 
@@ -131,7 +132,7 @@ class ComparedPair(Horizontal):
         self._ended = ended  # called with the main answer once it carries the compared one (to save it)
 
     @classmethod
-    def of(cls, message: ChatMessage, main_label: str) -> ComparedPair:
+    def of(cls, message: ChatMessage, main_label: str, versions: tuple[int, int] = (1, 1)) -> ComparedPair:
         """A recorded answer with its compared answer, as a transcript or the journal brought it back."""
         from dsvl_tui.backends.compare import side_label
 
@@ -145,7 +146,8 @@ class ComparedPair(Horizontal):
 
             settings = {key: value for key, value in asdict(compared.settings).items() if key != "ignore_eos"}
         label = side_label(compared.model, compared.endpoint, compared.quantize)
-        return cls(SideAnswer(main_label, message), SideAnswer(label + (" (own settings)" if settings else ""), shown))
+        return cls(SideAnswer(main_label, message, versions=versions),
+                   SideAnswer(label + (" (own settings)" if settings else ""), shown))
 
     def compose(self) -> ComposeResult:
         yield self.main
@@ -210,6 +212,10 @@ class ComparedPair(Horizontal):
             self._ended(message)
 
 
-def answer_widget(message: ChatMessage, main_label: str = "DeepSeek-VL") -> AssistantMessage | ComparedPair:
-    """The widget a recorded answer is shown with: side by side when it carries a compared answer."""
-    return ComparedPair.of(message, main_label) if message.compared is not None else AssistantMessage(message)
+def answer_widget(message: ChatMessage, main_label: str = "DeepSeek-VL", *,
+                  versions: tuple[int, int] = (1, 1)) -> AssistantMessage | ComparedPair:
+    """The widget a recorded answer is shown with (``versions``: which of its versions, ``core.branches``): side by
+    side when it carries a compared answer."""
+    if message.compared is not None:
+        return ComparedPair.of(message, main_label, versions)
+    return AssistantMessage(message, versions=versions)
