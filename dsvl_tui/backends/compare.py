@@ -222,7 +222,9 @@ def free_memory(device: Any) -> int | None:
         import torch
 
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        # What torch's allocator holds but does not use (a finished answer's blocks) is free for the new model too.
+        idle = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free) + max(int(idle), 0)
     if device.type == "cpu":
         try:
             with open("/proc/meminfo", encoding="ascii") as handle:
