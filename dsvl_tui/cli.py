@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -75,6 +76,7 @@ class _Command(TyperCommand):
         return _flag_help(super().get_help_option(ctx))
 
 
+LOADER = "loader"  # the key in the command context's object under which main passes its loader to chat
 FLAG = ""  # the metavar of an on/off flag: it takes no value, so help shows none (not "<bool>")
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, cls=_Group)
 
@@ -207,14 +209,15 @@ def use_tui(plain: bool) -> bool:
     return not plain and sys.stdout.isatty() and sys.stdin.isatty() and term not in ("", "dumb")
 
 
-def run_chat(options: Options, *, plain: bool) -> int:
+def run_chat(options: Options, *, plain: bool, loader: Callable[..., Any] | None = None) -> int:
+    """The full-screen app or the plain REPL; ``loader`` (the app's model loader) is ``main``'s."""
     if use_tui(plain):
         try:
             from dsvl_tui.tui.app import run_tui
         except ImportError as exc:
             print(f"note: the full-screen app is not available ({exc}); using the plain REPL", file=sys.stderr)
         else:
-            return run_tui(options)
+            return run_tui(options, loader=loader)
     from dsvl_tui.repl.app import run_repl
 
     return run_repl(options)
@@ -252,6 +255,7 @@ def chat(
     Without a command: the full-screen app on a terminal, else (or with --plain) the plain REPL.
     """
     given = locals()
+    loader = (ctx.obj or {}).get(LOADER)  # main(loader=...); engine.load otherwise
     values: dict[str, Any] = {
         "model": model, "device": device, "dtype": dtype, "revision": revision, "system": system,
         "compile": compile or None, "quantize": quantize, "max_batch": max_batch, "endpoint": endpoint,
@@ -262,7 +266,7 @@ def chat(
         return
     options = build_options(values, theme=theme, resume=resume)
     try:
-        code = run_chat(options, plain=plain)
+        code = run_chat(options, plain=plain, loader=loader)
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)
@@ -338,7 +342,7 @@ def find(
     Any case and accents match; a word ending in * is a prefix. Exit codes: 0 found, 1 nothing found,
     2 usage error (no word to find), 4 the search index cannot be read or made.
     """
-    from dsvl_tui.commands.builtin._find import run_find  # sqlite3 and the index: no torch, no textual
+    from dsvl_tui.commands.builtin import run_find  # sqlite3 and the index: no torch, no textual
 
     raise typer.Exit(run_find(" ".join(words), json_output=json_output, limit=limit))
 
@@ -536,8 +540,9 @@ def report_crash(exc: BaseException) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point.
+def main(argv: list[str] | None = None, *, loader: Callable[..., Any] | None = None) -> None:
+    """Console-script entry point. ``loader`` stands in for ``engine.load`` in the full-screen app (the UI
+    bench's start-up child records when the load starts with it).
 
     Usage errors become one line on stderr (exit code 2); an unexpected error one line, exit code 1,
     and its traceback in ``crash.log`` in the data folder.
@@ -549,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     from dsvl_tui.core.text import error_line
 
     try:
-        code = app(args=argv, prog_name="dsvl-chat", standalone_mode=False)
+        code = app(args=argv, prog_name="dsvl-chat", standalone_mode=False, obj={LOADER: loader})
     except click_errors.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "dsvl-chat"
         message = error_line(exc.format_message())

@@ -1,6 +1,6 @@
 """Shared pytest set-up.
 
-``cuda``-marked tests (``tests/test_cuda_*.py``) need a CUDA GPU: without
+``cuda``-marked tests (``tests/engine/test_cuda_*.py``) need a CUDA GPU: without
 one they are skipped with the reason. ``python -m dsvl_tui.bench.gpucheck`` runs
 them on a GPU; its ``--dry-run`` sets ``DSVL_CUDA_TESTS_ON_CPU=1`` so they
 run on the CPU against the tiny checkpoint instead, which shows they work
@@ -16,6 +16,11 @@ Shared fixtures:
   run. They are shared by every module: copy one before changing it. A module
   that needs another seed, name or variant writes its own.
 - ``tiny_engine``: ``tiny_siglip`` loaded on the CPU, once per module.
+- ``web_mode``: the environment ``dsvl-chat web`` gives each tab's app.
+
+Tests marked ``slow`` (they start another Python, or drive the whole app or
+a bench for seconds) run by default; ``pytest -m "not slow"`` leaves them out for
+a quick inner loop (CONTRIBUTING.md).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -139,7 +139,8 @@ def test_branches_survive_kill_9_resume_save_and_load(tiny_siglip, tmp_path):
     done = subprocess.run(_plain(tiny_siglip, "--resume"), input=script, capture_output=True, text=True,
                           cwd=tmp_path, env=_env(tmp_path), timeout=PROCESS_TIMEOUT)
     assert done.returncode == 0, done.stderr
-    listings = done.stderr.split("branches (/branch N switches; /branch next|prev step through a message's versions):\n")
+    heading = "branches (/branch N switches; /branch next|prev step through a message's versions):\n"
+    listings = done.stderr.split(heading)
     assert len(listings) == 3, done.stderr  # after --resume, and after /save and /load
     for listing in listings[1:]:
         rows = listing.splitlines()[:3]

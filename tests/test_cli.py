@@ -33,6 +33,7 @@ def _python(*args: str) -> subprocess.CompletedProcess[str]:
 # --- start-up stays light ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_importing_cli_imports_nothing_heavy() -> None:
     code = f"import sys, dsvl_tui.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
     proc = _python("-c", code)
@@ -40,6 +41,7 @@ def test_importing_cli_imports_nothing_heavy() -> None:
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_help_and_version_import_nothing_heavy(flag: str) -> None:
     code = (
@@ -52,6 +54,7 @@ def test_help_and_version_import_nothing_heavy(flag: str) -> None:
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_python_m_version() -> None:
     proc = _python("-m", "dsvl_tui.cli", "--version")
     assert proc.returncode == 0, proc.stderr
@@ -99,6 +102,7 @@ def test_help_shows_flags_as_taking_no_value(argv: list[str], flags: tuple[str, 
         assert "bench.json" in result.output and "uibench.json" in result.output
 
 
+@pytest.mark.slow
 def test_ask_help_names_its_argument_question() -> None:
     """It read ``dsvl-chat ask [OPTIONS] {question}`` (issue 26, item 10)."""
     result = runner.invoke(app, ["ask", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
@@ -120,6 +124,7 @@ def test_help_paragraphs_are_not_broken_where_the_source_wraps(argv: list[str]) 
         assert " ".join(paragraph.split()) in lines, paragraph
 
 
+@pytest.mark.slow
 def test_usage_errors_are_one_line_with_exit_code_2() -> None:
     proc = _python("-m", "dsvl_tui.cli", "--no-such-flag")
     assert proc.returncode == 2
@@ -274,13 +279,31 @@ def test_the_tui_starts_when_it_can_and_the_repl_stands_in_when_it_cannot(monkey
     import dsvl_tui.tui.app
 
     monkeypatch.setattr(cli, "use_tui", lambda plain: True)
-    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options: started.append(("tui", options)) or 0)
+    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options, loader=None: started.append(("tui", options)) or 0)
     options = cli.build_options({})
     assert cli.run_chat(options, plain=False) == 0
     monkeypatch.setitem(sys.modules, "dsvl_tui.tui.app", None)  # as if the app were missing
     assert cli.run_chat(options, plain=False) == 0
     assert [kind for kind, _ in started] == ["tui", "repl"]
     assert "full-screen app is not available" in capsys.readouterr().err
+
+
+def test_main_hands_its_loader_to_the_app_and_the_app_gets_none_otherwise(monkeypatch, started) -> None:
+    """The UI bench's start-up child records the load's start with its own loader: an argument, not a patch."""
+    import dsvl_tui.tui.app
+
+    loaders: list[object] = []
+    monkeypatch.setattr(cli, "use_tui", lambda plain: True)
+    monkeypatch.setattr(dsvl_tui.tui.app, "run_tui", lambda options, loader=None: loaders.append(loader) or 0)
+
+    def recording_loader(*args: object, **kwargs: object) -> object:
+        raise AssertionError("not called: run_tui is a recorder here")
+
+    for handed in (recording_loader, None):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["--model", "some/model"], loader=handed)
+        assert exited.value.code == 0
+    assert loaders == [recording_loader, None]
 
 
 # --- unexpected errors and undecodable arguments ---------------------------------------------

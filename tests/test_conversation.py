@@ -110,7 +110,8 @@ def test_stats_are_recorded_as_a_transcript_reads_them():
     conv.add_user("hi")
     recorded = conv.add_answer("x", stats).stats
     assert recorded is not stats and stats.prompt_tokens == -3  # the backend's object is left alone
-    assert (recorded.prompt_tokens, recorded.new_tokens, recorded.dropped_turns, recorded.evicted_contexts) == (0, 0, 0, 0)
+    counts = (recorded.prompt_tokens, recorded.new_tokens, recorded.dropped_turns, recorded.evicted_contexts)
+    assert counts == (0, 0, 0, 0)
     assert recorded.reused_tokens == 7 and type(recorded.reused_tokens) is int
     assert recorded.tokens_per_second == 2.5 and type(recorded.tokens_per_second) is float
     assert recorded.time_to_first_token is None and recorded.total_seconds == 0.0

@@ -70,6 +70,7 @@ def test_completion_never_offers_an_unprintable_name(tmp_path):
     assert path_matches("p") == ["plain.png"]
 
 
+@pytest.mark.slow
 @run_async
 async def test_hostile_transcript_and_file_names_never_reach_the_tui_screen(tmp_path):
     transcript = hostile_files(tmp_path)

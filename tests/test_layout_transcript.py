@@ -1,4 +1,5 @@
-"""Transcripts record the layout of the checkpoint that answered: deepseek-ai's "original" or transformers' converted one."""
+"""Transcripts record the layout of the checkpoint that answered: deepseek-ai's "original" or transformers'
+converted one."""
 
 from __future__ import annotations
 

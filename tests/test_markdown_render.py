@@ -120,6 +120,7 @@ def drawn_in_pieces(text: str, cuts: list[int], draw_after: set[int], width: int
     return text_of(drawn.lines())
 
 
+@pytest.mark.slow
 def test_streamed_equals_whole_for_every_single_cut_point():
     expected = whole(ANSWER, 60)
     assert "The end." in expected[-1]
@@ -282,6 +283,7 @@ def _draws(text: str, width: int = 40) -> tuple[DrawnMarkdown, int]:
     return drawn, steps
 
 
+@pytest.mark.slow
 def test_no_drawing_step_parses_more_than_a_step(monkeypatch):
     from markdown_it import MarkdownIt
 
@@ -289,7 +291,8 @@ def test_no_drawing_step_parses_more_than_a_step(monkeypatch):
 
     sizes = []
     real_parse = MarkdownIt.parse
-    monkeypatch.setattr(MarkdownIt, "parse", lambda self, src, env=None: sizes.append(len(src)) or real_parse(self, src, env))
+    monkeypatch.setattr(MarkdownIt, "parse",
+                        lambda self, src, env=None: sizes.append(len(src)) or real_parse(self, src, env))
     text = ANSWER * 300 + "x\n" * 20_000 + "a*" * 20_000 + "\n\n" + ANSWER
     drawn, steps = _draws(text)
     assert max(sizes) <= budget.STEP_CHARS and steps > len(text) // budget.STEP_CHARS

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from process_support import PROCESS_TIMEOUT
 
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
+
 ROOT = Path(__file__).resolve().parents[1]
 # What a package folder ships besides its modules: stylesheets and themes (data read at run time).
 DATA_SUFFIXES = (".tcss", ".json")
@@ -49,7 +51,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
     for package in top_level_packages(ROOT):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "--wheel-dir", str(out), str(source)], capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
+                           "--wheel-dir", str(out), str(source)], capture_output=True, text=True,
+                          timeout=PROCESS_TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
     [built] = out.glob("dsvl_chat-*.whl")
     with zipfile.ZipFile(built) as archive:

@@ -1,4 +1,5 @@
-"""``--quantize`` through the front ends: the CLI and its env var, ``ask --json``, transcripts, the app's /model and status bar."""
+"""``--quantize`` through the front ends: the CLI and its env var, ``ask --json``, transcripts, the app's /model
+and status bar."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def test_transcripts_without_the_field_read_as_unquantized_and_a_bad_value_is_re
         load_transcript(path)
 
 
+@pytest.mark.slow
 @run_async
 async def test_model_command_keeps_the_mode_and_the_status_bar_shows_it(tiny_siglip, tiny_hybrid, tmp_path,
                                                                           monkeypatch):
@@ -77,6 +79,7 @@ async def test_model_command_keeps_the_mode_and_the_status_bar_shows_it(tiny_sig
         assert notices(tui, error=True) == []
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_mode_that_cannot_run_is_a_notice_and_the_app_answers(tiny_siglip, tmp_path, monkeypatch):
     from engine import quantize

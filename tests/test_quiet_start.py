@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from process_support import PROCESS_TIMEOUT
 
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_LOG = re.compile(r"^[WEI]\d{4} |_pytree|Enum subclass|Warning:", re.MULTILINE)
 

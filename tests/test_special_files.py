@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = 2.0  # seconds: a refusal is a stat and an open, far below this
 RESCUE_AFTER = 4.0
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")]
 
 
 _RESCUER = """
@@ -98,8 +98,8 @@ def good(tiny_siglip: Path) -> Path:
 
 def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     pipe = fifo(tmp_path / "pipe")
-    cases = {pipe: "a named pipe (FIFO)", Path("/dev/null"): "a character device", Path("/dev/zero"): "a character device",
-             tmp_path: "a folder"}
+    cases = {pipe: "a named pipe (FIFO)", Path("/dev/null"): "a character device",
+             Path("/dev/zero"): "a character device", tmp_path: "a folder"}
     with rescued(pipe), quickly():
         for path, kind in cases.items():
             with pytest.raises(NotRegularFileError) as caught:
@@ -170,7 +170,8 @@ def test_ask_with_a_fifo_image_exits_3_at_once(tmp_path: Path, good: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSVL_")}
     env.update(DSVL_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT), NO_COLOR="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "dsvl_tui.cli", "ask", "--model", str(good), "--image", str(pipe),
-                           "What is this?"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=PROCESS_TIMEOUT)
+                           "What is this?"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=PROCESS_TIMEOUT)
     assert done.returncode == 3, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "named pipe" in errors[0] and "fifo.png" in errors[0], done.stderr

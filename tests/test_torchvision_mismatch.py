@@ -51,6 +51,7 @@ def _is_the_line(line: str) -> None:
     assert f"come from different builds ({NMS}); reinstall both from one index: {REINSTALL_TORCH} " in line
 
 
+@pytest.mark.slow
 def test_engine_load_says_the_builds_differ(tmp_path: Path) -> None:
     code = """
 import engine
@@ -65,6 +66,7 @@ except engine.LibraryMismatchError as exc:
     _is_the_line(run.stdout.rstrip("\n"))
 
 
+@pytest.mark.slow
 def test_load_backend_says_the_builds_differ(tmp_path: Path) -> None:
     code = """
 from dsvl_tui.backends.choose import load_backend
@@ -80,6 +82,7 @@ except engine.LibraryMismatchError as exc:
     _is_the_line(run.stdout.rstrip("\n"))
 
 
+@pytest.mark.slow
 def test_ask_exits_4_with_the_one_line(tmp_path: Path) -> None:
     run = _run("from dsvl_tui.cli import main\nmain(sys.argv[1:])\n",
                "ask", "--quiet", "--model", str(tmp_path), "--device", "cpu", "hi")
@@ -90,6 +93,7 @@ def test_ask_exits_4_with_the_one_line(tmp_path: Path) -> None:
     _is_the_line(line.removeprefix("error: "))
 
 
+@pytest.mark.slow
 def test_the_plain_repl_says_it_and_exits_4(tmp_path: Path) -> None:
     run = _run("from dsvl_tui.cli import main\nmain(sys.argv[1:])\n",
                "--plain", "--model", str(tmp_path), "--device", "cpu", stdin="hi\n")

@@ -47,6 +47,7 @@ DTYPE = "error: Invalid value for '--dtype': unknown dtype 'fp8'; use auto, bflo
 MISSING = "error: Invalid value for '--model': model folder not found: {}; check the path"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "line"), [
     (["ask", "--device", "tpu", "hi"], DEVICE),
     (["--device", "tpu", "ask", "hi"], DEVICE),  # given before the command
@@ -69,11 +70,13 @@ def test_usage_errors_come_before_torch(tmp_path: Path, args: list[str], line: s
     assert run.stdout == ""
 
 
+@pytest.mark.slow
 def test_an_environment_variable_is_checked_too(tmp_path: Path) -> None:
     run = _run(["ask", "hi"], tmp_path, DSVL_DEVICE="tpu")
     assert run.returncode == 2 and run.stderr.startswith(DEVICE), run.stderr
 
 
+@pytest.mark.slow
 def test_a_file_is_not_a_model_folder(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     run = _run(["ask", "--model", "config.json", "hi"], tmp_path)

@@ -170,7 +170,7 @@ class Host(App):
         yield self.widget
 
 
-# --- driving the whole app (tests/tui/test_tui.py and the cross-cutting tests) -----------------
+# --- driving the whole app (tests/tui/test_answering.py and its siblings, and the cross-cutting tests) ---
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
 
@@ -210,3 +210,31 @@ def notices(app, error: bool | None = None) -> list[str]:
     from dsvl_tui.tui.widgets import Notice
 
     return [n.text for n in app.active.query(Notice) if error is None or n.is_error == error]
+
+
+def real_app(model, settings=GREEDY, **options):
+    """The full app on the real engine loading ``model`` (a tiny checkpoint's folder)."""
+    from dsvl_tui.core.options import Options
+    from dsvl_tui.tui.app import DsvlApp
+
+    return DsvlApp(Options(model=str(model), settings=settings, **options))
+
+
+def answers(pane) -> list:
+    """The assistant messages of a pane's conversation."""
+    return [m for m in pane.conversation.messages if m.role == "assistant"]
+
+
+async def answered(pilot, count: int = 1, pane=None) -> None:
+    """Wait until ``pane`` (the active one) has ``count`` answers and nothing queued."""
+    app = pilot.app
+    target = pane or app.active
+    await wait_for(pilot, lambda: len(answers(target)) >= count and app.queue.for_pane(target) is None)
+
+
+def picture(path):
+    """A small RGB picture written at ``path``."""
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (0, 128, 255)).save(path)
+    return path

@@ -62,7 +62,8 @@ class DataUrlCache:
 
 
 def _source_key(source: ImageSource) -> tuple[tuple | None, Any]:
-    """A cache key for ``source`` and, for an in-memory picture, a weak reference that proves it is still the same one."""
+    """A cache key for ``source`` and, for an in-memory picture, a weak reference that proves it is still the
+    same one."""
     from PIL import Image
 
     if isinstance(source, EncodedImage):

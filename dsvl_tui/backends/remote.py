@@ -15,8 +15,9 @@ even while the server is silent, and the connection is closed when the
 server next writes (within one chunk), which stops its generation. A server
 that cannot be reached, a timeout or an HTTP error is a one-line
 ``RemoteError`` raised by ``stream`` before anything is generated, so nothing
-is recorded and the next message simply tries again; a stream that breaks part way raises ``RemoteStreamError`` (a ``GenerationError``: the
-partial answer is kept with the error). What the server sends is untrusted:
+is recorded and the next message simply tries again; a stream that breaks
+part way raises ``RemoteStreamError`` (a ``GenerationError``: the partial
+answer is kept with the error). What the server sends is untrusted:
 the stream (``remote_stream.RemoteStream``) bounds and checks it (see
 ``remote_events``), and what is read here (the model list, an error body) is
 read up to a bound and checked too. The API key goes in the
@@ -84,7 +85,7 @@ def _base_url(endpoint: str) -> str:
 class RemoteBackend:
     """A client of an OpenAI-compatible server, standing in for the local engine."""
 
-    remote = True  # answers through a server (``answers.note_backend`` records which)
+    remote = True  # answers through a server (``choose.note_backend`` records which)
 
     def __init__(self, endpoint: str, *, api_key: str | None = None, model: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,

@@ -1,7 +1,7 @@
 """Is the model server there? Trying an endpoint again, with backoff, until it answers.
 
 A front end given ``--endpoint`` gets its ``RemoteBackend`` from
-``answers.load_backend``, which asks the server once (``GET /v1/models``,
+``choose.load_backend``, which asks the server once (``GET /v1/models``,
 within ``PROBE_TIMEOUT`` seconds, in the loading thread, never the UI's).
 When that fails, the front end says "not connected" with the reason and runs
 ``watch`` in a thread: it tries again after 1, 2, 4, 8 and 15 seconds, then

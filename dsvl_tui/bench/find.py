@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="findbench-") as temp:
         os.environ["DSVL_DATA_DIR"] = temp  # the index and journal go here, not into the user's data folder
-        from dsvl_tui.commands.builtin._find import FIND_LIMIT
+        from dsvl_tui.commands.builtin import FIND_LIMIT
         from dsvl_tui.core.conversation import Conversation
         from dsvl_tui.storage.journal import Journal
         from dsvl_tui.storage.search_index import SearchIndex

@@ -1,4 +1,6 @@
-"""Benchmark: decode speed of each ``--quantize`` mode against the memory-bandwidth limit: ``python -m dsvl_tui.bench.quantize``.
+"""Benchmark: decode speed of each ``--quantize`` mode against the memory-bandwidth limit.
+
+Run: ``python -m dsvl_tui.bench.quantize``.
 
 Decoding reads every weight of the language model once per token, so a
 mode's speed limit is the machine's read bandwidth over the bytes of
@@ -69,7 +71,8 @@ def load_peak_rss(model: str, device: str, dtype: str, quantize: str) -> int:
 def ours_decode(eng, new_tokens: int) -> dict[str, Any]:
     import engine
 
-    settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=new_tokens, ignore_eos=True)
+    settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=new_tokens,
+                                         ignore_eos=True)
     stream = eng.stream([engine.Message("user", QUESTION)], settings)
     "".join(stream)
     return {"prompt_tokens": stream.stats.prompt_tokens, "decode_tps": stream.stats.tokens_per_second}
@@ -97,12 +100,14 @@ def run_mode(model: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
+    parser.add_argument("--model",
+                        help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--layers", type=int, help="a random 1.3B checkpoint with only N language-model layers")
     parser.add_argument("--new-tokens", type=int, default=8, help="forced answer length per mode")
-    parser.add_argument("--modes", default=",".join(QUANTIZE_MODES), help="comma-separated modes (default: none,int8,int4)")
+    parser.add_argument("--modes", default=",".join(QUANTIZE_MODES),
+                        help="comma-separated modes (default: none,int8,int4)")
     parser.add_argument("--threads", type=int, help="torch threads for the decode and the bandwidth (default: torch's)")
     parser.add_argument("--skip-upstream", action="store_true", help="leave out upstream's way")
     parser.add_argument("--skip-rss", action="store_true", help="leave out the load-peak-RSS subprocesses")
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     bandwidth = read_bandwidth()
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({threads} threads, sum over {BANDWIDTH_MIB} MiB)", file=sys.stderr)
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({threads} threads, sum over {BANDWIDTH_MIB} MiB)",
+          file=sys.stderr)
     # First, while this process is small: a child's ru_maxrss starts from its parent's.
     peaks = {} if args.skip_rss else {mode: load_peak_rss(model, args.device, args.dtype, mode) for mode in modes}
     rows = []

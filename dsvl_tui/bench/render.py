@@ -155,15 +155,16 @@ async def _run(text: str, pieces: int, timeout: float) -> dict[str, Any]:
         while widget.markdown.drawn_length < len(text) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         drawn = time.perf_counter()
-        result.update(feed_s=fed - started, drawn_after_s=drawn - fed, drawn_whole=widget.markdown.drawn_length == len(text),
-                      lines=widget.markdown._drawn.line_count)
+        result.update(feed_s=fed - started, drawn_after_s=drawn - fed,
+                      drawn_whole=widget.markdown.drawn_length == len(text), lines=widget.markdown._drawn.line_count)
         await asyncio.sleep(2 * KEY_EVERY_S)  # the last keys sent get handled and shown
         typing.cancel()
         after = [i for i, at in enumerate(keys.frames) if at >= started]
         frames = [keys.frames[i + 1] - keys.frames[i] for i in after[:-1]]
         cpu = [keys.cpu[i + 1] - keys.cpu[i] for i in after[:-1]]
         result["max_frame_gap_ms"] = max(frames, default=0.0) * 1000
-        result["max_frame_cpu_ms"] = max(cpu, default=0.0) * 1000  # the same, in CPU time: what a busy machine adds is out
+        # the same, in CPU time: what a busy machine adds is left out
+        result["max_frame_cpu_ms"] = max(cpu, default=0.0) * 1000
         quit_sent = time.perf_counter()
         send("ctrl+q", None)
         while not quit_at and time.perf_counter() < quit_sent + timeout:

@@ -263,13 +263,15 @@ def report(result: dict[str, Any], figures: dict[str, float]) -> str:
         lines.append(f"the same chat both ways: {same} of {len(result['turns'])} answers identical (greedy)")
     if "http_ttft_last_over_turn2" in figures:
         lines.append(f"prefix reuse through the API: last turn's TTFT / turn 2's = "
-                     f"{figures['http_ttft_last_over_turn2']:.2f}x (in-process {figures['local_ttft_last_over_turn2']:.2f}x)")
+                     f"{figures['http_ttft_last_over_turn2']:.2f}x "
+                     f"(in-process {figures['local_ttft_last_over_turn2']:.2f}x)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dsvl_tui.bench.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
+    parser.add_argument("--model",
+                        help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
     parser.add_argument("--layers", type=int, help="a random 1.3B checkpoint with only N language-model layers")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")

@@ -1,4 +1,6 @@
-"""``dsvl-chat serve`` against ``transformers serve`` on a converted checkpoint: ``python -m dsvl_tui.bench.serve_converted``.
+"""``dsvl-chat serve`` against ``transformers serve`` on a converted checkpoint.
+
+Run: ``python -m dsvl_tui.bench.serve_converted``.
 
 Both servers run the same folder in transformers' converted layout (by
 default ``bench.converted``'s random 1.3B, ``--layers N`` for a shallower
@@ -49,7 +51,8 @@ class Server:
     def __init__(self, command: list[str], env: dict[str, str], port: int, key: str | None):
         self.command, self.env, self.port, self.key = command, env, port, key
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = Path(tempfile.gettempdir()) / f"bench-serve-converted-{port}.log"  # the server's stderr, for a failed start
+        # the server's stderr, for a failed start
+        self.log = Path(tempfile.gettempdir()) / f"bench-serve-converted-{port}.log"
 
     def __enter__(self) -> Server:
         with self.log.open("wb") as log:
@@ -77,8 +80,8 @@ def stream_turn(server: Server, model: str, messages: list, new_tokens: int) -> 
     headers = {"Content-Type": "application/json"}
     if server.key:
         headers["Authorization"] = f"Bearer {server.key}"
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers=headers)
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/chat/completions",
+                                     data=json.dumps(body).encode(), headers=headers)
     started = time.perf_counter()
     times: list[float] = []
     text = ""
@@ -95,7 +98,8 @@ def stream_turn(server: Server, model: str, messages: list, new_tokens: int) -> 
                 text += piece
     if not times:
         return text, {"ttft": float("nan"), "tps": float("nan"), "chunks": 0}
-    return text, {"ttft": times[0] - started, "tps": (len(times) - 1) / max(times[-1] - times[0], 1e-9), "chunks": len(times)}
+    return text, {"ttft": times[0] - started, "tps": (len(times) - 1) / max(times[-1] - times[0], 1e-9),
+                  "chunks": len(times)}
 
 
 def chat(server: Server, model: str, turns: int, new_tokens: int, seed: int) -> list[dict]:
@@ -134,7 +138,8 @@ def run(server: Server, model: str, clients: int, turns: int, new_tokens: int) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a converted-layout folder (default: bench.converted's random 1.3B, written once)")
+    parser.add_argument("--model",
+                        help="a converted-layout folder (default: bench.converted's random 1.3B, written once)")
     parser.add_argument("--layers", type=int, help="a random checkpoint with only N language-model layers")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--turns", type=int, default=3)
@@ -144,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = args.model or str(converted_checkpoint(args.layers))
-    results: dict[str, Any] = {"model": model, "clients": args.clients, "turns": args.turns, "new_tokens": args.new_tokens}
+    results: dict[str, Any] = {"model": model, "clients": args.clients, "turns": args.turns,
+                               "new_tokens": args.new_tokens}
     key = secrets.token_urlsafe(32)
     port = free_port()
-    ours = Server([sys.executable, "-c", "from dsvl_tui.cli import main; main()", "serve", "--model", model, "--device", "cpu",
-                   "--dtype", "float32", "--port", str(port)], {**os.environ, "DSVL_SERVE_API_KEY": key}, port, key)
+    ours = Server([sys.executable, "-c", "from dsvl_tui.cli import main; main()", "serve", "--model", model,
+                   "--device", "cpu", "--dtype", "float32", "--port", str(port)],
+                  {**os.environ, "DSVL_SERVE_API_KEY": key}, port, key)
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if args.tf_path:
@@ -161,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         r = results[name]
         alone = " ".join(f"{row['ttft']:.2f}s/{row['tps']:.2f}" for row in r["alone"])
         print(f"{name}: one client, per turn ttft/tok/s: {alone} | {args.clients} clients: median ttft "
-              f"{r['together_ttft_median']:.2f}s, {r['together_tokens_per_s']:.2f} tok/s in all, {r['together_wall_s']:.1f}s wall",
+              f"{r['together_ttft_median']:.2f}s, {r['together_tokens_per_s']:.2f} tok/s in all, "
+              f"{r['together_wall_s']:.1f}s wall",
               flush=True)
     args.json.write_text(json.dumps(results, indent=2))
     return 0

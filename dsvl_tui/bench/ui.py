@@ -74,11 +74,12 @@ hub id not in the cache, offline; the app's data and config in a temporary
 folder): from just before the process is spawned to the moment the first
 frame's bytes (the welcome text, after the switch to the alternate screen)
 are read from the terminal. The process runs ``dsvl-chat`` (``cli.main``) from
-this module (``--startup-child``) with the app given a ``loader`` that
+``bench.startup_child`` with the app given a ``loader`` (``main``'s argument) that
 appends ``load-start <time.monotonic()>`` to a file and then calls
 ``engine.load``: the model-load thread calls it as it starts. The first
 frame comes before the load when it is read before that time (the same
-system-wide monotonic clock). The shipping code has no hook for this.
+system-wide monotonic clock). Nothing is patched: the loader is an argument of
+``main`` and ``run_tui``, as tests give the app theirs.
 
 Prints a table with PASS/FAIL per target and writes JSON (``--json``).
 """
@@ -518,14 +519,13 @@ def first_frame(timeout: float = 30.0) -> dict[str, Any]:
     Returns seconds from spawn to: the alternate screen (``alt_screen``), the first frame
     (``first_frame``: the welcome text read after it) and the start of the model load (``load_start``,
     as its recording loader wrote it; None if it never came), and whether the frame came first.
-    The app runs through ``dsvl-chat``'s own entry point in a child process (``--startup-child``,
-    see ``startup_child``).
+    The app runs through ``dsvl-chat``'s own entry point in a child process (``bench.startup_child``).
     """
     import fcntl
     import struct
     import termios
 
-    from dsvl_tui.tui.widgets._chat_pane import WELCOME
+    from dsvl_tui.tui.widgets import WELCOME
 
     marker = " ".join(WELCOME.split()[:3]).encode()  # "Type a message", drawn in the first frame
     with tempfile.TemporaryDirectory(prefix="dsvl-uibench-") as tmp:
@@ -540,7 +540,7 @@ def first_frame(timeout: float = 30.0) -> dict[str, Any]:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
         answered = dict.fromkeys(TERMINAL_ANSWERS, 0)
         started = time.monotonic()
-        command = [sys.executable, "-m", "dsvl_tui.bench.ui", "--startup-child", str(trace),
+        command = [sys.executable, "-m", "dsvl_tui.bench.startup_child", str(trace),
                    "--model", "nobody/no-such-model"]  # a missing folder would be a usage error: no app
         proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
         os.close(slave)
@@ -588,32 +588,6 @@ def _load_start(trace: Path) -> float | None:
             if event == "load-start":
                 return float(at)
     return None
-
-
-def startup_child(record: Path, argv: list[str]) -> None:
-    """Run ``dsvl-chat argv`` (``cli.main``, exits) with the app's model loader recording when the load starts.
-
-    The app is built as ``run_tui`` builds it, given a ``loader`` that appends ``load-start
-    <time.monotonic()>`` to ``record`` and then calls the real one (``engine.load``): the load
-    thread calls it as soon as it starts (``workers.load_model``).
-    """
-    from dsvl_tui import cli
-    from dsvl_tui.tui import app as tui_app
-
-    real_app = tui_app.DsvlApp
-
-    def load(*args: Any, **kwargs: Any) -> Any:
-        with open(record, "a", encoding="utf-8") as file:
-            file.write(f"load-start {time.monotonic():.6f}\n")
-        import engine
-
-        return engine.load(*args, **kwargs)
-
-    def recording_app(options: Any = None, **kwargs: Any) -> Any:
-        return real_app(options, **{**kwargs, "loader": load})
-
-    with mock.patch.object(tui_app, "DsvlApp", recording_app):
-        cli.main(argv)
 
 
 def _quit(proc: subprocess.Popen, master: int) -> None:
@@ -778,9 +752,6 @@ def startup(runs: int = 5) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--startup-child"]:  # the app launched by first_frame: --startup-child RECORD dsvl-chat-args...
-        startup_child(Path(argv[1]), argv[2:])
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=TOKENS, help="length of the answer in token-sized pieces")
     parser.add_argument("--rate", type=float, default=RATE, help="tokens per second fed (0: as fast as it goes)")

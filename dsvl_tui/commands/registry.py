@@ -60,11 +60,13 @@ class CommandRegistry:
         self._names: dict[str, str] = {}  # name or alias -> name
 
     def command(self, name: str, summary: str, usage: str | None = None, *, aliases: Iterable[str] = (),
-                frontends: Iterable[str] = ("tui", "repl"), completes_paths: bool = False) -> Callable[[Handler], Handler]:
+                frontends: Iterable[str] = ("tui", "repl"),
+                completes_paths: bool = False) -> Callable[[Handler], Handler]:
         """Decorator registering ``handler`` as ``/name``."""
 
         def register(handler: Handler) -> Handler:
-            cmd = Command(name, summary, usage or f"/{name}", handler, tuple(aliases), frozenset(frontends), completes_paths)
+            cmd = Command(name, summary, usage or f"/{name}", handler, tuple(aliases), frozenset(frontends),
+                          completes_paths)
             self._commands[name] = cmd
             for key in (name, *cmd.aliases):
                 self._names[key] = name

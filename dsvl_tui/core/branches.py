@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dsvl_tui.core.conversation import ChatMessage, Conversation
+if TYPE_CHECKING:  # annotations only: conversation imports this module where a branch is made
+    from dsvl_tui.core.conversation import ChatMessage, Conversation
 
 ROOT = ""  # the id a conversation's first messages follow
 

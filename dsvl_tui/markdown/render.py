@@ -14,8 +14,8 @@ prints each block as it is finished).
 
 Blocks are found by markdown-it-py, configured as rich's own ``Markdown``
 parses, so the cut and the rendering agree. What a block may cost to draw,
-and the plain text drawn instead, is in ``markdown_budget``; how it looks,
-in ``markdown_look``.
+and the plain text drawn instead, is in ``markdown.budget``; how it looks,
+in ``markdown.look``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def finished_blocks(text: str, *, final: bool, joined: bool = False) -> tuple[li
     rest = found[len(done)] if len(found) > len(done) else None
     used = rest.start if rest is not None else len(text) if done else 0
     ends = [block.start for block in found[1:]] + [len(text)]
-    return [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)], used, bool(rest and rest.joined)
+    pieces = [(text[block.start:end], block.joined) for block, end in zip(done, ends, strict=False)]
+    return pieces, used, bool(rest and rest.joined)
 
 
 def code_blocks(text: str) -> list[str]:
@@ -119,7 +120,7 @@ def _blank(line: list[Segment]) -> bool:
 def render_block(source: str, width: int, look: MarkdownLook) -> list[list[Segment]]:
     """``source`` drawn ``width`` cells wide as lines of segments, without blank lines around it
     (rows of a code block's background stay); as plain text if that would cost more than a
-    block's budget (``markdown_budget.too_costly``)."""
+    block's budget (``budget.too_costly``)."""
     console = Console(file=io.StringIO(), width=max(1, width), color_system="truecolor", force_terminal=True,
                       theme=look.theme, legacy_windows=False, emoji=False, highlight=False)
     if too_costly(source):
@@ -260,7 +261,8 @@ class DrawnMarkdown:
             return self.line_count
         start, lines = self._frozen_end, self._finished_lines
         more = self._finished_lines < budget.SHOW_LINES and self._advance()
-        while more and self._frozen_end - start < budget.STEP_CHARS and self._finished_lines - lines < 4 * budget.STEP_LINES:
+        while (more and self._frozen_end - start < budget.STEP_CHARS
+               and self._finished_lines - lines < 4 * budget.STEP_LINES):
             more = self._finished_lines < budget.SHOW_LINES and self._advance()  # short units go several to a step
         if self._finished_lines >= budget.SHOW_LINES:  # the rest is counted, not drawn
             hidden = len(self.source) - self._frozen_end

@@ -68,7 +68,7 @@ def _cut(line: str, width: int) -> str:
 
 
 def default_engine_factory(options: Options) -> EngineFactory:
-    """The REPL's ``ModelSlot`` loads through ``answers.load_backend``, as every front end does."""
+    """The REPL's ``ModelSlot`` loads through ``backends.choose.load_backend``, as every front end does."""
     def load(model: str, progress: Callable[[Any], None]) -> ChatBackend:
         from dsvl_tui.backends.choose import load_backend
 

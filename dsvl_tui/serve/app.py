@@ -4,7 +4,11 @@
 ``POST /v1/chat/completions`` (streamed as Server-Sent Events or whole),
 ``GET /v1/models`` and ``GET /health`` (the one endpoint without the key: it
 says only that the server is ready and how busy, never which model or from
-where). Errors use OpenAI's error JSON.
+where). Errors use OpenAI's error JSON; an engine error as an answer starts
+maps to its status through one table (``ENGINE_ERRORS``). A client that
+leaves while its request waits for the engine, or while a whole (not
+streamed) answer is made, cancels it (``disconnect.unless_client_leaves``); a
+streamed answer stops when its response sees the client go.
 Requests are stateless: the engine is asked under one cache key and finds
 the context it can reuse itself.
 """
@@ -26,6 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dsvl_tui.serve.disconnect import unless_client_leaves
 from dsvl_tui.serve.queue import GenerationQueue, Pump, QueueFull
 from dsvl_tui.serve.requests import EngineRequest, Limits, RequestError, parse_request, to_engine
 from engine.detokenize import StopStringFilter
@@ -34,6 +39,13 @@ from engine.types import ChatBackend
 
 CACHE_KEY = "serve"  # one key for every request: the engine picks the stored context to reuse
 RETRY_AFTER_SECONDS = 2
+# The engine's refusals of a request as an answer starts, as (error classes, HTTP status, OpenAI's code):
+# the first that matches wins, so a subclass comes before its base. Anything else is the server's fault.
+ENGINE_ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int, str], ...] = (
+    (ContextOverflowError, 400, "context_length_exceeded"),
+    (ImageError, 400, "invalid_image"),
+    ((EngineError, ValueError), 400, "invalid_value"),
+)
 
 
 def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: str | None = None,
@@ -103,18 +115,12 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
         try:
             stream = await run_in_threadpool(backend.stream, wanted.messages, wanted.settings, system=wanted.system,
                                              cancel=cancel, cache_key=CACHE_KEY)
-        except ContextOverflowError as exc:
+        except BaseException as exc:  # nothing runs on the engine: its place goes to the next request
             slot.release()
-            raise RequestError(400, str(exc), code="context_length_exceeded") from None
-        except ImageError as exc:
-            slot.release()
-            raise RequestError(400, str(exc), code="invalid_image") from None
-        except (EngineError, ValueError) as exc:
-            slot.release()
-            raise RequestError(400, str(exc), code="invalid_value") from None
-        except BaseException:
-            slot.release()
-            raise
+            refused = engine_refusal(exc)
+            if refused is None:
+                raise
+            raise refused from None
         pump = Pump(stream, cancel, slot)
         answer = Answer(pump, wanted, name)
         if chat.stream:
@@ -122,12 +128,9 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
             return StreamingResponse(answer.events(usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                                      background=BackgroundTask(pump.close))
-        watcher = asyncio.create_task(disconnected(request))
-        watcher.add_done_callback(lambda task: None if task.cancelled() else pump.close())  # the client left
-        try:
-            return JSONResponse(await answer.whole())
+        try:  # a client that leaves cancels the answer: the engine stops within one token
+            return JSONResponse(await unless_client_leaves(request, answer.whole()))
         finally:
-            watcher.cancel()
             pump.close()
 
     return app
@@ -161,31 +164,19 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
                            code="request_timeout", headers={"Connection": "close"}) from None
 
 
-async def disconnected(request: Request) -> None:
-    """Returns when the client has gone (call once the body has been read)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+def engine_refusal(exc: BaseException) -> RequestError | None:
+    """The client's error for an engine error raised as an answer starts (``ENGINE_ERRORS``), or None: a
+    failure that is no fault of the request (the handler re-raises it: 500)."""
+    for kinds, status, code in ENGINE_ERRORS:
+        if isinstance(exc, kinds):
+            return RequestError(status, str(exc), code=code)
+    return None
 
 
 async def wait_for_engine(request: Request, queue: GenerationQueue) -> Any:
     """The engine's slot, in arrival order; 503 if the queue is full; leaves the queue if the client goes."""
-    acquire = asyncio.ensure_future(queue.acquire())
-    watcher = asyncio.ensure_future(disconnected(request))
     try:
-        await asyncio.wait({acquire, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not acquire.done():  # the client left while waiting
-        acquire.cancel()
-        try:
-            await acquire
-        except asyncio.CancelledError:
-            pass
-        raise RequestError(499, "the client closed the connection", code="client_closed")
-    try:
-        return acquire.result()
+        return await unless_client_leaves(request, queue.acquire())
     except QueueFull:
         raise RequestError(503, f"the server is busy: {queue.size} requests are already waiting; "
                            f"retry in {RETRY_AFTER_SECONDS} s", type="server_busy", code="queue_full",
@@ -262,4 +253,4 @@ class Answer:
         }
 
 
-__all__ = ["CACHE_KEY", "create_app"]
+__all__ = ["CACHE_KEY", "ENGINE_ERRORS", "create_app", "engine_refusal"]

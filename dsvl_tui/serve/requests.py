@@ -179,7 +179,8 @@ def to_engine(request: ChatRequest, limits: Limits, info: EngineInfo | None = No
     for index, message in enumerate(request.messages):
         texts: list[str] = []
         pictures: list[ImageSource] = []
-        parts = [TextPart(type="text", text=message.content)] if isinstance(message.content, str) else message.content or []
+        content = message.content
+        parts = [TextPart(type="text", text=content)] if isinstance(content, str) else content or []
         for part in parts:
             if isinstance(part, TextPart):
                 texts.append(part.text)

@@ -49,7 +49,7 @@ def serve(backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 8000, ap
 
 def run_serve(options: Options, *, host: str, port: int, api_key: str | None, limits: Limits,
               make_key: bool = True) -> int:
-    """``dsvl-chat serve``: load the model (``answers.load_backend``) and serve it; the exit code.
+    """``dsvl-chat serve``: load the model (``backends.choose.load_backend``) and serve it; the exit code.
 
     Without ``api_key`` a random one is made (unless ``make_key`` is False): on a shared machine every
     account can reach loopback, so an open server lends the model, and the prompts it keeps for reuse

@@ -241,7 +241,9 @@ class SearchIndex:
             folder, seen = None, ""
         row = con.execute("SELECT value FROM meta WHERE key='journal'").fetchone()
         scan = folder is not None and (row is None or row[0] != seen)
-        query = "SELECT key, stamp FROM convs" if scan or folder is None else "SELECT key, stamp FROM convs WHERE kind='saved'"
+        query = "SELECT key, stamp FROM convs"
+        if not scan and folder is not None:
+            query += " WHERE kind='saved'"
         known = {bytes(key): stamp for key, stamp in con.execute(query)}
         changed: list[tuple[bytes, str, Path, os.stat_result]] = []
         try:

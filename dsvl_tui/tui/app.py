@@ -724,12 +724,12 @@ def pick_theme(requested: str | None, available: set[str], note: Callable[[str],
     return requested or (remembered if remembered in available else themes.DEFAULT_THEME)
 
 
-def run_tui(options: Options) -> int:
-    """Run the app until the user quits; returns the exit status."""
+def run_tui(options: Options, *, loader: Callable[..., ChatBackend] | None = None) -> int:
+    """Run the app until the user quits; returns the exit status. ``loader``: ``engine.load`` unless given."""
     if options.theme and options.theme not in themes.theme_names():
         print(f"error: {themes.unknown_theme(options.theme)}", file=sys.stderr)
         return 2
     # Before Textual starts: textual-image reads the terminal's answers from its input.
-    app = DsvlApp(replace(options, images=image_protocols.prepare()))
+    app = DsvlApp(replace(options, images=image_protocols.prepare()), loader=loader)
     app.run()
     return app.return_code or 0

@@ -12,7 +12,7 @@ model server's limits (``DSVL_WEB_MAX_IMAGES``, ``DSVL_WEB_MAX_BODY_MIB``) in
 its environment, in the same process group. No secret is ever on a child's
 command line, and the web token is in no child's environment. On Ctrl-C, SIGTERM, or when the model
 server dies, the whole group is sent SIGTERM, then SIGKILL if anything is left
-after ``GRACE_SECONDS``, and the runtime folder is removed.
+after ``process_group.GRACE_SECONDS``, and the runtime folder is removed.
 
 This process never imports torch: it is an aiohttp server and a supervisor.
 """
@@ -36,17 +36,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from dsvl_tui.web.process_group import group_kwargs, stop_group
 from dsvl_tui.web.secret import generate
 
-GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL
 LOAD_TIMEOUT = 3600.0  # seconds the model may take to load (a first download from the hub)
 # The model server's settings: an app with --endpoint refuses the local engine's ones, so they are taken out.
 ENGINE_ONLY = ("DSVL_DEVICE", "DSVL_DTYPE", "DSVL_COMPILE", "DSVL_QUANTIZE", "DSVL_MODEL", "DSVL_SERVE_API_KEY")
 WEB_SECRETS = ("DSVL_WEB_TOKEN",)  # the browsers' secret: no child process needs it
 # What the model server takes in one request: given to it explicitly, and to every tab, which counts its
-# pictures against them before sending (web_client.ServerLimits), so a tab is not left with pictures it can never send.
+# pictures against them before sending (web.client.ServerLimits), so a tab is not left with pictures it can never send.
 MAX_IMAGES = 8
 MAX_BODY_MIB = 32
 
@@ -77,15 +77,6 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}" if port == 80 else f"http://{shown}:{port}"
 
 
-def group_kwargs(group: int | None) -> dict[str, Any]:
-    """Keyword arguments of ``subprocess.Popen`` that put the child in process group ``group`` (0: a new one)."""
-    if group is None:
-        return {}
-    if sys.version_info >= (3, 11):
-        return {"process_group": group}
-    return {"preexec_fn": lambda: os.setpgid(0, group)}  # pragma: no cover - Python 3.10
-
-
 def _python() -> list[str]:
     return [sys.executable, "-m", "dsvl_tui.cli"]
 
@@ -99,51 +90,6 @@ def runtime_folder() -> Iterator[Path]:
         yield runtime
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
-
-
-def group_alive(group: int) -> bool:
-    """True while a process of ``group`` is left (zombies not counted: they are gone but for a parent's wait)."""
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
-
-
-def stop_group(group: int, main: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM to every process of ``group``, SIGKILL to what is left after ``GRACE_SECONDS``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + GRACE_SECONDS
-        while time.monotonic() < deadline:
-            if main is not None:
-                main.poll()
-            if not group_alive(group):
-                break
-            time.sleep(0.05)
-        else:
-            continue
-        break
-    if main is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            main.wait(1)
 
 
 class OutputTail:
@@ -284,4 +230,4 @@ async def _serve(server: object, url: str, *, generated: bool, model: subprocess
         await runner.cleanup()
 
 
-__all__ = ["MAX_BODY_MIB", "MAX_IMAGES", "WEB_SECRETS", "WebOptions", "free_port", "group_alive", "group_kwargs", "public_url", "run_web", "stop_group"]
+__all__ = ["MAX_BODY_MIB", "MAX_IMAGES", "WEB_SECRETS", "WebOptions", "free_port", "public_url", "run_web"]

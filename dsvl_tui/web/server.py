@@ -48,8 +48,8 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from dsvl_tui.web.client import DONE  # the marker the tab's app waits for: one name on both sides
-from dsvl_tui.web.launcher import group_kwargs
 from dsvl_tui.web.pages import INDEX, PAGE, SIGN_IN, UPLOAD_FORM
+from dsvl_tui.web.process_group import group_kwargs
 
 log = logging.getLogger("dsvl-chat.web")
 
@@ -206,9 +206,9 @@ class WebServer(Server):
         self.tabs += 1
         try:
             await websocket.prepare(request)
-            service = TabProcess(self.app_argv, self.app_env, self.app_unset, self.group, write_bytes=websocket.send_bytes,
-                                 write_str=websocket.send_str, close=websocket.close,
-                                 download_manager=self.download_manager)
+            service = TabProcess(self.app_argv, self.app_env, self.app_unset, self.group,
+                                 write_bytes=websocket.send_bytes, write_str=websocket.send_str,
+                                 close=websocket.close, download_manager=self.download_manager)
             await service.start(width, height)
             await self._process_messages(websocket, service)
         except asyncio.CancelledError:
@@ -353,5 +353,5 @@ def _page(status: int, title: str, body: str, *, raw: bool = False) -> web.Respo
                         headers={"Content-Security-Policy": csp})
 
 
-__all__ = ["GUESS_SECONDS", "MAX_FILES", "UPLOAD_LIMIT", "TabProcess", "WebServer", "content_disposition", "receive_upload",
-           "safe_name"]
+__all__ = ["GUESS_SECONDS", "MAX_FILES", "UPLOAD_LIMIT", "TabProcess", "WebServer", "content_disposition",
+           "receive_upload", "safe_name"]

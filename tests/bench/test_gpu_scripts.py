@@ -97,6 +97,7 @@ def run_gpu_check(python: str, tmp_path: Path, *extra_env: tuple[str, str]) -> s
                           timeout=240)
 
 
+@pytest.mark.slow
 def test_gpu_check_installs_wheels_into_its_own_folder_ignoring_pip_settings(tmp_path):
     make_wheel(tmp_path / "wheels")
     # pip's settings from the environment would break the install if read (a constraints file that is not there,
@@ -109,6 +110,7 @@ def test_gpu_check_installs_wheels_into_its_own_folder_ignoring_pip_settings(tmp
     assert (tmp_path / "site" / "gpu_check_probe-1.0.dist-info" / "METADATA").exists()
 
 
+@pytest.mark.slow
 def test_gpu_check_installs_without_pip_by_unzipping(tmp_path):
     venv.EnvBuilder(with_pip=False).create(tmp_path / "bare")
     python = str(tmp_path / "bare" / "bin" / "python")
@@ -121,6 +123,7 @@ def test_gpu_check_installs_without_pip_by_unzipping(tmp_path):
     assert probe.stdout.strip() == "the wheel"
 
 
+@pytest.mark.slow
 def test_gpu_check_never_empties_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "precious.txt").write_text("keep")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dsvl_tui.bench import quantize as bench
 
 
+@pytest.mark.slow
 def test_quantize_bench_writes_every_mode_side_by_side(tiny_siglip, tmp_path, capsys):
     out = tmp_path / "quantbench.json"
     assert bench.main(["--model", str(tiny_siglip), "--device", "cpu", "--new-tokens", "3", "--skip-rss",
@@ -17,17 +20,20 @@ def test_quantize_bench_writes_every_mode_side_by_side(tiny_siglip, tmp_path, ca
     assert all(row["effective"] == mode and row["ours"]["decode_tps"] > 0 for mode, row in rows.items())
     assert rows["none"]["upstream"]["decode_tps"] > 0 and "upstream" not in rows["int8"]
     # Fewer bytes per token, so a higher limit.
-    assert rows["none"]["weight_bytes_per_token"] > rows["int8"]["weight_bytes_per_token"] > rows["int4"]["weight_bytes_per_token"]
+    per_token = {mode: rows[mode]["weight_bytes_per_token"] for mode in ("none", "int8", "int4")}
+    assert per_token["none"] > per_token["int8"] > per_token["int4"]
     assert rows["int4"]["limit_tps"] > rows["none"]["limit_tps"]
     table = capsys.readouterr().out
     assert "quant | GB/token" in table and " int4 |" in table and "upstream's way" in table
 
 
+@pytest.mark.slow
 def test_load_peak_rss_is_measured_in_a_subprocess(tiny_siglip):
     peak = bench.load_peak_rss(str(tiny_siglip), "cpu", "auto", "int8")
     assert 50 * 2**20 < peak < 8 * 2**30  # torch alone takes more than 50 MiB
 
 
+@pytest.mark.slow
 def test_engine_bench_runs_both_ways_on_the_quantized_model(tiny_siglip, tmp_path, capsys):
     from dsvl_tui.bench import engine as engine_bench
 

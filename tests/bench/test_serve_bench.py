@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dsvl_tui.bench import serve as serve_bench
 
 
+@pytest.mark.slow
 def test_the_serve_bench_times_both_ways_and_forces_the_answer_length(tiny_siglip, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert serve_bench.main(["--model", str(tiny_siglip), "--device", "cpu", "--turns", "3", "--new-tokens", "6",

@@ -45,12 +45,14 @@ def test_our_stream() -> None:
     assert run["finish_ms"] > 0
 
 
+@pytest.mark.slow
 def test_the_naive_way() -> None:
     run = uibench.run_stream(uibench.markdown_answer(150), "naive", rate=None)
     _check_run(run, 150)
     assert run["parsed_chars"] > 10 * run["chars"]  # the whole text, every piece
 
 
+@pytest.mark.slow
 def test_textual_markdown_stream() -> None:
     run = uibench.run_stream(uibench.markdown_answer(300), "markdownstream", rate=1000)
     _check_run(run, 300)
@@ -59,6 +61,7 @@ def test_textual_markdown_stream() -> None:
     assert run["parsed_chars"] < 75 * run["chars"]
 
 
+@pytest.mark.slow
 def test_markdown_stream_gives_up_once_the_screen_is_too_far_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     # Its write() returns at once, so the feed is never held up: the screen's lag is what stops it.
     # Each append made 0.2 s slower without blocking the loop: the screen falls behind, the feed does not.
@@ -85,6 +88,7 @@ def test_a_run_that_falls_behind_stops_and_says_how_far_it_got() -> None:
     assert run["lag_ms"]["max"] > 0
 
 
+@pytest.mark.slow
 def test_report_prints_the_table_and_the_targets(capsys) -> None:
     pieces = uibench.markdown_answer(150)
     result = {"ours": uibench.run_stream(pieces, "ours", rate=2000), "rate": 2000, "textual": "x", "machine": "m",
@@ -122,6 +126,7 @@ def test_the_target_against_markdown_stream(ours: dict, theirs: dict, passed: bo
     assert ok is passed and figure in text
 
 
+@pytest.mark.slow
 def test_start_up_timings() -> None:
     assert all(seconds > 0 for seconds in uibench.help_seconds(1))
     launch = uibench.first_frame()
@@ -132,7 +137,7 @@ def test_start_up_timings() -> None:
 
 
 def test_the_shipping_code_has_no_benchmark_hook() -> None:
-    # The start of the model load is recorded by the bench's own loader (startup_child), not by the app.
+    # The start of the model load is recorded by the bench's own loader (bench.startup_child), not by the app.
     package = Path(uibench.__file__).parents[1]
     hooked = [path for path in package.rglob("*.py")
               if "bench" not in path.relative_to(package).parts and "DSVL_TRACE" in path.read_text()]

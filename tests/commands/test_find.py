@@ -156,6 +156,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
 
 
+@pytest.mark.slow
 def test_the_cli_finds_with_json_and_imports_no_torch():
     conv = _journaled("kites", "how do kites fly?", "wind lifts the \x1b[31mkite\x1b[0m", picture="red_kite.jpg")
     proc = _cli("find", "kite", "--json")

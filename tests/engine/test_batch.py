@@ -106,6 +106,7 @@ def _agree_within_bound(alone_eng, messages, alone: list[int], batched: list[int
     return len(alone)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_greedy_in_a_batch_agrees_with_alone_over_a_multi_turn_chat_with_images(tiny_siglip, quantize, monkeypatch):
     monkeypatch.setattr(batching, "PREFILL_CHUNK", 32)  # several chunks per prompt: a newcomer's prefill interleaves

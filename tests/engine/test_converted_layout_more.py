@@ -17,7 +17,8 @@ from engine.errors import CheckpointError
 
 
 def _without_tie_key(folder):
-    """The config as a hand-written or older one may be: no tie_word_embeddings anywhere (transformers' default: tied)."""
+    """The config as a hand-written or older one may be: no tie_word_embeddings anywhere
+    (transformers' default: tied)."""
     config = json.loads((folder / "config.json").read_text())
     config.pop("tie_word_embeddings", None)
     config["text_config"].pop("tie_word_embeddings", None)
@@ -36,7 +37,8 @@ def _assert_logits_match_transformers(folder):
 
 
 def test_a_config_without_the_tie_key_keeps_a_head_stored_on_file(tmp_path):
-    """transformers' DeepseekVLConfig defaults to a tied head, yet keeps an lm_head.weight the file holds (untied, as DeepSeek-VL's)."""
+    """transformers' DeepseekVLConfig defaults to a tied head, yet keeps an lm_head.weight the file holds
+    (untied, as DeepSeek-VL's)."""
     folder = _without_tie_key(write_converted_checkpoint(tmp_path / "untied", seed=6, hidden_act="gelu"))
     ours, reference = _assert_logits_match_transformers(folder)
     lm = ours.model.language_model
@@ -64,7 +66,8 @@ def _one_line_error(folder) -> str:
 
 
 def test_a_llama_folder_is_named_as_what_it_is(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "architectures": ["LlamaForCausalLM"]}))
+    llama = {"model_type": "llama", "hidden_size": 64, "architectures": ["LlamaForCausalLM"]}
+    (tmp_path / "config.json").write_text(json.dumps(llama))
     message = _one_line_error(tmp_path)
     assert "model_type 'llama'" in message and "no *_config sections" in message
     assert "deepseek_vl" in message and "multi_modality" in message
@@ -86,16 +89,17 @@ def test_a_hybrid_config_without_its_sam_section_names_what_it_has(tmp_path):
     config["bad\nkey_config"] = {}  # shown only where printable
     (folder / "config.json").write_text(json.dumps(config))
     message = _one_line_error(folder)
-    assert "model_type 'deepseek_vl_hybrid' but no valid 'high_res_vision_config' section (it has text_config, vision_config)" in message
+    assert ("model_type 'deepseek_vl_hybrid' but no valid 'high_res_vision_config' section"
+            " (it has text_config, vision_config)") in message
 
 
-# -- --compile: the static KV cache and torch.compile'd step, as tests/engine/test_engine_static_decode.py runs them on the CPU --
+# -- --compile: the static KV cache and torch.compile'd step, as test_engine_static_decode.py runs them on the CPU --
 
 
 @pytest.mark.parametrize("tower", ["siglip", "hybrid"])
 def test_compiled_decoding_on_a_converted_checkpoint_gives_the_eager_tokens(tower, tmp_path):
-    """The decode step traced by torch.compile (aot_eager: the same capture as on CUDA, without kernels) over a chat with
-    pictures and prefix reuse: the same greedy tokens as the growing-cache engine."""
+    """The decode step traced by torch.compile (aot_eager: the same capture as on CUDA, without kernels) over a
+    chat with pictures and prefix reuse: the same greedy tokens as the growing-cache engine."""
     folder = write_converted_checkpoint(tmp_path / tower, tower=tower, seed=10)
     compiled, eager = engine.load(str(folder)), engine.load(str(folder))
     assert compiled.use_static_decode(compile_options={"backend": "aot_eager", "fullgraph": True}) is None
@@ -114,7 +118,8 @@ def test_compiled_decoding_on_a_converted_checkpoint_gives_the_eager_tokens(towe
 
 
 def test_load_with_compile_takes_a_converted_checkpoint(tmp_path, monkeypatch):
-    """``engine.load(compile=True)`` as on a capable GPU (the decision faked, the CUDA options swapped for the CPU's)."""
+    """``engine.load(compile=True)`` as on a capable GPU (the decision faked, the CUDA options swapped for
+    the CPU's)."""
     import engine.static_decode as static_decode
 
     folder = write_converted_checkpoint(tmp_path / "siglip", seed=11)

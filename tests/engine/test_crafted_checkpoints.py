@@ -96,7 +96,8 @@ def test_a_huge_preprocessor_image_size_is_refused(tmp_path, good) -> None:
     (_language(num_hidden_layers=1), ("configures 1 language layers but the weights hold 2",)),
     (_language(hidden_size=128), ("embed_tokens.weight has shape [1024, 64], the config implies [1024, 128]",)),
     (_language(intermediate_size=4096), ("gate_proj.weight has shape [128, 64], the config implies [4096, 64]",)),
-    (lambda c: c["vision_config"]["params"].update(layers=9), ("configures 9 vision tower layers but the weights hold 2",)),
+    (lambda c: c["vision_config"]["params"].update(layers=9),
+     ("configures 9 vision tower layers but the weights hold 2",)),
     (lambda c: c["vision_config"]["params"].update(width=48), ("patch_embed.proj.weight has shape [32, 3, 8, 8]",)),
 ])
 def test_a_config_that_disagrees_with_the_headers_is_refused_before_building(tmp_path, good, builds, change,

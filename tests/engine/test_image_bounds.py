@@ -95,6 +95,7 @@ print(json.dumps([peak_mb() - before, refused]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from Linux's /proc")
 @pytest.mark.parametrize("way", list(WAYS))
 def test_an_ico_bomb_is_refused_before_any_pixel_is_decoded(bomb, way):
@@ -164,6 +165,7 @@ def corrupt_exif_png(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_pillows_warnings_never_reach_the_terminal(tmp_path):
     path = corrupt_exif_png(tmp_path / "odd.png")
     script = SCRIPT.replace("WAY", "load_image(path); preview(); image_data_url(path)")

@@ -536,12 +536,14 @@ def _assert_offline_miss(result: dict, repo_id: str) -> None:
     assert "download it once" in message and "local folder" in message
 
 
+@pytest.mark.slow
 def test_hub_id_offline_not_cached(hub_runs):
     (result,) = hub_runs["empty"]
     _assert_offline_miss(result, HUB_ID)
     assert not any(name.endswith((".safetensors", ".bin", ".json")) for name in hub_runs["left_in_empty"])
 
 
+@pytest.mark.slow
 def test_hub_id_resolved_from_cache_offline(hub_runs):
     result = hub_runs["cached"][0]
     assert "error" not in result, result
@@ -550,16 +552,19 @@ def test_hub_id_resolved_from_cache_offline(hub_runs):
     assert result["stages"][0] == "download" and result["stages"][-1] == "ready" and "load" in result["stages"]
 
 
+@pytest.mark.slow
 def test_hub_id_revision_by_commit_offline(hub_runs):
     result = hub_runs["cached"][2]
     assert "error" not in result, result
     assert os.path.realpath(result["path"]) == os.path.realpath(hub_runs["snapshot"])
 
 
+@pytest.mark.slow
 def test_hub_id_unknown_revision_offline(hub_runs):
     _assert_offline_miss(hub_runs["cached"][1], HUB_ID)
 
 
+@pytest.mark.slow
 def test_other_hub_id_not_cached_offline(hub_runs):
     _assert_offline_miss(hub_runs["cached"][3], "deepseek-ai/deepseek-vl-7b-chat")
 

@@ -64,7 +64,8 @@ def test_quantized_logits_stay_close(reference, mode):
     assert isinstance(lm.lm_head, layer)
     # The vision towers, the aligner and the embeddings keep the load dtype.
     assert not any(name.startswith(("vision_model", "aligner")) for name in quantized)
-    assert all(p.dtype == torch.float32 for p in [*eng.model.vision_model.parameters(), *eng.model.aligner.parameters()])
+    kept = [*eng.model.vision_model.parameters(), *eng.model.aligner.parameters()]
+    assert all(p.dtype == torch.float32 for p in kept)
     assert eng.model.dtype == torch.float32
 
     logits = eng.logits(eng.prepare(_chat()))
@@ -144,7 +145,8 @@ def test_failing_kernel_probe_falls_back(monkeypatch):
     monkeypatch.setattr(qz, "quantize_linear", broken)
     plan = qz.plan("int8", torch.device("cpu"), torch.float32)
     assert plan.mode == "none"
-    assert plan.note == "int8 cannot run on cpu here (RuntimeError: no kernel for this build second line); loading unquantized"
+    assert plan.note == ("int8 cannot run on cpu here (RuntimeError: no kernel for this build second line); "
+                         "loading unquantized")
 
 
 def test_a_kernel_that_cannot_run_gives_way_to_the_next_one_without_a_note(monkeypatch):
@@ -170,7 +172,8 @@ def test_layers_int4_cannot_take_stay_in_load_dtype_with_a_note():
     assert isinstance(holder.language_model.lm_head, nn.Linear)
     assert isinstance(holder.language_model.model.layers[0].mlp.up_proj, nn.Linear)
     assert isinstance(holder.language_model.model.layers[0].mlp.down_proj, qz.Int4Linear)
-    assert quantizer.note() == "2 of 3 language-model layers stay unquantized (the int4 kernel does not take their shape)"
+    assert quantizer.note() == ("2 of 3 language-model layers stay unquantized "
+                                "(the int4 kernel does not take their shape)")
 
 
 def test_tied_head_and_non_targets_are_not_quantized():
@@ -206,6 +209,7 @@ def test_int8_reads_a_quarter_of_the_float_weights(tiny_siglip):
     assert sizes[0] / 4.6 < sizes[1] < sizes[0] / 3 and sizes[2] < sizes[1] * 0.75
 
 
+@pytest.mark.slow
 def test_torchao_int8_path_loads_and_stays_close(reference, monkeypatch):
     """CUDA's kernel choice (torchao's weight-only int8), run on the CPU where it works, slowly: the same plumbing."""
     pytest.importorskip("torchao")

@@ -592,6 +592,7 @@ def test_start_up_says_once_that_the_model_is_ready(checkpoint) -> None:
     assert len(lines) == 1 and "ready on cpu" in lines[0], run.err
 
 
+@pytest.mark.slow
 def test_start_up_says_what_it_imports_before_the_model_loads(checkpoint, tmp_path) -> None:
     """A cold start spends seconds importing torch and the model code before the engine says anything:
     the user is told so instead of seeing only "loading" (issue 16). A fresh interpreter, as a user's."""

@@ -1,4 +1,7 @@
-"""Helpers for the server's tests: a real uvicorn on loopback, waits, ``/health`` (``tiny_engine`` is in tests/conftest.py)."""
+"""Helpers for the server's tests: a real uvicorn on loopback, waits, ``/health``.
+
+``tiny_engine`` is in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(app: Any, **config: Any) -> Iterator[str]:
-    """``app`` served by uvicorn (``config``: more of its options) on a free loopback port in a thread; yields its URL."""
+    """``app`` served by uvicorn (``config``: more of its options) on a free loopback port in a thread; yields
+    its URL."""
     import uvicorn
 
     port = free_port()

@@ -52,8 +52,8 @@ def test_whole_answer_equals_the_engines_greedy_answer(client: Any, tiny_engine:
     assert response.status_code == 200
     answer = response.json()
     assert answer["object"] == "chat.completion"
-    assert answer["choices"][0]["message"] == {"role": "assistant",
-                                               "content": in_process(tiny_engine, Message("user", "Describe the weather."))}
+    expected = in_process(tiny_engine, Message("user", "Describe the weather."))
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": expected}
     assert answer["choices"][0]["finish_reason"] in ("stop", "length")
     usage = answer["usage"]
     assert usage["completion_tokens"] >= 1 and usage["prompt_tokens"] > 10

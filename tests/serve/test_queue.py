@@ -127,7 +127,8 @@ def test_a_client_that_disconnects_mid_stream_frees_the_engine(tiny_engine: Any)
     backend = Paced(tiny_engine, delay=0.01)  # 2000 tokens would take 20 s
     backend.gate.set()
     with running_server(create_app(backend, model_name="tiny")) as url:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=request(2000, stream=True), timeout=30) as response:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=request(2000, stream=True),
+                          timeout=30) as response:
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")
             assert next(lines) == ""
@@ -158,6 +159,7 @@ def test_a_queued_client_that_leaves_leaves_the_queue(tiny_engine: Any) -> None:
         assert len(backend.streams) == 2  # the one that left never reached the engine
 
 
+@pytest.mark.slow
 def test_load_20_clients_3_streamed_requests_each_all_answered_or_refused_memory_flat(tiny_engine: Any) -> None:
     outcomes: list[Any] = []
     lock = threading.Lock()

@@ -160,6 +160,7 @@ sys.exit(repl.run())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
 def test_the_answer_so_far_is_journaled_when_the_repl_is_killed(tmp_path, how):
     env = {**os.environ, "DSVL_DATA_DIR": str(tmp_path / "data"),

@@ -38,6 +38,7 @@ def test_no_config_file_is_no_problem():
     assert config.load_config(notes.append) == {} and notes == []
 
 
+@pytest.mark.slow
 @run_async
 async def test_the_app_starts_with_a_bad_theme_in_the_config_and_says_so_once():
     import themes

@@ -189,6 +189,7 @@ while True:  # the answer being generated, recorded as it grows, until the kill
 """
 
 
+@pytest.mark.slow
 def test_the_journal_survives_kill_9_in_the_middle_of_an_answer(tmp_path):
     image = _png(tmp_path / "photo.png")
     env = {**os.environ, "DSVL_DATA_DIR": str(tmp_path / "data"),
@@ -251,6 +252,7 @@ def _entry_without_lock(tmp_path: Path) -> tuple[Journal, Conversation]:
     return journal, conv
 
 
+@pytest.mark.slow
 def test_a_second_program_gets_a_copy_and_the_lock_goes_with_kill_9(tmp_path):
     journal, conv = _entry_without_lock(tmp_path)
     child = _holder(tmp_path, conv.id)

@@ -218,6 +218,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_kill_9_while_indexing_leaves_a_usable_index():
     """WAL mode: whatever instant the writer dies at, the index opens, checks clean and finds what was there."""
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER], stdout=subprocess.PIPE, text=True,

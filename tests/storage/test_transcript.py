@@ -490,6 +490,7 @@ def test_random_bytes_give_only_clean_errors(corpus, raw):
     _load_quietly(path)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(value=_JSON)
 def test_random_json_gives_only_clean_errors(corpus, value):
@@ -498,6 +499,7 @@ def test_random_json_gives_only_clean_errors(corpus, value):
     _load_quietly(path)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_near_valid_documents_give_only_clean_errors(corpus, data):
@@ -517,6 +519,7 @@ def test_near_valid_documents_give_only_clean_errors(corpus, data):
     _load_quietly(path)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(extra=st.dictionaries(st.sampled_from(list(_valid())), _JSON, max_size=4))
 def test_documents_with_random_top_level_fields_give_only_clean_errors(corpus, extra):

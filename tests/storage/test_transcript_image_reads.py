@@ -220,13 +220,15 @@ def test_saved_transcripts_with_pictures_still_round_trip(tmp_path):
     again.add_user("more")
     copy = save_transcript(again, tmp_path / "a" / "second.json")  # its own second.images/
     third = load_transcript(copy)
-    assert missing_images(third) == 0 and Path(third.messages[0].images[0].path).parent == tmp_path / "a" / "second.images"
+    assert missing_images(third) == 0
+    assert Path(third.messages[0].images[0].path).parent == tmp_path / "a" / "second.images"
     embedded = load_transcript(save_transcript(third, tmp_path / "one.json", embed_images=True))
     assert [a.data for a in embedded.messages[0].images] == [_png("red"), _png("green")]
     assert Journal().record(embedded) is None
     assert Journal().open(embedded.id).messages[0].images[0].missing is False
 
 
+@pytest.mark.slow
 @run_async
 async def test_the_tui_says_once_that_a_picture_changed_since_load(home):
     picture = home / "chat.images" / "photo.png"

@@ -37,7 +37,8 @@ def test_a_message_over_the_text_limit_is_refused_in_one_line(tmp_path):
     limit = transcript_format.MAX_TEXT_CHARS
     ok = _write(tmp_path / "ok.json", [{"role": "user", "text": "x" * limit}])
     assert len(load_transcript(ok).messages[0].text) == limit
-    path = _write(tmp_path / "chat.json", [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "x" * (limit + 1)}])
+    path = _write(tmp_path / "chat.json",
+                  [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "x" * (limit + 1)}])
     assert "messages[1].text: 1,048,577 characters is more than the 1,048,576" in _refused(path)
     assert "system:" in _refused(_write(tmp_path / "s.json", [], system="y" * (limit + 1)))
     assert "title:" in _refused(_write(tmp_path / "t.json", [], title="y" * (limit + 1)))

@@ -141,7 +141,8 @@ def test_images_inside_the_folder_tree_still_load(tmp_path):
     (folder / "chat.images" / "sub").mkdir(parents=True)
     (folder / "chat.images" / "sub" / "a.png").write_bytes(_png_bytes())
     (folder / "chat.images" / "b.png").symlink_to(folder / "chat.images" / "sub" / "a.png")  # a link inside
-    path = _ours(folder, {"sha256": None, "path": "chat.images/sub/a.png"}, {"sha256": None, "path": "chat.images/b.png"})
+    path = _ours(folder, {"sha256": None, "path": "chat.images/sub/a.png"},
+                 {"sha256": None, "path": "chat.images/b.png"})
     conv, warnings = load_transcript_report(path)
     assert warnings == [] and not any(image.missing for image in conv.messages[0].images)
     listing = tmp_path / "list"

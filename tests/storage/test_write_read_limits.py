@@ -150,6 +150,7 @@ def _same(read_back: Conversation, made: Conversation) -> None:
     assert read_back.settings == made.settings
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_kind_of_message_at_the_limits_is_written_and_read_back(tmp_path: Path) -> None:
     conv = _every_kind(tmp_path)

@@ -143,7 +143,8 @@ async def test_a_click_on_k_of_n_steps_that_message_and_the_keys_then_step_it_to
         app.prompt.load_text_at_end("question, edited")
         await pilot.press("enter")
         await settled(pilot, 2)
-        assert (headers(app, UserMessage), headers(app, AssistantMessage)) == (["You  \u2039 2/2 \u203a"], ["DeepSeek-VL"])
+        shown = (headers(app, UserMessage), headers(app, AssistantMessage))
+        assert shown == (["You  \u2039 2/2 \u203a"], ["DeepSeek-VL"])
 
         await pilot.press("alt+up")  # the last fork made: the edited message's
         await wait_for(pilot, lambda: conv.messages[0].text == "question")

@@ -101,6 +101,7 @@ def _read_until(fd: int, needle: bytes, seconds: float) -> bytes:
     return seen
 
 
+@pytest.mark.slow
 @needs_tmux
 def test_real_tmux_with_its_default_settings_forwards_the_copy_to_the_outer_terminal(monkeypatch) -> None:
     """A tmux client attached in a pseudo-terminal stands for the user's terminal: what the app copies

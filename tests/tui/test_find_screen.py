@@ -33,6 +33,7 @@ def _long_conversation() -> Conversation:
     return conv
 
 
+@pytest.mark.slow
 @run_async
 async def test_find_lists_the_matches_and_enter_opens_the_conversation_at_the_message(monkeypatch):
     target = _long_conversation()
@@ -73,6 +74,7 @@ async def test_find_lists_the_matches_and_enter_opens_the_conversation_at_the_me
     assert searchers and threading.main_thread() not in searchers  # searched off the event loop
 
 
+@pytest.mark.slow
 @run_async
 async def test_find_list_closes_with_escape_and_says_when_nothing_is_found():
     """At 80×24 a long title is cut so that the date and the picture count still show."""

@@ -98,6 +98,7 @@ def test_no_terminal_means_half_blocks(requested):
 # --- prepare: what run_tui calls before the app starts ------------------------------
 
 
+@pytest.mark.slow
 def test_headless_run_never_loads_textual_image():
     """Not a terminal (as here, stdin and stdout piped): half-blocks, and the library is never imported."""
     script = (

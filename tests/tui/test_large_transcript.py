@@ -3,6 +3,7 @@ batches as the user scrolls up (mounting all 10,000 messages of a 20 MB transcri
 
 from __future__ import annotations
 
+import pytest
 from tui_support import ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.core.conversation import Conversation
@@ -24,6 +25,7 @@ def _mounted(app) -> list[str]:
     return [w.message.text for w in app.active.children if isinstance(w, (UserMessage, AssistantMessage))]
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_long_transcript_mounts_its_newest_messages_and_the_rest_as_the_user_scrolls_up(tmp_path):
     conv = _saved(tmp_path / "long.json", 200)
@@ -60,6 +62,7 @@ async def test_a_long_transcript_mounts_its_newest_messages_and_the_rest_as_the_
         assert _mounted(app)[:400] == every and "one more?" in _mounted(app)
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_batch_is_bounded_by_its_text_too(tmp_path):
     big = "word " * (BATCH_CHARS // 5)  # each message alone is about a whole batch's text
@@ -76,6 +79,7 @@ async def test_a_batch_is_bounded_by_its_text_too(tmp_path):
         assert _mounted(app) == [m.text for m in conv.messages]
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_short_conversation_is_mounted_whole(tmp_path):
     conv = _saved(tmp_path / "short.json", 3)

@@ -61,6 +61,7 @@ def _shown_lines(app) -> str:
     return "\n".join(line.strip(" ▌▐┃│█") for line in screen_text(app).splitlines())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ANSWERS))
 @run_async
 async def test_a_costly_answer_is_shown_as_plain_text_and_keys_still_work(name, parsed):
@@ -94,6 +95,7 @@ async def test_a_costly_answer_is_shown_as_plain_text_and_keys_still_work(name, 
     assert app.return_code == 0
 
 
+@pytest.mark.slow
 @run_async
 async def test_escape_stops_a_costly_answer_and_ctrl_q_quits_while_it_is_drawn(parsed, monkeypatch):
     monkeypatch.setattr(budget, "SHOW_LINES", 10**7)  # every line drawn: hundreds of steps

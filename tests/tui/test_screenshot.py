@@ -6,9 +6,11 @@ user saw only "Failed to save screenshot".
 
 from __future__ import annotations
 
+import pytest
 from tui_support import first_choice, ready, run_async, scripted_app, wait_for
 
 
+@pytest.mark.slow
 @run_async
 async def test_the_palette_screenshot_lands_in_the_data_folder_without_a_downloads_folder(tmp_path, monkeypatch):
     from textual.command import CommandPalette

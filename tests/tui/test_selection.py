@@ -70,6 +70,7 @@ async def _answered_app(pilot, *answers: str):
     return app.active.query(AssistantMessage).last().markdown
 
 
+@pytest.mark.slow
 @run_async
 async def test_drag_over_an_answer_selects_what_it_shows_and_the_copy_key_copies_it() -> None:
     app = scripted_app(ScriptedEngine())
@@ -110,6 +111,7 @@ async def test_the_selection_is_highlighted_on_the_selected_characters_only() ->
         assert all(segment.style.meta.get("offset") is not None for segment in view.render_line(0))
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_click_on_a_code_block_copies_its_code_and_a_drag_does_not() -> None:
     app = scripted_app(ScriptedEngine())
@@ -134,6 +136,7 @@ async def test_a_click_on_a_code_block_copies_its_code_and_a_drag_does_not() -> 
         assert view.code_block_at(_line_of(view, "make test")[1]) == (2, "make test")
 
 
+@pytest.mark.slow
 @run_async
 async def test_copy_code_n_and_copy_of_earlier_answers() -> None:
     app = scripted_app(ScriptedEngine())
@@ -154,6 +157,7 @@ async def test_copy_code_n_and_copy_of_earlier_answers() -> None:
         assert f"copied the last answer ({len(ANSWER)} characters)" in shown
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_bad_number_says_how_many_there_are_and_copies_nothing() -> None:
     app = scripted_app(ScriptedEngine())
@@ -175,6 +179,7 @@ async def test_a_bad_number_says_how_many_there_are_and_copies_nothing() -> None
         assert _osc52_texts(written) == ["make test"]
 
 
+@pytest.mark.slow
 @run_async
 async def test_inside_tmux_that_lets_nothing_through_copy_says_what_to_set_not_copied(monkeypatch) -> None:
     monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,1,0")
@@ -194,6 +199,7 @@ async def test_inside_tmux_that_lets_nothing_through_copy_says_what_to_set_not_c
         assert written == []
 
 
+@pytest.mark.slow
 @run_async
 async def test_inside_tmux_copy_goes_through_tmux(monkeypatch) -> None:
     monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,1,0")
@@ -235,6 +241,7 @@ async def test_code_blocks_are_found_the_same_while_the_answer_streams_and_after
         assert streamed.code_block_at(y) == (2, "make test")
 
 
+@pytest.mark.slow
 @run_async
 async def test_after_selecting_and_copying_typed_keys_go_to_the_input() -> None:
     """After a mouse selection and Ctrl+C, typing went nowhere until a click (issue 26, item 3)."""

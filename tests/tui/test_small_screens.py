@@ -23,6 +23,7 @@ def _panel_lines(app) -> list[str]:
     return [line[region.x:region.right] for line in screen_text(app).splitlines()[region.y:region.bottom]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=["80x24", "60x20"])
 @run_async
 async def test_help_descriptions_wrap_in_their_own_column(size):
@@ -51,6 +52,7 @@ async def test_help_descriptions_wrap_in_their_own_column(size):
         assert len(descriptions) > 5
 
 
+@pytest.mark.slow
 @run_async
 async def test_resume_shows_at_least_eight_entries_at_80x24():
     from dsvl_tui.storage.journal import Journal

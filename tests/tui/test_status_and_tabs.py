@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from tui_support import Host, ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.core.conversation import Conversation
@@ -29,6 +30,7 @@ async def test_at_80_columns_the_device_stays_beside_the_pending_images():
         assert len(text) <= 78
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_new_tab_does_not_show_another_tabs_speed():
     app = scripted_app()
@@ -62,6 +64,7 @@ async def shown_title(width: int) -> tuple[str, str, str]:
         return title, label, str(tab.label)
 
 
+@pytest.mark.slow
 @run_async
 async def test_tab_titles_grow_with_the_terminal():
     title, _, _ = await shown_title(60)

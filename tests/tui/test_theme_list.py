@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from tui_support import notices, ready, run_async, scripted_app, type_line, wait_for
 
 from themes import theme_names
 
 
+@pytest.mark.slow
 @run_async
 async def test_theme_alone_lists_the_themes_and_a_switch_is_confirmed():
     app = scripted_app()
@@ -24,6 +26,7 @@ async def test_theme_alone_lists_the_themes_and_a_switch_is_confirmed():
         assert app.theme == "dsvl-paper"
 
 
+@pytest.mark.slow
 @run_async
 async def test_help_theme_names_the_themes():
     app = scripted_app()

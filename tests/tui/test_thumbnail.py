@@ -39,6 +39,7 @@ def solid_png(path: Path, width: int, height: int, *, rows: int | None = None) -
     return path
 
 
+@pytest.mark.slow
 def test_limit_is_the_engines_and_importing_it_is_light():
     code = "import sys, engine.image_limits, dsvl_tui.tui.thumbnail; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -85,6 +86,7 @@ def test_the_reduced_picture_is_upright_and_keeps_transparency(tmp_path):
     assert rows[0][0][0] == (255, 0, 0) and rows[-1][0][1] == (0, 0, 255)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from Linux's /proc")
 def test_preview_peak_memory_is_one_decoded_copy(tmp_path):
     """A 4000x4000 RGBA PNG decodes to 64 MB; the preview's peak stays near that (before: ~250 MB)."""

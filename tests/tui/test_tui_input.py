@@ -91,6 +91,7 @@ def test_a_failing_input_thread_ends_the_app_with_code_1_one_line_and_the_crash_
     assert "in broken" in (tmp_path / CRASH_LOG).read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
 def test_the_app_on_a_terminal_keeps_running_after_a_bad_byte_and_quits_with_0(tmp_path) -> None:
     controller, terminal = pty.openpty()

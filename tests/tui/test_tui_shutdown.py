@@ -17,6 +17,7 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.mark.slow
 @run_async
 async def test_reports_arriving_after_exit_are_dropped():
     app = scripted_app(ScriptedEngine())
@@ -37,6 +38,7 @@ async def test_reports_arriving_after_exit_are_dropped():
         await handler(report)  # raised IndexError (screen_stack[0]) before
 
 
+@pytest.mark.slow
 @run_async
 async def test_reports_arriving_while_the_app_shuts_down_are_dropped():
     """Shutting down, Textual removes the screen's widgets before the screen: a report handled then finds no

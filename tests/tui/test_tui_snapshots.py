@@ -65,6 +65,7 @@ async def _settle(pilot) -> None:
     await pilot.wait_for_scheduled_animations()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 def test_main_screen(snap_compare, tmp_path, size):
     assert snap_compare(_scene(tmp_path), terminal_size=size, run_before=_settle)

@@ -49,6 +49,7 @@ def _view_lines(view) -> list[str]:
     return [view.render_line(y).text.rstrip() for y in range(view.virtual_size.height)]
 
 
+@pytest.mark.slow
 @run_async
 async def test_streamed_answer_is_drawn_as_the_whole_text_and_cheaply(monkeypatch):
     from markdown_it import MarkdownIt

@@ -3,6 +3,7 @@ that a browser lets through; Ctrl+N, Ctrl+W and Ctrl+Q, which it keeps for itsel
 
 from __future__ import annotations
 
+import pytest
 from tui_support import ready, run_async, scripted_app, wait_for
 
 from dsvl_tui.tui.screens import HelpScreen
@@ -13,6 +14,7 @@ def offered(app) -> set[str]:
     return {active.binding.key for active in app.screen.active_bindings.values() if active.binding.show}
 
 
+@pytest.mark.slow
 @run_async
 async def test_in_a_browser_the_footer_offers_alt_keys_and_they_work(web_mode):
     app = scripted_app()

@@ -93,6 +93,7 @@ def errors(app: DsvlApp) -> list[str]:
 # --- uploads -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_upload_opens_a_page_for_a_fresh_token_and_attaches_what_arrives(uploads, tmp_path, private_dirs):
     backend = ScriptedEngine()
@@ -124,6 +125,7 @@ async def test_upload_opens_a_page_for_a_fresh_token_and_attaches_what_arrives(u
         assert [p.data for p in question.images] == [(tmp_path / "cat.png").read_bytes()]  # its checked bytes
 
 
+@pytest.mark.slow
 @run_async
 async def test_an_upload_goes_through_the_checks_of_image_and_refuses_links_and_odd_names(
         uploads, tmp_path, private_dirs):
@@ -159,6 +161,7 @@ async def test_an_upload_goes_through_the_checks_of_image_and_refuses_links_and_
         assert outside.is_file()  # a link is removed with the folder, never followed
 
 
+@pytest.mark.slow
 @run_async
 async def test_an_empty_upload_and_a_page_left_alone_say_so(uploads, monkeypatch):
     monkeypatch.setattr(web_client, "WAIT_SECONDS", 0.3)
@@ -181,6 +184,7 @@ async def test_an_empty_upload_and_a_page_left_alone_say_so(uploads, monkeypatch
     assert not folder.exists() and list(uploads.iterdir()) == []
 
 
+@pytest.mark.slow
 @run_async
 async def test_outside_web_mode_upload_explains_itself_and_nothing_is_delivered(tmp_path):
     app = scripted_app()
@@ -201,6 +205,7 @@ async def test_outside_web_mode_upload_explains_itself_and_nothing_is_delivered(
     assert browser.opened == [] and browser.downloads == []
 
 
+@pytest.mark.slow
 @run_async
 async def test_upload_in_the_palette_help_and_completion(uploads):
     from dsvl_tui.commands.registry import registry
@@ -224,6 +229,7 @@ async def test_upload_in_the_palette_help_and_completion(uploads):
 # --- transcripts ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_load_alone_uploads_a_transcript_that_opens_in_a_tab(uploads, tmp_path):
     saved = Conversation(model="tiny", title="from my laptop")
@@ -238,7 +244,8 @@ async def test_load_alone_uploads_a_transcript_that_opens_in_a_tab(uploads, tmp_
         folder = upload_folder(uploads, browser)
         assert "transcript" in notices(app)[-1]
         hand_over(folder, {"home.json": tmp_path / "home.json"})
-        await wait_for(pilot, lambda: [m.text for m in app.active.conversation.messages][:1] == ["a question from home"])
+        await wait_for(pilot, lambda: [m.text for m in app.active.conversation.messages][:1]
+                       == ["a question from home"])
         assert app.active.conversation.path is None  # its file went with the upload: /save makes a new one
         await wait_for(pilot, lambda: not folder.exists())
         assert notices(app)[-1] == "opened from my laptop (2 messages)"
@@ -259,6 +266,7 @@ async def test_load_alone_uploads_a_transcript_that_opens_in_a_tab(uploads, tmp_
 # --- downloads ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @run_async
 async def test_save_and_export_download_in_the_browser_and_the_download_loads_back(uploads, tmp_path):
     app = scripted_app()
@@ -348,6 +356,7 @@ THIN_CLIENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_app_of_dsvl_chat_web_checks_an_upload_without_importing_torch(uploads):
     """Every browser tab is an app process: a thin client of the one model server, which alone loads torch."""
     proc = subprocess.run([sys.executable, "-c", THIN_CLIENT], capture_output=True, text=True, timeout=120,
@@ -372,6 +381,7 @@ def test_an_upload_error_is_one_line(tmp_path):
         web_client.WebMode(BASE_URL, Path("/x"))
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_download_that_fails_in_the_browser_is_one_line_and_the_app_goes_on(uploads, tmp_path):
     from textual import events
@@ -397,6 +407,7 @@ async def test_a_download_that_fails_in_the_browser_is_one_line_and_the_app_goes
         assert len(errors(app)) == 1
 
 
+@pytest.mark.slow
 @run_async
 async def test_export_alone_in_a_browser_names_the_file_and_downloads_it(uploads, private_dirs):
     app = scripted_app()
@@ -437,6 +448,7 @@ class LimitedServer(ScriptedEngine):
         return super().stream(messages, settings, system=system, cancel=cancel, cache_key=cache_key)
 
 
+@pytest.mark.slow
 @run_async
 async def test_pictures_past_the_model_servers_limits_are_refused_when_attached_so_no_message_is_stuck(
         uploads, tmp_path, monkeypatch, private_dirs):

@@ -33,7 +33,9 @@ pytest.importorskip("textual_serve", reason="textual-serve is not installed (pip
 import psutil  # noqa: E402
 from playwright.sync_api import Browser, Download, Page, WebSocket, sync_playwright  # noqa: E402
 
-from dsvl_tui.web.launcher import group_alive  # noqa: E402
+from dsvl_tui.web.process_group import group_alive  # noqa: E402
+
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -125,8 +125,8 @@ def _attacker_python() -> str | None:
 
 
 PYTHON = _attacker_python()
-pytestmark = pytest.mark.skipif(PYTHON is None, reason="needs root, setpriv (util-linux) and a Python uid 65534 "
-                                                       "can run")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    PYTHON is None, reason="needs root, setpriv (util-linux) and a Python uid 65534 can run")]
 
 
 @dataclass
@@ -242,7 +242,8 @@ def test_the_owner_with_the_token_gets_a_tab(web: Web) -> None:
     assert cookie and web.token not in cookie.group(1)
     head, sock = exchange((f"GET /ws?width=80&height=24 HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
                            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                           f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {cookie.group(1)}\r\n\r\n").encode())
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           f"Cookie: {cookie.group(1)}\r\n\r\n").encode())
     try:
         assert status(head) == 101
         deadline = time.monotonic() + 120

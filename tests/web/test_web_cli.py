@@ -37,6 +37,7 @@ def test_public_url() -> None:
     assert public_url("::1", 80) == "http://[::1]"
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_path: Path) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -52,6 +53,7 @@ def test_a_model_that_cannot_load_ends_it_with_exit_code_4_and_nothing_left(tmp_
     assert list(scratch.glob("dsvl-web-*")) == []  # its runtime folder removed (torch may leave its own caches)
 
 
+@pytest.mark.slow
 def test_without_textual_serve_it_says_what_to_install_before_starting_anything(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import dsvl_tui.web.launcher as launcher
@@ -63,6 +65,7 @@ def test_without_textual_serve_it_says_what_to_install_before_starting_anything(
     assert capsys.readouterr().err == "error: dsvl-chat web needs textual_serve: pip install 'dsvl-chat[web]'\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_while_the_model_loads_stops_the_model_server(tiny_siglip: Path, sig: int) -> None:
     import psutil
@@ -84,6 +87,7 @@ def test_ctrl_c_or_sigterm_while_the_model_loads_stops_the_model_server(tiny_sig
             web.kill()
 
 
+@pytest.mark.slow
 def test_the_model_servers_output_is_kept_bounded_in_memory() -> None:
     """It logs a line per request for as long as it runs: the launcher keeps only a tail, no growing file."""
     from dsvl_tui.web.launcher import OutputTail
@@ -151,7 +155,8 @@ def test_a_token_file_is_read_and_refused_when_others_can_read_it_or_it_is_not_a
         assert err.count("\n") == 1 and err.startswith("error: "), err
         return err
 
-    assert f"can be read or written by other users (mode 0644): chmod 600 {token_file}" in refused("a-long-token", 0o644)
+    refusal = refused("a-long-token", 0o644)
+    assert f"can be read or written by other users (mode 0644): chmod 600 {token_file}" in refusal
     assert "(mode 0620)" in refused("a-long-token", 0o620)
     assert "is empty" in refused(" \n")
     assert "too short: use 8 characters or more" in refused("short\n")

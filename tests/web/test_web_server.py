@@ -24,6 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from dsvl_tui.web.server import COOKIE, DONE, MAX_FILES, UPLOAD_LIMIT, WebServer, content_disposition, safe_name  # noqa: E402
 
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
+
 PORT = 8080  # the port the server believes it has; the test client's Host header is set to match it
 HOST = f"127.0.0.1:{PORT}"
 
@@ -34,8 +36,9 @@ def run(check: Check, uploads: Path, *, token: str = "the-tests-token", loopback
         signed_in: bool = True) -> None:
     """``check`` with a client of a ``WebServer`` on ``token``; ``signed_in``: the client has opened ``/?token=``."""
     async def main() -> None:
-        server = WebServer(host="127.0.0.1", port=PORT, public_url=f"http://{HOST}", app_argv=[sys.executable, "-c", ""],
-                           app_env={}, uploads=uploads, token=token, loopback=loopback)
+        server = WebServer(host="127.0.0.1", port=PORT, public_url=f"http://{HOST}",
+                           app_argv=[sys.executable, "-c", ""], app_env={}, uploads=uploads, token=token,
+                           loopback=loopback)
         client = TestClient(TestServer(await server._make_app()), headers={"Host": HOST})
         await client.start_server()
         try:
@@ -109,7 +112,8 @@ def test_tokens_that_are_malformed_unknown_or_not_a_real_folder_are_refused(uplo
 def test_names_that_try_to_leave_the_folder_are_stored_inside_it(uploads: Path) -> None:
     async def check(client: TestClient[Any, Any], uploads: Path) -> None:
         token = new_token(uploads)
-        names = ("../../evil.png", "..\\..\\win.png", ".hidden", "a\u200fb\u00ad.png", "/etc/passwd", "", "x" * 300 + ".png")
+        names = ("../../evil.png", "..\\..\\win.png", ".hidden", "a\u200fb\u00ad.png", "/etc/passwd", "",
+                 "x" * 300 + ".png")
         body = b"".join(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n\r\ndata\r\n"
                         % name.encode() for name in names) + b"--XyZ--\r\n"
         sent = await client.post(f"/upload/{token}", data=body,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsvl_tui.commands.builtin._shared import _words
+from dsvl_tui.commands.builtin._shared import shell_words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import HelpSection, Session
 from dsvl_tui.core.options import resolvable_model
@@ -49,7 +49,7 @@ def model(session: Session, args: str) -> None:
     """ID is a Hugging Face Hub id (deepseek-ai/deepseek-vl-7b-chat), PATH a local checkpoint
     folder. It loads in the background; the current model answers until it is ready. With
     --endpoint the server chooses the model: /model lists the ones it serves and picks one of those."""
-    words = _words(args)
+    words = shell_words(args)
     if len(words) > 1:
         raise CommandError("usage: /model ID | PATH")
     find_server = getattr(session, "model_server", None)

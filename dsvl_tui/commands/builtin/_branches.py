@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsvl_tui.commands.builtin._shared import _plural, _require_idle, _words
+from dsvl_tui.commands.builtin._shared import plural, require_idle, shell_words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import Session
 from dsvl_tui.core import branches
@@ -21,7 +21,7 @@ def branch_lines(found: list[branches.Branch]) -> list[str]:
     """One line per branch: its number, its length, and where it leaves the current path (or that it is it)."""
     lines = []
     for branch in found:
-        size = _plural(branch.length, "message")
+        size = plural(branch.length, "message")
         if branch.parted is None:
             lines.append(f"* {branch.number}. {size} (this one)")
         else:
@@ -39,7 +39,7 @@ def branch(session: Session, args: str) -> None:
     steps it), and Alt+Up / Alt+Down step. Below the message switched to, the branch written
     last is shown. Saved transcripts and autosave keep every branch; /export writes the one shown."""
     conv = session.conversation
-    words = _words(args)
+    words = shell_words(args)
     if not words:
         found = branches.branches(conv)
         if len(found) < 2 and not conv.alternatives:
@@ -53,7 +53,7 @@ def branch(session: Session, args: str) -> None:
         return
     if len(words) > 1:
         raise CommandError("usage: /branch [N | next | prev]")
-    _require_idle(session, "switch branches")
+    require_idle(session, "switch branches")
     word = words[0].lower()
     if word in ("next", "prev", "previous"):
         stepped = branches.step(conv, 1 if word == "next" else -1)
@@ -81,4 +81,4 @@ def _where(session: Session) -> str:
     messages = session.conversation.messages
     if not messages:
         return "no messages on it"
-    return f"{_plural(len(messages), 'message')}, the last: {_quote(messages[-1].text)}"
+    return f"{plural(len(messages), 'message')}, the last: {_quote(messages[-1].text)}"

@@ -23,4 +23,5 @@ def argument_choices(command: str, frontend: str) -> list[str]:
         return list(SETTING_TYPES)
     if command == "help":
         return [c.name for c in registry.commands(frontend)]
-    return {"image": ["clear"], "system": ["default"], "upload": ["transcript"], "branch": ["next", "prev"]}.get(command, [])
+    words = {"image": ["clear"], "system": ["default"], "upload": ["transcript"], "branch": ["next", "prev"]}
+    return words.get(command, [])

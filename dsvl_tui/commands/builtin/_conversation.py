@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.commands.builtin._shared import _plural, _require_idle, _words
+from dsvl_tui.commands.builtin._shared import plural, require_idle, shell_words
 from dsvl_tui.commands.registry import CommandError, closest, registry
 from dsvl_tui.commands.session import Session
 from dsvl_tui.core.options import user_settings
@@ -56,7 +56,7 @@ def image(session: Session, args: str) -> None:
     attach even when another fails. Quote paths with spaces. `/image` alone lists the images
     waiting for your next message; `/image clear` drops them."""
     conv = session.conversation
-    words = _words(args)
+    words = shell_words(args)
     if not words:
         labels = ", ".join(a.label for a in conv.pending)
         session.info(f"pending images: {labels}" if labels else "no images pending; /image PATH attaches one")
@@ -65,7 +65,7 @@ def image(session: Session, args: str) -> None:
         count = len(conv.pending)
         conv.pending.clear()
         session.refresh()
-        session.info(f"removed {_plural(count, 'pending image')}")
+        session.info(f"removed {plural(count, 'pending image')}")
         return
     paths = [Path(word).expanduser() for word in words]
     session.read_then(lambda: check_images(paths), lambda result: attach_checked(session, conv, result))
@@ -104,7 +104,7 @@ def attach_checked(session: Session, conv: Conversation, result: tuple[list[Atta
     if checked:
         session.refresh()
         labels = ", ".join(a.label for a in checked)
-        session.info(f"attached {labels} ({_plural(len(conv.pending), 'image')} for your next message)")
+        session.info(f"attached {labels} ({plural(len(conv.pending), 'image')} for your next message)")
     if problems:
         raise CommandError("; ".join(problems))
 
@@ -116,7 +116,7 @@ def attach_checked(session: Session, conv: Conversation, result: tuple[list[Atta
 def reset(session: Session, args: str) -> None:
     """Clears the messages and pending images; the system prompt and settings stay. The
     cleared conversation stays in /resume: the new one is saved under a new name."""
-    _require_idle(session, "reset")
+    require_idle(session, "reset")
     conv = session.conversation
     conv.reset()
     conv.id = uuid.uuid4().hex
@@ -190,7 +190,7 @@ def regenerate(session: Session, args: str) -> None:
     branch (/branch lists them; an answer that failed without a word is dropped)."""
     from dsvl_tui.core.conversation import LimitError
 
-    _require_idle(session, "regenerate")
+    require_idle(session, "regenerate")
     try:
         ready = session.conversation.for_regenerate()
     except LimitError as exc:
@@ -207,9 +207,9 @@ def edit(session: Session, args: str) -> None:
     /branch lists the branches and switches back."""
     from dsvl_tui.core.branches import detach
 
-    _require_idle(session, "edit")
+    require_idle(session, "edit")
     conv = session.conversation
-    words = _words(args)
+    words = shell_words(args)
     if len(words) > 1:
         raise CommandError("usage: /edit [N]")
     mine = [index for index, message in enumerate(conv.messages) if message.role == "user"]
@@ -229,13 +229,13 @@ def edit(session: Session, args: str) -> None:
 def undo(session: Session, args: str) -> None:
     """Removes your last message and the answer to it (not kept as a branch, nor what
     branched from them: /edit keeps the old version)."""
-    _require_idle(session, "undo")
+    require_idle(session, "undo")
     conv = session.conversation
     if not conv.messages:
         raise CommandError("nothing to undo")
     dropped = conv.undo()
     session.refresh()
-    session.info(f"removed the last turn ({_plural(len(dropped), 'message')})")
+    session.info(f"removed the last turn ({plural(len(dropped), 'message')})")
 
 
 def _pick(count: int, word: str, what: str, usage: str) -> int:
@@ -260,7 +260,7 @@ def copy(session: Session, args: str) -> None:
     Copies go through the terminal (OSC 52), which works over SSH; inside tmux, through tmux."""
     from dsvl_tui.markdown.render import code_blocks
 
-    words = _words(args)
+    words = shell_words(args)
     answers = [m for m in session.conversation.messages if m.role == "assistant"]
     if not answers or not any(m.text for m in answers):
         raise CommandError("no answer to copy yet")
@@ -270,14 +270,14 @@ def copy(session: Session, args: str) -> None:
             raise CommandError("the last answer has no code block; /copy copies all of it")
         index = _pick(len(blocks), words[1], "code block", "/copy code") if len(words) == 2 else len(blocks) - 1
         text = blocks[index]
-        done = f"code block {index + 1} of {len(blocks)} ({_plural(len(text.splitlines()) or 1, 'line')})"
+        done = f"code block {index + 1} of {len(blocks)} ({plural(len(text.splitlines()) or 1, 'line')})"
     elif len(words) <= 1:
         index = _pick(len(answers), words[0], "answer", "/copy") if words else len(answers) - 1
         text = answers[index].text
         if not text:
             raise CommandError(f"answer {index + 1} is empty; nothing to copy")
         which = "the last answer" if index == len(answers) - 1 else f"answer {index + 1} of {len(answers)}"
-        done = f"{which} ({_plural(len(text), 'character')})"
+        done = f"{which} ({plural(len(text), 'character')})"
     else:
         raise CommandError("usage: /copy [N | code [N]]")
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.commands.builtin._shared import _plural, _split_flags, _words
+from dsvl_tui.commands.builtin._find import index_saved
+from dsvl_tui.commands.builtin._shared import plural, shell_words, split_flags
 from dsvl_tui.commands.builtin._web import (
     deliver_export,
     deliver_transcript,
@@ -17,6 +17,7 @@ from dsvl_tui.commands.builtin._web import (
     web_export_target,
     web_side,
 )
+from dsvl_tui.commands.builtin.opening import open_journaled, open_with_notice, read_transcript
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import RecentConversation, Session
 from dsvl_tui.core.branches import all_messages
@@ -61,7 +62,7 @@ def _entry_detail(entry: JournalEntry, now: float) -> str:
     """What tells apart conversations with the same title: "4 messages, 2026-05-01 14:03 (2 hours ago),
     image cat.jpg" (the first image's name, if any)."""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.updated))
-    parts = [_plural(entry.message_count, "message"), f"{when} ({_ago(entry.updated, now)})"]
+    parts = [plural(entry.message_count, "message"), f"{when} ({_ago(entry.updated, now)})"]
     if entry.first_image:
         parts.append(f"image {shorten(entry.first_image, 40)}")
     return ", ".join(parts)
@@ -71,7 +72,7 @@ def _ago(epoch: float, now: float | None = None) -> str:
     seconds = max(0.0, (now or time.time()) - epoch)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            return f"{_plural(int(seconds // size), unit)} ago"
+            return f"{plural(int(seconds // size), unit)} ago"
     return "just now"
 
 
@@ -83,7 +84,7 @@ def save(session: Session, args: str) -> None:
     stores the images inside the transcript, so it travels on its own. In `dsvl-chat web`
     your browser also downloads it, with its pictures inside."""
     usage = "/save [FILE] [--force] [--embed]"
-    files, flags = _split_flags(_words(args), {"--force", "-f", "--embed"}, usage)
+    files, flags = split_flags(shell_words(args), {"--force", "-f", "--embed"}, usage)
     if len(files) > 1:
         raise CommandError(f"/save takes one file name (quote names with spaces); usage: {usage}")
     conv = session.conversation
@@ -117,23 +118,22 @@ def load(session: Session, args: str) -> None:
     """Opens a transcript saved by /save (or upstream DeepSeek-VL's conversation list). Images
     the transcript names but that are gone are shown as missing and not sent to the model.
     In `dsvl-chat web`, `/load` alone opens a page to upload a transcript from your computer."""
-    words = _words(args)
+    words = shell_words(args)
     if not words and load_needs_upload(session):
         return
     if len(words) != 1:
         raise CommandError("usage: /load FILE (quote names with spaces)")
     path = Path(words[0]).expanduser()
     def read() -> Conversation:
-        conv = _read(path, lambda: transcript.load_transcript(path))
+        conv = read_transcript(path, lambda: transcript.load_transcript(path))
         _index_saved(conv.path or path, conv)
         return conv
 
-    session.read_then(read, lambda conv: _open(session, conv, f"opened {conv.path or path}"))
+    session.read_then(read, lambda conv: open_with_notice(session, conv, f"opened {conv.path or path}"))
 
 
 def _index_saved(path: Path, conv: Conversation) -> None:
     """For /find: a transcript saved or loaded here is indexed (it cannot know of any other)."""
-    from dsvl_tui.commands.builtin._find import index_saved
     from dsvl_tui.storage.search_index import Record
 
     index_saved(path, Record.of_conversation(conv))
@@ -141,28 +141,10 @@ def _index_saved(path: Path, conv: Conversation) -> None:
 
 def _index_saved_later(session: Session, path: Path, conv: Conversation) -> None:
     """``_index_saved`` off the event loop, for what the conversation holds now."""
-    from dsvl_tui.commands.builtin._find import index_saved
     from dsvl_tui.storage.search_index import Record
 
     record = Record.of_conversation(conv)
     session.read_then(lambda: index_saved(path, record), lambda _: None)
-
-
-def _read(path: Path, load: Callable[[], Conversation]) -> Conversation:
-    """Run ``load()``; a broken file or a read failure becomes a one-line ``CommandError``."""
-    try:
-        return load()
-    except transcript.TranscriptError as exc:
-        raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _open(session: Session, conv: Conversation, what: str) -> None:
-    session.open_conversation(conv)
-    missing = transcript.missing_images(conv)
-    note = f"; {_plural(missing, 'image')} missing (shown, not sent)" if missing else ""
-    session.info(f"{what} ({_plural(len(conv.messages), 'message')}{note})")
 
 
 @registry.command("export", "Write the conversation as Markdown", "/export FILE.md [--force]",
@@ -172,7 +154,7 @@ def export(session: Session, args: str) -> None:
     existing file is only replaced with --force. In `dsvl-chat web` your browser also
     downloads it, and `/export` alone names the file for you."""
     usage = "/export FILE.md [--force]"
-    files, flags = _split_flags(_words(args), {"--force", "-f"}, usage)
+    files, flags = split_flags(shell_words(args), {"--force", "-f"}, usage)
     conv = session.conversation
     if not files and web_side(session) is not None:  # a browser user has no server path to name
         if not conv.messages:
@@ -191,19 +173,6 @@ def export(session: Session, args: str) -> None:
     except OSError as exc:
         raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from None
     session.info(f"exported to {written}{deliver_export(session, written)}")
-
-
-def open_journaled(session: Session, journal: Any, path: Path, title: str,
-                   then: Callable[[Conversation], None] | None = None) -> None:
-    """Open a journal entry as /resume does (read off the event loop, a copy if another dsvl-chat has it
-    open), say so, then ``then(conv)``."""
-    def opened(conv: Conversation) -> None:
-        copy = " as a copy (it is open in another dsvl-chat; each journals its own)" if conv.id != path.stem else ""
-        _open(session, conv, f"resumed {title}{copy}")
-        if then is not None:
-            then(conv)
-
-    session.read_then(lambda: _read(path, lambda: journal.open(path.stem)), opened)
 
 
 @registry.command("resume", "List recent conversations, or open one", "/resume [N]")

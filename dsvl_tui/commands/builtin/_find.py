@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsvl_tui.commands.builtin._files import _open, _read, open_journaled
-from dsvl_tui.commands.builtin._shared import _plural
+from dsvl_tui.commands.builtin._shared import plural
+from dsvl_tui.commands.builtin.opening import open_journaled, open_with_notice, read_transcript
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import FoundConversation, Session
 from dsvl_tui.core.conversation import TITLE_CHARS, Conversation
@@ -24,7 +24,7 @@ def found_detail(hit: Hit) -> str:
     """What goes beside a found conversation's title: "2026-05-01 14:03, 2 pictures" (the pictures only if any)."""
     parts = [time.strftime("%Y-%m-%d %H:%M", time.localtime(hit.updated))]
     if hit.pictures:
-        parts.append(_plural(hit.pictures, "picture"))
+        parts.append(plural(hit.pictures, "picture"))
     if hit.kind == "saved":
         parts.append(f"saved as {shorten(str(hit.path), 60)}")
     return ", ".join(parts)
@@ -130,10 +130,10 @@ def open_found(session: Session, choice: FoundConversation) -> None:
     from dsvl_tui.storage import transcript
 
     def opened(conv: Conversation) -> None:
-        _open(session, conv, f"opened {conv.path or hit.path}")
+        open_with_notice(session, conv, f"opened {conv.path or hit.path}")
         at_message(conv)
 
-    session.read_then(lambda: _read(hit.path, lambda: transcript.load_transcript(hit.path)), opened)
+    session.read_then(lambda: read_transcript(hit.path, lambda: transcript.load_transcript(hit.path)), opened)
 
 
 def run_find(text: str, *, json_output: bool = False, limit: int = FIND_LIMIT) -> int:

@@ -8,7 +8,7 @@ from dsvl_tui.commands.registry import CommandError
 from dsvl_tui.commands.session import Session
 
 
-def _words(args: str) -> list[str]:
+def shell_words(args: str) -> list[str]:
     """Split arguments the way a shell does: quotes keep spaces in a path."""
     try:
         return shlex.split(args)
@@ -16,7 +16,7 @@ def _words(args: str) -> list[str]:
         raise CommandError(f"cannot read the arguments: {str(exc).lower()}") from None
 
 
-def _split_flags(words: list[str], allowed: set[str], usage: str) -> tuple[list[str], set[str]]:
+def split_flags(words: list[str], allowed: set[str], usage: str) -> tuple[list[str], set[str]]:
     flags = {w for w in words if w.startswith("-") and len(w) > 1}
     unknown = sorted(flags - allowed)
     if unknown:
@@ -24,10 +24,16 @@ def _split_flags(words: list[str], allowed: set[str], usage: str) -> tuple[list[
     return [w for w in words if w not in flags], flags
 
 
-def _require_idle(session: Session, action: str) -> None:
+def require_idle(session: Session, action: str) -> None:
     if session.is_generating():
         raise CommandError(f"cannot {action} while an answer is being generated; stop it first")
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# The old private names, for branches written before the rename (h-branches' _branches.py, h-compare's
+# _compare.py) so that merging them does not break the package's import. tests/test_import_graph.py fails
+# while any module still imports them: rename there, then delete this alias.
+_words, _split_flags, _require_idle, _plural = shell_words, split_flags, require_idle, plural

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsvl_tui.commands.builtin._conversation import attach_checked, check_images
-from dsvl_tui.commands.builtin._shared import _words
+from dsvl_tui.commands.builtin._shared import shell_words
+from dsvl_tui.commands.builtin.opening import open_with_notice, read_transcript
 from dsvl_tui.commands.completion import IMAGE_SUFFIXES
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import Session
@@ -39,7 +40,7 @@ def upload(session: Session, args: str) -> None:
     """In the app that `dsvl-chat web` serves: opens a page in a new browser tab to pick or drop
     pictures from your computer; they attach to this tab's next message, checked as /image checks
     them. `/upload transcript` (or `/load` alone) opens a transcript from your computer the same way."""
-    words = _words(args)
+    words = shell_words(args)
     if words not in ([], ["transcript"]):
         raise CommandError("usage: /upload [transcript]")
     web = web_side(session)
@@ -102,18 +103,17 @@ def take_images(upload: Upload) -> tuple[list[Attachment], list[str]]:
 
 def upload_transcript(session: Session, web: WebClient) -> None:
     """``/upload transcript``, and ``/load`` alone in ``dsvl-chat web``."""
-    from dsvl_tui.commands.builtin._files import _open
-
     def received(upload: Upload) -> None:
-        session.read_then(lambda: take_transcript(upload),
-                          lambda conv: _open(session, conv, f"opened {conv.title or 'the uploaded transcript'}"))
+        def opened(conv: Conversation) -> None:
+            open_with_notice(session, conv, f"opened {conv.title or 'the uploaded transcript'}")
+
+        session.read_then(lambda: take_transcript(upload), opened)
 
     _start(session, web, "transcript", received)
 
 
 def take_transcript(upload: Upload) -> Conversation:
     """The one uploaded file read as ``/load`` reads a transcript (a ``CommandError`` if it is not one)."""
-    from dsvl_tui.commands.builtin._files import _read
     from dsvl_tui.storage import transcript
 
     try:
@@ -125,7 +125,7 @@ def take_transcript(upload: Upload) -> Conversation:
                                "opens the page again")
         [received] = files
         try:
-            conv = _read(received.path, lambda: transcript.load_transcript(received.path))
+            conv = read_transcript(received.path, lambda: transcript.load_transcript(received.path))
         except CommandError as exc:
             raise CommandError(str(exc).replace(str(received.path), received.name)) from None
         conv.path, conv.path_stamp = None, None  # its file goes with the upload: /save writes a new one

@@ -8,8 +8,10 @@
 Every failure is a ``TranscriptError`` whose ``str()`` is one line naming the
 file and the field. Writes are atomic: on failure the previous file is as it
 was and the conversation is unchanged. The format itself is in
-``transcript_format`` (with ``transcript_read`` and ``transcript_write``) and
-documented in ``docs/transcripts.md``; autosave is ``journal.Journal``.
+``format`` (its version, limits and field names), read by ``read`` (with
+``image_files``: where a transcript's pictures may be read) and written by
+``write``, and documented in ``docs/transcripts.md``; autosave is
+``storage.journal.Journal``.
 """
 
 from __future__ import annotations

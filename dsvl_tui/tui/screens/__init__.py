@@ -6,5 +6,5 @@ from dsvl_tui.tui.screens._help import HelpScreen, binding_rows, docstring_keys,
 from dsvl_tui.tui.screens._main import MainScreen
 from dsvl_tui.tui.screens._resume import ResumeScreen, preview_text
 
-__all__ = ["Dialog", "FindScreen", "HelpScreen", "MainScreen", "ResumeScreen", "binding_rows", "docstring_keys", "help_text", "key_names",
-           "found_prompt", "preview_text"]
+__all__ = ["Dialog", "FindScreen", "HelpScreen", "MainScreen", "ResumeScreen", "binding_rows", "docstring_keys",
+           "help_text", "key_names", "found_prompt", "preview_text"]

@@ -16,8 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, TextArea
 
 from dsvl_tui.commands import builtin as builtin_commands
-from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar
-from dsvl_tui.tui.widgets._user_message import VersionClicked  # a message, not a widget: not in widgets.__all__
+from dsvl_tui.tui.widgets import ConversationTabs, PromptInput, StatusBar, VersionClicked
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp

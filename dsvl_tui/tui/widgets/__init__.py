@@ -1,6 +1,7 @@
 """The TUI's widgets, one per private module."""
 
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
+from dsvl_tui.tui.widgets._chat_pane import WELCOME as WELCOME  # the first text; not a widget, so not in __all__
 from dsvl_tui.tui.widgets._chat_pane import ChatPane
 from dsvl_tui.tui.widgets._conversation_tabs import ConversationTabs
 from dsvl_tui.tui.widgets._image_preview import ImagePreview
@@ -8,6 +9,9 @@ from dsvl_tui.tui.widgets._notice import Notice
 from dsvl_tui.tui.widgets._prompt_input import PromptInput
 from dsvl_tui.tui.widgets._status_bar import StatusBar
 from dsvl_tui.tui.widgets._user_message import UserMessage
+from dsvl_tui.tui.widgets._user_message import (
+    VersionClicked as VersionClicked,  # a message, not a widget: not in __all__
+)
 
 __all__ = [
     "AssistantMessage",

@@ -123,7 +123,8 @@ class MarkdownView(Widget):
 
     def _selection_style(self) -> Style:
         style = self.screen.get_component_rich_style("screen--selection")
-        if self.screen.get_component_styles("screen--selection").color.a == 0:  # "transparent": the text keeps its colour
+        # "transparent": the text keeps its colour
+        if self.screen.get_component_styles("screen--selection").color.a == 0:
             style = Style(bgcolor=style.bgcolor)
         return style
 

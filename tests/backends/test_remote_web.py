@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 from fake_openai import FakeOpenAI
 from tui_support import notices, run_async, screen_text, type_line, wait_for
 
@@ -14,6 +15,7 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.tui.app import DsvlApp
 
 
+@pytest.mark.slow
 def test_the_status_bar_and_the_saved_conversation_name_the_model_not_the_internal_server(web_mode, tmp_path):
     saved = tmp_path / "chat.json"
 
@@ -37,6 +39,7 @@ def test_the_status_bar_and_the_saved_conversation_name_the_model_not_the_intern
     assert document["model"] == "fake-org/fake-vl-7b-chat" and "endpoint" not in document
 
 
+@pytest.mark.slow
 def test_a_model_server_that_is_down_is_called_the_model_server(web_mode):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

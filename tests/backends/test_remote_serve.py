@@ -60,6 +60,7 @@ def test_remote_backend_answers_equal_the_engines(server: str, tiny_engine: Any,
         in_process(tiny_engine, second, system="Be brief.")
 
 
+@pytest.mark.slow
 def test_ask_through_the_endpoint_equals_the_engines_answer(server: str, tiny_engine: Any) -> None:
     env = {**os.environ, "DSVL_API_KEY": "k3y", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -83,6 +84,7 @@ def test_the_repl_through_the_endpoint_equals_the_engines_answer(server: str, ti
     assert (repl.conversation.model, repl.conversation.endpoint) == ("tiny", server)
 
 
+@pytest.mark.slow
 def test_the_app_through_the_endpoint_shows_the_server_and_gives_the_engines_answer(server: str,
                                                                                      tiny_engine: Any) -> None:
     from tui_support import ready, run_async, screen_text, type_line, wait_for

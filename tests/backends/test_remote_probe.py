@@ -44,7 +44,7 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(remote_probe, "RETRY_SECONDS", (0.05, 0.1))
 
 
-# --- the probe ---------------------------------------------------------------------------------------------------------
+# --- the probe --------------------------------------------------------------------------------------------------------
 
 
 def test_the_schedule_is_said_in_words() -> None:
@@ -79,9 +79,10 @@ def test_watch_ends_when_told(fast_retries) -> None:
     assert remote_probe.watch(backend, lambda c: None, stop) is False
 
 
-# --- the app -----------------------------------------------------------------------------------------------------------
+# --- the app ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_app_says_not_connected_with_the_reason_then_ready_when_the_server_comes_up(fast_retries) -> None:
     from tui_support import notices, run_async, wait_for
 
@@ -111,6 +112,7 @@ def test_the_app_says_not_connected_with_the_reason_then_ready_when_the_server_c
     drive()
 
 
+@pytest.mark.slow
 def test_the_app_is_ready_at_once_when_the_server_answers() -> None:
     from tui_support import notices, run_async, wait_for
 
@@ -128,7 +130,7 @@ def test_the_app_is_ready_at_once_when_the_server_answers() -> None:
     drive()
 
 
-# --- the REPL ----------------------------------------------------------------------------------------------------------
+# --- the REPL ---------------------------------------------------------------------------------------------------------
 
 
 def test_the_repl_says_not_connected_then_ready_with_the_servers_model(fast_retries) -> None:
@@ -205,6 +207,7 @@ def test_model_with_a_server_that_is_down_is_one_line() -> None:
     assert line == f"error: model: not known (cannot reach {url}: connection refused; is the server running?)"
 
 
+@pytest.mark.slow
 def test_model_in_the_app_with_a_server_loads_nothing() -> None:
     from tui_support import notices, run_async, type_line, wait_for
 

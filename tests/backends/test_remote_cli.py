@@ -130,6 +130,7 @@ def test_the_repl_answers_through_the_endpoint() -> None:
     assert [m.text for m in repl.conversation.messages] == ["hello", "Hello there"]
 
 
+@pytest.mark.slow
 def test_the_app_says_so_in_one_line_when_the_server_is_down_and_keeps_the_message() -> None:
     from tui_support import notices, ready, run_async, type_line, wait_for
 

@@ -133,6 +133,7 @@ def test_cancel_closes_the_stream_within_one_chunk() -> None:
         assert server.sent < 200
 
 
+@pytest.mark.slow
 def test_cancel_while_the_server_is_silent_returns_at_once() -> None:
     with FakeOpenAI(Script(wait=3.0, chunks=[f"t{i} " for i in range(50)], delay=0.02)) as server:
         cancel = threading.Event()
