@@ -110,7 +110,8 @@ def test_a_compared_text_past_the_limit_is_refused(tmp_path: Path, monkeypatch: 
 
 
 def test_the_request_reads_model_server_quantization_and_settings() -> None:
-    request = parse_request(["tiny-b", "--quantize", "int4", "--top-p=0.5", "--seed", "random", "--max-new-tokens", "9"])
+    request = parse_request(["tiny-b", "--quantize", "int4", "--top-p=0.5", "--seed", "random",
+                             "--max-new-tokens", "9"])
     assert request == CompareRequest("tiny-b", None, "int4", {"top_p": 0.5, "seed": None, "max_new_tokens": 9})
     assert parse_request(["--endpoint", "http://h:1"]).endpoint == "http://h:1"
     for words, problem in ((["a", "b"], "one model"), (["--colour", "red"], "unknown option --colour"),
@@ -216,7 +217,7 @@ def test_a_compared_side_that_fails_keeps_the_main_answer(two) -> None:
 def test_a_server_gets_no_key_of_the_main_one_and_serves_the_compared_answers(monkeypatch) -> None:
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent / "remote"))
+    sys.path.insert(0, str(Path(__file__).parent / "backends"))
     from fake_openai import FakeOpenAI, Script
 
     with FakeOpenAI(Script(model="main-model", api_key="main-key")) as main_server, \
@@ -243,6 +244,7 @@ def test_a_server_gets_no_key_of_the_main_one_and_serves_the_compared_answers(mo
         assert same.shared and same.backend is main
 
 
+@pytest.mark.slow  # two 300-token answers: seconds
 def test_with_batching_both_answers_decode_together_on_the_one_engine(two) -> None:
     from dsvl_tui.backends.compare import ComparedThread
 

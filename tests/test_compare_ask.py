@@ -21,6 +21,7 @@ from dsvl_tui.storage.transcript import load_transcript
 from engine.fixtures import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,6 @@ def test_a_bad_compare_is_a_usage_error_before_any_model_loads() -> None:
     err = io.StringIO()
     request = AskRequest(Options(model="/nowhere"), "hi", compare="tiny-b --colour red")
     assert run_ask(request, stdout=io.StringIO(), stderr=err) == EXIT_USAGE
-    assert err.getvalue() == ("error: --compare: unknown option --colour; usage: /compare MODEL | --endpoint URL [MODEL] "
-                              "[--quantize none|int8|int4] [--temperature T] [--top-p P] [--top-k K] "
+    assert err.getvalue() == ("error: --compare: unknown option --colour; usage: /compare MODEL | --endpoint URL "
+                              "[MODEL] [--quantize none|int8|int4] [--temperature T] [--top-p P] [--top-k K] "
                               "[--repetition-penalty R] [--max-new-tokens N] [--seed S] | /compare off\n")

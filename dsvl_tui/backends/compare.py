@@ -160,7 +160,8 @@ class MemoryNeed:
     def facts(self) -> str:
         """``needs about 3.10 GiB; 5.20 GiB of memory is free``."""
         needs = f"needs about {_gib(self.need)}" if self.need is not None else "needs an amount that cannot be told"
-        free = f"{_gib(self.free)} of {self.where} is free" if self.free is not None else f"free {self.where} cannot be told"
+        free = f"{_gib(self.free)} of {self.where} is free" if self.free is not None else \
+            f"free {self.where} cannot be told"
         return f"{needs}; {free}"
 
 
@@ -370,7 +371,8 @@ class ComparedTurn:
     def answer(self, stats: Any = None, *, stopped: bool = False, error: str | None = None) -> ComparedAnswer:
         """The answer so far as the transcript keeps it (cut to a message's limit, stats made valid)."""
         limit = text_limits()[0]
-        text = cut_text("".join(self.parts), limit, f"\n\n[answer cut at {limit:,} characters, the most a transcript holds]")
+        marker = f"\n\n[answer cut at {limit:,} characters, the most a transcript holds]"
+        text = cut_text("".join(self.parts), limit, marker)
         side = self.side
         settings = self.settings if side.settings else None
         return ComparedAnswer(side.model, text, endpoint=side.endpoint, quantize=side.quantize, settings=settings,

@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from dsvl_tui.backends.compare import CompareRequest, CompareSide
     from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.tui.app import DsvlApp
-    from dsvl_tui.tui.widgets import AssistantMessage
-    from dsvl_tui.tui.widgets._compared import ComparedJob, ComparedPair
+    from dsvl_tui.tui.widgets import AssistantMessage, ComparedJob, ComparedPair
     from dsvl_tui.tui.workers import Job
 
 
@@ -73,7 +72,7 @@ class TuiCompare:
         if side is None or widget is None:
             return widget
         from dsvl_tui.backends.compare import ComparedTurn, side_label
-        from dsvl_tui.tui.widgets._compared import ComparedJob, ComparedPair, SideAnswer
+        from dsvl_tui.tui.widgets import ComparedJob, ComparedPair, SideAnswer
 
         pane, conversation = job.pane, job.conversation
         self._end_previous(pane, conversation, job)

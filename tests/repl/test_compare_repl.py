@@ -16,6 +16,8 @@ from dsvl_tui.storage.transcript import load_transcript
 from engine.fixtures import write_checkpoint
 from engine.types import GenerationSettings
 
+pytestmark = pytest.mark.slow  # pyproject.toml: two models answer in the REPL, seconds a test
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> tuple[Path, Path]:

@@ -11,8 +11,10 @@ from tui_support import GREEDY, ScriptedEngine, ready, run_async, screen_text, s
 from dsvl_tui.core.options import Options
 from dsvl_tui.storage.transcript import load_transcript
 from dsvl_tui.tui.app import DsvlApp
-from dsvl_tui.tui.widgets._compared import ComparedPair, SideAnswer
+from dsvl_tui.tui.widgets import ComparedPair, SideAnswer
 from engine.fixtures import write_checkpoint
+
+pytestmark = pytest.mark.slow  # pyproject.toml: drives the whole app for seconds a test
 
 
 @pytest.fixture(autouse=True)

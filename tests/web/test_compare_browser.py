@@ -7,9 +7,11 @@ The server, the browser and the page reading are ``test_browser``'s (one ``dsvl-
 
 from __future__ import annotations
 
+import pytest
 from test_browser import ANSI, Web, open_tab, wait_for, web, words
 
 __all__ = ["web"]  # the module's server: test_browser's fixture
+pytestmark = pytest.mark.slow  # pyproject.toml: a server and a browser; not in the inner loop
 
 
 def test_compare_streams_both_answers_side_by_side_in_the_browser(web: Web) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from dsvl_tui.commands.builtin._shared import _require_idle, _words
+from dsvl_tui.commands.builtin._shared import require_idle, shell_words
 from dsvl_tui.commands.registry import CommandError, registry
 from dsvl_tui.commands.session import Session
 
@@ -49,7 +49,7 @@ def compare(session: Session, args: str) -> None:
     host: CompareHost | None = getattr(session, "compare_host", lambda: None)()
     if host is None:
         raise CommandError("this front end cannot compare; `dsvl-chat ask --compare MODEL` answers with both")
-    words = _words(args)
+    words = shell_words(args)
     side = host.compared_side()
     if not words:
         session.info(f"comparing with {side.label}" if side is not None else f"not comparing; usage: {USAGE}")
@@ -58,7 +58,7 @@ def compare(session: Session, args: str) -> None:
         host.set_compared(None)
         session.info(f"stopped comparing with {side.label}" if side is not None else "not comparing")
         return
-    _require_idle(session, "start comparing")
+    require_idle(session, "start comparing")
     try:
         request = parse_request(words)
     except CompareError as exc:

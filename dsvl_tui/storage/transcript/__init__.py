@@ -172,8 +172,9 @@ def _markdown(conv: Conversation, path: Path, images: ImageFolder) -> str:
             out += ["<sub>" + " · ".join(n for n in notes if n) + "</sub>", ""]
         if message.compared is not None:  # /compare: the other model's answer to the same message
             other = message.compared
-            out += [f"### Compared: `{_inline(other.model)}`" + (f" at {_inline(other.endpoint)}" if other.endpoint else "")
-                    + (f" ({other.quantize})" if other.quantize != "none" else ""), ""]
+            where = f" at {_inline(other.endpoint)}" if other.endpoint else ""
+            weights = f" ({other.quantize})" if other.quantize != "none" else ""
+            out += [f"### Compared: `{_inline(other.model)}`{where}{weights}", ""]
             if other.text:
                 out += [other.text.rstrip("\n"), ""]
             if other.error:
