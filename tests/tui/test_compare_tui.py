@@ -136,3 +136,18 @@ async def test_a_message_sent_while_the_compared_answer_streams_stops_it_and_kee
         first = conversation.messages[1].compared
         assert first is not None and first.stopped and first.text == "Slow"
         assert [m.text for m in held.calls[1]] == ["first", first.text, "second"]  # its own answer, as far as it got
+
+
+@run_async
+async def test_a_compared_answer_from_a_file_is_drawn_printable():
+    from tui_support import Host
+
+    from dsvl_tui.core.conversation import ChatMessage, ComparedAnswer
+
+    hostile = ComparedAnswer("evil\x1b]52;c;aGk=\x07\x1b[31m", "other\x1b[2J")  # what a transcript may hold
+    pair = ComparedPair.of(ChatMessage("assistant", "main", compared=hostile), "DeepSeek-VL")
+    async with Host(pair).run_test(size=(100, 12)) as pilot:
+        await pilot.pause()
+        shown = screen_text(pilot.app)
+        assert "\x1b]52" not in shown and "\x1b[2J" not in shown and "\x1b[31m" not in shown
+        assert "other" in shown and "evil" in shown
