@@ -36,15 +36,18 @@ from .types import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import default_max_batch
+    from .decode import synchronize
     from .engine import Engine, load
-    from .generate import TextStream
+    from .stream import TextStream
 
 # transformers imports torchao (a dependency, for --quantize on CUDA) whenever it is installed, and torchao 0.18
 # registers Enum types with torch's pytree, which torch logs as a deprecation warning: two lines on stderr at every
 # start of every command. Only that logger, only below errors.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
-_LAZY = {"Engine": "engine", "load": "engine", "default_max_batch": "batch", "TextStream": "generate"}
+# The public names that need torch, imported on first use.
+_LAZY = {"Engine": "engine", "load": "engine", "default_max_batch": "batch", "TextStream": "stream",
+         "synchronize": "decode"}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,5 +65,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ChatBackend", "CheckpointError", "ContextOverflowError", "EncodedImage", "Engine", "EngineError", "EngineInfo",
     "GenerationError", "GenerationSettings", "GenerationStats", "ImageError", "LibraryMismatchError", "LoadProgress",
-    "Message", "ModelNotFoundError", "Prepared", "TextStream", "default_max_batch", "load",
+    "Message", "ModelNotFoundError", "Prepared", "TextStream", "default_max_batch", "load", "synchronize",
 ]

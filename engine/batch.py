@@ -1,8 +1,16 @@
-"""Continuous batching: one scheduler thread decodes every running answer together.
+"""The runners: who decodes which answer, when. ``Engine.stream`` hands each request to one.
 
-``Engine.stream`` (with ``max_batch`` > 1) hands each request to the
-``Scheduler``, which owns the running batch. Each step, under the engine
-lock:
+``admit`` sets a request up (the kept context it reuses, the prompt
+positions left to prefill, its ``decode.Answer``); ``keep`` stores its
+context when it ends. Both runners use them:
+
+``OneAtATime`` (``max_batch`` 1, and compiled decoding): each answer on a
+thread of its own (or the compiled decoder's worker), under the engine
+lock, prefill then one token per step (``decode.run_decode``).
+
+``Scheduler`` (``max_batch`` > 1, continuous batching) owns the running
+batch; one scheduler thread decodes every running answer together. Each
+step, under the engine lock:
 
 1. Sequences whose caller cancelled (or stopped iterating) leave: a cancel
    frees its place within one step, and keeps what was produced.
@@ -10,14 +18,14 @@ lock:
    the oldest waiting request is taken in. Each step does one piece of its
    work: one of its images not in the feature cache through the vision
    tower, or (once all are encoded, and its kept-context match is made,
-   see ``reuse``) at most ``PREFILL_CHUNK`` of its prompt positions. When
+   see ``caches.reuse``) at most ``PREFILL_CHUNK`` of its prompt positions. When
    the prompt is in, its first token is sampled and it joins the batch.
    So a running answer's next token waits, per step, for at most one
    image's encoding or one chunk of one prompt.
 3. One batched decode forward for every running sequence
-   (``kv_cache.BatchCache``: rows right-padded under an attention mask),
-   then each sequence samples its own next token with its own settings,
-   generator and stop strings (``generate.Answer``). A sequence that ended
+   (``decode.decode_step`` on ``caches.kv.BatchCache``: rows right-padded
+   under an attention mask), then each sequence samples its own next token
+   with its own settings, generator and stop strings (``decode.Answer``). A sequence that ended
    leaves at once: its row is copied out, compactly, into the engine's
    store of kept contexts (prefix reuse for its next turn), and its stream
    ends.
@@ -41,13 +49,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .generate import OUT_OF_MEMORY, Answer, CacheSteps, TextStream, failure_message, release_cached_memory
-from .kv_cache import BatchCache, new_cache
-from .reuse import Match, position_keys
+from .caches.kv import BatchCache, new_cache
+from .caches.reuse import Match, position_keys
+from .decode import Answer, CacheSteps, DecodeJob, Steps, decode_step, run_decode
+from .stream import OUT_OF_MEMORY, TextStream, failure_message, release_cached_memory
 from .types import GenerationSettings, Prepared
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .static_decode import StaticDecoder
 
 # Answers decoded together by default, per device type (see default_max_batch); any other type: 1.
 DEFAULT_MAX_BATCH = {"cuda": 8, "cpu": 1}
@@ -64,16 +74,97 @@ class Request:
     cache_key: str | None
     started: float
     stop: tuple[str, ...]
+    static: StaticDecoder | None = None  # decode on the static cache (``OneAtATime`` only)
     stream: TextStream | None = None
     # Set when admitted:
     keys: list = field(default_factory=list)
     match: Match | None = None
-    steps: CacheSteps | None = None  # the prefill's own cache, until it joins the batch
+    steps: Steps | None = None  # the prefill's own cache, until it joins the batch
     embeds: torch.Tensor | None = None  # [1, T', D] prompt positions still to prefill
     answer: Answer | None = None
     pending: int = 0  # the sampled token the next batch step feeds
     error: str | None = None  # why it failed, once it has
     images_seen: int = 0  # its images looked up in the feature cache (each encoded at most once before admission)
+
+
+def admit(engine: Engine, request: Request) -> DecodeJob:
+    """Set ``request`` up to run: the kept context it reuses, its steps on that cache, the positions left to prefill."""
+    prepared, stats = request.prepared, _stream(request).stats
+    prompt_tokens = len(prepared.input_ids)
+    stats.dropped_turns, stats.prompt_tokens = prepared.dropped_turns, prompt_tokens
+    request.keys = position_keys(prepared.input_ids, prepared.image_keys, engine.prompt_format.image_id)
+    match = request.match = engine._contexts.match(request.keys)
+    if request.static is not None:
+        request.static.take(engine._contexts.store if engine.prefix_cache else None, match)
+        request.steps = request.static
+    else:
+        request.steps = CacheSteps(engine.model, engine._contexts.cache_for(match))
+    stats.reused_tokens = match.reused
+    request.embeds = engine._embeddings(prepared, match.reused)
+    fmt, settings = engine.prompt_format, request.settings
+    return DecodeJob(
+        embeds=request.embeds,  # [1, T - reused, D]
+        steps=request.steps,
+        prompt_tokens=prompt_tokens,
+        max_new_tokens=min(settings.max_new_tokens, engine.context_length - prompt_tokens),
+        eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
+        stop_strings=(*(() if settings.ignore_eos else fmt.stop_strings), *(s for s in request.stop if s)),
+        decode=fmt.decode,
+        settings=settings,
+    )
+
+
+def keep(engine: Engine, request: Request, fed: list[int], cache: Any) -> None:
+    """Keep a finished answer's context (its prompt and the ``fed`` tokens in ``cache``) for prefix reuse."""
+    if engine.prefix_cache and request.match is not None:
+        _stream(request).stats.evicted_contexts = engine._contexts.keep(
+            request.match, request.keys + fed, cache, len(request.prepared.input_ids), request.cache_key)
+
+
+def _stream(request: Request) -> TextStream:
+    assert request.stream is not None  # set by submit
+    return request.stream
+
+
+class OneAtATime:
+    """One answer at a time: each on its own thread (or the compiled decoder's worker), under the engine lock."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def submit(self, request: Request, stream: TextStream) -> None:
+        request.stream = stream
+        if request.static is not None:
+            request.static.worker.submit(lambda: self._work(request))
+        else:
+            threading.Thread(target=self._work, args=(request,), name="dsvl-generate", daemon=True).start()
+
+    def _work(self, request: Request) -> None:
+        error = None
+        try:
+            with self.engine._lock:
+                out_of_memory = False
+                try:
+                    self._generate(request)
+                except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
+                    out_of_memory = isinstance(exc, OUT_OF_MEMORY)
+                    error = failure_message(exc)
+                if out_of_memory:  # here the traceback, and with it the failed turn's tensors, is gone
+                    release_cached_memory()
+        finally:
+            _stream(request).end(error)  # after the lock is released: a caller that waited may start the next one
+
+    def _generate(self, request: Request) -> None:
+        """Prefill the prompt positions the kept context lacks, decode one token per step, keep the context."""
+        engine, static = self.engine, request.static
+        job = admit(engine, request)
+        fed = run_decode(engine.model, job, _stream(request), request.started)
+        if static is not None and static.note and engine.info.compiled:
+            engine.info.compiled, engine.info.compile_note = False, static.note
+        assert request.steps is not None and request.match is not None  # set by admit
+        keep(engine, request, fed, request.steps.cache)
+        if static is not None and engine.prefix_cache:
+            static.owner = request.match.target
 
 
 class Scheduler:
@@ -111,7 +202,10 @@ class Scheduler:
                     self._thread = None
                     return
             try:
-                with self.engine._lock:
+                # All of a step in inference mode: the batch's buffers, grown in a decode step, are inference
+                # tensors, which may not be written outside it (a newcomer joining after the running answers had
+                # passed a chunk of the cache failed them all, and was itself left waiting for ever).
+                with self.engine._lock, torch.inference_mode():
                     self._step()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive it, or every later request would hang
                 self._fail_all(failure_message(exc))
@@ -126,7 +220,7 @@ class Scheduler:
         with self._cond:
             waiting = list(self._waiting)
         # Checked out of the lock: a caller's cancel event is theirs to make slow, not a block on submit().
-        waiting = [r for r in waiting if self._stream(r).cancelled()]
+        waiting = [r for r in waiting if _stream(r).cancelled()]
         with self._cond:
             for request in waiting:
                 self._waiting.remove(request)
@@ -136,10 +230,10 @@ class Scheduler:
             stats.prompt_tokens, stats.dropped_turns = len(request.prepared.input_ids), request.prepared.dropped_turns
             stats.stop_reason = "cancelled"
             request.stream.end()
-        if self._filling is not None and self._stream(self._filling).cancelled():
+        if self._filling is not None and _stream(self._filling).cancelled():
             filling, self._filling = self._filling, None
             self._end(filling, None, cancelled=True)  # its prefill never finished: nothing is kept
-        for row in sorted((row for row, r in enumerate(self._running) if self._stream(r).cancelled()), reverse=True):
+        for row in sorted((row for row, r in enumerate(self._running) if _stream(r).cancelled()), reverse=True):
             self._leave(row, cancelled=True)
 
     def _prefill(self) -> None:
@@ -183,7 +277,12 @@ class Scheduler:
             self._end(request, steps.cache)
             return
         request.pending = token
-        self._batch.add(steps.cache)
+        try:
+            self._batch.add(steps.cache)
+        except Exception as exc:  # noqa: BLE001 - not joined (out of memory): this request ends, its stream too
+            request.error, request.steps = failure_message(exc), None
+            self._end(request, None)
+            return
         request.steps = None  # the batch row holds it now
         self._running.append(request)
 
@@ -200,34 +299,20 @@ class Scheduler:
         while request.images_seen < len(keys):
             index = request.images_seen
             request.images_seen += 1
-            if engine._features.peek(keys[index]) is None:
-                engine._image_features(request.prepared, [index])
+            if not engine._images.encoded(request.prepared, index):
+                engine._images.features_of(engine.model, request.prepared, [index])
                 return True
         return False
 
     def _admit(self, request: Request) -> None:
         """Match a kept context, embed the positions it lacks, set up the answer."""
-        engine, prepared, stream = self.engine, request.prepared, self._stream(request)
-        stats = stream.stats
-        stats.dropped_turns, stats.prompt_tokens = prepared.dropped_turns, len(prepared.input_ids)
-        request.keys = position_keys(prepared.input_ids, prepared.image_keys, engine.prompt_format.image_id)
-        match, steps = engine._take_cache(request.keys, None)
-        assert isinstance(steps, CacheSteps)
-        request.match, request.steps = match, steps
-        stats.reused_tokens = match.reused
-        request.embeds = engine._embeddings(prepared, match.reused)
-        job = engine._decode_job(prepared, request.settings, request.embeds, steps, request.stop)
-        request.answer = Answer(job, stream, request.started, engine.model.device)
+        job = admit(self.engine, request)
+        request.answer = Answer(job, _stream(request), request.started, self.engine.model.device)
 
     def _decode(self) -> None:
-        model = self.engine.model
         try:
             with torch.inference_mode():
-                tokens = torch.tensor([[r.pending] for r in self._running], device=model.device)
-                embeds = model.language_model.get_input_embeddings()(tokens)  # [n, 1, D]
-                positions, mask = self._batch.step_inputs(embeds.dtype)
-                logits, _ = model.forward_embeds(embeds, self._batch, logits_to_keep=1, positions=positions, mask=mask)
-                self._batch.advance()
+                logits = decode_step(self.engine.model, self._batch, [r.pending for r in self._running])
         except Exception as exc:  # noqa: BLE001 - a failed batch step fails the sequences in it
             self._fail_batch(failure_message(exc))
             out_of_memory = isinstance(exc, OUT_OF_MEMORY)
@@ -243,7 +328,7 @@ class Scheduler:
             request.answer.fed.append(request.pending)
             try:
                 with torch.inference_mode():
-                    token = request.answer.take(logits[row : row + 1, -1])
+                    token = request.answer.take(logits[row : row + 1])
             except Exception as exc:  # noqa: BLE001 - a sampling failure ends that request only
                 request.error = failure_message(exc)
                 token = None
@@ -269,7 +354,7 @@ class Scheduler:
 
     def _end(self, request: Request, cache: Any, *, cancelled: bool = False) -> None:
         """End ``request``'s stream; keep ``cache`` (prompt + fed tokens) as its context unless it failed."""
-        stream = self._stream(request)
+        stream = _stream(request)
         if request.error is not None:
             stream.end(request.error)
             return
@@ -278,9 +363,8 @@ class Scheduler:
             if cancelled:
                 answer.reason = "cancelled"
             answer.finish()
-            if cache is not None and self.engine.prefix_cache and request.match is not None:
-                self.engine._keep(request.match, request.keys + answer.fed, cache, len(request.prepared.input_ids),
-                                  request.cache_key, stream.stats)
+            if cache is not None:
+                keep(self.engine, request, answer.fed, cache)
         else:
             stream.stats.stop_reason = "cancelled"
         stream.end()
@@ -289,20 +373,15 @@ class Scheduler:
         running, self._running = self._running, []
         self._batch = BatchCache(self.max_batch)
         for request in running:
-            self._stream(request).end(message)
+            _stream(request).end(message)
 
     def _fail_all(self, message: str) -> None:
         """After an unexpected failure of a step: end what was running (waiting requests go on)."""
         filling, self._filling = self._filling, None
         if filling is not None:
-            self._stream(filling).end(message)
+            _stream(filling).end(message)
         self._fail_batch(message)
         release_cached_memory()  # whatever the failed step left, out of its except block
-
-    @staticmethod
-    def _stream(request: Request) -> TextStream:
-        assert request.stream is not None  # set by submit
-        return request.stream
 
 
 def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
@@ -310,10 +389,13 @@ def default_max_batch(device: torch.device, *, compile: bool = False) -> int:
 
     8 on CUDA, where one decode step reads every weight once for the whole
     batch; 1 on the CPU, where ``dsvl_tui.bench.batch`` measured (2 shared
-    cores) 2.1-2.9x the throughput of one stream for 4-8 streams but each
-    stream at 0.4-0.6x its speed alone, and nothing gained for one user
-    (a server for several can ask for ``--max-batch 4``); and 1 with
-    ``compile``, whose CUDA graphs are recorded for one sequence.
+    cores) 2.1-2.9x the throughput of one stream for 4-8 streams with 4
+    layers, but only 1.2-1.6x with the full-size 1.3B in fp32 (a [n, D]
+    float32 matmul costs 2-3x the time of a [1, D] one there: the weights'
+    reads are not shared as on a GPU), each stream at 0.2-0.6x its speed
+    alone, and nothing gained for one user (a server for several can ask
+    for ``--max-batch 4``); and 1 with ``compile``, whose CUDA graphs are
+    recorded for one sequence.
     """
     if compile:
         return 1

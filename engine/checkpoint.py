@@ -95,7 +95,8 @@ class WeightSource:
                     weight_map = json.loads(read_regular(folder / index, MAX_JSON_BYTES))["weight_map"]
                     names = sorted({str(name) for name in weight_map.values()})
                     if any(Path(name).name != name or name in (".", "..") for name in names):
-                        raise CheckpointError(f"{folder / index} names a weight file outside {folder}; re-download the model")
+                        raise CheckpointError(f"{folder / index} names a weight file outside {folder}; "
+                                              "re-download the model")
                     files = [folder / name for name in names]
                 except UnusableFileError as exc:
                     raise CheckpointError(f"{exc}; re-download the model") from None
@@ -105,12 +106,14 @@ class WeightSource:
                     raise CheckpointError(f"{folder / index} is not a valid weight index; re-download the model")
                 missing = [f.name for f in files if not f.exists()]
                 if missing:
-                    raise CheckpointError(f"{folder} is missing weight shard(s) {', '.join(missing[:3])}; re-download the model")
+                    raise CheckpointError(f"{folder} is missing weight shard(s) {', '.join(missing[:3])}; "
+                                          "re-download the model")
                 return files
             if (folder / single).exists():
                 return [folder / single]
         raise CheckpointError(
-            f"{folder} has no weights (model.safetensors, a sharded safetensors index, or pytorch_model.bin); re-download the model"
+            f"{folder} has no weights (model.safetensors, a sharded safetensors index, or pytorch_model.bin); "
+            "re-download the model"
         )
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], Path]]:
@@ -143,7 +146,8 @@ class WeightSource:
             except UnusableFileError as exc:
                 raise CheckpointError(f"{exc}; re-download the model") from None
             except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-                raise CheckpointError(f"cannot read {path} safely ({' '.join(str(exc).split())[:160]}); re-download the model") from None
+                raise CheckpointError(f"cannot read {path} safely ({' '.join(str(exc).split())[:160]}); "
+                                      "re-download the model") from None
             self._bin_cache[path] = data.get("state_dict", data) if isinstance(data, dict) else {}
         return self._bin_cache[path]
 
@@ -184,7 +188,8 @@ class WeightSource:
                 try:
                     checked = open_regular(path)  # safe_open takes a path: hand it this very file
                 except OSError as exc:
-                    raise CheckpointError(f"cannot read {path} ({exc.strerror or exc}); re-download the model") from None
+                    raise CheckpointError(f"cannot read {path} ({exc.strerror or exc}); "
+                                          "re-download the model") from None
                 with checked:
                     handle, mapped_bytes = None, 0
                     for name in names:
@@ -212,7 +217,8 @@ def _safetensors_header_shapes(path: Path) -> dict[str, list[int]]:
             file_size = os.fstat(handle.fileno()).st_size
             size = int.from_bytes(handle.read(8), "little")
             if size <= 0 or size > min(MAX_HEADER_BYTES, file_size - 8):
-                raise ValueError(f"bad header size {size}: at most {MAX_HEADER_BYTES} bytes within a file of {file_size}")
+                raise ValueError(f"bad header size {size}: "
+                                 f"at most {MAX_HEADER_BYTES} bytes within a file of {file_size}")
             header = json.loads(handle.read(size))
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         data_end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
@@ -253,7 +259,8 @@ def check_config_against_weights(
     """
     towers: list[tuple[str, str, int, int]] = []  # (what, prefix, layers, width)
     if spec.vision.kind == "hybrid" and spec.vision.high is not None:
-        towers.append(("vision tower", "vision_model.vision_tower_low.vision_tower.", spec.vision.low.layers, spec.vision.low.width))
+        towers.append(("vision tower", "vision_model.vision_tower_low.vision_tower.",
+                       spec.vision.low.layers, spec.vision.low.width))
         towers.append(("high-resolution vision tower", "vision_model.vision_tower_high.vision_tower.",
                        spec.vision.high.layers, spec.vision.high.width))
     else:
@@ -315,10 +322,12 @@ def load_weights(
     missing = [original_key(k) for k in expected if k not in mapped]
     if missing:
         named = " (named as in the original layout)" if source.layout == "converted" else ""
-        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}{named}; re-download the model")
+        raise CheckpointError(f"{folder} lacks weights the model needs: {_describe(missing)}{named}; "
+                              "re-download the model")
     if unexpected:
         shown = [source.disk_name(k) for k in unexpected]
-        raise CheckpointError(f"{folder} has weights this architecture does not use: {_describe(shown)}; is config.json from the same model?")
+        raise CheckpointError(f"{folder} has weights this architecture does not use: {_describe(shown)}; "
+                              "is config.json from the same model?")
     for name, shape in expected.items():
         found = on_file[mapped[name]][0]
         if found != shape:

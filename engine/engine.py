@@ -1,9 +1,26 @@
-"""The engine: load a checkpoint, turn conversations into input, stream answers."""
+"""The engine: load a checkpoint, turn conversations into model input, hand each answer to a runner.
+
+The path from a prompt to a token, top down:
+
+- ``Engine.stream`` prepares the prompt (``prepare``: prompt format,
+  images through ``caches.features``) and returns a ``stream.TextStream``
+  whose first iteration hands the request to a runner (``batch``).
+- ``batch.Scheduler`` (``max_batch`` > 1) owns the running batch: it admits
+  requests (prefix reuse: ``caches.reuse``), prefills them in chunks, and
+  runs one ``decode.decode_step`` for all of them per token;
+  ``batch.OneAtATime`` (``max_batch`` 1, and compiled decoding) runs one
+  answer at a time (``decode.run_decode``).
+- ``decode.Answer`` samples each token and pushes its text into the stream.
+
+``compile`` (``static_decode``: a static KV cache, CUDA graphs) decodes one
+sequence at a time: with ``max_batch`` > 1 it is not used, batches decode
+eagerly (no CUDA graphs are captured for batch sizes) and
+``info.compile_note`` says so; ``default_max_batch`` is 1 with ``compile``.
+"""
 
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 import weakref
@@ -13,27 +30,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .batch import Request, Scheduler, default_max_batch
+from .batch import OneAtATime, Request, Scheduler, default_max_batch
+from .caches.features import ImageCache
+from .caches.reuse import KeptContexts, LruStore
 from .checkpoint import LoadProgress, ProgressCallback
 from .errors import ContextOverflowError
-from .generate import OUT_OF_MEMORY, CacheSteps, DecodeJob, TextStream, run_decode
-from .images import ImagePreprocessor, image_key, load_image
-from .kv_cache import new_cache
+from .images import ImagePreprocessor
 from .model import DeepSeekVLModel, build_model
 from .prompt import ImageSlot, PromptFormat
 from .resolve import pick_device, pick_dtype, resolve_model
-from .reuse import CachedContext, LruStore, Match, best_match, copy_cache, crop_cache, position_keys
 from .spec import read_spec
-from .types import (
-    EncodedImage,
-    EngineInfo,
-    GenerationSettings,
-    GenerationStats,
-    Message,
-    Prepared,
-    Variant,
-    parse_quantize,
-)
+from .stream import OUT_OF_MEMORY, TextStream
+from .types import EngineInfo, GenerationSettings, Message, Prepared, Variant, parse_quantize
 
 if TYPE_CHECKING:
     from .static_decode import StaticDecoder
@@ -72,15 +80,25 @@ class Engine:
         self.max_batch = max_batch
         # Each running conversation can keep its context for its next turn.
         self.kept_contexts = max(MAX_CACHED_CONTEXTS, max_batch)
-        self._contexts = LruStore(self.kept_contexts)
+        self._contexts = KeptContexts(model, self.kept_contexts, enabled=prefix_cache)
+        self._images = ImageCache(preprocess, MAX_CACHED_IMAGES, enabled=prefix_cache)
+        self._one_at_a_time = OneAtATime(self)
         # Owns the running batch (no thread until a stream starts); None: one answer at a time, under the lock.
         self._scheduler = Scheduler(self, max_batch) if max_batch > 1 else None
-        self._stored = 0  # numbers the store keys of kept contexts
-        self._features = LruStore(MAX_CACHED_IMAGES)
-        self._pictures = LruStore(MAX_CACHED_IMAGES)  # (path, mtime, size) or file bytes' digest -> (key, pixels)
-        self._pictures_lock = threading.Lock()  # prepare() runs on callers' threads
-        self.vision_calls = 0  # images run through the vision tower (for tests and benchmarks)
         self._static: StaticDecoder | None = None  # set once use_static_decode() succeeded
+
+    @property
+    def vision_calls(self) -> int:
+        """Images run through the vision tower (for tests and benchmarks)."""
+        return self._images.vision_calls
+
+    @vision_calls.setter
+    def vision_calls(self, value: int) -> None:
+        self._images.vision_calls = value
+
+    @property
+    def _features(self) -> LruStore:
+        return self._images.features
 
     # -- input -------------------------------------------------------------
     def prepare(self, messages: Sequence[Message], *, system: str | None = None, reserve: int = 0) -> Prepared:
@@ -106,7 +124,7 @@ class Engine:
                 f"the message needs {len(ids)} tokens but the context window is {self.context_length}; "
                 "shorten it, attach fewer images, or raise the context length"
             )
-        pictures = [self._picture(src) for m in kept for src in m.images]
+        pictures = [self._images.picture(src) for m in kept for src in m.images]
         assert sum(isinstance(p, ImageSlot) for p in pieces) == len(pictures)
         return Prepared(
             input_ids=torch.tensor(ids, dtype=torch.long),
@@ -115,54 +133,6 @@ class Engine:
             prompt=fmt.render(pieces),
             dropped_turns=dropped,
         )
-
-    def _picture(self, source) -> tuple[str, torch.Tensor]:
-        """Content key and preprocessed pixels of one image.
-
-        Every turn prepares the whole history (and front ends prepare it again to
-        measure the context), so an unchanged file, or the same bytes sent again
-        by a stateless client, is decoded and resized once.
-        """
-        stamp: tuple | None = None
-        if self.prefix_cache and isinstance(source, EncodedImage):
-            stamp = ("bytes", source.digest)
-        elif self.prefix_cache and isinstance(source, (str, os.PathLike)):
-            try:
-                stat = os.stat(source)
-                stamp = (os.path.abspath(source), stat.st_mtime_ns, stat.st_size)
-            except OSError:
-                pass  # load_image gives the clear error
-        if stamp is not None:
-            with self._pictures_lock:
-                hit = self._pictures.get(stamp)
-            if hit is not None:
-                return hit
-        image = load_image(source)
-        picture = (image_key(image), self.preprocess(image))
-        if stamp is not None:
-            with self._pictures_lock:
-                self._pictures.put(stamp, picture)
-        return picture
-
-    def _image_features(self, prepared: Prepared, needed: list[int]) -> dict[int, torch.Tensor]:
-        """Aligned features [T_img, D] of the images at ``needed`` indexes, from the cache where possible."""
-        out: dict[int, torch.Tensor] = {}
-        missing = []
-        for index in needed:
-            cached = self._features.get(prepared.image_keys[index]) if self.prefix_cache else None
-            if cached is None:
-                missing.append(index)
-            else:
-                out[index] = cached
-        if missing:
-            # Text-only prompts never get here: upstream encodes a blank image for them.
-            encoded = self.model.encode_images(torch.stack([prepared.images[i] for i in missing]))
-            self.vision_calls += len(missing)
-            for index, features in zip(missing, encoded, strict=True):
-                if self.prefix_cache:
-                    self._features.put(prepared.image_keys[index], features)
-                out[index] = features
-        return out
 
     @torch.inference_mode()
     def _embeddings(self, prepared: Prepared, start: int = 0) -> torch.Tensor:
@@ -175,7 +145,7 @@ class Engine:
         needed = [i for i, s in enumerate(starts) if s + n > start]
         embeds = self.model.embed(ids[start:], None, image_id)
         if needed:
-            features = self._image_features(prepared, needed)
+            features = self._images.features_of(self.model, prepared, needed)
             for index in needed:
                 first = max(starts[index], start)
                 rows = features[index][first - starts[index] :]
@@ -205,7 +175,7 @@ class Engine:
         here, before any compute; failures during generation end the
         iteration with ``GenerationError``. ``stats`` is final when the
         iteration ends. The prompt reuses the KV cache of whichever kept
-        context shares the longest prefix with it (see ``reuse``), so only
+        context shares the longest prefix with it (see ``caches.reuse``), so only
         what changed is prefilled; no key is needed. The optional
         ``cache_key`` (a pane id) labels the context this turn leaves, so
         ``forget(cache_key)`` can drop it. ``stop``: more strings that end
@@ -214,14 +184,10 @@ class Engine:
         settings = settings or GenerationSettings()
         started = time.perf_counter()
         prepared = self.prepare(messages, system=system, reserve=settings.max_new_tokens)
-        stop = tuple(stop)
         static = self._static
-        scheduler = self._scheduler
-        if scheduler is not None and static is None:
-            request = Request(prepared, settings, cache_key, started, stop)
-            return TextStream(None, cancel, None, submit=functools.partial(scheduler.submit, request))
-        generate = functools.partial(self._generate, prepared, settings, cache_key, static, started, stop)
-        return TextStream(generate, cancel, self._lock, worker=static.worker if static is not None else None)
+        request = Request(prepared, settings, cache_key, started, tuple(stop), static)
+        runner = self._scheduler if self._scheduler is not None and static is None else self._one_at_a_time
+        return TextStream(functools.partial(runner.submit, request), cancel)
 
     def set_max_batch(self, max_batch: int) -> None:
         """Change how many answers decode together, for the streams started from now on (call it while idle)."""
@@ -237,63 +203,6 @@ class Engine:
     def batch_counts(self) -> tuple[int, int]:
         """(running, waiting) answers of the batched scheduler; (0, 0) before any ran or with ``max_batch`` 1."""
         return self._scheduler.counts() if self._scheduler is not None else (0, 0)
-
-    def _decode_job(self, prepared: Prepared, settings: GenerationSettings, embeds: torch.Tensor, steps,
-                    stop: tuple[str, ...]) -> DecodeJob:
-        fmt = self.prompt_format
-        prompt_tokens = len(prepared.input_ids)
-        return DecodeJob(
-            embeds=embeds,  # [1, T - reused, D]
-            steps=steps,
-            prompt_tokens=prompt_tokens,
-            max_new_tokens=min(settings.max_new_tokens, self.context_length - prompt_tokens),
-            eos_ids=() if settings.ignore_eos else (fmt.eos_id,),
-            stop_strings=(*(() if settings.ignore_eos else fmt.stop_strings), *(s for s in stop if s)),
-            decode=fmt.decode,
-            settings=settings,
-        )
-
-    def _keep(self, match: Match, keys: list, cache: object, prompt_tokens: int, cache_key: str | None,
-              stats: GenerationStats) -> None:
-        """Keep a finished answer's context (prompt and answer fed back) for prefix reuse."""
-        context = CachedContext(keys, cache, prompt_length=prompt_tokens, label=cache_key)
-        stats.evicted_contexts = len(self._contexts.put(match.target, context))
-
-    def _generate(self, prepared: Prepared, settings: GenerationSettings, cache_key: str | None,
-                  static: StaticDecoder | None, started: float, stop: tuple[str, ...], stream: TextStream) -> None:
-        """One answer, on the generation thread (engine lock held), from the prepared prompt to its last token.
-
-        Take the kept KV cache sharing the longest prefix with this prompt
-        (``reuse.best_match``); embed the positions it lacks (images filled
-        in); prefill them and decode one token per step (``run_decode``), streaming text
-        into ``stream``; keep the cache, now holding prompt and answer, for
-        the next turn.
-        """
-        fmt = self.prompt_format
-        prompt_tokens = len(prepared.input_ids)
-        stats = stream.stats
-        stats.dropped_turns, stats.prompt_tokens = prepared.dropped_turns, prompt_tokens
-        keys = position_keys(prepared.input_ids, prepared.image_keys, fmt.image_id)
-        match, steps = self._take_cache(keys, static)
-        reused = stats.reused_tokens = match.reused
-        job = self._decode_job(prepared, settings, self._embeddings(prepared, reused), steps, stop)
-        fed = run_decode(self.model, job, stream, started)  # prefill, then one token per step
-        if static is not None and static.note and self.info.compiled:
-            self.info.compiled, self.info.compile_note = False, static.note
-        if self.prefix_cache:
-            self._keep(match, keys + fed, steps.cache, prompt_tokens, cache_key, stats)
-            if static is not None:
-                static.owner = match.target
-
-    def _take_cache(self, keys: list, static: StaticDecoder | None) -> tuple[Match, StaticDecoder | CacheSteps]:
-        """(which kept context this prompt reuses, the steps that run on its cache)."""
-        self._stored += 1
-        match = (best_match(self._contexts, keys, self._stored) if self.prefix_cache
-                 else Match(None, None, 0, False, self._stored))
-        if static is not None:
-            static.take(self._contexts if self.prefix_cache else None, match)
-            return match, static
-        return match, CacheSteps(self.model, self._reusable_cache(match))
 
     def use_static_decode(self, *, compile_options: dict | None = None,
                           progress: ProgressCallback | None = None) -> str | None:
@@ -336,24 +245,10 @@ class Engine:
             self.info.compiled = decoder.compiled
         return None
 
-    def _reusable_cache(self, match: Match) -> object:
-        """A growing cache holding ``match.reused`` positions of the matched context."""
-        if match.context is None or match.source is None:
-            return new_cache(self.model)
-        if match.takes_over:
-            # Taken out of the store while in use: a failed generation leaves no half-written cache behind.
-            self._contexts.pop(match.source)
-            crop_cache(match.context.cache, match.reused)
-            return match.context.cache
-        return copy_cache(match.context.cache, match.reused, new_cache(self.model))
-
     def forget(self, cache_key: str | None = None) -> None:
         """Drop the kept contexts labelled ``cache_key`` (or all of them)."""
         with self._lock:
-            dropped = [key for key, context in self._contexts.newest_first()
-                       if cache_key is None or context.label == cache_key]
-            for key in dropped:
-                self._contexts.pop(key)
+            dropped = self._contexts.forget(cache_key)
             if self._static is not None and self._static.owner in dropped:
                 self._static.owner = None
 
@@ -385,9 +280,11 @@ def load(
     eagerly and ``info.compile_note`` says why; it never raises for that.
 
     ``max_batch`` > 1 decodes up to that many answers together (see
-    ``batch``); batches decode eagerly, so ``compile`` is then not used
-    (``info.compile_note`` says so). None: the device's default
-    (``default_max_batch``).
+    ``batch``). Batches decode eagerly: no CUDA graphs are captured for
+    batch sizes, so with ``max_batch`` > 1 ``compile`` is not used and
+    ``info.compile_note`` says "batches decode eagerly". None: the device's
+    default (``default_max_batch``: 1 with ``compile``, so asking for
+    ``compile`` alone keeps compiled single-stream decoding).
     """
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -410,7 +307,8 @@ def load(
 
         raise CheckpointError(f"{folder / 'preprocessor_config.json'}: {exc}") from None
     if progress is not None:
-        progress(LoadProgress("load", 0, None, f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
+        progress(LoadProgress("load", 0, None,
+                              f"building model on {chosen_device} ({str(chosen_dtype).replace('torch.', '')})"))
     quantizer = quantizing.LayerQuantizer.for_load(asked_quantize, spec, chosen_device, chosen_dtype)
     out_of_memory = False
     try:
@@ -420,11 +318,12 @@ def load(
         out_of_memory = True
     if out_of_memory:  # out of the except block, so the half-loaded model is unreferenced and can be freed
         from .errors import EngineError
-        from .generate import release_cached_memory
+        from .stream import release_cached_memory
 
         release_cached_memory()
         where = "GPU memory" if chosen_device.type == "cuda" else "memory"
-        raise EngineError(f"not enough {where} to load {model} on {chosen_device} in {str(chosen_dtype).replace('torch.', '')}; "
+        raise EngineError(f"not enough {where} to load {model} on {chosen_device} in "
+                          f"{str(chosen_dtype).replace('torch.', '')}; "
                           "free the GPU, pick a smaller model, or use --device cpu")
     info = EngineInfo(
         model_id=str(model), variant=variant, tower=spec.vision.kind, device=str(chosen_device),
@@ -451,7 +350,8 @@ def load(
     if progress is not None:
         how = ""
         if compile:
-            how = "; compiled decode" if info.compiled else f"; compile: not used ({info.compile_note}), decoding eagerly"
+            how = ("; compiled decode" if info.compiled
+                   else f"; compile: not used ({info.compile_note}), decoding eagerly")
         if info.quantize != "none":
             how = f"; {info.quantize} weights{how}"
         if info.quantize_note:

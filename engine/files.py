@@ -63,7 +63,8 @@ class NotRegularFileError(UnusableFileError):
 
     def __init__(self, path: str | os.PathLike[str], mode: int) -> None:
         self.kind = kind_of(mode)
-        super().__init__(path, f"is {self.kind}, not a regular file", errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL)
+        super().__init__(path, f"is {self.kind}, not a regular file",
+                         errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL)
 
 
 class FileTooLargeError(UnusableFileError):
@@ -174,6 +175,6 @@ def fd_path(handle: BinaryIO, path: str | os.PathLike[str]) -> str:
 
 
 __all__ = [
-    "FileTooLargeError", "NotRegularFileError", "UnusableFileError", "fd_path", "kind_of", "open_beneath", "open_regular",
-    "read_regular", "shown_path",
+    "FileTooLargeError", "NotRegularFileError", "UnusableFileError", "fd_path", "kind_of", "open_beneath",
+    "open_regular", "read_regular", "shown_path",
 ]

@@ -79,7 +79,7 @@ class DeepSeekVLModel(nn.Module):
         ``positions`` ([B, T] absolute positions) is for a static or batch
         cache, whose length is not its size; a growing cache counts positions
         itself. ``mask`` is a prepared 4-D attention mask (the batch's
-        padding, see ``kv_cache.BatchCache``), which transformers uses as is.
+        padding, see ``caches.kv.BatchCache``), which transformers uses as is.
         """
         kwargs = {_CACHE_KWARG: cache, "use_cache": cache is not None, "logits_to_keep": logits_to_keep}
         if mask is not None:
@@ -113,7 +113,8 @@ def build_model(
     try:
         language = llama_config(spec.language, dtype)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise CheckpointError(f"{folder / 'config.json'}: language_config is not valid ({' '.join(str(exc).split())[:160]}); re-download the model") from None
+        raise CheckpointError(f"{folder / 'config.json'}: language_config is not valid "
+                              f"({' '.join(str(exc).split())[:160]}); re-download the model") from None
     check_config_against_weights(spec, language, on_file, folder)
     with torch.device("meta"):
         model = DeepSeekVLModel(spec, dtype)
@@ -129,6 +130,7 @@ def _materialise_derived_buffers(model: DeepSeekVLModel, device: torch.device) -
     rotary = lm.model.rotary_emb
     with torch.device(device):
         lm.model.rotary_emb = type(rotary)(config=lm.config)
-    left = [name for name, t in model.named_buffers() if t.is_meta] + [name for name, t in model.named_parameters() if t.is_meta]
+    left = ([name for name, t in model.named_buffers() if t.is_meta]
+            + [name for name, t in model.named_parameters() if t.is_meta])
     if left:
         raise RuntimeError(f"internal error: tensors left unloaded: {left[:5]}")

@@ -72,12 +72,15 @@ class PromptFormat:
             self.tokenizer = Tokenizer.from_str(text)
             raw = json.loads(text)
             raw["added_tokens"] = []
-            self._plain = Tokenizer.from_str(json.dumps(raw))
+            # The same without added tokens: text runs never turn into special tokens (specials are pieces of their
+            # own).
+            self.text_tokenizer = Tokenizer.from_str(json.dumps(raw))
             self.max_token_chars = max_token_chars(raw)  # text longer than window * this cannot fit (None: unknown)
         except UnusableFileError as exc:
             raise CheckpointError(f"{exc}; re-download the model") from None
         except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
-            raise CheckpointError(f"{path} cannot be read as a tokenizer ({' '.join(str(exc).split())[:120]}); re-download the model") from None
+            raise CheckpointError(f"{path} cannot be read as a tokenizer ({' '.join(str(exc).split())[:120]}); "
+                                  "re-download the model") from None
         self.variant = variant
         self.image_tag = spec.image_tag
         self.num_image_tokens = spec.num_image_tokens
@@ -85,7 +88,8 @@ class PromptFormat:
         self.eos_id, self.eos_text = self._special(spec, "eos_token")
         image_id = self.tokenizer.token_to_id(spec.image_tag)
         if image_id is None:
-            raise CheckpointError(f"{path} has no {spec.image_tag!r} token; this tokenizer is not from a DeepSeek-VL checkpoint")
+            raise CheckpointError(f"{path} has no {spec.image_tag!r} token; "
+                                  "this tokenizer is not from a DeepSeek-VL checkpoint")
         self.image_id = image_id
 
     def _special(self, spec: ModelSpec, name: str) -> tuple[int, str]:
@@ -99,7 +103,7 @@ class PromptFormat:
     def pieces(self, messages: Sequence, system: str | None) -> list[Piece]:
         """The prompt as text runs, template special tokens and image slots."""
         head, parts, tail = self._layout(messages, system)
-        return _strip_ends([*head, *(piece for part in parts for piece in part), *tail])
+        return strip_ends([*head, *(piece for part in parts for piece in part), *tail])
 
     def _layout(self, messages: Sequence, system: str | None) -> tuple[list[Piece], list[list[Piece]], list[Piece]]:
         """The prompt before its ends are stripped: the system prompt, each message's pieces, the open answer.
@@ -190,7 +194,7 @@ class PromptFormat:
         return len(starts) - 1
 
     def _text_ids(self, text: str) -> int:
-        return len(self._plain.encode(_valid_text(text), add_special_tokens=False).ids) if text else 0
+        return len(self.text_tokenizer.encode(_valid_text(text), add_special_tokens=False).ids) if text else 0
 
     def _hard_ids(self, piece: Piece) -> int:
         return self.num_image_tokens if isinstance(piece, ImageSlot) else 1
@@ -208,7 +212,7 @@ class PromptFormat:
                 text += piece
                 continue
             if text:
-                ids += self._plain.encode(_valid_text(text), add_special_tokens=False).ids
+                ids += self.text_tokenizer.encode(_valid_text(text), add_special_tokens=False).ids
                 text = ""
             if isinstance(piece, ImageSlot):
                 ids += [self.image_id] * self.num_image_tokens
@@ -242,7 +246,7 @@ def _text(pieces: list[Piece]) -> str:
     return "".join(piece for piece in pieces if isinstance(piece, str))
 
 
-def _strip_ends(pieces: list[Piece]) -> list[Piece]:
+def strip_ends(pieces: list[Piece]) -> list[Piece]:
     """Upstream strips the whole prompt string: trim whitespace at both ends across text runs."""
     pieces = list(pieces)
     for index in range(len(pieces)):

@@ -64,7 +64,8 @@ if TYPE_CHECKING:
 # int4 groups along the input dimension: the largest of these dividing it (the CPU kernel takes these sizes).
 INT4_GROUP_SIZES = (128, 64, 32)
 # The language model's linear layers, by module name in ``DeepSeekVLModel``.
-_TARGET = re.compile(r"^language_model\.(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)$")
+_TARGET = re.compile(r"^language_model\.(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+                     r"|lm_head)$")
 
 Kernel = Literal["aten-cpu", "torchao"]
 # Which kernels run each mode on each device type, best first (chosen by the measurements above); ``plan``
@@ -100,7 +101,8 @@ class Int8Linear(nn.Module):
         w = weight.detach()
         scales = (w.abs().amax(dim=1).float() / 127).clamp(min=1e-12)  # [N]
         qweight = torch.empty(w.shape, dtype=torch.int8, device=w.device)
-        for rows in _row_chunks(len(w)):  # float temporaries of a few MB, not of the whole (output head's 0.8 GB) weight
+        # Float temporaries of a few MB, not of the whole (output head's 0.8 GB) weight.
+        for rows in _row_chunks(len(w)):
             qweight[rows] = torch.round(w[rows].float() / scales[rows, None]).clamp_(-127, 127)
         self.register_buffer("qweight", qweight)
         self.register_buffer("scales", scales.to(torch.bfloat16))
@@ -139,7 +141,8 @@ class Int4Linear(nn.Module):
             packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).reshape(-1, k), 1))
         self.register_buffer("packed", torch.cat(packed))
         # [K/G, N, 2]: scale and zero of each group of each output row.
-        self.register_buffer("scales_and_zeros", torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
+        self.register_buffer("scales_and_zeros",
+                             torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +156,8 @@ class Int4Linear(nn.Module):
 
 
 def _row_chunks(rows: int, size: int = 4096) -> list[slice]:
-    """Slices of at most ``size`` rows covering ``rows``; ``size`` a multiple of 64 (int4 packs rows in blocks of 64)."""
+    """Slices of at most ``size`` rows covering ``rows``; ``size`` a multiple of 64 (int4 packs rows in blocks of
+    64)."""
     return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
@@ -237,7 +241,8 @@ def plan(asked: QuantizeMode, device: torch.device, dtype: torch.dtype) -> Plan:
 
 
 def quantize_linear(layer: nn.Linear, mode: QuantizeMode, kernel: Kernel) -> nn.Module | None:
-    """A quantized stand-in for ``layer`` (or ``layer`` itself, changed in place, for torchao), or None when its shape does not fit."""
+    """A quantized stand-in for ``layer`` (or ``layer`` itself, changed in place, for torchao), or None when its shape
+    does not fit."""
     if kernel == "aten-cpu":
         if mode == "int8":
             return Int8Linear(layer.weight, layer.bias)

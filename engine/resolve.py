@@ -40,7 +40,7 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
         RevisionNotFoundError,
     )
 
-    tqdm_class = _progress_tqdm(progress) if progress is not None else None
+    tqdm_class = progress_tqdm(progress) if progress is not None else None
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, tqdm_class=tqdm_class,
                                         allow_patterns=_CONFIG_FILES + ["*.safetensors"]))
@@ -48,29 +48,34 @@ def _download(repo_id: str, *, revision: str | None, progress: ProgressCallback 
             folder = Path(snapshot_download(repo_id, revision=revision, tqdm_class=tqdm_class,
                                             allow_patterns=_CONFIG_FILES + ["*.bin"]))
     except GatedRepoError:
-        raise ModelNotFoundError(f"{repo_id} needs you to accept its licence on the Hugging Face hub; log in with `hf auth login` and retry") from None
+        raise ModelNotFoundError(f"{repo_id} needs you to accept its licence on the Hugging Face hub; "
+                                 "log in with `hf auth login` and retry") from None
     except RepositoryNotFoundError:
-        raise ModelNotFoundError(f"no model {repo_id!r} on the Hugging Face hub; try one of {', '.join(KNOWN_MODELS)} or a local folder") from None
+        raise ModelNotFoundError(f"no model {repo_id!r} on the Hugging Face hub; "
+                                 f"try one of {', '.join(KNOWN_MODELS)} or a local folder") from None
     except RevisionNotFoundError:
         raise ModelNotFoundError(f"{repo_id} has no revision {revision!r}; check the revision name") from None
     except HFValidationError:
-        raise ModelNotFoundError(f"{repo_id!r} is neither a folder nor a valid hub id; pass a local folder or an id like {KNOWN_MODELS[0]}") from None
+        raise ModelNotFoundError(f"{repo_id!r} is neither a folder nor a valid hub id; "
+                                 f"pass a local folder or an id like {KNOWN_MODELS[0]}") from None
     except LocalEntryNotFoundError:
         at = f" at revision {revision!r}" if revision else ""
         raise ModelNotFoundError(
-            f"{repo_id}{at} is not in the local Hugging Face cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1); "
-            "download it once with a network connection, or pass a local folder"
+            f"{repo_id}{at} is not in the local Hugging Face cache and the hub cannot be reached "
+            "(offline or HF_HUB_OFFLINE=1); download it once with a network connection, or pass a local folder"
         ) from None
     except HfHubHTTPError as exc:
-        raise ModelNotFoundError(f"the Hugging Face hub refused {repo_id} ({' '.join(str(exc).split())[:120]}); check the id, your login and network") from None
+        raise ModelNotFoundError(f"the Hugging Face hub refused {repo_id} ({' '.join(str(exc).split())[:120]}); "
+                                 "check the id, your login and network") from None
     except OSError as exc:
-        raise ModelNotFoundError(f"downloading {repo_id} failed ({' '.join(str(exc).split())[:120]}); check disk space and network, then retry") from None
+        raise ModelNotFoundError(f"downloading {repo_id} failed ({' '.join(str(exc).split())[:120]}); "
+                                 "check disk space and network, then retry") from None
     if progress is not None:
         progress(LoadProgress("download", 1, 1, f"{repo_id} is available locally"))
     return folder
 
 
-def _progress_tqdm(progress: ProgressCallback):
+def progress_tqdm(progress: ProgressCallback):
     """A tqdm class that forwards byte counts to ``progress`` instead of drawing bars."""
     from tqdm.auto import tqdm
 

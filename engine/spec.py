@@ -31,7 +31,8 @@ SAM_PRESETS: dict[str, dict[str, Any]] = {
 }
 PROJECTOR_TYPES = ("identity", "linear", "mlp_gelu", "low_high_hybrid_split_mlp_gelu")
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json")
-# The converted layout keeps its image processor in preprocessor_config.json or processor_config.json (engine.converted).
+# The converted layout keeps its image processor in preprocessor_config.json or processor_config.json
+# (engine.converted).
 CONVERTED_REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 # The most read from a checkpoint's JSON files (upstream's are a few kB; the
 # tokenizer a few MB), so a crafted file cannot exhaust memory being read.
@@ -121,7 +122,8 @@ class ModelSpec:
 def read_json(path: Path, *, required: bool = True, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     if not path.exists():
         if required:
-            raise CheckpointError(f"{path.parent} is missing {path.name}; re-download the model or point --model at a complete DeepSeek-VL folder")
+            raise CheckpointError(f"{path.parent} is missing {path.name}; "
+                                  "re-download the model or point --model at a complete DeepSeek-VL folder")
         return {}
     try:
         # Only a regular file of at most ``limit`` bytes: a FIFO here once hung the loader.
@@ -149,12 +151,14 @@ def _siglip_spec(params: dict[str, Any], where: str) -> SiglipSpec:
     name = params.get("model_name", "")
     if name not in SIGLIP_PRESETS:
         raise CheckpointError(
-            f"unknown vision tower {name!r} in {where}; supported: {', '.join(SIGLIP_PRESETS)} (is this a DeepSeek-VL checkpoint?)"
+            f"unknown vision tower {name!r} in {where}; supported: {', '.join(SIGLIP_PRESETS)} "
+            "(is this a DeepSeek-VL checkpoint?)"
         )
     hp = _overridden(SIGLIP_PRESETS[name], params)
     select_layer = int(params.get("select_layer", -1))
     # Upstream builds only the blocks up to select_layer (negative counts from the end).
-    layers = min(hp["layers"], hp["layers"] + select_layer + 1) if select_layer <= 0 else min(hp["layers"], select_layer)
+    layers = (min(hp["layers"], hp["layers"] + select_layer + 1) if select_layer <= 0
+              else min(hp["layers"], select_layer))
     return SiglipSpec(
         model_name=name, image_size=int(hp["image_size"]), patch_size=int(hp["patch_size"]), width=int(hp["width"]),
         layers=layers, heads=int(hp["heads"]), mlp_ratio=float(hp["mlp_ratio"]),
@@ -165,7 +169,8 @@ def _siglip_spec(params: dict[str, Any], where: str) -> SiglipSpec:
 def _sam_spec(params: dict[str, Any], where: str) -> SamSpec:
     name = params.get("model_name", "")
     if name not in SAM_PRESETS:
-        raise CheckpointError(f"unknown high-resolution vision tower {name!r} in {where}; supported: {', '.join(SAM_PRESETS)}")
+        raise CheckpointError(f"unknown high-resolution vision tower {name!r} in {where}; "
+                              f"supported: {', '.join(SAM_PRESETS)}")
     hp = _overridden(SAM_PRESETS[name], params)
     return SamSpec(
         model_name=name, image_size=int(hp["image_size"]), patch_size=int(hp["patch_size"]), width=int(hp["width"]),
@@ -183,7 +188,8 @@ def _triple(value) -> tuple[float, ...] | None:
 def _part(config: dict[str, Any], key: str, folder: Path) -> tuple[str, dict[str, Any]]:
     part = config.get(key)
     if not isinstance(part, dict) or not isinstance(part.get("params", {}), dict):
-        raise CheckpointError(f"{folder / 'config.json'} has no valid {key!r} section; this is not a DeepSeek-VL checkpoint")
+        raise CheckpointError(f"{folder / 'config.json'} has no valid {key!r} section; "
+                              "this is not a DeepSeek-VL checkpoint")
     return str(part.get("cls", "")), dict(part.get("params", {}))
 
 
@@ -195,19 +201,23 @@ def read_spec(folder: Path) -> ModelSpec:
     if is_converted(config):
         for name in CONVERTED_REQUIRED_FILES:
             if not (folder / name).exists():
-                raise CheckpointError(f"{folder} is missing {name}; re-download the model or point --model at a complete DeepSeek-VL folder")
+                raise CheckpointError(f"{folder} is missing {name}; "
+                                      "re-download the model or point --model at a complete DeepSeek-VL folder")
         return _checked(converted_spec(folder, config), folder)
     if config.get("model_type") != "multi_modality":
         found = config.get("model_type", "none")
         sections = ", ".join(sorted(k for k in config if k.endswith("_config"))) or "no *_config sections"
         raise CheckpointError(
-            f"{folder} is not a DeepSeek-VL checkpoint (config.json has model_type {str(found)[:60]!r} and {sections[:120]}; "
-            f"expected 'multi_modality' with language_config/vision_config/aligner_config, or {' / '.join(CONVERTED_TYPES)} "
-            "with text_config/vision_config); pass a deepseek-ai/deepseek-vl-* or deepseek-community/deepseek-vl-* model"
+            f"{folder} is not a DeepSeek-VL checkpoint "
+            f"(config.json has model_type {str(found)[:60]!r} and {sections[:120]}; "
+            "expected 'multi_modality' with language_config/vision_config/aligner_config, "
+            f"or {' / '.join(CONVERTED_TYPES)} with text_config/vision_config); "
+            "pass a deepseek-ai/deepseek-vl-* or deepseek-community/deepseek-vl-* model"
         )
     for name in REQUIRED_FILES:
         if not (folder / name).exists():
-            raise CheckpointError(f"{folder} is missing {name}; re-download the model or point --model at a complete DeepSeek-VL folder")
+            raise CheckpointError(f"{folder} is missing {name}; "
+                                  "re-download the model or point --model at a complete DeepSeek-VL folder")
 
     where = folder / "config.json"
     vision_cls, vision_params = _part(config, "vision_config", folder)
@@ -215,19 +225,23 @@ def read_spec(folder: Path) -> ModelSpec:
         if "HybridVisionTower" in vision_cls:
             high_cfg, low_cfg = vision_params.get("high_res_cfg"), vision_params.get("low_res_cfg")
             if not isinstance(high_cfg, dict) or not isinstance(low_cfg, dict):
-                raise CheckpointError(f"{where}: HybridVisionTower needs high_res_cfg and low_res_cfg; re-download the model")
+                raise CheckpointError(f"{where}: HybridVisionTower needs high_res_cfg and low_res_cfg; "
+                                      "re-download the model")
             vision = VisionSpec("hybrid", low=_siglip_spec(low_cfg, str(where)), high=_sam_spec(high_cfg, str(where)))
         elif "CLIPVisionTower" in vision_cls:
             vision = VisionSpec("siglip", low=_siglip_spec(vision_params, str(where)))
         else:
-            raise CheckpointError(f"unknown vision class {vision_cls!r} in {where}; expected CLIPVisionTower or HybridVisionTower")
+            raise CheckpointError(f"unknown vision class {vision_cls!r} in {where}; "
+                                  "expected CLIPVisionTower or HybridVisionTower")
     except (TypeError, ValueError, OverflowError) as exc:
-        raise CheckpointError(f"{where}: vision_config holds a value that is not a number ({_one_line(exc)[:120]}); re-download the model") from None
+        raise CheckpointError(f"{where}: vision_config holds a value that is not a number ({_one_line(exc)[:120]}); "
+                              "re-download the model") from None
 
     aligner_cls, aligner_params = _part(config, "aligner_config", folder)
     projector_type = aligner_params.get("projector_type")
     if "MlpProjector" not in aligner_cls or projector_type not in PROJECTOR_TYPES:
-        raise CheckpointError(f"unknown aligner {aligner_cls!r}/{projector_type!r} in {where}; expected MlpProjector with one of {', '.join(PROJECTOR_TYPES)}")
+        raise CheckpointError(f"unknown aligner {aligner_cls!r}/{projector_type!r} in {where}; "
+                              f"expected MlpProjector with one of {', '.join(PROJECTOR_TYPES)}")
     try:
         aligner = AlignerSpec(
             projector_type=projector_type, input_dim=int(aligner_params["input_dim"]),
@@ -258,7 +272,8 @@ def _checked(spec: ModelSpec, folder: Path) -> ModelSpec:
     check_limits(spec, folder / "config.json")
     if spec.num_image_tokens != spec.vision.num_tokens:
         raise CheckpointError(
-            f"{folder}: processor_config.json says {spec.num_image_tokens} image tokens but the vision tower makes {spec.vision.num_tokens}; re-download the model"
+            f"{folder}: processor_config.json says {spec.num_image_tokens} image tokens "
+            f"but the vision tower makes {spec.vision.num_tokens}; re-download the model"
         )
     return spec
 
@@ -305,10 +320,12 @@ def _check_tower(tower: SiglipSpec | SamSpec, name: str, where: Path) -> None:
     _within(tower.heads, f"{name} heads", where, MAX_TOWER_HEADS)
     _within(tower.image_size, f"{name} image_size", where, MAX_IMAGE_SIZE)
     _within(tower.patch_size, f"{name} patch_size", where, tower.image_size)
-    _within(tower.image_size // tower.patch_size, f"{name} patches a side (image_size // patch_size)", where, MAX_PATCH_GRID)
+    _within(tower.image_size // tower.patch_size, f"{name} patches a side (image_size // patch_size)", where,
+            MAX_PATCH_GRID)
     if isinstance(tower, SiglipSpec):
         if not 0 < tower.mlp_ratio <= 16:
-            raise CheckpointError(f"{where}: {name} mlp_ratio is {tower.mlp_ratio}, outside 0..16; this is not a usable DeepSeek-VL config")
+            raise CheckpointError(f"{where}: {name} mlp_ratio is {tower.mlp_ratio}, outside 0..16; "
+                                  "this is not a usable DeepSeek-VL config")
         return
     _within(tower.window_size, f"{name} window_size", where, MAX_PATCH_GRID)
     _within(tower.out_chans, f"{name} out_chans", where, MAX_TOWER_WIDTH)

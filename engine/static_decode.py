@@ -10,7 +10,7 @@ and prompts of any length then replay the same graphs. Prefill stays eager
 (its length changes every turn) and writes into the same cache at the
 positions after the reused prefix.
 
-How this meets prefix reuse (``reuse.py``): there is ONE static cache, not
+How this meets prefix reuse (``caches.reuse``): there is ONE static cache, not
 one per conversation, because each is as large as the whole context window
 (0.8 GB for the 1.3B model at 4096 tokens, 2 GB for the 7B) and mostly
 empty. The context that generated last stays *resident*: its stored
@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
+from .caches.kv import new_cache
+from .caches.reuse import LruStore, Match, copy_cache, keys_values
 from .checkpoint import LoadProgress, ProgressCallback
-from .generate import OUT_OF_MEMORY, Worker
-from .kv_cache import new_cache
-from .reuse import LruStore, Match, copy_cache, keys_values
+from .stream import OUT_OF_MEMORY, Worker
 
 # torch.compile options for CUDA: CUDA graphs (reduce-overhead) need the whole step in one graph.
 CUDA_COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": True}
@@ -72,7 +72,8 @@ def compile_unsupported(device: torch.device, cache_bytes: int = 0) -> str | Non
     try:
         return _compile_unsupported(device, cache_bytes)
     except Exception as exc:  # noqa: BLE001 - a failing probe must not stop the model from loading
-        return f"could not check for CUDA/torch.compile support ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        return ("could not check for CUDA/torch.compile support "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
 
 
 def _compile_unsupported(device: torch.device, cache_bytes: int) -> str | None:
@@ -113,8 +114,8 @@ def decode_one_token(model, cache, token: torch.Tensor, position: torch.Tensor) 
 class StaticDecoder:
     """The static KV cache, the decode step on it, and which kept context it holds.
 
-    It implements ``generate.Steps`` for the conversation set up by ``take``.
-    Every call runs on ``worker`` (see ``generate.Worker`` for why).
+    It implements ``decode.Steps`` for the conversation set up by ``take``.
+    Every call runs on ``worker`` (see ``stream.Worker`` for why).
     """
 
     def __init__(self, model, max_len: int, compile_options: dict[str, Any] | None = None):
@@ -221,7 +222,7 @@ class StaticDecoder:
             if isinstance(counter, torch.Tensor):
                 counter.fill_(length)
 
-    # -- generate.Steps ---------------------------------------------------------
+    # -- decode.Steps -----------------------------------------------------------
     def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
         """[1, T, D] embeddings of the positions after ``length`` -> logits [1, V] of the last one (eager)."""
         count = embeds.shape[1]
@@ -251,7 +252,8 @@ class StaticDecoder:
                 if not fall_back:
                     raise
                 self._step, self.compiled, self._cuda_graphs = decode_one_token, False, False
-                self.note = f"torch.compile failed while decoding ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+                self.note = ("torch.compile failed while decoding "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
                 # Counters a half-run step moved go back; the position it wrote is written again.
                 self._set_length(self.length)
                 logits = self._step(self.model, self.cache, self._token, self._position)

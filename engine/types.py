@@ -253,11 +253,22 @@ class ChatBackend(Protocol):
 
 
 class AnswerStream(Protocol):
-    """An iterator of text chunks whose ``stats`` are final when it ends."""
+    """One answer's text chunks, as the backend produces them (``ChatBackend.stream`` returns one).
+
+    ``stats`` are final once iteration ends. ``token_ids`` are the ids generated so far where the
+    backend has them (the engine's own stream); a server sends text, so a remote stream's stay
+    empty. ``close()`` stops the answer if it still runs and frees what it holds; it may be called
+    at any time, more than once, and after the stream has ended.
+    """
 
     stats: GenerationStats
 
+    @property
+    def token_ids(self) -> Sequence[int]: ...
+
     def __iter__(self) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
 
 
 class PreparesPrompts(Protocol):

@@ -54,7 +54,7 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PrivateDirs
 @pytest.fixture(scope="session")
 def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny checkpoint with the 1.3B's SigLIP tower; shared: copy it before changing it."""
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("shared") / "tiny-siglip", tower="siglip", size="tiny",
                             seed=TINY_SEED)
@@ -63,7 +63,7 @@ def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_hybrid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny checkpoint with the 7B's hybrid (SigLIP + SAM) tower; shared: copy it before changing it."""
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("shared") / "tiny-hybrid", tower="hybrid", size="tiny",
                             seed=TINY_SEED)

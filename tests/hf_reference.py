@@ -72,7 +72,8 @@ def convert_state_dict(original: dict[str, torch.Tensor], hybrid: bool) -> dict[
             index, leaf = key[len("aligner.layers."):].split(".")
             out[f"model.aligner.linear{1 if index == '0' else 2}.{leaf}"] = value
         elif hybrid and key.startswith("vision_model.vision_tower_low.vision_tower."):
-            _siglip_into(out, "model.vision_model.vision_model.", key[len("vision_model.vision_tower_low.vision_tower."):], value)
+            _siglip_into(out, "model.vision_model.vision_model.",
+                         key[len("vision_model.vision_tower_low.vision_tower."):], value)
         elif hybrid and key.startswith("vision_model.vision_tower_high.vision_tower."):
             sub = key[len("vision_model.vision_tower_high.vision_tower."):]
             if sub.startswith("neck_hd."):
@@ -182,9 +183,10 @@ def load_reference(folder: Path, image_token_id: int):
 
 
 def write_converted_from_original(original: Path, folder: Path) -> Path:
-    """``original``'s weights in the converted layout, renamed by transformers' conversion rules (``convert_state_dict``),
-    saved by transformers' own classes with the matching processor: a deepseek-community/* style folder."""
-    from engine.converted_fixtures import write_processor
+    """``original``'s weights in the converted layout, renamed by transformers' conversion rules
+    (``convert_state_dict``), saved by transformers' own classes with the matching processor: a deepseek-community/*
+    style folder."""
+    from engine.testing.converted_checkpoints import write_processor
 
     folder.mkdir(parents=True, exist_ok=True)
     model, hybrid = load_reference(original, image_token_id=915)

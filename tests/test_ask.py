@@ -29,7 +29,7 @@ from dsvl_tui.core.options import Options, resolvable_model
 from dsvl_tui.core.text import printable
 from dsvl_tui.repl.ask import AskRequest, run_ask
 from dsvl_tui.storage.transcript import load_transcript, save_transcript
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
 pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop
@@ -256,6 +256,8 @@ def test_a_generation_failure_exits_4_after_the_partial_answer(tmp_path, monkeyp
 
             class Stream:
                 stats = inner.stats
+                token_ids = inner.token_ids
+                close = inner.close
 
                 def __iter__(self):
                     for index, chunk in enumerate(inner):

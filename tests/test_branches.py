@@ -14,9 +14,9 @@ from pathlib import Path
 
 from process_support import PROCESS_TIMEOUT
 
-from dsvl_tui.backends.choose import stream_answer
 from dsvl_tui.core import branches
 from dsvl_tui.core.conversation import ChatMessage, Conversation
+from dsvl_tui.core.turn import stream_answer
 from engine.types import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dsvl_tui.backends.choose import load_backend, stream_answer
+from dsvl_tui.backends.choose import load_backend
 from dsvl_tui.backends.compare import (
     ComparedTurn,
     CompareError,
@@ -22,8 +22,9 @@ from dsvl_tui.backends.compare import (
 )
 from dsvl_tui.core.conversation import ComparedAnswer, Conversation
 from dsvl_tui.core.options import Options
+from dsvl_tui.core.turn import stream_answer
 from dsvl_tui.storage.transcript import TranscriptError, load_transcript, save_transcript
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
 SHORT = GenerationSettings(max_new_tokens=6, temperature=0.0)

@@ -18,7 +18,7 @@ from process_support import PROCESS_TIMEOUT
 from dsvl_tui.core.options import Options
 from dsvl_tui.repl.ask import EXIT_USAGE, AskRequest, run_ask
 from dsvl_tui.storage.transcript import load_transcript
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # pyproject.toml: spawns Python processes; not in the inner loop

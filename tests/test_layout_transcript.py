@@ -9,11 +9,11 @@ import types
 import pytest
 from typer.testing import CliRunner
 
-from dsvl_tui.backends.choose import note_backend
 from dsvl_tui.cli import app
 from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.turn import note_backend
 from dsvl_tui.storage.transcript import TranscriptError, load_transcript, save_transcript
-from engine.converted_fixtures import write_converted_checkpoint
+from engine.testing.converted_checkpoints import write_converted_checkpoint
 
 runner = CliRunner()
 

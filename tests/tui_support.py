@@ -83,14 +83,20 @@ class ScriptedEngine:
 
 
 class _Counting:
-    """Counts generations running at once (there must never be more than one)."""
+    """Counts generations running at once (never more than the backend decodes together: one, unless it has a
+    ``max_batch``)."""
 
     def __init__(self, owner: ScriptedEngine, stream: ScriptedStream) -> None:
         self.owner, self.inner = owner, stream
 
+    token_ids: tuple[int, ...] = ()  # a stand-in streams text only (engine.types.AnswerStream)
+
     @property
     def stats(self):
         return self.inner.stats
+
+    def close(self) -> None:
+        pass  # the iteration has ended, or was left (its generator closed): nothing runs on
 
     def __iter__(self):
         with self.owner.lock:
@@ -201,7 +207,8 @@ async def type_line(pilot, text: str, submit: bool = True) -> None:
 
 
 def first_choice(palette) -> str:
-    """The text of the command palette's first choice ('' while it has none): what Enter runs once the search is done."""
+    """The text of the command palette's first choice ('' while it has none): what Enter runs once the search
+    is done."""
     options = palette.query_one("CommandList")
     return str(options.get_option_at_index(0).prompt).strip() if options.option_count else ""
 

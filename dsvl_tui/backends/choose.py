@@ -1,36 +1,27 @@
-"""The backend every front end answers with, and answers start to end.
+"""The backend every front end answers with.
 
 ``load_backend`` is the one way the app, the REPL and ``ask`` get the model
 they answer with. ``stats_line`` (from ``dsvl_tui.core.stats``) is re-exported
-for the line-based front ends.
-
-``stream_answer`` (the REPL and ``ask``; the app posts its answers to the
-screen with ``tui.workers.generate_answer``) sends a conversation to a
-backend, hands each text chunk to a callback as it arrives and records the
-answer in the conversation, whatever way it ends: complete, stopped by the
-user, or failed part way. Input problems (a bad image, a turn too long for
-the context window) raise ``engine.EngineError`` from the backend before
-anything is generated, and nothing is recorded.
+for the line-based front ends. Answers are run on the backend by
+``dsvl_tui.core.turn`` (every front end's one runner).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.core.options import resolvable_model
 from dsvl_tui.core.stats import stats_line
-from engine.errors import GenerationError
-from engine.types import LAYOUTS, ChatBackend
+from engine.types import ChatBackend
 
 if TYPE_CHECKING:
     from dsvl_tui.core.options import Options
 
-__all__ = ["Loader", "load_backend", "note_backend", "stats_line", "stream_answer"]
+__all__ = ["Loader", "load_backend", "stats_line"]
 
-# engine.load's signature: (model, *, device, dtype, revision, progress, compile[, quantize, max_batch: passed when set])
+# engine.load's signature: (model, *, device, dtype, revision, progress, compile[, quantize, max_batch:
+# passed when set])
 Loader = Callable[..., ChatBackend]
 
 
@@ -79,7 +70,8 @@ def load_backend(options: Options, model: str | None = None, progress: Callable[
     quantize: dict[str, Any] = {"quantize": options.quantize} if options.quantize != "none" else {}
     if options.max_batch is not None:  # else the engine's default for its device (engine.default_max_batch)
         quantize["max_batch"] = options.max_batch
-    return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype, revision=options.revision,
+    return loader(resolvable_model(model or options.model), device=options.device, dtype=options.dtype,
+                  revision=options.revision,
                   progress=progress, compile=options.compile, **quantize)
 
 
@@ -107,62 +99,3 @@ def import_engine(progress: Callable[[Any], None] | None = None) -> Loader:
     import engine
 
     return engine.load
-
-
-def note_backend(conversation: Conversation, backend: ChatBackend) -> None:
-    """Record in ``conversation`` what answers it: the server (``RemoteBackend.endpoint``, no credentials; none
-    for ``dsvl-chat web``'s internal one) and its model, or no endpoint for a local model, its quantization and
-    its checkpoint layout. Called once the backend has accepted the request."""
-    remote = getattr(backend, "remote", False) is True
-    endpoint = getattr(backend, "endpoint", "")
-    conversation.endpoint = endpoint if remote and isinstance(endpoint, str) else ""
-    quantize = getattr(getattr(backend, "info", None), "quantize", "none")  # a stand-in backend may lack them
-    conversation.quantize = quantize if isinstance(quantize, str) and not remote else "none"
-    layout = getattr(getattr(backend, "info", None), "layout", "")  # a server's is not known
-    conversation.layout = layout if isinstance(layout, str) and layout in LAYOUTS and not remote else ""
-    if remote and backend.info.model_id:
-        conversation.model = backend.info.model_id
-
-
-def stream_answer(backend: ChatBackend, conversation: Conversation, *, cancel: threading.Event,
-                  on_chunk: Callable[[str], None], on_note: Callable[[str], None] | None = None,
-                  on_open: Callable[[], None] | None = None) -> ChatMessage:
-    """Answer the conversation's last user message; returns the answer it appended.
-
-    ``on_open`` is called once the backend has accepted the request (the REPL journals the question
-    then: one the backend refused was never sent). ``on_note`` gets, when the stream has ended, each
-    line the backend has about what it dropped or cut (a server's invalid fields, an answer past
-    max_new_tokens: ``RemoteStream.notes``).
-    """
-    stream = backend.stream(conversation.engine_messages(), conversation.settings, system=conversation.system,
-                            cancel=cancel, cache_key=conversation.id)
-    note_backend(conversation, backend)
-    if on_open is not None:
-        on_open()
-    parts: list[str] = []
-    chunks = iter(stream)
-    try:
-        for chunk in chunks:
-            parts.append(chunk)
-            on_chunk(chunk)
-    except GenerationError as exc:
-        return conversation.add_answer("".join(parts), stream.stats, error=str(exc))
-    except KeyboardInterrupt:
-        cancel.set()
-        _close(chunks)  # waits for the worker, so the stats are final
-        conversation.add_answer("".join(parts), stream.stats, stopped=True)
-        raise
-    finally:
-        _close(chunks)
-        notes = getattr(stream, "notes", None)
-        if on_note is not None and isinstance(notes, list):
-            for note in notes:
-                on_note(note)
-    stats = stream.stats
-    return conversation.add_answer("".join(parts), stats, stopped=stats.stop_reason == "cancelled")
-
-
-def _close(chunks) -> None:
-    close = getattr(chunks, "close", None)
-    if close is not None:
-        close()

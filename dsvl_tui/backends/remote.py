@@ -56,6 +56,9 @@ CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 READ_TIMEOUT = 300.0  # seconds the server may stay silent (a long queue, a slow first token)
 _MODELS_BYTES = 4 * 2**20  # of /v1/models: a list of model names
 _MODEL_ID_CHARS = 256  # a model's name, stored in transcripts and shown in the status bar
+_HEALTH_BYTES = 64 * 2**10  # of /health: a few counts
+_HEALTH_SECONDS = 5.0  # /health is optional: a server that does not answer it soon decodes one answer at a time
+MAX_PLACES = 64  # the most answers one front end runs at once on a server, whatever it says it decodes together
 
 
 def public_url(url: str) -> str:
@@ -109,6 +112,7 @@ class RemoteBackend:
         self.known = False  # True once the server has said which model it serves
         self.problem = ""  # why the last ``refresh`` failed ("" once it succeeded)
         self.served: list[str] = []  # the names of the models the server listed last
+        self.max_batch = 1  # answers the server decodes together, where it says so (``refresh``)
         self._entries: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._data_urls = DataUrlCache()
@@ -130,7 +134,19 @@ class RemoteBackend:
         with self._lock:
             self._entries, self.served, self.problem = models, [m["id"] for m in models], ""
             self._take(self._wanted)
+        self.max_batch = self._places(timeout)
         return self.info
+
+    def _places(self, timeout: float | None) -> int:
+        """How many answers the server decodes together where it says so (``dsvl-chat serve``'s ``/health``
+        has ``max_batch``); 1 for a server that does not, or sends anything else (it is untrusted: bounded)."""
+        try:
+            body = self._json(self._request("GET", "/health", _HEALTH_BYTES, min(timeout or _HEALTH_SECONDS,
+                                                                                   _HEALTH_SECONDS)))
+        except RemoteError:
+            return 1
+        places = body.get("max_batch") if isinstance(body, dict) else None
+        return min(places, MAX_PLACES) if isinstance(places, int) and _count(places) else 1
 
     def choose(self, model_id: str) -> bool:
         """Answer with ``model_id`` from now on, if the server listed it at the last ``refresh``; False if not."""

@@ -31,6 +31,7 @@ from engine.types import GenerationStats, StopReason
 
 if TYPE_CHECKING:
     from dsvl_tui.backends.remote import RemoteBackend
+    from engine.types import AnswerStream
 
 __all__ = ["ERROR_BYTES", "MAX_CHARS_PER_TOKEN", "RemoteStream", "head"]
 
@@ -241,6 +242,21 @@ class RemoteStream:
 
     def _cancelled(self) -> bool:
         return self._cancel is not None and self._cancel.is_set()
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        """None known: a server sends text, not ids (``AnswerStream.token_ids``)."""
+        return ()
+
+    def close(self) -> None:
+        """Stop reading the answer: the thread closes the connection when the server next writes, which stops
+        its generation. Iteration ends on its own when it sees ``cancel``; this is for a reader that leaves."""
+        self._abandon.set()
+
+
+if TYPE_CHECKING:  # mypy checks here that a RemoteStream is what every front end reads (engine.types)
+    def _is_an_answer_stream(stream: RemoteStream) -> AnswerStream:
+        return stream
 
 
 def head(response: httpx.Response, limit: int) -> bytes:

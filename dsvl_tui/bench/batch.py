@@ -34,7 +34,7 @@ STREAMS = (1, 4, 8)
 ARRIVING = ("Here is a longer request that arrives while others decode. " * 12).strip()
 
 
-def _run(eng, questions: list[str], settings) -> dict[str, Any]:
+def run_streams(eng, questions: list[str], settings) -> dict[str, Any]:
     """Stream every question at once from threads of their own; aggregate and per-stream numbers."""
     import engine
 
@@ -104,7 +104,7 @@ def bench_mode(model: str, quantize: str, args) -> dict[str, Any]:
                                          ignore_eos=True)
     long_settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=100_000,
                                               ignore_eos=True)
-    _run(eng, ["Warm up."], settings)
+    run_streams(eng, ["Warm up."], settings)
     rows: dict[str, Any] = {}
     peak = 0
     for count in STREAMS:
@@ -114,10 +114,10 @@ def bench_mode(model: str, quantize: str, args) -> dict[str, Any]:
             questions = [f"Question {n} of {count} (max-batch {max_batch}): tell me a story." for n in range(count)]
             if count == max(STREAMS) and max_batch > 1:
                 with PeakRss() as rss:
-                    row[f"max_batch_{max_batch}"] = _run(eng, questions, settings)
+                    row[f"max_batch_{max_batch}"] = run_streams(eng, questions, settings)
                 peak = rss.peak
             else:
-                row[f"max_batch_{max_batch}"] = _run(eng, questions, settings)
+                row[f"max_batch_{max_batch}"] = run_streams(eng, questions, settings)
         rows[str(count)] = row
     eng.set_max_batch(args.max_batch)
     ttft = _arrival_ttft(eng, settings, long_settings, quantize)
@@ -144,7 +144,8 @@ def table(result: dict[str, Any], max_batch: int) -> str:
                          f"{ours['aggregate_tok_s'] / max(one, 1e-9):>10.2f}x | {ours['per_stream_tok_s']:>10.2f} | "
                          f"{ours['per_stream_tok_s'] / max(alone_stream, 1e-9):>7.2f}x")
         ttft = mode["arrival_ttft"]
-        lines.append(f"TTFT of a {ttft['prompt_tokens']}-token prompt arriving while 4 decode: {ttft['while_4_s']:.2f} s "
+        lines.append(f"TTFT of a {ttft['prompt_tokens']}-token prompt arriving while 4 decode: "
+                     f"{ttft['while_4_s']:.2f} s "
                      f"({ttft['reused_tokens']} positions reused); alone {ttft['alone_s']:.2f} s "
                      f"({ttft['alone_reused_tokens']} reused) "
                      f"({ttft['while_4_s'] / max(ttft['alone_s'], 1e-9):.2f}x)")

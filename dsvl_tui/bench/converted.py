@@ -1,4 +1,5 @@
-"""Benchmark: the engine against transformers' own DeepSeek-VL on a converted checkpoint: ``python -m dsvl_tui.bench.converted``.
+"""Benchmark: the engine against transformers' own DeepSeek-VL on a converted checkpoint:
+``python -m dsvl_tui.bench.converted``.
 
 Both run the same full-size random 1.3B checkpoint in transformers'
 converted layout (deepseek-community/* style, written once by
@@ -29,7 +30,7 @@ from .engine import CACHE, QUESTIONS, ours_turn, random_picture
 def converted_checkpoint(layers: int | None) -> Path:
     import torch
 
-    from engine.converted_fixtures import write_converted_checkpoint
+    from engine.testing.converted_checkpoints import write_converted_checkpoint
 
     name = "deepseek-vl-1.3b-converted-random" + ("" if layers is None else f"-{layers}layers")
     folder = CACHE / name
@@ -49,7 +50,8 @@ def transformers_turn(model, image_processor, eng, history, new_tokens: int) -> 
     from transformers.generation.streamers import BaseStreamer
 
     started = time.perf_counter()
-    prepared = eng.prepare(history)  # the same ids as the repository's chat template renders (tests/engine/test_converted.py)
+    # the same ids as the repository's chat template renders (tests/engine/test_converted.py)
+    prepared = eng.prepare(history)
     pictures = [image for message in history for image in message.images]
     inputs: dict[str, Any] = {"input_ids": prepared.input_ids[None]}
     if pictures:
@@ -69,12 +71,15 @@ def transformers_turn(model, image_processor, eng, history, new_tokens: int) -> 
                        eos_token_id=eng.prompt_format.eos_id, streamer=Clock())
     ended = time.perf_counter()
     first = times[1]  # generate puts the prompt first, then each new token
-    return {"prompt_tokens": len(prepared.input_ids), "ttft": first - started, "decode_tps": (new_tokens - 1) / max(ended - first, 1e-9)}
+    return {"prompt_tokens": len(prepared.input_ids), "ttft": first - started,
+            "decode_tps": (new_tokens - 1) / max(ended - first, 1e-9)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a converted-layout folder or hub id (default: the random 1.3B one, written once)")
+    # The docstring's first sentence, which runs over two lines, as one line.
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--model",
+                        help="a converted-layout folder or hub id (default: the random 1.3B one, written once)")
     parser.add_argument("--layers", type=int, help="a random checkpoint with only N language-model layers (quick runs)")
     parser.add_argument("--dtype", default="float32", help="both models' dtype on the CPU")
     parser.add_argument("--new-tokens", type=int, default=32, help="forced answer length per turn")
@@ -109,23 +114,28 @@ def main(argv: list[str] | None = None) -> int:
                 us, answer = ours_turn(eng, history, args.new_tokens)
         history.append(engine.Message("assistant", answer))
         rows.append({"turn": turn + 1, "transformers": them, "ours": us})
-        print(f"turn {turn + 1}: prompt {us['prompt_tokens']} tokens, ttft transformers {them['ttft']:.2f}s ours {us['ttft']:.2f}s",
-              file=sys.stderr)
+        print(f"turn {turn + 1}: prompt {us['prompt_tokens']} tokens, "
+              f"ttft transformers {them['ttft']:.2f}s ours {us['ttft']:.2f}s", file=sys.stderr)
 
     machine = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    print(f"model {model_path} ({eng.model.spec.layout} layout) | {eng.info.parameters:,} parameters | cpu {eng.info.dtype} | {machine}")
-    print(f"load: ours {ours_load:.2f} s, transformers {theirs_load:.2f} s | forced {args.new_tokens} new tokens per turn")
-    print(f"{'turn':>4} {'prompt':>7} {'reused':>7} | {'ttft tf s':>9} {'ttft ours s':>11} {'ratio':>6} | {'tok/s tf':>8} {'tok/s ours':>10} {'ratio':>6}")
+    print(f"model {model_path} ({eng.model.spec.layout} layout) | {eng.info.parameters:,} parameters "
+          f"| cpu {eng.info.dtype} | {machine}")
+    print(f"load: ours {ours_load:.2f} s, transformers {theirs_load:.2f} s "
+          f"| forced {args.new_tokens} new tokens per turn")
+    print(f"{'turn':>4} {'prompt':>7} {'reused':>7} | {'ttft tf s':>9} {'ttft ours s':>11} {'ratio':>6} "
+          f"| {'tok/s tf':>8} {'tok/s ours':>10} {'ratio':>6}")
     for row in rows:
         them, us = row["transformers"], row["ours"]
-        print(f"{row['turn']:>4} {us['prompt_tokens']:>7} {us['reused_tokens']:>7} | {them['ttft']:>9.3f} {us['ttft']:>11.3f} "
-              f"{us['ttft'] / them['ttft']:>6.2f} | {them['decode_tps']:>8.2f} {us['decode_tps']:>10.2f} {us['decode_tps'] / them['decode_tps']:>6.2f}")
+        print(f"{row['turn']:>4} {us['prompt_tokens']:>7} {us['reused_tokens']:>7} "
+              f"| {them['ttft']:>9.3f} {us['ttft']:>11.3f} "
+              f"{us['ttft'] / them['ttft']:>6.2f} | {them['decode_tps']:>8.2f} {us['decode_tps']:>10.2f} "
+              f"{us['decode_tps'] / them['decode_tps']:>6.2f}")
     summary = {
         "ttft_speedup_last_turn": rows[-1]["transformers"]["ttft"] / rows[-1]["ours"]["ttft"],
         "decode_ratio_mean": statistics.mean(r["ours"]["decode_tps"] / r["transformers"]["decode_tps"] for r in rows),
     }
-    print(f"last-turn ttft {summary['ttft_speedup_last_turn']:.1f}x faster than transformers | decode ours/transformers "
-          f"{summary['decode_ratio_mean']:.2f}x")
+    print(f"last-turn ttft {summary['ttft_speedup_last_turn']:.1f}x faster than transformers "
+          f"| decode ours/transformers {summary['decode_ratio_mean']:.2f}x")
     result = {"model": model_path, "machine": machine, "dtype": eng.info.dtype, "new_tokens": args.new_tokens,
               "load_seconds": {"ours": ours_load, "transformers": theirs_load}, "turns": rows, "summary": summary}
     args.json.write_text(json.dumps(result, indent=2))

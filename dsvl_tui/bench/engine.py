@@ -112,7 +112,8 @@ def upstream_turn(eng, history, new_tokens: int) -> dict:
 def ours_turn(eng, history, new_tokens: int) -> tuple[dict, str]:
     import engine
 
-    settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=new_tokens, ignore_eos=True)
+    settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=new_tokens,
+                                         ignore_eos=True)
     stream = eng.stream(history, settings, cache_key="bench")
     text = "".join(stream)
     _sync(eng)
@@ -122,7 +123,7 @@ def ours_turn(eng, history, new_tokens: int) -> tuple[dict, str]:
 
 
 def _sync(eng) -> None:
-    from engine.generate import synchronize
+    from engine.decode import synchronize
 
     synchronize(eng.info.device)
 
@@ -161,7 +162,7 @@ class CompileClock:
 def random_checkpoint(layers: int | None) -> Path:
     import torch
 
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     folder = CACHE / ("deepseek-vl-1.3b-random" if layers is None else f"deepseek-vl-1.3b-random-{layers}layers")
     if not (folder / "model.safetensors").exists():
@@ -172,10 +173,12 @@ def random_checkpoint(layers: int | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
+    parser.add_argument("--model",
+                        help="hub id or folder (default: the full-size random 1.3B checkpoint, written once)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--layers", type=int, help="use a random 1.3B checkpoint with only N language-model layers (quick runs)")
+    parser.add_argument("--layers", type=int,
+                        help="use a random 1.3B checkpoint with only N language-model layers (quick runs)")
     parser.add_argument("--new-tokens", type=int, default=32, help="forced answer length per turn")
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--compile", action="store_true",
@@ -222,36 +225,42 @@ def main(argv: list[str] | None = None) -> int:
             peaks[name] = max(peaks[name], gpu or rss.peak)
         history.append(engine.Message("assistant", answer))
         rows.append({"turn": turn + 1, "upstream": up, "ours": us})
-        print(f"turn {turn + 1}: prompt {us['prompt_tokens']} tokens, ttft upstream {up['ttft']:.2f}s ours {us['ttft']:.2f}s",
-              file=sys.stderr)
+        print(f"turn {turn + 1}: prompt {us['prompt_tokens']} tokens, "
+              f"ttft upstream {up['ttft']:.2f}s ours {us['ttft']:.2f}s", file=sys.stderr)
 
     memory_kind = "GPU allocated" if eng.info.device.startswith("cuda") else "RSS"
-    machine = torch.cuda.get_device_name(eng.info.device) if eng.info.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    machine = (torch.cuda.get_device_name(eng.info.device) if eng.info.device.startswith("cuda")
+               else f"CPU ({os.cpu_count()} cores, {platform.machine()})")
     quantized = "" if eng.info.quantize == "none" else f" | {eng.info.quantize} weights"
     if eng.info.quantize_note:
         quantized += f" | quantize: {eng.info.quantize_note}"
-    print(f"model {model} | {eng.info.parameters:,} parameters | {eng.info.device} {eng.info.dtype}{quantized} | {machine}")
+    print(f"model {model} | {eng.info.parameters:,} parameters "
+          f"| {eng.info.device} {eng.info.dtype}{quantized} | {machine}")
     if not args.compile:
         how = ""
     elif eng.info.compiled:
         how = f" | ours: compiled decode (static KV cache {static_bytes / 2**30:.2f} GiB, in both peaks)"
     else:
         how = f" | --compile: not used ({eng.info.compile_note}), ours decodes eagerly"
-    print(f"load {load_seconds:.2f} s, peak RSS while loading {load_rss.peak / 2**30:.2f} GiB | forced {args.new_tokens} new tokens per turn"
-          + how)
-    print(f"{'turn':>4} {'prompt':>7} {'reused':>7} | {'ttft up s':>9} {'ttft ours s':>11} {'ratio':>6} | {'tok/s up':>8} {'tok/s ours':>10} {'ratio':>6}")
+    print(f"load {load_seconds:.2f} s, peak RSS while loading {load_rss.peak / 2**30:.2f} GiB "
+          f"| forced {args.new_tokens} new tokens per turn" + how)
+    print(f"{'turn':>4} {'prompt':>7} {'reused':>7} | {'ttft up s':>9} {'ttft ours s':>11} {'ratio':>6} "
+          f"| {'tok/s up':>8} {'tok/s ours':>10} {'ratio':>6}")
     for row in rows:
         up, us = row["upstream"], row["ours"]
-        print(f"{row['turn']:>4} {us['prompt_tokens']:>7} {us['reused_tokens']:>7} | {up['ttft']:>9.3f} {us['ttft']:>11.3f} "
-              f"{us['ttft'] / up['ttft']:>6.2f} | {up['decode_tps']:>8.2f} {us['decode_tps']:>10.2f} {us['decode_tps'] / up['decode_tps']:>6.2f}")
+        print(f"{row['turn']:>4} {us['prompt_tokens']:>7} {us['reused_tokens']:>7} "
+              f"| {up['ttft']:>9.3f} {us['ttft']:>11.3f} "
+              f"{us['ttft'] / up['ttft']:>6.2f} | {up['decode_tps']:>8.2f} {us['decode_tps']:>10.2f} "
+              f"{us['decode_tps'] / up['decode_tps']:>6.2f}")
     summary = {
         "ttft_turn8_over_turn2_ours": rows[-1]["ours"]["ttft"] / rows[1]["ours"]["ttft"] if len(rows) > 1 else None,
         "ttft_speedup_last_turn": rows[-1]["upstream"]["ttft"] / rows[-1]["ours"]["ttft"],
         "decode_ratio_mean": statistics.mean(r["ours"]["decode_tps"] / r["upstream"]["decode_tps"] for r in rows),
         "peak_memory_gib": {k: v / 2**30 for k, v in peaks.items()},
     }
-    print(f"ours: ttft last/turn 2 {summary['ttft_turn8_over_turn2_ours']:.2f}x | last-turn ttft {summary['ttft_speedup_last_turn']:.1f}x faster "
-          f"than upstream | decode ours/upstream {summary['decode_ratio_mean']:.2f}x | peak {memory_kind} upstream "
+    print(f"ours: ttft last/turn 2 {summary['ttft_turn8_over_turn2_ours']:.2f}x "
+          f"| last-turn ttft {summary['ttft_speedup_last_turn']:.1f}x faster than upstream "
+          f"| decode ours/upstream {summary['decode_ratio_mean']:.2f}x | peak {memory_kind} upstream "
           f"{summary['peak_memory_gib']['upstream']:.2f} GiB ours {summary['peak_memory_gib']['ours']:.2f} GiB")
     result = {"model": model, "machine": machine, "device": eng.info.device, "dtype": eng.info.dtype,
               "quantize": {"requested": args.quantize, "used": eng.info.quantize, "note": eng.info.quantize_note},

@@ -10,9 +10,9 @@ installs them into a folder of its own and runs this module with the
 repository on the path (docs/benchmarks.md, "GPU check", has the time plan).
 Nothing here needs the project's installed metadata or console script.
 
-It runs four parts
+It runs five parts
 (each behind a flag, so a rerun can take only what failed: ``--tests``,
-``--bench``, ``--big``, ``--quant``; none named means all four):
+``--bench``, ``--big``, ``--quant``, ``--batch``; none named means all five):
 
 - tests: ``pytest -m cuda tests/engine/test_cuda_gpu.py``: logits of the tiny and
   the full-size random 1.3B checkpoint on CUDA in bf16 and fp32 against the
@@ -32,6 +32,11 @@ It runs four parts
   decode tok/s of the same two turns, against the 8-12 GB cards bf16 shuts out.
   Without a torchao built for this torch the part is skipped and says so
   ("no torchao for this torch"), instead of failing.
+- batch: the full-size 1.3B built in GPU memory with random weights, bf16,
+  one engine with ``max_batch`` 32 (batches decode eagerly: no CUDA graphs
+  for batch sizes): aggregate decode tok/s of 1, 4, 16 and 32 concurrent
+  streams (``dsvl_tui.bench.batch``'s measure: each its own question, a
+  forced answer length, greedy), each against 1 stream; target 8x at 16.
 
 It prints one table (the targets with PASS/FAIL beside the measured
 figures) and writes JSON (``--json``, default ``gpucheck.json``; rewritten
@@ -64,7 +69,9 @@ from typing import Any
 GIB = 2**30
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: dsvl_tui/bench/gpucheck.py
 WORK = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsvl-chat" / "gpucheck"
-PARTS = ("tests", "bench", "big", "quant")
+PARTS = ("tests", "bench", "big", "quant", "batch")
+BATCH_STREAMS = (1, 4, 16, 32)  # concurrent streams of the batch part
+BATCH_NEW_TOKENS = 64  # tokens each stream decodes there (8 in a dry run)
 # The targets of the GPU table (issue 10): (key, what, how it is judged, limit).
 TARGETS = [
     ("decode_compiled_over_upstream", "1.3B bf16 decode, compiled / upstream's way", ">=", 3.0),
@@ -74,6 +81,7 @@ TARGETS = [
     ("big_peak_gib", "7B bf16 peak GPU memory, GiB", "<", 24.0),
     ("big_int8_peak_gib", "7B int8 peak GPU memory, GiB", "<", 12.0),
     ("big_int4_peak_gib", "7B int4 peak GPU memory, GiB", "<", 8.0),
+    ("batch_16_over_1", "1.3B bf16 batched decode, 16 streams / 1 stream", ">=", 8.0),
 ]
 
 
@@ -103,8 +111,8 @@ def run_tests(tiny: Path, full: Path | None, dry_run: bool, work: Path) -> dict[
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     output = done.stdout + done.stderr
     print(output.rstrip(), file=sys.stderr)
-    summary = next((line for line in reversed(output.splitlines()) if " in " in line and ("passed" in line or "failed" in line
-                                                                                               or "error" in line)), "")
+    summary = next((line for line in reversed(output.splitlines())
+                    if " in " in line and ("passed" in line or "failed" in line or "error" in line)), "")
     figures = json.loads(report.read_text()) if report.exists() else {}
     return {"ok": done.returncode == 0, "returncode": done.returncode, "summary": summary.strip("= "),
             "figures": figures, "output_tail": output[-4000:]}
@@ -129,7 +137,8 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
     turns = []
     for up, ours, comp in zip(eager["turns"], eager["turns"], compiled["turns"], strict=True):
         turns.append({"turn": up["turn"], "prompt_tokens": ours["ours"]["prompt_tokens"],
-                      "ttft": {"upstream": up["upstream"]["ttft"], "eager": ours["ours"]["ttft"], "compiled": comp["ours"]["ttft"]},
+                      "ttft": {"upstream": up["upstream"]["ttft"], "eager": ours["ours"]["ttft"],
+                               "compiled": comp["ours"]["ttft"]},
                       "decode_tps": {"upstream": up["upstream"]["decode_tps"], "eager": ours["ours"]["decode_tps"],
                                      "compiled": comp["ours"]["decode_tps"]},
                       "same_answer_eager_compiled": ours["ours"].get("token_ids") == comp["ours"].get("token_ids")})
@@ -138,7 +147,8 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
         "decode_tps_median": decode,
         "decode_compiled_over_upstream": decode["compiled"] / decode["upstream"],
         "decode_compiled_tps": decode["compiled"],
-        "ttft_last_over_turn2": turns[-1]["ttft"]["compiled"] / turns[1]["ttft"]["compiled"] if len(turns) > 1 else None,
+        "ttft_last_over_turn2": (turns[-1]["ttft"]["compiled"] / turns[1]["ttft"]["compiled"]
+                                 if len(turns) > 1 else None),
         "compile_warm_up_s": compiled["compile"]["warm_up_seconds"],
         "compile_used": compiled["compile"]["used"], "compile_note": compiled["compile"]["note"],
         "peak_gib": {"upstream": eager["summary"]["peak_memory_gib"]["upstream"],
@@ -148,72 +158,6 @@ def run_bench(model: Path, device: str, dtype: str, dry_run: bool, work: Path) -
     }
     return {"ok": True, "model": str(model), "dtype": dtype, "turns": turns, "figures": figures,
             "load_seconds": {"eager": eager["load_seconds"], "compiled": compiled["load_seconds"]}}
-
-
-def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: str, seed: int = 0,
-                  quantize: str = "none"):
-    """An ``Engine`` for a full-size (or tiny) architecture with random weights made in place on ``device``.
-
-    Only the configs and the tokenizer are written to ``folder``; the
-    weights never touch the disk (the 7B's 14 GB would not fit the time).
-    Tensors are made one at a time, and with ``quantize`` each language-model
-    layer is quantized as soon as its weights are made (as ``engine.load``
-    does while reading them), so the unquantized model never sits in memory.
-    """
-    import torch
-
-    from engine.checkpoint import _assign
-    from engine.engine import DEFAULT_CONTEXT_LENGTH, Engine
-    from engine.fixtures import _configs, write_tokenizer
-    from engine.images import ImagePreprocessor
-    from engine.model import DeepSeekVLModel, _materialise_derived_buffers
-    from engine.prompt import PromptFormat
-    from engine.quantize import LayerQuantizer
-    from engine.resolve import pick_device, pick_dtype
-    from engine.spec import read_spec
-    from engine.types import EngineInfo
-
-    folder.mkdir(parents=True, exist_ok=True)
-    configs = _configs(tower, size)
-    for name, key in (("config.json", "config"), ("preprocessor_config.json", "preprocessor"),
-                      ("processor_config.json", "processor")):
-        (folder / name).write_text(json.dumps(configs[key], indent=2))
-    trained = write_tokenizer(folder, base_vocab=100000 if size == "full" else 900)["<trained>"]
-    spec = read_spec(folder)
-    chosen_device, chosen_dtype = pick_device(device), pick_dtype(dtype, pick_device(device))
-    with torch.device("meta"):
-        model = DeepSeekVLModel(spec, chosen_dtype)
-    quantizer = LayerQuantizer.for_load(quantize, spec, chosen_device, chosen_dtype)
-    generator = torch.Generator(device=chosen_device).manual_seed(seed)
-    with torch.no_grad():
-        for name, meta in [*model.named_parameters(), *model.named_buffers()]:
-            tensor = torch.empty(meta.shape, dtype=meta.dtype, device=chosen_device)
-            if tensor.is_floating_point():
-                _randomise(name, tensor, generator)
-            if name == "language_model.lm_head.weight":
-                tensor[trained:] = 0  # answers stay within real tokens, as in fixtures
-            _assign(model, name, tensor)
-            del tensor
-            quantizer.assigned(model, name)
-    _materialise_derived_buffers(model, chosen_device)
-    model.eval()
-    info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind, device=str(chosen_device),
-                      dtype=str(chosen_dtype).replace("torch.", ""), parameters=model.parameter_count(),
-                      context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder),
-                      quantize=quantizer.plan.mode, quantize_note=quantizer.note())
-    return Engine(model, PromptFormat(folder, spec, variant="chat"), ImagePreprocessor.from_config(spec.preprocessor),
-                  info, DEFAULT_CONTEXT_LENGTH)
-
-
-def _randomise(name: str, tensor, generator) -> None:
-    """Fill in place with the same distributions as ``fixtures.write_checkpoint``'s random weights."""
-    from engine.fixtures import random_init
-
-    mean, std = random_init(name, tuple(tensor.shape))
-    if std == 0.0:
-        tensor.fill_(mean)
-    else:
-        tensor.normal_(mean, std, generator=generator)
 
 
 def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> dict[str, Any]:
@@ -226,6 +170,7 @@ def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> d
 
     import engine
     from dsvl_tui.bench.engine import peak_memory, reset_peak_memory
+    from engine.testing.random_checkpoints import random_engine
 
     size = "tiny" if dry_run else "full"
     reset_peak_memory(device)
@@ -242,7 +187,8 @@ def run_big(device: str, dry_run: bool, work: Path, quantize: str = "none") -> d
         history.append(engine.Message("assistant", "".join(stream)))
         stats = stream.stats
         turns.append({"prompt_tokens": stats.prompt_tokens, "reused_tokens": stats.reused_tokens,
-                      "ttft": stats.time_to_first_token, "decode_tps": stats.tokens_per_second, "new_tokens": stats.new_tokens})
+                      "ttft": stats.time_to_first_token, "decode_tps": stats.tokens_per_second,
+                      "new_tokens": stats.new_tokens})
         if question:
             history.append(engine.Message("user", question))
     peak = peak_memory(eng.info.device)
@@ -302,6 +248,38 @@ def run_quant(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
             "turns": {mode: o["turns"] for mode, o in runs.items()}, "figures": figures}
 
 
+def run_batch(device: str, dry_run: bool, work: Path) -> dict[str, Any]:
+    """Aggregate decode tok/s of 1, 4, 16 and 32 concurrent streams on one batching engine (the 1.3B, bf16)."""
+    import engine
+    from dsvl_tui.bench.batch import run_streams
+    from dsvl_tui.bench.engine import peak_memory, reset_peak_memory
+    from engine.testing.random_checkpoints import random_engine
+
+    size = "tiny" if dry_run else "full"
+    reset_peak_memory(device)
+    eng = random_engine(work / f"random-1.3b-{size}", tower="siglip", size=size, device=device, dtype="bfloat16",
+                        max_batch=max(BATCH_STREAMS))
+    settings = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, ignore_eos=True,
+                                         max_new_tokens=8 if dry_run else BATCH_NEW_TOKENS)
+    run_streams(eng, ["Warm up."], settings)
+    rows = []
+    for count in BATCH_STREAMS:
+        measured = run_streams(eng, [f"Question {n} of {count}: tell me a story." for n in range(count)], settings)
+        rows.append({"streams": count, "aggregate_tok_s": measured["aggregate_tok_s"],
+                     "per_stream_tok_s": measured["per_stream_tok_s"], "ttft_s": measured["ttft_s"]})
+    alone = rows[0]["aggregate_tok_s"]
+    for row in rows:
+        row["over_1"] = row["aggregate_tok_s"] / max(alone, 1e-9)
+    figures: dict[str, Any] = {f"batch_{row['streams']}_tps": row["aggregate_tok_s"] for row in rows}
+    figures["batch_16_over_1"] = next(row["over_1"] for row in rows if row["streams"] == 16)
+    figures["batch_peak_gib"] = peak_memory(device) / GIB
+    figures["batch_compile_note"] = "batches decode eagerly (no CUDA graphs for batch sizes)"
+    del eng
+    _free_gpu()
+    return {"ok": True, "rows": rows, "figures": figures, "new_tokens": settings.max_new_tokens,
+            "summary": f"16 streams: {figures['batch_16_over_1']:.1f}x one stream"}
+
+
 def _free_gpu() -> None:
     import torch
 
@@ -326,8 +304,8 @@ def judge(figures: dict[str, Any], dry_run: bool) -> list[dict[str, Any]]:
 
 def print_table(result: dict[str, Any]) -> None:
     dry = result["dry_run"]
-    print(f"gpucheck{' --dry-run (CPU, tiny checkpoints: figures mean nothing)' if dry else ''} | {result['machine']} | "
-          f"torch {result['torch']} | {result['seconds']:.0f} s")
+    print(f"gpucheck{' --dry-run (CPU, tiny checkpoints: figures mean nothing)' if dry else ''} "
+          f"| {result['machine']} | torch {result['torch']} | {result['seconds']:.0f} s")
     for part, outcome in result["parts"].items():
         state = ("skipped" if outcome.get("skipped") else "ok") if outcome.get("ok") else "FAILED"
         extra = outcome.get("summary") or outcome.get("error") or ""
@@ -345,16 +323,26 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  peak GPU GiB: upstream {f['peak_gib']['upstream']:.2f}, eager {f['peak_gib']['eager']:.2f}, "
               f"compiled {f['peak_gib']['compiled']:.2f} | compile used: {f['compile_used']}"
               + (f" ({f['compile_note']})" if f["compile_note"] else ""))
-    seven_b = {**result["parts"].get("big", {}).get("figures", {}), **result["parts"].get("quant", {}).get("figures", {})}
+    seven_b = {**result["parts"].get("big", {}).get("figures", {}),
+               **result["parts"].get("quant", {}).get("figures", {})}
     by_mode = [(label, seven_b.get(f"{prefix}_decode_tps"), seven_b.get(f"{prefix}_peak_gib"))
              for label, prefix in (("bf16", "big"), ("int8", "big_int8"), ("int4", "big_int4"))]
     if any(tps is not None for _, tps, _ in by_mode):
         print("  7B decode tok/s (peak GPU GiB): " + ", ".join(
-            f"{label} {tps:.1f}" + (f" ({peak:.2f})" if peak is not None else "") for label, tps, peak in by_mode if tps is not None))
+            f"{label} {tps:.1f}" + (f" ({peak:.2f})" if peak is not None else "")
+            for label, tps, peak in by_mode if tps is not None))
     torchao = seven_b.get("torchao")
     if torchao:
         print(f"  torchao: {torchao['version']} from {torchao['folder']}" if torchao["version"] else
               f"  torchao: none for this torch ({torchao['problem']})")
+    batch = result["parts"].get("batch", {})
+    if batch.get("rows"):
+        print(f"  1.3B bf16 batched decode ({batch['new_tokens']} tokens a stream, max_batch 32, eager):")
+        print(f"  {'streams':>7} | {'aggregate tok/s':>15} {'x 1 stream':>10} | {'per stream tok/s':>16} {'TTFT s':>7}")
+        for row in batch["rows"]:
+            target = "  (target >= 8x)" if row["streams"] == 16 else ""
+            print(f"  {row['streams']:>7} | {row['aggregate_tok_s']:>15.1f} {row['over_1']:>9.2f}x | "
+                  f"{row['per_stream_tok_s']:>16.1f} {row['ttft_s']:>7.3f}{target}")
     tests = result["parts"].get("tests", {}).get("figures", {})
     for key, value in tests.items():
         print(f"  test figure {key}: {json.dumps(value)}")
@@ -398,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     device = "cpu" if args.dry_run else "cuda"
     args.work.mkdir(parents=True, exist_ok=True)
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     tiny = args.work / "tiny-siglip"
     if not (tiny / "model.safetensors").exists():
@@ -413,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "tests": lambda: run_tests(tiny, full, args.dry_run, args.work),
-        "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run, args.work),
+        "bench": lambda: run_bench(full or tiny, device, "float32" if args.dry_run else "bfloat16", args.dry_run,
+                                   args.work),
         "big": lambda: run_big(device, args.dry_run, args.work),
         "quant": lambda: run_quant(device, args.dry_run, args.work),
+        "batch": lambda: run_batch(device, args.dry_run, args.work),
     }
     from dsvl_tui.core.text import error_line
     from dsvl_tui.storage.atomic import atomic_write_bytes

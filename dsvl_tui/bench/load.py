@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsvl-chat" / "bench" / "deepseek-vl-1.3b-random"
+DEFAULT_CACHE = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                 / "dsvl-chat" / "bench" / "deepseek-vl-1.3b-random")
 
 
 def _child(folder: str, device: str, dtype: str) -> None:
@@ -40,7 +41,8 @@ def _child(folder: str, device: str, dtype: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="checkpoint folder (default: the random full-size 1.3B, written once)")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder (default: the random full-size 1.3B, written once)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--runs", type=int, default=3)
@@ -54,19 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None and not (folder / "model.safetensors").exists():
         import torch
 
-        from engine.fixtures import write_checkpoint
+        from engine.testing.random_checkpoints import write_checkpoint
 
         print(f"writing the full-size random 1.3B checkpoint to {folder} (once)...", file=sys.stderr)
         write_checkpoint(folder, tower="siglip", size="full", dtype=torch.bfloat16)
     runs = []
     for _ in range(args.runs):
         out = subprocess.run(
-            [sys.executable, "-m", "dsvl_tui.bench.load", "--child", "--model", str(folder), "--device", args.device, "--dtype", args.dtype],
+            [sys.executable, "-m", "dsvl_tui.bench.load", "--child", "--model", str(folder),
+             "--device", args.device, "--dtype", args.dtype],
             check=True, capture_output=True, text=True,
         )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     gib = 1024 ** 3
-    print(f"model: {folder}  device: {runs[0]['device']}  dtype: {runs[0]['dtype']}  parameters: {runs[0]['parameters']:,}")
+    print(f"model: {folder}  device: {runs[0]['device']}  dtype: {runs[0]['dtype']}  "
+          f"parameters: {runs[0]['parameters']:,}")
     print(f"{'run':>4} {'load s':>8} {'peak RSS GiB':>13} {'weights GiB':>12} {'RSS/weights':>12} {'GPU peak GiB':>13}")
     for i, r in enumerate(runs, 1):
         print(f"{i:>4} {r['seconds']:>8.2f} {r['peak_rss'] / gib:>13.2f} {r['weight_bytes'] / gib:>12.2f} "

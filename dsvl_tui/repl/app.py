@@ -30,7 +30,6 @@ import queue
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -472,7 +471,8 @@ class Repl:
         ``mine`` is the message just sent: if no answer can start (no model, a
         bad image), it is taken back out and its text returned to the prompt.
         """
-        from dsvl_tui.backends.choose import stream_answer
+        from dsvl_tui.core.turn import stream_answer
+        from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS
         from engine.errors import EngineError
 
         conversation = self._conversation
@@ -488,10 +488,11 @@ class Repl:
                 notes: list[str] = []  # what the server sent that was dropped: said after the answer
                 compared = self._compare_begin(conversation)
                 try:
-                    answer = stream_answer(backend, conversation, cancel=cancel,
-                                           on_chunk=self._journaled_as_it_streams(printer.feed, conversation),
+                    # The answer so far is journaled (as stopped) as it streams, so even kill -9 keeps most of it.
+                    answer = stream_answer(backend, conversation, cancel=cancel, on_chunk=printer.feed,
                                            on_note=notes.append,
-                                           on_open=self._autosave if self.options.endpoint else None)
+                                           on_open=self._autosave if self.options.endpoint else None,
+                                           checkpoint=self._checkpoint, every=PARTIAL_SAVE_SECONDS)
                 except EngineError as exc:  # input problems, raised before anything is generated
                     if compared is not None:
                         compared.stop()
@@ -515,24 +516,10 @@ class Repl:
             self._show_stats(answer)
         self._autosave()
 
-    def _journaled_as_it_streams(self, feed: Callable[[str], None],
-                                 conversation: Conversation) -> Callable[[str], None]:
-        """``feed`` that also journals the answer so far (as stopped) at most once per
-        ``PARTIAL_SAVE_SECONDS``, so even ``kill -9`` keeps most of it."""
-        from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS
-
-        parts: list[str] = []
-        saved = time.monotonic()
-
-        def on_chunk(chunk: str) -> None:
-            nonlocal saved
-            feed(chunk)
-            parts.append(chunk)
-            if time.monotonic() - saved >= PARTIAL_SAVE_SECONDS and conversation is self._conversation:
-                self._autosave(conversation.with_partial_answer("".join(parts)))
-                saved = time.monotonic()
-
-        return on_chunk
+    def _checkpoint(self, snapshot: Conversation) -> None:
+        """Journal the answer so far (``Turn.partial``), unless the conversation was replaced meanwhile."""
+        if snapshot.id == self._conversation.id:
+            self._autosave(snapshot)
 
     def _backend(self, cancel: threading.Event) -> ChatBackend | None:
         if self._slot.backend is None and self._slot.loading is not None:

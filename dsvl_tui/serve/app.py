@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import threading
 import time
@@ -59,6 +60,7 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     created = int(time.time())
     app = FastAPI(title="dsvl-chat", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.queue = queue
+    stops_in_backend = takes_stop_strings(backend)
 
     def authorize(request: Request) -> None:
         if api_key is None:
@@ -98,7 +100,8 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "dsvl-chat"}]}
+        return {"object": "list",
+                "data": [{"id": name, "object": "model", "created": created, "owned_by": "dsvl-chat"}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -113,8 +116,11 @@ def create_app(backend: ChatBackend, *, api_key: str | None = None, model_name: 
         slot = await wait_for_engine(request, queue)
         cancel = threading.Event()
         try:
+            # The engine ends the answer at a stop string itself, and generates no further; Answer's cut stays
+            # for a backend that takes no stop strings (a remote client).
+            stop = {"stop": wanted.stop} if wanted.stop and stops_in_backend else {}
             stream = await run_in_threadpool(backend.stream, wanted.messages, wanted.settings, system=wanted.system,
-                                             cancel=cancel, cache_key=CACHE_KEY)
+                                             cancel=cancel, cache_key=CACHE_KEY, **stop)
         except BaseException as exc:  # nothing runs on the engine: its place goes to the next request
             slot.release()
             refused = engine_refusal(exc)
@@ -181,6 +187,15 @@ async def wait_for_engine(request: Request, queue: GenerationQueue) -> Any:
         raise RequestError(503, f"the server is busy: {queue.size} requests are already waiting; "
                            f"retry in {RETRY_AFTER_SECONDS} s", type="server_busy", code="queue_full",
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+def takes_stop_strings(backend: ChatBackend) -> bool:
+    """Whether ``backend.stream`` takes ``stop=`` (``Engine.stream`` does)."""
+    try:
+        parameters = inspect.signature(backend.stream).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "stop" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 class Answer:

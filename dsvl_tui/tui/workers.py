@@ -1,76 +1,82 @@
 """Model loading and answer generation for the TUI, off the event loop.
 
 The thread bodies here (``load_model``, ``generate_answer``, ``measure_context``)
-run in Textual thread workers and report only by posting messages (defined
-here, handled by the app), so they hold no widget and are easy to test. The
-``AnswerQueue`` is the one line of answers across all panes: one generation
-at a time, the others wait their turn, visibly.
+run in threads and report only by posting messages (defined here, handled by
+the app), so they hold no widget and are easy to test. ``generate_answer``
+runs a ``Job``'s ``core.turn.Turn``, as every front end runs its answers. The
+``AnswerQueue`` is the one line of answers across all panes: as many
+generations at a time as the backend decodes together (``answer_places``),
+the others wait their turn, visibly.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from textual.css.query import NoMatches
 from textual.message import Message
 
 from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.core.text import error_line
+from dsvl_tui.core.turn import Delta, Ending, Turn
 
 if TYPE_CHECKING:
     from dsvl_tui.backends.remote_probe import Connection
     from dsvl_tui.core.options import Options
     from dsvl_tui.tui.widgets import AssistantMessage, ChatPane
-    from engine.types import ChatBackend, GenerationStats, PreparesPrompts
+    from engine.types import ChatBackend, PreparesPrompts
 
 Post = Callable[[Message], Any]
+R = TypeVar("R")
 _job_ids = itertools.count(1)
 
 
-@dataclass(eq=False)
 class Job:
-    """One answer to generate for one pane's conversation."""
+    """One answer to generate for one pane's conversation: its ``Turn``, and where it is drawn."""
 
-    pane: ChatPane
-    conversation: Conversation
-    asked: ChatMessage  # the user message answered; the answer is dropped if it is gone
-    cancel: threading.Event = field(default_factory=threading.Event)
-    id: int = field(default_factory=lambda: next(_job_ids))
-    started: bool = False
-    widget: AssistantMessage | None = None  # where the answer streams to
-    streamed: list[str] = field(default_factory=list)  # all the text so far (worker thread appends)
-    stream: object | None = None  # the backend's stream, once generation starts
-    _buffer: list[str] = field(default_factory=list)
-    _signalled: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, pane: ChatPane, conversation: Conversation, asked: ChatMessage, *,
+                 checkpoint: Callable[[Conversation], None] | None = None, every: float = 1.0) -> None:
+        self.pane = pane
+        # The answer runs and is recorded as in every front end; ``checkpoint`` journals it as it streams.
+        self.turn = Turn(conversation, asked=asked, checkpoint=checkpoint, every=every)
+        self.id = next(_job_ids)
+        self.started = False
+        self.widget: AssistantMessage | None = None  # where the answer streams to
+        self._buffer: list[str] = []  # streamed, not drawn yet (the worker thread appends)
+        self._signalled = False
+        self._lock = threading.Lock()
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.turn.conversation
+
+    @property
+    def asked(self) -> ChatMessage:
+        """The user message answered; the answer is dropped if it is gone."""
+        return self.turn.asked
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self.turn.cancel
+
+    @property
+    def streamed(self) -> list[str]:
+        """All the text so far, as it came."""
+        return self.turn.chunks
 
     def push(self, chunk: str) -> bool:
         """Add streamed text (worker thread); True if the UI must be told (it was not already)."""
         with self._lock:
             self._buffer.append(chunk)
-            self.streamed.append(chunk)
             told, self._signalled = self._signalled, True
         return not told
-
-    def generated(self) -> int:
-        """Tokens generated so far: the stream's own count where it keeps one, else one per chunk."""
-        ids = getattr(self.stream, "token_ids", None)
-        return len(ids) if isinstance(ids, list) else len(self.streamed)
-
-    def partial(self) -> Conversation | None:
-        """The conversation with the answer so far as a stopped answer, to journal; None once
-        ``asked`` is no longer its last message (undone, or the answer already added)."""
-        messages = self.conversation.messages
-        if not messages or messages[-1] is not self.asked:
-            return None
-        with self._lock:
-            text = "".join(self.streamed)
-        return self.conversation.with_partial_answer(text)
 
     def take(self) -> str:
         """Everything streamed since the last call (UI thread)."""
@@ -80,34 +86,56 @@ class Job:
             self._signalled = False
         return text
 
+    def generated(self) -> int:
+        return self.turn.generated()
+
+    def partial(self) -> Conversation | None:
+        return self.turn.partial()
+
+
+def answer_places(backend: object) -> int:
+    """How many answers ``backend`` runs at once: the engine's ``max_batch`` (answers decoded together; a
+    server says its own in ``max_batch``), else one."""
+    places = getattr(backend, "max_batch", 1)
+    return places if isinstance(places, int) and not isinstance(places, bool) and places >= 1 else 1
+
 
 class AnswerQueue:
-    """Answers waiting for the model, in the order asked; at most one runs."""
+    """Answers waiting for the model, in the order asked; at most ``places`` run at once.
 
-    def __init__(self) -> None:
+    ``places`` is the backend's (``answer_places``): the engine decodes that many answers together,
+    so two tabs stream at the same time; the others wait their turn, visibly.
+    """
+
+    def __init__(self, places: int = 1) -> None:
+        self.places = places
         self.waiting: deque[Job] = deque()
-        self.running: Job | None = None
+        self.started: list[Job] = []  # running, oldest first
+
+    @property
+    def running(self) -> Job | None:
+        """The answer running longest (None: none runs)."""
+        return self.started[0] if self.started else None
 
     def add(self, job: Job) -> None:
         self.waiting.append(job)
 
     def next(self) -> Job | None:
-        """The job to start now, if nothing runs and one waits (it becomes the running one)."""
-        if self.running is not None or not self.waiting:
+        """The job to start now, if a place is free and one waits (it becomes a running one)."""
+        if len(self.started) >= self.places or not self.waiting:
             return None
-        self.running = self.waiting.popleft()
-        self.running.started = True
-        return self.running
+        job = self.waiting.popleft()
+        job.started = True
+        self.started.append(job)
+        return job
 
     def finished(self, job: Job) -> None:
-        if self.running is job:
-            self.running = None
+        if job in self.started:
+            self.started.remove(job)
 
     def for_pane(self, pane: ChatPane) -> Job | None:
         """The running or waiting job of ``pane``."""
-        if self.running is not None and self.running.pane is pane:
-            return self.running
-        return next((job for job in self.waiting if job.pane is pane), None)
+        return next((job for job in (*self.started, *self.waiting) if job.pane is pane), None)
 
     def withdraw(self, job: Job) -> bool:
         """Take a waiting job out of the line; False if it is not waiting."""
@@ -118,16 +146,39 @@ class AnswerQueue:
         return True
 
     def position(self, job: Job) -> int:
-        """0 for the running job, 1 for the first waiting, and so on."""
-        if job is self.running:
+        """0 for a running job, 1 for the first waiting, and so on; -1 for neither."""
+        if job in self.started:
             return 0
         return list(self.waiting).index(job) + 1 if job in self.waiting else -1
 
     def __len__(self) -> int:
-        return len(self.waiting) + (self.running is not None)
+        return len(self.waiting) + len(self.started)
 
 
 # -- messages posted by the thread workers ------------------------------------
+
+
+def reported_from_a_thread(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], Awaitable[None]]:
+    """For a handler of what a thread reports (load progress, an answer's chunks, a measured context).
+
+    Such a report can still be in the queue, or its handler part way through an ``await``, while the
+    app shuts down and its screens (or first their widgets) go: there is then nothing left to show it
+    on, so it is dropped instead of failing on the empty screen stack or a widget already removed.
+    """
+    @functools.wraps(handler)
+    async def guarded(app: Any, message: Any) -> None:
+        if not app.screen_stack:
+            return
+        try:
+            result = handler(app, message)
+            if inspect.isawaitable(result):
+                await result
+        except (IndexError, NoMatches):  # the screen stack emptied, or a query on a screen gone
+            if app.screen_stack and app.is_running:  # shutting down: the screen's widgets go before the screen
+                raise
+
+    return guarded
+
 
 
 @dataclass
@@ -169,12 +220,12 @@ class AnswerChunk(Message):
 
 @dataclass
 class AnswerDone(Message):
+    """``job``'s turn has ended (``ending``), or the backend refused its input (``refused``: the one-line
+    reason; nothing was generated), or it was withdrawn before it started (neither)."""
+
     job: Job
-    text: str
-    stats: GenerationStats | None
-    stopped: bool
-    error: str | None
-    rejected: bool = False  # the backend refused the input (a bad image, too long): nothing was generated
+    ending: Ending | None = None
+    refused: str | None = None
 
 
 @dataclass
@@ -203,44 +254,18 @@ def load_model(load_id: int, model: str, options: Options, post: Post,
         post(ModelLoaded(load_id, loaded))
 
 
-def generate_answer(backend: ChatBackend, job: Job, post: Post, checkpoint: Callable[[Conversation], None] | None = None,
-                  every: float = 1.0) -> None:
-    """Generate ``job``'s answer on ``backend``, posting ``AnswerChunk``s and one ``AnswerDone``.
-
-    ``checkpoint`` (autosave) gets the conversation with the answer so far at
-    most once per ``every`` seconds, so a kill loses at most that much.
-    """
-    parts: list[str] = []
-    stats: GenerationStats | None = None
-    error = None
-    conversation = job.conversation
+def generate_answer(backend: ChatBackend, job: Job, post: Post) -> None:
+    """Run ``job``'s turn on ``backend``, posting ``AnswerChunk``s and one ``AnswerDone`` (the UI records it)."""
+    turn = job.turn
     try:
-        # One KV cache per conversation: the next turn prefills only what changed.
-        stream = backend.stream(conversation.engine_messages(), conversation.settings,
-                                system=conversation.system, cancel=job.cancel, cache_key=conversation.id)
+        turn.open(backend)
     except Exception as exc:  # noqa: BLE001 - raised before any compute: the input is at fault
-        post(AnswerDone(job, "", None, False, error_line(exc), rejected=True))
+        post(AnswerDone(job, refused=error_line(exc)))
         return
-    from dsvl_tui.backends.choose import note_backend
-
-    note_backend(conversation, backend)  # which server and model answer (--endpoint), for the transcript
-    job.stream = stream
-    try:
-        stats = getattr(stream, "stats", None)
-        saved = time.monotonic()
-        for chunk in stream:
-            parts.append(chunk)
-            if job.push(chunk):
-                post(AnswerChunk(job))
-            if checkpoint is not None and time.monotonic() - saved >= every:
-                saved = time.monotonic()
-                if (snapshot := job.partial()) is not None:
-                    checkpoint(snapshot)
-        stats = getattr(stream, "stats", stats)
-    except Exception as exc:  # noqa: BLE001 - bad image, out of memory, a bug: shown in the pane
-        error = error_line(exc)
-    stopped = job.cancel.is_set() or getattr(stats, "stop_reason", None) == "cancelled"
-    post(AnswerDone(job, "".join(parts), stats, stopped and error is None, error))
+    for event in turn.events():
+        if isinstance(event, Delta) and job.push(event.text):
+            post(AnswerChunk(job))
+    post(AnswerDone(job, turn.ending))
 
 
 def measure_context(backend: PreparesPrompts, conversation: Conversation, post: Post) -> None:

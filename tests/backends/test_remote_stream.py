@@ -18,10 +18,10 @@ import pytest
 from fake_openai import FakeOpenAI, Script
 
 from dsvl_tui.backends import remote, remote_stream
-from dsvl_tui.backends.choose import stream_answer
 from dsvl_tui.backends.remote import MAX_CHARS_PER_TOKEN, RemoteBackend, RemoteStreamError
 from dsvl_tui.backends.remote_events import MAX_LINE_BYTES, LineTooLong, bounded_lines
 from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.turn import stream_answer
 from dsvl_tui.storage.transcript import format as transcript_format
 from dsvl_tui.storage.transcript import load_transcript, save_transcript
 from engine.types import GenerationSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dsvl_tui.bench import converted
-from engine.converted_fixtures import write_converted_checkpoint
+from engine.testing.converted_checkpoints import write_converted_checkpoint
 
 
 def test_engine_and_transformers_side_by_side(tmp_path, capsys) -> None:
@@ -15,7 +15,9 @@ def test_engine_and_transformers_side_by_side(tmp_path, capsys) -> None:
     result = json.loads(out.read_text())
     assert [row["turn"] for row in result["turns"]] == [1, 2]
     second = result["turns"][1]
-    assert second["ours"]["reused_tokens"] == result["turns"][0]["ours"]["prompt_tokens"] > 0  # the engine reused turn 1
+    # The engine reused turn 1.
+    assert second["ours"]["reused_tokens"] == result["turns"][0]["ours"]["prompt_tokens"] > 0
     assert second["transformers"]["prompt_tokens"] == second["ours"]["prompt_tokens"]
-    assert all(row[way]["ttft"] > 0 and row[way]["decode_tps"] > 0 for row in result["turns"] for way in ("ours", "transformers"))
+    assert all(row[way]["ttft"] > 0 and row[way]["decode_tps"] > 0
+               for row in result["turns"] for way in ("ours", "transformers"))
     assert "(converted layout)" in capsys.readouterr().out

@@ -71,7 +71,8 @@ def test_gpu_wheels_replaces_stale_wheels_and_targets_the_box_python(tmp_path, m
 def test_gpu_wheels_refuses_two_versions_of_one_package(tmp_path, monkeypatch, capsys):
     gpu_wheels = load_gpu_wheels(tmp_path / ".whl")
     monkeypatch.setattr(gpu_wheels, "WHEELS", ["torchao==0.18.0", "torchao==0.17.0"])
-    names = ("torchao-0.18.0-cp310-abi3-manylinux_2_28_x86_64.whl", "torchao-0.17.0-cp310-abi3-manylinux_2_28_x86_64.whl")
+    names = ("torchao-0.18.0-cp310-abi3-manylinux_2_28_x86_64.whl",
+             "torchao-0.17.0-cp310-abi3-manylinux_2_28_x86_64.whl")
     monkeypatch.setattr(gpu_wheels.subprocess, "run", fake_pip_download(10, names))
     assert gpu_wheels.main([]) == 1
     assert "expected one wheel for each" in capsys.readouterr().err
@@ -156,7 +157,8 @@ def test_torchao_for_another_torch_is_never_imported_and_loads_unquantized(monke
 
 def test_quant_part_is_skipped_not_failed_without_a_fitting_torchao(monkeypatch, tmp_path):
     monkeypatch.setitem(qz.KERNELS, "cpu", {"int8": ("torchao",), "int4": ("torchao",)})
-    monkeypatch.setattr(qz, "torchao_mismatch", lambda: "torchao 0.18.0 needs torch 2.11 or later; this is torch 2.10.0")
+    monkeypatch.setattr(qz, "torchao_mismatch",
+                        lambda: "torchao 0.18.0 needs torch 2.11 or later; this is torch 2.10.0")
     monkeypatch.setattr(gpucheck, "run_big", lambda *a, **k: pytest.fail("nothing to measure without torchao"))
     outcome = gpucheck.run_quant("cpu", True, tmp_path)
     assert outcome["ok"] and outcome["skipped"]
@@ -178,3 +180,20 @@ def test_results_are_written_after_every_part(monkeypatch, tmp_path):
     assert gpucheck.main(["--dry-run", "--big", "--quant", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
     assert seen[0]["parts"]["big"]["ok"] and "quant" not in seen[0]["parts"] and not seen[0]["finished"]
     assert json.loads(out.read_text())["finished"]
+
+
+def test_the_batch_part_prints_aggregate_decode_at_1_4_16_and_32_streams(tmp_path, capsys):
+    """The batch part in a dry run: the tiny 1.3B layout on the CPU, real streams through the batching scheduler."""
+    out = tmp_path / "gpucheck.json"
+    assert gpucheck.main(["--dry-run", "--batch", "--json", str(out), "--work", str(tmp_path / "work")]) == 0
+    printed = capsys.readouterr().out
+    assert "1.3B bf16 batched decode" in printed
+    rows = [line.split("|") for line in printed.splitlines()
+            if line.count("|") == 2 and line.split("|")[0].strip().isdigit()]
+    assert [int(row[0]) for row in rows] == [1, 4, 16, 32]
+    assert "(target >= 8x)" in rows[2][2]
+    result = json.loads(out.read_text())
+    batch = result["parts"]["batch"]
+    assert batch["ok"] and [row["streams"] for row in batch["rows"]] == [1, 4, 16, 32]
+    assert all(row["aggregate_tok_s"] > 0 for row in batch["rows"]) and batch["rows"][0]["over_1"] == 1.0
+    assert [t for t in result["targets"] if t["target"] == "batch_16_over_1"][0]["verdict"] == "-"  # not judged dry

@@ -18,7 +18,7 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.core.text import printable
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.tui.clipboard import ClipboardError, osc52
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings, GenerationStats
 
 

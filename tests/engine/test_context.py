@@ -41,7 +41,8 @@ def test_oldest_whole_turns_are_dropped_with_their_images(folder):
     assert prepared.dropped_turns >= 1
     assert len(prepared.input_ids) <= limit
     first_kept = prepared.dropped_turns
-    assert f"User: Question number {first_kept} " in prepared.prompt or f"Question number {first_kept} " in prepared.prompt
+    assert (f"User: Question number {first_kept} " in prepared.prompt
+            or f"Question number {first_kept} " in prepared.prompt)
     assert f"Question number {first_kept - 1} " not in prepared.prompt
     assert "Final question?" in prepared.prompt and prepared.prompt.startswith("You are a helpful")
     kept_images = sum(1 for i in range(first_kept, 6) if i % 2 == 0)
@@ -70,7 +71,8 @@ def test_a_single_turn_too_long_is_an_error_before_any_compute(folder):
 
 def test_answer_is_capped_by_the_window(folder):
     eng = engine.load(str(folder), context_length=60)
-    stream = eng.stream([engine.Message("user", "hi")], engine.GenerationSettings(temperature=0, max_new_tokens=500), system="")
+    stream = eng.stream([engine.Message("user", "hi")], engine.GenerationSettings(temperature=0, max_new_tokens=500),
+                        system="")
     "".join(stream)
     assert stream.stats.prompt_tokens + stream.stats.new_tokens <= 60
     assert stream.stats.stop_reason == "length"
@@ -81,7 +83,7 @@ def test_answer_is_capped_by_the_window(folder):
 
 def _old_pieces(fmt, messages, system):
     """``PromptFormat.pieces`` as it was before ``fit`` (kept frozen here as the reference)."""
-    from engine.prompt import DEFAULT_SYSTEM_PROMPT, ROLE_NAMES, USER_SEP, ImageSlot, SpecialToken, _strip_ends
+    from engine.prompt import DEFAULT_SYSTEM_PROMPT, ROLE_NAMES, USER_SEP, ImageSlot, SpecialToken, strip_ends
 
     out, images = [], 0
 
@@ -97,7 +99,7 @@ def _old_pieces(fmt, messages, system):
     if fmt.variant == "base":
         for message in messages:
             out += content(message)
-        return _strip_ends(out)
+        return strip_ends(out)
     system = DEFAULT_SYSTEM_PROMPT if system is None else system
     if system:
         out.append(system + USER_SEP)
@@ -112,7 +114,7 @@ def _old_pieces(fmt, messages, system):
         out.append(USER_SEP if message.role == "user" else SpecialToken(fmt.eos_id, fmt.eos_text))
     if messages and messages[-1].role == "user":
         out.append(ROLE_NAMES["assistant"] + ":")
-    return _strip_ends(out)
+    return strip_ends(out)
 
 
 def _old_lengths(fmt, messages, system, starts):
@@ -181,14 +183,14 @@ def test_a_long_history_fits_in_linear_time(folder):
     eng = engine.load(str(folder))
     fmt = eng.prompt_format
     calls = []
-    plain = fmt._plain
+    plain = fmt.text_tokenizer
 
     class Counting:
         def encode(self, text, **kwargs):
             calls.append(len(text))
             return plain.encode(text, **kwargs)
 
-    fmt._plain = Counting()
+    fmt.text_tokenizer = Counting()
     try:
         history = []
         for i in range(500):
@@ -198,7 +200,7 @@ def test_a_long_history_fits_in_linear_time(folder):
         total = sum(len(m.text) for m in history)
         prepared = eng.prepare(history, reserve=64)
     finally:
-        fmt._plain = plain
+        fmt.text_tokenizer = plain
     assert prepared.dropped_turns > 400 and len(prepared.input_ids) + 64 <= eng.context_length
     assert sum(calls) < 3 * total
 
@@ -211,7 +213,7 @@ def test_fit_encodes_only_the_turns_it_keeps_and_one_more(folder):
     eng = engine.load(str(folder))
     fmt = eng.prompt_format
     encoded: list[str] = []
-    plain = fmt._plain
+    plain = fmt.text_tokenizer
 
     class Counting:
         def encode(self, text, **kwargs):
@@ -224,11 +226,11 @@ def test_fit_encodes_only_the_turns_it_keeps_and_one_more(folder):
         history.append(engine.Message("assistant", f"Answer a{i}a " + "it is sunny " * 20))
     history.append(engine.Message("user", "final?"))
     starts = [0] + [i for i, m in enumerate(history) if m.role == "user" and i > 0]
-    fmt._plain = Counting()
+    fmt.text_tokenizer = Counting()
     try:
         dropped = fmt.fit(history, None, starts, eng.context_length - 64)
     finally:
-        fmt._plain = plain
+        fmt.text_tokenizer = plain
     first_kept = dropped  # turn numbers: turn i starts at starts[i]
     assert 1900 < first_kept < 2000
     turns = {int(n) for text in encoded for n in re.findall(r"[qa](\d+)[qa]", text)}

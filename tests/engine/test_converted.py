@@ -1,7 +1,7 @@
 """Checkpoints in transformers' converted layout (deepseek-community/*) load into the same engine.
 
 Two kinds of converted folders: written by transformers' own classes with
-random weights (``engine.converted_fixtures``), and the project's original
+random weights (``engine.testing.converted_checkpoints``), and the project's original
 fixtures renamed by transformers' conversion rules (``hf_reference``).
 """
 
@@ -19,8 +19,8 @@ from hf_reference import write_converted_from_original
 from PIL import Image
 
 import engine
-from engine.converted_fixtures import write_converted_checkpoint
 from engine.errors import CheckpointError
+from engine.testing.converted_checkpoints import write_converted_checkpoint
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
 
@@ -41,7 +41,8 @@ def _chat() -> list[engine.Message]:
 @pytest.fixture(scope="module", params=["siglip", "hybrid"])
 def native(request, tmp_path_factory):
     """A converted folder written by transformers' classes, and the engine on it."""
-    folder = write_converted_checkpoint(tmp_path_factory.mktemp(f"converted-{request.param}"), tower=request.param, seed=3)
+    folder = write_converted_checkpoint(tmp_path_factory.mktemp(f"converted-{request.param}"), tower=request.param,
+                                        seed=3)
     return folder, engine.load(str(folder), device="cpu", dtype="float32")
 
 
@@ -63,7 +64,8 @@ def _transformers_model(folder):
 
 
 def _inputs(ours, prepared, hybrid: bool) -> dict:
-    """The engine's ids and pixels, as transformers' model takes them (its hybrid takes the low-resolution picture apart)."""
+    """The engine's ids and pixels, as transformers' model takes them (its hybrid takes the low-resolution picture
+    apart)."""
     kwargs = {"input_ids": prepared.input_ids[None]}
     pixels = torch.stack(prepared.images)
     if hybrid:
@@ -124,8 +126,9 @@ def test_greedy_tokens_match_transformers_generate(native):
     "".join(answer)
     prepared = ours.prepare(history)
     with torch.inference_mode():
-        out = reference.generate(**_inputs(ours, prepared, hybrid), max_new_tokens=len(answer.token_ids), do_sample=False,
-                                 eos_token_id=ours.prompt_format.eos_id, pad_token_id=ours.prompt_format.eos_id)
+        out = reference.generate(**_inputs(ours, prepared, hybrid), max_new_tokens=len(answer.token_ids),
+                                 do_sample=False, eos_token_id=ours.prompt_format.eos_id,
+                                 pad_token_id=ours.prompt_format.eos_id)
     assert answer.token_ids == out[0, len(prepared.input_ids):].tolist()
 
 
@@ -212,7 +215,8 @@ def test_prefix_reuse_and_int8_on_a_converted_checkpoint(from_original):
     plain = engine.load(str(converted), device="cpu", quantize="int8", prefix_cache=False)
     assert fast.info.quantize == "int8" and fast.info.quantize_note is None
     history: list[engine.Message] = []
-    for number, (question, images) in enumerate([("Look at this.", [_picture(1)]), ("And now?", []), ("Another.", [_picture(2)])]):
+    for number, (question, images) in enumerate([("Look at this.", [_picture(1)]), ("And now?", []),
+                                                 ("Another.", [_picture(2)])]):
         history.append(engine.Message("user", question, images=images))
         a, b = fast.stream(history, GREEDY, cache_key="pane"), plain.stream(history, GREEDY, cache_key="pane")
         a_text, b_text = "".join(a), "".join(b)
@@ -281,7 +285,8 @@ def test_a_missing_projection_is_refused_before_anything_is_read(converted_copy)
     with pytest.raises(CheckpointError) as info:
         engine.load(str(converted_copy), device="cpu")
     message = str(info.value)
-    assert "lacks weights the model needs: vision_model.vision_tower.blocks.1.attn.qkv.bias (named as in the original layout)" in message
+    assert ("lacks weights the model needs: vision_model.vision_tower.blocks.1.attn.qkv.bias "
+            "(named as in the original layout)") in message
 
 
 def test_a_folder_of_neither_layout_gets_one_line_naming_what_was_found(converted_copy):
@@ -296,7 +301,8 @@ def test_crafted_processor_and_sam_sizes_are_refused_in_one_line(from_original, 
     hybrid = tmp_path / "hybrid"
     shutil.copytree(from_original["hybrid"][1], hybrid)
     _edit_config(hybrid, lambda c: c["high_res_vision_config"].__setitem__("num_hidden_layers", 10 ** 6))
-    with pytest.raises(CheckpointError, match=r"high_res_vision_config num_hidden_layers is 1,000,000, outside 1\.\.256"):
+    with pytest.raises(CheckpointError,
+                       match=r"high_res_vision_config num_hidden_layers is 1,000,000, outside 1\.\.256"):
         engine.load(str(hybrid), device="cpu")
 
     siglip = tmp_path / "siglip"

@@ -12,8 +12,8 @@ import torch
 from test_converted import GREEDY, _chat, _inputs, _picture, _transformers_model
 
 import engine
-from engine.converted_fixtures import write_converted_checkpoint
 from engine.errors import CheckpointError
+from engine.testing.converted_checkpoints import write_converted_checkpoint
 
 
 def _without_tie_key(folder):

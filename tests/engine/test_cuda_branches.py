@@ -18,8 +18,8 @@ import torch
 
 import engine
 import engine.static_decode as static_decode
+from engine.decode import run_decode as fresh_run_decode
 from engine.errors import EngineError
-from engine.generate import run_decode as fresh_run_decode
 from engine.resolve import pick_device, pick_dtype
 
 GIB = 2**30
@@ -70,7 +70,8 @@ class FakeCuda:
         monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: self.triton_works)
         for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
             monkeypatch.setattr(torch.cuda, name, self._recorder(name))
-        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self._record("max_memory_allocated", device) or 3 * GIB)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated",
+                            lambda device=None: self._record("max_memory_allocated", device) or 3 * GIB)
         monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
 
     def _record(self, name, device):
@@ -136,7 +137,8 @@ def test_static_cache_size_is_what_warm_up_allocates(folder):
     config = eng.model.language_model.config
     assert eng._static.nbytes() == static_decode.static_cache_bytes(config, 96, torch.float32) > 0
     # The full-size models at the default 4096-token window (the README's 0.8 GB and 2 GB).
-    full_13b = types.SimpleNamespace(num_attention_heads=16, num_key_value_heads=16, hidden_size=2048, num_hidden_layers=24)
+    full_13b = types.SimpleNamespace(num_attention_heads=16, num_key_value_heads=16, hidden_size=2048,
+                                     num_hidden_layers=24)
     full_7b = types.SimpleNamespace(num_attention_heads=32, hidden_size=4096, num_hidden_layers=30)
     assert static_decode.static_cache_bytes(full_13b, 4096, torch.bfloat16) == 768 * 2**20
     assert static_decode.static_cache_bytes(full_7b, 4096, torch.bfloat16) == 1920 * 2**20
@@ -154,7 +156,8 @@ def test_load_asks_the_decision_with_the_cache_size_and_compiles_when_it_says_ye
     monkeypatch.setattr(static_decode, "CUDA_COMPILE_OPTIONS", {"backend": "aot_eager", "fullgraph": True})
     events = []
     eng = engine.load(str(folder), compile=True, context_length=64, progress=events.append)
-    assert asked == [(torch.device("cpu"), static_decode.static_cache_bytes(eng.model.language_model.config, 64, torch.float32))]
+    assert asked == [(torch.device("cpu"),
+                      static_decode.static_cache_bytes(eng.model.language_model.config, 64, torch.float32))]
     assert eng.info.compiled and eng.info.compile_note is None and eng._static is not None
     assert events[-1].message.endswith("; compiled decode")
 
@@ -237,7 +240,7 @@ def _answer(eng, history, key="pane"):
 def test_out_of_memory_while_generating_frees_the_turn_then_the_next_one_works(folder, monkeypatch):
     import weakref
 
-    import engine.engine as engine_module
+    import engine.batch as batch_module
 
     eng, fresh = engine.load(str(folder), context_length=256), engine.load(str(folder), context_length=256)
     history = [engine.Message("user", "Hello there?")]
@@ -255,13 +258,13 @@ def test_out_of_memory_while_generating_frees_the_turn_then_the_next_one_works(f
 
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(held[0]() is None))
-    monkeypatch.setattr(engine_module, "run_decode", exhausted)
+    monkeypatch.setattr(batch_module, "run_decode", exhausted)
     with pytest.raises(engine.GenerationError) as error:
         _answer(eng, history)
     assert str(error.value) == ("out of GPU memory while generating; start a new conversation, shorten it, "
                                 "or load a smaller model")
     assert emptied == [True]  # torch's cache emptied once, after the failed turn's tensors were freed
-    monkeypatch.setattr(engine_module, "run_decode", fresh_run_decode)
+    monkeypatch.setattr(batch_module, "run_decode", fresh_run_decode)
     _, ids, stats = _answer(eng, history)
     assert stats.stop_reason == "length" and stats.reused_tokens == 0  # the failed turn's context was dropped
     assert ids == _answer(fresh, history)[1]
@@ -312,7 +315,7 @@ def test_out_of_memory_in_the_compiled_step_is_not_taken_for_a_compiler_failure(
 # -- 2. timings, the CUDA-graph thread rule ----------------------------------------------------------------------
 
 def test_synchronize_waits_for_the_engines_gpu_not_the_current_one(cuda):
-    from engine.generate import synchronize
+    from engine.decode import synchronize
 
     synchronize("cuda:1")
     synchronize(torch.device("cpu"))

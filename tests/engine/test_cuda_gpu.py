@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 import engine
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 
 pytestmark = pytest.mark.cuda
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import engine
-import engine.engine as engine_module
+import engine.batch as batch_module
 from engine.engine import MAX_CACHED_CONTEXTS
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=10)
@@ -179,7 +179,7 @@ def test_a_failed_generation_leaves_nothing_resident(folder, monkeypatch):
         job.steps.prefill(job.embeds)  # half a turn written into the static cache, then a crash
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine_module, "run_decode", broken)
+    monkeypatch.setattr(batch_module, "run_decode", broken)
     with pytest.raises(engine.GenerationError):
         _turn(static, history)
     monkeypatch.undo()

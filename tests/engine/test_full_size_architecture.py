@@ -15,13 +15,13 @@ import torch
 from hf_reference import build_reference, convert_state_dict, matched_keys
 
 from engine.checkpoint import original_key
-from engine.fixtures import _configs
 from engine.model import DeepSeekVLModel
 from engine.spec import read_spec
+from engine.testing.random_checkpoints import checkpoint_configs
 
 
 def _write_configs(folder, tower: str):
-    cfg = _configs(tower, "full")
+    cfg = checkpoint_configs(tower, "full")
     (folder / "config.json").write_text(json.dumps(cfg["config"]))
     (folder / "preprocessor_config.json").write_text(json.dumps(cfg["preprocessor"]))
     (folder / "processor_config.json").write_text(json.dumps(cfg["processor"]))

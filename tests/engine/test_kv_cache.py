@@ -1,4 +1,4 @@
-"""The reserved-buffer KV cache (``engine.kv_cache``) holds exactly what transformers' own growing cache holds."""
+"""The reserved-buffer KV cache (``engine.caches.kv``) holds exactly what transformers' own growing cache holds."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from transformers import DynamicCache
 
 import engine
-from engine.generate import CacheSteps
-from engine.kv_cache import ReservedLayer, new_cache
+from engine.caches.kv import ReservedLayer, new_cache
+from engine.decode import CacheSteps
 
 
 def _states(length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

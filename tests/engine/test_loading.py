@@ -2,7 +2,7 @@
 
 Nothing here is stubbed: every test writes (or copies and damages) a complete
 checkpoint folder in the original DeepSeek-VL layout with
-``engine.fixtures.write_checkpoint`` and goes through the real resolver, spec
+``engine.testing.random_checkpoints.write_checkpoint`` and goes through the real resolver, spec
 reader and weight loader. Hub ids are resolved offline from a Hugging Face
 cache built by hand; those cases run in a subprocess because huggingface_hub
 reads ``HF_HOME`` and ``HF_HUB_OFFLINE`` when it is imported.
@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 
 import engine
 from engine.checkpoint import IGNORED_KEYS, LoadProgress, original_key
-from engine.fixtures import write_checkpoint
 from engine.spec import read_spec
+from engine.testing.random_checkpoints import write_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_ID = "deepseek-ai/deepseek-vl-1.3b-chat"
@@ -183,7 +183,8 @@ def test_sharded_and_bin_give_same_logits(checkpoint, loaded, tower, shards, wei
     assert eng.info.parameters == reference.info.parameters
     got, want = _logits(eng), _logits(reference)
     assert torch.equal(got, want)
-    for (name, a), (name_b, b) in zip(eng.model.state_dict().items(), reference.model.state_dict().items(), strict=True):
+    for (name, a), (name_b, b) in zip(eng.model.state_dict().items(), reference.model.state_dict().items(),
+                                      strict=True):
         assert name == name_b and torch.equal(a, b), name
 
 
@@ -274,7 +275,8 @@ def test_not_a_deepseek_vl_checkpoint(checkpoint, tmp_path):
     config["model_type"] = "llama"
     (folder / "config.json").write_text(json.dumps(config))
     for call in (lambda: engine.load(str(folder)), lambda: read_spec(folder)):
-        with pytest.raises(engine.CheckpointError, match=r"not a DeepSeek-VL checkpoint.*'llama'.*multi_modality") as exc:
+        with pytest.raises(engine.CheckpointError,
+                           match=r"not a DeepSeek-VL checkpoint.*'llama'.*multi_modality") as exc:
             call()
         assert "config.json" in _one_line(exc)
 
@@ -287,7 +289,8 @@ def test_empty_folder(tmp_path):
     assert str(folder) in _one_line(exc)
 
 
-@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "model.safetensors"])
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+                                  "model.safetensors"])
 def test_missing_file(checkpoint, tmp_path, name):
     folder = _copy(checkpoint(), tmp_path / "incomplete")
     (folder / name).unlink()
@@ -300,7 +303,8 @@ def test_missing_file(checkpoint, tmp_path, name):
 def test_missing_shard(checkpoint, tmp_path):
     folder = _copy(checkpoint(shards=3), tmp_path / "sharded")
     (folder / "model-00002-of-00003.safetensors").unlink()
-    with pytest.raises(engine.CheckpointError, match=r"missing weight shard\(s\) model-00002-of-00003\.safetensors") as exc:
+    with pytest.raises(engine.CheckpointError,
+                       match=r"missing weight shard\(s\) model-00002-of-00003\.safetensors") as exc:
         engine.load(str(folder))
     _one_line(exc)
 
@@ -351,7 +355,8 @@ def _resave(folder: Path, change) -> None:
 def test_missing_key(checkpoint, tmp_path):
     folder = _copy(checkpoint(), tmp_path / "missing-key")
     _resave(folder, lambda t: t.pop("language_model.model.norm.weight"))
-    with pytest.raises(engine.CheckpointError, match=r"lacks weights the model needs: language_model\.model\.norm\.weight") as exc:
+    with pytest.raises(engine.CheckpointError,
+                       match=r"lacks weights the model needs: language_model\.model\.norm\.weight") as exc:
         engine.load(str(folder))
     _one_line(exc)
 
@@ -360,7 +365,8 @@ def test_missing_key_is_named_as_on_file(checkpoint, tmp_path):
     key = "vision_model.vision_tower_high.vision_tower.blocks.0.mlp.lin1.weight"
     folder = _copy(checkpoint("hybrid"), tmp_path / "missing-sam-key")
     _resave(folder, lambda t: t.pop(key))
-    with pytest.raises(engine.CheckpointError, match=r"lacks weights the model needs: " + key.replace(".", r"\.")) as exc:
+    with pytest.raises(engine.CheckpointError,
+                       match=r"lacks weights the model needs: " + key.replace(".", r"\.")) as exc:
         engine.load(str(folder))
     _one_line(exc)
 
@@ -377,7 +383,8 @@ def test_wrong_shape(checkpoint, tmp_path):
     folder = _copy(checkpoint(), tmp_path / "bad-shape")
     _resave(folder, lambda t: t.update({"language_model.model.norm.weight": torch.ones(65)}))
     with pytest.raises(
-        engine.CheckpointError, match=r"weight language_model\.model\.norm\.weight has shape \[65\], the config implies \[64\]"
+        engine.CheckpointError,
+        match=r"weight language_model\.model\.norm\.weight has shape \[65\], the config implies \[64\]",
     ) as exc:
         engine.load(str(folder))
     _one_line(exc)
@@ -395,7 +402,8 @@ def test_damaged_safetensors(checkpoint, tmp_path, cut):
     folder = _copy(checkpoint(), tmp_path / "damaged")
     weights = folder / "model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes({"empty": b"", "garbage": b"\x10" + bytes(7) + b"not json at all!", "half": data[: len(data) // 2]}[cut])
+    weights.write_bytes({"empty": b"", "garbage": b"\x10" + bytes(7) + b"not json at all!",
+                         "half": data[: len(data) // 2]}[cut])
     with pytest.raises(engine.CheckpointError, match="model.safetensors") as exc:
         engine.load(str(folder))
     assert str(weights) in _one_line(exc)
@@ -423,7 +431,8 @@ def test_unknown_device(checkpoint, device):
 
 @pytest.mark.parametrize("device", [
     "meta",
-    pytest.param("xpu", marks=pytest.mark.skipif(hasattr(torch, "xpu") and torch.xpu.is_available(), reason="XPU present")),
+    pytest.param("xpu", marks=pytest.mark.skipif(hasattr(torch, "xpu") and torch.xpu.is_available(),
+                                                 reason="XPU present")),
 ])
 def test_unsupported_torch_device(checkpoint, device):
     with pytest.raises(engine.EngineError):

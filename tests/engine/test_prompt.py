@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import engine
-from engine.fixtures import BOS, EOS, IMAGE_TAG, SYSTEM_PROMPT
+from engine.testing.random_checkpoints import BOS, EOS, IMAGE_TAG, SYSTEM_PROMPT
 
 RED = Image.new("RGB", (40, 20), "red")
 BLUE = Image.new("RGB", (20, 40), "blue")
@@ -58,7 +58,8 @@ def test_history_ending_with_an_answer_has_no_open_turn(chat):
 
 
 def test_custom_and_empty_system_prompt(chat):
-    assert chat.prepare([engine.Message("user", "Hi")], system="Be brief.").prompt == "Be brief.\n\nUser: Hi\n\nAssistant:"
+    assert (chat.prepare([engine.Message("user", "Hi")], system="Be brief.").prompt
+            == "Be brief.\n\nUser: Hi\n\nAssistant:")
     assert chat.prepare([engine.Message("user", "Hi")], system="").prompt == "User: Hi\n\nAssistant:"
 
 
@@ -76,7 +77,8 @@ def _upstream_ids(chat, prompt: str) -> list[int]:
     [
         [engine.Message("user", "Describe the picture, please.")],
         [engine.Message("user", "What about these?", images=[RED, BLUE])],
-        [engine.Message("user", "Hi", images=[RED]), engine.Message("assistant", "A red box."), engine.Message("user", " More ")],
+        [engine.Message("user", "Hi", images=[RED]), engine.Message("assistant", "A red box."),
+         engine.Message("user", " More ")],
     ],
 )
 def test_ids_equal_whole_string_tokenization(chat, messages):
@@ -89,7 +91,8 @@ def test_special_token_ids_come_from_the_tokenizer_files(chat, folder):
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     fmt = chat.prompt_format
-    assert (fmt.bos_id, fmt.eos_id, fmt.image_id) == (tok.token_to_id(BOS), tok.token_to_id(EOS), tok.token_to_id(IMAGE_TAG))
+    assert (fmt.bos_id, fmt.eos_id, fmt.image_id) == (tok.token_to_id(BOS), tok.token_to_id(EOS),
+                                                      tok.token_to_id(IMAGE_TAG))
     prepared = chat.prepare([engine.Message("user", "x", images=[RED, BLUE])])
     ids = prepared.input_ids
     assert ids[0] == fmt.bos_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from engine.checkpoint import LoadProgress
-from engine.resolve import _progress_tqdm, pick_device, pick_dtype
+from engine.resolve import pick_device, pick_dtype, progress_tqdm
 
 
 def test_auto_device_and_dtype_on_this_machine():
@@ -26,7 +26,7 @@ def test_explicit_dtypes():
 
 def test_download_bytes_reach_the_progress_callback():
     events: list[LoadProgress] = []
-    bar_class = _progress_tqdm(events.append)
+    bar_class = progress_tqdm(events.append)
     bar = bar_class(total=1000, unit="B", desc="model.safetensors")
     bar.update(400)
     bar.update(600)

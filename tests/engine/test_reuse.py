@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import engine
+from engine.caches.reuse import CachedContext, LruStore, Match, best_match, common_prefix
 from engine.engine import MAX_CACHED_CONTEXTS
-from engine.reuse import CachedContext, LruStore, Match, best_match, common_prefix
 
 GREEDY = engine.GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
 
@@ -89,15 +89,19 @@ def test_each_pane_has_its_own_cache_and_the_oldest_is_evicted(engines):
     fast.forget()
     evicted = []
     for pane in range(MAX_CACHED_CONTEXTS + 1):
-        evicted.append(_turn(fast, [engine.Message("user", f"Pane {pane} says hello.")], key=f"pane-{pane}")[2].evicted_contexts)
+        evicted.append(_turn(fast, [engine.Message("user", f"Pane {pane} says hello.")],
+                             key=f"pane-{pane}")[2].evicted_contexts)
     assert evicted == [0] * MAX_CACHED_CONTEXTS + [1]
     # pane-1 is still cached: its follow-up reuses its whole first turn; pane-0 was evicted, so it reuses
     # only what every pane's prompt shares (the system prompt and "Pane "), taken from another pane's context.
-    follow = [engine.Message("user", "Pane 1 says hello."), engine.Message("assistant", "ok"), engine.Message("user", "again")]
+    follow = [engine.Message("user", "Pane 1 says hello."), engine.Message("assistant", "ok"),
+              engine.Message("user", "again")]
     first_turn = len(fast.prepare(follow[:1]).input_ids)
     assert _turn(fast, follow, key="pane-1")[2].reused_tokens >= first_turn
-    follow0 = [engine.Message("user", "Pane 0 says hello."), engine.Message("assistant", "ok"), engine.Message("user", "again")]
-    others = [follow] + [[engine.Message("user", f"Pane {pane} says hello.")] for pane in range(2, MAX_CACHED_CONTEXTS + 1)]
+    follow0 = [engine.Message("user", "Pane 0 says hello."), engine.Message("assistant", "ok"),
+               engine.Message("user", "again")]
+    others = [follow] + [[engine.Message("user", f"Pane {pane} says hello.")]
+                         for pane in range(2, MAX_CACHED_CONTEXTS + 1)]
     shared = max(common_prefix(fast.prepare(follow0).input_ids.tolist(), fast.prepare(other).input_ids.tolist())
                  for other in others)
     assert 0 < _turn(fast, follow0, key="pane-0")[2].reused_tokens == shared < first_turn
@@ -108,12 +112,12 @@ def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
     fast.forget()
     history = [engine.Message("user", "Hello?")]
     _turn(fast, history)
-    import engine.engine as engine_module
+    import engine.batch as batch_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine_module, "run_decode", broken)
+    monkeypatch.setattr(batch_module, "run_decode", broken)
     with pytest.raises(engine.GenerationError):
         _turn(fast, history)
     monkeypatch.undo()
@@ -124,11 +128,11 @@ def test_a_failed_generation_leaves_no_cache(engines, monkeypatch):
 @pytest.fixture
 def decoded(monkeypatch) -> list:
     """The image sources the engine decodes (``load_image`` calls), in order."""
-    import engine.engine as engine_module
+    import engine.caches.features as features_module
 
     calls: list = []
-    real = engine_module.load_image
-    monkeypatch.setattr(engine_module, "load_image", lambda source: calls.append(source) or real(source))
+    real = features_module.load_image
+    monkeypatch.setattr(features_module, "load_image", lambda source: calls.append(source) or real(source))
     return calls
 
 

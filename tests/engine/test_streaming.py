@@ -52,7 +52,7 @@ def _open_turn_last_token(eng) -> int:
 
 
 def _ids(eng, text: str) -> list[int]:
-    return eng.prompt_format._plain.encode(text, add_special_tokens=False).ids
+    return eng.prompt_format.text_tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def test_greedy_equals_argmax_of_logits_step_by_step(eng):

@@ -13,7 +13,7 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.core.text import printable
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage.transcript import load_transcript
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings
 
 pytestmark = pytest.mark.slow  # pyproject.toml: two models answer in the REPL, seconds a test

@@ -29,7 +29,7 @@ from dsvl_tui.core.text import printable
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.repl.input import SlashCompleter
 from dsvl_tui.repl.printers import MarkdownPrinter
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings
 
 SHORT = GenerationSettings(max_new_tokens=8)
@@ -249,6 +249,8 @@ class StopAfter:
 
         class Stream:
             stats = inner.stats
+            token_ids = inner.token_ids
+            close = inner.close
 
             def __iter__(self):
                 for index, chunk in enumerate(inner, 1):

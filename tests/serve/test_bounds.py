@@ -1,4 +1,5 @@
-"""Every input is bounded before work is done on it (issue 20): sampling ranges, the window by length, the body's time."""
+"""Every input is bounded before work is done on it (issue 20): sampling ranges, the window by length, the body's
+time."""
 
 from __future__ import annotations
 
@@ -82,14 +83,14 @@ class Spy:
 def tokenized(tiny_engine: Any, monkeypatch: pytest.MonkeyPatch) -> Spy:
     """Every text the engine's prompt tokenizer encodes, by length."""
     fmt = tiny_engine.prompt_format
-    spy = Spy(fmt._plain)
-    monkeypatch.setattr(fmt, "_plain", spy)
+    spy = Spy(fmt.text_tokenizer)
+    monkeypatch.setattr(fmt, "text_tokenizer", spy)
     monkeypatch.setattr(fmt, "tokenizer", Spy(fmt.tokenizer))
     return spy
 
 
 def test_the_engine_knows_how_many_characters_a_token_covers(tiny_engine: Any) -> None:
-    vocab = tiny_engine.prompt_format._plain.get_vocab()
+    vocab = tiny_engine.prompt_format.text_tokenizer.get_vocab()
     assert tiny_engine.info.max_token_chars == max(len(token) for token in vocab) > 1
 
 

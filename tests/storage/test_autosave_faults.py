@@ -136,8 +136,13 @@ from engine.types import GenerationStats
 
 
 class Endless:
+    token_ids = ()
+
     def __init__(self, cancel):
         self.cancel, self.stats = cancel, GenerationStats()
+
+    def close(self):
+        pass
 
     def __iter__(self):
         n = 0

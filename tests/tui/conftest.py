@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 
 
 @pytest.fixture

@@ -98,9 +98,9 @@ async def test_sigterm_in_the_middle_of_an_answer_journals_it_and_ends_the_app(t
 
 @run_async
 async def test_a_streaming_answer_is_journaled_as_it_grows(tmp_path, monkeypatch):
-    from dsvl_tui.tui import app as app_module
+    from dsvl_tui.tui import answering
 
-    monkeypatch.setattr(app_module, "PARTIAL_SAVE_SECONDS", 0.0)
+    monkeypatch.setattr(answering, "PARTIAL_SAVE_SECONDS", 0.0)
     backend = ScriptedEngine(["Half", " and", " the rest"], hold_after=2)
     app = scripted_app(backend)
     async with app.run_test() as pilot:

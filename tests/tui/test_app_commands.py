@@ -32,7 +32,7 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.tui.app import DsvlApp, run_tui
 from dsvl_tui.tui.screens import HelpScreen, ResumeScreen
 from dsvl_tui.tui.widgets import AssistantMessage, ChatPane, ImagePreview, UserMessage
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 
 pytestmark = pytest.mark.usefixtures("in_tmp")  # tests/tui/conftest.py: the current folder is the test's own
 

@@ -12,7 +12,7 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.storage.transcript import load_transcript
 from dsvl_tui.tui.app import DsvlApp
 from dsvl_tui.tui.widgets import ComparedPair, SideAnswer
-from engine.fixtures import write_checkpoint
+from engine.testing.random_checkpoints import write_checkpoint
 
 pytestmark = pytest.mark.slow  # pyproject.toml: drives the whole app for seconds a test
 

@@ -42,7 +42,7 @@ def main(out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     from dsvl_tui.web.launcher import free_port
-    from engine.fixtures import write_checkpoint
+    from engine.testing.random_checkpoints import write_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
@@ -52,7 +52,8 @@ def main(out: Path) -> None:
         env = {**os.environ, "DSVL_DATA_DIR": str(home / "data"), "DSVL_CONFIG_DIR": str(home / "config"),
                "PYTHONPATH": str(ROOT)}
         port = free_port()
-        web = subprocess.Popen([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(model), "--port", str(port)],
+        web = subprocess.Popen([sys.executable, "-m", "dsvl_tui.cli", "web", "--model", str(model),
+                                "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         try:
             assert web.stdout is not None

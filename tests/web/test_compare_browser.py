@@ -41,10 +41,10 @@ def test_compare_streams_both_answers_side_by_side_in_the_browser(web: Web) -> N
         wait_for(lambda text=text: [w for w in words(text) if w in tab.text(start)], page=tab.page,
                  what="each answer's words on the page")
     # Side by side: one screen line holds the two sides' headings, and two stats lines are drawn.
-    screen = tab.text(start)
-    assert any("(temperature=0.7, seed=1)" in line and line.count("tiny-siglip") == 2 for line in screen.split("\n")), \
-        "the two answers' headings are not on one line"
-    assert screen.count("tok/s") >= 2
+    wait_for(lambda: any("(temperature=0.7, seed=1)" in line and line.count("tiny-siglip") == 2
+                         for line in tab.text(start).split("\n")), page=tab.page,
+             what="the two answers' headings on one line")
+    wait_for(lambda: tab.text(start).count("tok/s") >= 2, page=tab.page, what="each answer's stats line")
     streamed = [frame for frame in tab.frames[start:] if any(w in ANSI.sub("", frame) for w in words(compared["text"]))]
     assert len(streamed) >= 2, "the compared answer came in one piece, not streamed"
     assert tab.outside == []

@@ -180,7 +180,8 @@ def set_setting(session: Session, args: str) -> None:
     except ValueError as exc:  # GenerationSettings' own checks
         raise CommandError(str(exc)) from None
     session.refresh()
-    scope = "this tab; new tabs start from it" if session.frontend == "tui" else "this conversation; /new starts from it"
+    scope = ("this tab; new tabs start from it" if session.frontend == "tui"
+             else "this conversation; /new starts from it")
     session.info(f"{setting_text(conv.settings, key)} (from the next answer, for {scope})")
 
 

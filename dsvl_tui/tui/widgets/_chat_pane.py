@@ -181,19 +181,16 @@ class ChatPane(VerticalScroll):
         self.anchor()
         return self.pending_answer
 
-    async def finish_answer(self, asked: ChatMessage, text: str, stats: GenerationStats | None, *,
-                            stopped: bool = False, error: str | None = None) -> ChatMessage | None:
-        """Record the answer to ``asked`` (unless a command removed it meanwhile) and end its widget."""
+    async def finish_answer(self, answer: ChatMessage | None, stats: GenerationStats | None, *,
+                            stopped: bool = False, error: str | None = None) -> None:
+        """End the answer's widget; ``answer`` is what its turn recorded in the conversation
+        (``core.turn.Turn.record``; None: a command removed the question meanwhile)."""
         widget, self.pending_answer = self.pending_answer, None
-        answer = None
-        if any(m is asked for m in self.conversation.messages):
-            answer = self.conversation.add_answer(text, stats, stopped=stopped, error=error)
-            if widget is not None:
-                widget.message = answer
-                self._shown.append(answer)
+        if answer is not None and widget is not None:
+            widget.message = answer
+            self._shown.append(answer)
         if widget is not None and widget.is_attached:
             await widget.finish(stats, stopped=stopped, error=error)
-        return answer
 
     async def give_back(self, asked: ChatMessage, error: str) -> None:
         """The model refused ``asked`` before generating (a bad image, too long): drop the turn,

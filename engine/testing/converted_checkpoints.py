@@ -3,9 +3,9 @@
 The folders are written by transformers' own classes
 (``DeepseekVL[Hybrid]ForConditionalGeneration(config).save_pretrained`` and
 the processor's ``save_pretrained``), as a deepseek-community/* repository
-is, with the same locally built tokenizer as ``fixtures.write_checkpoint``
+is, with the same locally built tokenizer as ``random_checkpoints.write_checkpoint``
 and the repositories' chat template. ``size="tiny"`` matches the sizes of
-``fixtures.write_checkpoint``'s tiny checkpoints; ``size="full"`` is the
+``random_checkpoints.write_checkpoint``'s tiny checkpoints; ``size="full"`` is the
 1.3B chat model's config (benchmarks).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .fixtures import BOS, CLIP_MEAN, CLIP_STD, EOS, HALF, IMAGE_TAG, random_init, write_tokenizer
+from .random_checkpoints import BOS, CLIP_MEAN, CLIP_STD, EOS, HALF, IMAGE_TAG, random_init, write_tokenizer
 
 # deepseek-community's chat template, as transformers' DeepseekVLProcessor tests carry it.
 CHAT_TEMPLATE = (
@@ -35,8 +35,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: str | None = None, lm_layers: int | None = None,
-                     tie: bool = False):
+def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: str | None = None,
+                     lm_layers: int | None = None, tie: bool = False):
     """transformers' config object for a converted checkpoint (tied head off, as DeepSeek-VL's own, unless ``tie``)."""
     from transformers import DeepseekVLConfig, DeepseekVLHybridConfig
 
@@ -53,19 +53,22 @@ def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: s
     if lm_layers is not None:
         text["num_hidden_layers"] = lm_layers
     siglip: dict[str, Any] = (
-        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 384, "patch_size": 16}
+        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+         "image_size": 384, "patch_size": 16}
         if full else
         {"hidden_size": 32 if tower == "siglip" else 64, "intermediate_size": 128 if tower == "siglip" else 256,
-         "num_hidden_layers": 2, "num_attention_heads": 2 if tower == "siglip" else 4, "image_size": 32, "patch_size": 8}
+         "num_hidden_layers": 2, "num_attention_heads": 2 if tower == "siglip" else 4, "image_size": 32,
+         "patch_size": 8}
     )
     siglip.update(model_type="siglip_vision_model", layer_norm_eps=1e-6)
     if hidden_act is not None:
         siglip["hidden_act"] = hidden_act
     if tower == "siglip":
-        return DeepseekVLConfig(text_config=text, vision_config=siglip, image_token_id=100015 if full else 915, tie_word_embeddings=tie)
+        return DeepseekVLConfig(text_config=text, vision_config=siglip, image_token_id=100015 if full else 915,
+                                tie_word_embeddings=tie)
     sam: dict[str, Any] = (
-        {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12, "num_attention_heads": 12, "image_size": 1024,
-         "patch_size": 16, "window_size": 14, "global_attn_indexes": [2, 5, 8, 11], "mlp_dim": 3072}
+        {"hidden_size": 768, "output_channels": 256, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "image_size": 1024, "patch_size": 16, "window_size": 14, "global_attn_indexes": [2, 5, 8, 11], "mlp_dim": 3072}
         if full else
         {"hidden_size": 32, "output_channels": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 64,
          "patch_size": 8, "window_size": 4, "global_attn_indexes": [1], "mlp_dim": 128}
@@ -78,7 +81,7 @@ def converted_config(tower: str = "siglip", size: str = "tiny", *, hidden_act: s
 def write_processor(folder: Path, tower: str, size: str = "tiny") -> int:
     """The tokenizer (built locally), image processor and chat template, saved by transformers' processor.
 
-    Returns how many vocabulary entries are real BPE tokens (``fixtures.write_tokenizer``).
+    Returns how many vocabulary entries are real BPE tokens (``random_checkpoints.write_tokenizer``).
     """
     from transformers import (
         DeepseekVLHybridImageProcessor,
@@ -97,7 +100,8 @@ def write_processor(folder: Path, tower: str, size: str = "tiny") -> int:
     low = 384 if full else 32
     if tower == "siglip":
         processor: Any = DeepseekVLProcessor(
-            image_processor=DeepseekVLImageProcessor(size={"height": low, "width": low}, image_mean=HALF, image_std=HALF),
+            image_processor=DeepseekVLImageProcessor(size={"height": low, "width": low}, image_mean=HALF,
+                                                     image_std=HALF),
             tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=576 if full else 16,
         )
     else:
@@ -110,7 +114,8 @@ def write_processor(folder: Path, tower: str, size: str = "tiny") -> int:
             tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=576 if full else 16,
         )
     processor.save_pretrained(str(folder))
-    # transformers 5 writes no special_tokens_map.json; drop the one write_tokenizer left, as a real repository lacks it.
+    # transformers 5 writes no special_tokens_map.json; drop the one write_tokenizer left, as a real repository lacks
+    # it.
     (folder / "special_tokens_map.json").unlink(missing_ok=True)
     return trained
 
@@ -119,7 +124,8 @@ def write_converted_checkpoint(
     folder: str | Path, *, tower: str = "siglip", size: str = "tiny", seed: int = 0, hidden_act: str | None = None,
     lm_layers: int | None = None, tie: bool = False,
 ) -> Path:
-    """A complete converted-layout folder with random weights (the same recipe as ``fixtures.write_checkpoint``)."""
+    """A complete converted-layout folder with random weights (the same recipe as
+    ``random_checkpoints.write_checkpoint``)."""
     from transformers import DeepseekVLForConditionalGeneration, DeepseekVLHybridForConditionalGeneration
 
     folder = Path(folder)
@@ -131,9 +137,11 @@ def write_converted_checkpoint(
     trained = write_processor(folder, tower, size)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
-            mean, std = random_init("hd_alpha_downsamples" if name.endswith("high_res_vision_alpha") else name, tuple(param.shape))
-            param.copy_(torch.full(param.shape, mean) if std == 0.0 else mean + std * torch.randn(param.shape, generator=gen))
-        # As in fixtures.write_checkpoint: answers stay on real tokens.
+            mean, std = random_init("hd_alpha_downsamples" if name.endswith("high_res_vision_alpha") else name,
+                                    tuple(param.shape))
+            param.copy_(torch.full(param.shape, mean) if std == 0.0
+                        else mean + std * torch.randn(param.shape, generator=gen))
+        # As in random_checkpoints.write_checkpoint: answers stay on real tokens.
         if not tie:  # a tied head is the embedding matrix, which the prompt's tokens need whole
             model.lm_head.weight[trained:] = 0
     model.save_pretrained(str(folder))

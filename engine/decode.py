@@ -1,31 +1,33 @@
-"""The decode loop and the stream a caller iterates.
+"""From prompt embeddings to tokens: prefill, one decode step, sampling.
 
-Generation runs in a background thread: prefill the prompt embeddings
-once, then one token per step on the KV cache (a growing transformers cache
-here, or the static one of ``static_decode``). Each step checks the cancel
-event, so a cancel stops generation within one token and keeps what was
-produced. Sampling uses transformers' logits processors, the same ones
-upstream's ``generate`` call applies.
+- ``Steps`` runs the model on ONE conversation's KV cache: ``prefill`` a
+  chunk of prompt embeddings, ``next`` one token fed back (``CacheSteps``
+  on a growing cache; ``static_decode.StaticDecoder`` on the static one).
+- ``decode_step`` runs ONE forward for every sequence of the running batch
+  (``caches.kv.BatchCache``), each at its own position.
+- ``Answer`` is one answer being decoded: it samples each next token from
+  that step's logits with its own settings (``Sampler``: transformers'
+  logits processors, the same ones upstream's ``generate`` call applies),
+  streams its text, and decides when it ends (EOS, a stop string, the token
+  budget, a cancel, read at every step).
+- ``run_decode`` is the loop for one conversation alone.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from .detokenize import IncrementalDecoder, StopStringFilter
-from .errors import EngineError, GenerationError
-from .types import GenerationSettings, GenerationStats, StopReason
+from .types import GenerationSettings, StopReason
 
-_DONE = object()
-# torch.OutOfMemoryError is new in torch 2.5; older releases only have the CUDA one.
-OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+if TYPE_CHECKING:
+    from .caches.kv import BatchCache
+    from .stream import TextStream
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -42,31 +44,9 @@ def synchronize(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
-def release_cached_memory() -> None:
-    """After running out of GPU memory: free what the failed work left and hand torch's cached blocks back.
-
-    The next turn (or another program) then finds the memory free rather
-    than held in torch's cache; a no-op where CUDA was never used.
-    """
-    import gc
-
-    gc.collect()  # tensors of the failed turn may sit in reference cycles (frames, closures)
-    if torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-
-
-def failure_message(exc: BaseException) -> str:
-    """The one line a stream ends with when generating raised ``exc``."""
-    if isinstance(exc, EngineError):
-        return str(exc)
-    if isinstance(exc, OUT_OF_MEMORY):
-        return "out of GPU memory while generating; start a new conversation, shorten it, or load a smaller model"
-    return f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-
-
 @dataclass
 class DecodeJob:
-    """Everything one generation needs, prepared before the thread starts."""
+    """Everything one answer needs, prepared before its prefill starts."""
 
     embeds: torch.Tensor  # [1, T', D] embeddings of the prompt positions not already in the cache
     steps: Steps  # runs the model on a cache holding the reused prefix (possibly empty)
@@ -80,6 +60,8 @@ class DecodeJob:
 
 class Steps(Protocol):
     """Runs the language model on one conversation's KV cache, each call giving the last position's logits."""
+
+    cache: Any  # what holds the conversation's keys and values, kept as its context when the answer ends
 
     def prefill(self, embeds: torch.Tensor) -> torch.Tensor: ...  # [1, T, D] -> [1, V]
 
@@ -146,102 +128,6 @@ class Sampler:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))
-
-
-class TextStream:
-    """Iterate to get text chunks; ``stats`` is complete once iteration ends.
-
-    Errors in the worker thread end the iteration with a ``GenerationError``
-    after the text produced so far. Leaving the loop early (``break``) or
-    calling ``close()`` cancels the generation.
-    """
-
-    def __init__(self, run: Callable[[TextStream], None] | None, cancel: threading.Event | None,
-                 lock: threading.Lock | None, *, worker: Worker | None = None,
-                 submit: Callable[[TextStream], None] | None = None):
-        self.stats = GenerationStats()
-        self._chunks: list[str] = []
-        self.token_ids: list[int] = []  # generated ids, EOS excluded
-        self.cancel = cancel if cancel is not None else threading.Event()
-        self._abort = threading.Event()  # set when the caller stops iterating early
-        self._queue: queue.Queue = queue.Queue()
-        self._lock = lock
-        self._run = run
-        self._worker = worker  # None: a thread of its own
-        self._submit = submit  # set: the scheduler (``batch``) runs it, and ends it with ``end``
-        self._finished = threading.Event()
-        self._started = False
-
-    def _start(self) -> None:
-        self._started = True
-        if self._submit is not None:
-            self._submit(self)
-        elif self._worker is not None:
-            self._worker.submit(self._work)
-        else:
-            threading.Thread(target=self._work, name="dsvl-generate", daemon=True).start()
-
-    def _work(self) -> None:
-        assert self._run is not None and self._lock is not None  # a stream of its own thread
-        try:
-            with self._lock:
-                out_of_memory = False
-                try:
-                    self._run(self)
-                except Exception as exc:  # noqa: BLE001 - any crash must reach the caller, not kill the app
-                    out_of_memory = isinstance(exc, OUT_OF_MEMORY)
-                    self._fail(failure_message(exc))
-                finally:
-                    if out_of_memory:  # here the traceback, and with it the failed turn's tensors, is gone
-                        release_cached_memory()
-                    self._queue.put(_DONE)
-        finally:
-            self._finished.set()  # after the lock is released: a caller that waited may start the next one
-
-    def end(self, error: str | None = None) -> None:
-        """The scheduler's end of a stream it ran: ``error`` set fails it, else ``stats`` are final."""
-        if error is not None:
-            self._fail(error)
-        self._queue.put(_DONE)
-        self._finished.set()
-
-    def _fail(self, message: str) -> None:
-        self.stats.stop_reason = "error"
-        self.stats.error = message
-
-    @property
-    def text(self) -> str:
-        """Everything streamed so far."""
-        return "".join(self._chunks)
-
-    def emit(self, chunk: str) -> None:
-        if chunk:
-            self._chunks.append(chunk)
-            self._queue.put(chunk)
-
-    def __iter__(self) -> Iterator[str]:
-        if not self._started:
-            self._start()
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _DONE:
-                    break
-                yield item
-        finally:
-            self._abort.set()  # a no-op if the worker already finished
-            self._finished.wait()
-        if self.stats.stop_reason == "error":
-            raise GenerationError(self.stats.error or "generation failed")
-
-    def cancelled(self) -> bool:
-        return self.cancel.is_set() or self._abort.is_set()
-
-    def close(self) -> None:
-        """Stop the generation (if running) and wait for the worker to end."""
-        self._abort.set()
-        if self._started:
-            self._finished.wait()
 
 
 class Answer:
@@ -324,51 +210,15 @@ def run_decode(model, job: DecodeJob, stream: TextStream, started: float) -> lis
     return answer.fed
 
 
-class Worker:
-    """One long-lived thread that runs the calls given to it, in order.
+def decode_step(model, batch: BatchCache, tokens: Sequence[int]) -> torch.Tensor:
+    """One forward for the whole running batch: row ``r`` is fed ``tokens[r]``; returns the logits [n, V].
 
-    For the compiled decode step: torch keeps recorded CUDA graphs per
-    thread, so its warm-up and every generation must run on the same
-    thread, or each turn would record them again (and hold more memory).
+    Each row attends to its own positions only (``BatchCache.step_inputs``
+    masks the others' padding) and then holds one more position.
     """
-
-    def __init__(self, name: str):
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            try:
-                call()
-            except BaseException:  # noqa: BLE001 - calls report their own errors; the thread must outlive them
-                pass
-            # Else the last call (a stream, and through it the engine) stays referenced while the thread waits.
-            del call
-
-    def submit(self, call: Callable[[], None]) -> None:
-        self._calls.put(call)
-
-    def call(self, function: Callable[[], object]) -> object:
-        """Run ``function`` on the thread and return its result (or raise its exception) here."""
-        done = threading.Event()
-        outcome: list = []
-
-        def run() -> None:
-            try:
-                outcome.append((True, function()))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                outcome.append((False, exc))
-            finally:
-                done.set()
-
-        self.submit(run)
-        done.wait()
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
-
-    def stop(self) -> None:
-        """End the thread once the calls already given have run."""
-        self._calls.put(None)
+    ids = torch.tensor([[token] for token in tokens], device=model.device)
+    embeds = model.language_model.get_input_embeddings()(ids)  # [n, 1, D]
+    positions, mask = batch.step_inputs(embeds.dtype)
+    logits, _ = model.forward_embeds(embeds, batch, logits_to_keep=1, positions=positions, mask=mask)
+    batch.advance()
+    return logits[:, -1]

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import original_key
-from .spec import read_spec
+from ..checkpoint import original_key
+from ..spec import read_spec
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -94,7 +94,8 @@ def write_tokenizer(folder: Path, *, base_vocab: int) -> dict[str, int]:
     return ids
 
 
-def _configs(tower: str, size: str) -> dict[str, Any]:
+def checkpoint_configs(tower: str, size: str) -> dict[str, Any]:
+    """The config.json, preprocessor and processor configs of a ``tower`` checkpoint: upstream's (``full``) or tiny."""
     full = size == "full"
     if tower == "siglip":
         vision_params: dict[str, Any] = {
@@ -103,13 +104,15 @@ def _configs(tower: str, size: str) -> dict[str, Any]:
         if not full:
             vision_params.update(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4)
         vision = {"cls": "CLIPVisionTower", "model_type": "vision", "params": vision_params}
-        aligner_params = {"depth": 2, "input_dim": 1024 if full else 32, "n_embed": 2048 if full else 64, "projector_type": "mlp_gelu"}
+        aligner_params = {"depth": 2, "input_dim": 1024 if full else 32, "n_embed": 2048 if full else 64,
+                          "projector_type": "mlp_gelu"}
         language = {
             "hidden_size": 2048, "intermediate_size": 5632, "max_position_embeddings": 16384, "model_type": "llama",
             "num_attention_heads": 16, "num_hidden_layers": 24, "num_key_value_heads": 16, "torch_dtype": "bfloat16",
             "vocab_size": 102400,
         }
-        preprocessor: dict[str, Any] = {"image_size": 384 if full else 32, "do_normalize": True, "image_mean": HALF, "image_std": HALF}
+        preprocessor: dict[str, Any] = {"image_size": 384 if full else 32, "do_normalize": True, "image_mean": HALF,
+                                        "image_std": HALF}
         image_tokens = 576 if full else 16
     else:
         high = {
@@ -122,7 +125,8 @@ def _configs(tower: str, size: str) -> dict[str, Any]:
         }
         if not full:
             high.update(image_size=64, patch_size=8, width=32, layers=2, heads=2, window_size=4,
-                        global_attn_indexes=[1], out_chans=16, downsample_channels=[32, 64], resample_size=16, output_dim=64)
+                        global_attn_indexes=[1], out_chans=16, downsample_channels=[32, 64], resample_size=16,
+                        output_dim=64)
             low.update(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp_ratio=4, output_dim=64)
         vision = {"cls": "HybridVisionTower", "model_type": "vision", "params": {
             "concat_type": "tuple", "freeze_high": True, "freeze_low": True, "high_res_cfg": high, "low_res_cfg": low,
@@ -131,11 +135,13 @@ def _configs(tower: str, size: str) -> dict[str, Any]:
                           "projector_type": "low_high_hybrid_split_mlp_gelu"}
         language = {"max_position_embeddings": 16384, "model_type": "llama", "num_hidden_layers": 30,
                     "torch_dtype": "float16", "vocab_size": 102400}
-        preprocessor = {"image_size": 1024 if full else 64, "do_normalize": False, "image_mean": CLIP_MEAN, "image_std": CLIP_STD}
+        preprocessor = {"image_size": 1024 if full else 64, "do_normalize": False, "image_mean": CLIP_MEAN,
+                        "image_std": CLIP_STD}
         image_tokens = 576 if full else 16
     if not full:
-        language = {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 16384, "model_type": "llama",
-                    "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 4, "vocab_size": 1024}
+        language = {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 16384,
+                    "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 4,
+                    "vocab_size": 1024}
     preprocessor.update({
         "background_color": [127, 127, 127], "image_processor_type": "VLMImageProcessor", "min_size": 14,
         "processor_class": "VLChatProcessor", "rescale_factor": 0.00392156862745098,
@@ -154,7 +160,8 @@ def _configs(tower: str, size: str) -> dict[str, Any]:
 
 def _unused_heads(spec, shapes: dict[str, tuple[int, ...]]) -> None:
     """The tensors upstream checkpoints carry but never use (see checkpoint.IGNORED_KEYS)."""
-    towers = ["vision_model.vision_tower_low.vision_tower."] if spec.vision.kind == "hybrid" else ["vision_model.vision_tower."]
+    towers = (["vision_model.vision_tower_low.vision_tower."] if spec.vision.kind == "hybrid"
+              else ["vision_model.vision_tower."])
     width = spec.vision.low.width
     hidden = int(width * spec.vision.low.mlp_ratio)
     for prefix in towers:
@@ -214,11 +221,11 @@ def write_checkpoint(
     """Write a complete checkpoint folder and return its path."""
     from safetensors.torch import save_file
 
-    from .model import DeepSeekVLModel
+    from ..model import DeepSeekVLModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = _configs(tower, size)
+    cfg = checkpoint_configs(tower, size)
     if lm_layers is not None:  # a shallower language model, for quick benchmark runs
         cfg["config"]["language_config"]["num_hidden_layers"] = lm_layers
     (folder / "config.json").write_text(json.dumps(cfg["config"], indent=2))
@@ -257,3 +264,60 @@ def write_checkpoint(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
     )
     return folder
+
+
+def random_engine(folder: Path, *, tower: str, size: str, device: str, dtype: str, seed: int = 0,
+                  quantize: str = "none", max_batch: int = 1):
+    """An ``Engine`` for a full-size (or tiny) architecture with random weights made in place on ``device``.
+
+    Only the configs and the tokenizer are written to ``folder``; the
+    weights never touch the disk (the 7B's 14 GB would not fit the time).
+    Tensors are made one at a time, and with ``quantize`` each language-model
+    layer is quantized as soon as its weights are made (as ``engine.load``
+    does while reading them), so the unquantized model never sits in memory.
+    ``max_batch``: as ``engine.load``'s.
+    """
+    from ..checkpoint import _assign
+    from ..engine import DEFAULT_CONTEXT_LENGTH, Engine
+    from ..images import ImagePreprocessor
+    from ..model import DeepSeekVLModel, _materialise_derived_buffers
+    from ..prompt import PromptFormat
+    from ..quantize import LayerQuantizer
+    from ..resolve import pick_device, pick_dtype
+    from ..types import EngineInfo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    configs = checkpoint_configs(tower, size)
+    for name, key in (("config.json", "config"), ("preprocessor_config.json", "preprocessor"),
+                      ("processor_config.json", "processor")):
+        (folder / name).write_text(json.dumps(configs[key], indent=2))
+    trained = write_tokenizer(folder, base_vocab=100000 if size == "full" else 900)["<trained>"]
+    spec = read_spec(folder)
+    chosen_device, chosen_dtype = pick_device(device), pick_dtype(dtype, pick_device(device))
+    with torch.device("meta"):
+        model = DeepSeekVLModel(spec, chosen_dtype)
+    quantizer = LayerQuantizer.for_load(quantize, spec, chosen_device, chosen_dtype)
+    generator = torch.Generator(device=chosen_device).manual_seed(seed)
+    with torch.no_grad():
+        for name, meta in [*model.named_parameters(), *model.named_buffers()]:
+            tensor = torch.empty(meta.shape, dtype=meta.dtype, device=chosen_device)
+            if tensor.is_floating_point():
+                mean, std = random_init(name, tuple(tensor.shape))
+                if std == 0.0:
+                    tensor.fill_(mean)
+                else:
+                    tensor.normal_(mean, std, generator=generator)
+            if name == "language_model.lm_head.weight":
+                tensor[trained:] = 0  # answers stay within real tokens, as in write_checkpoint's
+            _assign(model, name, tensor)
+            del tensor
+            quantizer.assigned(model, name)
+    _materialise_derived_buffers(model, chosen_device)
+    model.eval()
+    info = EngineInfo(model_id=f"random {size} {tower}", variant="chat", tower=spec.vision.kind,
+                      device=str(chosen_device),
+                      dtype=str(chosen_dtype).replace("torch.", ""), parameters=model.parameter_count(),
+                      context_length=DEFAULT_CONTEXT_LENGTH, path=str(folder),
+                      quantize=quantizer.plan.mode, quantize_note=quantizer.note())
+    return Engine(model, PromptFormat(folder, spec, variant="chat"), ImagePreprocessor.from_config(spec.preprocessor),
+                  info, DEFAULT_CONTEXT_LENGTH, max_batch=max_batch)

@@ -1,4 +1,4 @@
-"""Work kept between turns: KV caches of recent contexts and encoded images.
+"""Prefix reuse: the KV caches of recent contexts, kept between turns (``KeptContexts``).
 
 The engine keeps the KV caches of the last few contexts it ran (a prompt
 and the answer fed back), whatever conversation, pane or HTTP request they
@@ -21,9 +21,6 @@ store's bound are kept, the context whose conversation last ran longest ago
 is dropped. A caller's ``cache_key`` is only a ``label`` on the contexts it
 made (for ``Engine.forget``): one key shared by every request, as a server
 may pass, changes nothing.
-
-Encoded images are kept by content hash, so a picture is run through the
-vision tower once however many turns it stays in the conversation.
 """
 
 from __future__ import annotations
@@ -177,3 +174,66 @@ def best_match(contexts: LruStore, keys: Sequence[PositionKey], new_key: Hashabl
         return Match(None, None, 0, False, new_key)
     takes_over = common >= context.prompt_length
     return Match(source, context, reused, takes_over, source if takes_over else new_key)
+
+
+class KeptContexts:
+    """The contexts one engine keeps for prefix reuse: at most ``max_entries``, least recently used dropped first.
+
+    ``match`` picks what a prompt reuses (``best_match``), ``cache_for``
+    hands out a growing cache holding that prefix, ``keep`` stores a
+    finished answer's context (prompt and answer fed back). With
+    ``enabled`` False nothing is reused or kept.
+    """
+
+    def __init__(self, model, max_entries: int, *, enabled: bool = True):
+        self.model = model
+        self.enabled = enabled
+        self.store = LruStore(max_entries)
+        self._numbered = 0  # numbers the store keys of kept contexts
+
+    @property
+    def max_entries(self) -> int:
+        return self.store.max_entries
+
+    @max_entries.setter
+    def max_entries(self, value: int) -> None:
+        self.store.max_entries = value
+
+    def match(self, keys: Sequence[PositionKey]) -> Match:
+        self._numbered += 1
+        if not self.enabled:
+            return Match(None, None, 0, False, self._numbered)
+        return best_match(self.store, keys, self._numbered)
+
+    def cache_for(self, match: Match) -> Any:
+        """A growing cache holding ``match.reused`` positions of the matched context."""
+        from .kv import new_cache
+
+        if match.context is None or match.source is None:
+            return new_cache(self.model)
+        if match.takes_over:
+            # Taken out of the store while in use: a failed generation leaves no half-written cache behind.
+            self.store.pop(match.source)
+            crop_cache(match.context.cache, match.reused)
+            return match.context.cache
+        return copy_cache(match.context.cache, match.reused, new_cache(self.model))
+
+    def keep(self, match: Match, keys: list, cache: Any, prompt_length: int, label: str | None) -> int:
+        """Keep a finished answer's context under ``match.target``; returns how many contexts that evicted."""
+        return len(self.store.put(match.target, CachedContext(keys, cache, prompt_length=prompt_length, label=label)))
+
+    def forget(self, label: str | None) -> list[Hashable]:
+        """Drop the contexts labelled ``label`` (or all of them); returns their store keys."""
+        dropped = [key for key, context in self.store.newest_first() if label is None or context.label == label]
+        for key in dropped:
+            self.store.pop(key)
+        return dropped
+
+    def clear(self) -> None:
+        self.store.clear()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def newest_first(self) -> list[tuple[Hashable, Any]]:
+        return self.store.newest_first()
