@@ -346,8 +346,7 @@ class Scheduler:
         kept = None
         if self.engine.prefix_cache:
             kept = self._batch.copy_out(row, new_cache(self.engine.model))
-        with torch.inference_mode():  # the last row moves into its place: an in-place write to inference tensors
-            self._batch.remove(row)
+        self._batch.remove(row)
         self._running[row] = self._running[-1]
         self._running.pop()
         self._end(request, kept, cancelled=cancelled)
