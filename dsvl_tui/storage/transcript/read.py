@@ -61,11 +61,13 @@ def decode(raw: bytes, source: str) -> Any:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise TranscriptError(source, "", f"not UTF-8 text (bad byte at offset {error.start}); not a transcript") from None
+        raise TranscriptError(source, "", f"not UTF-8 text (bad byte at offset {error.start}); not a transcript") \
+            from None
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
-        raise TranscriptError(source, "", f"not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+        where = f"line {error.lineno}, column {error.colno}: {error.msg}"
+        raise TranscriptError(source, "", f"not JSON ({where})") from None
     except (ValueError, RecursionError) as error:
         raise TranscriptError(source, "", f"not JSON ({one_line(str(error)) or 'nested too deeply'})") from None
 
