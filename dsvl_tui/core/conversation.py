@@ -372,6 +372,28 @@ class Conversation:
         self.touch()
         return dropped
 
+    def take_back(self, asked: ChatMessage) -> bool:
+        """The backend refused to answer ``asked`` (the last message) before generating anything.
+
+        A question answered before (``/regenerate``) stays, and its newest kept answer is shown again:
+        returns False. A new question is dropped and True returned (its text and pictures go back to the
+        input); where it had replaced another version (``/edit``), the version it replaced is shown
+        again. Nothing kept as a branch is lost either way."""
+        from dsvl_tui.core.branches import ROOT, Tree, set_path
+
+        if not self.messages or self.messages[-1] is not asked:
+            return False
+        if self.alternatives.get(asked.id):
+            tree = Tree(self)
+            set_path(self, tree.down_from(asked.id), tree)
+            return False
+        self.undo()
+        end = self.messages[-1].id if self.messages else ROOT
+        if self.alternatives.get(end):
+            tree = Tree(self)
+            set_path(self, tree.down_from(end), tree)  # ROOT too: from the start, the version written last
+        return True
+
     def for_regenerate(self) -> bool:
         """Set the answer(s) after the last user message aside, kept as a branch, so it can be answered again.
 

@@ -537,9 +537,13 @@ class Repl:
 
     def _take_back(self, mine: ChatMessage | None) -> None:
         conversation = self._conversation
-        if mine is None or not conversation.messages or conversation.messages[-1] is not mine:
+        if mine is None:  # /regenerate: the question stays, and the answer it had is shown again
+            last = conversation.messages[-1] if conversation.messages else None
+            if last is not None and conversation.alternatives.get(last.id):
+                conversation.take_back(last)
             return
-        conversation.undo()
+        if not conversation.take_back(mine):
+            return
         conversation.pending[:0] = mine.images
         if self._interactive:
             self._next_input = mine.text

@@ -159,10 +159,9 @@ class Answering:
         self.queue.finished(job)
         if (used := app.context_tokens.get(job.conversation.id)) is not None:
             app.context_tokens[job.conversation.id] = used + job.generated()  # until it is measured again
-        if message.refused is not None:  # nothing generated: the message goes back to the input to edit
-            if not app.prompt.text:
+        if message.refused is not None:  # nothing generated: a new message goes back to the input to edit
+            if await job.pane.give_back(job.asked, message.refused) and not app.prompt.text:
                 app.session.set_input(job.asked.text)
-            await job.pane.give_back(job.asked, message.refused)
         else:
             if job.widget is not None and job.widget.is_attached:
                 await job.widget.write(job.take())
