@@ -94,7 +94,8 @@ Dtype = Annotated[str | None, typer.Option(
     envvar="DSVL_DTYPE", show_default=False, help="auto (the default), bfloat16, float16 or float32.")]
 Revision = Annotated[str | None, typer.Option(show_default=False, help="Hub branch, tag or commit of the model.")]
 Compile = Annotated[bool, typer.Option(
-    "--compile", envvar="DSVL_COMPILE", metavar=FLAG, help="Compile the decode step (CUDA graphs) while loading, for faster answers "
+    "--compile", envvar="DSVL_COMPILE", metavar=FLAG,
+    help="Compile the decode step (CUDA graphs) while loading, for faster answers "
     "on CUDA; elsewhere it decodes as usual and says why.")]
 Quantize = Annotated[str | None, typer.Option(
     envvar="DSVL_QUANTIZE", show_default=False, metavar="none|int8|int4",
@@ -124,7 +125,8 @@ Endpoint = Annotated[str | None, typer.Option(
          "instead of loading one here.")]
 ApiKey = Annotated[str | None, typer.Option(
     envvar="DSVL_API_KEY", show_default=False, help="API key for --endpoint (sent as a Bearer token, never saved).")]
-LOCAL_ONLY = ("device", "dtype", "compile", "quantize", "max_batch")  # options of a local engine: a usage error with --endpoint
+# Options of a local engine: a usage error with --endpoint.
+LOCAL_ONLY = ("device", "dtype", "compile", "quantize", "max_batch")
 
 
 def _version(value: bool) -> None:
@@ -243,10 +245,13 @@ def chat(
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
     theme: Annotated[str | None, typer.Option(
-        envvar="DSVL_THEME", show_default=False, help="Theme of the full-screen app (default: the last one used).")] = None,
+        envvar="DSVL_THEME", show_default=False,
+        help="Theme of the full-screen app (default: the last one used).")] = None,
     plain: Annotated[bool, typer.Option(
-        "--plain", metavar=FLAG, help="Use the line-by-line REPL, not the full-screen app (automatic without a terminal).")] = False,
-    resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, help="Start with the list of recent conversations.")] = False,
+        "--plain", metavar=FLAG,
+        help="Use the line-by-line REPL, not the full-screen app (automatic without a terminal).")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", metavar=FLAG, help="Start with the list of recent conversations.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, metavar=FLAG, help="Print the version and exit.")] = False,
 ) -> None:
@@ -295,15 +300,21 @@ def ask(
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
     json_output: Annotated[bool, typer.Option(
-        "--json", metavar=FLAG, help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
+        "--json", metavar=FLAG,
+        help="Print one JSON object (answer, stats, model, settings) instead of the text.")] = False,
     transcript: Annotated[Path | None, typer.Option(
         show_default=False, help="Continue this saved conversation and append the answer to it "
                                  "(a new file is created).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress or stats on stderr.")] = False,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", metavar="MODEL", show_default=False,
+        help="Answer with this model too and print both answers, labelled (quote more words as /compare takes "
+             "them: \"MODEL --quantize int4\", \"--temperature 1.0\", \"--endpoint URL\").")] = None,
 ) -> None:
     """Answer one question and exit; the answer goes to stdout, everything else to stderr.
 
-    Exit codes: 0 done, 2 usage error, 3 bad input (image, transcript, empty question), 4 model or generation failure, 130 interrupted.
+    Exit codes: 0 done, 2 usage error, 3 bad input (image, transcript, empty question), 4 model or generation
+    failure, 130 interrupted.
     """
     given = locals()
     from dsvl_tui.repl.ask import AskRequest, run_ask
@@ -320,6 +331,7 @@ def ask(
         transcript=transcript, quiet=quiet, model_given="model" in values, system_given="system" in values,
         quantize_given="quantize" in values,
         settings_given={key: values[key] for key in user_settings() if key in values},
+        compare=_text(compare),
     )
     raise typer.Exit(run_ask(request))
 
@@ -354,13 +366,17 @@ def bench(
     dtype: Annotated[str | None, typer.Option(
         show_default=False, help="Engine benchmark dtype (default: auto).")] = None,
     layers: Annotated[int | None, typer.Option(
-        show_default=False, help="Use a random 1.3B checkpoint with only N language-model layers (quick runs).")] = None,
+        show_default=False,
+        help="Use a random 1.3B checkpoint with only N language-model layers (quick runs).")] = None,
     new_tokens: Annotated[int | None, typer.Option(
         show_default=False, help="Forced answer length per turn in the engine benchmark (default: 32).")] = None,
     compile: Annotated[bool, typer.Option(
-        "--compile", metavar=FLAG, help="Our way decodes with the compiled step where it can (upstream's stays eager).")] = False,
-    skip_engine: Annotated[bool, typer.Option("--skip-engine", metavar=FLAG, help="Leave out the engine benchmark.")] = False,
-    skip_ui: Annotated[bool, typer.Option("--skip-ui", metavar=FLAG, help="Leave out the UI and start-up benchmark.")] = False,
+        "--compile", metavar=FLAG,
+        help="Our way decodes with the compiled step where it can (upstream's stays eager).")] = False,
+    skip_engine: Annotated[bool, typer.Option(
+        "--skip-engine", metavar=FLAG, help="Leave out the engine benchmark.")] = False,
+    skip_ui: Annotated[bool, typer.Option(
+        "--skip-ui", metavar=FLAG, help="Leave out the UI and start-up benchmark.")] = False,
 ) -> None:
     """Run the benchmarks: the engine's (upstream's way against ours), then the UI's and start-up's.
 
@@ -412,7 +428,8 @@ def serve(
         "use the model and, by timing answers, guess at others' prompts it keeps for reuse.")] = False,
     max_body_mib: Annotated[int, typer.Option(min=1, help="Largest request body, in MiB.")] = 32,
     max_images: Annotated[int, typer.Option(min=0, help="Most images in one request.")] = 8,
-    queue_size: Annotated[int, typer.Option(min=0, help="Most requests waiting behind the running ones (--max-batch run at once).")] = 16,
+    queue_size: Annotated[int, typer.Option(
+        min=0, help="Most requests waiting behind the running ones (--max-batch run at once).")] = 16,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models, GET /health)."""
     from dsvl_tui.serve.server import run_serve

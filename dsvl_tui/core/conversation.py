@@ -192,6 +192,21 @@ def new_message_id() -> str:
 
 
 @dataclass
+class ComparedAnswer:
+    """The second model's answer to the same message (``/compare``, ``ask --compare``): who answered, with
+    which settings, and how it went. Its side of the conversation sees these answers, not the main ones."""
+
+    model: str
+    text: str
+    endpoint: str = ""  # the server that answered (no credentials); "" for a model loaded here
+    quantize: str = "none"  # a local model's weights: none, int8 or int4
+    settings: GenerationSettings | None = None  # what it answered with; None: the conversation's
+    stats: GenerationStats | None = None
+    stopped: bool = False
+    error: str | None = None
+
+
+@dataclass
 class ChatMessage:
     role: Role
     text: str
@@ -201,6 +216,7 @@ class ChatMessage:
     stopped: bool = False  # the user stopped this answer
     error: str | None = None  # the answer failed with this error
     id: str = field(default_factory=new_message_id)
+    compared: ComparedAnswer | None = None  # answers only: the compared model's answer (/compare)
 
 
 @dataclass
@@ -298,8 +314,11 @@ class Conversation:
             message.created = max(message.created, max(sibling.created for sibling in kept) + 0.002)
         self.messages.append(message)
 
-    def engine_messages(self) -> list[Message]:
+    def engine_messages(self, *, compared: bool = False) -> list[Message]:
         """The history as the engine takes it; missing images and failed empty answers left out.
+
+        ``compared``: the history as the compared model (``/compare``) sees it: its own answers where it
+        gave one, so each side of a compared conversation continues its own.
 
         Pictures go as their checked bytes (``Attachment.read_or_leave_out``): one
         changed since it was attached or loaded is left out, and
@@ -307,14 +326,17 @@ class Conversation:
         """
         out = []
         for m in self.messages:
-            if m.role == "assistant" and m.error and not m.text:
+            text, error = m.text, m.error
+            if compared and m.compared is not None:
+                text, error = m.compared.text, m.compared.error
+            if m.role == "assistant" and error and not text:
                 continue
             images: list[ImageSource] = []
             for attachment in m.images:
                 data = attachment.read_or_leave_out()
                 if data is not None:
                     images.append(EncodedImage(data, name=attachment.label))
-            out.append(Message(m.role, m.text, images=images))
+            out.append(Message(m.role, text, images=images))
         return out
 
     def image_notices(self) -> list[str]:
@@ -349,6 +371,28 @@ class Conversation:
         prune(self)
         self.touch()
         return dropped
+
+    def take_back(self, asked: ChatMessage) -> bool:
+        """The backend refused to answer ``asked`` (the last message) before generating anything.
+
+        A question answered before (``/regenerate``) stays, and its newest kept answer is shown again:
+        returns False. A new question is dropped and True returned (its text and pictures go back to the
+        input); where it had replaced another version (``/edit``), the version it replaced is shown
+        again. Nothing kept as a branch is lost either way."""
+        from dsvl_tui.core.branches import ROOT, Tree, set_path
+
+        if not self.messages or self.messages[-1] is not asked:
+            return False
+        if self.alternatives.get(asked.id):
+            tree = Tree(self)
+            set_path(self, tree.down_from(asked.id), tree)
+            return False
+        self.undo()
+        end = self.messages[-1].id if self.messages else ROOT
+        if self.alternatives.get(end):
+            tree = Tree(self)
+            set_path(self, tree.down_from(end), tree)  # ROOT too: from the start, the version written last
+        return True
 
     def for_regenerate(self) -> bool:
         """Set the answer(s) after the last user message aside, kept as a branch, so it can be answered again.

@@ -31,7 +31,8 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.core.text import printable, valid_text
 
 if TYPE_CHECKING:
-    from dsvl_tui.core.conversation import ChatMessage, Conversation
+    from dsvl_tui.backends.compare import CompareSide
+    from dsvl_tui.core.conversation import ChatMessage, ComparedAnswer, Conversation
     from engine.types import ChatBackend
 
 _C1 = re.compile(r"[\x7f-\x9f]")  # DEL and the C1 controls
@@ -64,6 +65,7 @@ class AskRequest:
     system_given: bool = True
     quantize_given: bool = True  # else a continued transcript's quantize (what answered it) is used
     settings_given: dict[str, Any] = field(default_factory=dict)
+    compare: str | None = None  # "MODEL [--quantize MODE] [--temperature T]...": a second answer (/compare's words)
 
 
 def run_ask(request: AskRequest, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
@@ -96,6 +98,7 @@ class _Ask:
         from dsvl_tui.core.conversation import LimitError
 
         question = self._question()
+        compare = self._compare_request()
         conversation = self._conversation()
         self._attach(conversation)
         try:
@@ -104,7 +107,8 @@ class _Ask:
             raise AskFailure(EXIT_INPUT, str(exc)) from None
         backend = self._load(conversation.model)
         conversation.model = backend.info.model_id
-        answer, interrupted = self._generate(backend, conversation)
+        side = self._load_compared(compare, backend) if compare is not None else None
+        answer, interrupted = self._generate(backend, conversation, side)
         self._save(conversation)
         if self.request.json:
             self._print_json(conversation, answer)
@@ -112,6 +116,8 @@ class _Ask:
             raise KeyboardInterrupt
         if answer.error:
             raise AskFailure(EXIT_ENGINE, answer.error)
+        if answer.compared is not None and answer.compared.error:
+            raise AskFailure(EXIT_ENGINE, f"the compared model failed: {answer.compared.error}")
         return EXIT_OK
 
     # -- inputs, all checked before the model loads ----------------------------------
@@ -187,6 +193,22 @@ class _Ask:
             except OSError as exc:
                 raise AskFailure(EXIT_INPUT, f"cannot read image {path}: {exc.strerror or exc}") from None
 
+    def _compare_request(self):
+        """``--compare``'s words as ``/compare`` takes them, read before any model loads."""
+        if self.request.compare is None:
+            return None
+        import shlex
+
+        from dsvl_tui.backends.compare import CompareError, parse_request
+
+        try:
+            words = shlex.split(self.request.compare)
+            if not words:
+                raise CompareError("--compare needs a model (or --endpoint URL, or settings to change)")
+            return parse_request(words)
+        except (ValueError, CompareError) as exc:
+            raise AskFailure(EXIT_USAGE, f"--compare: {exc}") from None
+
     # -- the model -------------------------------------------------------------------------
 
     def _load(self, model: str) -> ChatBackend:
@@ -202,8 +224,25 @@ class _Ask:
         except Exception as exc:  # noqa: BLE001 - any load failure is exit code 4 with one line
             raise AskFailure(EXIT_ENGINE, describe_failure(exc)) from None
 
-    def _generate(self, backend: ChatBackend, conversation: Conversation) -> tuple[ChatMessage, bool]:
+    def _load_compared(self, compare, backend: ChatBackend) -> CompareSide:
+        """The compared side (``--compare``): what a second model needs is said before it loads."""
+        from dsvl_tui.backends.compare import CompareError, load_side
+        from dsvl_tui.repl.load_progress import ProgressLines, describe_failure
+
+        progress = None if self.request.quiet else ProgressLines(self.note)
+        try:
+            return load_side(self.request.options, compare, backend, say=self.note, progress=progress)
+        except CompareError as exc:
+            raise AskFailure(EXIT_ENGINE, str(exc)) from None
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any load failure is exit code 4 with one line
+            raise AskFailure(EXIT_ENGINE, f"the compared model: {describe_failure(exc)}") from None
+
+    def _generate(self, backend: ChatBackend, conversation: Conversation,
+                  side: CompareSide | None = None) -> tuple[ChatMessage, bool]:
         from dsvl_tui.backends.choose import stats_line
+        from dsvl_tui.backends.compare import ComparedThread, side_label
         from dsvl_tui.core.turn import stream_answer
         from dsvl_tui.repl.printers import PlainPrinter
         from engine.errors import ContextOverflowError, EngineError, ImageError
@@ -212,11 +251,19 @@ class _Ask:
         feed = (lambda chunk: None) if self.request.json else printer.feed
         interrupted = False
         notes: list[str] = []  # what the server sent that was dropped: said after the answer
+        compared = ComparedThread(side, conversation) if side is not None else None  # both answers generate at once
+        main_label = side_label(conversation.model)
+        if compared is not None and not self.request.json:
+            self._label(main_label)
         try:
             answer = stream_answer(backend, conversation, cancel=threading.Event(), on_chunk=feed, on_note=notes.append)
         except (ImageError, ContextOverflowError) as exc:
+            if compared is not None:
+                compared.stop()
             raise AskFailure(EXIT_INPUT, str(exc)) from None
         except EngineError as exc:
+            if compared is not None:
+                compared.stop()
             raise AskFailure(EXIT_ENGINE, str(exc)) from None
         except KeyboardInterrupt:  # stream_answer kept the partial answer, marked stopped
             interrupted = True
@@ -229,8 +276,23 @@ class _Ask:
             self.note(note)
         line = stats_line(answer.stats)
         if line:
-            self.note(line)
+            self.note(f"{main_label}: {line}" if compared is not None else line)
+        if compared is not None:
+            answer.compared = compared.finish(interrupted)
+            if not self.request.json:
+                self._label(compared.turn.side.label)
+                other = PlainPrinter(self.out)
+                other.feed(answer.compared.text)
+                other.finish()
+            line = stats_line(answer.compared.stats)
+            if line:
+                self.note(f"{compared.turn.side.label}: {line}")
         return answer, interrupted
+
+    def _label(self, label: str) -> None:
+        """The line before each answer of a comparison, on stdout with them: ``== tiny-a ==``."""
+        self.out.write(f"== {printable(label)} ==\n")
+        self.out.flush()
 
     # -- results -----------------------------------------------------------------------------
 
@@ -260,8 +322,20 @@ class _Ask:
             "images": [a.path for m in conversation.messages[-2:-1] for a in m.images],
             "transcript": str(self.request.transcript) if self.request.transcript else None,
         }
+        if answer.compared is not None:
+            document["compared"] = _compared_json(answer.compared)
         # Paths may hold any bytes; json escapes C0 controls (ESC as \u001b) but not DEL or C1 ones, which
         # a terminal takes as controls too (U+009B is CSI): escaped the same way.
         text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", valid_text(json.dumps(document, ensure_ascii=False)))
         self.out.write(text + "\n")
         self.out.flush()
+
+
+def _compared_json(compared: ComparedAnswer) -> dict[str, Any]:
+    return {
+        "model": compared.model, "endpoint": compared.endpoint or None, "quantize": compared.quantize,
+        "answer": compared.text, "stopped": compared.stopped, "error": compared.error,
+        "stats": dataclasses.asdict(compared.stats) if compared.stats else None,
+        "settings": dataclasses.asdict(compared.settings) if compared.settings else None,
+    }
+

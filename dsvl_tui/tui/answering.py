@@ -113,6 +113,7 @@ class Answering:
     async def _start(self, job: gen.Job) -> None:
         await self.app.sync_pane(job.pane)
         job.widget = await job.pane.start_answer()
+        job.widget = await self.app.comparing.split(job)  # type: ignore[assignment]  # /compare: a ComparedPair
         self.queue.add(job)
         self.pump()
 
@@ -158,10 +159,9 @@ class Answering:
         self.queue.finished(job)
         if (used := app.context_tokens.get(job.conversation.id)) is not None:
             app.context_tokens[job.conversation.id] = used + job.generated()  # until it is measured again
-        if message.refused is not None:  # nothing generated: the message goes back to the input to edit
-            if not app.prompt.text:
+        if message.refused is not None:  # nothing generated: a new message goes back to the input to edit
+            if await job.pane.give_back(job.asked, message.refused) and not app.prompt.text:
                 app.session.set_input(job.asked.text)
-            await job.pane.give_back(job.asked, message.refused)
         else:
             if job.widget is not None and job.widget.is_attached:
                 await job.widget.write(job.take())
@@ -181,6 +181,7 @@ class Answering:
     # -- stopping ------------------------------------------------------------------------------
     def withdraw(self, pane: ChatPane) -> None:
         """Stop ``pane``'s answer: cancel it if it runs, take it out of the line if it waits."""
+        self.app.comparing.stop(pane)  # /compare: its compared answer too (it may outlast the main one)
         job = self.queue.for_pane(pane)
         if job is not None and job.started:
             job.cancel.set()

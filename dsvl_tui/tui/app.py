@@ -1,4 +1,4 @@
-"""The Textual app: its panes, input and commands, autosave; its main screen (``screens.MainScreen``) holds the tabs.
+"""The Textual app: its panes, input, commands and ending; its main screen (``screens.MainScreen``) holds the tabs.
 
 The first screen paints at once; the model loads in a thread and reports
 progress as messages (``model.AppModel``). Answers go from Enter to the last
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from textual import events, on, work
+from textual import events, on
 from textual.app import App
 from textual.driver import Driver
-from textual.message import Message
 from textual.notifications import SeverityLevel
 
 import themes
@@ -29,38 +28,40 @@ from dsvl_tui.core.options import Options
 from dsvl_tui.core.text import error_line, printable
 from dsvl_tui.storage import atomic
 from dsvl_tui.storage.autosave import Autosaver
-from dsvl_tui.storage.config import load_config, save_config
+from dsvl_tui.storage.config import load_config
 from dsvl_tui.storage.prompt_history import PromptHistory
-from dsvl_tui.tui import clipboard, heap, image_protocols
+from dsvl_tui.tui import heap, image_protocols
 from dsvl_tui.tui import workers as gen
 from dsvl_tui.tui.answering import Answering, Journaled
+from dsvl_tui.tui.compare import TuiCompare
+from dsvl_tui.tui.context_meter import ContextMeter
+from dsvl_tui.tui.delivery import Delivery
 from dsvl_tui.tui.end_signals import EndSignals
 from dsvl_tui.tui.model import AppModel
 from dsvl_tui.tui.palette import SlashCommands
+from dsvl_tui.tui.reads import FileReads
+from dsvl_tui.tui.saving import Saving
 from dsvl_tui.tui.screens import MainScreen
 from dsvl_tui.tui.session import TuiSession
 from dsvl_tui.tui.widgets import ChatPane, ConversationTabs, PromptInput, StatusBar
 from dsvl_tui.tui.workers import reported_from_a_thread
 
-T = TypeVar("T")
-
 if TYPE_CHECKING:
     from dsvl_tui.backends.remote_probe import Connection
-    from engine.types import ChatBackend, GenerationStats, PreparesPrompts
-
-
-@dataclass
-class PromptsLoaded(Message):
-    """The prompt history worker read the prompts of earlier runs (oldest first)."""
-
-    prompts: list[str]
+    from engine.types import ChatBackend, GenerationStats
 
 
 STYLESHEET = Path(__file__).with_name("app.tcss")  # the app's layout; colours come from theme variables only
 
 
-class DsvlApp(App[int]):
-    """Chat with a DeepSeek-VL model in several conversation tabs."""
+class DsvlApp(FileReads, ContextMeter, Saving, Delivery, App[int]):
+    """Chat with a DeepSeek-VL model in several conversation tabs.
+
+    Its mixins hold the rest of its methods, one job each: ``reads.FileReads`` (``read_then``),
+    ``context_meter.ContextMeter`` (the status bar's context meter), ``saving.Saving`` (autosave,
+    prompt history, config), ``delivery.Delivery`` (clipboard, screenshots). Textual finds their
+    ``on_*`` handlers on this class (``@on`` ones must stay here: only an App class registers those).
+    """
 
     CSS_PATH = STYLESHEET.name
     TITLE = "dsvl-chat"
@@ -76,6 +77,7 @@ class DsvlApp(App[int]):
         self.image_renderer = self.options.images  # read by every ImagePreview
         self.session = TuiSession(self)
         self.engine: ChatBackend | None = None  # the model answering (``model.AppModel`` loads it)
+        self.comparing = TuiCompare(self)  # /compare: tabs answered by a second model too, side by side
         self.model_error: str | None = None
         self.loading = False
         self.connection: Connection | None = None  # with --endpoint: whether the model server answered
@@ -225,26 +227,6 @@ class DsvlApp(App[int]):
         super().notify(printable(message), title=printable(title), severity=severity, timeout=timeout,
                        markup=markup)
 
-    def put_on_clipboard(self, text: str) -> None:
-        """The one clipboard path (``clipboard.copy``: tmux-aware OSC 52); raises ``ClipboardError``."""
-        self._clipboard = text  # Textual's own copy, which pasting inside the app uses
-        clipboard.copy(text, self._write_to_terminal)
-
-    def copy_to_clipboard(self, text: str) -> None:
-        """Textual's copy keys (a selection, the input box) and a click on a code block: say how it went."""
-        try:
-            self.put_on_clipboard(text)
-        except clipboard.ClipboardError as exc:
-            self.notify(str(exc), severity="error")
-        else:
-            lines = text.count("\n") + 1
-            self.notify(f"copied {lines} lines ({len(text):,} characters)" if lines > 1
-                        else f"copied {len(text):,} characters", timeout=3)
-
-    def _write_to_terminal(self, sequence: str) -> None:
-        if self._driver is not None:
-            self._driver.write(sequence)
-
     # -- input and commands ---------------------------------------------------
     @on(PromptInput.Submitted)
     def _submitted(self, event: PromptInput.Submitted) -> None:
@@ -324,33 +306,6 @@ class DsvlApp(App[int]):
     async def on_answer_done(self, message: gen.AnswerDone) -> None:
         await self.answers.done(message)
 
-    # -- file reads off the event loop ------------------------------------------
-    def read_then(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
-        """``Session.read_then``: a transcript of up to the format's limits is read in a thread."""
-        self._reading += 1
-        self._read_in_thread(read, then)
-
-    @work(thread=True, group="file-reads")
-    def _read_in_thread(self, read: Callable[[], T], then: Callable[[T], None]) -> None:
-        try:
-            result = read()
-        except Exception as exc:  # noqa: BLE001 - a bug in a read must not end the app
-            problem = str(exc) if isinstance(exc, CommandError) else f"reading failed: {error_line(exc)}"
-            self.call_from_thread(self._read_done, lambda: self.session.error(problem))
-            return
-        self.call_from_thread(self._read_done, lambda: then(result))
-
-    def _read_done(self, finish: Callable[[], None]) -> None:
-        self._reading -= 1
-        try:
-            finish()
-        except CommandError as exc:
-            self.session.error(str(exc))
-        self.autosave(self.active.conversation)
-        self.call_later(self.sync_pane, self.active)
-        while self._typed_ahead and not self._reading:  # a message typed after /image gets the image
-            self._take(self._typed_ahead.pop(0))
-
     # -- the model (tui.model) -------------------------------------------------
     @property
     def _load_id(self) -> int:
@@ -378,52 +333,7 @@ class DsvlApp(App[int]):
     async def on_connection_changed(self, message: gen.ConnectionChanged) -> None:
         await self.model.connection_changed(message)
 
-    def refresh_status(self) -> None:
-        info, conversation = self.engine.info if self.engine is not None else None, self.active.conversation
-        state, detail = self.model.state()
-        used = self.context_tokens.get(conversation.id)
-        job = self.queue.for_pane(self.active)
-        if used is not None and job is not None and job.started and job.conversation is conversation:
-            used += job.generated()  # the prompt was measured; the answer streaming into it is counted
-        self.status.show(state=state, detail=detail, info=info, stats=self.stats.get(conversation.id),
-                         context_used=used,
-                         pending_images=len(conversation.pending), waiting=len(self.queue.waiting))
-
-    def measure_context(self, conversation: Conversation) -> None:
-        if self.engine is not None and hasattr(self.engine, "prepare"):
-            self._measure(self.engine, conversation)
-
-    @work(thread=True, exclusive=True, group="context", exit_on_error=False)
-    def _measure(self, backend: PreparesPrompts, conversation: Conversation) -> None:
-        gen.measure_context(backend, conversation, self.post_message)
-
-    @reported_from_a_thread
-    def on_context_measured(self, message: gen.ContextMeasured) -> None:
-        self.context_tokens[message.conversation.id] = message.tokens
-        self.refresh_status()
-
-    # -- autosave and config ----------------------------------------------------------
-    def autosave(self, conversation: Conversation) -> None:
-        self.autosaver.save(conversation)
-
-    def _prompt_history_worker(self) -> None:
-        # Reads the shared history file, then appends each new prompt; post_message is thread-safe.
-        self.prompt_history.run(lambda prompts: self.post_message(PromptsLoaded(prompts)))
-
-    @reported_from_a_thread
-    def on_prompts_loaded(self, message: PromptsLoaded) -> None:
-        self.prompt.add_earlier(message.prompts)
-
-    def _report_autosave(self, problem: str) -> None:  # from the autosave and prompt history workers
-        self.call_from_thread(self.notify, problem, severity="warning", markup=False)  # it names a path
-
-    @work(thread=True, group="config", exit_on_error=False)
-    def _remember(self, **choices: Any) -> None:
-        try:
-            save_config(**choices)
-        except OSError as exc:
-            self.call_from_thread(self.notify, f"could not save the config: {exc}", severity="warning", markup=False)
-
+    # -- ending -----------------------------------------------------------------
     async def action_quit(self) -> None:
         self.exit(0)
 
@@ -436,27 +346,6 @@ class DsvlApp(App[int]):
         if self.answers.save_partials():  # the first time only
             self.autosaver.stop()
             self.autosaver.join(timeout=10)
-
-    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
-                           time_format: str | None = None) -> str | None:
-        """Ctrl+P → Screenshot. In a terminal the SVG goes into the data folder's ``screenshots/`` and a toast
-        says where (Textual's default, ``~/Downloads``, is often missing on a server: "Failed to save
-        screenshot"); in a browser it is a download, as Textual makes it."""
-        if self.is_web or path is not None:
-            return super().deliver_screenshot(filename, path, time_format)
-        from textual._files import generate_datetime_filename
-
-        from dsvl_tui.storage.paths import data_dir
-
-        target = data_dir() / "screenshots" / (filename or generate_datetime_filename(self.title, ".svg", time_format))
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic.atomic_write_bytes(target, self.export_screenshot().encode())
-        except OSError as exc:
-            self.notify(f"screenshot not saved: {error_line(exc)}", title="Screenshot", severity="error")
-            return None
-        self.notify(f"saved to {target}", title="Screenshot")
-        return None
 
     @on(events.DeliveryFailed)
     def _download_failed(self, event: events.DeliveryFailed) -> None:

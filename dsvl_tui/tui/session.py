@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsvl_tui.tui.app import DsvlApp
+    from dsvl_tui.tui.compare import TuiCompare
 
 
 class TuiSession:
@@ -48,6 +49,10 @@ class TuiSession:
 
     def send(self, text: str) -> None:
         self.app.send(text)
+
+    def compare_host(self) -> TuiCompare:
+        """``/compare``'s front end (``commands.builtin._compare.CompareHost``)."""
+        return self.app.comparing
 
     def regenerate(self) -> None:
         self.app.regenerate()

@@ -633,3 +633,28 @@ def test_copy_inside_tmux_goes_through_tmux_like_the_app(backend, monkeypatch) -
     monkeypatch.setattr(clipboard, "run_tmux", old_tmux)
     run = drive("hello\r/copy\r", backend)
     assert "set-clipboard on" in run.err and "copied" not in run.err
+
+
+class RefusesSecondAnswer:
+    """The real engine, refusing the second request before generating (as a prompt too long would be)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def stream(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 2:
+            raise engine.EngineError("the prompt is too long for the context window")
+        return self.inner.stream(*args, **kwargs)
+
+
+def test_a_refused_regenerate_keeps_the_question_and_shows_the_answer_it_had(backend) -> None:
+    refusing = RefusesSecondAnswer(backend)
+    run = drive("question\r/regenerate\r", backend, wrap=lambda repl: refusing)
+    assert refusing.calls == 2 and "the prompt is too long" in run.err
+    assert [m.role for m in run.messages] == ["user", "assistant"] and run.messages[0].text == "question"
+    assert run.messages[1].stats.new_tokens == 8  # the first answer, shown again, not a branch out of sight
+    assert not run.repl.conversation.alternatives

@@ -13,9 +13,10 @@ as one multi-line ``session.info``; ``/help``, ``/resume`` and ``/find`` through
 shows as modal screens and the REPL as numbered lists.
 
 The commands live by what they act on: ``_conversation`` (images, turns, the
-system prompt, settings), ``_branches`` (what /edit and /regenerate keep), ``_files`` (transcripts), ``_find`` (searching them all), ``_web`` (uploads from and
-downloads to the browser in ``dsvl-chat web``) and ``_app`` (panes, the model,
-theme, help, quit); ``_completion`` says what their arguments complete to. What several of them share is
+system prompt, settings), ``_branches`` (what /edit and /regenerate keep), ``_files`` (transcripts),
+``_find`` (searching them all), ``_web`` (uploads from and downloads to the browser in ``dsvl-chat
+web``), ``_compare`` (a second model answering too) and ``_app`` (panes, the model, theme, help, quit);
+``_completion`` says what their arguments complete to. What several of them share is
 public: ``opening`` (read a transcript, open it, say so) and the argument helpers in ``_shared``. Only
 this package imports the ``_`` modules; everything else imports from the package.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from dsvl_tui.commands.builtin._app import close, help_command, model, new, next_pane, prev_pane, quit_command, theme
 from dsvl_tui.commands.builtin._branches import branch
+from dsvl_tui.commands.builtin._compare import compare
 from dsvl_tui.commands.builtin._completion import PATH_SUFFIXES, argument_choices
 from dsvl_tui.commands.builtin._conversation import (
     SETTING_TYPES,
@@ -44,9 +46,10 @@ from dsvl_tui.commands.builtin._web import upload
 from dsvl_tui.commands.completion import IMAGE_SUFFIXES
 
 __all__ = [
-    "FIND_LIMIT", "IMAGE_SUFFIXES", "PATH_SUFFIXES", "RESUME_LIMIT", "found_detail", "open_found", "run_find", "SETTING_TYPES", "argument_choices", "settings_text",
+    "FIND_LIMIT", "IMAGE_SUFFIXES", "PATH_SUFFIXES", "RESUME_LIMIT", "found_detail", "open_found", "run_find",
+    "SETTING_TYPES", "argument_choices", "settings_text",
     # the handlers, each registered by its module
-    "branch", "close", "copy", "edit", "export", "find", "help_command", "image", "load", "model", "new", "next_pane",
-    "prev_pane", "quit_command", "regenerate", "reset", "resume", "save", "set_setting", "stop", "system",
+    "branch", "close", "compare", "copy", "edit", "export", "find", "help_command", "image", "load", "model", "new",
+    "next_pane", "prev_pane", "quit_command", "regenerate", "reset", "resume", "save", "set_setting", "stop", "system",
     "theme", "undo", "upload",
 ]

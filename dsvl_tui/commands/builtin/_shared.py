@@ -32,8 +32,3 @@ def require_idle(session: Session, action: str) -> None:
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
-
-# The old private names, for branches written before the rename (h-branches' _branches.py, h-compare's
-# _compare.py) so that merging them does not break the package's import. tests/test_import_graph.py fails
-# while any module still imports them: rename there, then delete this alias.
-_words, _split_flags, _require_idle, _plural = shell_words, split_flags, require_idle, plural

@@ -170,6 +170,18 @@ def _markdown(conv: Conversation, path: Path, images: ImageFolder) -> str:
         notes = ["stopped" if message.stopped else "", stats_line(message.stats, "markdown")]
         if any(notes):
             out += ["<sub>" + " · ".join(n for n in notes if n) + "</sub>", ""]
+        if message.compared is not None:  # /compare: the other model's answer to the same message
+            other = message.compared
+            where = f" at {_inline(other.endpoint)}" if other.endpoint else ""
+            weights = f" ({other.quantize})" if other.quantize != "none" else ""
+            out += [f"### Compared: `{_inline(other.model)}`{where}{weights}", ""]
+            if other.text:
+                out += [other.text.rstrip("\n"), ""]
+            if other.error:
+                out += [f"**Error:** {_inline(other.error)}", ""]
+            notes = ["stopped" if other.stopped else "", stats_line(other.stats, "markdown")]
+            if any(notes):
+                out += ["<sub>" + " · ".join(n for n in notes if n) + "</sub>", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

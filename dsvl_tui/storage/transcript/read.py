@@ -25,7 +25,14 @@ from pathlib import Path, PurePath
 from typing import Any, NoReturn, get_args
 
 from dsvl_tui.core.branches import ROOT, Tree
-from dsvl_tui.core.conversation import TITLE_CHARS, Attachment, ChatMessage, Conversation, new_message_id
+from dsvl_tui.core.conversation import (
+    TITLE_CHARS,
+    Attachment,
+    ChatMessage,
+    ComparedAnswer,
+    Conversation,
+    new_message_id,
+)
 from dsvl_tui.core.text import shorten, valid_text
 from dsvl_tui.storage.transcript import format as fmt
 from dsvl_tui.storage.transcript.format import (
@@ -54,11 +61,13 @@ def decode(raw: bytes, source: str) -> Any:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise TranscriptError(source, "", f"not UTF-8 text (bad byte at offset {error.start}); not a transcript") from None
+        raise TranscriptError(source, "", f"not UTF-8 text (bad byte at offset {error.start}); not a transcript") \
+            from None
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
-        raise TranscriptError(source, "", f"not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+        where = f"line {error.lineno}, column {error.colno}: {error.msg}"
+        raise TranscriptError(source, "", f"not JSON ({where})") from None
     except (ValueError, RecursionError) as error:
         raise TranscriptError(source, "", f"not JSON ({one_line(str(error)) or 'nested too deeply'})") from None
 
@@ -238,19 +247,21 @@ class Reader:
             self.fail("layout", f"expected one of {', '.join(LAYOUTS)}, got {repr(value)[:40]}")
         return value
 
-    def settings(self, doc: dict) -> GenerationSettings:
-        obj = self.take(doc, "settings", "", ("object",), None)
+    def settings(self, doc: dict, where: str = "") -> GenerationSettings:
+        """``doc``'s settings (the conversation's; with ``where``, a compared answer's)."""
+        obj = self.take(doc, "settings", where, ("object",), None)
         if obj is None:
             return GenerationSettings()
+        path = f"{where}.settings" if where else "settings"
         for key in obj:
             if key not in SETTINGS_FIELDS:
                 shown = key if len(key) <= 40 else key[:40] + "..."
-                self.fail(f"settings.{shown}", f"unknown setting; known: {', '.join(SETTINGS_FIELDS)}")
-        values = {k: self.take(obj, k, "settings", kinds) for k, kinds in SETTINGS_FIELDS.items() if k in obj}
+                self.fail(f"{path}.{shown}", f"unknown setting; known: {', '.join(SETTINGS_FIELDS)}")
+        values = {k: self.take(obj, k, path, kinds) for k, kinds in SETTINGS_FIELDS.items() if k in obj}
         try:
             return GenerationSettings(**values)
         except (ValueError, TypeError) as error:
-            self.fail("settings", str(error))
+            self.fail(path, str(error))
 
     def message(self, value: Any, where: str, created: float) -> ChatMessage:
         obj = self.object(value, where)
@@ -269,6 +280,30 @@ class Reader:
             stats=None if stats is None else self.stats(stats, f"{where}.stats"),
             stopped=self.take(obj, "stopped", where, ("boolean",), False),
             error=self.text(obj, "error", where, ("string", "null"), None),
+            compared=self.compared(obj, where) if role == "assistant" else None,
+        )
+
+    def compared(self, obj: dict, where: str) -> ComparedAnswer | None:
+        """An answer's optional ``compared``: the second model's answer (``/compare``), checked as the answer is."""
+        value = self.take(obj, "compared", where, ("object", "null"), None)
+        if value is None:
+            return None
+        where = f"{where}.compared"
+        quantize = self.take(value, "quantize", where, ("string",), "none")
+        if quantize not in QUANTIZE_MODES:
+            self.fail(f"{where}.quantize", f"expected one of {', '.join(QUANTIZE_MODES)}, got {repr(quantize)[:40]}")
+        settings = self.take(value, "settings", where, ("object", "null"), None)
+        stats = self.take(value, "stats", where, ("object", "null"), None)
+        model = self.text(value, "model", where, ("string",), "")
+        return ComparedAnswer(
+            model=model,
+            text=self.text(value, "text", where, ("string",)),
+            endpoint=self.text(value, "endpoint", where, ("string",), ""),
+            quantize=quantize,
+            settings=None if settings is None else self.settings(value, where),
+            stats=None if stats is None else self.stats(stats, f"{where}.stats"),
+            stopped=self.take(value, "stopped", where, ("boolean",), False),
+            error=self.text(value, "error", where, ("string", "null"), None),
         )
 
     def message_id(self, obj: dict, where: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path, PurePath
 
 from dsvl_tui.core.branches import Tree
-from dsvl_tui.core.conversation import Attachment, ChatMessage, Conversation, file_sha256
+from dsvl_tui.core.conversation import Attachment, ChatMessage, ComparedAnswer, Conversation, file_sha256
 from dsvl_tui.storage.atomic import atomic_write_bytes
 from dsvl_tui.storage.transcript.format import FORMAT, STATS_FIELDS, VERSION, format_time
 from engine.types import GenerationStats
@@ -66,6 +66,21 @@ def _message_document(message: ChatMessage, image_entry: ImageEntry) -> dict:
         "stats": _stats_document(message.stats),
         "stopped": message.stopped,
         "error": message.error,
+        **({"compared": _compared_document(message.compared)} if message.compared is not None else {}),
+    }
+
+
+def _compared_document(compared: ComparedAnswer) -> dict:
+    """The compared model's answer (``/compare``): optional, so a reader that does not know it reads the rest."""
+    return {
+        "model": compared.model,
+        "text": compared.text,
+        **({"endpoint": compared.endpoint} if compared.endpoint else {}),
+        **({"quantize": compared.quantize} if compared.quantize != "none" else {}),
+        "settings": asdict(compared.settings) if compared.settings is not None else None,
+        "stats": _stats_document(compared.stats),
+        "stopped": compared.stopped,
+        "error": compared.error,
     }
 
 

@@ -30,6 +30,7 @@ from textual.widgets import Static
 from dsvl_tui.core import branches
 from dsvl_tui.core.conversation import ChatMessage, Conversation
 from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
+from dsvl_tui.tui.widgets._compared import answer_widget
 from dsvl_tui.tui.widgets._notice import Notice
 from dsvl_tui.tui.widgets._user_message import UserMessage
 from engine.types import GenerationStats
@@ -191,15 +192,17 @@ class ChatPane(VerticalScroll):
         if widget is not None and widget.is_attached:
             await widget.finish(stats, stopped=stopped, error=error)
 
-    async def give_back(self, asked: ChatMessage, error: str) -> None:
-        """The model refused ``asked`` before generating (a bad image, too long): drop the turn,
-        put its images back in the pending list and say why."""
+    async def give_back(self, asked: ChatMessage, error: str) -> bool:
+        """The model refused ``asked`` before generating (a bad image, too long): drop the turn (a
+        regenerated question stays, with its kept answer shown again), put its images back in the pending
+        list and say why. True if ``asked`` was taken out (its text goes back to the input)."""
         self.pending_answer = None
-        if self.conversation.messages and self.conversation.messages[-1] is asked:
-            self.conversation.undo()
+        taken = self.conversation.take_back(asked)
+        if taken:
             self.conversation.pending[:0] = asked.images
         await self.rebuild()
         await self.notice(f"not sent: {error}", error=True)
+        return taken
 
     def scroll_where(self, where: str) -> None:
         """Scroll for the keyboard: ``page_up``, ``page_down``, ``home``, or ``end`` (follow again)."""
@@ -261,4 +264,4 @@ class ChatPane(VerticalScroll):
         """The widget for message ``index`` of the conversation's path, with its "k/n" among its versions."""
         message, versions = self.conversation.messages[index], branches.position(self.conversation, index)
         return UserMessage(message, versions=versions) if message.role == "user" else \
-            AssistantMessage(message, versions=versions)
+            answer_widget(message, versions=versions)  # side by side when it carries a compared answer

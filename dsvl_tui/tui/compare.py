@@ -1,0 +1,107 @@
+"""``/compare`` in the app: which tab compares with what, and each message's answers side by side.
+
+``TuiCompare`` is the app's ``CompareHost`` (``commands.builtin._compare``): each tab (pane) may compare
+with its own ``CompareSide``, loaded off the event loop (``read_then``), what a second model needs said
+first. When a comparing tab's answer starts, ``split`` puts a ``ComparedPair`` where its answer widget
+was and starts the compared answer on its own thread at once; the main answer keeps its place in the
+app's answer queue. Esc stops both (``stop``); the compared answer is kept on the main one, and journaled, once
+both have ended.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from dsvl_tui.commands.registry import CommandError
+
+if TYPE_CHECKING:
+    from dsvl_tui.backends.compare import CompareRequest, CompareSide
+    from dsvl_tui.core.conversation import Conversation
+    from dsvl_tui.tui.app import DsvlApp
+    from dsvl_tui.tui.widgets import AssistantMessage, ComparedJob, ComparedPair
+    from dsvl_tui.tui.workers import Job
+
+
+class TuiCompare:
+    def __init__(self, app: DsvlApp) -> None:
+        self.app = app
+        self.sides: weakref.WeakKeyDictionary[object, CompareSide] = weakref.WeakKeyDictionary()  # by pane
+        self.running: weakref.WeakKeyDictionary[object, ComparedJob] = weakref.WeakKeyDictionary()  # by pane
+
+    # -- CompareHost ----------------------------------------------------------------------------
+
+    def compared_side(self) -> CompareSide | None:
+        return self.sides.get(self.app.active)
+
+    def load_compared(self, request: CompareRequest) -> CompareSide:
+        """On a thread (``read_then``): the side for ``request`` next to the model loaded now."""
+        from dsvl_tui.backends.compare import CompareError, load_side
+        from dsvl_tui.core.text import error_line
+        from dsvl_tui.repl.load_progress import ProgressLines, describe_failure
+
+        app = self.app
+        main = app.engine
+        if main is None:
+            raise CommandError("no model loaded yet to compare with; wait for it, or /model ID loads one")
+
+        def say(line: str) -> None:
+            app.call_from_thread(app.session.info, line)
+
+        try:
+            return load_side(app.options, request, main, say=say, progress=ProgressLines(say, every=5.0),
+                             loader=app.loader)
+        except (CompareError, CommandError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any load failure is one line; the app goes on
+            raise CommandError(f"the compared model: {describe_failure(exc) or error_line(exc)}") from None
+
+    def set_compared(self, side: CompareSide | None) -> None:
+        pane = self.app.active
+        if side is None:
+            self.sides.pop(pane, None)
+        else:
+            self.sides[pane] = side
+
+    # -- answering --------------------------------------------------------------------------------
+
+    async def split(self, job: Job) -> AssistantMessage | ComparedPair | None:
+        """``job``'s answer widget, side by side with the compared answer (started now) if its tab compares."""
+        side = self.sides.get(job.pane)
+        widget = job.widget
+        if side is None or widget is None:
+            return widget
+        from dsvl_tui.backends.compare import ComparedTurn, side_label
+        from dsvl_tui.tui.widgets import ComparedJob, ComparedPair, SideAnswer
+
+        pane, conversation = job.pane, job.conversation
+        self._end_previous(pane, conversation, job)
+        main_model = conversation.model or (self.app.engine.info.model_id if self.app.engine is not None else "")
+        pair = ComparedPair(SideAnswer(side_label(main_model)), SideAnswer(side.label),
+                            ended=lambda message: self.app.autosave(conversation))
+        await pane.mount(pair, after=widget)
+        await widget.remove()
+        pane.pending_answer = pair  # type: ignore[assignment]  # it stands for the answer widget (ComparedPair)
+        compared = ComparedJob(ComparedTurn.of(side, conversation), pair.other)  # its history now, before the answer
+        self.running[pane] = compared
+        compared.start()
+        return pair
+
+    def _end_previous(self, pane: object, conversation: Conversation, job: Job) -> None:
+        """A message sent while the last compared answer still streams: that one stops, and what it said so far
+        is its answer (kept now, so this turn's compared history holds it)."""
+        previous = self.running.get(pane)
+        if previous is None or previous.result is not None:
+            return
+        previous.turn.cancel.set()
+        messages = conversation.messages
+        index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is job.asked), 0)
+        answered = messages[index - 1] if index else None
+        if answered is not None and answered.role == "assistant" and answered.compared is None:
+            answered.compared = previous.turn.answer(getattr(previous.turn.stream, "stats", None), stopped=True)
+
+    def stop(self, pane: object) -> None:
+        """Esc: stop ``pane``'s compared answer too (it may outlast the main one)."""
+        compared = self.running.get(pane)
+        if compared is not None and compared.result is None:
+            compared.turn.cancel.set()
