@@ -67,7 +67,9 @@ class FewRowsLinear(nn.Linear):
 
 def use_few_rows_linear(model: nn.Module) -> int:
     """Make the float32 CPU ``nn.Linear``s of ``model`` ``FewRowsLinear``s (in place, no copy); returns how many."""
-    if not torch.backends.mkldnn.is_available():
+    # The op is the one torch.compile's inductor uses for CPU linears; private, so a torch without it (renamed,
+    # or built without oneDNN) keeps nn.Linear's way everywhere.
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return 0
     count = 0
     for module in model.modules():
