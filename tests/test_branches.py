@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from process_support import PROCESS_TIMEOUT
 
 from dsvl_tui.core import branches
@@ -112,6 +113,7 @@ def _journaled(folder: Path) -> dict | None:
     return None
 
 
+@pytest.mark.slow
 def test_branches_survive_kill_9_resume_save_and_load(tiny_siglip, tmp_path):
     lines = "first\nsecond\n/regenerate\n/edit 1\nfirst, edited\n"
     child = subprocess.Popen(_plain(tiny_siglip), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,

@@ -4,6 +4,7 @@ the tree."""
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Label
 from tui_support import GREEDY, notices, ready, run_async, scripted_app, type_line, wait_for
 
@@ -35,6 +36,7 @@ async def settled(pilot, count: int) -> None:
     await wait_for(pilot, done, timeout=60)
 
 
+@pytest.mark.slow
 @run_async
 async def test_regenerate_and_edit_keep_branches_that_keys_and_branch_switch_between(tiny_siglip):
     app = DsvlApp(Options(model=str(tiny_siglip), settings=GREEDY))
@@ -128,6 +130,7 @@ async def test_in_a_browser_alt_up_as_xterm_js_sends_it_steps_from_the_input(web
         assert headers(app, AssistantMessage) == ["DeepSeek-VL  \u2039 1/2 \u203a"] and app.prompt.text == "draft"
 
 
+@pytest.mark.slow
 @run_async
 async def test_a_click_on_k_of_n_steps_that_message_and_the_keys_then_step_it_too():
     app = scripted_app()

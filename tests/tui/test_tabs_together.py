@@ -22,6 +22,8 @@ from dsvl_tui.tui.widgets import ChatPane
 from engine.testing.random_checkpoints import write_checkpoint
 from engine.types import GenerationSettings
 
+pytestmark = pytest.mark.slow  # pyproject.toml: the whole app on a 24-layer checkpoint for seconds
+
 # Far more tokens than either answer reaches while the test looks: both are still running when both have text.
 ENDLESS = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=3000, ignore_eos=True)
 

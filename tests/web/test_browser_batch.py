@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 from test_browser import BROWSER_ARGS, CHROMIUM, ROOT, Web, free_port, open_tab, sync_playwright, wait_for
 
+pytestmark = pytest.mark.slow  # pyproject.toml: a server and a browser; not in the inner loop
+
 PLACES = 3
 
 
