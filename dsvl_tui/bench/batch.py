@@ -12,7 +12,12 @@ and writes JSON (``batchbench.json``).
 Numbers:
 - aggregate tok/s: every stream's tokens after its first, over the time
   from the earliest first token to the last answer's end (prefill of the
-  short prompts is left out as far as it comes first);
+  short prompts is left out as far as it comes first; the prefills of
+  later arrivals fall inside it);
+- all-decoding tok/s: the tokens every stream produced while all of them
+  were decoding (from the last first token to the first answer's end: the
+  steady state a busy server runs in, no prefill inside), over that time;
+  with ``max_batch`` 1 there is no such window (the streams take turns);
 - per stream tok/s: each stream's own decode rate (``stats.tokens_per_second``), the mean;
 - peak RSS: the process's, while the 8 batched streams ran;
 - KV bytes per token: keys and values of every layer for one position.
@@ -40,10 +45,15 @@ def run_streams(eng, questions: list[str], settings) -> dict[str, Any]:
 
     streams = [eng.stream([engine.Message("user", q)], settings) for q in questions]
     ends: list[float] = [0.0] * len(streams)
+    # (when, tokens so far) at every chunk: the runner appends a token's id before it emits its text.
+    seen: list[list[tuple[float, int]]] = [[] for _ in streams]
+    together = threading.Barrier(len(streams))  # every thread asks at once, however late the machine starts it
 
     def consume(index: int) -> None:
-        for _ in streams[index]:
-            pass
+        stream = streams[index]
+        together.wait()
+        for _ in stream:
+            seen[index].append((time.perf_counter(), len(stream.token_ids)))
         ends[index] = time.perf_counter()
 
     started = time.perf_counter()
@@ -57,10 +67,27 @@ def run_streams(eng, questions: list[str], settings) -> dict[str, Any]:
     rates = [s.stats.tokens_per_second or 0.0 for s in streams]
     return {
         "aggregate_tok_s": decoded / max(max(ends) - min(firsts), 1e-9),
+        **all_decoding(seen),
         "per_stream_tok_s": sum(rates) / len(rates),
         "ttft_s": sum(s.stats.time_to_first_token or 0.0 for s in streams) / len(streams),
         "wall_s": max(ends) - started,
     }
+
+
+def all_decoding(seen: list[list[tuple[float, int]]]) -> dict[str, float | None]:
+    """Tokens per second over the window in which every stream was decoding (None where there is none)."""
+    if not all(seen):
+        return {"all_decoding_tok_s": None, "all_decoding_s": 0.0}
+    start = max(samples[0][0] for samples in seen)  # the last stream's first token
+    stop = min(samples[-1][0] for samples in seen)  # the first stream's last token
+    if stop <= start:
+        return {"all_decoding_tok_s": None, "all_decoding_s": 0.0}
+    tokens = 0
+    for samples in seen:
+        at_start = max(count for when, count in samples if when <= start)
+        at_stop = max(count for when, count in samples if when <= stop)
+        tokens += at_stop - at_start
+    return {"all_decoding_tok_s": tokens / (stop - start), "all_decoding_s": stop - start}
 
 
 def _arrival_ttft(eng, settings, long_settings, tag: str) -> dict[str, float]:
@@ -128,20 +155,28 @@ def bench_mode(model: str, quantize: str, args) -> dict[str, Any]:
             "kv_bytes_per_token": kv_per_token, "layers": config.num_hidden_layers}
 
 
+def _figure(value: float | None, width: int, suffix: str = "") -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width - len(suffix)}.2f}{suffix}"
+
+
 def table(result: dict[str, Any], max_batch: int) -> str:
     lines = []
     for mode in result["modes"]:
         rows = mode["streams"]
         one = rows["1"]["max_batch_1"]["aggregate_tok_s"]
         alone_stream = rows["1"]["max_batch_1"]["per_stream_tok_s"]
-        lines.append(f"{mode['quantize']} ({mode['layers']} layers), tok/s")
+        lines.append(f"{mode['quantize']} ({mode['layers']} layers), tok/s; 'all decoding': while every stream decodes")
         lines.append(f"{'streams':>7} | {'max-batch 1':>11} | {f'max-batch {max_batch}':>11} | {'ratio':>6} | "
-                     f"{'vs 1 stream':>11} | {'per stream':>10} | {'vs alone':>8}")
+                     f"{'vs 1 stream':>11} | {'all decoding':>12} | {'vs 1 stream':>11} | {'per stream':>10} | "
+                     f"{'vs alone':>8}")
         for count, row in rows.items():
             base, ours = row["max_batch_1"], row[f"max_batch_{max_batch}"]
+            steady = ours.get("all_decoding_tok_s")
             lines.append(f"{count:>7} | {base['aggregate_tok_s']:>11.2f} | {ours['aggregate_tok_s']:>11.2f} | "
                          f"{ours['aggregate_tok_s'] / max(base['aggregate_tok_s'], 1e-9):>5.2f}x | "
-                         f"{ours['aggregate_tok_s'] / max(one, 1e-9):>10.2f}x | {ours['per_stream_tok_s']:>10.2f} | "
+                         f"{ours['aggregate_tok_s'] / max(one, 1e-9):>10.2f}x | {_figure(steady, 12)} | "
+                         f"{_figure(None if steady is None else steady / max(one, 1e-9), 11, 'x')} | "
+                         f"{ours['per_stream_tok_s']:>10.2f} | "
                          f"{ours['per_stream_tok_s'] / max(alone_stream, 1e-9):>7.2f}x")
         ttft = mode["arrival_ttft"]
         lines.append(f"TTFT of a {ttft['prompt_tokens']}-token prompt arriving while 4 decode: "
