@@ -1,14 +1,21 @@
-"""``/compare``'s compared answer is journaled as it streams (issue 25), as the main answer is: what a kill -9 would
-leave in the journal while it streams (the main answer done, or still streaming) holds it so far, marked stopped,
-and resuming that entry shows it; a quit journals it at once; between checkpoints it is throttled as the main one."""
+"""``/compare``'s compared answer is journaled as it streams (issue 25), as the main answer is: kill -9 while it
+streams (the main answer done) leaves it in the journal so far, marked stopped, and resuming that entry shows it;
+what the journal holds while both stream has both; a quit journals it at once; between checkpoints it is
+throttled as the main one."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from process_support import PROCESS_TIMEOUT
 from tui_support import ScriptedEngine, ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.storage.journal import Journal
@@ -153,3 +160,63 @@ async def test_both_answers_streaming_are_journaled_together_on_a_quit(tmp_path,
     journaled = _answer(tmp_path)
     assert (journaled["text"], journaled["stopped"]) == ("Quick", True)
     assert (journaled["compared"]["text"], journaled["compared"]["stopped"]) == ("Slow", True)
+
+
+# The app in a child process, on ``Sides``: the main answer done, the compared one held after "Slow one".
+CHILD = """
+import asyncio
+from test_compare_journal import Sides, _comparing
+from tui_support import scripted_app, type_line, wait_for
+from dsvl_tui.tui import answering
+
+answering.PARTIAL_SAVE_SECONDS = 0.0  # each chunk journaled: what the parent waits for comes at once
+
+async def main():
+    backend = Sides(["Quick."], ["Slow", " one", " more"])
+    app = scripted_app(backend)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _comparing(pilot, backend)
+        await type_line(pilot, "hello")
+        backend.steps[0].set()
+        backend.steps[1].set()
+        while True:  # streaming, held, until the kill
+            await pilot.pause(0.1)
+
+asyncio.run(main())
+"""
+
+
+def test_kill_9_while_the_compared_answer_streams_keeps_it_for_resume(tmp_path):
+    here = Path(__file__).resolve().parent
+    root = here.parents[1]
+    env = {**os.environ, "DSVL_DATA_DIR": str(tmp_path / "data"), "DSVL_CONFIG_DIR": str(tmp_path / "config"),
+           "PYTHONPATH": os.pathsep.join([str(root), str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while _answer_on_disk(tmp_path).get("compared", {}).get("text") != "Slow one":
+            assert child.poll() is None, child.stderr.read()
+            assert time.monotonic() < deadline, "the journal never held the compared answer so far"
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=PROCESS_TIMEOUT)
+    finally:
+        child.kill()
+        child.wait(timeout=PROCESS_TIMEOUT)
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    journal = Journal()
+    [entry] = journal.recent()
+    resumed = journal.open(entry)  # as --resume opens it: the killed program's lock went with it
+    answer = resumed.messages[1]
+    assert (answer.text, answer.stopped) == ("Quick.", False)
+    assert answer.compared is not None and (answer.compared.text, answer.compared.stopped) == ("Slow one", True)
+
+
+def _answer_on_disk(tmp_path: Path) -> dict:
+    """As ``_answer``, but a file being replaced (or not written yet) reads as nothing."""
+    try:
+        return _answer(tmp_path)
+    except (OSError, ValueError):
+        return {}
