@@ -107,6 +107,7 @@ class TuiCompare:
         await pane.mount(pair, after=widget)
         await widget.remove()
         pane.pending_answer = pair  # type: ignore[assignment]  # it stands for the answer widget (ComparedPair)
+        partial.pair = pair
         compared = ComparedJob(turn, pair.other)
         self.running[pane] = compared
         compared.start()
@@ -139,6 +140,7 @@ class ComparedPartial:
 
     turn: ComparedTurn
     main: Turn  # the main answer's: its question, and its answer so far while that streams
+    pair: ComparedPair | None = None  # where both are shown: its ``message`` is the main answer once recorded
 
     def amend(self, snapshot: Conversation) -> None:
         messages, asked = snapshot.messages, self.main.asked
@@ -146,7 +148,10 @@ class ComparedPartial:
         if index is None or index + 1 >= len(messages):  # the question is gone, or not answered in this snapshot
             return
         answer = messages[index + 1]
-        if answer.role != "assistant" or answer.compared is not None:  # kept already (or another's)
+        recorded = self.pair.message if self.pair is not None else None
+        if recorded is not None and answer is not recorded:  # another answer to it since (/regenerate): not ours
+            return
+        if answer.role != "assistant" or answer.compared is not None:  # kept already
             return
         compared = self.turn.result or self.turn.answer(stopped=True)  # no stats yet: the main partial has none
         messages[index + 1] = dataclasses.replace(answer, compared=compared)  # the snapshot's: the app's is untouched

@@ -162,6 +162,30 @@ async def test_both_answers_streaming_are_journaled_together_on_a_quit(tmp_path,
     assert (journaled["compared"]["text"], journaled["compared"]["stopped"]) == ("Slow", True)
 
 
+@run_async
+async def test_a_compared_answer_is_never_journaled_on_another_answer_to_its_question(tmp_path, monkeypatch):
+    """/regenerate (comparing no more) while the compared answer streams: the new answer is not the one it compares
+    with, so no snapshot puts it there."""
+    _saves_every(monkeypatch, 0.0)
+    backend = Sides(["Quick."], ["Slow", " one"])
+    app = scripted_app(backend)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _comparing(pilot, backend)
+        await type_line(pilot, "hello")
+        conversation = app.active.conversation
+        backend.steps[0].set()
+        await wait_for(pilot, lambda: _answer(tmp_path).get("compared", {}).get("text") == "Slow")
+        first = conversation.messages[1]
+        backend.chunks = ["Again."]
+        await type_line(pilot, "/compare off")
+        await type_line(pilot, "/regenerate")
+        await wait_for(pilot, lambda: len(conversation.messages) == 2 and conversation.messages[1] is not first
+                       and app.queue.for_pane(app.active) is None)
+        await wait_for(pilot, lambda: _answer(tmp_path).get("text") == "Again.")
+        assert "compared" not in _answer(tmp_path)
+        assert conversation.messages[1].compared is None
+
+
 # The app in a child process, on ``Sides``: the main answer done, the compared one held after "Slow one".
 CHILD = """
 import asyncio
