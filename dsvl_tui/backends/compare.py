@@ -18,6 +18,7 @@ import math
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,7 +333,8 @@ def _something_differs(request: CompareRequest) -> None:
 @dataclass
 class ComparedTurn:
     """One compared answer, prepared when the question is sent: the compared side's history then (before
-    the main answer is added), so both sides may stream at once."""
+    the main answer is added), so both sides may stream at once. ``checkpoint``, if set, is called while it
+    streams, at most every ``every`` seconds (the app journals the answer so far, as the main one's ``Turn`` does)."""
 
     side: CompareSide
     messages: list[Message]
@@ -342,6 +344,9 @@ class ComparedTurn:
     cancel: threading.Event = field(default_factory=threading.Event)
     parts: list[str] = field(default_factory=list)
     stream: object | None = None
+    checkpoint: Callable[[], object] | None = None
+    every: float = 1.0
+    result: ComparedAnswer | None = None  # once ``run`` has ended
 
     @classmethod
     def of(cls, side: CompareSide, conversation: Conversation, cancel: threading.Event | None = None) -> ComparedTurn:
@@ -354,6 +359,7 @@ class ComparedTurn:
         from dsvl_tui.core.text import error_line
 
         stats, error = None, None
+        saved = time.monotonic()
         try:
             stream = self.side.backend.stream(self.messages, self.settings, system=self.system, cancel=self.cancel,
                                               cache_key=self.cache_key)
@@ -361,12 +367,16 @@ class ComparedTurn:
             for chunk in stream:
                 self.parts.append(chunk)
                 on_chunk(chunk)
+                if self.checkpoint is not None and time.monotonic() - saved >= self.every:
+                    saved = time.monotonic()
+                    self.checkpoint()
             stats = getattr(stream, "stats", None)
         except Exception as exc:  # noqa: BLE001 - the compared side's failure is its answer's, never the main one's
             error = error_line(exc)
             stats = getattr(self.stream, "stats", None)
         stopped = error is None and (self.cancel.is_set() or getattr(stats, "stop_reason", None) == "cancelled")
-        return self.answer(stats, stopped=stopped, error=error)
+        self.result = self.answer(stats, stopped=stopped, error=error)
+        return self.result
 
     def answer(self, stats: Any = None, *, stopped: bool = False, error: str | None = None) -> ComparedAnswer:
         """The answer so far as the transcript keeps it (cut to a message's limit, stats made valid)."""

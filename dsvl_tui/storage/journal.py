@@ -28,6 +28,7 @@ then gets a copy under a new id, with its own entry and image folder.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -145,8 +146,8 @@ class Journal:
         if self.index is not None:
             record = Record.of_document(doc)
             if record is not None:
-                self._unindexed[path] = (Record(record.title, conv.updated, record.messages, record.pictures,
-                                                record.saved), os.stat(path))
+                # Its compared answers too (``Record.compared``): every field but the exact time is the file's.
+                self._unindexed[path] = (dataclasses.replace(record, updated=conv.updated), os.stat(path))
 
     def update_index(self) -> None:
         """Bring the search index in line with what was written since (best effort: see the module)."""

@@ -10,7 +10,8 @@ the saved transcripts are, and the index is brought back in line with them
 - every transcript this program saved (``/save``) or loaded (``/load``); the
   app cannot know of transcripts it never touched, so it does not scan the disk.
 
-One row per message: its text and its pictures' names, folded by the
+One row per message (and one per compared answer, ``/compare``, under its message's number: a match there is a
+match of that message, its snippet labelled with the compared model): its text and its pictures' names, folded by the
 ``unicode61`` tokenizer (case, and diacritics: "creme" finds "Crème"). A
 search is words (each matched whole, or as a prefix when it ends in ``*``),
 all of them in one message; FTS5's own syntax is never passed through, so
@@ -57,7 +58,7 @@ from dsvl_tui.storage.search_text import (
 __all__ = ["INDEX_FILE", "SCHEMA_VERSION", "Hit", "QueryError", "Record", "SearchIndex", "match_query"]
 
 INDEX_FILE = "search.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: compared answers have rows of their own (an index of 2 lacks them: it is made again)
 TOKENIZER = "unicode61 remove_diacritics 2"
 BUSY_SECONDS = 2.0  # another writer (a second dsvl-chat) holds the index at most about this long
 BATCH = 200  # conversations indexed per transaction while syncing: other writers get their turn between
@@ -74,8 +75,9 @@ _SCHEMA = (
     "CREATE TABLE convs(id INTEGER PRIMARY KEY, key BLOB UNIQUE NOT NULL, kind TEXT NOT NULL, path BLOB NOT NULL,"
     " saved BLOB, title TEXT NOT NULL, updated REAL NOT NULL, pictures INTEGER NOT NULL,"
     " messages INTEGER NOT NULL, stamp TEXT NOT NULL)",
-    "CREATE TABLE msgs(rid INTEGER PRIMARY KEY, conv INTEGER NOT NULL, msg INTEGER NOT NULL, digest BLOB NOT NULL,"
-    " UNIQUE(conv, msg))",
+    # side: 0 the message itself, 1 its compared answer (label: the compared model's, for the snippet).
+    "CREATE TABLE msgs(rid INTEGER PRIMARY KEY, conv INTEGER NOT NULL, msg INTEGER NOT NULL, side INTEGER NOT NULL,"
+    " label TEXT NOT NULL, digest BLOB NOT NULL, UNIQUE(conv, msg, side))",
     # prefix: "ph*" and "pho*" read one list instead of merging every word that starts so.
     f"CREATE VIRTUAL TABLE fts USING fts5(text, names, tokenize='{TOKENIZER}', prefix='2 3')",
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -320,7 +322,8 @@ class SearchIndex:
         about = {row[0]: row[1:] for row in con.execute(
             f"SELECT id, kind, path, saved, title, updated, pictures, messages FROM convs WHERE id IN ({marks})",
             list(chosen))}
-        number_of = dict(con.execute(f"SELECT rid, msg FROM msgs WHERE rid IN ({marks})", list(chosen.values())))
+        number_of = {rid: (msg, label) for rid, msg, label in con.execute(
+            f"SELECT rid, msg, label FROM msgs WHERE rid IN ({marks})", list(chosen.values()))}
         hits: list[Hit] = []
         saved_of_journal: set[str] = set()
         for conv, rid in chosen.items():
@@ -334,8 +337,9 @@ class SearchIndex:
                                   (MATCH_START, MATCH_END, SNIPPET_TOKENS, query, rid)).fetchone()
             if snippet is None:
                 continue
+            number, label = number_of[rid]
             hit = Hit(kind, Path(os.fsdecode(path)), printable(" ".join(title.split())), updated, pictures, messages,
-                      number_of[rid], snippet_pieces(snippet[0]), score_of[rid])
+                      number, snippet_pieces(snippet[0], label), score_of[rid], label)
             if kind == "journal" and saved:
                 saved_of_journal.add(os.fsdecode(saved))
             hits.append(hit)
@@ -355,7 +359,8 @@ def _damaged(error: sqlite3.DatabaseError) -> bool:
 
 
 def _put(con: sqlite3.Connection, key: bytes, kind: str, path: Path, record: Record, stamp: str) -> None:
-    """Write one conversation's rows: only the messages whose text or pictures changed are indexed again."""
+    """Write one conversation's rows: only the messages (and compared answers) whose text, pictures or compared
+    model changed are indexed again."""
     try:
         saved: bytes | None = _fs(record.saved) if record.saved else None
     except UnicodeEncodeError:
@@ -370,19 +375,23 @@ def _put(con: sqlite3.Connection, key: bytes, kind: str, path: Path, record: Rec
         conv = row[0]
         con.execute("UPDATE convs SET kind=?, path=?, saved=?, title=?, updated=?, pictures=?, messages=?, stamp=?"
                     " WHERE id=?", (*values, conv))
-    old = {msg: (rid, bytes(digest)) for rid, msg, digest in
-           con.execute("SELECT rid, msg, digest FROM msgs WHERE conv=?", (conv,))}
-    for number, (text, names) in enumerate(record.messages):
-        digest = _digest(text, names)
-        had = old.pop(number, None)
+    old = {(msg, side): (rid, bytes(digest)) for rid, msg, side, digest in
+           con.execute("SELECT rid, msg, side, digest FROM msgs WHERE conv=?", (conv,))}
+    rows = [(number, 0, text, names, "") for number, (text, names) in enumerate(record.messages)]
+    rows += [(number, 1, text, "", printable(valid_text(label))) for number, label, text in record.compared
+             if 0 <= number < len(record.messages)]
+    for number, side, text, names, label in rows:
+        digest = _digest(text, f"{names}\0{label}" if side else names)
+        had = old.pop((number, side), None)
         if had is not None and had[1] == digest:
             continue
         if had is not None:
             rid = had[0]
             con.execute("DELETE FROM fts WHERE rowid=?", (rid,))
-            con.execute("UPDATE msgs SET digest=? WHERE rid=?", (digest, rid))
+            con.execute("UPDATE msgs SET digest=?, label=? WHERE rid=?", (digest, label, rid))
         else:
-            rid = con.execute("INSERT INTO msgs(conv, msg, digest) VALUES(?,?,?)", (conv, number, digest)).lastrowid
+            rid = con.execute("INSERT INTO msgs(conv, msg, side, label, digest) VALUES(?,?,?,?,?)",
+                              (conv, number, side, label, digest)).lastrowid
         # Stored printable: what a snippet shows needs no control characters (and so the markers stay unique).
         con.execute("INSERT INTO fts(rowid, text, names) VALUES(?,?,?)",
                     (rid, printable(valid_text(text)), printable(valid_text(names))))

@@ -1,5 +1,9 @@
 """What the search index keeps and shows: a conversation's ``Record``, a search's ``Hit``, the user's words made
-an FTS5 query (``match_query``), and a snippet's pieces. ``search_index`` is the index itself."""
+an FTS5 query (``match_query``), and a snippet's pieces. ``search_index`` is the index itself.
+
+An answer's compared answer (``/compare``: ``ChatMessage.compared``, a transcript's ``compared``) is indexed too,
+as a row of its own under the same message number: a word only the compared model said finds the conversation,
+at that message, and the snippet starts with the compared model's name (``compared_label``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, parse_tim
 
 MAX_WORDS = 32
 MATCH_START, MATCH_END = "\x02", "\x03"  # snippet markers: controls, so never in the (printable) indexed text
+LABEL_CHARS = 60  # a compared model's name in a snippet: a path or a long hub id is cut to this
 
 
 class QueryError(ValueError):
@@ -21,20 +26,24 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """What the index keeps of one conversation: its title, when it changed, and per message (text, picture names)."""
+    """What the index keeps of one conversation: its title, when it changed, per message (text, picture names),
+    and per compared answer (the number of the message it is kept on, the compared model's label, its text)."""
 
     title: str
     updated: float
     messages: tuple[tuple[str, str], ...]
     pictures: int
     saved: str = ""  # a journal entry's /save file, if any
+    compared: tuple[tuple[int, str, str], ...] = ()
 
     @classmethod
     def of_conversation(cls, conv: Any) -> Record:
         messages = tuple((m.text, ", ".join(a.label for a in m.images)) for m in conv.messages)
         pictures = sum(len(m.images) for m in conv.messages)
         saved = str(conv.path) if getattr(conv, "path", None) else ""
-        return cls(conv.title, conv.updated, messages, pictures, saved)
+        compared = tuple((number, compared_label(m.compared.model, m.compared.quantize), m.compared.text)
+                         for number, m in enumerate(conv.messages) if getattr(m, "compared", None) is not None)
+        return cls(conv.title, conv.updated, messages, pictures, saved, compared)
 
     @classmethod
     def of_document(cls, doc: Any) -> Record | None:
@@ -42,6 +51,7 @@ class Record:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("messages"), list):
             return None
         messages: list[tuple[str, str]] = []
+        compared: list[tuple[int, str, str]] = []
         pictures = 0
         for message in doc["messages"]:
             if not isinstance(message, dict):
@@ -52,6 +62,12 @@ class Record:
             images = images if isinstance(images, list) else []
             names = [i["name"] for i in images if isinstance(i, dict) and isinstance(i.get("name"), str)]
             pictures += len(images)
+            other = message.get("compared")
+            if isinstance(other, dict) and isinstance(other.get("text"), str):
+                model, quantize = other.get("model"), other.get("quantize")
+                compared.append((len(messages), compared_label(model if isinstance(model, str) else "",
+                                                               quantize if isinstance(quantize, str) else "none"),
+                                 other["text"]))
             messages.append((text, ", ".join(names)))
         try:
             updated = parse_time(doc["updated"]) if isinstance(doc.get("updated"), str) else 0.0
@@ -59,7 +75,17 @@ class Record:
             updated = 0.0
         title = doc["title"] if isinstance(doc.get("title"), str) else ""
         saved = doc["saved_path"] if isinstance(doc.get("saved_path"), str) else ""
-        return cls(title, updated, tuple(messages), pictures, saved)
+        return cls(title, updated, tuple(messages), pictures, saved, tuple(compared))
+
+
+def compared_label(model: str, quantize: str = "none") -> str:
+    """How a snippet names the compared model, as its answers are labelled in the app (``backends.compare.side_label``:
+    a local folder by its last part, then its quantization); printable and cut, for it comes from a file."""
+    name = Path(model).name if Path(model).is_absolute() else model
+    name = " ".join(printable(name).split()) or "the compared model"
+    if quantize not in ("", "none"):
+        name += f" ({' '.join(printable(quantize).split())})"
+    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "\u2026"
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,7 @@ class Hit:
     message: int  # the index of the best matching message
     snippet: tuple[tuple[str, bool], ...]  # (text, matched) pieces, printable, on one line
     score: float | None  # bm25: lower is better; None when listed newest first (see ``RANKED_MATCHES``)
+    compared: str = ""  # the best match is that message's compared answer: the compared model's label
 
     @property
     def snippet_text(self) -> str:
@@ -118,9 +145,10 @@ def read_record(path: Path, kind: str) -> Record | None:
         return None
 
 
-def snippet_pieces(snippet: str) -> tuple[tuple[str, bool], ...]:
-    """A snippet with its match markers as (text, matched) pieces, each made printable, all on one line."""
-    pieces: list[tuple[str, bool]] = []
+def snippet_pieces(snippet: str, compared: str = "") -> tuple[tuple[str, bool], ...]:
+    """A snippet with its match markers as (text, matched) pieces, each made printable, all on one line; a compared
+    answer's starts with the compared model's label, so every front end says whose answer it is."""
+    pieces: list[tuple[str, bool]] = [(f"[{printable(compared)}] ", False)] if compared else []
     for n, part in enumerate(" ".join(snippet.split()).split(MATCH_START)):
         matched, _, rest = part.partition(MATCH_END) if n else ("", "", part)
         for text, hit in ((matched, True), (rest, False)):

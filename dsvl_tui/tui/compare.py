@@ -6,18 +6,27 @@ first. When a comparing tab's answer starts, ``split`` puts a ``ComparedPair`` w
 was and starts the compared answer on its own thread at once; the main answer keeps its place in the
 app's answer queue. Esc stops both (``stop``); the compared answer is kept on the main one, and journaled, once
 both have ended.
+
+Until then it is journaled as it streams, as the main answer is (kill -9 keeps it, stopped, for ``--resume``):
+``ComparedPartial`` puts it so far, marked stopped, on the answer to its question in every snapshot the autosaver
+takes of the conversation (``Autosaver.streaming``): the main answer's own checkpoints while that streams, the
+recorded answer's once it has ended, and the compared side's checkpoints, at most every ``PARTIAL_SAVE_SECONDS``
+as the main answer's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dsvl_tui.commands.registry import CommandError
 
 if TYPE_CHECKING:
-    from dsvl_tui.backends.compare import CompareRequest, CompareSide
+    from dsvl_tui.backends.compare import ComparedTurn, CompareRequest, CompareSide
     from dsvl_tui.core.conversation import Conversation
+    from dsvl_tui.core.turn import Turn
     from dsvl_tui.tui.app import DsvlApp
     from dsvl_tui.tui.widgets import AssistantMessage, ComparedJob, ComparedPair
     from dsvl_tui.tui.workers import Job
@@ -72,17 +81,34 @@ class TuiCompare:
         if side is None or widget is None:
             return widget
         from dsvl_tui.backends.compare import ComparedTurn, side_label
+        from dsvl_tui.tui import answering
         from dsvl_tui.tui.widgets import ComparedJob, ComparedPair, SideAnswer
 
         pane, conversation = job.pane, job.conversation
         self._end_previous(pane, conversation, job)
+        turn = ComparedTurn.of(side, conversation)  # its history now, before the answer
+        partial = ComparedPartial(turn, job.turn)
+        autosaver = self.app.autosaver
+        turn.every = answering.PARTIAL_SAVE_SECONDS  # as the main answer's checkpoints
+        autosaver.streaming(conversation.id, partial)
+
+        def checkpoint() -> None:  # on the compared answer's thread, as the main answer's are on its worker's
+            if (snapshot := partial.snapshot()) is not None:
+                autosaver.save(snapshot)
+
+        turn.checkpoint = checkpoint
+
+        def ended(message: object) -> None:  # kept on the main answer: journaled as it is from now on
+            autosaver.streaming(conversation.id, None, was=partial)
+            self.app.autosave(conversation)
+
         main_model = conversation.model or (self.app.engine.info.model_id if self.app.engine is not None else "")
-        pair = ComparedPair(SideAnswer(side_label(main_model)), SideAnswer(side.label),
-                            ended=lambda message: self.app.autosave(conversation))
+        pair = ComparedPair(SideAnswer(side_label(main_model)), SideAnswer(side.label), ended=ended)
         await pane.mount(pair, after=widget)
         await widget.remove()
         pane.pending_answer = pair  # type: ignore[assignment]  # it stands for the answer widget (ComparedPair)
-        compared = ComparedJob(ComparedTurn.of(side, conversation), pair.other)  # its history now, before the answer
+        partial.pair = pair
+        compared = ComparedJob(turn, pair.other)
         self.running[pane] = compared
         compared.start()
         return pair
@@ -105,3 +131,37 @@ class TuiCompare:
         compared = self.running.get(pane)
         if compared is not None and compared.result is None:
             compared.turn.cancel.set()
+
+
+@dataclass(eq=False)
+class ComparedPartial:
+    """A compared answer while it streams, for the journal (``autosave.Partial``): on the answer to ``main``'s
+    question in each snapshot, so far and marked stopped, until it is kept on the main answer itself."""
+
+    turn: ComparedTurn
+    main: Turn  # the main answer's: its question, and its answer so far while that streams
+    pair: ComparedPair | None = None  # where both are shown: its ``message`` is the main answer once recorded
+
+    def amend(self, snapshot: Conversation) -> None:
+        messages, asked = snapshot.messages, self.main.asked
+        index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is asked), None)
+        if index is None or index + 1 >= len(messages):  # the question is gone, or not answered in this snapshot
+            return
+        answer = messages[index + 1]
+        recorded = self.pair.message if self.pair is not None else None
+        if recorded is not None and answer is not recorded:  # another answer to it since (/regenerate): not ours
+            return
+        if answer.role != "assistant" or answer.compared is not None:  # kept already
+            return
+        compared = self.turn.result or self.turn.answer(stopped=True)  # no stats yet: the main partial has none
+        messages[index + 1] = dataclasses.replace(answer, compared=compared)  # the snapshot's: the app's is untouched
+
+    def snapshot(self) -> Conversation | None:
+        """While it streams: the main answer so far (``Turn.partial``) if that streams too, else the conversation."""
+        if self.turn.result is not None:
+            return None
+        main = self.main
+        if main.answering():
+            return main.partial()
+        conversation = main.conversation
+        return conversation if any(message is main.asked for message in conversation.messages) else None
