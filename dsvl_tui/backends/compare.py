@@ -393,8 +393,12 @@ class ComparedTurn:
 class ComparedThread:
     """The compared answer generated on its own thread while the main one streams (the REPL, ``ask``)."""
 
-    def __init__(self, side: CompareSide, conversation: Conversation) -> None:
+    def __init__(self, side: CompareSide, conversation: Conversation,
+                 checkpoint: Callable[[ComparedThread], object] | None = None, every: float = 1.0) -> None:
+        """``checkpoint(self)`` is called on its thread while it streams, at most every ``every`` seconds."""
         self.turn = ComparedTurn.of(side, conversation)  # its history now, before the main answer is added
+        if checkpoint is not None:
+            self.turn.checkpoint, self.turn.every = lambda: checkpoint(self), every
         self.result: list[ComparedAnswer] = []
         self.thread = threading.Thread(target=lambda: self.result.append(self.turn.run()), daemon=True,
                                        name="compared-answer")
@@ -415,3 +419,7 @@ class ComparedThread:
             except KeyboardInterrupt:  # Ctrl+C while it finishes: it stops too, and is kept
                 self.turn.cancel.set()
         return self.result[0]
+
+    def so_far(self) -> ComparedAnswer:
+        """Its answer once ended, else what it said so far as a stopped answer (to journal while it streams)."""
+        return self.result[0] if self.result else self.turn.answer(stopped=True)

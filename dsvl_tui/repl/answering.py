@@ -9,6 +9,7 @@ image), the message is taken back out (``_take_back``) and its text returned to 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from dsvl_tui.repl.compare import ReplCompare
@@ -16,6 +17,7 @@ from dsvl_tui.repl.output import DIM
 from dsvl_tui.repl.terminal import interrupt_sets, keys_not_echoed
 
 if TYPE_CHECKING:
+    from dsvl_tui.backends.compare import ComparedThread
     from dsvl_tui.core.conversation import ChatMessage, Conversation
     from engine.types import ChatBackend
 
@@ -25,6 +27,7 @@ class Answering(ReplCompare):
 
     _stdin: TextIO  # its keys are not echoed into an answer
     _next_input: str  # what the next prompt starts with (a message not sent comes back)
+    _comparing: ComparedThread | None = None  # /compare: the compared answer streaming beside this one
 
     def _answer(self, mine: ChatMessage | None) -> None:
         """Stream an answer to the conversation's last user message.
@@ -47,10 +50,17 @@ class Answering(ReplCompare):
                     return
                 printer = self._printer()
                 notes: list[str] = []  # what the server sent that was dropped: said after the answer
-                compared = self._compare_begin(conversation)
+                main_so_far: list[str] = []  # the compared answer's checkpoints journal it with this answer so far
+                compared = self._compare_begin(conversation, main_so_far)
+                self._comparing = compared
+
+                def on_chunk(chunk: str) -> None:
+                    main_so_far.append(chunk)
+                    printer.feed(chunk)
+
                 try:
                     # The answer so far is journaled (as stopped) as it streams, so even kill -9 keeps most of it.
-                    answer = stream_answer(backend, conversation, cancel=cancel, on_chunk=printer.feed,
+                    answer = stream_answer(backend, conversation, cancel=cancel, on_chunk=on_chunk,
                                            on_note=notes.append,
                                            on_open=self._autosave if self.options.endpoint else None,
                                            checkpoint=self._checkpoint, every=PARTIAL_SAVE_SECONDS)
@@ -67,6 +77,7 @@ class Answering(ReplCompare):
                     self._compare_end(compared, answer, cancel)
         finally:
             self._cancel = None
+            self._comparing = None
             for notice in conversation.image_notices():  # a picture changed since it was attached or loaded
                 self.info(notice)
         for note in notes:
@@ -79,8 +90,12 @@ class Answering(ReplCompare):
 
     def _checkpoint(self, snapshot: Conversation) -> None:
         """Journal the answer so far (``Turn.partial``), unless the conversation was replaced meanwhile."""
-        if snapshot.id == self._conversation.id:
-            self._autosave(snapshot)
+        if snapshot.id != self._conversation.id:
+            return
+        compared = self._comparing
+        if compared is not None and snapshot.messages:  # /compare: the compared answer so far rides along
+            snapshot.messages[-1] = replace(snapshot.messages[-1], compared=compared.so_far())
+        self._autosave(snapshot)
 
     def _backend(self, cancel: threading.Event) -> ChatBackend | None:
         if self._slot.backend is None and self._slot.loading is not None:

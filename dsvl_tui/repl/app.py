@@ -108,6 +108,7 @@ class Repl(Answering):
         self._journal = None
         self._journal_problem = None  # the last autosave failure, said once
         self._journaling = False  # a journal write is under way (a SIGTERM waits for it)
+        self._journal_lock = threading.RLock()  # one journal write at a time (/compare's thread writes too)
         self._end_after_journal = False
         self._console = None
         self._connection = None  # with --endpoint: whether the server has answered

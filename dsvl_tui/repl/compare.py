@@ -2,12 +2,15 @@
 
 ``load_compared`` loads the second side (``backends.compare.load_side``) while the REPL waits
 (Ctrl+C gives up); each answer then starts the compared one with it (``_compare_begin``, in a thread)
-and prints it, with its stats, once the main one is done (``_compare_end``). Both answers are kept.
+and prints it, with its stats, once the main one is done (``_compare_end``). Both answers are kept. While it
+streams, it is journaled on the main answer (so far, or kept), marked stopped, as the main answer is: its own
+checkpoints every ``PARTIAL_SAVE_SECONDS`` and the main answer's carry it, so a kill keeps both.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dsvl_tui.commands.registry import CommandError
@@ -17,7 +20,7 @@ from dsvl_tui.repl.terminal import interrupt_sets
 
 if TYPE_CHECKING:
     from dsvl_tui.backends.compare import ComparedThread, CompareRequest, CompareSide
-    from dsvl_tui.core.conversation import ChatMessage, Conversation
+    from dsvl_tui.core.conversation import ChatMessage, ComparedAnswer, Conversation
 
 
 class ReplCompare(Journaling):
@@ -50,14 +53,26 @@ class ReplCompare(Journaling):
     def set_compared(self, side: CompareSide | None) -> None:
         self._compared = side
 
-    def _compare_begin(self, conversation: Conversation) -> ComparedThread | None:
-        """The compared answer, started with the main one (``/compare``); its label first."""
+    def _compare_begin(self, conversation: Conversation, main_so_far: list[str]) -> ComparedThread | None:
+        """The compared answer, started with the main one (``/compare``); its label first. While it streams it
+        journals itself (on its thread) on the main answer: so far (``main_so_far``, its chunks) or kept."""
         if self._compared is None:
             return None
         from dsvl_tui.backends.compare import ComparedThread, side_label
+        from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS
 
         self._write_err(f"== {side_label(conversation.model)} ==", DIM)
-        return ComparedThread(self._compared, conversation)
+        asked = conversation.messages[-1]
+
+        def checkpoint(compared: ComparedThread) -> None:
+            with self._journal_lock:  # built and written in turn with the main thread's snapshots
+                if conversation is not self._conversation:
+                    return
+                snapshot = compared_snapshot(conversation, asked, "".join(main_so_far), compared.so_far())
+                if snapshot is not None:
+                    self._autosave(snapshot)
+
+        return ComparedThread(self._compared, conversation, checkpoint, PARTIAL_SAVE_SECONDS)
 
     def _compare_end(self, compared: ComparedThread, answer: ChatMessage, cancel: threading.Event) -> None:
         """Wait for the compared answer, keep it on ``answer``, print it under its label with its stats."""
@@ -73,3 +88,21 @@ class ReplCompare(Journaling):
         line = stats_line(answer.compared.stats)
         if line:
             self._write_err(f"{compared.turn.side.label}: {line}", DIM)
+
+
+def compared_snapshot(conversation: Conversation, asked: ChatMessage, main_so_far: str,
+                      compared: ComparedAnswer) -> Conversation | None:
+    """A snapshot of ``conversation`` with ``compared`` on the answer to ``asked`` (that answer so far,
+    stopped, while it streams); None once the question is gone or its answer keeps a compared one already."""
+    snapshot = conversation.copy()
+    messages = snapshot.messages
+    index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is asked), None)
+    if index is None:
+        return None
+    if index + 1 == len(messages):  # the main answer still streams
+        snapshot.add_answer(main_so_far, stopped=True)
+    answer = messages[index + 1]
+    if answer.role != "assistant" or answer.compared is not None:
+        return None
+    messages[index + 1] = replace(answer, compared=compared)  # the snapshot's: the conversation is untouched
+    return snapshot

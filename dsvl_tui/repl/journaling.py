@@ -25,6 +25,7 @@ class Journaling(LoadNotes):
     _journal: Journal | None  # opened at the first save
     _journal_problem: str | None  # the last autosave failure, said once
     _journaling: bool  # a journal write is under way (a SIGTERM waits for it)
+    _journal_lock: threading.RLock  # one journal write at a time (the compared answer's thread writes too)
     _end_after_journal: bool  # a signal came during that write: end after it
     _cancel: threading.Event | None  # set to stop the answer being generated
     _running: bool  # False ends the loop
@@ -32,16 +33,17 @@ class Journaling(LoadNotes):
     def _autosave(self, snapshot: Conversation | None = None) -> None:
         """Journal the conversation (or ``snapshot`` of it, an answer so far). A failure is said once;
         every later change is tried again, and the first success after failures is said too."""
-        if self._journal is None:
-            from dsvl_tui.storage.journal import Journal, sweep_temp_files
+        with self._journal_lock:  # /compare's compared answer journals itself from its thread
+            if self._journal is None:
+                from dsvl_tui.storage.journal import Journal, sweep_temp_files
 
-            self._journal = Journal()
-            sweep_temp_files()  # what a killed writer left, before this run writes anything
-        self._journaling = True
-        try:
-            problem = self._journal.record(snapshot or self._conversation)
-        finally:
-            self._journaling = False
+                self._journal = Journal()
+                sweep_temp_files()  # what a killed writer left, before this run writes anything
+            self._journaling = True
+            try:
+                problem = self._journal.record(snapshot or self._conversation)
+            finally:
+                self._journaling = False
         if problem and problem != self._journal_problem:
             self.error(f"{problem} (tried again at each change; /save still works)")
         elif not problem and self._journal_problem:
