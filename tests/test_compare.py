@@ -12,7 +12,6 @@ import pytest
 
 from dsvl_tui.backends.choose import load_backend
 from dsvl_tui.backends.compare import (
-    ComparedTurn,
     CompareError,
     CompareRequest,
     checkpoint_parameters,
@@ -20,6 +19,7 @@ from dsvl_tui.backends.compare import (
     memory_need,
     parse_request,
 )
+from dsvl_tui.backends.compared_turn import ComparedTurn
 from dsvl_tui.core.conversation import ComparedAnswer, Conversation
 from dsvl_tui.core.options import Options
 from dsvl_tui.core.turn import stream_answer
@@ -247,7 +247,7 @@ def test_a_server_gets_no_key_of_the_main_one_and_serves_the_compared_answers(mo
 
 @pytest.mark.slow  # two 300-token answers: seconds
 def test_with_batching_both_answers_decode_together_on_the_one_engine(two) -> None:
-    from dsvl_tui.backends.compare import ComparedThread
+    from dsvl_tui.backends.compared_turn import ComparedThread
 
     options = Options(model=str(two.first), device="cpu", max_batch=2)
     main = load_backend(options)

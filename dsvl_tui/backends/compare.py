@@ -5,9 +5,7 @@
 the settings differ (one engine: with ``max_batch`` > 1 both answers decode together, else they take
 turns), a second client for another server, or a second local model, loaded only once
 ``memory_need`` says it fits (what it needs and what is free is said before anything loads; a model
-that does not fit is refused in one line). ``stream_compared`` answers a conversation on that side:
-it sees its own earlier answers (``Conversation.engine_messages(compared=True)``), and what it said
-is kept on the main answer as ``ChatMessage.compared``, which transcripts store.
+that does not fit is refused in one line). ``compared_turn`` answers a conversation on that side.
 """
 
 from __future__ import annotations
@@ -17,20 +15,17 @@ import json
 import math
 import os
 import struct
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.core.conversation import ComparedAnswer, Conversation, cut_text, text_limits
+from dsvl_tui.core.conversation import Conversation
 from dsvl_tui.core.options import resolvable_model, user_settings
-from dsvl_tui.core.stats import valid_stats
 
 if TYPE_CHECKING:
     from dsvl_tui.core.options import Options
-    from engine.types import ChatBackend, GenerationSettings, Message
+    from engine.types import ChatBackend, GenerationSettings
 
 USAGE = ("/compare MODEL | --endpoint URL [MODEL] [--quantize none|int8|int4] [--temperature T] [--top-p P] "
          "[--top-k K] [--repetition-penalty R] [--max-new-tokens N] [--seed S] | /compare off")
@@ -325,101 +320,3 @@ def _something_differs(request: CompareRequest) -> None:
     if not request.settings:
         raise CompareError("nothing to compare: that is the model answering now; give another model, "
                            "--quantize, or other settings (/compare --temperature 1.0)")
-
-
-# -- answering ----------------------------------------------------------------------
-
-
-@dataclass
-class ComparedTurn:
-    """One compared answer, prepared when the question is sent: the compared side's history then (before
-    the main answer is added), so both sides may stream at once. ``checkpoint``, if set, is called while it
-    streams, at most every ``every`` seconds (the app journals the answer so far, as the main one's ``Turn`` does)."""
-
-    side: CompareSide
-    messages: list[Message]
-    settings: GenerationSettings
-    system: str | None
-    cache_key: str
-    cancel: threading.Event = field(default_factory=threading.Event)
-    parts: list[str] = field(default_factory=list)
-    stream: object | None = None
-    checkpoint: Callable[[], object] | None = None
-    every: float = 1.0
-    result: ComparedAnswer | None = None  # once ``run`` has ended
-
-    @classmethod
-    def of(cls, side: CompareSide, conversation: Conversation, cancel: threading.Event | None = None) -> ComparedTurn:
-        return cls(side, conversation.engine_messages(compared=True), side.settings_for(conversation),
-                   conversation.system, f"{conversation.id}/compared", cancel or threading.Event())
-
-    def run(self, on_chunk: Callable[[str], None] = lambda chunk: None) -> ComparedAnswer:
-        """Generate the compared answer, handing each chunk to ``on_chunk``; whatever way it ends (done,
-        stopped, failed, refused) it is returned as a ``ComparedAnswer``, never raised."""
-        from dsvl_tui.core.text import error_line
-
-        stats, error = None, None
-        saved = time.monotonic()
-        try:
-            stream = self.side.backend.stream(self.messages, self.settings, system=self.system, cancel=self.cancel,
-                                              cache_key=self.cache_key)
-            self.stream = stream
-            for chunk in stream:
-                self.parts.append(chunk)
-                on_chunk(chunk)
-                if self.checkpoint is not None and time.monotonic() - saved >= self.every:
-                    saved = time.monotonic()
-                    self.checkpoint()
-            stats = getattr(stream, "stats", None)
-        except Exception as exc:  # noqa: BLE001 - the compared side's failure is its answer's, never the main one's
-            error = error_line(exc)
-            stats = getattr(self.stream, "stats", None)
-        stopped = error is None and (self.cancel.is_set() or getattr(stats, "stop_reason", None) == "cancelled")
-        self.result = self.answer(stats, stopped=stopped, error=error)
-        return self.result
-
-    def answer(self, stats: Any = None, *, stopped: bool = False, error: str | None = None) -> ComparedAnswer:
-        """The answer so far as the transcript keeps it (cut to a message's limit, stats made valid)."""
-        limit = text_limits()[0]
-        marker = f"\n\n[answer cut at {limit:,} characters, the most a transcript holds]"
-        text = cut_text("".join(self.parts), limit, marker)
-        side = self.side
-        settings = self.settings if side.settings else None
-        return ComparedAnswer(side.model, text, endpoint=side.endpoint, quantize=side.quantize, settings=settings,
-                              stats=valid_stats(stats), stopped=stopped,
-                              error=None if error is None else cut_text(error, limit, " [cut]"))
-
-
-class ComparedThread:
-    """The compared answer generated on its own thread while the main one streams (the REPL, ``ask``)."""
-
-    def __init__(self, side: CompareSide, conversation: Conversation,
-                 checkpoint: Callable[[ComparedThread], object] | None = None, every: float = 1.0) -> None:
-        """``checkpoint(self)`` is called on its thread while it streams, at most every ``every`` seconds."""
-        self.turn = ComparedTurn.of(side, conversation)  # its history now, before the main answer is added
-        if checkpoint is not None:
-            self.turn.checkpoint, self.turn.every = lambda: checkpoint(self), every
-        self.result: list[ComparedAnswer] = []
-        self.thread = threading.Thread(target=lambda: self.result.append(self.turn.run()), daemon=True,
-                                       name="compared-answer")
-        self.thread.start()
-
-    def stop(self) -> None:
-        """Stop it and wait for it (the main answer was refused: no turn is recorded)."""
-        self.turn.cancel.set()
-        self.thread.join()
-
-    def finish(self, interrupted: bool) -> ComparedAnswer:
-        """The compared answer once it is complete (stopped where, and as soon as, Ctrl+C stopped the main one)."""
-        if interrupted:
-            self.turn.cancel.set()
-        while self.thread.is_alive():
-            try:
-                self.thread.join()
-            except KeyboardInterrupt:  # Ctrl+C while it finishes: it stops too, and is kept
-                self.turn.cancel.set()
-        return self.result[0]
-
-    def so_far(self) -> ComparedAnswer:
-        """Its answer once ended, else what it said so far as a stopped answer (to journal while it streams)."""
-        return self.result[0] if self.result else self.turn.answer(stopped=True)

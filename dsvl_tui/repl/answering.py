@@ -17,7 +17,7 @@ from dsvl_tui.repl.output import DIM
 from dsvl_tui.repl.terminal import interrupt_sets, keys_not_echoed
 
 if TYPE_CHECKING:
-    from dsvl_tui.backends.compare import ComparedThread
+    from dsvl_tui.backends.compared_turn import ComparedThread
     from dsvl_tui.core.conversation import ChatMessage, Conversation
     from engine.types import ChatBackend
 

@@ -19,7 +19,8 @@ from dsvl_tui.repl.output import DIM
 from dsvl_tui.repl.terminal import interrupt_sets
 
 if TYPE_CHECKING:
-    from dsvl_tui.backends.compare import ComparedThread, CompareRequest, CompareSide
+    from dsvl_tui.backends.compare import CompareRequest, CompareSide
+    from dsvl_tui.backends.compared_turn import ComparedThread
     from dsvl_tui.core.conversation import ChatMessage, ComparedAnswer, Conversation
 
 
@@ -58,7 +59,8 @@ class ReplCompare(Journaling):
         journals itself (on its thread) on the main answer: so far (``main_so_far``, its chunks) or kept."""
         if self._compared is None:
             return None
-        from dsvl_tui.backends.compare import ComparedThread, side_label
+        from dsvl_tui.backends.compare import side_label
+        from dsvl_tui.backends.compared_turn import ComparedThread
         from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS
 
         self._write_err(f"== {side_label(conversation.model)} ==", DIM)

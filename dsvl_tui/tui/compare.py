@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from dsvl_tui.commands.registry import CommandError
 
 if TYPE_CHECKING:
-    from dsvl_tui.backends.compare import ComparedTurn, CompareRequest, CompareSide
+    from dsvl_tui.backends.compare import CompareRequest, CompareSide
+    from dsvl_tui.backends.compared_turn import ComparedTurn
     from dsvl_tui.core.conversation import Conversation
     from dsvl_tui.core.turn import Turn
     from dsvl_tui.tui.app import DsvlApp
@@ -80,7 +81,8 @@ class TuiCompare:
         widget = job.widget
         if side is None or widget is None:
             return widget
-        from dsvl_tui.backends.compare import ComparedTurn, side_label
+        from dsvl_tui.backends.compare import side_label
+        from dsvl_tui.backends.compared_turn import ComparedTurn
         from dsvl_tui.tui import answering
         from dsvl_tui.tui.widgets import ComparedJob, ComparedPair, SideAnswer
 

@@ -27,7 +27,7 @@ from dsvl_tui.tui.widgets._assistant_message import AssistantMessage
 from dsvl_tui.tui.widgets._user_message import role_line
 
 if TYPE_CHECKING:
-    from dsvl_tui.backends.compare import ComparedTurn
+    from dsvl_tui.backends.compared_turn import ComparedTurn
     from dsvl_tui.tui.widgets._markdown_view import MarkdownView
     from engine.types import GenerationStats
 
