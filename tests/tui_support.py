@@ -3,6 +3,8 @@
 The stand-in follows the engine's documented API (``info``, ``stream``,
 ``prepare``) and is used only where timing matters (holding an answer half
 way, queueing); the streaming path itself is tested on the real engine.
+``CompareSides`` answers both sides of ``/compare`` on one stand-in, the
+compared answer a chunk at a time as a test lets it (app and REPL tests).
 """
 
 from __future__ import annotations
@@ -245,3 +247,41 @@ def picture(path):
 
     Image.new("RGB", (32, 24), (0, 128, 255)).save(path)
     return path
+
+
+class SteppedStream:
+    """The compared answer: each chunk only once its own event is set (a stop ends it there)."""
+
+    token_ids: tuple[int, ...] = ()
+
+    def __init__(self, chunks: list[str], steps: list[threading.Event], cancel: threading.Event) -> None:
+        self.chunks, self.steps, self.cancel = chunks, steps, cancel
+        self.stats = GenerationStats()
+
+    def __iter__(self):
+        for chunk, step in zip(self.chunks, self.steps, strict=True):
+            while not step.wait(0.01):
+                if self.cancel.is_set():
+                    self.stats.stop_reason = "cancelled"
+                    return
+            self.stats.new_tokens += 1
+            yield chunk
+        self.stats.stop_reason = "length"
+
+    def close(self) -> None:
+        pass
+
+
+class CompareSides(ScriptedEngine):
+    """One engine answering both sides (``/compare --temperature 0.9``): the main answer as ``ScriptedEngine``
+    gives it, the compared one (told apart by its cache key) a chunk at a time, as the test lets it."""
+
+    def __init__(self, main: list[str], compared: list[str], **options) -> None:
+        super().__init__(main, **options)
+        self.compared = compared
+        self.steps = [threading.Event() for _ in compared]
+
+    def stream(self, messages, settings=None, *, system=None, cancel=None, cache_key="default"):
+        if cache_key.endswith("/compared"):
+            return SteppedStream(self.compared, self.steps, cancel or threading.Event())
+        return super().stream(messages, settings, system=system, cancel=cancel, cache_key=cache_key)

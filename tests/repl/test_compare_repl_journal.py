@@ -11,46 +11,11 @@ import time
 from pathlib import Path
 
 from process_support import PROCESS_TIMEOUT
-from tui_support import ScriptedEngine
+from tui_support import CompareSides
 
 from dsvl_tui.core.options import Options
 from dsvl_tui.repl.app import Repl
 from dsvl_tui.storage import autosave
-from engine.types import GenerationStats
-
-
-class _Steps:
-    """The compared answer: each chunk only once its own event is set."""
-
-    token_ids: tuple[int, ...] = ()
-
-    def __init__(self, chunks: list[str], steps: list[threading.Event]) -> None:
-        self.chunks, self.steps = chunks, steps
-        self.stats = GenerationStats()
-
-    def __iter__(self):
-        for chunk, step in zip(self.chunks, self.steps, strict=True):
-            step.wait()
-            self.stats.new_tokens += 1
-            yield chunk
-        self.stats.stop_reason = "length"
-
-    def close(self) -> None:
-        pass
-
-
-class Sides(ScriptedEngine):
-    """The main answer as ``ScriptedEngine`` gives it; the compared one (its cache key) as the test lets it."""
-
-    def __init__(self, main: list[str], compared: list[str], hold_after: int = -1) -> None:
-        super().__init__(main, hold_after=hold_after)
-        self.compared = compared
-        self.steps = [threading.Event() for _ in compared]
-
-    def stream(self, messages, settings=None, *, system=None, cancel=None, cache_key="default"):
-        if cache_key.endswith("/compared"):
-            return _Steps(self.compared, self.steps)
-        return super().stream(messages, settings, system=system, cancel=cancel, cache_key=cache_key)
 
 
 def _answer(data: Path) -> dict:
@@ -74,7 +39,7 @@ def _until(condition, what: str) -> None:
 
 def test_a_compared_answer_outlasting_the_main_one_is_journaled_as_it_streams(private_dirs, monkeypatch) -> None:
     monkeypatch.setattr(autosave, "PARTIAL_SAVE_SECONDS", 0.0)  # a checkpoint at every chunk
-    backend = Sides(["Main", " answer."], ["Other", " side", " ends."])
+    backend = CompareSides(["Main", " answer."], ["Other", " side", " ends."])
     out, err = io.StringIO(), io.StringIO()
     repl = Repl(Options(model="tiny"), engine_factory=lambda model, progress: backend, stdout=out, stderr=err,
                 stdin=io.StringIO("/compare --temperature 0.9\nWhat is red?\n"), colour=False)
@@ -99,7 +64,7 @@ def test_a_compared_answer_outlasting_the_main_one_is_journaled_as_it_streams(pr
 
 def test_while_both_stream_the_journal_holds_both_so_far(private_dirs, monkeypatch) -> None:
     monkeypatch.setattr(autosave, "PARTIAL_SAVE_SECONDS", 0.0)  # a checkpoint at every chunk
-    backend = Sides(["Main", " answer."], ["Other", " side."], hold_after=1)
+    backend = CompareSides(["Main", " answer."], ["Other", " side."], hold_after=1)
     repl = Repl(Options(model="tiny"), engine_factory=lambda model, progress: backend, stdout=io.StringIO(),
                 stderr=io.StringIO(), stdin=io.StringIO("/compare --temperature 0.9\nWhat is red?\n"), colour=False)
     runner = threading.Thread(target=repl.run, daemon=True)

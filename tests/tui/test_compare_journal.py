@@ -10,57 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from process_support import PROCESS_TIMEOUT
-from tui_support import ScriptedEngine, ready, run_async, scripted_app, type_line, wait_for
+from tui_support import CompareSides, ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.storage.journal import Journal
 from dsvl_tui.tui.widgets import ComparedPair
-from engine.types import GenerationStats
 
 pytestmark = [pytest.mark.usefixtures("in_tmp"), pytest.mark.slow]  # drives the whole app for seconds a test
-
-
-class _Steps:
-    """The compared answer: each chunk only once its own event is set (a stop ends it there)."""
-
-    token_ids: tuple[int, ...] = ()
-
-    def __init__(self, chunks: list[str], steps: list[threading.Event], cancel: threading.Event) -> None:
-        self.chunks, self.steps, self.cancel = chunks, steps, cancel
-        self.stats = GenerationStats()
-
-    def __iter__(self):
-        for chunk, step in zip(self.chunks, self.steps, strict=True):
-            while not step.wait(0.01):
-                if self.cancel.is_set():
-                    self.stats.stop_reason = "cancelled"
-                    return
-            self.stats.new_tokens += 1
-            yield chunk
-        self.stats.stop_reason = "length"
-
-    def close(self) -> None:
-        pass
-
-
-class Sides(ScriptedEngine):
-    """One engine answering both sides (``/compare --temperature 0.9``): the main answer as ``ScriptedEngine``
-    gives it, the compared one (told apart by its cache key) a chunk at a time, as the test lets it."""
-
-    def __init__(self, main: list[str], compared: list[str], **options) -> None:
-        super().__init__(main, **options)
-        self.compared = compared
-        self.steps = [threading.Event() for _ in compared]
-
-    def stream(self, messages, settings=None, *, system=None, cancel=None, cache_key="default"):
-        if cache_key.endswith("/compared"):
-            return _Steps(self.compared, self.steps, cancel or threading.Event())
-        return super().stream(messages, settings, system=system, cancel=cancel, cache_key=cache_key)
 
 
 def _entry(tmp_path: Path) -> dict | None:
@@ -76,7 +36,7 @@ def _answer(tmp_path: Path) -> dict:
     return entry["messages"][1] if entry is not None and len(entry["messages"]) > 1 else {}
 
 
-async def _comparing(pilot, backend: Sides) -> None:
+async def _comparing(pilot, backend: CompareSides) -> None:
     await ready(pilot)
     await type_line(pilot, "/compare --temperature 0.9")
     await wait_for(pilot, lambda: pilot.app.comparing.compared_side() is not None)
@@ -91,7 +51,7 @@ def _saves_every(monkeypatch, seconds: float) -> None:
 @run_async
 async def test_a_compared_answer_outlasting_the_main_one_is_journaled_as_it_streams_and_resumes(tmp_path, monkeypatch):
     _saves_every(monkeypatch, 0.0)
-    backend = Sides(["Quick."], ["Slow", " one", " more"])
+    backend = CompareSides(["Quick."], ["Slow", " one", " more"])
     app = scripted_app(backend)
     async with app.run_test(size=(120, 30)) as pilot:
         await _comparing(pilot, backend)
@@ -127,7 +87,7 @@ async def test_a_compared_answer_outlasting_the_main_one_is_journaled_as_it_stre
 @run_async
 async def test_a_quit_while_only_the_compared_answer_streams_journals_it_at_once(tmp_path, monkeypatch):
     _saves_every(monkeypatch, 3600.0)  # no checkpoint comes due: only the quit can journal what it said
-    backend = Sides(["Quick."], ["Slow", " one"])
+    backend = CompareSides(["Quick."], ["Slow", " one"])
     app = scripted_app(backend)
     async with app.run_test(size=(120, 30)) as pilot:
         await _comparing(pilot, backend)
@@ -147,7 +107,7 @@ async def test_a_quit_while_only_the_compared_answer_streams_journals_it_at_once
 @run_async
 async def test_both_answers_streaming_are_journaled_together_on_a_quit(tmp_path, monkeypatch):
     _saves_every(monkeypatch, 3600.0)
-    backend = Sides(["Quick", " answer"], ["Slow", " one"], hold_after=1)
+    backend = CompareSides(["Quick", " answer"], ["Slow", " one"], hold_after=1)
     app = scripted_app(backend)
     async with app.run_test(size=(120, 30)) as pilot:
         await _comparing(pilot, backend)
@@ -167,7 +127,7 @@ async def test_a_compared_answer_is_never_journaled_on_another_answer_to_its_que
     """/regenerate (comparing no more) while the compared answer streams: the new answer is not the one it compares
     with, so no snapshot puts it there."""
     _saves_every(monkeypatch, 0.0)
-    backend = Sides(["Quick."], ["Slow", " one"])
+    backend = CompareSides(["Quick."], ["Slow", " one"])
     app = scripted_app(backend)
     async with app.run_test(size=(120, 30)) as pilot:
         await _comparing(pilot, backend)
@@ -186,17 +146,17 @@ async def test_a_compared_answer_is_never_journaled_on_another_answer_to_its_que
         assert conversation.messages[1].compared is None
 
 
-# The app in a child process, on ``Sides``: the main answer done, the compared one held after "Slow one".
+# The app in a child process, on ``CompareSides``: the main answer done, the compared one held after "Slow one".
 CHILD = """
 import asyncio
-from test_compare_journal import Sides, _comparing
+from test_compare_journal import CompareSides, _comparing
 from tui_support import scripted_app, type_line, wait_for
 from dsvl_tui.tui import answering
 
 answering.PARTIAL_SAVE_SECONDS = 0.0  # each chunk journaled: what the parent waits for comes at once
 
 async def main():
-    backend = Sides(["Quick."], ["Slow", " one", " more"])
+    backend = CompareSides(["Quick."], ["Slow", " one", " more"])
     app = scripted_app(backend)
     async with app.run_test(size=(120, 30)) as pilot:
         await _comparing(pilot, backend)
