@@ -144,6 +144,11 @@ async def test_a_compared_answer_is_never_journaled_on_another_answer_to_its_que
         await wait_for(pilot, lambda: _answer(tmp_path).get("text") == "Again.")
         assert "compared" not in _answer(tmp_path)
         assert conversation.messages[1].compared is None
+        # The pane was redrawn: the compared answer stopped there, and what it said is kept on its own answer.
+        assert first.compared is not None and (first.compared.text, first.compared.stopped) == ("Slow", True)
+        backend.steps[1].set()  # too late: it has stopped
+    kept = [m for kept in Journal().open(conversation.id).alternatives.values() for m in kept if m.compared]
+    assert [(m.text, m.compared.text, m.compared.stopped) for m in kept] == [("Quick.", "Slow", True)]
 
 
 # The app in a child process, on ``CompareSides``: the main answer done, the compared one held after "Slow one".

@@ -5,7 +5,8 @@ recorded answer that carries ``ChatMessage.compared``): what the app does to an 
 ``wait``, ``finish``, its ``state`` and ``message``) goes to the left side, ``SideAnswer``s labelled
 with their models. The right side streams from its own thread (``tui.compare``), posting
 ``ComparedChunk``/``ComparedDone`` to its widget; each side ends with its own stats line (tokens,
-tok/s, time to first token). The compared answer is kept on the main one once both have ended.
+tok/s, time to first token). The compared answer is kept on the main one once both have ended, or,
+if a command redraws the pane while it still streams, stopped there with what it said so far.
 """
 
 from __future__ import annotations
@@ -197,6 +198,14 @@ class ComparedPair(Horizontal):
             job.turn.cancel.set()
 
     # -- the compared side ---------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        """Taken off the screen while its compared side still streams (a command redrew the pane: /regenerate,
+        /branch, /undo): that side stops (``SideAnswer.on_unmount``) and what it said so far is kept, stopped."""
+        job = self.other.job
+        if job is not None and job.result is None and self._compared is None:
+            job.turn.cancel.set()
+            self.compared_ended(job.turn.answer(getattr(job.turn.stream, "stats", None), stopped=True))
 
     def compared_ended(self, answer: ComparedAnswer) -> None:
         self._compared = answer
