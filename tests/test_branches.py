@@ -9,11 +9,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from process_support import PROCESS_TIMEOUT
+from process_support import PROCESS_TIMEOUT, kill_9_when
 
 from dsvl_tui.core import branches
 from dsvl_tui.core.conversation import ChatMessage, Conversation
@@ -121,13 +120,7 @@ def test_branches_survive_kill_9_resume_save_and_load(tiny_siglip, tmp_path):
     try:
         child.stdin.write(lines)
         child.stdin.flush()  # stdin stays open: the app waits for more when it is killed
-        deadline = time.monotonic() + PROCESS_TIMEOUT
-        while (doc := _journaled(tmp_path / "data" / "journal")) is None:
-            assert child.poll() is None, child.stderr.read()
-            assert time.monotonic() < deadline, "the journal never held the whole tree"
-            time.sleep(0.1)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=PROCESS_TIMEOUT)
+        doc = kill_9_when(child, lambda: _journaled(tmp_path / "data" / "journal"), "the whole tree journaled")
     finally:
         child.kill()
         child.wait(timeout=PROCESS_TIMEOUT)

@@ -3,7 +3,8 @@
 
 The compared side sees its own earlier answers (``Conversation.engine_messages(compared=True)``), and what it
 said is kept on the main answer as ``ChatMessage.compared``, which transcripts store. While it streams, a
-``checkpoint`` lets the front end journal it so far, as the main answer's ``Turn`` is.
+``checkpoint`` lets the front end journal it so far, as the main answer's ``Turn`` is, on the answer to its
+question in a snapshot of the conversation (``put_compared``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.core.conversation import ComparedAnswer, Conversation, cut_text, text_limits
+from dsvl_tui.core.conversation import ChatMessage, ComparedAnswer, Conversation, cut_text, text_limits
 from dsvl_tui.core.stats import valid_stats
 
 if TYPE_CHECKING:
@@ -70,6 +71,15 @@ class ComparedTurn:
         self.result = self.answer(stats, stopped=stopped, error=error)
         return self.result
 
+    def so_far(self) -> ComparedAnswer:
+        """Its answer once ended, else what it said so far as a stopped answer (to journal while it streams)."""
+        return self.result or self.answer(stopped=True)
+
+    def stop_here(self) -> ComparedAnswer:
+        """Stop it and give what it said so far, with its stream's stats, as a stopped answer (to keep now)."""
+        self.cancel.set()
+        return self.answer(getattr(self.stream, "stats", None), stopped=True)
+
     def answer(self, stats: Any = None, *, stopped: bool = False, error: str | None = None) -> ComparedAnswer:
         """The answer so far as the transcript keeps it (cut to a message's limit, stats made valid)."""
         limit = text_limits()[0]
@@ -91,9 +101,7 @@ class ComparedThread:
         self.turn = ComparedTurn.of(side, conversation)  # its history now, before the main answer is added
         if checkpoint is not None:
             self.turn.checkpoint, self.turn.every = lambda: checkpoint(self), every
-        self.result: list[ComparedAnswer] = []
-        self.thread = threading.Thread(target=lambda: self.result.append(self.turn.run()), daemon=True,
-                                       name="compared-answer")
+        self.thread = threading.Thread(target=self.turn.run, daemon=True, name="compared-answer")
         self.thread.start()
 
     def stop(self) -> None:
@@ -110,8 +118,21 @@ class ComparedThread:
                 self.thread.join()
             except KeyboardInterrupt:  # Ctrl+C while it finishes: it stops too, and is kept
                 self.turn.cancel.set()
-        return self.result[0]
+        assert self.turn.result is not None  # ``run`` never raises: it always ends with one
+        return self.turn.result
 
-    def so_far(self) -> ComparedAnswer:
-        """Its answer once ended, else what it said so far as a stopped answer (to journal while it streams)."""
-        return self.result[0] if self.result else self.turn.answer(stopped=True)
+
+def put_compared(snapshot: Conversation, asked: ChatMessage, compared: ComparedAnswer, *,
+                 recorded: ChatMessage | None = None) -> bool:
+    """Put ``compared`` on the answer to ``asked`` in ``snapshot`` (a copy: its own message list; the answer is
+    replaced, never changed). Not if the question is gone or not answered there, if that answer is not
+    ``recorded`` (another answer to it since: /regenerate), or if it keeps a compared answer already."""
+    messages = snapshot.messages
+    index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is asked), None)
+    if index is None or index + 1 >= len(messages):
+        return False
+    answer = messages[index + 1]
+    if (recorded is not None and answer is not recorded) or answer.role != "assistant" or answer.compared is not None:
+        return False
+    messages[index + 1] = replace(answer, compared=compared)
+    return True

@@ -94,7 +94,7 @@ class Answering(ReplCompare):
             return
         compared = self._comparing
         if compared is not None and snapshot.messages:  # /compare: the compared answer so far rides along
-            snapshot.messages[-1] = replace(snapshot.messages[-1], compared=compared.so_far())
+            snapshot.messages[-1] = replace(snapshot.messages[-1], compared=compared.turn.so_far())
         self._autosave(snapshot)
 
     def _backend(self, cancel: threading.Event) -> ChatBackend | None:

@@ -10,7 +10,6 @@ checkpoints every ``PARTIAL_SAVE_SECONDS`` and the main answer's carry it, so a 
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dsvl_tui.commands.registry import CommandError
@@ -70,7 +69,7 @@ class ReplCompare(Journaling):
             with self._journal_lock:  # built and written in turn with the main thread's snapshots
                 if conversation is not self._conversation:
                     return
-                snapshot = compared_snapshot(conversation, asked, "".join(main_so_far), compared.so_far())
+                snapshot = compared_snapshot(conversation, asked, "".join(main_so_far), compared.turn.so_far())
                 if snapshot is not None:
                     self._autosave(snapshot)
 
@@ -92,19 +91,14 @@ class ReplCompare(Journaling):
             self._write_err(f"{compared.turn.side.label}: {line}", DIM)
 
 
+
 def compared_snapshot(conversation: Conversation, asked: ChatMessage, main_so_far: str,
                       compared: ComparedAnswer) -> Conversation | None:
     """A snapshot of ``conversation`` with ``compared`` on the answer to ``asked`` (that answer so far,
     stopped, while it streams); None once the question is gone or its answer keeps a compared one already."""
+    from dsvl_tui.backends.compared_turn import put_compared
+
     snapshot = conversation.copy()
-    messages = snapshot.messages
-    index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is asked), None)
-    if index is None:
-        return None
-    if index + 1 == len(messages):  # the main answer still streams
+    if snapshot.messages and snapshot.messages[-1] is asked:  # the main answer still streams
         snapshot.add_answer(main_so_far, stopped=True)
-    answer = messages[index + 1]
-    if answer.role != "assistant" or answer.compared is not None:
-        return None
-    messages[index + 1] = replace(answer, compared=compared)  # the snapshot's: the conversation is untouched
-    return snapshot
+    return snapshot if put_compared(snapshot, asked, compared) else None

@@ -16,7 +16,6 @@ as the main answer's.
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -121,12 +120,12 @@ class TuiCompare:
         previous = self.running.get(pane)
         if previous is None or previous.result is not None:
             return
-        previous.turn.cancel.set()
+        kept = previous.turn.stop_here()
         messages = conversation.messages
         index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is job.asked), 0)
         answered = messages[index - 1] if index else None
         if answered is not None and answered.role == "assistant" and answered.compared is None:
-            answered.compared = previous.turn.answer(getattr(previous.turn.stream, "stats", None), stopped=True)
+            answered.compared = kept
 
     def stop(self, pane: object) -> None:
         """Esc: stop ``pane``'s compared answer too (it may outlast the main one)."""
@@ -145,18 +144,10 @@ class ComparedPartial:
     pair: ComparedPair | None = None  # where both are shown: its ``message`` is the main answer once recorded
 
     def amend(self, snapshot: Conversation) -> None:
-        messages, asked = snapshot.messages, self.main.asked
-        index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i] is asked), None)
-        if index is None or index + 1 >= len(messages):  # the question is gone, or not answered in this snapshot
-            return
-        answer = messages[index + 1]
-        recorded = self.pair.message if self.pair is not None else None
-        if recorded is not None and answer is not recorded:  # another answer to it since (/regenerate): not ours
-            return
-        if answer.role != "assistant" or answer.compared is not None:  # kept already
-            return
-        compared = self.turn.result or self.turn.answer(stopped=True)  # no stats yet: the main partial has none
-        messages[index + 1] = dataclasses.replace(answer, compared=compared)  # the snapshot's: the app's is untouched
+        from dsvl_tui.backends.compared_turn import put_compared
+
+        recorded = self.pair.message if self.pair is not None else None  # the main answer, once recorded
+        put_compared(snapshot, self.main.asked, self.turn.so_far(), recorded=recorded)
 
     def snapshot(self) -> Conversation | None:
         """While it streams: the main answer so far (``Turn.partial``) if that streams too, else the conversation."""

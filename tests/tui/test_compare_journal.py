@@ -10,11 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from process_support import PROCESS_TIMEOUT
+from process_support import PROCESS_TIMEOUT, kill_9_when
 from tui_support import CompareSides, ready, run_async, scripted_app, type_line, wait_for
 
 from dsvl_tui.storage.journal import Journal
@@ -168,8 +167,7 @@ async def main():
         await type_line(pilot, "hello")
         backend.steps[0].set()
         backend.steps[1].set()
-        while True:  # streaming, held, until the kill
-            await pilot.pause(0.1)
+        await asyncio.Event().wait()  # streaming, held, until the kill
 
 asyncio.run(main())
 """
@@ -183,13 +181,8 @@ def test_kill_9_while_the_compared_answer_streams_keeps_it_for_resume(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + PROCESS_TIMEOUT
-        while _answer_on_disk(tmp_path).get("compared", {}).get("text") != "Slow one":
-            assert child.poll() is None, child.stderr.read()
-            assert time.monotonic() < deadline, "the journal never held the compared answer so far"
-            time.sleep(0.1)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=PROCESS_TIMEOUT)
+        kill_9_when(child, lambda: _answer_on_disk(tmp_path).get("compared", {}).get("text") == "Slow one",
+                    "the journal holding the compared answer so far")
     finally:
         child.kill()
         child.wait(timeout=PROCESS_TIMEOUT)

@@ -204,8 +204,7 @@ class ComparedPair(Horizontal):
         /branch, /undo): that side stops (``SideAnswer.on_unmount``) and what it said so far is kept, stopped."""
         job = self.other.job
         if job is not None and job.result is None and self._compared is None:
-            job.turn.cancel.set()
-            self.compared_ended(job.turn.answer(getattr(job.turn.stream, "stats", None), stopped=True))
+            self.compared_ended(job.turn.stop_here())
 
     def compared_ended(self, answer: ComparedAnswer) -> None:
         self._compared = answer
