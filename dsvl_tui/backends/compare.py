@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsvl_tui.core.conversation import Conversation
+from dsvl_tui.core.conversation import Conversation, side_label
 from dsvl_tui.core.options import resolvable_model, user_settings
 
 if TYPE_CHECKING:
@@ -127,15 +127,6 @@ class CompareSide:
 
     def settings_for(self, conversation: Conversation) -> GenerationSettings:
         return dataclasses.replace(conversation.settings, **self.settings)
-
-
-def side_label(model: str, endpoint: str = "", quantize: str = "none", settings: dict[str, Any] | None = None) -> str:
-    name = Path(model).name if model and Path(model).is_absolute() else model
-    parts = [f"at {endpoint}"] if endpoint else []
-    if quantize != "none":
-        parts.append(quantize)
-    parts += [f"{key}={'random' if value is None else value}" for key, value in (settings or {}).items()]
-    return f"{name or 'the model'}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 # -- memory -----------------------------------------------------------------------

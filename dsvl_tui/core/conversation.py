@@ -191,6 +191,18 @@ def new_message_id() -> str:
     return os.urandom(8).hex()
 
 
+def side_label(model: str, endpoint: str = "", quantize: str = "none",
+               settings: dict[str, object] | None = None) -> str:
+    """How a model is named beside its answer (``/compare``): a local folder by its last part, then where it
+    runs, its quantization and the settings of its own."""
+    name = Path(model).name if model and Path(model).is_absolute() else model
+    parts = [f"at {endpoint}"] if endpoint else []
+    if quantize != "none":
+        parts.append(quantize)
+    parts += [f"{key}={'random' if value is None else value}" for key, value in (settings or {}).items()]
+    return f"{name or 'the model'}" + (f" ({', '.join(parts)})" if parts else "")
+
+
 @dataclass
 class ComparedAnswer:
     """The second model's answer to the same message (``/compare``, ``ask --compare``): who answered, with

@@ -242,8 +242,8 @@ class _Ask:
     def _generate(self, backend: ChatBackend, conversation: Conversation,
                   side: CompareSide | None = None) -> tuple[ChatMessage, bool]:
         from dsvl_tui.backends.choose import stats_line
-        from dsvl_tui.backends.compare import side_label
         from dsvl_tui.backends.compared_turn import ComparedThread
+        from dsvl_tui.core.conversation import side_label
         from dsvl_tui.core.turn import stream_answer
         from dsvl_tui.repl.printers import PlainPrinter
         from engine.errors import ContextOverflowError, EngineError, ImageError

@@ -58,8 +58,8 @@ class ReplCompare(Journaling):
         journals itself (on its thread) on the main answer: so far (``main_so_far``, its chunks) or kept."""
         if self._compared is None:
             return None
-        from dsvl_tui.backends.compare import side_label
         from dsvl_tui.backends.compared_turn import ComparedThread
+        from dsvl_tui.core.conversation import side_label
         from dsvl_tui.storage.autosave import PARTIAL_SAVE_SECONDS
 
         self._write_err(f"== {side_label(conversation.model)} ==", DIM)

@@ -147,7 +147,7 @@ class ReplOutput:
     def _show_stats(self, answer: ChatMessage, model: str | None = None) -> None:
         """The answer's stats line; with ``model`` (a comparison), labelled with it."""
         from dsvl_tui.backends.choose import stats_line
-        from dsvl_tui.backends.compare import side_label
+        from dsvl_tui.core.conversation import side_label
 
         line = stats_line(answer.stats)
         if line:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsvl_tui.core.text import printable
+from dsvl_tui.core.conversation import side_label
+from dsvl_tui.core.text import printable, shorten
 from dsvl_tui.storage.transcript.format import FORMAT, MAX_FILE_BYTES, parse_time
 
 MAX_WORDS = 32
@@ -79,13 +80,9 @@ class Record:
 
 
 def compared_label(model: str, quantize: str = "none") -> str:
-    """How a snippet names the compared model, as its answers are labelled in the app (``backends.compare.side_label``:
-    a local folder by its last part, then its quantization); printable and cut, for it comes from a file."""
-    name = Path(model).name if Path(model).is_absolute() else model
-    name = " ".join(printable(name).split()) or "the compared model"
-    if quantize not in ("", "none"):
-        name += f" ({' '.join(printable(quantize).split())})"
-    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "\u2026"
+    """How a snippet names the compared model: as its answers are labelled in the app (``side_label``), made
+    printable and cut, for it comes from a file."""
+    return shorten(printable(side_label(model or "the compared model", quantize=quantize or "none")), LABEL_CHARS)
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ class TuiCompare:
         widget = job.widget
         if side is None or widget is None:
             return widget
-        from dsvl_tui.backends.compare import side_label
         from dsvl_tui.backends.compared_turn import ComparedTurn
+        from dsvl_tui.core.conversation import side_label
         from dsvl_tui.tui import answering
         from dsvl_tui.tui.widgets import ComparedJob, ComparedPair, SideAnswer
 

@@ -135,7 +135,7 @@ class ComparedPair(Horizontal):
     @classmethod
     def of(cls, message: ChatMessage, main_label: str, versions: tuple[int, int] = (1, 1)) -> ComparedPair:
         """A recorded answer with its compared answer, as a transcript or the journal brought it back."""
-        from dsvl_tui.backends.compare import side_label
+        from dsvl_tui.core.conversation import side_label
 
         compared = message.compared
         assert compared is not None
